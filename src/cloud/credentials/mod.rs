@@ -1,0 +1,349 @@
+//! Where an account's AccessKey comes from. A chain of sources, first that yields wins:
+//! explicit files named in the config, the environment, systemd credentials, the aliyun CLI
+//! profile, and the ECS RAM role through the instance metadata service (reference §5). Secrets
+//! are held in [`Secret`] from the moment they are read.
+
+mod cli_profile;
+mod imds;
+mod sources;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+pub use imds::{DEFAULT_METADATA_URL, ImdsProvider};
+
+use crate::closed_enum;
+use crate::secret::Secret;
+
+/// A usable AccessKey, possibly temporary (STS).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// The AccessKey ID (not secret: it appears in every request).
+    pub access_key_id: String,
+    /// The AccessKey secret.
+    pub access_key_secret: Secret,
+    /// The STS token, for temporary credentials.
+    pub security_token: Option<Secret>,
+    /// When temporary credentials stop working.
+    pub expiration: Option<DateTime<Utc>>,
+}
+
+/// A snapshot of the process environment. Read once at start-up and passed in, so tests can
+/// supply their own without touching the real environment.
+#[derive(Debug, Clone, Default)]
+pub struct Environment {
+    vars: BTreeMap<String, String>,
+}
+
+impl Environment {
+    /// The real process environment.
+    pub fn from_process() -> Self {
+        Environment {
+            vars: std::env::vars().collect(),
+        }
+    }
+
+    /// An environment made of the given variables only.
+    pub fn from_pairs<K: Into<String>, V: Into<String>>(
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        Environment {
+            vars: pairs
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        }
+    }
+
+    /// A variable's value; unset and empty are the same.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.vars
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    }
+
+    /// Whether a variable is set to `true` (any case) or `1`.
+    pub fn is_true(&self, name: &str) -> bool {
+        self.get(name)
+            .is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+    }
+
+    /// The home directory.
+    pub fn home(&self) -> Option<PathBuf> {
+        self.get("HOME").map(PathBuf::from)
+    }
+}
+
+closed_enum! {
+    /// Which credentials source an account uses.
+    pub enum SourceKind {
+        /// Try every source in order; the first that yields wins.
+        Chain => "chain",
+        /// `access_key_id` plus `access_key_secret_file` (and `security_token_file`).
+        File => "file",
+        /// `ALIBABA_CLOUD_ACCESS_KEY_ID`/`_SECRET`/`_SECURITY_TOKEN`, then `ALIYUN_*`, `ALICLOUD_*`.
+        Env => "env",
+        /// Files in `$CREDENTIALS_DIRECTORY` (systemd `LoadCredential=`).
+        Systemd => "systemd",
+        /// The aliyun CLI's `~/.aliyun/config.json`.
+        CliProfile => "cli-profile",
+        /// The ECS RAM role, through the instance metadata service.
+        RamRole => "ram-role",
+    }
+}
+
+/// An account's credentials settings, as written in the config file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialsConfig {
+    /// Which source to use; `chain` tries them all in order.
+    #[serde(default = "default_source")]
+    pub source: SourceKind,
+    /// AccessKey ID for the `file` source (the ID is not a secret).
+    #[serde(default)]
+    pub access_key_id: Option<String>,
+    /// A file whose whole content is the AccessKey secret (never the secret inline).
+    #[serde(default)]
+    pub access_key_secret_file: Option<PathBuf>,
+    /// A file holding an STS token, for temporary keys.
+    #[serde(default)]
+    pub security_token_file: Option<PathBuf>,
+    /// Prefix of the systemd credential names: `<prefix>access_key_id`,
+    /// `<prefix>access_key_secret`, `<prefix>security_token`.
+    #[serde(default)]
+    pub systemd_credential_prefix: String,
+    /// The aliyun CLI config file (default `~/.aliyun/config.json`).
+    #[serde(default)]
+    pub cli_config_path: Option<PathBuf>,
+    /// The CLI profile (default `$ALIBABA_CLOUD_PROFILE`, else the file's `current`).
+    #[serde(default)]
+    pub cli_profile: Option<String>,
+    /// The RAM role name (default: discovered from the metadata service).
+    #[serde(default)]
+    pub ram_role_name: Option<String>,
+    /// The metadata service base URL.
+    #[serde(default = "default_metadata_url")]
+    pub metadata_url: String,
+    /// Whether to fall back to token-less metadata requests (IMDSv1) when a token cannot be had.
+    #[serde(default = "default_true")]
+    pub imdsv1_fallback: bool,
+    /// Renew temporary credentials this long before they expire.
+    #[serde(default = "default_refresh_before", with = "crate::duration::serde_humantime")]
+    pub refresh_before: Duration,
+}
+
+fn default_source() -> SourceKind {
+    SourceKind::Chain
+}
+fn default_metadata_url() -> String {
+    DEFAULT_METADATA_URL.to_owned()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_refresh_before() -> Duration {
+    // The metadata service hands out a new token 30 min before the old one expires; the
+    // official Python library treats a token as stale 15 min before expiry.
+    Duration::from_secs(15 * 60)
+}
+
+impl Default for CredentialsConfig {
+    fn default() -> Self {
+        CredentialsConfig {
+            source: default_source(),
+            access_key_id: None,
+            access_key_secret_file: None,
+            security_token_file: None,
+            systemd_credential_prefix: String::new(),
+            cli_config_path: None,
+            cli_profile: None,
+            ram_role_name: None,
+            metadata_url: default_metadata_url(),
+            imdsv1_fallback: true,
+            refresh_before: default_refresh_before(),
+        }
+    }
+}
+
+/// Why no credentials could be had.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialError {
+    /// A file named by the config or the environment cannot be read.
+    #[error(
+        "cannot read the {what} from {path}: {source} — check the path and that the daemon's user may read it"
+    )]
+    Unreadable {
+        /// What the file should hold.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A file that should hold a value is empty.
+    #[error("the {what} file {path} is empty — put the value in the file")]
+    Empty {
+        /// What the file should hold.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+    },
+
+    /// A source is half configured (an ID without a secret, say).
+    #[error("the {source_name} credentials source is incomplete: {detail}")]
+    Incomplete {
+        /// Which source.
+        source_name: &'static str,
+        /// What is missing.
+        detail: String,
+    },
+
+    /// The aliyun CLI config cannot be used.
+    #[error("aliyun CLI config {path}: {detail}")]
+    CliProfile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
+
+    /// The instance metadata service failed.
+    #[error("ECS RAM role via the metadata service at {url}: {detail}")]
+    Metadata {
+        /// Base URL.
+        url: String,
+        /// What failed.
+        detail: String,
+    },
+
+    /// Every source was tried and none yielded.
+    #[error(
+        "no credentials found; tried: {tried} — configure the account's credentials (see config/example.toml)"
+    )]
+    NotFound {
+        /// Each source and why it did not yield.
+        tried: String,
+    },
+}
+
+/// A resolved credentials source that hands out credentials, refreshing temporary ones.
+pub struct CredentialProvider {
+    origin: String,
+    warnings: Vec<String>,
+    kind: ProviderKind,
+}
+
+enum ProviderKind {
+    Static(Credentials),
+    Imds(ImdsProvider),
+}
+
+impl fmt::Debug for CredentialProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CredentialProvider")
+            .field("origin", &self.origin)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CredentialProvider {
+    /// Fixed credentials (from a file, the environment, systemd or a CLI profile).
+    pub fn fixed(credentials: Credentials, origin: impl Into<String>) -> Self {
+        CredentialProvider {
+            origin: origin.into(),
+            warnings: Vec::new(),
+            kind: ProviderKind::Static(credentials),
+        }
+    }
+
+    /// Credentials from the metadata service, refreshed before they expire.
+    pub fn metadata(provider: ImdsProvider) -> Self {
+        CredentialProvider {
+            origin: provider.describe(),
+            warnings: Vec::new(),
+            kind: ProviderKind::Imds(provider),
+        }
+    }
+
+    fn with_warnings(mut self, warnings: Vec<String>) -> Self {
+        self.warnings = warnings;
+        self
+    }
+
+    /// Where the credentials come from, for logs and `check-config` (never the secret).
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// Things the operator should fix that do not stop the daemon (a world-readable key file).
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// The credentials to sign with at `now`, refreshing temporary ones that are close to
+    /// expiry.
+    pub async fn credentials(&self, now: DateTime<Utc>) -> Result<Credentials, CredentialError> {
+        match &self.kind {
+            ProviderKind::Static(credentials) => Ok(credentials.clone()),
+            ProviderKind::Imds(provider) => provider.credentials(now).await,
+        }
+    }
+}
+
+/// The result of asking one source.
+pub(crate) enum Attempt {
+    /// The source yielded.
+    Found(CredentialProvider),
+    /// The source is not set up here (and why), so the chain moves on.
+    Absent(String),
+}
+
+/// Resolves an account's credentials source: for `chain`, the first source that yields.
+/// A source that is present but broken (an unreadable key file, a half-set environment) is an
+/// error rather than a reason to move on, so a typo never silently selects other credentials.
+pub async fn resolve(
+    config: &CredentialsConfig,
+    env: &Environment,
+) -> Result<CredentialProvider, CredentialError> {
+    let order: &[SourceKind] = match config.source {
+        SourceKind::Chain => &[
+            SourceKind::File,
+            SourceKind::Env,
+            SourceKind::Systemd,
+            SourceKind::CliProfile,
+            SourceKind::RamRole,
+        ],
+        SourceKind::File => &[SourceKind::File],
+        SourceKind::Env => &[SourceKind::Env],
+        SourceKind::Systemd => &[SourceKind::Systemd],
+        SourceKind::CliProfile => &[SourceKind::CliProfile],
+        SourceKind::RamRole => &[SourceKind::RamRole],
+    };
+    let mut tried = Vec::new();
+    for &kind in order {
+        let attempt = match kind {
+            SourceKind::File => sources::from_files(config)?,
+            SourceKind::Env => sources::from_env(env)?,
+            SourceKind::Systemd => sources::from_systemd(config, env)?,
+            SourceKind::CliProfile => cli_profile::from_cli_profile(config, env)?,
+            SourceKind::RamRole => imds::from_ram_role(config, env).await?,
+            SourceKind::Chain => unreachable!("the chain lists concrete sources only"),
+        };
+        match attempt {
+            Attempt::Found(provider) => return Ok(provider),
+            Attempt::Absent(why) => tried.push(format!("{kind} ({why})")),
+        }
+    }
+    Err(CredentialError::NotFound {
+        tried: tried.join(", "),
+    })
+}
+

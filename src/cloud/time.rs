@@ -1,0 +1,85 @@
+//! ECS time formats: responses carry minute precision (`2024-04-14T16:00Z`) or second precision
+//! (`2024-03-08T08:33:06Z`); request filters take minutes; `Timestamp` takes seconds.
+
+use chrono::{DateTime, NaiveDateTime, TimeZone, Timelike, Utc};
+
+/// What PostPaid instances report as their `ExpiredTime` (reference §3.1).
+pub const POSTPAID_EXPIRED_TIME: &str = "2099-12-31T15:59Z";
+
+/// A time string that is in none of the forms ECS uses.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{value:?} is not an ECS time (expected yyyy-MM-ddTHH:mmZ or yyyy-MM-ddTHH:mm:ssZ)")]
+pub struct InvalidTime {
+    /// The text that did not parse.
+    pub value: String,
+}
+
+/// Parses `yyyy-MM-ddTHH:mmZ`, `yyyy-MM-ddTHH:mm:ssZ`, or any RFC 3339 time.
+pub fn parse(value: &str) -> Result<DateTime<Utc>, InvalidTime> {
+    let trimmed = value.trim();
+    for format in ["%Y-%m-%dT%H:%MZ", "%Y-%m-%dT%H:%M:%SZ"] {
+        if let Ok(naive) = NaiveDateTime::parse_from_str(trimmed, format) {
+            return Ok(Utc.from_utc_datetime(&naive));
+        }
+    }
+    DateTime::parse_from_rfc3339(trimmed)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| InvalidTime {
+            value: value.to_owned(),
+        })
+}
+
+/// `yyyy-MM-ddTHH:mmZ`, the form of filter values and of `ExpiredTime` in responses.
+pub fn format_minutes(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%MZ").to_string()
+}
+
+/// `yyyy-MM-ddTHH:mm:ssZ`, the form of the `Timestamp` request parameter.
+pub fn format_seconds(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// `t` with seconds and below cut off.
+pub fn floor_minute(t: DateTime<Utc>) -> DateTime<Utc> {
+    t.with_nanosecond(0)
+        .and_then(|t| t.with_second(0))
+        .unwrap_or(t)
+}
+
+/// The first whole minute at or after `t`.
+pub fn ceil_minute(t: DateTime<Utc>) -> DateTime<Utc> {
+    let floor = floor_minute(t);
+    if floor == t {
+        t
+    } else {
+        floor + chrono::Duration::minutes(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_minute_and_second_precision() {
+        let minute = parse("2024-04-14T16:00Z").unwrap();
+        assert_eq!(minute, Utc.with_ymd_and_hms(2024, 4, 14, 16, 0, 0).unwrap());
+        let second = parse("2024-03-08T08:33:06Z").unwrap();
+        assert_eq!(second, Utc.with_ymd_and_hms(2024, 3, 8, 8, 33, 6).unwrap());
+        let rfc = parse("2024-03-08T16:33:06+08:00").unwrap();
+        assert_eq!(rfc, Utc.with_ymd_and_hms(2024, 3, 8, 8, 33, 6).unwrap());
+        assert!(parse("yesterday").is_err());
+        assert!(parse("").is_err());
+    }
+
+    #[test]
+    fn formats_round_trip() {
+        let t = Utc.with_ymd_and_hms(2024, 4, 14, 16, 0, 59).unwrap();
+        assert_eq!(format_minutes(t), "2024-04-14T16:00Z");
+        assert_eq!(format_seconds(t), "2024-04-14T16:00:59Z");
+        assert_eq!(floor_minute(t), parse("2024-04-14T16:00Z").unwrap());
+        assert_eq!(ceil_minute(t), parse("2024-04-14T16:01Z").unwrap());
+        let whole = parse("2024-04-14T16:00Z").unwrap();
+        assert_eq!(ceil_minute(whole), whole);
+    }
+}

@@ -1,0 +1,16 @@
+//! ecs-renewd keeps Alibaba Cloud ECS subscription (PrePaid) instances from expiring.
+//!
+//! # Layout
+//! - [`cloud`]: the ECS OpenAPI client (signing, credentials, transport, typed calls, errors)
+//!   and the wire types the emulator shares.
+//! - [`clock`]: time as an input (wall clock or a virtual one).
+//! - [`secret`]: the redacting type that holds every secret.
+//! - [`money`], [`duration`]: small value types.
+
+pub mod closed_enum;
+
+pub mod clock;
+pub mod cloud;
+pub mod duration;
+pub mod money;
+pub mod secret;

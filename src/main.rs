@@ -1,0 +1,3 @@
+//! The `ecs-renewd` command line.
+
+fn main() {}

@@ -1,0 +1,184 @@
+//! Shared test helpers: a scripted loopback HTTP stub that records every request, and
+//! helpers to build clients against it.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use tokio::time::Instant;
+
+/// One request as the stub saw it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    /// `GET`, `POST`, `PUT`...
+    pub method: String,
+    /// The path.
+    pub path: String,
+    /// Lower-cased header names.
+    pub headers: HashMap<String, String>,
+    /// Query and form-body parameters, decoded, in order.
+    pub params: Vec<(String, String)>,
+    /// When it arrived.
+    pub at: Instant,
+}
+
+impl Recorded {
+    /// A parameter's value.
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A scripted answer.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// HTTP status.
+    pub status: u16,
+    /// Extra headers.
+    pub headers: Vec<(String, String)>,
+    /// Body.
+    pub body: String,
+    /// Delay before answering.
+    pub delay: Duration,
+}
+
+impl Reply {
+    /// A JSON answer.
+    pub fn json(status: u16, body: serde_json::Value) -> Reply {
+        Reply {
+            status,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: body.to_string(),
+            delay: Duration::ZERO,
+        }
+    }
+
+    /// A raw answer.
+    pub fn raw(status: u16, body: &str) -> Reply {
+        Reply {
+            status,
+            headers: Vec::new(),
+            body: body.into(),
+            delay: Duration::ZERO,
+        }
+    }
+
+    /// An ECS error answer.
+    pub fn error(status: u16, code: &str, message: &str) -> Reply {
+        Reply::json(
+            status,
+            serde_json::json!({"RequestId": "REQ-ERR", "HostId": "ecs.aliyuncs.com", "Code": code, "Message": message}),
+        )
+    }
+
+    /// Adds a header.
+    pub fn header(mut self, name: &str, value: &str) -> Reply {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Answers after `delay`.
+    pub fn after(mut self, delay: Duration) -> Reply {
+        self.delay = delay;
+        self
+    }
+}
+
+type Handler = dyn Fn(&Recorded, usize) -> Reply + Send + Sync;
+
+#[derive(Clone)]
+struct StubState {
+    handler: Arc<Handler>,
+    requests: Arc<Mutex<Vec<Recorded>>>,
+}
+
+/// A loopback HTTP server answering with a handler of (request, index of the request).
+pub struct Stub {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    requests: Arc<Mutex<Vec<Recorded>>>,
+    _server: tokio::task::JoinHandle<()>,
+}
+
+impl Stub {
+    /// Starts a stub on 127.0.0.1, port 0.
+    pub async fn start(handler: impl Fn(&Recorded, usize) -> Reply + Send + Sync + 'static) -> Stub {
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let state = StubState {
+            handler: Arc::new(handler),
+            requests: requests.clone(),
+        };
+        let app = axum::Router::new().fallback(serve).with_state(state);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Stub {
+            addr,
+            requests,
+            _server: server,
+        }
+    }
+
+    /// The base URL.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Every request so far.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+async fn serve(State(state): State<StubState>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let bytes: Bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
+    let mut params: Vec<(String, String)> = parts
+        .uri
+        .query()
+        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default();
+    params.extend(form_urlencoded::parse(&bytes).into_owned());
+    let recorded = Recorded {
+        method: parts.method.to_string(),
+        path: parts.uri.path().to_owned(),
+        headers: parts
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+            .collect(),
+        params,
+        at: Instant::now(),
+    };
+    let index = {
+        let mut requests = state.requests.lock().unwrap();
+        requests.push(recorded.clone());
+        requests.len() - 1
+    };
+    let reply = (state.handler)(&recorded, index);
+    if !reply.delay.is_zero() {
+        tokio::time::sleep(reply.delay).await;
+    }
+    let mut response = (
+        axum::http::StatusCode::from_u16(reply.status).unwrap(),
+        reply.body,
+    )
+        .into_response();
+    for (name, value) in reply.headers {
+        response.headers_mut().insert(
+            axum::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            axum::http::HeaderValue::from_str(&value).unwrap(),
+        );
+    }
+    response
+}
