@@ -80,7 +80,8 @@ impl VirtualClock {
     pub fn advance(&self, d: Duration) {
         let mut state = self.lock();
         let now = state.now();
-        state.anchor_virtual = now + chrono::Duration::from_std(d).unwrap_or(chrono::TimeDelta::MAX);
+        state.anchor_virtual =
+            now + chrono::Duration::from_std(d).unwrap_or(chrono::TimeDelta::MAX);
         state.anchor_real = Instant::now();
     }
 
@@ -100,7 +101,9 @@ impl VirtualClock {
     fn lock(&self) -> std::sync::MutexGuard<'_, VirtualState> {
         // The state is plain data updated in one statement; a poisoned lock still holds a
         // consistent value, so recover it rather than propagate another thread's panic.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -111,7 +114,11 @@ impl Clock for VirtualClock {
 }
 
 fn sanitize_speed(speed: f64) -> f64 {
-    if speed.is_finite() && speed > 0.0 { speed } else { 0.0 }
+    if speed.is_finite() && speed > 0.0 {
+        speed
+    } else {
+        0.0
+    }
 }
 
 #[cfg(test)]

@@ -87,6 +87,9 @@ mod tests {
         let parsed: Colour = serde_json::from_str("\"red\"").unwrap();
         assert_eq!(parsed, Colour::Red);
         let err = serde_json::from_str::<Colour>("\"green\"").unwrap_err();
-        assert!(err.to_string().contains("expected one of: Red, DarkBlue"), "{err}");
+        assert!(
+            err.to_string().contains("expected one of: Red, DarkBlue"),
+            "{err}"
+        );
     }
 }

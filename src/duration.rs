@@ -4,7 +4,9 @@ use std::time::Duration;
 
 /// A duration string that does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{text:?} is not a duration: write a number and a unit, e.g. \"90s\", \"15m\", \"6h\", \"10d\" or \"1h 30m\"")]
+#[error(
+    "{text:?} is not a duration: write a number and a unit, e.g. \"90s\", \"15m\", \"6h\", \"10d\" or \"1h 30m\""
+)]
 pub struct InvalidDuration {
     text: String,
 }
@@ -20,7 +22,9 @@ pub fn parse(text: &str) -> Result<Duration, InvalidDuration> {
         return Err(invalid());
     }
     while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         if digits == 0 {
             return Err(invalid());
         }

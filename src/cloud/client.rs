@@ -51,7 +51,15 @@ pub trait CallObserver: Send + Sync {
 pub struct NoObserver;
 
 impl CallObserver for NoObserver {
-    fn attempt_finished(&self, _: &str, _: Action, _: &str, _: Result<(), ErrorClass>, _: Duration) {}
+    fn attempt_finished(
+        &self,
+        _: &str,
+        _: Action,
+        _: &str,
+        _: Result<(), ErrorClass>,
+        _: Duration,
+    ) {
+    }
 }
 
 /// Everything an account's client needs besides its credentials.
@@ -138,6 +146,13 @@ impl EcsClient {
     /// Stops starting calls once `cancel` fires (the call in flight completes).
     pub fn with_cancellation(mut self, cancel: CancellationToken) -> Self {
         self.cancel = cancel;
+        self
+    }
+
+    /// Overrides one action's read timeout.
+    pub fn with_read_timeout(mut self, action: Action, timeout: Duration) -> Self {
+        self.settings.read_timeouts.retain(|(a, _)| *a != action);
+        self.settings.read_timeouts.push((action, timeout));
         self
     }
 
@@ -228,7 +243,12 @@ impl EcsClient {
                 started.elapsed(),
             );
             let error = match result {
-                Ok(body) => return Ok(Answer { body, attempts: attempt }),
+                Ok(body) => {
+                    return Ok(Answer {
+                        body,
+                        attempts: attempt,
+                    });
+                }
                 Err(error) => error,
             };
             let jitter: f64 = rand::rng().random_range(0.0..=1.0);
@@ -267,14 +287,14 @@ impl EcsClient {
         params: &[(&str, String)],
     ) -> Result<T, CloudError> {
         let now = self.clock.now();
-        let credentials = self
-            .credentials
-            .credentials(now)
-            .await
-            .map_err(|source| CloudError::Credentials {
-                account: self.settings.account.clone(),
-                source,
-            })?;
+        let credentials =
+            self.credentials
+                .credentials(now)
+                .await
+                .map_err(|source| CloudError::Credentials {
+                    account: self.settings.account.clone(),
+                    source,
+                })?;
         let nonce = new_nonce();
         let signed = signed_parameters(action, region, params, &credentials, &nonce, now);
         let mut form = form_urlencoded::Serializer::new(String::new());
@@ -287,7 +307,10 @@ impl EcsClient {
         let response = self
             .http
             .post(url.clone())
-            .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
             .header("x-acs-action", action.as_str())
             .header("x-acs-version", API_VERSION)
             .timeout(self.read_timeout(action))
@@ -353,7 +376,13 @@ impl EcsClient {
         })))
     }
 
-    fn transport_error(&self, action: Action, region: &str, url: &Url, error: reqwest::Error) -> CloudError {
+    fn transport_error(
+        &self,
+        action: Action,
+        region: &str,
+        url: &Url,
+        error: reqwest::Error,
+    ) -> CloudError {
         let kind = if error.is_timeout() {
             TransportKind::Timeout
         } else if error.is_connect() {
@@ -462,7 +491,10 @@ async fn read_body(mut response: reqwest::Response) -> Result<Vec<u8>, reqwest::
 }
 
 fn snippet(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).chars().take(SNIPPET_CHARS).collect()
+    String::from_utf8_lossy(bytes)
+        .chars()
+        .take(SNIPPET_CHARS)
+        .collect()
 }
 
 /// The `RequestId` of an undecodable body, when one can be picked out of it.
@@ -531,16 +563,31 @@ mod tests {
         );
         let names: Vec<&str> = signed.parameters.iter().map(|(n, _)| n.as_str()).collect();
         for expected in [
-            "Action", "Version", "Format", "AccessKeyId", "SignatureMethod",
-            "SignatureVersion", "SignatureNonce", "Timestamp", "SecurityToken", "RegionId",
+            "Action",
+            "Version",
+            "Format",
+            "AccessKeyId",
+            "SignatureMethod",
+            "SignatureVersion",
+            "SignatureNonce",
+            "Timestamp",
+            "SecurityToken",
+            "RegionId",
             "InstanceId",
         ] {
             assert!(names.contains(&expected), "{expected} missing");
         }
-        assert!(signed.string_to_sign.contains("Timestamp%3D2024-01-01T00%253A00%253A00Z"));
+        assert!(
+            signed
+                .string_to_sign
+                .contains("Timestamp%3D2024-01-01T00%253A00%253A00Z")
+        );
         let again = signer::sign(
             "POST",
-            signed.parameters.iter().map(|(n, v)| (n.as_str(), v.as_str())),
+            signed
+                .parameters
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_str())),
             &Secret::new("s3cr3t/+="),
         );
         assert_eq!(again.signature, signed.signature);

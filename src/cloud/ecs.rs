@@ -10,8 +10,8 @@ use super::error::CloudError;
 use super::time;
 use super::types::{
     AutoRenewAttribute, ChargeType, DescribeAutoRenewResponse, DescribeInstancesResponse,
-    DescribeRegionsResponse, DescribeRenewalPriceResponse, EmptyResponse, Instance, PeriodUnit,
-    RegionRecord, RenewInstanceResponse, RenewalStatus,
+    DescribeRegionsResponse, DescribeRenewalPriceResponse, EmptyResponse, Instance,
+    InstanceDecodeError, PeriodUnit, RegionRecord, RenewInstanceResponse, RenewalStatus,
 };
 use crate::money::Money;
 
@@ -57,9 +57,15 @@ impl InstanceQuery {
         if let Some((start, end)) = self.expiry_window {
             // The old SDKs' fixed positions 3 and 4 (reference §3.1); the service matches by Key.
             params.push(("Filter.3.Key", "ExpiredStartTime".into()));
-            params.push(("Filter.3.Value", time::format_minutes(time::floor_minute(start))));
+            params.push((
+                "Filter.3.Value",
+                time::format_minutes(time::floor_minute(start)),
+            ));
             params.push(("Filter.4.Key", "ExpiredEndTime".into()));
-            params.push(("Filter.4.Value", time::format_minutes(time::ceil_minute(end))));
+            params.push((
+                "Filter.4.Value",
+                time::format_minutes(time::ceil_minute(end)),
+            ));
         }
         if let Some(ids) = &self.instance_ids {
             params.push((
@@ -68,16 +74,48 @@ impl InstanceQuery {
             ));
         }
         const TAG_KEYS: [&str; 20] = [
-            "Tag.1.Key", "Tag.2.Key", "Tag.3.Key", "Tag.4.Key", "Tag.5.Key", "Tag.6.Key",
-            "Tag.7.Key", "Tag.8.Key", "Tag.9.Key", "Tag.10.Key", "Tag.11.Key", "Tag.12.Key",
-            "Tag.13.Key", "Tag.14.Key", "Tag.15.Key", "Tag.16.Key", "Tag.17.Key", "Tag.18.Key",
-            "Tag.19.Key", "Tag.20.Key",
+            "Tag.1.Key",
+            "Tag.2.Key",
+            "Tag.3.Key",
+            "Tag.4.Key",
+            "Tag.5.Key",
+            "Tag.6.Key",
+            "Tag.7.Key",
+            "Tag.8.Key",
+            "Tag.9.Key",
+            "Tag.10.Key",
+            "Tag.11.Key",
+            "Tag.12.Key",
+            "Tag.13.Key",
+            "Tag.14.Key",
+            "Tag.15.Key",
+            "Tag.16.Key",
+            "Tag.17.Key",
+            "Tag.18.Key",
+            "Tag.19.Key",
+            "Tag.20.Key",
         ];
         const TAG_VALUES: [&str; 20] = [
-            "Tag.1.Value", "Tag.2.Value", "Tag.3.Value", "Tag.4.Value", "Tag.5.Value",
-            "Tag.6.Value", "Tag.7.Value", "Tag.8.Value", "Tag.9.Value", "Tag.10.Value",
-            "Tag.11.Value", "Tag.12.Value", "Tag.13.Value", "Tag.14.Value", "Tag.15.Value",
-            "Tag.16.Value", "Tag.17.Value", "Tag.18.Value", "Tag.19.Value", "Tag.20.Value",
+            "Tag.1.Value",
+            "Tag.2.Value",
+            "Tag.3.Value",
+            "Tag.4.Value",
+            "Tag.5.Value",
+            "Tag.6.Value",
+            "Tag.7.Value",
+            "Tag.8.Value",
+            "Tag.9.Value",
+            "Tag.10.Value",
+            "Tag.11.Value",
+            "Tag.12.Value",
+            "Tag.13.Value",
+            "Tag.14.Value",
+            "Tag.15.Value",
+            "Tag.16.Value",
+            "Tag.17.Value",
+            "Tag.18.Value",
+            "Tag.19.Value",
+            "Tag.20.Value",
         ];
         for (i, (key, value)) in self.tags.iter().take(20).enumerate() {
             params.push((TAG_KEYS[i], key.clone()));
@@ -95,10 +133,23 @@ impl InstanceQuery {
 pub struct InstancePage {
     /// The instances on this page.
     pub instances: Vec<Instance>,
+    /// Records that could not be understood (an unparsable `ExpiredTime`, say). They are kept
+    /// apart rather than failing the page, so one bad record cannot hide a region's fleet, and
+    /// the caller surfaces them.
+    pub undecodable: Vec<InstanceDecodeError>,
     /// The cursor for the next page; `None` on the last page.
     pub next_token: Option<String>,
     /// The request id.
     pub request_id: String,
+}
+
+/// Every instance a query matched, across pages.
+#[derive(Debug, Clone, Default)]
+pub struct Listing {
+    /// The instances.
+    pub instances: Vec<Instance>,
+    /// Records that could not be understood.
+    pub undecodable: Vec<InstanceDecodeError>,
 }
 
 /// A successful renewal: the charge went through.
@@ -177,7 +228,10 @@ impl EcsClient {
             return Err(CloudError::Refused {
                 action: Action::DescribeInstances,
                 region: region.to_owned(),
-                detail: format!("{} instance ids in one call; at most {MAX_IDS_PER_CALL}", ids.len()),
+                detail: format!(
+                    "{} instance ids in one call; at most {MAX_IDS_PER_CALL}",
+                    ids.len()
+                ),
             });
         }
         let mut params = query.parameters(region);
@@ -189,27 +243,20 @@ impl EcsClient {
             .call::<DescribeInstancesResponse>(Action::DescribeInstances, region, &params)
             .await?;
         let body = answer.body;
-        let request_id = body.request_id.clone();
-        let instances = body
-            .instances
-            .instance
-            .into_iter()
-            .map(|record| {
-                Instance::try_from(record).map_err(|e| CloudError::Decode {
-                    action: Action::DescribeInstances,
-                    region: region.to_owned(),
-                    http_status: 200,
-                    request_id: request_id.clone(),
-                    detail: e.to_string(),
-                    snippet: String::new(),
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut instances = Vec::with_capacity(body.instances.instance.len());
+        let mut undecodable = Vec::new();
+        for record in body.instances.instance {
+            match Instance::try_from(record) {
+                Ok(instance) => instances.push(instance),
+                Err(error) => undecodable.push(error),
+            }
+        }
         let next_token = (!body.next_token.is_empty()).then_some(body.next_token);
         Ok(InstancePage {
             instances,
+            undecodable,
             next_token,
-            request_id,
+            request_id: body.request_id,
         })
     }
 
@@ -219,7 +266,7 @@ impl EcsClient {
         &self,
         region: &str,
         query: &InstanceQuery,
-        mut each_page: impl FnMut(Vec<Instance>),
+        mut each_page: impl FnMut(Vec<Instance>, Vec<InstanceDecodeError>),
     ) -> Result<usize, CloudError> {
         let mut token: Option<String> = None;
         let mut seen_tokens = std::collections::HashSet::new();
@@ -229,7 +276,7 @@ impl EcsClient {
                 .describe_instances_page(region, query, token.as_deref())
                 .await?;
             total += page.instances.len();
-            each_page(page.instances);
+            each_page(page.instances, page.undecodable);
             match page.next_token {
                 None => return Ok(total),
                 Some(next) => {
@@ -239,7 +286,9 @@ impl EcsClient {
                             region: region.to_owned(),
                             http_status: 200,
                             request_id: page.request_id,
-                            detail: format!("NextToken {next:?} came back twice; paging would never end"),
+                            detail: format!(
+                                "NextToken {next:?} came back twice; paging would never end"
+                            ),
                             snippet: String::new(),
                         });
                     }
@@ -262,10 +311,13 @@ impl EcsClient {
         &self,
         region: &str,
         query: &InstanceQuery,
-    ) -> Result<Vec<Instance>, CloudError> {
-        let mut all = Vec::new();
-        self.for_each_instance_page(region, query, |page| all.extend(page))
-            .await?;
+    ) -> Result<Listing, CloudError> {
+        let mut all = Listing::default();
+        self.for_each_instance_page(region, query, |instances, undecodable| {
+            all.instances.extend(instances);
+            all.undecodable.extend(undecodable);
+        })
+        .await?;
         Ok(all)
     }
 
@@ -275,15 +327,18 @@ impl EcsClient {
         &self,
         region: &str,
         ids: &[String],
-    ) -> Result<Vec<Instance>, CloudError> {
-        let mut all = Vec::with_capacity(ids.len());
+    ) -> Result<Listing, CloudError> {
+        let mut all = Listing::default();
         for batch in ids.chunks(MAX_IDS_PER_CALL) {
             let query = InstanceQuery {
                 instance_ids: Some(batch.to_vec()),
                 ..InstanceQuery::default()
             };
-            self.for_each_instance_page(region, &query, |page| all.extend(page))
-                .await?;
+            self.for_each_instance_page(region, &query, |instances, undecodable| {
+                all.instances.extend(instances);
+                all.undecodable.extend(undecodable);
+            })
+            .await?;
         }
         Ok(all)
     }
@@ -420,7 +475,9 @@ impl EcsClient {
             return Err(CloudError::Refused {
                 action: Action::DescribeRenewalPrice,
                 region: region.to_owned(),
-                detail: "DescribeRenewalPrice cannot price weekly renewals (PriceUnit is Month or Year)".into(),
+                detail:
+                    "DescribeRenewalPrice cannot price weekly renewals (PriceUnit is Month or Year)"
+                        .into(),
             });
         }
         let params = [
@@ -442,7 +499,10 @@ impl EcsClient {
     }
 
     /// Every region the account can use, asked through `via_region`'s endpoint.
-    pub async fn describe_regions(&self, via_region: &str) -> Result<Vec<RegionRecord>, CloudError> {
+    pub async fn describe_regions(
+        &self,
+        via_region: &str,
+    ) -> Result<Vec<RegionRecord>, CloudError> {
         let params = [
             ("RegionId", via_region.to_owned()),
             ("InstanceChargeType", "PrePaid".to_owned()),
@@ -463,7 +523,12 @@ mod tests {
         let start = time::parse("2024-04-01T10:20:30Z").unwrap();
         let end = time::parse("2024-04-15T10:20:30Z").unwrap();
         let params = InstanceQuery::expiring_prepaid(start, end).parameters("cn-beijing");
-        let get = |name: &str| params.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str());
+        let get = |name: &str| {
+            params
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.as_str())
+        };
         assert_eq!(get("Filter.3.Key"), Some("ExpiredStartTime"));
         assert_eq!(get("Filter.3.Value"), Some("2024-04-01T10:20Z"));
         assert_eq!(get("Filter.4.Key"), Some("ExpiredEndTime"));

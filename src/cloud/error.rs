@@ -190,9 +190,7 @@ impl fmt::Display for ApiError {
 /// The default operator hint for a code and class.
 pub fn hint_for(code: &str, class: ErrorClass) -> String {
     let text = match (code, class) {
-        ("SignatureDoesNotMatch", _) => {
-            "check the AccessKey secret configured for this account"
-        }
+        ("SignatureDoesNotMatch", _) => "check the AccessKey secret configured for this account",
         (c, _) if c.starts_with("InvalidAccessKeyId") => {
             "the AccessKey ID is unknown or disabled: check the credentials configured for this account"
         }
@@ -402,9 +400,17 @@ mod tests {
             ("Anything", 429, ErrorClass::Throttled),
             ("InternalError", 500, ErrorClass::Transient),
             ("ServiceUnavailable", 503, ErrorClass::Transient),
-            ("ServiceUnavailable.RegionMaintaining", 503, ErrorClass::Transient),
+            (
+                "ServiceUnavailable.RegionMaintaining",
+                503,
+                ErrorClass::Transient,
+            ),
             ("Whatever", 502, ErrorClass::Transient),
-            ("InvalidAccountStatus.NotEnoughBalance", 403, ErrorClass::Funds),
+            (
+                "InvalidAccountStatus.NotEnoughBalance",
+                403,
+                ErrorClass::Funds,
+            ),
             ("Account.Arrearage", 403, ErrorClass::Funds),
             ("InsufficientBalance", 400, ErrorClass::Funds),
             ("LastOrderProcessing", 400, ErrorClass::Busy),

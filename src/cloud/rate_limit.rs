@@ -46,7 +46,10 @@ impl Default for RateLimitConfig {
 impl RateLimitConfig {
     /// The rate for an action.
     pub fn rate_for(&self, action: Action) -> f64 {
-        self.actions.get(&action).copied().unwrap_or(self.per_second)
+        self.actions
+            .get(&action)
+            .copied()
+            .unwrap_or(self.per_second)
     }
 }
 
@@ -130,7 +133,10 @@ mod tests {
         let slots: Vec<Duration> = (0..5)
             .map(|_| limiter.reserve("r", Action::DescribeInstances) - t0)
             .collect();
-        assert_eq!(slots, [0, 0, 0, 100, 200].map(Duration::from_millis).to_vec());
+        assert_eq!(
+            slots,
+            [0, 0, 0, 100, 200].map(Duration::from_millis).to_vec()
+        );
         // After a quiet second the burst is available again.
         tokio::time::advance(Duration::from_secs(1)).await;
         let t1 = Instant::now();

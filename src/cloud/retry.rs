@@ -23,7 +23,10 @@ pub struct RetryPolicy {
     pub max_delay: Duration,
     /// The longest advised delay (`x-acs-retry-after`) honoured within a pass; a longer advice
     /// ends the call's retries and the next pass tries again.
-    #[serde(default = "default_max_advice", with = "crate::duration::serde_humantime")]
+    #[serde(
+        default = "default_max_advice",
+        with = "crate::duration::serde_humantime"
+    )]
     pub max_retry_after: Duration,
 }
 
@@ -85,7 +88,10 @@ impl RetryPolicy {
     /// jitter factor in [0.5, 1] so that many clients do not retry in step.
     pub fn backoff(&self, attempt: u32, jitter: f64) -> Duration {
         let exponent = attempt.saturating_sub(1).min(20);
-        let raw = self.base_delay.saturating_mul(1 << exponent).min(self.max_delay);
+        let raw = self
+            .base_delay
+            .saturating_mul(1 << exponent)
+            .min(self.max_delay);
         raw.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
     }
 }
@@ -95,7 +101,9 @@ impl RetryPolicy {
 pub fn may_repeat(action: Action, has_client_token: bool, error: &CloudError) -> bool {
     if matches!(
         error,
-        CloudError::Credentials { .. } | CloudError::Refused { .. } | CloudError::ShuttingDown { .. }
+        CloudError::Credentials { .. }
+            | CloudError::Refused { .. }
+            | CloudError::ShuttingDown { .. }
     ) {
         return false;
     }
@@ -113,7 +121,12 @@ mod tests {
     use super::*;
     use crate::cloud::error::{ApiError, ErrorClass};
 
-    fn api(code: &str, status: u16, class: ErrorClass, retry_after: Option<Duration>) -> CloudError {
+    fn api(
+        code: &str,
+        status: u16,
+        class: ErrorClass,
+        retry_after: Option<Duration>,
+    ) -> CloudError {
         CloudError::Api(Box::new(ApiError {
             action: Action::RenewInstance,
             region: "r".into(),
@@ -155,7 +168,11 @@ mod tests {
         let policy = RetryPolicy::default();
         for (code, status, class) in [
             ("ChargeTypeViolation", 403, ErrorClass::NotApplicable),
-            ("InvalidAccountStatus.NotEnoughBalance", 403, ErrorClass::Funds),
+            (
+                "InvalidAccountStatus.NotEnoughBalance",
+                403,
+                ErrorClass::Funds,
+            ),
             ("LastOrderProcessing", 400, ErrorClass::Busy),
             ("Forbidden.RAM", 403, ErrorClass::Permission),
             ("InvalidTimeStamp.Expired", 400, ErrorClass::Clock),
@@ -173,12 +190,22 @@ mod tests {
     #[test]
     fn advice_is_honoured_up_to_a_ceiling_and_attempts_are_bounded() {
         let policy = RetryPolicy::default();
-        let advised = api("Throttling", 400, ErrorClass::Throttled, Some(Duration::from_secs(3)));
+        let advised = api(
+            "Throttling",
+            400,
+            ErrorClass::Throttled,
+            Some(Duration::from_secs(3)),
+        );
         assert_eq!(
             policy.next_step(Action::DescribeInstances, false, 1, &advised, 0.3),
             NextStep::RetryAfter(Duration::from_secs(3))
         );
-        let too_long = api("Throttling", 400, ErrorClass::Throttled, Some(Duration::from_secs(300)));
+        let too_long = api(
+            "Throttling",
+            400,
+            ErrorClass::Throttled,
+            Some(Duration::from_secs(300)),
+        );
         assert_eq!(
             policy.next_step(Action::DescribeInstances, false, 1, &too_long, 0.3),
             NextStep::GiveUp

@@ -65,8 +65,8 @@ pub fn string_to_sign<'a>(
 /// Base64(HMAC-SHA1(key = secret + "&", string_to_sign)).
 pub fn signature_of(string_to_sign: &str, secret: &Secret) -> String {
     let key = format!("{}&", secret.expose());
-    let mut mac = Hmac::<Sha1>::new_from_slice(key.as_bytes())
-        .expect("HMAC accepts a key of any length");
+    let mut mac =
+        Hmac::<Sha1>::new_from_slice(key.as_bytes()).expect("HMAC accepts a key of any length");
     mac.update(string_to_sign.as_bytes());
     base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
 }
@@ -164,7 +164,13 @@ mod tests {
     fn v2_key_spelled_timestamp_with_capital_s_sorts_after_signature_version() {
         let params: Vec<(&str, &str)> = V1_PARAMS
             .iter()
-            .map(|&(k, v)| if k == "Timestamp" { ("TimeStamp", v) } else { (k, v) })
+            .map(|&(k, v)| {
+                if k == "Timestamp" {
+                    ("TimeStamp", v)
+                } else {
+                    (k, v)
+                }
+            })
             .collect();
         let signed = sign("GET", params, &Secret::new("testsecret"));
         assert_eq!(signed.signature, "CT9X0VtwR86fNWSnsc6v8YGOjuE=");

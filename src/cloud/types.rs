@@ -428,11 +428,12 @@ impl TryFrom<InstanceRecord> for Instance {
                 value: record.instance_charge_type.clone(),
             }
         })?;
-        let expired_time =
-            time::parse(&record.expired_time).map_err(|source| InstanceDecodeError::ExpiredTime {
+        let expired_time = time::parse(&record.expired_time).map_err(|source| {
+            InstanceDecodeError::ExpiredTime {
                 instance_id: record.instance_id.clone(),
                 source,
-            })?;
+            }
+        })?;
         let instance_type_family = if record.instance_type_family.is_empty() {
             type_family_of(&record.instance_type)
         } else {
@@ -490,13 +491,12 @@ pub struct AutoRenewAttribute {
 impl From<RenewAttributeRecord> for AutoRenewAttribute {
     fn from(record: RenewAttributeRecord) -> Self {
         // Older responses carry only AutoRenewEnabled (see the seed guide's sample output).
-        let renewal_status = RenewalStatus::parse(&record.renewal_status).unwrap_or(
-            if record.auto_renew_enabled {
+        let renewal_status =
+            RenewalStatus::parse(&record.renewal_status).unwrap_or(if record.auto_renew_enabled {
                 RenewalStatus::AutoRenewal
             } else {
                 RenewalStatus::Normal
-            },
-        );
+            });
         AutoRenewAttribute {
             instance_id: record.instance_id,
             renewal_status,

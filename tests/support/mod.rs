@@ -110,7 +110,9 @@ pub struct Stub {
 
 impl Stub {
     /// Starts a stub on 127.0.0.1, port 0.
-    pub async fn start(handler: impl Fn(&Recorded, usize) -> Reply + Send + Sync + 'static) -> Stub {
+    pub async fn start(
+        handler: impl Fn(&Recorded, usize) -> Reply + Send + Sync + 'static,
+    ) -> Stub {
         let requests = Arc::new(Mutex::new(Vec::new()));
         let state = StubState {
             handler: Arc::new(handler),
@@ -140,9 +142,17 @@ impl Stub {
     }
 }
 
+impl Drop for Stub {
+    fn drop(&mut self) {
+        self._server.abort();
+    }
+}
+
 async fn serve(State(state): State<StubState>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    let bytes: Bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
+    let bytes: Bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
     let mut params: Vec<(String, String)> = parts
         .uri
         .query()
@@ -181,4 +191,98 @@ async fn serve(State(state): State<StubState>, request: Request) -> Response {
         );
     }
     response
+}
+
+/// The AccessKey the stub-based client tests sign with.
+pub const TEST_KEY_ID: &str = "testid";
+/// Its secret.
+pub const TEST_SECRET: &str = "testsecret-value-123";
+/// Its STS token.
+pub const TEST_TOKEN: &str = "CAES-sts-token-value-456";
+
+/// A client for account `main` against `base_url`, fast retries, no practical rate limit.
+pub fn client_for(
+    base_url: &str,
+    retry: ecs_renewd::cloud::retry::RetryPolicy,
+) -> ecs_renewd::cloud::EcsClient {
+    use ecs_renewd::cloud::client::{ClientSettings, shared_http_client};
+    use ecs_renewd::cloud::credentials::{CredentialProvider, Credentials};
+    use ecs_renewd::cloud::endpoint::Endpoint;
+    use ecs_renewd::cloud::rate_limit::RateLimitConfig;
+    use ecs_renewd::secret::Secret;
+
+    let settings = ClientSettings {
+        account: "main".into(),
+        endpoint: Endpoint::parse(base_url).unwrap(),
+        read_timeouts: Vec::new(),
+        retry,
+        rate_limit: RateLimitConfig {
+            per_second: 10_000.0,
+            burst: 100,
+            ..RateLimitConfig::default()
+        },
+    };
+    let credentials = CredentialProvider::fixed(
+        Credentials {
+            access_key_id: TEST_KEY_ID.into(),
+            access_key_secret: Secret::new(TEST_SECRET),
+            security_token: Some(Secret::new(TEST_TOKEN)),
+            expiration: None,
+        },
+        "test",
+    );
+    ecs_renewd::cloud::EcsClient::new(
+        settings,
+        shared_http_client(Duration::from_secs(2)),
+        Arc::new(credentials),
+        Arc::new(ecs_renewd::clock::SystemClock),
+    )
+}
+
+/// Retries with tiny delays so tests are quick.
+pub fn fast_retry(max_attempts: u32) -> ecs_renewd::cloud::retry::RetryPolicy {
+    ecs_renewd::cloud::retry::RetryPolicy {
+        max_attempts,
+        base_delay: Duration::from_millis(5),
+        max_delay: Duration::from_millis(20),
+        max_retry_after: Duration::from_secs(5),
+    }
+}
+
+/// A log capture: a tracing subscriber writing JSON lines into a shared buffer.
+#[derive(Clone, Default)]
+pub struct LogCapture(Arc<Mutex<Vec<u8>>>);
+
+impl LogCapture {
+    /// Installs the capture for the current thread (all levels).
+    pub fn install(&self) -> tracing::subscriber::DefaultGuard {
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(self.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::set_default(subscriber)
+    }
+
+    /// Everything logged so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for LogCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogCapture {
+    type Writer = LogCapture;
+    fn make_writer(&'a self) -> LogCapture {
+        self.clone()
+    }
 }

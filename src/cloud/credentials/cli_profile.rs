@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use super::imds::ImdsProvider;
-use super::{Attempt, CredentialError, CredentialProvider, Credentials, CredentialsConfig, Environment};
+use super::{
+    Attempt, CredentialError, CredentialProvider, Credentials, CredentialsConfig, Environment,
+};
 use crate::secret::Secret;
 
 #[derive(Deserialize)]
@@ -72,7 +74,8 @@ pub(crate) fn from_cli_profile(
             });
         }
     };
-    let parsed: CliConfig = serde_json::from_str(&content).map_err(|e| cli_error(&path, format!("not valid JSON: {e}")))?;
+    let parsed: CliConfig = serde_json::from_str(&content)
+        .map_err(|e| cli_error(&path, format!("not valid JSON: {e}")))?;
     let wanted = config
         .cli_profile
         .clone()
@@ -90,7 +93,10 @@ pub(crate) fn from_cli_profile(
             ));
         }
         if with_token && profile.sts_token.is_empty() {
-            return Err(cli_error(&path, format!("StsToken profile {wanted:?} lacks sts_token")));
+            return Err(cli_error(
+                &path,
+                format!("StsToken profile {wanted:?} lacks sts_token"),
+            ));
         }
         let credentials = Credentials {
             access_key_id: profile.access_key_id,
@@ -98,7 +104,10 @@ pub(crate) fn from_cli_profile(
             security_token: with_token.then_some(profile.sts_token),
             expiration: None,
         };
-        Ok(Attempt::Found(CredentialProvider::fixed(credentials, origin.clone())))
+        Ok(Attempt::found(CredentialProvider::fixed(
+            credentials,
+            origin.clone(),
+        )))
     };
     match profile.mode.as_str() {
         "AK" => fixed(false, profile),
@@ -111,7 +120,7 @@ pub(crate) fn from_cli_profile(
                 config.imdsv1_fallback && !env.is_true("ALIBABA_CLOUD_IMDSV1_DISABLED"),
                 config.refresh_before,
             );
-            Ok(Attempt::Found(CredentialProvider::metadata(provider)))
+            Ok(Attempt::found(CredentialProvider::metadata(provider)))
         }
         other => Err(cli_error(
             &path,

@@ -7,7 +7,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
-use super::{Attempt, CredentialError, CredentialProvider, Credentials, CredentialsConfig, Environment};
+use super::{
+    Attempt, CredentialError, CredentialProvider, Credentials, CredentialsConfig, Environment,
+};
 use crate::cloud::time;
 use crate::secret::Secret;
 
@@ -150,10 +152,15 @@ impl ImdsProvider {
             Some(role) => role.clone(),
             None => self.discover_role(token.as_deref()).await?,
         };
-        let url = format!("{}/latest/meta-data/ram/security-credentials/{role}", self.base);
+        let url = format!(
+            "{}/latest/meta-data/ram/security-credentials/{role}",
+            self.base
+        );
         let body = self.get_text(&url, token.as_deref()).await?;
         let parsed: RoleCredentials = serde_json::from_str(&body).map_err(|e| {
-            FetchError::Failed(format!("the credentials of role {role:?} are not valid JSON: {e}"))
+            FetchError::Failed(format!(
+                "the credentials of role {role:?} are not valid JSON: {e}"
+            ))
         })?;
         if parsed.code != "Success" {
             return Err(FetchError::Failed(format!(
@@ -229,7 +236,10 @@ impl ImdsProvider {
         }
         let response = request.send().await.map_err(|e| {
             if e.is_connect() || e.is_timeout() {
-                FetchError::Unreachable(format!("no metadata service answers ({})", e.without_url()))
+                FetchError::Unreachable(format!(
+                    "no metadata service answers ({})",
+                    e.without_url()
+                ))
             } else {
                 FetchError::Failed(format!("GET {url} failed: {}", e.without_url()))
             }
@@ -241,7 +251,9 @@ impl ImdsProvider {
             )));
         }
         if !status.is_success() {
-            return Err(FetchError::Failed(format!("GET {url} answered HTTP {status}")));
+            return Err(FetchError::Failed(format!(
+                "GET {url} answered HTTP {status}"
+            )));
         }
         response
             .text()
@@ -258,7 +270,9 @@ pub(crate) async fn from_ram_role(
 ) -> Result<Attempt, CredentialError> {
     let in_chain = config.source == super::SourceKind::Chain;
     if in_chain && env.is_true("ALIBABA_CLOUD_ECS_METADATA_DISABLED") {
-        return Ok(Attempt::Absent("ALIBABA_CLOUD_ECS_METADATA_DISABLED=true".into()));
+        return Ok(Attempt::Absent(
+            "ALIBABA_CLOUD_ECS_METADATA_DISABLED=true".into(),
+        ));
     }
     let role = config
         .ram_role_name
@@ -274,7 +288,7 @@ pub(crate) async fn from_ram_role(
     match provider.fetch().await {
         Ok(credentials) => {
             *provider.cache.lock().await = Some(credentials);
-            Ok(Attempt::Found(CredentialProvider::metadata(provider)))
+            Ok(Attempt::found(CredentialProvider::metadata(provider)))
         }
         Err(FetchError::Unreachable(why) | FetchError::NoRole(why)) if in_chain => {
             Ok(Attempt::Absent(why))

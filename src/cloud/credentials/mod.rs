@@ -134,7 +134,10 @@ pub struct CredentialsConfig {
     #[serde(default = "default_true")]
     pub imdsv1_fallback: bool,
     /// Renew temporary credentials this long before they expire.
-    #[serde(default = "default_refresh_before", with = "crate::duration::serde_humantime")]
+    #[serde(
+        default = "default_refresh_before",
+        with = "crate::duration::serde_humantime"
+    )]
     pub refresh_before: Duration,
 }
 
@@ -301,9 +304,15 @@ impl CredentialProvider {
 /// The result of asking one source.
 pub(crate) enum Attempt {
     /// The source yielded.
-    Found(CredentialProvider),
+    Found(Box<CredentialProvider>),
     /// The source is not set up here (and why), so the chain moves on.
     Absent(String),
+}
+
+impl Attempt {
+    fn found(provider: CredentialProvider) -> Attempt {
+        Attempt::Found(Box::new(provider))
+    }
 }
 
 /// Resolves an account's credentials source: for `chain`, the first source that yields.
@@ -338,7 +347,7 @@ pub async fn resolve(
             SourceKind::Chain => unreachable!("the chain lists concrete sources only"),
         };
         match attempt {
-            Attempt::Found(provider) => return Ok(provider),
+            Attempt::Found(provider) => return Ok(*provider),
             Attempt::Absent(why) => tried.push(format!("{kind} ({why})")),
         }
     }
@@ -346,4 +355,3 @@ pub async fn resolve(
         tried: tried.join(", "),
     })
 }
-

@@ -4,7 +4,9 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::{Attempt, CredentialError, CredentialProvider, Credentials, CredentialsConfig, Environment};
+use super::{
+    Attempt, CredentialError, CredentialProvider, Credentials, CredentialsConfig, Environment,
+};
 use crate::secret::Secret;
 
 /// Environment variable families in the order they are consulted: the current names first,
@@ -99,12 +101,9 @@ pub(crate) fn from_files(config: &CredentialsConfig) -> Result<Attempt, Credenti
         security_token,
         expiration: None,
     };
-    Ok(Attempt::Found(
-        CredentialProvider::fixed(
-            credentials,
-            format!("key file {}", secret_path.display()),
-        )
-        .with_warnings(warnings),
+    Ok(Attempt::found(
+        CredentialProvider::fixed(credentials, format!("key file {}", secret_path.display()))
+            .with_warnings(warnings),
     ))
 }
 
@@ -126,7 +125,7 @@ pub(crate) fn from_env(env: &Environment) -> Result<Attempt, CredentialError> {
             security_token: env.get(token_var).map(Secret::new),
             expiration: None,
         };
-        return Ok(Attempt::Found(CredentialProvider::fixed(
+        return Ok(Attempt::found(CredentialProvider::fixed(
             credentials,
             format!("environment ({id_var})"),
         )));
@@ -166,7 +165,9 @@ pub(crate) fn from_systemd(
     let (id, _) = read_value_file(&id_path, "AccessKey ID")?;
     let (secret, _) = read_value_file(&secret_path, "AccessKey secret")?;
     let security_token = if exists(&token_path)? {
-        Some(Secret::new(read_value_file(&token_path, "security token")?.0))
+        Some(Secret::new(
+            read_value_file(&token_path, "security token")?.0,
+        ))
     } else {
         None
     };
@@ -176,7 +177,7 @@ pub(crate) fn from_systemd(
         security_token,
         expiration: None,
     };
-    Ok(Attempt::Found(CredentialProvider::fixed(
+    Ok(Attempt::found(CredentialProvider::fixed(
         credentials,
         format!("systemd credentials in {}", dir.display()),
     )))
