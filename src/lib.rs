@@ -12,5 +12,7 @@ pub mod closed_enum;
 pub mod clock;
 pub mod cloud;
 pub mod duration;
+pub mod emulator;
 pub mod money;
 pub mod secret;
+pub mod telemetry;

@@ -1,3 +1,161 @@
-//! The `ecs-renewd` command line.
+//! The `ecs-renewd` command line: parses arguments, sets up logging, runs one subcommand and
+//! turns its result into an exit code (0 ok, 1 runtime failure, 78 bad configuration).
 
-fn main() {}
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use ecs_renewd::telemetry::{self, LogFormat};
+
+#[derive(Parser)]
+#[command(
+    name = "ecs-renewd",
+    version,
+    about = "Keeps Alibaba Cloud ECS subscription instances from expiring"
+)]
+struct Cli {
+    /// Log format: json or text (default: json when stdout is not a terminal).
+    #[arg(long, global = true, value_parser = parse_log_format)]
+    log_format: Option<LogFormat>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+fn parse_log_format(text: &str) -> Result<LogFormat, String> {
+    text.parse()
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the ECS emulator (for tests, the demo and policy rehearsal).
+    Emulator {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:9470")]
+        listen: SocketAddr,
+        /// Fleet file (TOML); without it, one account with key "emulator"/"emulator-secret".
+        #[arg(long)]
+        fleet: Option<PathBuf>,
+        /// Generate this many more instances in the first account (ten regions).
+        #[arg(long, default_value_t = 0)]
+        generate: usize,
+    },
+}
+
+/// What `main` reports: the exit code and the message, if any.
+enum Failure {
+    /// A configuration or input file is wrong (EX_CONFIG).
+    Config(String),
+    /// Anything else.
+    Runtime(String),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("ecs-renewd: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(try_main(cli.command)) {
+        Ok(code) => code,
+        Err(Failure::Config(message)) => {
+            eprintln!("ecs-renewd: {message}");
+            ExitCode::from(78)
+        }
+        Err(Failure::Runtime(message)) => {
+            eprintln!("ecs-renewd: {message}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn try_main(command: Command) -> Result<ExitCode, Failure> {
+    match command {
+        Command::Emulator {
+            listen,
+            fleet,
+            generate,
+        } => run_emulator(listen, fleet, generate).await,
+    }
+}
+
+async fn run_emulator(
+    listen: SocketAddr,
+    fleet: Option<PathBuf>,
+    generate: usize,
+) -> Result<ExitCode, Failure> {
+    use ecs_renewd::emulator::{self, EmulatorConfig, settings::GeneratorSpec};
+    let mut config = match &fleet {
+        Some(path) => EmulatorConfig::load(path).map_err(|e| Failure::Config(e.to_string()))?,
+        None => EmulatorConfig::single_account("emulator", "emulator-secret"),
+    };
+    if generate > 0 {
+        config.generate.push(GeneratorSpec {
+            count: generate,
+            account: None,
+            regions: [
+                "cn-hangzhou",
+                "cn-beijing",
+                "cn-shanghai",
+                "cn-shenzhen",
+                "cn-hongkong",
+                "ap-southeast-1",
+                "ap-northeast-1",
+                "us-west-1",
+                "eu-central-1",
+                "eu-west-1",
+            ]
+            .map(String::from)
+            .to_vec(),
+            expiry_spread: "60d".into(),
+            expired_share: 0.02,
+            postpaid_share: 0.1,
+            auto_renew_share: 0.2,
+            not_renewal_share: 0.05,
+            tags: Default::default(),
+            monthly_price: 100.0,
+            id_prefix: "i-gen".into(),
+            seed: 1,
+        });
+    }
+    if !listen.ip().is_loopback() {
+        tracing::warn!(%listen, "the emulator listens beyond loopback; its keys are test keys, but anyone who can reach it can use them");
+    }
+    let handle = emulator::start(config, listen).await.map_err(|e| match e {
+        emulator::StartError::Fleet(e) => Failure::Config(e.to_string()),
+        other => Failure::Runtime(other.to_string()),
+    })?;
+    let instances = handle.with_world(|w| w.instance_count());
+    tracing::info!(addr = %handle.addr, instances, "ECS emulator listening; control API under /_emulator/");
+    println!(
+        "ECS emulator listening on {} ({instances} instances); control API under /_emulator/",
+        handle.url()
+    );
+    wait_for_stop_signal().await;
+    handle.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for_stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

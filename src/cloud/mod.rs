@@ -7,6 +7,7 @@ pub mod credentials;
 pub mod ecs;
 pub mod endpoint;
 pub mod error;
+pub mod periods;
 pub mod rate_limit;
 pub mod retry;
 pub mod signer;

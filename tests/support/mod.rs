@@ -205,6 +205,25 @@ pub fn client_for(
     base_url: &str,
     retry: ecs_renewd::cloud::retry::RetryPolicy,
 ) -> ecs_renewd::cloud::EcsClient {
+    client_with(
+        base_url,
+        retry,
+        TEST_KEY_ID,
+        TEST_SECRET,
+        Some(TEST_TOKEN),
+        Arc::new(ecs_renewd::clock::SystemClock),
+    )
+}
+
+/// A client with the given key, token and clock.
+pub fn client_with(
+    base_url: &str,
+    retry: ecs_renewd::cloud::retry::RetryPolicy,
+    key_id: &str,
+    secret: &str,
+    token: Option<&str>,
+    clock: Arc<dyn ecs_renewd::clock::Clock>,
+) -> ecs_renewd::cloud::EcsClient {
     use ecs_renewd::cloud::client::{ClientSettings, shared_http_client};
     use ecs_renewd::cloud::credentials::{CredentialProvider, Credentials};
     use ecs_renewd::cloud::endpoint::Endpoint;
@@ -224,9 +243,9 @@ pub fn client_for(
     };
     let credentials = CredentialProvider::fixed(
         Credentials {
-            access_key_id: TEST_KEY_ID.into(),
-            access_key_secret: Secret::new(TEST_SECRET),
-            security_token: Some(Secret::new(TEST_TOKEN)),
+            access_key_id: key_id.into(),
+            access_key_secret: Secret::new(secret),
+            security_token: token.map(Secret::new),
             expiration: None,
         },
         "test",
@@ -235,7 +254,7 @@ pub fn client_for(
         settings,
         shared_http_client(Duration::from_secs(2)),
         Arc::new(credentials),
-        Arc::new(ecs_renewd::clock::SystemClock),
+        clock,
     )
 }
 
