@@ -9,10 +9,15 @@
 
 pub mod closed_enum;
 
+pub mod accounts;
 pub mod clock;
 pub mod cloud;
+pub mod commands;
+pub mod config;
 pub mod duration;
 pub mod emulator;
 pub mod money;
+pub mod policy;
+pub mod reconcile;
 pub mod secret;
 pub mod telemetry;

@@ -4,9 +4,13 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
+use ecs_renewd::clock::SystemClock;
+use ecs_renewd::cloud::credentials::Environment;
+use ecs_renewd::commands::{self, Failure};
 use ecs_renewd::telemetry::{self, LogFormat};
 
 #[derive(Parser)]
@@ -28,8 +32,29 @@ fn parse_log_format(text: &str) -> Result<LogFormat, String> {
     text.parse()
 }
 
+/// Where the config file is.
+#[derive(clap::Args)]
+struct ConfigArg {
+    /// The config file.
+    #[arg(long, env = "ECS_RENEWD_CONFIG", default_value = ecs_renewd::config::DEFAULT_PATH)]
+    config: PathBuf,
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// Check the config file (and every account's credentials); exit 0 or 78.
+    CheckConfig {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Show what a pass would do, sorted by expiry; changes nothing.
+    Plan {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Serve the ECS emulator (for tests, the demo and policy rehearsal).
     Emulator {
         /// Address to listen on.
@@ -42,14 +67,6 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         generate: usize,
     },
-}
-
-/// What `main` reports: the exit code and the message, if any.
-enum Failure {
-    /// A configuration or input file is wrong (EX_CONFIG).
-    Config(String),
-    /// Anything else.
-    Runtime(String),
 }
 
 fn main() -> ExitCode {
@@ -79,7 +96,28 @@ fn main() -> ExitCode {
 }
 
 async fn try_main(command: Command) -> Result<ExitCode, Failure> {
+    let env = Environment::from_process();
+    let mut stdout = std::io::stdout();
     match command {
+        Command::CheckConfig { config } => {
+            commands::check_config::run(&config.config, &env, &mut stdout).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plan { config, json } => {
+            let complete = commands::plan::run(
+                &config.config,
+                &env,
+                Arc::new(SystemClock),
+                json,
+                &mut stdout,
+            )
+            .await?;
+            Ok(if complete {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
         Command::Emulator {
             listen,
             fleet,

@@ -689,7 +689,16 @@ async fn the_provider_auto_renew_deduction_runs_on_the_virtual_clock() {
         ..instance("i-auto", "cn-hangzhou", "20d")
     });
     let emulator = start(config).await;
-    emulator.clock().advance(Duration::from_secs(12 * 86_400));
+    let expiry = emulator.with_world(|w| {
+        w.instances()
+            .find(|i| i.id == "i-auto")
+            .unwrap()
+            .true_expiry()
+    });
+    let first = ecs_renewd::policy::first_deduction(expiry);
+    emulator.clock().set(first - chrono::Duration::minutes(1));
+    assert!(emulator.orders().is_empty(), "not before T-9 08:00 UTC+8");
+    emulator.clock().set(first + chrono::Duration::minutes(1));
     let orders = emulator.orders();
     assert_eq!(orders.len(), 1, "{orders:?}");
     assert_eq!(

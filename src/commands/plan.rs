@@ -1,0 +1,412 @@
+//! `ecs-renewd plan`: scan like the daemon, decide, price every renewal, apply the safety belts,
+//! and print what a pass would do, sorted by expiry — changing nothing (only Describe* calls).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use super::Failure;
+use crate::clock::Clock;
+use crate::cloud::client::NoObserver;
+use crate::cloud::credentials::Environment;
+use crate::config::Config;
+use crate::duration::format_relative;
+use crate::policy::{BeltInput, Candidate, InstanceState, LimitKind, apply_belts};
+use crate::reconcile::assess::{Assessment, HistorySource, NoHistory, Row};
+use crate::reconcile::observe::SourceReport;
+use crate::reconcile::{observe_and_assess, price::price_candidates};
+
+/// An amount of money in output.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Amount {
+    /// In currency units.
+    pub amount: f64,
+    /// Currency.
+    pub currency: String,
+}
+
+/// One instance in the plan.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PlanRow {
+    /// Account.
+    pub account: String,
+    /// Region.
+    pub region: String,
+    /// Instance id.
+    pub instance_id: String,
+    /// Name.
+    pub name: String,
+    /// Expiry (RFC 3339).
+    pub expires_at: DateTime<Utc>,
+    /// Seconds until expiry (negative once expired).
+    pub expires_in_seconds: i64,
+    /// Matched policy.
+    pub policy: Option<String>,
+    /// What a pass would do: renew, hold, set-auto-renew, none, verify, backoff, failed,
+    /// expired, exclude.
+    pub decision: String,
+    /// The state metric value.
+    pub state: String,
+    /// When the next action is due.
+    pub due_at: Option<DateTime<Utc>>,
+    /// The renewal's price.
+    pub price: Option<Amount>,
+    /// Why.
+    pub reason: String,
+}
+
+/// A source in the plan.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PlanSource {
+    /// Account.
+    pub account: String,
+    /// Region.
+    pub region: String,
+    /// Scanned completely?
+    pub ok: bool,
+    /// Instances seen.
+    pub instances: usize,
+    /// Why not.
+    pub error: Option<String>,
+}
+
+/// Spend per currency.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PlanTotal {
+    /// Currency.
+    pub currency: String,
+    /// Renewals in it.
+    pub renewals: usize,
+    /// Their cost.
+    pub amount: f64,
+}
+
+/// A belt that would trip.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PlanLimit {
+    /// Which.
+    pub limit: String,
+    /// What it saw.
+    pub detail: String,
+}
+
+/// The whole plan (the stable `--json` shape).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PlanReport {
+    /// When it was made.
+    pub generated_at: DateTime<Utc>,
+    /// Whether the config says dry-run.
+    pub dry_run: bool,
+    /// Sources.
+    pub sources: Vec<PlanSource>,
+    /// Instances, by expiry.
+    pub instances: Vec<PlanRow>,
+    /// Renewals that would be made.
+    pub renewals: usize,
+    /// Renewals the belts would hold.
+    pub held: usize,
+    /// Auto-renew changes that would be made.
+    pub auto_renew_changes: usize,
+    /// Spend per currency.
+    pub totals: Vec<PlanTotal>,
+    /// Belts that would trip.
+    pub limits: Vec<PlanLimit>,
+}
+
+/// Builds the plan.
+pub async fn build(
+    config: &Config,
+    env: &Environment,
+    clock: Arc<dyn Clock>,
+    histories: &(dyn HistorySource + Sync),
+    today: (u32, BTreeMap<String, i64>),
+) -> Result<PlanReport, Failure> {
+    let (accounts, _) = crate::accounts::connect(
+        config,
+        env,
+        clock.clone(),
+        Arc::new(NoObserver),
+        CancellationToken::new(),
+    )
+    .await?;
+    let now = clock.now();
+    let (mut assessment, sources) = observe_and_assess(config, &accounts, histories, now).await;
+    price_candidates(
+        &accounts,
+        &mut assessment.renewals,
+        config.scan.concurrency,
+        |_| true,
+    )
+    .await;
+    Ok(report(config, assessment, &sources, today, now))
+}
+
+fn report(
+    config: &Config,
+    assessment: Assessment,
+    sources: &[SourceReport],
+    (renewed_today, spent_today): (u32, BTreeMap<String, i64>),
+    now: DateTime<Utc>,
+) -> PlanReport {
+    let candidates: Vec<Candidate> = assessment
+        .renewals
+        .iter()
+        .enumerate()
+        .map(|(key, c)| Candidate {
+            key,
+            label: c.instance.id.clone(),
+            price: c
+                .price
+                .as_ref()
+                .map(|q| (q.trade_price.cents, q.trade_price.currency.clone())),
+            max_price_cents: c.plan.max_price_cents,
+        })
+        .collect();
+    let fleet_size = assessment.rows.len();
+    let belts = apply_belts(
+        &candidates,
+        &BeltInput {
+            max_per_run: config.limits.max_renewals_per_run,
+            max_per_day: config.limits.max_renewals_per_day,
+            renewed_today,
+            max_spend_per_run: config.limits.max_spend_per_run.clone(),
+            max_spend_per_day: config.limits.max_spend_per_day.clone(),
+            spent_today,
+            max_fleet_share: config.limits.max_fleet_share_per_run,
+            fleet_size,
+        },
+    );
+    let held: BTreeMap<usize, LimitKind> = belts.held.iter().copied().collect();
+    let mut price_of: BTreeMap<usize, Amount> = BTreeMap::new();
+    let mut held_rows = std::collections::HashSet::new();
+    let mut totals: BTreeMap<String, (usize, i64)> = BTreeMap::new();
+    for (key, c) in assessment.renewals.iter().enumerate() {
+        if let Some(q) = &c.price {
+            price_of.insert(
+                c.row,
+                Amount {
+                    amount: q.trade_price.as_f64(),
+                    currency: q.trade_price.currency.clone(),
+                },
+            );
+        }
+        if held.contains_key(&key) {
+            held_rows.insert(c.row);
+        } else if let Some(q) = &c.price {
+            let t = totals.entry(q.trade_price.currency.clone()).or_default();
+            t.0 += 1;
+            t.1 += q.trade_price.cents;
+        }
+    }
+    let mut reasons: BTreeMap<usize, String> = BTreeMap::new();
+    for c in &assessment.renewals {
+        if let Some(e) = &c.price_error {
+            reasons.insert(
+                c.row,
+                format!("{}; price unavailable: {e}", assessment.rows[c.row].reason),
+            );
+        }
+    }
+    let mut instances: Vec<PlanRow> = assessment
+        .rows
+        .iter()
+        .enumerate()
+        .map(|(i, row)| PlanRow {
+            account: row.account.to_string(),
+            region: row.region.to_string(),
+            instance_id: row.instance_id.clone(),
+            name: row.name.clone(),
+            expires_at: row.expires_at,
+            expires_in_seconds: (row.expires_at - now).num_seconds(),
+            policy: row.policy.clone(),
+            decision: decision_word(row, held_rows.contains(&i)).to_owned(),
+            state: row.state.as_str().to_owned(),
+            due_at: row.due_at,
+            price: price_of.get(&i).cloned(),
+            reason: match (
+                held.iter().find(|(k, _)| assessment.renewals[**k].row == i),
+                reasons.get(&i),
+            ) {
+                (Some((_, limit)), _) => {
+                    format!("{} — held: the {limit} limit would trip", row.reason)
+                }
+                (None, Some(r)) => r.clone(),
+                (None, None) => row.reason.clone(),
+            },
+        })
+        .collect();
+    instances.sort_by(|a, b| {
+        a.expires_at
+            .cmp(&b.expires_at)
+            .then(a.instance_id.cmp(&b.instance_id))
+    });
+    PlanReport {
+        generated_at: now,
+        dry_run: config.dry_run,
+        sources: sources
+            .iter()
+            .map(|s| PlanSource {
+                account: s.key.account.clone(),
+                region: s.key.region.clone(),
+                ok: s.ok(),
+                instances: s.instances,
+                error: s.error.as_ref().map(ToString::to_string),
+            })
+            .collect(),
+        instances,
+        renewals: belts.allowed.len(),
+        held: belts.held.len(),
+        auto_renew_changes: assessment.changes.len(),
+        totals: totals
+            .into_iter()
+            .map(|(currency, (renewals, cents))| PlanTotal {
+                currency,
+                renewals,
+                amount: cents as f64 / 100.0,
+            })
+            .collect(),
+        limits: belts
+            .trips
+            .into_iter()
+            .map(|t| PlanLimit {
+                limit: t.limit.as_str().to_owned(),
+                detail: t.detail,
+            })
+            .collect(),
+    }
+}
+
+fn decision_word(row: &Row, held: bool) -> &'static str {
+    if row.renew {
+        return if held { "hold" } else { "renew" };
+    }
+    if row.auto_renew_change {
+        return "set-auto-renew";
+    }
+    match row.state {
+        InstanceState::Ok | InstanceState::Due | InstanceState::Renewing => "none",
+        InstanceState::PendingVerification => "verify",
+        InstanceState::Backoff => "backoff",
+        InstanceState::Failed => "failed",
+        InstanceState::Expired => "expired",
+        InstanceState::Excluded => "exclude",
+    }
+}
+
+/// Renders the plan as a table.
+pub fn render_text(plan: &PlanReport) -> String {
+    let header = [
+        "ACCOUNT",
+        "REGION",
+        "INSTANCE",
+        "NAME",
+        "EXPIRES (UTC)",
+        "",
+        "POLICY",
+        "DECISION",
+        "DUE (UTC)",
+        "PRICE",
+        "WHY",
+    ];
+    let rows: Vec<[String; 11]> = plan
+        .instances
+        .iter()
+        .map(|r| {
+            [
+                r.account.clone(),
+                r.region.clone(),
+                r.instance_id.clone(),
+                r.name.clone(),
+                r.expires_at.format("%Y-%m-%d %H:%M").to_string(),
+                format_relative(r.expires_in_seconds),
+                r.policy.clone().unwrap_or_else(|| "-".into()),
+                r.decision.clone(),
+                r.due_at
+                    .map(|d| d.format("%Y-%m-%d %H:%M").to_string())
+                    .unwrap_or_else(|| "-".into()),
+                r.price
+                    .as_ref()
+                    .map(|p| format!("{:.2} {}", p.amount, p.currency))
+                    .unwrap_or_else(|| "-".into()),
+                r.reason.clone(),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row.iter()) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: &[String]| -> String {
+        let mut out = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<w$}  ", w = widths[i]));
+            }
+        }
+        out.trim_end().to_owned() + "\n"
+    };
+    let mut out = line(&header.map(String::from));
+    for row in &rows {
+        out.push_str(&line(row));
+    }
+    out.push('\n');
+    for s in plan.sources.iter().filter(|s| !s.ok) {
+        out.push_str(&format!(
+            "SOURCE DOWN {}/{}: {}\n",
+            s.account,
+            s.region,
+            s.error.as_deref().unwrap_or("")
+        ));
+    }
+    out.push_str(&format!(
+        "{} instance(s); {} renewal(s) would be made, {} held by limits; {} auto-renew change(s)\n",
+        plan.instances.len(),
+        plan.renewals,
+        plan.held,
+        plan.auto_renew_changes
+    ));
+    for t in &plan.totals {
+        out.push_str(&format!(
+            "  spend: {:.2} {} for {} renewal(s)\n",
+            t.amount, t.currency, t.renewals
+        ));
+    }
+    if plan.limits.is_empty() {
+        out.push_str("  limits: none would trip\n");
+    }
+    for l in &plan.limits {
+        out.push_str(&format!("  limit {} would trip: {}\n", l.limit, l.detail));
+    }
+    if plan.dry_run {
+        out.push_str("  (the config sets dry_run: the daemon would make no changes)\n");
+    }
+    out
+}
+
+/// Runs `plan` and prints it.
+pub async fn run(
+    path: &Path,
+    env: &Environment,
+    clock: Arc<dyn Clock>,
+    json: bool,
+    out: &mut impl std::io::Write,
+) -> Result<bool, Failure> {
+    let config = Config::load(path, env)?;
+    let plan = build(&config, env, clock, &NoHistory, (0, BTreeMap::new())).await?;
+    let text = if json {
+        serde_json::to_string_pretty(&plan).map_err(|e| Failure::Runtime(e.to_string()))? + "\n"
+    } else {
+        render_text(&plan)
+    };
+    out.write_all(text.as_bytes())
+        .map_err(|e| Failure::Runtime(format!("writing the plan: {e}")))?;
+    Ok(plan.sources.iter().all(|s| s.ok))
+}

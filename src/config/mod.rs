@@ -1,0 +1,210 @@
+//! The configuration: read a TOML file, check it completely (every problem is reported with
+//! file, line, column, key path and a hint), and compile it into the form the daemon uses.
+//! Nothing here talks to the network; resolving credentials is the caller's job.
+
+mod schema;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use schema::{ActionKind, MatchSection, Regions, Schedule, Timezone};
+
+use crate::cloud::credentials::{CredentialsConfig, Environment};
+use crate::cloud::endpoint::Endpoint;
+use crate::cloud::periods::Site;
+use crate::cloud::rate_limit::RateLimitConfig;
+use crate::cloud::retry::RetryPolicy;
+use crate::policy::Policy;
+
+/// The default config path.
+pub const DEFAULT_PATH: &str = "/etc/ecs-renewd/config.toml";
+
+/// One problem in a config file, located.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The file.
+    pub file: PathBuf,
+    /// 1-based line (0 when unknown).
+    pub line: usize,
+    /// 1-based column (0 when unknown).
+    pub column: usize,
+    /// The key path, e.g. `policies[1].period_unit`.
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+    /// What to do.
+    pub hint: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if self.line > 0 {
+            write!(f, ":{}:{}", self.line, self.column)?;
+        }
+        if !self.key.is_empty() {
+            write!(f, ": {}", self.key)?;
+        }
+        write!(f, ": {}", self.message)?;
+        if !self.hint.is_empty() {
+            write!(f, " (hint: {})", self.hint)?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a config cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error(
+        "cannot read the config file {path}: {source} — check the path (--config or ECS_RENEWD_CONFIG)"
+    )]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file has problems.
+    #[error("{}", .problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Invalid {
+        /// Every problem found.
+        problems: Vec<Problem>,
+    },
+}
+
+/// One account, compiled.
+#[derive(Debug, Clone)]
+pub struct Account {
+    /// Name.
+    pub name: String,
+    /// Credentials source.
+    pub credentials: CredentialsConfig,
+    /// Endpoint.
+    pub endpoint: Endpoint,
+    /// Site (period rules).
+    pub site: Site,
+    /// Regions to scan.
+    pub regions: Regions,
+    /// Client-side rate limit.
+    pub rate_limit: RateLimitConfig,
+    /// In-pass retries of one call.
+    pub call_retry: RetryPolicy,
+}
+
+/// Safety belts in whole cents.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// Most renewals in one pass.
+    pub max_renewals_per_run: u32,
+    /// Most renewals per day.
+    pub max_renewals_per_day: u32,
+    /// Most spend in one pass, per currency (cents).
+    pub max_spend_per_run: BTreeMap<String, i64>,
+    /// Most spend per day, per currency (cents).
+    pub max_spend_per_day: BTreeMap<String, i64>,
+    /// Most renewals per pass as a share of the PrePaid fleet seen (1.0 = off).
+    pub max_fleet_share_per_run: f64,
+}
+
+impl Limits {
+    /// Whether any spend limit is set (then every renewal must be priced first).
+    pub fn has_spend_limits(&self) -> bool {
+        !self.max_spend_per_run.is_empty() || !self.max_spend_per_day.is_empty()
+    }
+}
+
+/// Persisted backoff settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetrySettings {
+    /// First backoff.
+    pub backoff_floor: Duration,
+    /// Longest backoff.
+    pub backoff_ceiling: Duration,
+    /// Attempts that must still fit before the deadline.
+    pub attempts_before_deadline: u32,
+    /// Verification bound.
+    pub verify_timeout: Duration,
+    /// Verification polling interval.
+    pub verify_interval: Duration,
+}
+
+/// The scan settings.
+#[derive(Debug, Clone)]
+pub struct Scan {
+    /// Default regions.
+    pub regions: Regions,
+    /// Where DescribeRegions is asked.
+    pub home_region: String,
+    /// Window ahead.
+    pub horizon: Duration,
+    /// Window behind.
+    pub grace: Duration,
+    /// Sources in parallel.
+    pub concurrency: usize,
+    /// Skip tag key.
+    pub skip_tag: String,
+    /// Release period after expiry.
+    pub release_after: Duration,
+}
+
+/// A checked, compiled configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where it was read from.
+    pub path: PathBuf,
+    /// Cron schedule.
+    pub schedule: Schedule,
+    /// Its timezone.
+    pub timezone: chrono_tz::Tz,
+    /// Start jitter.
+    pub jitter: Duration,
+    /// State directory.
+    pub state_dir: PathBuf,
+    /// Dry run.
+    pub dry_run: bool,
+    /// Shutdown grace.
+    pub shutdown_grace: Duration,
+    /// Admin HTTP address.
+    pub admin_listen: SocketAddr,
+    /// Scanning.
+    pub scan: Scan,
+    /// Accounts.
+    pub accounts: Vec<Account>,
+    /// Safety belts.
+    pub limits: Limits,
+    /// Persisted backoff.
+    pub retry: RetrySettings,
+    /// Policies in order.
+    pub policies: Vec<Policy>,
+    /// Things that work but look wrong.
+    pub warnings: Vec<Problem>,
+}
+
+impl Config {
+    /// Reads and checks `path`; `env` supplies `ECS_RENEWD_STATE_DIR` and
+    /// `ECS_RENEWD_ADMIN_LISTEN` overrides.
+    pub fn load(path: &Path, env: &Environment) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text, path, env)
+    }
+
+    /// Checks config text; `path` names it in problems.
+    pub fn parse(text: &str, path: &Path, env: &Environment) -> Result<Config, ConfigError> {
+        validate::parse_and_check(text, path, env)
+    }
+
+    /// The account with this name.
+    pub fn account(&self, name: &str) -> Option<&Account> {
+        self.accounts.iter().find(|a| a.name == name)
+    }
+}

@@ -1,0 +1,507 @@
+//! The config file's schema as serde reads it: every section and key with its default. Values
+//! that can be checked alone (cron, timezone, durations, enums, endpoints) are checked while
+//! parsing, so their errors carry the key's line and column; cross-key checks live in
+//! `validate`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+use toml::Spanned;
+
+use crate::closed_enum;
+use crate::cloud::credentials::CredentialsConfig;
+use crate::cloud::periods::Site;
+use crate::cloud::rate_limit::RateLimitConfig;
+use crate::cloud::retry::RetryPolicy;
+use crate::cloud::types::{PeriodUnit, RenewalStatus};
+use crate::duration::serde_humantime;
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// `[daemon]`.
+    #[serde(default)]
+    pub daemon: DaemonSection,
+    /// `[admin]`.
+    #[serde(default)]
+    pub admin: AdminSection,
+    /// `[scan]`.
+    #[serde(default)]
+    pub scan: ScanSection,
+    /// `[[accounts]]`.
+    #[serde(default)]
+    pub accounts: Vec<AccountSection>,
+    /// `[limits]`.
+    #[serde(default)]
+    pub limits: LimitsSection,
+    /// `[retry]`.
+    #[serde(default)]
+    pub retry: RetrySection,
+    /// `[[policies]]`, in order: first match wins.
+    #[serde(default)]
+    pub policies: Vec<PolicySection>,
+}
+
+/// A cron expression with a seconds field, checked when read.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    /// As written.
+    pub text: String,
+    /// Parsed.
+    pub cron: croner::Cron,
+}
+
+impl Schedule {
+    /// Parses six-field cron (seconds first), as tokio-cron-scheduler does.
+    pub fn parse(text: &str) -> Result<Schedule, String> {
+        let fields = text.split_whitespace().count();
+        if fields != 6 {
+            return Err(format!(
+                "{text:?} has {fields} fields; write six, seconds first, e.g. \"0 */15 * * * *\" (every 15 minutes)"
+            ));
+        }
+        let cron = croner::parser::CronParser::builder()
+            .seconds(croner::parser::Seconds::Required)
+            .build()
+            .parse(text)
+            .map_err(|e| format!("{text:?} is not a valid cron expression: {e}"))?;
+        Ok(Schedule {
+            text: text.to_owned(),
+            cron,
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Schedule {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Schedule::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A timezone name from the tz database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timezone(pub chrono_tz::Tz);
+
+impl<'de> Deserialize<'de> for Timezone {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse::<chrono_tz::Tz>().map(Timezone).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "{text:?} is not a timezone name; use one from the tz database, e.g. \"Asia/Shanghai\" or \"UTC\""
+            ))
+        })
+    }
+}
+
+/// `[daemon]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonSection {
+    /// When passes run: cron with a seconds field.
+    #[serde(default = "default_schedule")]
+    pub schedule: Schedule,
+    /// The timezone the schedule is read in.
+    #[serde(default = "default_timezone")]
+    pub timezone: Timezone,
+    /// Each pass starts up to this much later than its tick, at random.
+    #[serde(default = "default_jitter", with = "serde_humantime")]
+    pub jitter: Duration,
+    /// Where the ledger and the lock live.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// Run everything except the calls that change something.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// How long a stop may wait for the call in flight.
+    #[serde(default = "default_grace", with = "serde_humantime")]
+    pub shutdown_grace: Duration,
+}
+
+fn default_schedule() -> Schedule {
+    Schedule::parse("0 */15 * * * *").expect("the default schedule parses")
+}
+fn default_timezone() -> Timezone {
+    Timezone(chrono_tz::UTC)
+}
+fn default_jitter() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/ecs-renewd")
+}
+fn default_grace() -> Duration {
+    Duration::from_secs(30)
+}
+
+impl Default for DaemonSection {
+    fn default() -> Self {
+        DaemonSection {
+            schedule: default_schedule(),
+            timezone: default_timezone(),
+            jitter: default_jitter(),
+            state_dir: default_state_dir(),
+            dry_run: false,
+            shutdown_grace: default_grace(),
+        }
+    }
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    /// Where /metrics, /healthz, /readyz and /status are served.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9469))
+}
+
+impl Default for AdminSection {
+    fn default() -> Self {
+        AdminSection {
+            listen: default_listen(),
+        }
+    }
+}
+
+/// Which regions to scan: `"all"` (asked with DescribeRegions) or a list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Regions {
+    /// Every region DescribeRegions lists.
+    All,
+    /// These.
+    List(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for Regions {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Word(String),
+            List(Vec<String>),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Word(w) if w == "all" => Ok(Regions::All),
+            Raw::Word(w) => Err(serde::de::Error::custom(format!(
+                "regions = {w:?}: write \"all\" or a list such as [\"cn-hangzhou\", \"cn-beijing\"]"
+            ))),
+            Raw::List(list) => {
+                for region in &list {
+                    if region.is_empty()
+                        || !region
+                            .bytes()
+                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                    {
+                        return Err(serde::de::Error::custom(format!(
+                            "{region:?} is not a region id (lowercase letters, digits and '-')"
+                        )));
+                    }
+                }
+                Ok(Regions::List(list))
+            }
+        }
+    }
+}
+
+/// `[scan]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScanSection {
+    /// Regions to scan.
+    #[serde(default = "default_regions")]
+    pub regions: Regions,
+    /// Where DescribeRegions is asked when `regions = "all"`.
+    #[serde(default = "default_home_region")]
+    pub home_region: String,
+    /// How far ahead of now the expiry window reaches.
+    #[serde(default = "default_horizon", with = "serde_humantime")]
+    pub horizon: Duration,
+    /// How far behind now it reaches (expired but not yet released instances).
+    #[serde(default = "default_grace_behind", with = "serde_humantime")]
+    pub grace: Duration,
+    /// How many (account, region) sources are scanned at once.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// Instances carrying this tag key are excluded, whatever the policies say.
+    #[serde(default = "default_skip_tag")]
+    pub skip_tag: String,
+    /// How long an expired instance stays before release (15 days on ECS): the deadline for
+    /// renewing it.
+    #[serde(default = "default_release_after", with = "serde_humantime")]
+    pub release_after: Duration,
+}
+
+fn default_regions() -> Regions {
+    Regions::All
+}
+fn default_home_region() -> String {
+    "cn-hangzhou".into()
+}
+fn default_horizon() -> Duration {
+    Duration::from_secs(30 * 86_400)
+}
+fn default_grace_behind() -> Duration {
+    Duration::from_secs(15 * 86_400)
+}
+fn default_concurrency() -> usize {
+    4
+}
+fn default_skip_tag() -> String {
+    "ecs-renewd:skip".into()
+}
+fn default_release_after() -> Duration {
+    Duration::from_secs(15 * 86_400)
+}
+
+impl Default for ScanSection {
+    fn default() -> Self {
+        ScanSection {
+            regions: default_regions(),
+            home_region: default_home_region(),
+            horizon: default_horizon(),
+            grace: default_grace_behind(),
+            concurrency: default_concurrency(),
+            skip_tag: default_skip_tag(),
+            release_after: default_release_after(),
+        }
+    }
+}
+
+/// `[[accounts]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountSection {
+    /// A name for logs, metrics and policy matching.
+    pub name: Spanned<String>,
+    /// Where its AccessKey comes from.
+    #[serde(default)]
+    pub credentials: CredentialsConfig,
+    /// `public` (default), `vpc`, or a URL (an emulator, a gateway).
+    #[serde(default)]
+    pub endpoint: Option<Spanned<String>>,
+    /// Which site's period rules apply.
+    #[serde(default)]
+    pub site: Site,
+    /// Regions for this account (default: `[scan] regions`).
+    #[serde(default)]
+    pub regions: Option<Regions>,
+    /// Client-side rate limit per (region, action).
+    #[serde(default)]
+    pub rate_limit: RateLimitConfig,
+    /// In-pass retries of a single call.
+    #[serde(default)]
+    pub call_retry: RetryPolicy,
+}
+
+/// `[limits]`: safety belts checked for the whole batch before anything is charged.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    /// Most renewals in one pass.
+    #[serde(default = "default_per_run")]
+    pub max_renewals_per_run: u32,
+    /// Most renewals per day (in `[daemon] timezone`).
+    #[serde(default = "default_per_day")]
+    pub max_renewals_per_day: u32,
+    /// Most spend in one pass, per currency, e.g. `{ CNY = 20000 }`.
+    #[serde(default)]
+    pub max_spend_per_run: BTreeMap<String, f64>,
+    /// Most spend per day, per currency.
+    #[serde(default)]
+    pub max_spend_per_day: BTreeMap<String, f64>,
+    /// Most renewals in one pass as a share of the PrePaid instances seen (1.0 = off).
+    #[serde(default = "default_share")]
+    pub max_fleet_share_per_run: f64,
+}
+
+fn default_per_run() -> u32 {
+    100
+}
+fn default_per_day() -> u32 {
+    500
+}
+fn default_share() -> f64 {
+    1.0
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        LimitsSection {
+            max_renewals_per_run: default_per_run(),
+            max_renewals_per_day: default_per_day(),
+            max_spend_per_run: BTreeMap::new(),
+            max_spend_per_day: BTreeMap::new(),
+            max_fleet_share_per_run: default_share(),
+        }
+    }
+}
+
+/// `[retry]`: persisted backoff of failed charges across passes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySection {
+    /// The first backoff after a funds or busy failure.
+    #[serde(default = "default_floor", with = "serde_humantime")]
+    pub backoff_floor: Duration,
+    /// The longest backoff.
+    #[serde(default = "default_ceiling", with = "serde_humantime")]
+    pub backoff_ceiling: Duration,
+    /// The backoff shrinks near the deadline so that this many attempts still fit.
+    #[serde(default = "default_attempts_fit")]
+    pub attempts_before_deadline: u32,
+    /// How long to wait for a renewal's new expiry to show before leaving it to the next pass.
+    #[serde(default = "default_verify_timeout", with = "serde_humantime")]
+    pub verify_timeout: Duration,
+    /// How often to look while verifying.
+    #[serde(default = "default_verify_interval", with = "serde_humantime")]
+    pub verify_interval: Duration,
+}
+
+fn default_floor() -> Duration {
+    Duration::from_secs(5 * 60)
+}
+fn default_ceiling() -> Duration {
+    Duration::from_secs(6 * 3600)
+}
+fn default_attempts_fit() -> u32 {
+    3
+}
+fn default_verify_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_verify_interval() -> Duration {
+    Duration::from_secs(5)
+}
+
+impl Default for RetrySection {
+    fn default() -> Self {
+        RetrySection {
+            backoff_floor: default_floor(),
+            backoff_ceiling: default_ceiling(),
+            attempts_before_deadline: default_attempts_fit(),
+            verify_timeout: default_verify_timeout(),
+            verify_interval: default_verify_interval(),
+        }
+    }
+}
+
+closed_enum! {
+    /// What a policy does with the instances it matches.
+    pub enum ActionKind {
+        /// RenewInstance when within `renew_before` of expiry (or expired, not released).
+        Renew => "renew",
+        /// Keep the provider's auto-renew on; optionally renew if its deduction fails.
+        AutoRenew => "auto-renew",
+        /// Keep RenewalStatus = NotRenewal (meant to lapse).
+        NotRenewal => "not-renewal",
+        /// Metrics and status only.
+        Observe => "observe",
+        /// Excluded, and said so in status.
+        Skip => "skip",
+    }
+}
+
+/// An auto-renew state to keep (with a `renew` policy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeepAutoRenew {
+    /// The switch.
+    pub status: RenewalStatus,
+    /// Length per automatic renewal (with AutoRenewal).
+    #[serde(default = "default_one")]
+    pub duration: u32,
+    /// Its unit.
+    #[serde(default = "default_month")]
+    pub period_unit: PeriodUnit,
+}
+
+fn default_one() -> u32 {
+    1
+}
+fn default_month() -> PeriodUnit {
+    PeriodUnit::Month
+}
+
+/// `[policies.match]`: every given matcher must match; none given matches everything.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchSection {
+    /// Account names.
+    #[serde(default)]
+    pub accounts: Vec<String>,
+    /// Region ids.
+    #[serde(default)]
+    pub regions: Vec<String>,
+    /// Zone ids.
+    #[serde(default)]
+    pub zones: Vec<String>,
+    /// Instance ids.
+    #[serde(default)]
+    pub instance_ids: Vec<String>,
+    /// A glob on the instance name (`*`, `?`, `[...]`).
+    #[serde(default)]
+    pub name: Option<Spanned<String>>,
+    /// Tags that must all be present with these values (`"*"` matches any value).
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    /// A security group the instance must be in.
+    #[serde(default)]
+    pub security_group: Option<String>,
+    /// An instance type family, e.g. `ecs.g6`.
+    #[serde(default)]
+    pub instance_type_family: Option<String>,
+    /// A resource group id.
+    #[serde(default)]
+    pub resource_group: Option<String>,
+}
+
+/// `[[policies]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySection {
+    /// Unique name (a metric label).
+    pub name: Spanned<String>,
+    /// Which instances it covers.
+    #[serde(default, rename = "match")]
+    pub matcher: MatchSection,
+    /// What it does.
+    pub action: ActionKind,
+    /// `renew`: how much to renew (default 1).
+    #[serde(default)]
+    pub period: Option<Spanned<u32>>,
+    /// `renew`/`auto-renew`: the unit (default Month).
+    #[serde(default)]
+    pub period_unit: Option<Spanned<PeriodUnit>>,
+    /// `renew`: how long before expiry to renew (default 7 days).
+    #[serde(default)]
+    pub renew_before: Option<Spanned<String>>,
+    /// `renew`/`auto-renew` fallback: the most one renewal may cost, in the account's currency.
+    #[serde(default)]
+    pub max_price: Option<Spanned<f64>>,
+    /// `renew`: an auto-renew state to keep at the same time.
+    #[serde(default)]
+    pub keep_auto_renew: Option<Spanned<KeepAutoRenew>>,
+    /// `auto-renew`: length per automatic renewal (default 1).
+    #[serde(default)]
+    pub duration: Option<Spanned<u32>>,
+    /// `auto-renew`: renew directly if the provider's deduction has not extended the expiry
+    /// by the fallback point.
+    #[serde(default)]
+    pub fallback_renew: Option<Spanned<bool>>,
+    /// `auto-renew`: the fallback point, after the first documented deduction (T−9 days,
+    /// 08:00 UTC+8); default one day.
+    #[serde(default)]
+    pub fallback_after: Option<Spanned<String>>,
+    /// `renew`/`auto-renew`: act even on instances whose RenewalStatus is NotRenewal.
+    #[serde(default)]
+    pub override_not_renewal: Option<Spanned<bool>>,
+}

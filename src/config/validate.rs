@@ -1,0 +1,735 @@
+//! From TOML text to a checked `Config`: serde errors become located problems (key path from
+//! serde_path_to_error, line and column from toml's spans); then every cross-key rule is
+//! checked and all problems are reported together.
+
+use std::collections::{BTreeMap, HashSet};
+use std::ops::Range;
+use std::path::Path;
+use std::time::Duration;
+
+use super::schema::{ActionKind, ConfigFile, PolicySection};
+use super::{Account, Config, ConfigError, Limits, Problem, RetrySettings, Scan};
+use crate::cloud::credentials::{Environment, SourceKind};
+use crate::cloud::ecs::AutoRenewTarget;
+use crate::cloud::endpoint::Endpoint;
+use crate::cloud::periods::{self, PeriodRule, Site};
+use crate::cloud::types::{PeriodUnit, RenewalStatus};
+use crate::policy::{Fallback, Matcher, Policy, PolicyAction};
+
+/// Line and column (1-based) of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rsplit('\n')
+        .next()
+        .map(|l| l.chars().count())
+        .unwrap_or(0)
+        + 1;
+    (line, column)
+}
+
+/// Collects problems against one file.
+struct Report<'a> {
+    text: &'a str,
+    path: &'a Path,
+    problems: Vec<Problem>,
+    warnings: Vec<Problem>,
+}
+
+impl Report<'_> {
+    fn problem(
+        &self,
+        span: Option<Range<usize>>,
+        key: &str,
+        message: String,
+        hint: &str,
+    ) -> Problem {
+        let (line, column) = span.map(|s| line_col(self.text, s.start)).unwrap_or((0, 0));
+        Problem {
+            file: self.path.to_owned(),
+            line,
+            column,
+            key: key.to_owned(),
+            message,
+            hint: hint.to_owned(),
+        }
+    }
+
+    fn error(&mut self, span: Option<Range<usize>>, key: &str, message: String, hint: &str) {
+        let p = self.problem(span, key, message, hint);
+        self.problems.push(p);
+    }
+
+    fn warn(&mut self, span: Option<Range<usize>>, key: &str, message: String, hint: &str) {
+        let p = self.problem(span, key, message, hint);
+        self.warnings.push(p);
+    }
+}
+
+/// A hint for a serde message.
+fn hint_for_serde(message: &str) -> &'static str {
+    if message.starts_with("unknown field") {
+        "check the spelling; config/example.toml lists every key"
+    } else if message.starts_with("missing field") {
+        "add the key; config/example.toml shows it"
+    } else if message.starts_with("invalid type") {
+        "check the value's type: numbers and booleans are written without quotes, durations and names with quotes"
+    } else if message.contains("expected one of") {
+        "use one of the listed values"
+    } else {
+        ""
+    }
+}
+
+pub(super) fn parse_and_check(
+    text: &str,
+    path: &Path,
+    env: &Environment,
+) -> Result<Config, ConfigError> {
+    let mut report = Report {
+        text,
+        path,
+        problems: Vec::new(),
+        warnings: Vec::new(),
+    };
+    let deserializer = match toml::Deserializer::parse(text) {
+        Ok(d) => d,
+        Err(e) => {
+            report.error(
+                e.span(),
+                "",
+                format!("not valid TOML: {}", e.message().trim()),
+                "fix the syntax at this position",
+            );
+            return Err(ConfigError::Invalid {
+                problems: report.problems,
+            });
+        }
+    };
+    let file: ConfigFile = match serde_path_to_error::deserialize(deserializer) {
+        Ok(file) => file,
+        Err(e) => {
+            // toml's Spanned wrapper shows up as an internal path segment; drop it.
+            let key = e
+                .path()
+                .to_string()
+                .split('.')
+                .filter(|segment| !segment.starts_with("$__"))
+                .collect::<Vec<_>>()
+                .join(".");
+            let inner = e.into_inner();
+            let message = inner.message().trim().to_owned();
+            let hint = hint_for_serde(&message);
+            let key = if key == "." { String::new() } else { key };
+            report.error(inner.span(), &key, message, hint);
+            return Err(ConfigError::Invalid {
+                problems: report.problems,
+            });
+        }
+    };
+    check(file, &mut report, env)
+}
+
+fn duration_of(report: &mut Report, value: &toml::Spanned<String>, key: &str) -> Option<Duration> {
+    match crate::duration::parse(value.get_ref()) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            report.error(Some(value.span()), key, e.to_string(), "");
+            None
+        }
+    }
+}
+
+fn check(file: ConfigFile, report: &mut Report, env: &Environment) -> Result<Config, ConfigError> {
+    // [daemon]
+    if has_day_of_month_and_week(&file.daemon.schedule.text) {
+        report.warn(
+            None,
+            "daemon.schedule",
+            format!("{:?} restricts both day of month and day of week; they combine with AND, not cron's usual OR", file.daemon.schedule.text),
+            "restrict only one of the two",
+        );
+    }
+    let state_dir = env
+        .get("ECS_RENEWD_STATE_DIR")
+        .map(Into::into)
+        .unwrap_or_else(|| file.daemon.state_dir.clone());
+    let admin_listen = match env.get("ECS_RENEWD_ADMIN_LISTEN") {
+        None => file.admin.listen,
+        Some(text) => match text.parse() {
+            Ok(addr) => addr,
+            Err(_) => {
+                report.error(
+                    None,
+                    "ECS_RENEWD_ADMIN_LISTEN",
+                    format!("{text:?} is not an address"),
+                    "write HOST:PORT, e.g. 0.0.0.0:9469",
+                );
+                file.admin.listen
+            }
+        },
+    };
+
+    // [scan]
+    if file.scan.concurrency == 0 {
+        report.error(None, "scan.concurrency", "must be at least 1".into(), "");
+    }
+    if file.scan.horizon.is_zero() {
+        report.error(
+            None,
+            "scan.horizon",
+            "must be longer than zero".into(),
+            "e.g. \"30d\"",
+        );
+    }
+
+    // [[accounts]]
+    if file.accounts.is_empty() {
+        report.error(
+            None,
+            "accounts",
+            "no [[accounts]]: there is nothing to scan".into(),
+            "add an [[accounts]] table with a name and credentials",
+        );
+    }
+    let mut accounts = Vec::new();
+    let mut names = HashSet::new();
+    for (i, section) in file.accounts.iter().enumerate() {
+        let key = format!("accounts[{i}]");
+        let name = section.name.get_ref().clone();
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            report.error(
+                Some(section.name.span()),
+                &format!("{key}.name"),
+                format!("{name:?} is not a usable account name"),
+                "use letters, digits, '-', '_' or '.'",
+            );
+        }
+        if !names.insert(name.clone()) {
+            report.error(
+                Some(section.name.span()),
+                &format!("{key}.name"),
+                format!("account {name:?} is defined twice"),
+                "give each account its own name",
+            );
+        }
+        let endpoint = match &section.endpoint {
+            None => Endpoint::Public,
+            Some(text) => match Endpoint::parse(text.get_ref()) {
+                Ok(e) => e,
+                Err(e) => {
+                    report.error(
+                        Some(text.span()),
+                        &format!("{key}.endpoint"),
+                        e.to_string(),
+                        "write \"public\", \"vpc\" or an https:// URL",
+                    );
+                    Endpoint::Public
+                }
+            },
+        };
+        let credentials = &section.credentials;
+        if credentials.source == SourceKind::File && credentials.access_key_secret_file.is_none() {
+            report.error(
+                Some(section.name.span()),
+                &format!("{key}.credentials"),
+                "source = \"file\" needs access_key_id and access_key_secret_file".into(),
+                "point access_key_secret_file at a file holding only the secret (mode 600)",
+            );
+        }
+        if credentials.access_key_secret_file.is_some()
+            && credentials
+                .access_key_id
+                .as_deref()
+                .is_none_or(str::is_empty)
+        {
+            report.error(
+                Some(section.name.span()),
+                &format!("{key}.credentials.access_key_id"),
+                "access_key_secret_file is set but access_key_id is not".into(),
+                "add access_key_id (the ID is not a secret)",
+            );
+        }
+        if section.rate_limit.per_second <= 0.0 || section.rate_limit.burst == 0 {
+            report.error(
+                None,
+                &format!("{key}.rate_limit"),
+                "per_second must be above 0 and burst at least 1".into(),
+                "",
+            );
+        }
+        accounts.push(Account {
+            name,
+            credentials: credentials.clone(),
+            endpoint,
+            site: section.site,
+            regions: section
+                .regions
+                .clone()
+                .unwrap_or_else(|| file.scan.regions.clone()),
+            rate_limit: section.rate_limit.clone(),
+            call_retry: section.call_retry.clone(),
+        });
+    }
+
+    // [limits]
+    let mut cents = |map: &BTreeMap<String, f64>, key: &str| -> BTreeMap<String, i64> {
+        let mut out = BTreeMap::new();
+        for (currency, amount) in map {
+            if !(amount.is_finite() && *amount > 0.0) {
+                report.error(
+                    None,
+                    &format!("limits.{key}.{currency}"),
+                    format!("{amount} is not a positive amount"),
+                    "",
+                );
+            }
+            if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
+                report.error(
+                    None,
+                    &format!("limits.{key}.{currency}"),
+                    format!("{currency:?} is not a currency code"),
+                    "use the code ECS reports, e.g. CNY or USD",
+                );
+            }
+            out.insert(currency.clone(), (amount * 100.0).round() as i64);
+        }
+        out
+    };
+    let limits = Limits {
+        max_renewals_per_run: file.limits.max_renewals_per_run,
+        max_renewals_per_day: file.limits.max_renewals_per_day,
+        max_spend_per_run: cents(&file.limits.max_spend_per_run, "max_spend_per_run"),
+        max_spend_per_day: cents(&file.limits.max_spend_per_day, "max_spend_per_day"),
+        max_fleet_share_per_run: file.limits.max_fleet_share_per_run,
+    };
+    if !(limits.max_fleet_share_per_run > 0.0 && limits.max_fleet_share_per_run <= 1.0) {
+        report.error(
+            None,
+            "limits.max_fleet_share_per_run",
+            format!("{} is not in (0, 1]", limits.max_fleet_share_per_run),
+            "1.0 turns the belt off",
+        );
+    }
+
+    // [retry]
+    let retry = &file.retry;
+    if retry.backoff_floor.is_zero() || retry.backoff_floor > retry.backoff_ceiling {
+        report.error(
+            None,
+            "retry.backoff_floor",
+            format!(
+                "{} must be above zero and at most backoff_ceiling ({})",
+                crate::duration::format(retry.backoff_floor),
+                crate::duration::format(retry.backoff_ceiling)
+            ),
+            "",
+        );
+    }
+    if retry.attempts_before_deadline == 0 {
+        report.error(
+            None,
+            "retry.attempts_before_deadline",
+            "must be at least 1".into(),
+            "",
+        );
+    }
+    if retry.verify_interval.is_zero() || retry.verify_interval > retry.verify_timeout {
+        report.error(
+            None,
+            "retry.verify_interval",
+            "must be above zero and at most verify_timeout".into(),
+            "",
+        );
+    }
+
+    // [[policies]]
+    let mut policies = Vec::new();
+    let mut policy_names = HashSet::new();
+    let mut catch_all: Option<String> = None;
+    for (i, section) in file.policies.iter().enumerate() {
+        let key = format!("policies[{i}]");
+        let name = section.name.get_ref().clone();
+        if !policy_names.insert(name.clone()) {
+            report.error(
+                Some(section.name.span()),
+                &format!("{key}.name"),
+                format!("policy {name:?} is defined twice"),
+                "policy names label metrics and must be unique",
+            );
+        }
+        if let Some(earlier) = &catch_all {
+            report.warn(Some(section.name.span()), &key, format!("policy {name:?} can never match: policy {earlier:?} before it matches every instance"), "first match wins: move the catch-all last or give it a [policies.match]");
+        }
+        for account in &section.matcher.accounts {
+            if !names.contains(account) {
+                report.error(
+                    Some(section.name.span()),
+                    &format!("{key}.match.accounts"),
+                    format!("no account is named {account:?}"),
+                    "use a name from [[accounts]]",
+                );
+            }
+        }
+        let site = policy_site(section, &accounts);
+        if let Some(policy) = compile_policy(section, &key, site, &file, &limits, report) {
+            if policy.matcher.matches_everything() {
+                catch_all.get_or_insert(name.clone());
+            }
+            policies.push(policy);
+        }
+    }
+    if policies.is_empty() && !file.accounts.is_empty() {
+        report.warn(
+            None,
+            "policies",
+            "no [[policies]]: every instance is only observed".into(),
+            "add a policy with action = \"renew\" or \"auto-renew\"",
+        );
+    }
+
+    if !report.problems.is_empty() {
+        return Err(ConfigError::Invalid {
+            problems: std::mem::take(&mut report.problems),
+        });
+    }
+    Ok(Config {
+        path: report.path.to_owned(),
+        schedule: file.daemon.schedule.clone(),
+        timezone: file.daemon.timezone.0,
+        jitter: file.daemon.jitter,
+        state_dir,
+        dry_run: file.daemon.dry_run,
+        shutdown_grace: file.daemon.shutdown_grace,
+        admin_listen,
+        scan: Scan {
+            regions: file.scan.regions.clone(),
+            home_region: file.scan.home_region.clone(),
+            horizon: file.scan.horizon,
+            grace: file.scan.grace,
+            concurrency: file.scan.concurrency,
+            skip_tag: file.scan.skip_tag.clone(),
+            release_after: file.scan.release_after,
+        },
+        accounts,
+        limits,
+        retry: RetrySettings {
+            backoff_floor: retry.backoff_floor,
+            backoff_ceiling: retry.backoff_ceiling,
+            attempts_before_deadline: retry.attempts_before_deadline,
+            verify_timeout: retry.verify_timeout,
+            verify_interval: retry.verify_interval,
+        },
+        policies,
+        warnings: std::mem::take(&mut report.warnings),
+    })
+}
+
+/// The site whose period rules a policy is checked against: its accounts' site when they agree,
+/// else the China site (the more permissive).
+fn policy_site(section: &PolicySection, accounts: &[Account]) -> Site {
+    let sites: HashSet<Site> = accounts
+        .iter()
+        .filter(|a| {
+            section.matcher.accounts.is_empty() || section.matcher.accounts.contains(&a.name)
+        })
+        .map(|a| a.site)
+        .collect();
+    if sites.len() == 1 {
+        *sites.iter().next().expect("one element")
+    } else {
+        Site::China
+    }
+}
+
+fn has_day_of_month_and_week(schedule: &str) -> bool {
+    let fields: Vec<&str> = schedule.split_whitespace().collect();
+    fields.len() == 6
+        && fields[3] != "*"
+        && fields[3] != "?"
+        && fields[5] != "*"
+        && fields[5] != "?"
+}
+
+/// Keys that belong to some actions only.
+const ACTION_KEYS: &[(&str, &[ActionKind])] = &[
+    ("period", &[ActionKind::Renew]),
+    ("renew_before", &[ActionKind::Renew]),
+    ("keep_auto_renew", &[ActionKind::Renew]),
+    ("duration", &[ActionKind::AutoRenew]),
+    ("fallback_renew", &[ActionKind::AutoRenew]),
+    ("fallback_after", &[ActionKind::AutoRenew]),
+    ("period_unit", &[ActionKind::Renew, ActionKind::AutoRenew]),
+    ("max_price", &[ActionKind::Renew, ActionKind::AutoRenew]),
+    (
+        "override_not_renewal",
+        &[ActionKind::Renew, ActionKind::AutoRenew],
+    ),
+];
+
+fn check_period(
+    report: &mut Report,
+    rule: &PeriodRule,
+    value: u32,
+    unit: PeriodUnit,
+    span: Range<usize>,
+    key: &str,
+    what: &str,
+) -> bool {
+    if rule.allows(value, unit) {
+        return true;
+    }
+    let hint = format!("allowed {what} values: {}", rule.describe());
+    report.error(
+        Some(span),
+        key,
+        format!("{value} {unit} is not an allowed {what}"),
+        &hint,
+    );
+    false
+}
+
+fn compile_policy(
+    section: &PolicySection,
+    key: &str,
+    site: Site,
+    file: &ConfigFile,
+    limits: &Limits,
+    report: &mut Report,
+) -> Option<Policy> {
+    let name = section.name.get_ref().clone();
+    let present: Vec<(&str, Option<Range<usize>>)> = vec![
+        ("period", section.period.as_ref().map(|s| s.span())),
+        (
+            "renew_before",
+            section.renew_before.as_ref().map(|s| s.span()),
+        ),
+        (
+            "keep_auto_renew",
+            section.keep_auto_renew.as_ref().map(|s| s.span()),
+        ),
+        ("duration", section.duration.as_ref().map(|s| s.span())),
+        (
+            "fallback_renew",
+            section.fallback_renew.as_ref().map(|s| s.span()),
+        ),
+        (
+            "fallback_after",
+            section.fallback_after.as_ref().map(|s| s.span()),
+        ),
+        (
+            "period_unit",
+            section.period_unit.as_ref().map(|s| s.span()),
+        ),
+        ("max_price", section.max_price.as_ref().map(|s| s.span())),
+        (
+            "override_not_renewal",
+            section.override_not_renewal.as_ref().map(|s| s.span()),
+        ),
+    ];
+    let mut ok = true;
+    for (field, span) in present {
+        let Some(span) = span else { continue };
+        let allowed = ACTION_KEYS
+            .iter()
+            .find(|(k, _)| *k == field)
+            .map(|(_, a)| *a)
+            .unwrap_or(&[]);
+        if !allowed.contains(&section.action) {
+            let names: Vec<&str> = allowed.iter().map(|a| a.as_str()).collect();
+            report.error(
+                Some(span),
+                &format!("{key}.{field}"),
+                format!(
+                    "{field} does not apply to action {:?}",
+                    section.action.as_str()
+                ),
+                &format!("{field} belongs to action {}", names.join(" or ")),
+            );
+            ok = false;
+        }
+    }
+    let matcher = match Matcher::compile(&section.matcher) {
+        Ok(m) => m,
+        Err(message) => {
+            let span = section.matcher.name.as_ref().map(|n| n.span());
+            report.error(
+                span,
+                &format!("{key}.match.name"),
+                message,
+                "a glob uses *, ? and [...]",
+            );
+            return None;
+        }
+    };
+    let unit = section
+        .period_unit
+        .as_ref()
+        .map(|u| *u.get_ref())
+        .unwrap_or(PeriodUnit::Month);
+    let unit_span = section
+        .period_unit
+        .as_ref()
+        .map(|u| u.span())
+        .unwrap_or(section.name.span());
+    let max_price_cents = match &section.max_price {
+        None => None,
+        Some(p) if p.get_ref().is_finite() && *p.get_ref() > 0.0 => {
+            Some((p.get_ref() * 100.0).round() as i64)
+        }
+        Some(p) => {
+            report.error(
+                Some(p.span()),
+                &format!("{key}.max_price"),
+                format!("{} is not a positive price", p.get_ref()),
+                "",
+            );
+            None
+        }
+    };
+    let override_not_renewal = section
+        .override_not_renewal
+        .as_ref()
+        .map(|b| *b.get_ref())
+        .unwrap_or(false);
+    let action = match section.action {
+        ActionKind::Renew => {
+            let period = section.period.as_ref().map(|p| *p.get_ref()).unwrap_or(1);
+            let period_span = section
+                .period
+                .as_ref()
+                .map(|p| p.span())
+                .unwrap_or(unit_span.clone());
+            ok &= check_period(
+                report,
+                &periods::renew_rule(site),
+                period,
+                unit,
+                period_span.clone(),
+                &format!("{key}.period"),
+                "renewal period",
+            );
+            let renew_before = match &section.renew_before {
+                None => Duration::from_secs(7 * 86_400),
+                Some(text) => {
+                    duration_of(report, text, &format!("{key}.renew_before")).unwrap_or_default()
+                }
+            };
+            if renew_before > file.scan.horizon {
+                report.warn(
+                    section.renew_before.as_ref().map(|r| r.span()),
+                    &format!("{key}.renew_before"),
+                    format!("renew_before ({}) reaches beyond [scan] horizon ({}): instances are only seen {} before expiry", crate::duration::format(renew_before), crate::duration::format(file.scan.horizon), crate::duration::format(file.scan.horizon)),
+                    "raise [scan] horizon or shorten renew_before",
+                );
+            }
+            if limits.has_spend_limits() && periods::price_query_for(period, unit).is_none() {
+                report.warn(Some(period_span), &format!("{key}.period"), format!("{period} {unit} cannot be priced by DescribeRenewalPrice, so spend limits will hold these renewals"), "use a period of 1-9 months or whole years");
+            }
+            let keep_auto_renew = match &section.keep_auto_renew {
+                None => None,
+                Some(keep) => {
+                    let k = *keep.get_ref();
+                    if k.status == RenewalStatus::AutoRenewal {
+                        ok &= check_period(
+                            report,
+                            &periods::auto_renew_rule(site),
+                            k.duration,
+                            k.period_unit,
+                            keep.span(),
+                            &format!("{key}.keep_auto_renew"),
+                            "auto-renew duration",
+                        );
+                    }
+                    Some(AutoRenewTarget {
+                        status: k.status,
+                        duration: k.duration,
+                        unit: k.period_unit,
+                    })
+                }
+            };
+            PolicyAction::Renew {
+                period,
+                unit,
+                renew_before,
+                max_price_cents,
+                keep_auto_renew,
+            }
+        }
+        ActionKind::AutoRenew => {
+            let duration = section.duration.as_ref().map(|d| *d.get_ref()).unwrap_or(1);
+            let duration_span = section
+                .duration
+                .as_ref()
+                .map(|d| d.span())
+                .unwrap_or(unit_span.clone());
+            ok &= check_period(
+                report,
+                &periods::auto_renew_rule(site),
+                duration,
+                unit,
+                duration_span.clone(),
+                &format!("{key}.duration"),
+                "auto-renew duration",
+            );
+            let fallback_renew = section
+                .fallback_renew
+                .as_ref()
+                .map(|b| *b.get_ref())
+                .unwrap_or(false);
+            let after = match &section.fallback_after {
+                None => Duration::from_secs(86_400),
+                Some(text) => {
+                    duration_of(report, text, &format!("{key}.fallback_after")).unwrap_or_default()
+                }
+            };
+            let fallback = if fallback_renew {
+                // RenewInstance takes Week or Month: years become months.
+                let (renew_period, renew_unit) = match unit {
+                    PeriodUnit::Year => (duration * 12, PeriodUnit::Month),
+                    other => (duration, other),
+                };
+                ok &= check_period(
+                    report,
+                    &periods::renew_rule(site),
+                    renew_period,
+                    renew_unit,
+                    duration_span,
+                    &format!("{key}.duration"),
+                    "renewal period (fallback_renew renews the same length)",
+                );
+                Some(Fallback {
+                    after,
+                    period: renew_period,
+                    unit: renew_unit,
+                    max_price_cents,
+                })
+            } else {
+                None
+            };
+            PolicyAction::AutoRenew {
+                target: AutoRenewTarget {
+                    status: RenewalStatus::AutoRenewal,
+                    duration,
+                    unit,
+                },
+                fallback,
+            }
+        }
+        ActionKind::NotRenewal => PolicyAction::NotRenewal,
+        ActionKind::Observe => PolicyAction::Observe,
+        ActionKind::Skip => PolicyAction::Skip,
+    };
+    ok.then_some(Policy {
+        name,
+        matcher,
+        action,
+        override_not_renewal,
+    })
+}

@@ -1,0 +1,483 @@
+//! `decide`: from (observed instance, auto-renew attributes, ledger history, policies, now) to
+//! what should happen — renew now (and with which token, when an earlier attempt is still
+//! open), wait, back off, await verification, or leave it alone — with the reason, the due time,
+//! the auto-renew change to make and the state to report. Pure and deterministic.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Timelike, Utc};
+
+use super::{Fallback, Policy, PolicyAction};
+use crate::closed_enum;
+use crate::cloud::ecs::AutoRenewTarget;
+use crate::cloud::error::ErrorClass;
+use crate::cloud::types::{AutoRenewAttribute, ChargeType, Instance, PeriodUnit, RenewalStatus};
+use crate::emulator::world::start_of_day_utc8;
+
+closed_enum! {
+    /// What an instance's state is, for metrics and status (one-hot `instance_state{state}`).
+    pub enum InstanceState {
+        /// Nothing to do now.
+        Ok => "ok",
+        /// A renewal is due now.
+        Due => "due",
+        /// A renewal is being sent.
+        Renewing => "renewing",
+        /// Renewed; the new expiry has not shown yet.
+        PendingVerification => "pending_verification",
+        /// A charge failed; waiting to try again.
+        Backoff => "backoff",
+        /// A charge failed in a way retrying cannot fix, or cannot be attempted.
+        Failed => "failed",
+        /// Past expiry and not renewed.
+        Expired => "expired",
+        /// Not managed for renewal on purpose (skip, skip tag, NotRenewal, PostPaid).
+        Excluded => "excluded",
+    }
+}
+
+closed_enum! {
+    /// Why a renewal happens.
+    pub enum RenewWhy {
+        /// Within `renew_before` of expiry.
+        Due => "due",
+        /// Already expired, not yet released.
+        Expired => "expired",
+        /// The provider's auto-renew deduction did not happen in time.
+        MissedDeduction => "missed_deduction",
+        /// An earlier attempt's outcome is unknown; resent with its token.
+        Resume => "resume",
+        /// An earlier attempt failed; its backoff is over.
+        Retry => "retry",
+    }
+}
+
+/// Where an open renewal intent stands, as the ledger knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IntentStatus {
+    /// Written; the request may or may not have been sent.
+    Prepared,
+    /// Sent; no answer (timeout, crash, shutdown): the charge may have happened.
+    Unknown,
+    /// The service accepted it: an order exists; the new expiry has not shown yet.
+    Ordered {
+        /// The order id.
+        order_id: String,
+    },
+    /// The service refused it.
+    Failed {
+        /// The failure class.
+        class: ErrorClass,
+        /// The error code.
+        code: String,
+    },
+}
+
+/// The latest renewal intent for an instance's current expiry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IntentView {
+    /// Its ClientToken.
+    pub token: String,
+    /// The expiry it meant to extend.
+    pub old_expiry: DateTime<Utc>,
+    /// Length.
+    pub period: u32,
+    /// Unit.
+    pub unit: PeriodUnit,
+    /// Where it stands.
+    pub status: IntentStatus,
+}
+
+/// What the ledger knows about an instance.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct History {
+    /// The open intent (for the current expiry), if any.
+    pub intent: Option<IntentView>,
+    /// Failed attempts in a row for the current expiry.
+    pub failed_attempts: u32,
+    /// Not before this time (persisted backoff).
+    pub retry_at: Option<DateTime<Utc>>,
+}
+
+/// Settings `decide` needs besides the policies.
+#[derive(Debug, Clone)]
+pub struct DecideContext<'a> {
+    /// Policies in order.
+    pub policies: &'a [Policy],
+    /// The skip tag key.
+    pub skip_tag: &'a str,
+    /// How far ahead the scan reaches.
+    pub horizon: Duration,
+    /// How long after expiry an instance is released.
+    pub release_after: Duration,
+}
+
+/// What `decide` looks at.
+#[derive(Debug, Clone, Copy)]
+pub struct Subject<'a> {
+    /// The account name.
+    pub account: &'a str,
+    /// The instance as just observed.
+    pub instance: &'a Instance,
+    /// Its auto-renew attributes (`None` when they could not be read).
+    pub auto_renew: Option<&'a AutoRenewAttribute>,
+}
+
+/// A renewal to make.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenewPlan {
+    /// Length.
+    pub period: u32,
+    /// Unit.
+    pub unit: PeriodUnit,
+    /// Most it may cost (cents).
+    pub max_price_cents: Option<i64>,
+    /// The token of an open intent to reuse (never a new one for the same expiry).
+    pub reuse_token: Option<String>,
+    /// Why.
+    pub why: RenewWhy,
+}
+
+/// The decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// The policy that matched (`None`: no policy; observed only).
+    pub policy: Option<String>,
+    /// State to report.
+    pub state: InstanceState,
+    /// A renewal to make now.
+    pub renew: Option<RenewPlan>,
+    /// An auto-renew change to make now.
+    pub auto_renew_change: Option<AutoRenewTarget>,
+    /// Whether the provider's auto-renew settings differ from the policy.
+    pub drift: bool,
+    /// Whether the provider's deduction should have happened by now and has not.
+    pub deduction_overdue: bool,
+    /// When the next action is due (renewal, fallback, retry).
+    pub due_at: Option<DateTime<Utc>>,
+    /// Why, in words.
+    pub reason: String,
+}
+
+impl Decision {
+    fn new(policy: Option<&Policy>, state: InstanceState, reason: impl Into<String>) -> Decision {
+        Decision {
+            policy: policy.map(|p| p.name.clone()),
+            state,
+            renew: None,
+            auto_renew_change: None,
+            drift: false,
+            deduction_overdue: false,
+            due_at: None,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The first documented provider deduction: 08:00 UTC+8 nine days before expiry.
+pub fn first_deduction(expiry: DateTime<Utc>) -> DateTime<Utc> {
+    start_of_day_utc8(expiry - chrono::Duration::days(9)) + chrono::Duration::hours(8)
+}
+
+/// When an `auto-renew` policy's fallback renews: `after` the first deduction, moved out of the
+/// provider's deduction hours (08:00–18:00 UTC+8) so the daemon does not race a deduction whose
+/// new expiry has not shown yet.
+pub fn fallback_point(expiry: DateTime<Utc>, after: Duration) -> DateTime<Utc> {
+    let point = first_deduction(expiry)
+        + chrono::Duration::from_std(after).unwrap_or(chrono::Duration::days(1));
+    let hour_utc8 = (point.hour() + 8) % 24;
+    if (8..18).contains(&hour_utc8) {
+        start_of_day_utc8(point) + chrono::Duration::hours(18)
+    } else {
+        point
+    }
+}
+
+fn differs(actual: Option<&AutoRenewAttribute>, target: &AutoRenewTarget) -> bool {
+    match actual {
+        None => false,
+        Some(a) if target.status != RenewalStatus::AutoRenewal => a.renewal_status != target.status,
+        Some(a) => {
+            a.renewal_status != RenewalStatus::AutoRenewal
+                || a.duration != target.duration
+                || a.period_unit.is_some_and(|u| u != target.unit)
+        }
+    }
+}
+
+fn when(t: DateTime<Utc>) -> String {
+    crate::cloud::time::format_minutes(t)
+}
+
+/// Decides what should happen to one instance at `now`.
+pub fn decide(
+    ctx: &DecideContext,
+    subject: Subject,
+    history: &History,
+    now: DateTime<Utc>,
+) -> Decision {
+    let instance = subject.instance;
+    if instance.charge_type == ChargeType::PostPaid {
+        return Decision::new(
+            None,
+            InstanceState::Excluded,
+            "PostPaid: pay-as-you-go instances do not expire",
+        );
+    }
+    if instance.tags.iter().any(|(k, _)| k == ctx.skip_tag) {
+        return Decision::new(
+            None,
+            InstanceState::Excluded,
+            format!(
+                "tagged {}: excluded whatever the policies say",
+                ctx.skip_tag
+            ),
+        );
+    }
+    let policy = ctx
+        .policies
+        .iter()
+        .find(|p| p.matcher.matches(subject.account, instance));
+    let expiry = instance.expired_time;
+    let expired = now >= expiry;
+    let unrenewed_state = if expired {
+        InstanceState::Expired
+    } else {
+        InstanceState::Ok
+    };
+    let Some(policy) = policy else {
+        let mut d = Decision::new(None, unrenewed_state, "no policy matches: observed only");
+        d.due_at = Some(expiry);
+        return d;
+    };
+    let status = subject.auto_renew.map(|a| a.renewal_status);
+
+    // What the policy wants: a renewal plan (if due), attribute target, due time.
+    let (wanted, target, due_at, overdue, reason) = match &policy.action {
+        PolicyAction::Skip => {
+            return Decision::new(
+                Some(policy),
+                InstanceState::Excluded,
+                format!("policy {} skips it", policy.name),
+            );
+        }
+        PolicyAction::Observe => {
+            let mut d = Decision::new(
+                Some(policy),
+                unrenewed_state,
+                format!("policy {} observes it only", policy.name),
+            );
+            d.due_at = Some(expiry);
+            return d;
+        }
+        PolicyAction::NotRenewal => {
+            let target = AutoRenewTarget {
+                status: RenewalStatus::NotRenewal,
+                duration: 0,
+                unit: PeriodUnit::Month,
+            };
+            let mut d = Decision::new(
+                Some(policy),
+                InstanceState::Excluded,
+                format!("policy {} lets it lapse (NotRenewal)", policy.name),
+            );
+            d.drift = differs(subject.auto_renew, &target);
+            d.auto_renew_change = d.drift.then_some(target);
+            return d;
+        }
+        PolicyAction::Renew {
+            period,
+            unit,
+            renew_before,
+            max_price_cents,
+            keep_auto_renew,
+        } => {
+            let due = expiry - chrono::Duration::from_std(*renew_before).unwrap_or_default();
+            let plan = (now >= due).then_some(RenewPlan {
+                period: *period,
+                unit: *unit,
+                max_price_cents: *max_price_cents,
+                reuse_token: None,
+                why: if expired {
+                    RenewWhy::Expired
+                } else {
+                    RenewWhy::Due
+                },
+            });
+            let reason = if expired {
+                format!(
+                    "expired at {} and not released: renew {period} {unit}",
+                    when(expiry)
+                )
+            } else if plan.is_some() {
+                format!(
+                    "expires {}, within renew_before: renew {period} {unit}",
+                    when(expiry)
+                )
+            } else {
+                format!("renews {period} {unit} from {}", when(due))
+            };
+            (plan, *keep_auto_renew, Some(due), false, reason)
+        }
+        PolicyAction::AutoRenew { target, fallback } => {
+            let first = first_deduction(expiry);
+            let overdue_at = match fallback {
+                Some(Fallback { after, .. }) => fallback_point(expiry, *after),
+                None => first + chrono::Duration::days(1),
+            };
+            let overdue =
+                now >= overdue_at && status == Some(RenewalStatus::AutoRenewal) || expired;
+            let (plan, due, reason) = match fallback {
+                Some(f) if now >= fallback_point(expiry, f.after) => (
+                    Some(RenewPlan {
+                        period: f.period,
+                        unit: f.unit,
+                        max_price_cents: f.max_price_cents,
+                        reuse_token: None,
+                        why: if expired {
+                            RenewWhy::Expired
+                        } else {
+                            RenewWhy::MissedDeduction
+                        },
+                    }),
+                    fallback_point(expiry, f.after),
+                    format!(
+                        "the provider's deduction has not extended the expiry ({}) by the fallback point: renew {} {}",
+                        when(expiry),
+                        f.period,
+                        f.unit
+                    ),
+                ),
+                Some(f) => (
+                    None,
+                    fallback_point(expiry, f.after),
+                    format!(
+                        "auto-renew; falls back to renewing at {}",
+                        when(fallback_point(expiry, f.after))
+                    ),
+                ),
+                None if expired => (
+                    None,
+                    expiry,
+                    format!("auto-renew did not renew it: expired at {}", when(expiry)),
+                ),
+                None => (
+                    None,
+                    first,
+                    format!("auto-renew; the provider deducts from {}", when(first)),
+                ),
+            };
+            // Auto-renew cannot be switched on for an expired instance.
+            let target = (!expired).then_some(*target);
+            (plan, target, Some(due), overdue, reason)
+        }
+    };
+
+    let mut decision = Decision::new(Some(policy), unrenewed_state, reason);
+    decision.drift = target.is_some_and(|t| differs(subject.auto_renew, &t));
+    decision.auto_renew_change = target.filter(|t| differs(subject.auto_renew, t));
+
+    if status == Some(RenewalStatus::NotRenewal) && !policy.override_not_renewal {
+        decision.state = InstanceState::Excluded;
+        decision.auto_renew_change = None;
+        decision.drift = false;
+        decision.reason = format!(
+            "RenewalStatus is NotRenewal and policy {} does not set override_not_renewal: left to lapse",
+            policy.name
+        );
+        return decision;
+    }
+    if wanted.is_some() && subject.auto_renew.is_none() && !policy.override_not_renewal {
+        decision.state = InstanceState::Failed;
+        decision.reason = "auto-renew attributes could not be read, so a NotRenewal setting cannot be ruled out: renewal held until they can".into();
+        decision.due_at = Some(now);
+        return decision;
+    }
+    if expiry - now > chrono::Duration::from_std(ctx.horizon).unwrap_or_default() {
+        decision.state = InstanceState::Ok;
+        decision.reason = format!("expires {}, beyond the horizon", when(expiry));
+        decision.deduction_overdue = false;
+        return decision;
+    }
+
+    // An open intent for this very expiry decides how (and whether) to act.
+    if let Some(intent) = history.intent.as_ref().filter(|i| i.old_expiry == expiry) {
+        match &intent.status {
+            IntentStatus::Ordered { order_id } => {
+                decision.state = InstanceState::PendingVerification;
+                decision.reason =
+                    format!("order {order_id} placed; waiting for the new expiry to show");
+                decision.deduction_overdue = false;
+                return decision;
+            }
+            IntentStatus::Prepared | IntentStatus::Unknown => {
+                if wanted.is_some() {
+                    decision.state = InstanceState::Due;
+                    decision.renew = Some(RenewPlan {
+                        period: intent.period,
+                        unit: intent.unit,
+                        max_price_cents: wanted.as_ref().and_then(|w| w.max_price_cents),
+                        reuse_token: Some(intent.token.clone()),
+                        why: RenewWhy::Resume,
+                    });
+                    decision.reason = format!(
+                        "an earlier renewal's outcome is unknown: resend it with its ClientToken {}",
+                        intent.token
+                    );
+                } else {
+                    decision.state = InstanceState::PendingVerification;
+                    decision.reason = "an earlier renewal's outcome is unknown and the policy no longer renews: the expiry will tell".into();
+                }
+                return decision;
+            }
+            IntentStatus::Failed { class, code } => {
+                if let Some(retry_at) = history.retry_at.filter(|r| now < *r) {
+                    decision.state = if class.retry_later() {
+                        InstanceState::Backoff
+                    } else {
+                        InstanceState::Failed
+                    };
+                    decision.due_at = Some(retry_at);
+                    decision.reason = format!(
+                        "renewal failed {} time(s), last with {code} ({class}); next attempt at {}",
+                        history.failed_attempts,
+                        when(retry_at)
+                    );
+                    return decision;
+                }
+                if *class == ErrorClass::NotApplicable {
+                    decision.state = InstanceState::Failed;
+                    decision.reason = format!(
+                        "the service says renewal does not apply ({code}); recorded and skipped"
+                    );
+                    return decision;
+                }
+                if let Some(plan) = wanted {
+                    decision.state = InstanceState::Due;
+                    decision.renew = Some(RenewPlan {
+                        reuse_token: (plan.period == intent.period && plan.unit == intent.unit)
+                            .then(|| intent.token.clone()),
+                        why: RenewWhy::Retry,
+                        ..plan
+                    });
+                    decision.reason = format!(
+                        "retry after {code} ({class}), attempt {}",
+                        history.failed_attempts + 1
+                    );
+                    return decision;
+                }
+            }
+        }
+    }
+
+    decision.deduction_overdue = overdue;
+    if let Some(plan) = wanted {
+        decision.state = InstanceState::Due;
+        decision.renew = Some(plan);
+    }
+    decision.due_at = due_at;
+    decision
+}
+
+#[cfg(test)]
+mod tests;

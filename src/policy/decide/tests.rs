@@ -1,0 +1,532 @@
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use proptest::prelude::*;
+
+use super::*;
+use crate::cloud::time;
+use crate::config::MatchSection;
+use crate::policy::{Matcher, Policy, PolicyAction};
+
+fn t(text: &str) -> DateTime<Utc> {
+    time::parse(text).unwrap()
+}
+
+fn instance(id: &str, expiry: &str) -> Instance {
+    Instance {
+        id: id.into(),
+        name: format!("web-{id}"),
+        region: "cn-hangzhou".into(),
+        zone: "cn-hangzhou-g".into(),
+        status: "Running".into(),
+        charge_type: ChargeType::PrePaid,
+        expired_time: t(expiry),
+        instance_type: "ecs.g6.large".into(),
+        instance_type_family: "ecs.g6".into(),
+        resource_group_id: String::new(),
+        tags: vec![("env".into(), "prod".into())],
+        security_group_ids: vec!["sg-1".into()],
+        lock_reasons: vec![],
+    }
+}
+
+fn attrs(id: &str, status: RenewalStatus) -> AutoRenewAttribute {
+    AutoRenewAttribute {
+        instance_id: id.into(),
+        renewal_status: status,
+        duration: if status == RenewalStatus::AutoRenewal {
+            1
+        } else {
+            0
+        },
+        period_unit: Some(PeriodUnit::Month),
+    }
+}
+
+fn renew_policy(name: &str, matcher: MatchSection) -> Policy {
+    Policy {
+        name: name.into(),
+        matcher: Matcher::compile(&matcher).unwrap(),
+        action: PolicyAction::Renew {
+            period: 1,
+            unit: PeriodUnit::Month,
+            renew_before: Duration::from_secs(7 * 86_400),
+            max_price_cents: None,
+            keep_auto_renew: None,
+        },
+        override_not_renewal: false,
+    }
+}
+
+fn auto_policy(fallback: bool) -> Policy {
+    Policy {
+        name: "auto".into(),
+        matcher: Matcher::default(),
+        action: PolicyAction::AutoRenew {
+            target: AutoRenewTarget {
+                status: RenewalStatus::AutoRenewal,
+                duration: 1,
+                unit: PeriodUnit::Month,
+            },
+            fallback: fallback.then(|| super::super::Fallback {
+                after: Duration::from_secs(86_400),
+                period: 1,
+                unit: PeriodUnit::Month,
+                max_price_cents: None,
+            }),
+        },
+        override_not_renewal: false,
+    }
+}
+
+fn ctx(policies: &[Policy]) -> DecideContext<'_> {
+    DecideContext {
+        policies,
+        skip_tag: "ecs-renewd:skip",
+        horizon: Duration::from_secs(30 * 86_400),
+        release_after: Duration::from_secs(15 * 86_400),
+    }
+}
+
+fn run(
+    policies: &[Policy],
+    instance: &Instance,
+    status: RenewalStatus,
+    history: &History,
+    now: &str,
+) -> Decision {
+    let a = attrs(&instance.id, status);
+    decide(
+        &ctx(policies),
+        Subject {
+            account: "main",
+            instance,
+            auto_renew: Some(&a),
+        },
+        history,
+        t(now),
+    )
+}
+
+#[test]
+fn a_renew_policy_renews_within_renew_before_and_waits_before() {
+    let policies = [renew_policy("prod", MatchSection::default())];
+    let i = instance("i-1", "2026-03-20T16:00Z");
+    let early = run(
+        &policies,
+        &i,
+        RenewalStatus::Normal,
+        &History::default(),
+        "2026-03-10T00:00Z",
+    );
+    assert_eq!(
+        (early.state, early.renew.is_none()),
+        (InstanceState::Ok, true)
+    );
+    assert_eq!(early.due_at, Some(t("2026-03-13T16:00Z")));
+    let due = run(
+        &policies,
+        &i,
+        RenewalStatus::Normal,
+        &History::default(),
+        "2026-03-14T00:00Z",
+    );
+    assert_eq!(due.state, InstanceState::Due);
+    let plan = due.renew.unwrap();
+    assert_eq!(
+        (plan.period, plan.unit, plan.why),
+        (1, PeriodUnit::Month, RenewWhy::Due)
+    );
+    let expired = run(
+        &policies,
+        &i,
+        RenewalStatus::Normal,
+        &History::default(),
+        "2026-03-22T00:00Z",
+    );
+    assert_eq!(
+        (expired.state, expired.renew.unwrap().why),
+        (InstanceState::Due, RenewWhy::Expired)
+    );
+}
+
+#[test]
+fn first_matching_policy_wins() {
+    let web = MatchSection {
+        name: Some(toml::Spanned::new(0..0, "web-*".to_string())),
+        ..MatchSection::default()
+    };
+    let skip = Policy {
+        action: PolicyAction::Skip,
+        ..renew_policy("skip-web", web)
+    };
+    let policies = [skip, renew_policy("rest", MatchSection::default())];
+    let d = run(
+        &policies,
+        &instance("i-1", "2026-03-15T16:00Z"),
+        RenewalStatus::Normal,
+        &History::default(),
+        "2026-03-14T00:00Z",
+    );
+    assert_eq!(
+        (d.policy.as_deref(), d.state),
+        (Some("skip-web"), InstanceState::Excluded)
+    );
+}
+
+#[test]
+fn not_renewal_is_respected_unless_the_policy_overrides_it() {
+    let mut policies = [renew_policy("prod", MatchSection::default())];
+    let i = instance("i-1", "2026-03-15T16:00Z");
+    let d = run(
+        &policies,
+        &i,
+        RenewalStatus::NotRenewal,
+        &History::default(),
+        "2026-03-14T00:00Z",
+    );
+    assert_eq!(
+        (d.state, d.renew.is_none()),
+        (InstanceState::Excluded, true)
+    );
+    assert!(d.reason.contains("override_not_renewal"), "{}", d.reason);
+    policies[0].override_not_renewal = true;
+    let d = run(
+        &policies,
+        &i,
+        RenewalStatus::NotRenewal,
+        &History::default(),
+        "2026-03-14T00:00Z",
+    );
+    assert!(d.renew.is_some());
+}
+
+#[test]
+fn unknown_auto_renew_attributes_hold_a_renewal() {
+    let policies = [renew_policy("prod", MatchSection::default())];
+    let i = instance("i-1", "2026-03-15T16:00Z");
+    let d = decide(
+        &ctx(&policies),
+        Subject {
+            account: "main",
+            instance: &i,
+            auto_renew: None,
+        },
+        &History::default(),
+        t("2026-03-14T00:00Z"),
+    );
+    assert_eq!((d.state, d.renew.is_none()), (InstanceState::Failed, true));
+}
+
+#[test]
+fn an_ordered_intent_waits_for_verification_and_an_unknown_one_is_resent_with_its_token() {
+    let policies = [renew_policy("prod", MatchSection::default())];
+    let i = instance("i-1", "2026-03-15T16:00Z");
+    let mut history = History {
+        intent: Some(IntentView {
+            token: "tok-1".into(),
+            old_expiry: i.expired_time,
+            period: 2,
+            unit: PeriodUnit::Month,
+            status: IntentStatus::Ordered {
+                order_id: "O-1".into(),
+            },
+        }),
+        ..History::default()
+    };
+    let d = run(
+        &policies,
+        &i,
+        RenewalStatus::Normal,
+        &history,
+        "2026-03-14T00:00Z",
+    );
+    assert_eq!(
+        (d.state, d.renew.is_none()),
+        (InstanceState::PendingVerification, true)
+    );
+    history.intent.as_mut().unwrap().status = IntentStatus::Unknown;
+    let d = run(
+        &policies,
+        &i,
+        RenewalStatus::Normal,
+        &history,
+        "2026-03-14T00:00Z",
+    );
+    let plan = d.renew.unwrap();
+    assert_eq!(
+        (plan.reuse_token.as_deref(), plan.period, plan.why),
+        (Some("tok-1"), 2, RenewWhy::Resume)
+    );
+}
+
+#[test]
+fn a_failed_charge_backs_off_then_retries_with_the_same_token() {
+    let policies = [renew_policy("prod", MatchSection::default())];
+    let i = instance("i-1", "2026-03-15T16:00Z");
+    let history = History {
+        intent: Some(IntentView {
+            token: "tok-1".into(),
+            old_expiry: i.expired_time,
+            period: 1,
+            unit: PeriodUnit::Month,
+            status: IntentStatus::Failed {
+                class: ErrorClass::Funds,
+                code: "InvalidAccountStatus.NotEnoughBalance".into(),
+            },
+        }),
+        failed_attempts: 2,
+        retry_at: Some(t("2026-03-14T01:00Z")),
+    };
+    let waiting = run(
+        &policies,
+        &i,
+        RenewalStatus::Normal,
+        &history,
+        "2026-03-14T00:30Z",
+    );
+    assert_eq!(
+        (waiting.state, waiting.renew.is_none()),
+        (InstanceState::Backoff, true)
+    );
+    assert_eq!(waiting.due_at, Some(t("2026-03-14T01:00Z")));
+    let retry = run(
+        &policies,
+        &i,
+        RenewalStatus::Normal,
+        &history,
+        "2026-03-14T01:00Z",
+    )
+    .renew
+    .unwrap();
+    assert_eq!(
+        (retry.reuse_token.as_deref(), retry.why),
+        (Some("tok-1"), RenewWhy::Retry)
+    );
+}
+
+#[test]
+fn an_intent_for_an_older_expiry_does_not_block_the_new_cycle() {
+    let policies = [renew_policy("prod", MatchSection::default())];
+    let i = instance("i-1", "2026-04-15T16:00Z");
+    let history = History {
+        intent: Some(IntentView {
+            token: "old".into(),
+            old_expiry: t("2026-03-15T16:00Z"),
+            period: 1,
+            unit: PeriodUnit::Month,
+            status: IntentStatus::Ordered {
+                order_id: "O-1".into(),
+            },
+        }),
+        ..History::default()
+    };
+    let d = run(
+        &policies,
+        &i,
+        RenewalStatus::Normal,
+        &history,
+        "2026-03-16T00:00Z",
+    );
+    assert_eq!(
+        (d.state, d.renew.is_none()),
+        (InstanceState::Ok, true),
+        "{}",
+        d.reason
+    );
+}
+
+#[test]
+fn auto_renew_keeps_the_attributes_and_falls_back_after_a_missed_deduction() {
+    let policies = [auto_policy(true)];
+    let i = instance("i-1", "2026-03-20T16:00Z");
+    // First deduction: 2026-03-12 08:00 UTC+8 = 03-12T00:00Z. Fallback: one day later, moved out of
+    // the provider's 08:00–18:00 UTC+8 run: 03-13 18:00 UTC+8 = 03-13T10:00Z.
+    assert_eq!(first_deduction(i.expired_time), t("2026-03-12T00:00Z"));
+    assert_eq!(
+        fallback_point(i.expired_time, Duration::from_secs(86_400)),
+        t("2026-03-13T10:00Z")
+    );
+    let drift = run(
+        &policies,
+        &i,
+        RenewalStatus::Normal,
+        &History::default(),
+        "2026-03-01T00:00Z",
+    );
+    assert!(drift.drift);
+    assert_eq!(
+        drift.auto_renew_change.unwrap().status,
+        RenewalStatus::AutoRenewal
+    );
+    let waiting = run(
+        &policies,
+        &i,
+        RenewalStatus::AutoRenewal,
+        &History::default(),
+        "2026-03-13T09:59Z",
+    );
+    assert_eq!(
+        (
+            waiting.renew.is_none(),
+            waiting.drift,
+            waiting.deduction_overdue
+        ),
+        (true, false, false)
+    );
+    let fallback = run(
+        &policies,
+        &i,
+        RenewalStatus::AutoRenewal,
+        &History::default(),
+        "2026-03-13T10:00Z",
+    );
+    assert_eq!(fallback.renew.unwrap().why, RenewWhy::MissedDeduction);
+    assert!(fallback.deduction_overdue);
+    let without = run(
+        &[auto_policy(false)],
+        &i,
+        RenewalStatus::AutoRenewal,
+        &History::default(),
+        "2026-03-13T10:00Z",
+    );
+    assert!(without.renew.is_none() && without.deduction_overdue);
+}
+
+// ---- properties ----
+
+prop_compose! {
+    fn arb_instance()(
+        id in "i-[a-z0-9]{4}",
+        days in -14i64..60,
+        postpaid in any::<bool>(),
+        skip_tag in any::<bool>(),
+        prod in any::<bool>(),
+    ) -> Instance {
+        let base = t("2026-06-01T16:00Z");
+        let mut i = instance(&id, "2026-06-01T16:00Z");
+        i.expired_time = base + chrono::Duration::days(days);
+        if postpaid { i.charge_type = ChargeType::PostPaid; }
+        if skip_tag { i.tags.push(("ecs-renewd:skip".into(), String::new())); }
+        if !prod { i.tags = vec![("env".into(), "dev".into())]; }
+        i
+    }
+}
+
+fn arb_status() -> impl Strategy<Value = RenewalStatus> {
+    prop_oneof![
+        Just(RenewalStatus::Normal),
+        Just(RenewalStatus::AutoRenewal),
+        Just(RenewalStatus::NotRenewal)
+    ]
+}
+
+fn arb_history(expiry: DateTime<Utc>) -> impl Strategy<Value = History> {
+    let status = prop_oneof![
+        Just(IntentStatus::Prepared),
+        Just(IntentStatus::Unknown),
+        Just(IntentStatus::Ordered {
+            order_id: "O".into()
+        }),
+        Just(IntentStatus::Failed {
+            class: ErrorClass::Funds,
+            code: "X".into()
+        }),
+        Just(IntentStatus::Failed {
+            class: ErrorClass::Permission,
+            code: "Y".into()
+        }),
+    ];
+    (
+        proptest::option::of(status),
+        0u32..5,
+        proptest::option::of(-3i64..3),
+    )
+        .prop_map(move |(s, n, r)| History {
+            intent: s.map(|status| IntentView {
+                token: "tok".into(),
+                old_expiry: expiry,
+                period: 1,
+                unit: PeriodUnit::Month,
+                status,
+            }),
+            failed_attempts: n,
+            retry_at: r.map(|h| t("2026-05-30T00:00Z") + chrono::Duration::hours(h)),
+        })
+}
+
+fn prod_only_policies() -> Vec<Policy> {
+    let prod = MatchSection {
+        tags: [("env".to_string(), "prod".to_string())].into(),
+        ..MatchSection::default()
+    };
+    vec![renew_policy("prod", prod), auto_policy(true)]
+        .into_iter()
+        .take(1)
+        .collect()
+}
+
+proptest! {
+    #[test]
+    fn unmatched_postpaid_skip_tagged_or_not_renewal_instances_are_never_renewed(
+        (i, history) in arb_instance().prop_flat_map(|i| { let e = i.expired_time; (Just(i), arb_history(e)) }),
+        status in arb_status(),
+        hours in 0i64..(70 * 24),
+    ) {
+        let policies = prod_only_policies();
+        let now = t("2026-05-25T00:00Z") + chrono::Duration::hours(hours);
+        let a = attrs(&i.id, status);
+        let d = decide(&ctx(&policies), Subject { account: "main", instance: &i, auto_renew: Some(&a) }, &history, now);
+        let unmatched = !i.tags.iter().any(|(k, v)| k == "env" && v == "prod");
+        let skip_tagged = i.tags.iter().any(|(k, _)| k == "ecs-renewd:skip");
+        if i.charge_type == ChargeType::PostPaid || skip_tagged || unmatched || status == RenewalStatus::NotRenewal {
+            prop_assert!(d.renew.is_none(), "renewed: {:?} / {:?}", i, d);
+        }
+    }
+
+    #[test]
+    fn deciding_twice_gives_the_same_answer(
+        (i, history) in arb_instance().prop_flat_map(|i| { let e = i.expired_time; (Just(i), arb_history(e)) }),
+        status in arb_status(),
+        hours in 0i64..(70 * 24),
+        fallback in any::<bool>(),
+    ) {
+        let policies = vec![renew_policy("prod", MatchSection { tags: [("env".to_string(), "prod".to_string())].into(), ..MatchSection::default() }), auto_policy(fallback)];
+        let now = t("2026-05-25T00:00Z") + chrono::Duration::hours(hours);
+        let a = attrs(&i.id, status);
+        let subject = Subject { account: "main", instance: &i, auto_renew: Some(&a) };
+        prop_assert_eq!(decide(&ctx(&policies), subject, &history, now), decide(&ctx(&policies), subject, &history, now));
+    }
+
+    #[test]
+    fn an_expiry_beyond_the_horizon_is_left_alone(
+        days_beyond in 1i64..400,
+        status in arb_status(),
+        fallback in any::<bool>(),
+    ) {
+        let policies = vec![Policy { override_not_renewal: true, ..renew_policy("all", MatchSection::default()) }];
+        let mut i = instance("i-far", "2026-06-01T16:00Z");
+        let now = t("2026-06-01T00:00Z");
+        // The expiry moved (provider auto-renew, a human) past now + horizon.
+        i.expired_time = now + chrono::Duration::days(30 + days_beyond);
+        let a = attrs(&i.id, status);
+        for policies in [&policies, &vec![auto_policy(fallback)]] {
+            let d = decide(&ctx(policies), Subject { account: "main", instance: &i, auto_renew: Some(&a) }, &History::default(), now);
+            prop_assert!(d.renew.is_none(), "{:?}", d);
+        }
+    }
+
+    #[test]
+    fn a_renewal_never_reuses_a_token_of_another_expiry(
+        (i, history) in arb_instance().prop_flat_map(|i| { let e = i.expired_time; (Just(i), arb_history(e - chrono::Duration::days(30))) }),
+        hours in 0i64..(70 * 24),
+    ) {
+        let policies = vec![renew_policy("all", MatchSection::default())];
+        let now = t("2026-05-25T00:00Z") + chrono::Duration::hours(hours);
+        let a = attrs(&i.id, RenewalStatus::Normal);
+        let d = decide(&ctx(&policies), Subject { account: "main", instance: &i, auto_renew: Some(&a) }, &history, now);
+        if let Some(plan) = d.renew {
+            prop_assert!(plan.reuse_token.is_none());
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! Policies and the pure decision engine: which policy covers an instance (first match wins),
+//! what should happen to it now, which safety belts a batch trips, and how long a failed charge
+//! waits. No I/O, no clock: `now` is always a parameter.
+
+mod backoff;
+mod belts;
+mod decide;
+mod matcher;
+
+use std::time::Duration;
+
+pub use backoff::{backoff_delay, deadline_of};
+pub use belts::{BeltInput, BeltOutcome, Candidate, LimitKind, Trip, apply_belts};
+pub use decide::{
+    DecideContext, Decision, History, InstanceState, IntentStatus, IntentView, RenewPlan, RenewWhy,
+    Subject, decide, fallback_point, first_deduction,
+};
+pub use matcher::Matcher;
+
+use crate::cloud::ecs::AutoRenewTarget;
+use crate::cloud::types::PeriodUnit;
+
+/// A compiled policy.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// Unique name (a metric label).
+    pub name: String,
+    /// Which instances it covers.
+    pub matcher: Matcher,
+    /// What it does.
+    pub action: PolicyAction,
+    /// Whether it acts on instances whose RenewalStatus is NotRenewal.
+    pub override_not_renewal: bool,
+}
+
+/// What a policy does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PolicyAction {
+    /// RenewInstance within `renew_before` of expiry (or once expired, before release).
+    Renew {
+        /// Length.
+        period: u32,
+        /// Unit.
+        unit: PeriodUnit,
+        /// How long before expiry.
+        renew_before: Duration,
+        /// Most one renewal may cost (cents, account currency).
+        max_price_cents: Option<i64>,
+        /// Auto-renew state to keep at the same time.
+        keep_auto_renew: Option<AutoRenewTarget>,
+    },
+    /// Keep the provider's auto-renew on; optionally renew if its deduction fails.
+    AutoRenew {
+        /// The attributes to keep.
+        target: AutoRenewTarget,
+        /// Direct renewal when the deduction has not happened.
+        fallback: Option<Fallback>,
+    },
+    /// Keep RenewalStatus = NotRenewal.
+    NotRenewal,
+    /// Metrics and status only.
+    Observe,
+    /// Excluded.
+    Skip,
+}
+
+/// The fallback of an `auto-renew` policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fallback {
+    /// How long after the first documented deduction (T−9 days, 08:00 UTC+8).
+    pub after: Duration,
+    /// Renewal length.
+    pub period: u32,
+    /// Renewal unit.
+    pub unit: PeriodUnit,
+    /// Most one renewal may cost (cents).
+    pub max_price_cents: Option<i64>,
+}

@@ -1,0 +1,86 @@
+//! One pass: observe → decide → price → belts → act → verify → record. `plan` runs the first
+//! four steps and stops; the daemon and `once` run them all.
+//!
+//! - `observe`: scan sources page by page (DescribeInstances + auto-renew attributes).
+//! - `assess`: decide per instance as pages arrive; keep rows and wanted actions.
+//! - `price`: quote the renewals where a limit needs the price.
+
+pub mod assess;
+pub mod observe;
+pub mod price;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+
+use crate::accounts::AccountClient;
+use crate::config::Config;
+use crate::policy::DecideContext;
+use assess::{Assessment, HistorySource};
+use observe::SourceReport;
+
+/// The expiry window scanned at `now`: from `grace` behind to `horizon` ahead.
+pub fn window(config: &Config, now: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
+    let behind = chrono::Duration::from_std(config.scan.grace).unwrap_or_default();
+    let ahead = chrono::Duration::from_std(config.scan.horizon).unwrap_or_default();
+    (now - behind, now + ahead)
+}
+
+/// The settings `decide` takes from the config.
+pub fn decide_context(config: &Config) -> DecideContext<'_> {
+    DecideContext {
+        policies: &config.policies,
+        skip_tag: &config.scan.skip_tag,
+        horizon: config.scan.horizon,
+        release_after: config.scan.release_after,
+    }
+}
+
+/// Scans every source (bounded concurrency) and assesses every instance seen.
+pub async fn observe_and_assess(
+    config: &Config,
+    accounts: &[AccountClient],
+    histories: &(dyn HistorySource + Sync),
+    now: DateTime<Utc>,
+) -> (Assessment, Vec<SourceReport>) {
+    let (sources, mut reports) = observe::list_sources(accounts, &config.scan.home_region).await;
+    let window = window(config, now);
+    let ctx = decide_context(config);
+    let seen = Mutex::new(HashSet::new());
+    let results: Vec<(Assessment, SourceReport)> = futures_util::stream::iter(sources)
+        .map(|(account, region)| {
+            let ctx = ctx.clone();
+            let seen = &seen;
+            async move {
+                let mut assessment = Assessment::default();
+                let mut sink = |observed: observe::Observed| {
+                    let history = histories.history(&observed.account, &observed.instance.id);
+                    let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+                    assessment.add(&ctx, &history, observed, &mut seen, now);
+                };
+                let report = observe::scan_source(&account, &region, window, &mut sink).await;
+                (assessment, report)
+            }
+        })
+        .buffer_unordered(config.scan.concurrency.max(1))
+        .collect()
+        .await;
+    let mut assessment = Assessment::default();
+    for (part, report) in results {
+        assessment.merge(part);
+        reports.push(report);
+    }
+    reports.sort_by(|a, b| a.key.cmp(&b.key));
+    (assessment, reports)
+}
+
+/// How long a scan of all sources may reasonably take, for logs.
+pub fn describe_duration(d: Duration) -> String {
+    format!("{:.1}s", d.as_secs_f64())
+}
+
+/// Shared handle type for account clients.
+pub type Accounts = Arc<Vec<AccountClient>>;

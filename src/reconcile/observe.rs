@@ -1,0 +1,188 @@
+//! Observe: list each (account, region) source's subscription instances in the expiry window,
+//! page by page, with their auto-renew attributes read for the same page (one call per page of
+//! 100, the lower bound), and hand each instance on as it arrives so a large fleet streams
+//! through rather than piling up. An empty source is only trusted after a DryRun permission
+//! probe: a RAM user without permission sees an empty list, not an error.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::accounts::AccountClient;
+use crate::cloud::ecs::InstanceQuery;
+use crate::cloud::error::CloudError;
+use crate::cloud::types::{AutoRenewAttribute, ChargeType, Instance};
+use crate::config::Regions;
+
+/// An (account, region) pair: the unit of scanning, health and metrics.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SourceKey {
+    /// Account name.
+    pub account: String,
+    /// Region id.
+    pub region: String,
+}
+
+impl std::fmt::Display for SourceKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.account, self.region)
+    }
+}
+
+/// One instance as observed, with its attributes.
+#[derive(Debug, Clone)]
+pub struct Observed {
+    /// The account.
+    pub account: Arc<str>,
+    /// The instance.
+    pub instance: Instance,
+    /// Its auto-renew attributes (`None` when they could not be read).
+    pub auto_renew: Option<AutoRenewAttribute>,
+}
+
+/// How scanning a source went.
+#[derive(Debug)]
+pub struct SourceReport {
+    /// Which source.
+    pub key: SourceKey,
+    /// Instances seen.
+    pub instances: usize,
+    /// Records that could not be understood (each a message).
+    pub undecodable: Vec<String>,
+    /// Why auto-renew attributes could not be read for some pages.
+    pub auto_renew_errors: Vec<CloudError>,
+    /// How long it took.
+    pub duration: Duration,
+    /// Why the scan failed (the source is then down).
+    pub error: Option<CloudError>,
+}
+
+impl SourceReport {
+    /// Whether the source was scanned completely.
+    pub fn ok(&self) -> bool {
+        self.error.is_none()
+    }
+}
+
+/// The sources to scan: each account's regions (`all` asks DescribeRegions through
+/// `home_region`). Accounts whose region list cannot be had come back as failed reports.
+pub async fn list_sources(
+    accounts: &[AccountClient],
+    home_region: &str,
+) -> (Vec<(AccountClient, String)>, Vec<SourceReport>) {
+    let mut sources = Vec::new();
+    let mut failed = Vec::new();
+    for account in accounts {
+        match &account.regions {
+            Regions::List(list) => {
+                sources.extend(list.iter().map(|r| (account.clone(), r.clone())));
+            }
+            Regions::All => match account.client.describe_regions(home_region).await {
+                Ok(regions) => {
+                    sources.extend(regions.into_iter().map(|r| (account.clone(), r.region_id)))
+                }
+                Err(error) => failed.push(SourceReport {
+                    key: SourceKey {
+                        account: account.name.clone(),
+                        region: home_region.to_owned(),
+                    },
+                    instances: 0,
+                    undecodable: Vec::new(),
+                    auto_renew_errors: Vec::new(),
+                    duration: Duration::ZERO,
+                    error: Some(error),
+                }),
+            },
+        }
+    }
+    (sources, failed)
+}
+
+/// Scans one source's expiry window [start, end], handing each instance to `sink`.
+pub async fn scan_source(
+    account: &AccountClient,
+    region: &str,
+    window: (DateTime<Utc>, DateTime<Utc>),
+    sink: &mut (dyn FnMut(Observed) + Send),
+) -> SourceReport {
+    let started = tokio::time::Instant::now();
+    let key = SourceKey {
+        account: account.name.clone(),
+        region: region.to_owned(),
+    };
+    let account_name: Arc<str> = Arc::from(account.name.as_str());
+    let query = InstanceQuery::expiring_prepaid(window.0, window.1);
+    let mut report = SourceReport {
+        key,
+        instances: 0,
+        undecodable: Vec::new(),
+        auto_renew_errors: Vec::new(),
+        duration: Duration::ZERO,
+        error: None,
+    };
+    let mut token: Option<String> = None;
+    let mut seen_tokens = std::collections::HashSet::new();
+    loop {
+        let page = match account
+            .client
+            .describe_instances_page(region, &query, token.as_deref())
+            .await
+        {
+            Ok(page) => page,
+            Err(error) => {
+                report.error = Some(error);
+                break;
+            }
+        };
+        report
+            .undecodable
+            .extend(page.undecodable.iter().map(ToString::to_string));
+        let prepaid: Vec<String> = page
+            .instances
+            .iter()
+            .filter(|i| i.charge_type == ChargeType::PrePaid)
+            .map(|i| i.id.clone())
+            .collect();
+        let mut attributes: HashMap<String, AutoRenewAttribute> = HashMap::new();
+        if !prepaid.is_empty() {
+            match account.client.describe_auto_renew(region, &prepaid).await {
+                Ok(list) => attributes.extend(list.into_iter().map(|a| (a.instance_id.clone(), a))),
+                Err(error) => report.auto_renew_errors.push(error),
+            }
+        }
+        report.instances += page.instances.len();
+        for instance in page.instances {
+            let auto_renew = attributes.remove(&instance.id);
+            sink(Observed {
+                account: account_name.clone(),
+                instance,
+                auto_renew,
+            });
+        }
+        match page.next_token {
+            None => break,
+            Some(next) if seen_tokens.insert(next.clone()) => token = Some(next),
+            Some(next) => {
+                report.error = Some(CloudError::Decode {
+                    action: crate::cloud::Action::DescribeInstances,
+                    region: region.to_owned(),
+                    http_status: 200,
+                    request_id: page.request_id,
+                    detail: format!("NextToken {next:?} came back twice; paging would never end"),
+                    snippet: String::new(),
+                });
+                break;
+            }
+        }
+    }
+    if report.error.is_none()
+        && report.instances == 0
+        && let Err(error) = account.client.probe_describe_permission(region).await
+    {
+        report.error = Some(error);
+    }
+    report.duration = started.elapsed();
+    report
+}
