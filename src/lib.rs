@@ -16,6 +16,8 @@ pub mod commands;
 pub mod config;
 pub mod duration;
 pub mod emulator;
+pub mod ledger;
+pub mod metrics;
 pub mod money;
 pub mod policy;
 pub mod reconcile;

@@ -55,6 +55,33 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run one reconcile pass and exit: 0 when everything succeeded, 1 otherwise.
+    Once {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show each instance's expiry, policy, decision, last outcome and next retry.
+    Status {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the ledger's money-moving records.
+    History {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Only this instance.
+        #[arg(long)]
+        instance: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Serve the ECS emulator (for tests, the demo and policy rehearsal).
     Emulator {
         /// Address to listen on.
@@ -101,6 +128,47 @@ async fn try_main(command: Command) -> Result<ExitCode, Failure> {
     match command {
         Command::CheckConfig { config } => {
             commands::check_config::run(&config.config, &env, &mut stdout).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Once { config, json } => {
+            let cancel = tokio_util::sync::CancellationToken::new();
+            let stop = cancel.clone();
+            tokio::spawn(async move {
+                wait_for_stop_signal().await;
+                tracing::warn!("stop signal: no new ECS call starts; the one in flight finishes");
+                stop.cancel();
+            });
+            let ok = commands::once::run(
+                &config.config,
+                &env,
+                Arc::new(SystemClock),
+                cancel,
+                json,
+                &mut stdout,
+            )
+            .await?;
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Command::Status { config, json } => {
+            commands::status::run_status(&config.config, &env, json, &mut stdout)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::History {
+            config,
+            instance,
+            json,
+        } => {
+            commands::status::run_history(
+                &config.config,
+                &env,
+                instance.as_deref(),
+                json,
+                &mut stdout,
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Plan { config, json } => {

@@ -297,12 +297,14 @@ impl EcsClient {
                 })?;
         let nonce = new_nonce();
         let signed = signed_parameters(action, region, params, &credentials, &nonce, now);
-        let mut form = form_urlencoded::Serializer::new(String::new());
-        for (name, value) in &signed.parameters {
-            form.append_pair(name, value);
-        }
-        form.append_pair("Signature", &signed.signature);
-        let body = form.finish();
+        let body = {
+            let mut form = form_urlencoded::Serializer::new(String::new());
+            for (name, value) in &signed.parameters {
+                form.append_pair(name, value);
+            }
+            form.append_pair("Signature", &signed.signature);
+            form.finish()
+        };
 
         let response = self
             .http

@@ -2,7 +2,9 @@
 //! no process exit happens below `main`.
 
 pub mod check_config;
+pub mod once;
 pub mod plan;
+pub mod status;
 
 use std::fmt;
 

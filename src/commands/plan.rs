@@ -134,7 +134,8 @@ pub async fn build(
     )
     .await?;
     let now = clock.now();
-    let (mut assessment, sources) = observe_and_assess(config, &accounts, histories, now).await;
+    let (mut assessment, sources, _) =
+        observe_and_assess(config, &accounts, histories, &Default::default(), now).await;
     price_candidates(
         &accounts,
         &mut assessment.renewals,
@@ -400,7 +401,20 @@ pub async fn run(
     out: &mut impl std::io::Write,
 ) -> Result<bool, Failure> {
     let config = Config::load(path, env)?;
-    let plan = build(&config, env, clock, &NoHistory, (0, BTreeMap::new())).await?;
+    // The daemon's ledger, read-only, when there is one: open intents and today's totals.
+    let ledger = crate::ledger::Ledger::open_read_only(&config.state_dir)
+        .map_err(|e| Failure::Runtime(e.to_string()))?;
+    let plan = match &ledger {
+        Some(ledger) => {
+            let read = |e: crate::ledger::LedgerError| Failure::Runtime(e.to_string());
+            let histories = ledger.histories().map_err(read)?;
+            let today = ledger
+                .day_totals(&crate::reconcile::pass::day_key(&config, clock.now()))
+                .map_err(read)?;
+            build(&config, env, clock, &histories, today).await?
+        }
+        None => build(&config, env, clock, &NoHistory, (0, BTreeMap::new())).await?,
+    };
     let text = if json {
         serde_json::to_string_pretty(&plan).map_err(|e| Failure::Runtime(e.to_string()))? + "\n"
     } else {

@@ -39,6 +39,11 @@ impl CallStats {
         self.by_action.get(action.as_str()).copied().unwrap_or(0)
     }
 
+    /// Answers in all.
+    pub fn answered(&self) -> u64 {
+        self.by_outcome.values().sum()
+    }
+
     /// Requests for actions that change something.
     pub fn mutating(&self) -> u64 {
         Action::ALL
@@ -71,8 +76,8 @@ pub struct Emulator {
     pub clock: Arc<VirtualClock>,
     /// Real-time throttling.
     pub throttler: Throttler,
-    /// How many calls have been answered (tests wait on it instead of sleeping).
-    pub answered: tokio::sync::watch::Sender<u64>,
+    /// Bumped whenever a call arrives or is answered (tests wait on it instead of sleeping).
+    pub activity: tokio::sync::watch::Sender<u64>,
 }
 
 impl Emulator {
@@ -215,6 +220,8 @@ async fn handle(
         (result, throttle, latency)
     };
     let (result, throttle, latency) = prepared;
+    // Outside the state lock: waiters read the state while holding the watch.
+    emulator.activity.send_modify(|n| *n += 1);
     let (caller, action, region, fault) = match result {
         Ok(ok) => ok,
         Err(fault) => {
@@ -330,7 +337,7 @@ fn finish(emulator: &Emulator, response: Response, outcome: &str) -> Response {
         .by_outcome
         .entry(outcome.to_owned())
         .or_default() += 1;
-    emulator.answered.send_modify(|n| *n += 1);
+    emulator.activity.send_modify(|n| *n += 1);
     response
 }
 

@@ -102,13 +102,26 @@ impl EmulatorHandle {
         self.emulator.lock().calls.clone()
     }
 
-    /// Waits until at least `n` calls have been answered in all, or `timeout` passes; returns
-    /// whether they were.
+    /// Waits until the call counters satisfy `condition` (checked at every arrival and
+    /// answer), or `timeout` passes; returns whether they did.
+    pub async fn wait_for(
+        &self,
+        condition: impl Fn(&CallStats) -> bool,
+        timeout: std::time::Duration,
+    ) -> bool {
+        let mut activity = self.emulator.activity.subscribe();
+        let emulator = self.emulator.clone();
+        tokio::time::timeout(
+            timeout,
+            activity.wait_for(|_| condition(&emulator.lock().calls)),
+        )
+        .await
+        .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Waits until at least `n` calls have been answered in all.
     pub async fn wait_for_answers(&self, n: u64, timeout: std::time::Duration) -> bool {
-        let mut answered = self.emulator.answered.subscribe();
-        tokio::time::timeout(timeout, answered.wait_for(|count| *count >= n))
-            .await
-            .is_ok_and(|r| r.is_ok())
+        self.wait_for(|calls| calls.answered() >= n, timeout).await
     }
 
     /// Adds a fault rule.
@@ -153,7 +166,7 @@ pub async fn start_with_clock(
         }),
         clock,
         throttler: Default::default(),
-        answered: tokio::sync::watch::channel(0).0,
+        activity: tokio::sync::watch::channel(0).0,
     });
     let listener = tokio::net::TcpListener::bind(listen)
         .await

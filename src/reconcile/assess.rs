@@ -69,6 +69,8 @@ pub struct RenewCandidate {
     pub account: Arc<str>,
     /// The instance as observed.
     pub instance: Instance,
+    /// Its auto-renew attributes as observed.
+    pub auto_renew: Option<crate::cloud::types::AutoRenewAttribute>,
     /// What to do.
     pub plan: RenewPlan,
     /// Its price, once quoted.
@@ -155,6 +157,7 @@ impl Assessment {
                 row: row_index,
                 account: observed.account,
                 instance: observed.instance,
+                auto_renew: observed.auto_renew,
                 plan,
                 price: None,
                 price_error: None,

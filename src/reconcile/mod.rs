@@ -5,11 +5,16 @@
 //! - `assess`: decide per instance as pages arrive; keep rows and wanted actions.
 //! - `price`: quote the renewals where a limit needs the price.
 
+pub mod act;
 pub mod assess;
+pub mod auto_renew;
 pub mod observe;
+pub mod pass;
 pub mod price;
+pub mod token;
+pub mod verify;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -39,24 +44,52 @@ pub fn decide_context(config: &Config) -> DecideContext<'_> {
     }
 }
 
-/// Scans every source (bounded concurrency) and assesses every instance seen.
+/// What was seen of a watched instance (one with an open intent or an unchecked auto-renew
+/// change).
+#[derive(Debug, Clone)]
+pub struct Watched {
+    /// Its expiry.
+    pub expiry: DateTime<Utc>,
+    /// Its auto-renew attributes.
+    pub auto_renew: Option<crate::cloud::types::AutoRenewAttribute>,
+}
+
+/// Scans every source (bounded concurrency) and assesses every instance seen; instances in
+/// `watch` (account, instance id) are also reported as seen.
 pub async fn observe_and_assess(
     config: &Config,
     accounts: &[AccountClient],
     histories: &(dyn HistorySource + Sync),
+    watch: &HashSet<(String, String)>,
     now: DateTime<Utc>,
-) -> (Assessment, Vec<SourceReport>) {
+) -> (
+    Assessment,
+    Vec<SourceReport>,
+    HashMap<(String, String), Watched>,
+) {
     let (sources, mut reports) = observe::list_sources(accounts, &config.scan.home_region).await;
     let window = window(config, now);
     let ctx = decide_context(config);
     let seen = Mutex::new(HashSet::new());
+    let watched = Mutex::new(HashMap::new());
     let results: Vec<(Assessment, SourceReport)> = futures_util::stream::iter(sources)
         .map(|(account, region)| {
             let ctx = ctx.clone();
             let seen = &seen;
+            let watched = &watched;
             async move {
                 let mut assessment = Assessment::default();
                 let mut sink = |observed: observe::Observed| {
+                    let key = (observed.account.to_string(), observed.instance.id.clone());
+                    if watch.contains(&key) {
+                        watched.lock().unwrap_or_else(|p| p.into_inner()).insert(
+                            key,
+                            Watched {
+                                expiry: observed.instance.expired_time,
+                                auto_renew: observed.auto_renew.clone(),
+                            },
+                        );
+                    }
                     let history = histories.history(&observed.account, &observed.instance.id);
                     let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
                     assessment.add(&ctx, &history, observed, &mut seen, now);
@@ -74,7 +107,11 @@ pub async fn observe_and_assess(
         reports.push(report);
     }
     reports.sort_by(|a, b| a.key.cmp(&b.key));
-    (assessment, reports)
+    (
+        assessment,
+        reports,
+        watched.into_inner().unwrap_or_else(|p| p.into_inner()),
+    )
 }
 
 /// How long a scan of all sources may reasonably take, for logs.

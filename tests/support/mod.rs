@@ -305,3 +305,181 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogCapture {
         self.clone()
     }
 }
+
+/// An in-process emulator and engine sharing one frozen virtual clock.
+pub struct Harness {
+    /// The emulator.
+    pub emulator: ecs_renewd::emulator::EmulatorHandle,
+    /// The shared clock.
+    pub clock: Arc<ecs_renewd::clock::VirtualClock>,
+    /// The engine.
+    pub engine: ecs_renewd::reconcile::pass::Engine,
+    /// The state directory.
+    pub state: tempfile::TempDir,
+}
+
+/// The account key the harness uses.
+pub const HARNESS_KEY: (&str, &str) = ("LTAIharness", "harness-secret");
+
+/// A fleet with one account (`main`, CNY) holding `instances`, at `now`.
+pub fn harness_fleet(
+    now: &str,
+    balance: f64,
+    instances: Vec<ecs_renewd::emulator::settings::InstanceSpec>,
+) -> ecs_renewd::emulator::EmulatorConfig {
+    use ecs_renewd::emulator::settings::{AccessKeySpec, AccountSpec};
+    let mut config = ecs_renewd::emulator::EmulatorConfig {
+        accounts: vec![AccountSpec {
+            name: "main".into(),
+            balance,
+            currency: "CNY".into(),
+            access_keys: vec![AccessKeySpec {
+                id: HARNESS_KEY.0.into(),
+                secret: HARNESS_KEY.1.into(),
+                security_token: None,
+                expires_at: None,
+                denied_actions: vec![],
+            }],
+        }],
+        instances,
+        ..Default::default()
+    };
+    config.settings.clock_start = Some(ecs_renewd::cloud::time::parse(now).unwrap());
+    config.settings.clock_speed = 0.0;
+    config.settings.renew_visibility_delay = Duration::ZERO;
+    config
+}
+
+/// A PrePaid instance in cn-hangzhou expiring at `expires`.
+pub fn instance_spec(id: &str, expires: &str) -> ecs_renewd::emulator::settings::InstanceSpec {
+    use ecs_renewd::cloud::types::{ChargeType, PeriodUnit, RenewalStatus};
+    ecs_renewd::emulator::settings::InstanceSpec {
+        id: Some(id.into()),
+        account: None,
+        region: "cn-hangzhou".into(),
+        zone: None,
+        name: Some(id.into()),
+        charge_type: ChargeType::PrePaid,
+        expires_at: Some(ecs_renewd::cloud::time::parse(expires).unwrap()),
+        expires_in: None,
+        expired_ago: None,
+        tags: Default::default(),
+        security_groups: vec![],
+        instance_type: "ecs.g6.large".into(),
+        resource_group_id: String::new(),
+        monthly_price: 100.0,
+        renewal_status: RenewalStatus::Normal,
+        auto_renew_duration: 1,
+        auto_renew_unit: PeriodUnit::Month,
+        deduction_fails: false,
+    }
+}
+
+impl Harness {
+    /// Starts the emulator and builds the engine; `policies` is TOML appended to the config
+    /// (policies, limits, retry overrides).
+    pub async fn start(fleet: ecs_renewd::emulator::EmulatorConfig, extra: &str) -> Harness {
+        let start = fleet
+            .settings
+            .clock_start
+            .expect("harness fleets set clock_start");
+        let clock = Arc::new(ecs_renewd::clock::VirtualClock::frozen(start));
+        let emulator = ecs_renewd::emulator::start_with_clock(
+            fleet,
+            "127.0.0.1:0".parse().unwrap(),
+            clock.clone(),
+        )
+        .await
+        .unwrap();
+        let state = tempfile::tempdir().unwrap();
+        let engine = Self::engine(&emulator, &clock, state.path(), extra).await;
+        Harness {
+            emulator,
+            clock,
+            engine,
+            state,
+        }
+    }
+
+    /// The config text for the emulator and state directory.
+    pub fn config_text(
+        emulator: &ecs_renewd::emulator::EmulatorHandle,
+        state: &std::path::Path,
+        extra: &str,
+    ) -> String {
+        let retry = if extra.contains("[retry]") {
+            ""
+        } else {
+            "[retry]\nverify_timeout = \"2s\"\nverify_interval = \"50ms\"\n"
+        };
+        // `#harness:dry_run` and `#harness:max_attempts=N` lines set keys of tables the
+        // harness writes itself.
+        let dry_run = if extra.contains("#harness:dry_run") {
+            "dry_run = true\n"
+        } else {
+            ""
+        };
+        let attempts = extra
+            .lines()
+            .find_map(|l| l.strip_prefix("#harness:max_attempts="))
+            .map(|n| format!("max_attempts = {n}\n"))
+            .unwrap_or_default();
+        format!(
+            "[daemon]\n{dry_run}state_dir = \"{}\"\n[scan]\nregions = [\"cn-hangzhou\"]\n{retry}[[accounts]]\nname = \"main\"\nendpoint = \"{}\"\n[accounts.credentials]\nsource = \"env\"\n[accounts.rate_limit]\nper_second = 1000\nburst = 100\n[accounts.call_retry]\nbase_delay = \"10ms\"\nmax_delay = \"50ms\"\n{attempts}{extra}",
+            state.display(),
+            emulator.url()
+        )
+    }
+
+    /// Builds an engine (as a restarted daemon would).
+    pub async fn engine(
+        emulator: &ecs_renewd::emulator::EmulatorHandle,
+        clock: &Arc<ecs_renewd::clock::VirtualClock>,
+        state: &std::path::Path,
+        extra: &str,
+    ) -> ecs_renewd::reconcile::pass::Engine {
+        let text = Self::config_text(emulator, state, extra);
+        let config = ecs_renewd::config::Config::parse(
+            &text,
+            std::path::Path::new("harness.toml"),
+            &Self::env(),
+        )
+        .unwrap_or_else(|e| panic!("{e}\n{text}"));
+        match ecs_renewd::commands::once::engine(
+            config,
+            &Self::env(),
+            clock.clone(),
+            tokio_util::sync::CancellationToken::new(),
+        )
+        .await
+        {
+            Ok(engine) => engine,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// The credentials environment.
+    pub fn env() -> ecs_renewd::cloud::credentials::Environment {
+        ecs_renewd::cloud::credentials::Environment::from_pairs([
+            ("ALIBABA_CLOUD_ACCESS_KEY_ID", HARNESS_KEY.0),
+            ("ALIBABA_CLOUD_ACCESS_KEY_SECRET", HARNESS_KEY.1),
+        ])
+    }
+
+    /// One pass.
+    pub async fn pass(&self) -> ecs_renewd::reconcile::pass::PassSummary {
+        self.engine.run_pass().await.unwrap()
+    }
+
+    /// Moves the shared clock.
+    pub fn advance(&self, d: Duration) {
+        self.clock.advance(d);
+    }
+
+    /// RenewInstance calls the emulator received.
+    pub fn renew_calls(&self) -> u64 {
+        self.emulator
+            .calls()
+            .count(ecs_renewd::cloud::Action::RenewInstance)
+    }
+}

@@ -1,0 +1,92 @@
+//! `ecs-renewd once`: one reconcile pass (for a systemd timer or a cron job), then exit: 0 when
+//! everything succeeded, 1 when anything failed (a source down, a charge refused or unknown, a
+//! belt tripped).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use super::Failure;
+use crate::clock::Clock;
+use crate::cloud::credentials::Environment;
+use crate::config::Config;
+use crate::ledger::Ledger;
+use crate::metrics::Metrics;
+use crate::reconcile::pass::{Engine, PassSummary};
+
+/// Builds the engine: config, ledger (with its lock), metrics, clients.
+pub async fn engine(
+    config: Config,
+    env: &Environment,
+    clock: Arc<dyn Clock>,
+    cancel: CancellationToken,
+) -> Result<Engine, Failure> {
+    let ledger = Ledger::open(&config.state_dir).map_err(|e| Failure::Runtime(e.to_string()))?;
+    let metrics = Arc::new(Metrics::new(clock.clone()));
+    metrics.dry_run.set(i64::from(config.dry_run));
+    let (accounts, warnings) =
+        crate::accounts::connect(&config, env, clock.clone(), metrics.clone(), cancel.clone())
+            .await?;
+    for warning in config
+        .warnings
+        .iter()
+        .map(ToString::to_string)
+        .chain(warnings)
+    {
+        tracing::warn!(%warning, "configuration warning");
+    }
+    Ok(Engine {
+        config: Arc::new(config),
+        accounts,
+        ledger: Arc::new(ledger),
+        metrics,
+        clock,
+        cancel,
+    })
+}
+
+/// Runs one pass; `cancel` stops new calls (SIGTERM).
+pub async fn run(
+    path: &Path,
+    env: &Environment,
+    clock: Arc<dyn Clock>,
+    cancel: CancellationToken,
+    json: bool,
+    out: &mut impl std::io::Write,
+) -> Result<bool, Failure> {
+    let config = Config::load(path, env)?;
+    let engine = engine(config, env, clock, cancel).await?;
+    let summary = engine
+        .run_pass()
+        .await
+        .map_err(|e| Failure::Runtime(e.to_string()))?;
+    let text = if json {
+        serde_json::to_string_pretty(&summary).unwrap_or_default() + "\n"
+    } else {
+        render(&summary)
+    };
+    let _ = out.write_all(text.as_bytes());
+    Ok(summary.result == "ok")
+}
+
+/// The summary in words.
+pub fn render(summary: &PassSummary) -> String {
+    let mut out = format!("{}\n", summary.line());
+    for source in &summary.sources_down {
+        out.push_str(&format!("  source down: {source}\n"));
+    }
+    for trip in &summary.trips {
+        out.push_str(&format!("  limit tripped: {trip}\n"));
+    }
+    for (currency, amount) in &summary.spend {
+        out.push_str(&format!("  spend: {amount:.2} {currency}\n"));
+    }
+    if summary.dry_run_renewals > 0 {
+        out.push_str(&format!(
+            "  dry run: {} renewal(s) not sent\n",
+            summary.dry_run_renewals
+        ));
+    }
+    out
+}

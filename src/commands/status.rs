@@ -1,0 +1,238 @@
+//! `ecs-renewd status` and `ecs-renewd history`: read the ledger (read-only; the daemon may be
+//! running) and show per-instance status from the last pass, or the money-moving records.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use super::Failure;
+use crate::cloud::credentials::Environment;
+use crate::config::Config;
+use crate::ledger::{HistoryEntry, Ledger, StatusRow};
+
+/// The last pass, as `status` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LastPass {
+    /// Start.
+    pub started_at: chrono::DateTime<chrono::Utc>,
+    /// End.
+    pub finished_at: chrono::DateTime<chrono::Utc>,
+    /// ok, partial, failed.
+    pub result: String,
+    /// The summary.
+    pub summary: serde_json::Value,
+}
+
+/// A source's health.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SourceStatus {
+    /// Account.
+    pub account: String,
+    /// Region.
+    pub region: String,
+    /// Last complete scan.
+    pub last_success: chrono::DateTime<chrono::Utc>,
+}
+
+/// `status --json` (and the admin endpoint `/status`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StatusReport {
+    /// The ledger.
+    pub ledger: String,
+    /// The last pass.
+    pub last_pass: Option<LastPass>,
+    /// Sources.
+    pub sources: Vec<SourceStatus>,
+    /// Instances, by expiry.
+    pub instances: Vec<StatusRow>,
+}
+
+/// Reads the status from a ledger.
+pub fn report(ledger: &Ledger) -> Result<StatusReport, Failure> {
+    let runtime = |e: crate::ledger::LedgerError| Failure::Runtime(e.to_string());
+    Ok(StatusReport {
+        ledger: ledger.path().display().to_string(),
+        last_pass: ledger.last_pass().map_err(runtime)?.map(|p| LastPass {
+            started_at: p.started_at,
+            finished_at: p.finished_at,
+            result: p.result,
+            summary: serde_json::from_str(&p.summary).unwrap_or(serde_json::Value::Null),
+        }),
+        sources: ledger
+            .source_successes()
+            .map_err(runtime)?
+            .into_iter()
+            .map(|(account, region, last_success)| SourceStatus {
+                account,
+                region,
+                last_success,
+            })
+            .collect(),
+        instances: ledger.status_rows().map_err(runtime)?,
+    })
+}
+
+fn open(path: &Path, env: &Environment) -> Result<Ledger, Failure> {
+    let config = Config::load(path, env)?;
+    match Ledger::open_read_only(&config.state_dir) {
+        Ok(Some(ledger)) => Ok(ledger),
+        Ok(None) => Err(Failure::Runtime(format!(
+            "no ledger in {} yet: run `ecs-renewd once` or start the daemon first",
+            config.state_dir.display()
+        ))),
+        Err(e) => Err(Failure::Runtime(e.to_string())),
+    }
+}
+
+fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let last = cells.len() - 1;
+        let mut out = String::new();
+        for (i, cell) in cells.into_iter().enumerate() {
+            if i == last {
+                out.push_str(&cell);
+            } else {
+                out.push_str(&format!("{cell:<w$}  ", w = widths[i]));
+            }
+        }
+        out.trim_end().to_owned() + "\n"
+    };
+    let mut out = line(header.iter().map(|h| h.to_string()).collect());
+    for row in rows {
+        out.push_str(&line(row));
+    }
+    out
+}
+
+fn when(t: Option<chrono::DateTime<chrono::Utc>>) -> String {
+    t.map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+        .unwrap_or_else(|| "-".into())
+}
+
+/// Renders a status report as text.
+pub fn render_status(report: &StatusReport) -> String {
+    let mut out = String::new();
+    match &report.last_pass {
+        Some(pass) => out.push_str(&format!(
+            "last pass: {} at {}\n",
+            pass.result,
+            pass.finished_at.format("%Y-%m-%d %H:%M:%S UTC")
+        )),
+        None => out.push_str("no pass recorded yet\n"),
+    }
+    let rows = report
+        .instances
+        .iter()
+        .map(|r| {
+            vec![
+                r.account.clone(),
+                r.region.clone(),
+                r.instance_id.clone(),
+                when(Some(r.expires_at)),
+                r.policy.clone().unwrap_or_else(|| "-".into()),
+                r.state.clone(),
+                r.decision.clone(),
+                r.failed_attempts.to_string(),
+                when(r.next_retry_at),
+                r.last_outcome.clone().unwrap_or_else(|| "-".into()),
+                r.reason.clone(),
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &[
+            "ACCOUNT",
+            "REGION",
+            "INSTANCE",
+            "EXPIRES (UTC)",
+            "POLICY",
+            "STATE",
+            "DECISION",
+            "FAILED",
+            "NEXT RETRY",
+            "LAST OUTCOME",
+            "WHY",
+        ],
+        rows,
+    ));
+    out
+}
+
+/// `status`.
+pub fn run_status(
+    path: &Path,
+    env: &Environment,
+    json: bool,
+    out: &mut impl std::io::Write,
+) -> Result<(), Failure> {
+    let ledger = open(path, env)?;
+    let report = report(&ledger)?;
+    let text = if json {
+        serde_json::to_string_pretty(&report).unwrap_or_default() + "\n"
+    } else {
+        render_status(&report)
+    };
+    out.write_all(text.as_bytes())
+        .map_err(|e| Failure::Runtime(e.to_string()))
+}
+
+/// `history`.
+pub fn run_history(
+    path: &Path,
+    env: &Environment,
+    instance: Option<&str>,
+    json: bool,
+    out: &mut impl std::io::Write,
+) -> Result<(), Failure> {
+    let ledger = open(path, env)?;
+    let entries: Vec<HistoryEntry> = ledger
+        .money_records(instance)
+        .map_err(|e| Failure::Runtime(e.to_string()))?;
+    let text = if json {
+        serde_json::to_string_pretty(&entries).unwrap_or_default() + "\n"
+    } else {
+        table(
+            &[
+                "AT (UTC)",
+                "KIND",
+                "ACCOUNT",
+                "REGION",
+                "INSTANCE",
+                "REQUEST",
+                "STATUS",
+                "ATTEMPTS",
+                "ORDER",
+                "PRICE",
+                "ERROR",
+                "CLIENT TOKEN",
+            ],
+            entries
+                .iter()
+                .map(|e| {
+                    vec![
+                        e.at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                        e.kind.clone(),
+                        e.account.clone(),
+                        e.region.clone(),
+                        e.instance_id.clone(),
+                        e.request.clone(),
+                        e.status.clone(),
+                        e.attempts.to_string(),
+                        e.order_id.clone().unwrap_or_else(|| "-".into()),
+                        e.price.clone().unwrap_or_else(|| "-".into()),
+                        e.error.clone().unwrap_or_else(|| "-".into()),
+                        e.client_token.clone().unwrap_or_else(|| "-".into()),
+                    ]
+                })
+                .collect(),
+        )
+    };
+    out.write_all(text.as_bytes())
+        .map_err(|e| Failure::Runtime(e.to_string()))
+}

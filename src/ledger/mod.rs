@@ -1,0 +1,1238 @@
+//! The durable ledger (SQLite, WAL, `synchronous=FULL`) of every money-moving intent and
+//! outcome, in the state directory: renewal intents written before RenewInstance is sent, each
+//! attempt's result, per-instance backoff, auto-renew changes, spend per day and currency,
+//! passes, source health and the latest status snapshot. One writer per state directory
+//! (`lock`); readers (`status`, `history`, `plan`) open it read-only.
+
+mod lock;
+mod migrations;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use serde::Serialize;
+
+pub use lock::{LOCK_FILE, LockError, StateLock};
+
+use crate::cloud::error::ErrorClass;
+use crate::cloud::time;
+use crate::cloud::types::PeriodUnit;
+use crate::policy::{History, IntentStatus, IntentView};
+use crate::reconcile::assess::HistorySource;
+
+/// The ledger's file name in the state directory.
+pub const LEDGER_FILE: &str = "ledger.db";
+
+/// Why the ledger cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    /// The state directory cannot be created or used.
+    #[error(
+        "state directory {path}: {source} — create it and make it writable by the daemon's user (or set state_dir / ECS_RENEWD_STATE_DIR)"
+    )]
+    StateDir {
+        /// The directory.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Another writer holds the state directory.
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    /// The file is not a usable SQLite database.
+    #[error(
+        "ledger {path} cannot be opened: {source} — if the file is damaged, stop the daemon and restore it from a backup (see README, Backups)"
+    )]
+    Open {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// Written by a newer ecs-renewd.
+    #[error(
+        "ledger {path} has schema version {found}, newer than this ecs-renewd supports ({supported}): upgrade ecs-renewd, or restore a backup made by this version"
+    )]
+    FutureVersion {
+        /// The file.
+        path: String,
+        /// Its version.
+        found: u32,
+        /// Ours.
+        supported: u32,
+    },
+    /// A write failed (a full disk, an I/O error): nothing of it was kept.
+    #[error(
+        "ledger write failed while {what}: {source} — nothing was charged on the strength of it; check free space and the state directory"
+    )]
+    Write {
+        /// What was being written.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// A read failed.
+    #[error("ledger read failed while {what}: {source}")]
+    Read {
+        /// What was being read.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: rusqlite::Error,
+    },
+}
+
+fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+fn parse_ts(text: &str) -> Option<DateTime<Utc>> {
+    time::parse(text).ok()
+}
+
+/// A renewal about to be made.
+#[derive(Debug, Clone)]
+pub struct NewIntent {
+    /// Account.
+    pub account: String,
+    /// Region.
+    pub region: String,
+    /// Instance.
+    pub instance_id: String,
+    /// The expiry being extended.
+    pub old_expiry: DateTime<Utc>,
+    /// Length.
+    pub period: u32,
+    /// Unit.
+    pub unit: PeriodUnit,
+    /// The ClientToken every attempt will carry.
+    pub client_token: String,
+    /// The policy.
+    pub policy: Option<String>,
+    /// Why (due, expired, missed_deduction, resume, retry).
+    pub why: String,
+    /// The quoted price, if priced: (cents, currency).
+    pub price: Option<(i64, String)>,
+}
+
+/// What the service answered for a failed or unknown attempt.
+#[derive(Debug, Clone)]
+pub struct FailureRecord {
+    /// Error code or kind.
+    pub code: String,
+    /// Class.
+    pub class: ErrorClass,
+    /// Message (secrets are never in it: the client scrubs them).
+    pub message: String,
+    /// Request id, if any.
+    pub request_id: Option<String>,
+}
+
+/// An intent whose outcome is not final.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenIntent {
+    /// Row id.
+    pub id: i64,
+    /// Account.
+    pub account: String,
+    /// Region.
+    pub region: String,
+    /// Instance.
+    pub instance_id: String,
+    /// The expiry it extends.
+    pub old_expiry: DateTime<Utc>,
+    /// Its status column.
+    pub status: String,
+}
+
+/// The open intents and backoffs, loaded once per pass.
+#[derive(Debug, Default)]
+pub struct Histories {
+    by_instance: HashMap<(String, String), History>,
+    /// Every open intent.
+    pub open: Vec<OpenIntent>,
+}
+
+impl HistorySource for Histories {
+    fn history(&self, account: &str, instance_id: &str) -> History {
+        self.by_instance
+            .get(&(account.to_owned(), instance_id.to_owned()))
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+impl Histories {
+    /// Whether an instance has an open intent (its observations matter for settling).
+    pub fn has_open(&self, account: &str, instance_id: &str) -> bool {
+        self.by_instance
+            .get(&(account.to_owned(), instance_id.to_owned()))
+            .is_some_and(|h| h.intent.is_some())
+    }
+}
+
+/// One instance's line in the status snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StatusRow {
+    /// Account.
+    pub account: String,
+    /// Region.
+    pub region: String,
+    /// Instance.
+    pub instance_id: String,
+    /// Name.
+    pub name: String,
+    /// Expiry.
+    pub expires_at: DateTime<Utc>,
+    /// Policy.
+    pub policy: Option<String>,
+    /// State.
+    pub state: String,
+    /// Decision word.
+    pub decision: String,
+    /// When the next action is due.
+    pub due_at: Option<DateTime<Utc>>,
+    /// Why.
+    pub reason: String,
+    /// Failed attempts in a row.
+    pub failed_attempts: u32,
+    /// Next retry, when backing off.
+    pub next_retry_at: Option<DateTime<Utc>>,
+    /// The last money-moving outcome, in words.
+    pub last_outcome: Option<String>,
+    /// When this line was written.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One money-moving record for `history`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HistoryEntry {
+    /// When it happened.
+    pub at: DateTime<Utc>,
+    /// `renewal` or `auto_renew`.
+    pub kind: String,
+    /// Account.
+    pub account: String,
+    /// Region.
+    pub region: String,
+    /// Instance.
+    pub instance_id: String,
+    /// What was asked (e.g. `1 Month`, `AutoRenewal 1 Month`).
+    pub request: String,
+    /// ClientToken (renewals).
+    pub client_token: Option<String>,
+    /// Status / result.
+    pub status: String,
+    /// Order id.
+    pub order_id: Option<String>,
+    /// Request id.
+    pub request_id: Option<String>,
+    /// Quoted price.
+    pub price: Option<String>,
+    /// Error code and class.
+    pub error: Option<String>,
+    /// Attempts.
+    pub attempts: u32,
+    /// Expiry before.
+    pub old_expiry: Option<DateTime<Utc>>,
+    /// Expiry after, once verified.
+    pub new_expiry: Option<DateTime<Utc>>,
+}
+
+/// One auto-renew change request and its result, for the ledger.
+#[derive(Debug, Clone, Copy)]
+pub struct AutoRenewRecord<'a> {
+    /// Account.
+    pub account: &'a str,
+    /// Region.
+    pub region: &'a str,
+    /// The attributes asked for.
+    pub target: &'a crate::cloud::ecs::AutoRenewTarget,
+    /// `ok` or `failed`.
+    pub result: &'a str,
+    /// Request id.
+    pub request_id: Option<&'a str>,
+    /// Error code and class.
+    pub error: Option<(&'a str, ErrorClass)>,
+}
+
+/// A pass as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PassRecord {
+    /// Start.
+    pub started_at: DateTime<Utc>,
+    /// End.
+    pub finished_at: DateTime<Utc>,
+    /// ok, partial or failed.
+    pub result: String,
+    /// A JSON summary.
+    pub summary: String,
+}
+
+/// The ledger.
+#[derive(Debug)]
+pub struct Ledger {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+    _lock: Option<StateLock>,
+}
+
+impl Ledger {
+    /// Opens the ledger for writing: creates the state directory if needed, takes the lock,
+    /// applies migrations.
+    pub fn open(state_dir: &Path) -> Result<Ledger, LedgerError> {
+        std::fs::create_dir_all(state_dir).map_err(|source| LedgerError::StateDir {
+            path: state_dir.display().to_string(),
+            source,
+        })?;
+        let lock = StateLock::acquire(state_dir)?;
+        let path = state_dir.join(LEDGER_FILE);
+        let open_error = |source| LedgerError::Open {
+            path: path.display().to_string(),
+            source,
+        };
+        let conn = Connection::open(&path).map_err(open_error)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
+        )
+        .map_err(open_error)?;
+        let ledger = Ledger {
+            conn: Mutex::new(conn),
+            path,
+            _lock: Some(lock),
+        };
+        ledger.migrate()?;
+        Ok(ledger)
+    }
+
+    /// Opens an existing ledger read-only (no lock); `None` when there is none yet.
+    pub fn open_read_only(state_dir: &Path) -> Result<Option<Ledger>, LedgerError> {
+        let path = state_dir.join(LEDGER_FILE);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let open_error = |source| LedgerError::Open {
+            path: path.display().to_string(),
+            source,
+        };
+        let conn = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(open_error)?;
+        conn.execute_batch("PRAGMA busy_timeout = 5000;")
+            .map_err(open_error)?;
+        let ledger = Ledger {
+            conn: Mutex::new(conn),
+            path,
+            _lock: None,
+        };
+        let version = ledger.version()?;
+        if version > migrations::current_version() {
+            return Err(LedgerError::FutureVersion {
+                path: ledger.path.display().to_string(),
+                found: version,
+                supported: migrations::current_version(),
+            });
+        }
+        Ok(Some(ledger))
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the connection cannot leave a transaction half-committed
+        // (SQLite rolls back an unfinished one), so the connection stays usable.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn version(&self) -> Result<u32, LedgerError> {
+        self.conn()
+            .query_row("PRAGMA user_version", [], |row| row.get::<_, u32>(0))
+            .map_err(|source| LedgerError::Open {
+                path: self.path.display().to_string(),
+                source,
+            })
+    }
+
+    fn migrate(&self) -> Result<(), LedgerError> {
+        let found = self.version()?;
+        let supported = migrations::current_version();
+        if found > supported {
+            return Err(LedgerError::FutureVersion {
+                path: self.path.display().to_string(),
+                found,
+                supported,
+            });
+        }
+        let mut conn = self.conn();
+        for (index, sql) in migrations::MIGRATIONS
+            .iter()
+            .enumerate()
+            .skip(found as usize)
+        {
+            let tx = conn.transaction().map_err(|source| LedgerError::Write {
+                what: "migrating the ledger",
+                source,
+            })?;
+            tx.execute_batch(sql).map_err(|source| LedgerError::Write {
+                what: "migrating the ledger",
+                source,
+            })?;
+            tx.pragma_update(None, "user_version", index as u32 + 1)
+                .map_err(|source| LedgerError::Write {
+                    what: "migrating the ledger",
+                    source,
+                })?;
+            tx.commit().map_err(|source| LedgerError::Write {
+                what: "migrating the ledger",
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The open intents and backoffs, as `decide` needs them.
+    pub fn histories(&self) -> Result<Histories, LedgerError> {
+        let read = |source| LedgerError::Read {
+            what: "loading open intents",
+            source,
+        };
+        let conn = self.conn();
+        let mut statement = conn
+            .prepare(
+                "SELECT id, account, region, instance_id, old_expiry, period, unit, client_token, status, order_id, error_code, error_class
+                 FROM intents WHERE status IN ('prepared','sent','unknown','ordered','failed') ORDER BY id",
+            )
+            .map_err(read)?;
+        let mut histories = Histories::default();
+        let rows = statement
+            .query_map([], |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, String>(3)?,
+                    row.get::<_, String>(4)?,
+                    row.get::<_, u32>(5)?,
+                    row.get::<_, String>(6)?,
+                    row.get::<_, String>(7)?,
+                    row.get::<_, String>(8)?,
+                    row.get::<_, Option<String>>(9)?,
+                    row.get::<_, Option<String>>(10)?,
+                    row.get::<_, Option<String>>(11)?,
+                ))
+            })
+            .map_err(read)?;
+        for row in rows {
+            let (
+                id,
+                account,
+                region,
+                instance_id,
+                old_expiry,
+                period,
+                unit,
+                token,
+                status,
+                order_id,
+                code,
+                class,
+            ) = row.map_err(read)?;
+            let Some(old_expiry) = parse_ts(&old_expiry) else {
+                continue;
+            };
+            let status_view = match status.as_str() {
+                "prepared" => IntentStatus::Prepared,
+                "sent" | "unknown" => IntentStatus::Unknown,
+                "ordered" => IntentStatus::Ordered {
+                    order_id: order_id.unwrap_or_default(),
+                },
+                _ => IntentStatus::Failed {
+                    class: class
+                        .as_deref()
+                        .and_then(ErrorClass::parse)
+                        .unwrap_or(ErrorClass::Other),
+                    code: code.unwrap_or_default(),
+                },
+            };
+            let history = histories
+                .by_instance
+                .entry((account.clone(), instance_id.clone()))
+                .or_default();
+            // The latest intent wins (rows come in id order).
+            history.intent = Some(IntentView {
+                token,
+                old_expiry,
+                period,
+                unit: PeriodUnit::parse(&unit).unwrap_or(PeriodUnit::Month),
+                status: status_view,
+            });
+            histories.open.push(OpenIntent {
+                id,
+                account,
+                region,
+                instance_id,
+                old_expiry,
+                status,
+            });
+        }
+        drop(statement);
+        let mut statement = conn
+            .prepare("SELECT account, instance_id, old_expiry, failures, retry_at FROM backoff")
+            .map_err(read)?;
+        let rows = statement
+            .query_map([], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, u32>(3)?,
+                    row.get::<_, String>(4)?,
+                ))
+            })
+            .map_err(read)?;
+        for row in rows {
+            let (account, instance_id, old_expiry, failures, retry_at) = row.map_err(read)?;
+            let history = histories
+                .by_instance
+                .entry((account, instance_id))
+                .or_default();
+            let same_cycle = history
+                .intent
+                .as_ref()
+                .is_some_and(|i| Some(i.old_expiry) == parse_ts(&old_expiry));
+            if same_cycle {
+                history.failed_attempts = failures;
+                history.retry_at = parse_ts(&retry_at);
+            }
+        }
+        Ok(histories)
+    }
+
+    /// Writes (durably) the intent to renew, or finds the one already written for this token.
+    /// Returns its row id. This must succeed before RenewInstance is sent.
+    pub fn prepare(&self, intent: &NewIntent, now: DateTime<Utc>) -> Result<i64, LedgerError> {
+        let write = |source| LedgerError::Write {
+            what: "recording a renewal intent",
+            source,
+        };
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO intents (account, region, instance_id, old_expiry, period, unit, client_token, policy, why,
+                                  price_cents, currency, status, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'prepared', ?12, ?12)
+             ON CONFLICT (client_token) DO UPDATE SET
+                 price_cents = COALESCE(excluded.price_cents, intents.price_cents),
+                 currency = COALESCE(excluded.currency, intents.currency),
+                 updated_at = excluded.updated_at",
+            params![
+                intent.account,
+                intent.region,
+                intent.instance_id,
+                ts(intent.old_expiry),
+                intent.period,
+                intent.unit.as_str(),
+                intent.client_token,
+                intent.policy,
+                intent.why,
+                intent.price.as_ref().map(|p| p.0),
+                intent.price.as_ref().map(|p| p.1.clone()),
+                ts(now),
+            ],
+        )
+        .map_err(write)?;
+        conn.query_row(
+            "SELECT id FROM intents WHERE client_token = ?1",
+            [&intent.client_token],
+            |row| row.get(0),
+        )
+        .map_err(write)
+    }
+
+    /// Records that an attempt is being sent (before it leaves the process).
+    pub fn begin_attempt(&self, intent_id: i64, now: DateTime<Utc>) -> Result<i64, LedgerError> {
+        let write = |source| LedgerError::Write {
+            what: "recording a renewal attempt",
+            source,
+        };
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(write)?;
+        tx.execute(
+            "UPDATE intents SET status = 'sent', attempts = attempts + 1, updated_at = ?2 WHERE id = ?1",
+            params![intent_id, ts(now)],
+        )
+        .map_err(write)?;
+        tx.execute(
+            "INSERT INTO attempts (intent_id, started_at) VALUES (?1, ?2)",
+            params![intent_id, ts(now)],
+        )
+        .map_err(write)?;
+        let attempt = tx.last_insert_rowid();
+        tx.commit().map_err(write)?;
+        Ok(attempt)
+    }
+
+    /// Records a successful renewal: the order, the spend and the day's count, in one
+    /// transaction; clears the instance's backoff.
+    pub fn finish_ordered(
+        &self,
+        intent_id: i64,
+        attempt_id: i64,
+        order_id: &str,
+        request_id: &str,
+        day: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), LedgerError> {
+        let write = |source| LedgerError::Write {
+            what: "recording a renewal's order",
+            source,
+        };
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(write)?;
+        let (account, instance_id, price, currency, already): (String, String, Option<i64>, Option<String>, Option<String>) = tx
+            .query_row(
+                "SELECT account, instance_id, price_cents, currency, order_id FROM intents WHERE id = ?1",
+                [intent_id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )
+            .map_err(write)?;
+        tx.execute(
+            "UPDATE intents SET status = 'ordered', order_id = ?2, request_id = ?3, error_code = NULL, error_class = NULL,
+                                error_message = NULL, updated_at = ?4 WHERE id = ?1",
+            params![intent_id, order_id, request_id, ts(now)],
+        )
+        .map_err(write)?;
+        tx.execute(
+            "UPDATE attempts SET finished_at = ?2, outcome = 'ok', order_id = ?3, request_id = ?4 WHERE id = ?1",
+            params![attempt_id, ts(now), order_id, request_id],
+        )
+        .map_err(write)?;
+        // The same order seen again (a replayed token) is counted once.
+        if already.is_none() {
+            tx.execute(
+                "INSERT INTO renewal_days (day, renewals) VALUES (?1, 1)
+                 ON CONFLICT (day) DO UPDATE SET renewals = renewals + 1",
+                [day],
+            )
+            .map_err(write)?;
+            if let (Some(cents), Some(currency)) = (price, currency) {
+                tx.execute(
+                    "INSERT INTO spend (day, currency, cents) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (day, currency) DO UPDATE SET cents = cents + excluded.cents",
+                    params![day, currency, cents],
+                )
+                .map_err(write)?;
+            }
+        }
+        tx.execute(
+            "DELETE FROM backoff WHERE account = ?1 AND instance_id = ?2",
+            params![account, instance_id],
+        )
+        .map_err(write)?;
+        tx.commit().map_err(write)
+    }
+
+    /// Records a refused or unanswered attempt and when to try again. `unknown` marks an
+    /// attempt whose charge may have happened (it is resent with the same token).
+    pub fn finish_failed(
+        &self,
+        intent_id: i64,
+        attempt_id: i64,
+        failure: &FailureRecord,
+        unknown: bool,
+        retry_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<u32, LedgerError> {
+        let write = |source| LedgerError::Write {
+            what: "recording a failed renewal",
+            source,
+        };
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(write)?;
+        let (account, instance_id, old_expiry): (String, String, String) = tx
+            .query_row(
+                "SELECT account, instance_id, old_expiry FROM intents WHERE id = ?1",
+                [intent_id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .map_err(write)?;
+        tx.execute(
+            "UPDATE intents SET status = ?2, error_code = ?3, error_class = ?4, error_message = ?5, request_id = ?6, updated_at = ?7
+             WHERE id = ?1",
+            params![
+                intent_id,
+                if unknown { "unknown" } else { "failed" },
+                failure.code,
+                failure.class.as_str(),
+                failure.message,
+                failure.request_id,
+                ts(now)
+            ],
+        )
+        .map_err(write)?;
+        tx.execute(
+            "UPDATE attempts SET finished_at = ?2, outcome = ?3, error_code = ?4, error_class = ?5, error_message = ?6, request_id = ?7
+             WHERE id = ?1",
+            params![
+                attempt_id,
+                ts(now),
+                if unknown { "unknown" } else { "failed" },
+                failure.code,
+                failure.class.as_str(),
+                failure.message,
+                failure.request_id
+            ],
+        )
+        .map_err(write)?;
+        tx.execute(
+            "INSERT INTO backoff (account, instance_id, old_expiry, failures, retry_at, last_class, last_code)
+             VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6)
+             ON CONFLICT (account, instance_id) DO UPDATE SET
+                 failures = CASE WHEN backoff.old_expiry = excluded.old_expiry THEN backoff.failures + 1 ELSE 1 END,
+                 old_expiry = excluded.old_expiry, retry_at = excluded.retry_at,
+                 last_class = excluded.last_class, last_code = excluded.last_code",
+            params![account, instance_id, old_expiry, ts(retry_at), failure.class.as_str(), failure.code],
+        )
+        .map_err(write)?;
+        let failures: u32 = tx
+            .query_row(
+                "SELECT failures FROM backoff WHERE account = ?1 AND instance_id = ?2",
+                params![account, instance_id],
+                |r| r.get(0),
+            )
+            .map_err(write)?;
+        tx.commit().map_err(write)?;
+        Ok(failures)
+    }
+
+    /// Records that an attempt was not sent after all (shutdown began first).
+    pub fn finish_not_sent(
+        &self,
+        intent_id: i64,
+        attempt_id: i64,
+        now: DateTime<Utc>,
+    ) -> Result<(), LedgerError> {
+        let write = |source| LedgerError::Write {
+            what: "recording an unsent renewal",
+            source,
+        };
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(write)?;
+        tx.execute(
+            "UPDATE intents SET status = 'prepared', attempts = attempts - 1, updated_at = ?2 WHERE id = ?1",
+            params![intent_id, ts(now)],
+        )
+        .map_err(write)?;
+        tx.execute(
+            "UPDATE attempts SET finished_at = ?2, outcome = 'not_sent' WHERE id = ?1",
+            params![attempt_id, ts(now)],
+        )
+        .map_err(write)?;
+        tx.commit().map_err(write)
+    }
+
+    /// Closes an intent once the instance's expiry has moved past it: `verified` when the
+    /// order was ours, `superseded` otherwise. Clears the backoff.
+    pub fn settle(
+        &self,
+        intent_id: i64,
+        observed_expiry: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<String, LedgerError> {
+        let write = |source| LedgerError::Write {
+            what: "settling a renewal",
+            source,
+        };
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(write)?;
+        let (account, instance_id, status): (String, String, String) = tx
+            .query_row(
+                "SELECT account, instance_id, status FROM intents WHERE id = ?1",
+                [intent_id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .map_err(write)?;
+        let settled = if status == "ordered" {
+            "verified"
+        } else {
+            "superseded"
+        };
+        tx.execute(
+            "UPDATE intents SET status = ?2, new_expiry = ?3, verified_at = ?4, updated_at = ?4 WHERE id = ?1",
+            params![intent_id, settled, ts(observed_expiry), ts(now)],
+        )
+        .map_err(write)?;
+        tx.execute(
+            "DELETE FROM backoff WHERE account = ?1 AND instance_id = ?2",
+            params![account, instance_id],
+        )
+        .map_err(write)?;
+        tx.commit().map_err(write)?;
+        Ok(settled.to_owned())
+    }
+
+    /// Records one batch of auto-renew changes in one transaction.
+    pub fn record_auto_renew_batch(
+        &self,
+        change: &AutoRenewRecord<'_>,
+        instance_ids: &[String],
+        now: DateTime<Utc>,
+    ) -> Result<(), LedgerError> {
+        let AutoRenewRecord {
+            account,
+            region,
+            target,
+            result,
+            request_id,
+            error,
+        } = *change;
+        let write = |source| LedgerError::Write {
+            what: "recording auto-renew changes",
+            source,
+        };
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(write)?;
+        {
+            let mut insert = tx
+                .prepare(
+                    "INSERT INTO auto_renew_changes (at, account, region, instance_id, status, duration, unit, result, request_id, error_code, error_class)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                )
+                .map_err(write)?;
+            for id in instance_ids {
+                insert
+                    .execute(params![
+                        ts(now),
+                        account,
+                        region,
+                        id,
+                        target.status.as_str(),
+                        target.duration,
+                        target.unit.as_str(),
+                        result,
+                        request_id,
+                        error.map(|e| e.0.to_owned()),
+                        error.map(|e| e.1.as_str())
+                    ])
+                    .map_err(write)?;
+            }
+        }
+        tx.commit().map_err(write)
+    }
+
+    /// Accepted auto-renew changes not yet checked against a later scan.
+    pub fn unchecked_auto_renew_changes(
+        &self,
+    ) -> Result<Vec<(i64, String, String, crate::cloud::ecs::AutoRenewTarget)>, LedgerError> {
+        let read = |source| LedgerError::Read {
+            what: "reading auto-renew changes",
+            source,
+        };
+        let conn = self.conn();
+        let mut statement = conn
+            .prepare("SELECT id, account, instance_id, status, duration, unit FROM auto_renew_changes WHERE result = 'ok' ORDER BY id")
+            .map_err(read)?;
+        let rows = statement
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, u32>(4)?,
+                    r.get::<_, String>(5)?,
+                ))
+            })
+            .map_err(read)?
+            .filter_map(|r| r.ok())
+            .filter_map(|(id, account, instance, status, duration, unit)| {
+                let target = crate::cloud::ecs::AutoRenewTarget {
+                    status: crate::cloud::types::RenewalStatus::parse(&status)?,
+                    duration,
+                    unit: PeriodUnit::parse(&unit)?,
+                };
+                Some((id, account, instance, target))
+            })
+            .collect();
+        Ok(rows)
+    }
+
+    /// Marks an accepted auto-renew change as seen in effect (`verified`) or not (`mismatch`).
+    pub fn check_auto_renew_change(&self, id: i64, verified: bool) -> Result<(), LedgerError> {
+        self.conn()
+            .execute(
+                "UPDATE auto_renew_changes SET result = ?2 WHERE id = ?1",
+                params![id, if verified { "verified" } else { "mismatch" }],
+            )
+            .map(|_| ())
+            .map_err(|source| LedgerError::Write {
+                what: "checking an auto-renew change",
+                source,
+            })
+    }
+
+    /// Renewals and spend per currency on `day`.
+    pub fn day_totals(&self, day: &str) -> Result<(u32, BTreeMap<String, i64>), LedgerError> {
+        let read = |source| LedgerError::Read {
+            what: "reading today's totals",
+            source,
+        };
+        let conn = self.conn();
+        let renewals: u32 = conn
+            .query_row(
+                "SELECT renewals FROM renewal_days WHERE day = ?1",
+                [day],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(read)?
+            .unwrap_or(0);
+        let mut statement = conn
+            .prepare("SELECT currency, cents FROM spend WHERE day = ?1")
+            .map_err(read)?;
+        let spend = statement
+            .query_map([day], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+            .map_err(read)?
+            .collect::<Result<BTreeMap<_, _>, _>>()
+            .map_err(read)?;
+        Ok((renewals, spend))
+    }
+
+    /// Records a pass.
+    pub fn record_pass(&self, pass: &PassRecord) -> Result<(), LedgerError> {
+        self.conn()
+            .execute(
+                "INSERT INTO passes (started_at, finished_at, result, summary) VALUES (?1, ?2, ?3, ?4)",
+                params![ts(pass.started_at), ts(pass.finished_at), pass.result, pass.summary],
+            )
+            .map(|_| ())
+            .map_err(|source| LedgerError::Write { what: "recording a pass", source })
+    }
+
+    /// The latest pass whose result was `ok`.
+    pub fn last_successful_pass(&self) -> Result<Option<DateTime<Utc>>, LedgerError> {
+        self.conn()
+            .query_row(
+                "SELECT finished_at FROM passes WHERE result = 'ok' ORDER BY id DESC LIMIT 1",
+                [],
+                |r| r.get::<_, String>(0),
+            )
+            .optional()
+            .map(|t| t.and_then(|t| parse_ts(&t)))
+            .map_err(|source| LedgerError::Read {
+                what: "reading the last pass",
+                source,
+            })
+    }
+
+    /// The latest pass of any result.
+    pub fn last_pass(&self) -> Result<Option<PassRecord>, LedgerError> {
+        self.conn()
+            .query_row("SELECT started_at, finished_at, result, summary FROM passes ORDER BY id DESC LIMIT 1", [], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))
+            })
+            .optional()
+            .map(|row| {
+                row.and_then(|(s, f, result, summary)| {
+                    Some(PassRecord { started_at: parse_ts(&s)?, finished_at: parse_ts(&f)?, result, summary })
+                })
+            })
+            .map_err(|source| LedgerError::Read { what: "reading the last pass", source })
+    }
+
+    /// Records a complete scan of a source.
+    pub fn record_source_success(
+        &self,
+        account: &str,
+        region: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), LedgerError> {
+        self.conn()
+            .execute(
+                "INSERT INTO sources (account, region, last_success) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (account, region) DO UPDATE SET last_success = excluded.last_success",
+                params![account, region, ts(at)],
+            )
+            .map(|_| ())
+            .map_err(|source| LedgerError::Write {
+                what: "recording a source scan",
+                source,
+            })
+    }
+
+    /// When each source was last scanned completely.
+    pub fn source_successes(&self) -> Result<Vec<(String, String, DateTime<Utc>)>, LedgerError> {
+        let read = |source| LedgerError::Read {
+            what: "reading source scans",
+            source,
+        };
+        let conn = self.conn();
+        let mut statement = conn
+            .prepare("SELECT account, region, last_success FROM sources ORDER BY account, region")
+            .map_err(read)?;
+        let rows = statement
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })
+            .map_err(read)?
+            .filter_map(|r| r.ok())
+            .filter_map(|(a, r, t)| Some((a, r, parse_ts(&t)?)))
+            .collect();
+        Ok(rows)
+    }
+
+    /// The earliest persisted retry (the daemon wakes for it without waiting for cron).
+    pub fn next_retry_at(&self) -> Result<Option<DateTime<Utc>>, LedgerError> {
+        self.conn()
+            .query_row("SELECT MIN(retry_at) FROM backoff", [], |r| {
+                r.get::<_, Option<String>>(0)
+            })
+            .map(|t| t.and_then(|t| parse_ts(&t)))
+            .map_err(|source| LedgerError::Read {
+                what: "reading retry times",
+                source,
+            })
+    }
+
+    /// Replaces the status snapshot with the latest pass's rows.
+    pub fn replace_status(&self, rows: &[StatusRow]) -> Result<(), LedgerError> {
+        let write = |source| LedgerError::Write {
+            what: "writing the status snapshot",
+            source,
+        };
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(write)?;
+        tx.execute("DELETE FROM instance_status", [])
+            .map_err(write)?;
+        {
+            let mut insert = tx
+                .prepare(
+                    "INSERT OR REPLACE INTO instance_status (account, region, instance_id, name, expires_at, policy, state, decision, due_at,
+                                                  reason, failed_attempts, next_retry_at, last_outcome, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                )
+                .map_err(write)?;
+            for row in rows {
+                insert
+                    .execute(params![
+                        row.account,
+                        row.region,
+                        row.instance_id,
+                        row.name,
+                        ts(row.expires_at),
+                        row.policy,
+                        row.state,
+                        row.decision,
+                        row.due_at.map(ts),
+                        row.reason,
+                        row.failed_attempts,
+                        row.next_retry_at.map(ts),
+                        row.last_outcome,
+                        ts(row.updated_at),
+                    ])
+                    .map_err(write)?;
+            }
+        }
+        tx.commit().map_err(write)
+    }
+
+    /// The status snapshot, by expiry.
+    pub fn status_rows(&self) -> Result<Vec<StatusRow>, LedgerError> {
+        let read = |source| LedgerError::Read {
+            what: "reading the status snapshot",
+            source,
+        };
+        let conn = self.conn();
+        let mut statement = conn
+            .prepare(
+                "SELECT account, region, instance_id, name, expires_at, policy, state, decision, due_at, reason, failed_attempts,
+                        next_retry_at, last_outcome, updated_at
+                 FROM instance_status ORDER BY expires_at, instance_id",
+            )
+            .map_err(read)?;
+        let rows = statement
+            .query_map([], |r| {
+                Ok(StatusRow {
+                    account: r.get(0)?,
+                    region: r.get(1)?,
+                    instance_id: r.get(2)?,
+                    name: r.get(3)?,
+                    expires_at: parse_ts(&r.get::<_, String>(4)?).unwrap_or_default(),
+                    policy: r.get(5)?,
+                    state: r.get(6)?,
+                    decision: r.get(7)?,
+                    due_at: r.get::<_, Option<String>>(8)?.and_then(|t| parse_ts(&t)),
+                    reason: r.get(9)?,
+                    failed_attempts: r.get(10)?,
+                    next_retry_at: r.get::<_, Option<String>>(11)?.and_then(|t| parse_ts(&t)),
+                    last_outcome: r.get(12)?,
+                    updated_at: parse_ts(&r.get::<_, String>(13)?).unwrap_or_default(),
+                })
+            })
+            .map_err(read)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(read)?;
+        Ok(rows)
+    }
+
+    /// The last money-moving outcome per instance, in words (for status).
+    pub fn last_outcomes(&self) -> Result<HashMap<(String, String), String>, LedgerError> {
+        let read = |source| LedgerError::Read {
+            what: "reading last outcomes",
+            source,
+        };
+        let conn = self.conn();
+        let mut statement = conn
+            .prepare(
+                "SELECT account, instance_id, status, order_id, error_code, error_class, updated_at FROM intents
+                 WHERE id IN (SELECT MAX(id) FROM intents GROUP BY account, instance_id)",
+            )
+            .map_err(read)?;
+        let rows = statement
+            .query_map([], |r| {
+                let status: String = r.get(2)?;
+                let order: Option<String> = r.get(3)?;
+                let code: Option<String> = r.get(4)?;
+                let class: Option<String> = r.get(5)?;
+                let at: String = r.get(6)?;
+                let words = match (status.as_str(), order, code) {
+                    (s, Some(order), _) => format!("{s} (order {order}) at {at}"),
+                    (s, None, Some(code)) => {
+                        format!("{s}: {code} ({}) at {at}", class.unwrap_or_default())
+                    }
+                    (s, None, None) => format!("{s} at {at}"),
+                };
+                Ok(((r.get::<_, String>(0)?, r.get::<_, String>(1)?), words))
+            })
+            .map_err(read)?
+            .collect::<Result<HashMap<_, _>, _>>()
+            .map_err(read)?;
+        Ok(rows)
+    }
+
+    /// Every money-moving record (renewal intents and auto-renew changes), oldest first,
+    /// optionally for one instance.
+    pub fn money_records(&self, instance: Option<&str>) -> Result<Vec<HistoryEntry>, LedgerError> {
+        let read = |source| LedgerError::Read {
+            what: "reading history",
+            source,
+        };
+        let conn = self.conn();
+        let mut entries = Vec::new();
+        let mut statement = conn
+            .prepare(
+                "SELECT created_at, account, region, instance_id, period, unit, client_token, status, order_id, request_id,
+                        price_cents, currency, error_code, error_class, attempts, old_expiry, new_expiry
+                 FROM intents WHERE ?1 IS NULL OR instance_id = ?1 ORDER BY id",
+            )
+            .map_err(read)?;
+        let rows = statement
+            .query_map([instance], |r| {
+                let price: Option<i64> = r.get(10)?;
+                let currency: Option<String> = r.get(11)?;
+                let code: Option<String> = r.get(12)?;
+                let class: Option<String> = r.get(13)?;
+                Ok(HistoryEntry {
+                    at: parse_ts(&r.get::<_, String>(0)?).unwrap_or_default(),
+                    kind: "renewal".into(),
+                    account: r.get(1)?,
+                    region: r.get(2)?,
+                    instance_id: r.get(3)?,
+                    request: format!("{} {}", r.get::<_, u32>(4)?, r.get::<_, String>(5)?),
+                    client_token: Some(r.get(6)?),
+                    status: r.get(7)?,
+                    order_id: r.get(8)?,
+                    request_id: r.get(9)?,
+                    price: match (price, currency) {
+                        (Some(cents), Some(currency)) => {
+                            Some(crate::money::Money { cents, currency }.to_string())
+                        }
+                        _ => None,
+                    },
+                    error: code.map(|c| format!("{c} ({})", class.unwrap_or_default())),
+                    attempts: r.get(14)?,
+                    old_expiry: parse_ts(&r.get::<_, String>(15)?),
+                    new_expiry: r.get::<_, Option<String>>(16)?.and_then(|t| parse_ts(&t)),
+                })
+            })
+            .map_err(read)?;
+        for row in rows {
+            entries.push(row.map_err(read)?);
+        }
+        drop(statement);
+        let mut statement = conn
+            .prepare(
+                "SELECT at, account, region, instance_id, status, duration, unit, result, request_id, error_code, error_class
+                 FROM auto_renew_changes WHERE ?1 IS NULL OR instance_id = ?1 ORDER BY id",
+            )
+            .map_err(read)?;
+        let rows = statement
+            .query_map([instance], |r| {
+                let code: Option<String> = r.get(9)?;
+                let class: Option<String> = r.get(10)?;
+                Ok(HistoryEntry {
+                    at: parse_ts(&r.get::<_, String>(0)?).unwrap_or_default(),
+                    kind: "auto_renew".into(),
+                    account: r.get(1)?,
+                    region: r.get(2)?,
+                    instance_id: r.get(3)?,
+                    request: format!(
+                        "{} {} {}",
+                        r.get::<_, String>(4)?,
+                        r.get::<_, u32>(5)?,
+                        r.get::<_, String>(6)?
+                    ),
+                    client_token: None,
+                    status: r.get(7)?,
+                    order_id: None,
+                    request_id: r.get(8)?,
+                    price: None,
+                    error: code.map(|c| format!("{c} ({})", class.unwrap_or_default())),
+                    attempts: 1,
+                    old_expiry: None,
+                    new_expiry: None,
+                })
+            })
+            .map_err(read)?;
+        for row in rows {
+            entries.push(row.map_err(read)?);
+        }
+        entries.sort_by_key(|e| e.at);
+        Ok(entries)
+    }
+
+    /// Every intent's token and order id (for invariant checks against the cloud's orders).
+    pub fn tokens_and_orders(&self) -> Result<Vec<(String, Option<String>, String)>, LedgerError> {
+        let read = |source| LedgerError::Read {
+            what: "reading tokens",
+            source,
+        };
+        let conn = self.conn();
+        let mut statement = conn
+            .prepare("SELECT client_token, order_id, status FROM intents ORDER BY id")
+            .map_err(read)?;
+        let rows = statement
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .map_err(read)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(read)?;
+        Ok(rows)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,441 @@
+//! The daemon's Prometheus metrics, on its own registry (prefix `ecs_renewd_`, labels from
+//! closed sets, never an error message or a secret in a label). Per-instance series are
+//! rendered at scrape time from the last pass's compact snapshot, which is swapped in whole:
+//! a scrape never sees a half-updated fleet, and 100,000 instances cost no per-series objects.
+
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prometheus::{
+    Counter, CounterVec, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::clock::Clock;
+use crate::cloud::Action;
+use crate::cloud::client::CallObserver;
+use crate::cloud::error::ErrorClass;
+use crate::policy::{InstanceState, LimitKind};
+
+/// Metric name prefix.
+pub const PREFIX: &str = "ecs_renewd";
+
+/// One instance's per-instance series.
+#[derive(Debug, Clone)]
+pub struct InstanceSample {
+    /// Account.
+    pub account: Arc<str>,
+    /// Region.
+    pub region: Arc<str>,
+    /// Instance id.
+    pub instance_id: String,
+    /// Policy name (`none` when no policy matched).
+    pub policy: Arc<str>,
+    /// Expiry, unix seconds.
+    pub expires_at: i64,
+    /// Next action, unix seconds.
+    pub next_action_at: Option<i64>,
+    /// State.
+    pub state: InstanceState,
+    /// Failed attempts in a row.
+    pub failed_attempts: u32,
+    /// Auto-renew drift.
+    pub drift: bool,
+    /// Provider deduction overdue.
+    pub deduction_overdue: bool,
+}
+
+/// Renewal results (a label).
+pub const RESULT_OK: &str = "ok";
+/// A refused renewal.
+pub const RESULT_FAILED: &str = "failed";
+/// A renewal whose outcome is unknown.
+pub const RESULT_UNKNOWN: &str = "unknown";
+
+/// Pass results (a label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PassResult {
+    /// Everything scanned and done.
+    Ok,
+    /// Something failed.
+    Partial,
+    /// Nothing could be done.
+    Failed,
+}
+
+impl PassResult {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PassResult::Ok => "ok",
+            PassResult::Partial => "partial",
+            PassResult::Failed => "failed",
+        }
+    }
+}
+
+/// Every metric.
+pub struct Metrics {
+    registry: Registry,
+    /// `renewals_total{result,class}`.
+    pub renewals_total: IntCounterVec,
+    /// `auto_renew_changes_total{result}`.
+    pub auto_renew_changes_total: IntCounterVec,
+    /// `renewal_spend_total{currency}`.
+    pub renewal_spend_total: CounterVec,
+    /// `source_up{account,region}`.
+    pub source_up: IntGaugeVec,
+    /// `scan_last_success_timestamp_seconds{account,region}`.
+    pub scan_last_success: GaugeVec,
+    /// `scan_duration_seconds{account,region}`.
+    pub scan_duration: GaugeVec,
+    /// `api_requests_total{action,region,class}`.
+    pub api_requests_total: IntCounterVec,
+    /// `api_request_duration_seconds{action}`.
+    pub api_request_duration: HistogramVec,
+    /// `limit_trips_total{limit}`.
+    pub limit_trips_total: IntCounterVec,
+    /// `passes_total{result}`.
+    pub passes_total: IntCounterVec,
+    /// `ticks_coalesced_total`.
+    pub ticks_coalesced_total: IntCounter,
+    /// `scheduler_missed_ticks_total`.
+    pub scheduler_missed_ticks_total: IntCounter,
+    /// `config_last_reload_successful`.
+    pub config_last_reload_successful: IntGauge,
+    /// `clock_time_seconds` (set at scrape).
+    pub clock_time_seconds: Gauge,
+    /// `dry_run`.
+    pub dry_run: IntGauge,
+    /// `schedule_interval_seconds`.
+    pub schedule_interval_seconds: Gauge,
+    /// `instances_undecodable_total`: records ECS returned that could not be understood.
+    pub undecodable_total: IntCounter,
+    instances: Mutex<Arc<Vec<InstanceSample>>>,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+fn name(suffix: &str) -> String {
+    format!("{PREFIX}_{suffix}")
+}
+
+impl Metrics {
+    /// Creates and registers every metric; closed label sets are pre-filled with zeros so
+    /// `increase()` works from the first failure.
+    pub fn new(clock: Arc<dyn Clock>) -> Metrics {
+        let registry = Registry::new();
+        macro_rules! register {
+            ($metric:expr) => {{
+                let metric = $metric.expect("metric definitions are static and valid");
+                registry
+                    .register(Box::new(metric.clone()))
+                    .expect("each metric is registered once");
+                metric
+            }};
+        }
+        let renewals_total = register!(IntCounterVec::new(
+            Opts::new(
+                name("renewals_total"),
+                "RenewInstance outcomes: result ok, failed or unknown (outcome not known yet), with the failure class"
+            ),
+            &["result", "class"]
+        ));
+        let auto_renew_changes_total = register!(IntCounterVec::new(
+            Opts::new(
+                name("auto_renew_changes_total"),
+                "ModifyInstanceAutoRenewAttribute changes per instance, by result"
+            ),
+            &["result"]
+        ));
+        let renewal_spend_total = register!(CounterVec::new(
+            Opts::new(
+                name("renewal_spend_total"),
+                "Money spent on renewals that were priced, in currency units"
+            ),
+            &["currency"]
+        ));
+        let source_up = register!(IntGaugeVec::new(
+            Opts::new(
+                name("source_up"),
+                "1 when the last scan of the (account, region) source succeeded completely"
+            ),
+            &["account", "region"]
+        ));
+        let scan_last_success = register!(GaugeVec::new(
+            Opts::new(
+                name("scan_last_success_timestamp_seconds"),
+                "When the source was last scanned completely"
+            ),
+            &["account", "region"]
+        ));
+        let scan_duration = register!(GaugeVec::new(
+            Opts::new(
+                name("scan_duration_seconds"),
+                "How long the source's last scan took"
+            ),
+            &["account", "region"]
+        ));
+        let api_requests_total = register!(IntCounterVec::new(
+            Opts::new(
+                name("api_requests_total"),
+                "ECS API attempts by action, region and outcome class (ok or a failure class)"
+            ),
+            &["action", "region", "class"]
+        ));
+        let api_request_duration = register!(HistogramVec::new(
+            HistogramOpts::new(
+                name("api_request_duration_seconds"),
+                "ECS API attempt latency"
+            )
+            .buckets(vec![
+                0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0
+            ]),
+            &["action"]
+        ));
+        let limit_trips_total = register!(IntCounterVec::new(
+            Opts::new(
+                name("limit_trips_total"),
+                "Safety belts that tripped and held renewals"
+            ),
+            &["limit"]
+        ));
+        let passes_total = register!(IntCounterVec::new(
+            Opts::new(name("passes_total"), "Reconcile passes by result"),
+            &["result"]
+        ));
+        let ticks_coalesced_total = register!(IntCounter::new(
+            name("ticks_coalesced_total"),
+            "Ticks that arrived while a pass was running and were folded into the next one"
+        ));
+        let scheduler_missed_ticks_total = register!(IntCounter::new(
+            name("scheduler_missed_ticks_total"),
+            "Cron ticks the scheduler did not deliver in time; the watchdog ran the pass itself"
+        ));
+        let config_last_reload_successful = register!(IntGauge::new(
+            name("config_last_reload_successful"),
+            "1 when the last config reload (SIGHUP) succeeded"
+        ));
+        let clock_time_seconds = register!(Gauge::new(
+            name("clock_time_seconds"),
+            "The daemon's wall clock at scrape time, to detect clock skew"
+        ));
+        let dry_run = register!(IntGauge::new(
+            name("dry_run"),
+            "1 when dry-run is on: nothing is changed"
+        ));
+        let schedule_interval_seconds = register!(Gauge::new(
+            name("schedule_interval_seconds"),
+            "The typical interval between scheduled passes"
+        ));
+        let undecodable_total = register!(IntCounter::new(
+            name("instances_undecodable_total"),
+            "Instance records from ECS that could not be understood (they are not managed until they can be)"
+        ));
+        let build_info = register!(IntGaugeVec::new(
+            Opts::new(name("build_info"), "Build information"),
+            &["version"]
+        ));
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        config_last_reload_successful.set(1);
+        registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("the process collector is registered once");
+
+        for class in ErrorClass::ALL {
+            renewals_total.with_label_values(&[RESULT_FAILED, class.as_str()]);
+            renewals_total.with_label_values(&[RESULT_UNKNOWN, class.as_str()]);
+        }
+        renewals_total.with_label_values(&[RESULT_OK, "none"]);
+        for result in ["ok", "failed"] {
+            auto_renew_changes_total.with_label_values(&[result]);
+        }
+        for limit in LimitKind::ALL {
+            limit_trips_total.with_label_values(&[limit.as_str()]);
+        }
+        for result in [PassResult::Ok, PassResult::Partial, PassResult::Failed] {
+            passes_total.with_label_values(&[result.as_str()]);
+        }
+        Metrics {
+            registry,
+            renewals_total,
+            auto_renew_changes_total,
+            renewal_spend_total,
+            source_up,
+            scan_last_success,
+            scan_duration,
+            api_requests_total,
+            api_request_duration,
+            limit_trips_total,
+            passes_total,
+            ticks_coalesced_total,
+            scheduler_missed_ticks_total,
+            config_last_reload_successful,
+            clock_time_seconds,
+            dry_run,
+            schedule_interval_seconds,
+            undecodable_total,
+            instances: Mutex::new(Arc::new(Vec::new())),
+            clock,
+        }
+    }
+
+    /// Replaces the per-instance snapshot.
+    pub fn set_instances(&self, samples: Vec<InstanceSample>) {
+        *self.instances.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(samples);
+    }
+
+    /// The current per-instance snapshot.
+    pub fn instances(&self) -> Arc<Vec<InstanceSample>> {
+        self.instances
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Counts a spend.
+    pub fn add_spend(&self, currency: &str, amount: f64) {
+        let counter: Counter = self.renewal_spend_total.with_label_values(&[currency]);
+        counter.inc_by(amount);
+    }
+
+    /// Everything in the Prometheus text format.
+    pub fn render(&self) -> String {
+        self.clock_time_seconds
+            .set(self.clock.now().timestamp_millis() as f64 / 1000.0);
+        let mut out = String::new();
+        if let Err(error) = TextEncoder::new().encode_utf8(&self.registry.gather(), &mut out) {
+            tracing::error!(%error, "encoding metrics failed");
+        }
+        render_instances(&self.instances(), &mut out);
+        out
+    }
+}
+
+impl CallObserver for Metrics {
+    fn attempt_finished(
+        &self,
+        _account: &str,
+        action: Action,
+        region: &str,
+        outcome: Result<(), ErrorClass>,
+        elapsed: Duration,
+    ) {
+        let class = match outcome {
+            Ok(()) => "ok",
+            Err(class) => class.as_str(),
+        };
+        self.api_requests_total
+            .with_label_values(&[action.as_str(), region, class])
+            .inc();
+        self.api_request_duration
+            .with_label_values(&[action.as_str()])
+            .observe(elapsed.as_secs_f64());
+    }
+}
+
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn render_instances(samples: &[InstanceSample], out: &mut String) {
+    let labels = |s: &InstanceSample| {
+        format!(
+            "account=\"{}\",region=\"{}\",instance_id=\"{}\",policy=\"{}\"",
+            escape(&s.account),
+            escape(&s.region),
+            escape(&s.instance_id),
+            escape(&s.policy)
+        )
+    };
+    let family = |out: &mut String, suffix: &str, help: &str| {
+        let _ = writeln!(out, "# HELP {PREFIX}_{suffix} {help}");
+        let _ = writeln!(out, "# TYPE {PREFIX}_{suffix} gauge");
+    };
+    family(
+        out,
+        "instance_expiration_timestamp_seconds",
+        "When the instance's paid period ends (kept after expiry until release)",
+    );
+    for s in samples {
+        let _ = writeln!(
+            out,
+            "{PREFIX}_instance_expiration_timestamp_seconds{{{}}} {}",
+            labels(s),
+            s.expires_at
+        );
+    }
+    family(
+        out,
+        "instance_next_action_timestamp_seconds",
+        "When the next action on the instance is due",
+    );
+    for s in samples {
+        if let Some(at) = s.next_action_at {
+            let _ = writeln!(
+                out,
+                "{PREFIX}_instance_next_action_timestamp_seconds{{{}}} {at}",
+                labels(s)
+            );
+        }
+    }
+    family(
+        out,
+        "instance_state",
+        "The instance's state; the series of its current state is 1",
+    );
+    for s in samples {
+        let _ = writeln!(
+            out,
+            "{PREFIX}_instance_state{{{},state=\"{}\"}} 1",
+            labels(s),
+            s.state.as_str()
+        );
+    }
+    family(
+        out,
+        "instance_failed_attempts",
+        "Failed renewal attempts in a row for the current expiry (absent when none)",
+    );
+    for s in samples.iter().filter(|s| s.failed_attempts > 0) {
+        let _ = writeln!(
+            out,
+            "{PREFIX}_instance_failed_attempts{{{}}} {}",
+            labels(s),
+            s.failed_attempts
+        );
+    }
+    family(
+        out,
+        "instance_auto_renew_drift",
+        "1 when the provider's auto-renew settings differ from the policy",
+    );
+    for s in samples.iter().filter(|s| s.drift) {
+        let _ = writeln!(out, "{PREFIX}_instance_auto_renew_drift{{{}}} 1", labels(s));
+    }
+    family(
+        out,
+        "instance_deduction_overdue",
+        "1 when the provider's auto-renew deduction should have extended the expiry by now and has not",
+    );
+    for s in samples.iter().filter(|s| s.deduction_overdue) {
+        let _ = writeln!(
+            out,
+            "{PREFIX}_instance_deduction_overdue{{{}}} 1",
+            labels(s)
+        );
+    }
+}

@@ -1,0 +1,394 @@
+//! Act: for the renewals the belts allow, per source — re-read the instances by id right
+//! before acting and decide again (an expiry that moved is not renewed), write the intent with
+//! its ClientToken durably, then send RenewInstance with that token, and record the outcome by
+//! failure class: an order, a refusal with its persisted backoff, or an unknown outcome to be
+//! resent with the same token. No RenewInstance leaves the process without a committed intent.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use super::assess::{HistorySource, RenewCandidate};
+use super::token::client_token;
+use crate::accounts::AccountClient;
+use crate::clock::Clock;
+use crate::cloud::error::{CloudError, ErrorClass};
+use crate::cloud::types::Instance;
+use crate::config::Config;
+use crate::ledger::{FailureRecord, Ledger, LedgerError, NewIntent};
+use crate::metrics::{Metrics, RESULT_FAILED, RESULT_OK, RESULT_UNKNOWN};
+use crate::policy::{Subject, backoff_delay, deadline_of, decide};
+
+/// What happened to one renewal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RenewOutcome {
+    /// Charged: an order exists; verification follows.
+    Ordered {
+        /// Ledger row.
+        intent_id: i64,
+        /// Order id.
+        order_id: String,
+    },
+    /// Refused; retried from `retry_at` (or not at all for not_applicable).
+    Failed {
+        /// Class.
+        class: ErrorClass,
+        /// Code.
+        code: String,
+        /// Next attempt.
+        retry_at: DateTime<Utc>,
+    },
+    /// Sent, no answer: resent with the same token from `retry_at`.
+    Unknown {
+        /// Next attempt.
+        retry_at: DateTime<Utc>,
+    },
+    /// Not attempted now, and why (the expiry moved, the re-read failed, ...).
+    Skipped(String),
+    /// Dry run: would have renewed.
+    DryRun {
+        /// The token it would have used.
+        token: String,
+    },
+    /// Shutdown began first; nothing was sent.
+    NotSent,
+}
+
+/// One renewal's result.
+#[derive(Debug, Clone)]
+pub struct RenewalResult {
+    /// Row index in the assessment.
+    pub row: usize,
+    /// Account.
+    pub account: Arc<str>,
+    /// Region.
+    pub region: String,
+    /// Instance.
+    pub instance_id: String,
+    /// The expiry it extends.
+    pub old_expiry: DateTime<Utc>,
+    /// What happened.
+    pub outcome: RenewOutcome,
+}
+
+/// What acting needs.
+pub struct ActContext<'a> {
+    /// Config.
+    pub config: &'a Config,
+    /// Clients.
+    pub accounts: &'a [AccountClient],
+    /// Ledger.
+    pub ledger: &'a Ledger,
+    /// Metrics.
+    pub metrics: &'a Metrics,
+    /// Clock.
+    pub clock: &'a dyn Clock,
+    /// Histories loaded at the start of the pass.
+    pub histories: &'a (dyn HistorySource + Sync),
+    /// Stops new calls.
+    pub cancel: &'a CancellationToken,
+    /// The day key for spend accounting.
+    pub day: String,
+}
+
+/// Renews the allowed candidates; sources in parallel, one renewal at a time per source.
+/// A ledger write failure stops all acting and is returned: nothing is charged without its
+/// record.
+pub async fn renew_all(
+    ctx: &ActContext<'_>,
+    candidates: Vec<RenewCandidate>,
+) -> (Vec<RenewalResult>, Option<LedgerError>) {
+    let mut groups: BTreeMap<(Arc<str>, String), Vec<RenewCandidate>> = BTreeMap::new();
+    for candidate in candidates {
+        groups
+            .entry((candidate.account.clone(), candidate.instance.region.clone()))
+            .or_default()
+            .push(candidate);
+    }
+    let stop = CancellationToken::new();
+    let outputs: Vec<(Vec<RenewalResult>, Option<LedgerError>)> =
+        futures_util::stream::iter(groups)
+            .map(|((account, region), mut group)| {
+                let stop = stop.clone();
+                async move {
+                    group.sort_by_key(|c| c.instance.expired_time);
+                    renew_source(ctx, &account, &region, group, &stop).await
+                }
+            })
+            .buffer_unordered(ctx.config.scan.concurrency.max(1))
+            .collect()
+            .await;
+    let mut results = Vec::new();
+    let mut ledger_error = None;
+    for (part, error) in outputs {
+        results.extend(part);
+        ledger_error = ledger_error.or(error);
+    }
+    (results, ledger_error)
+}
+
+async fn renew_source(
+    ctx: &ActContext<'_>,
+    account: &Arc<str>,
+    region: &str,
+    group: Vec<RenewCandidate>,
+    stop: &CancellationToken,
+) -> (Vec<RenewalResult>, Option<LedgerError>) {
+    let result = |c: &RenewCandidate, outcome| RenewalResult {
+        row: c.row,
+        account: account.clone(),
+        region: region.to_owned(),
+        instance_id: c.instance.id.clone(),
+        old_expiry: c.instance.expired_time,
+        outcome,
+    };
+    let Some(client) = ctx.accounts.iter().find(|a| *a.name == **account) else {
+        return (
+            group
+                .iter()
+                .map(|c| {
+                    result(
+                        c,
+                        RenewOutcome::Skipped("account no longer configured".into()),
+                    )
+                })
+                .collect(),
+            None,
+        );
+    };
+    // Re-read right before acting (≤100 per call).
+    let ids: Vec<String> = group.iter().map(|c| c.instance.id.clone()).collect();
+    let fresh: BTreeMap<String, Instance> = match client
+        .client
+        .describe_instances_by_id(region, &ids)
+        .await
+    {
+        Ok(listing) => listing
+            .instances
+            .into_iter()
+            .map(|i| (i.id.clone(), i))
+            .collect(),
+        Err(error) => {
+            let why = format!("re-reading before renewal failed, left for the next pass: {error}");
+            tracing::warn!(account = %account, region, error = %error, "re-read before renewal failed");
+            return (
+                group
+                    .iter()
+                    .map(|c| result(c, RenewOutcome::Skipped(why.clone())))
+                    .collect(),
+                None,
+            );
+        }
+    };
+    let decide_ctx = super::decide_context(ctx.config);
+    let mut results = Vec::with_capacity(group.len());
+    for candidate in &group {
+        if ctx.cancel.is_cancelled() || stop.is_cancelled() {
+            results.push(result(candidate, RenewOutcome::NotSent));
+            continue;
+        }
+        let Some(instance) = fresh.get(&candidate.instance.id) else {
+            results.push(result(
+                candidate,
+                RenewOutcome::Skipped("not listed any more (released?)".into()),
+            ));
+            continue;
+        };
+        if instance.expired_time != candidate.instance.expired_time {
+            results.push(result(
+                candidate,
+                RenewOutcome::Skipped(format!(
+                    "expiry moved from {} to {} since the scan (provider auto-renew or a person): not renewed",
+                    crate::cloud::time::format_minutes(candidate.instance.expired_time),
+                    crate::cloud::time::format_minutes(instance.expired_time)
+                )),
+            ));
+            continue;
+        }
+        let now = ctx.clock.now();
+        let history = ctx.histories.history(account, &instance.id);
+        // Decide again on what was just read, with the attributes seen in the scan.
+        let attrs = candidate.auto_renew.clone();
+        let decision = decide(
+            &decide_ctx,
+            Subject {
+                account,
+                instance,
+                auto_renew: attrs.as_ref(),
+            },
+            &history,
+            now,
+        );
+        let Some(plan) = decision.renew else {
+            results.push(result(
+                candidate,
+                RenewOutcome::Skipped(format!("decided again: {}", decision.reason)),
+            ));
+            continue;
+        };
+        let token = match &plan.reuse_token {
+            Some(existing) => match crate::cloud::ecs::ClientToken::new(existing.clone()) {
+                Ok(token) => token,
+                Err(e) => {
+                    results.push(result(candidate, RenewOutcome::Skipped(e)));
+                    continue;
+                }
+            },
+            None => client_token(
+                account,
+                &instance.id,
+                instance.expired_time,
+                plan.period,
+                plan.unit,
+            ),
+        };
+        if ctx.config.dry_run {
+            tracing::info!(account = %account, region, instance = %instance.id, client_token = token.as_str(),
+                period = plan.period, unit = %plan.unit, "dry run: would renew");
+            results.push(result(
+                candidate,
+                RenewOutcome::DryRun {
+                    token: token.as_str().to_owned(),
+                },
+            ));
+            continue;
+        }
+        let price = candidate
+            .price
+            .as_ref()
+            .map(|q| (q.trade_price.cents, q.trade_price.currency.clone()));
+        let intent = NewIntent {
+            account: account.to_string(),
+            region: region.to_owned(),
+            instance_id: instance.id.clone(),
+            old_expiry: instance.expired_time,
+            period: plan.period,
+            unit: plan.unit,
+            client_token: token.as_str().to_owned(),
+            policy: decision.policy.clone(),
+            why: plan.why.as_str().to_owned(),
+            price: price.clone(),
+        };
+        // Intent before act: both records are durable before the request leaves.
+        let (intent_id, attempt_id) = match ctx.ledger.prepare(&intent, now).and_then(|id| {
+            ctx.ledger
+                .begin_attempt(id, now)
+                .map(|attempt| (id, attempt))
+        }) {
+            Ok(ids) => ids,
+            Err(error) => {
+                tracing::error!(error = %error, instance = %instance.id, "ledger write failed: no renewal is sent");
+                stop.cancel();
+                results.push(result(candidate, RenewOutcome::NotSent));
+                return (results, Some(error));
+            }
+        };
+        let sent = client
+            .client
+            .renew_instance(region, &instance.id, plan.period, plan.unit, &token)
+            .await;
+        let now = ctx.clock.now();
+        let outcome = match sent {
+            Ok(receipt) => {
+                if let Err(error) = ctx.ledger.finish_ordered(
+                    intent_id,
+                    attempt_id,
+                    &receipt.order_id,
+                    &receipt.request_id,
+                    &ctx.day,
+                    now,
+                ) {
+                    // The order exists; its record could not be completed. The intent stays
+                    // 'sent' and is resent with the same token, which returns this order.
+                    tracing::error!(error = %error, order_id = %receipt.order_id, "ledger write failed after an order");
+                    stop.cancel();
+                    results.push(result(candidate, RenewOutcome::Unknown { retry_at: now }));
+                    return (results, Some(error));
+                }
+                ctx.metrics
+                    .renewals_total
+                    .with_label_values(&[RESULT_OK, "none"])
+                    .inc();
+                if let Some((cents, currency)) = &price {
+                    ctx.metrics.add_spend(currency, *cents as f64 / 100.0);
+                }
+                tracing::info!(
+                    account = %account, region, instance = %instance.id, client_token = token.as_str(),
+                    order_id = %receipt.order_id, request_id = %receipt.request_id,
+                    price = %price.as_ref().map(|(c, cur)| crate::money::Money { cents: *c, currency: cur.clone() }.to_string()).unwrap_or_else(|| "not priced".into()),
+                    period = plan.period, unit = %plan.unit, why = plan.why.as_str(),
+                    "renewed"
+                );
+                RenewOutcome::Ordered {
+                    intent_id,
+                    order_id: receipt.order_id,
+                }
+            }
+            Err(CloudError::ShuttingDown { .. }) => {
+                if let Err(error) = ctx.ledger.finish_not_sent(intent_id, attempt_id, now) {
+                    return (results, Some(error));
+                }
+                RenewOutcome::NotSent
+            }
+            Err(error) => {
+                let unknown = error.outcome_unknown();
+                let class = error.class();
+                let deadline =
+                    deadline_of(instance.expired_time, ctx.config.scan.release_after, now);
+                let failures = history.failed_attempts + 1;
+                let wait = if unknown || class.retry_later() {
+                    backoff_delay(failures, now, deadline, &ctx.config.retry)
+                } else if class == ErrorClass::NotApplicable {
+                    std::time::Duration::ZERO
+                } else {
+                    // Permission, clock, invalid: no quick retry; the longest pause that still
+                    // leaves attempts before the deadline, so a fix is picked up.
+                    backoff_delay(u32::MAX, now, deadline, &ctx.config.retry)
+                };
+                let retry_at = now + chrono::Duration::from_std(wait).unwrap_or_default();
+                let record = FailureRecord {
+                    code: error.code_or_kind(),
+                    class,
+                    message: error.to_string(),
+                    request_id: error.request_id().map(str::to_owned),
+                };
+                if let Err(ledger_error) = ctx
+                    .ledger
+                    .finish_failed(intent_id, attempt_id, &record, unknown, retry_at, now)
+                {
+                    stop.cancel();
+                    results.push(result(candidate, RenewOutcome::Unknown { retry_at }));
+                    return (results, Some(ledger_error));
+                }
+                let label = if unknown {
+                    RESULT_UNKNOWN
+                } else {
+                    RESULT_FAILED
+                };
+                ctx.metrics
+                    .renewals_total
+                    .with_label_values(&[label, class.as_str()])
+                    .inc();
+                if unknown {
+                    tracing::warn!(account = %account, region, instance = %instance.id, client_token = token.as_str(),
+                        error = %error, retry_at = %retry_at, "renewal outcome unknown; it will be resent with the same token");
+                    RenewOutcome::Unknown { retry_at }
+                } else {
+                    tracing::error!(account = %account, region, instance = %instance.id, client_token = token.as_str(),
+                        class = class.as_str(), code = %record.code, request_id = record.request_id.as_deref().unwrap_or("none"),
+                        error = %error, retry_at = %retry_at, "renewal failed");
+                    RenewOutcome::Failed {
+                        class,
+                        code: record.code,
+                        retry_at,
+                    }
+                }
+            }
+        };
+        results.push(result(candidate, outcome));
+    }
+    (results, None)
+}

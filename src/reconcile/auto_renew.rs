@@ -1,0 +1,137 @@
+//! Auto-renew enforcement: set the attributes the policies want, batched ≤100 ids per call and
+//! grouped by target (RenewalStatus, Duration, PeriodUnit) per source. Each accepted change is
+//! checked against the next pass's attributes (which every pass reads anyway), so verification
+//! costs no extra calls; a change that did not take is recorded as a mismatch and keeps the
+//! drift metric up.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use super::assess::AutoRenewChange;
+use crate::accounts::AccountClient;
+use crate::cloud::ecs::AutoRenewTarget;
+use crate::ledger::{AutoRenewRecord, Ledger, LedgerError};
+
+/// Changes grouped by (account, region, target): one set of calls each.
+type Groups = BTreeMap<(Arc<str>, Arc<str>, AutoRenewTargetKey), Vec<(usize, String)>>;
+use crate::metrics::Metrics;
+
+/// What the changes came to.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ChangeReport {
+    /// Instances changed.
+    pub changed: usize,
+    /// Instances whose change failed.
+    pub failed: usize,
+    /// Rows (assessment indices) whose change failed.
+    pub failed_rows: Vec<usize>,
+}
+
+/// Applies the changes (nothing when `dry_run`).
+pub async fn apply(
+    accounts: &[AccountClient],
+    ledger: &Ledger,
+    metrics: &Metrics,
+    changes: Vec<AutoRenewChange>,
+    dry_run: bool,
+    now: DateTime<Utc>,
+) -> Result<ChangeReport, LedgerError> {
+    let mut report = ChangeReport::default();
+    let mut groups: Groups = BTreeMap::new();
+    for change in changes {
+        groups
+            .entry((
+                change.account.clone(),
+                change.region.clone(),
+                AutoRenewTargetKey(change.target),
+            ))
+            .or_default()
+            .push((change.row, change.instance_id));
+    }
+    for ((account, region, AutoRenewTargetKey(target)), members) in groups {
+        if dry_run {
+            tracing::info!(account = %account, region = %region, instances = members.len(), status = %target.status,
+                "dry run: would set auto-renew attributes");
+            continue;
+        }
+        let Some(client) = accounts.iter().find(|a| *a.name == *account) else {
+            continue;
+        };
+        let ids: Vec<String> = members.iter().map(|(_, id)| id.clone()).collect();
+        let rows: BTreeMap<&str, usize> = members
+            .iter()
+            .map(|(row, id)| (id.as_str(), *row))
+            .collect();
+        for batch in client.client.modify_auto_renew(&region, &ids, target).await {
+            match &batch.result {
+                Ok(request_id) => {
+                    let change = AutoRenewRecord {
+                        account: &account,
+                        region: &region,
+                        target: &target,
+                        result: "ok",
+                        request_id: Some(request_id),
+                        error: None,
+                    };
+                    ledger.record_auto_renew_batch(&change, &batch.instance_ids, now)?;
+                    metrics
+                        .auto_renew_changes_total
+                        .with_label_values(&["ok"])
+                        .inc_by(batch.instance_ids.len() as u64);
+                    report.changed += batch.instance_ids.len();
+                    tracing::info!(account = %account, region = %region, instances = batch.instance_ids.len(),
+                        status = %target.status, duration = target.duration, unit = %target.unit, request_id = %request_id,
+                        "auto-renew attributes set");
+                }
+                Err(error) => {
+                    let code = error.code_or_kind();
+                    let change = AutoRenewRecord {
+                        account: &account,
+                        region: &region,
+                        target: &target,
+                        result: "failed",
+                        request_id: error.request_id(),
+                        error: Some((&code, error.class())),
+                    };
+                    ledger.record_auto_renew_batch(&change, &batch.instance_ids, now)?;
+                    metrics
+                        .auto_renew_changes_total
+                        .with_label_values(&["failed"])
+                        .inc_by(batch.instance_ids.len() as u64);
+                    report.failed += batch.instance_ids.len();
+                    report.failed_rows.extend(
+                        batch
+                            .instance_ids
+                            .iter()
+                            .filter_map(|id| rows.get(id.as_str()).copied()),
+                    );
+                    tracing::error!(account = %account, region = %region, instances = batch.instance_ids.len(),
+                        class = error.class().as_str(), error = %error, "setting auto-renew attributes failed");
+                }
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// `AutoRenewTarget` ordered, for grouping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct AutoRenewTargetKey(AutoRenewTarget);
+
+impl PartialOrd for AutoRenewTargetKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for AutoRenewTargetKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.0.status, self.0.duration, self.0.unit).cmp(&(
+            other.0.status,
+            other.0.duration,
+            other.0.unit,
+        ))
+    }
+}

@@ -1,0 +1,533 @@
+//! One reconcile pass from start to finish, and what it reports: observe and assess, settle
+//! intents whose expiry moved, check earlier auto-renew changes, price, apply the belts, act,
+//! verify, set auto-renew attributes, then publish the per-instance snapshot (metrics and the
+//! ledger's status table) and record the pass.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use super::act::{ActContext, RenewOutcome, renew_all};
+use super::assess::Row;
+use super::verify::{VerifyTarget, verify};
+use super::{auto_renew, observe_and_assess, price::price_candidates};
+use crate::accounts::AccountClient;
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::ledger::{Ledger, LedgerError, PassRecord, StatusRow};
+use crate::metrics::{InstanceSample, Metrics, PassResult};
+use crate::policy::{BeltInput, Candidate, InstanceState, apply_belts};
+
+/// Everything a pass needs; built once by the daemon (rebuilt on reload).
+pub struct Engine {
+    /// The config.
+    pub config: Arc<Config>,
+    /// Account clients.
+    pub accounts: Vec<AccountClient>,
+    /// The ledger.
+    pub ledger: Arc<Ledger>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+    /// Shutdown: no new call starts once it fires.
+    pub cancel: CancellationToken,
+}
+
+/// A pass's summary (logged, stored in the ledger, shown by `once` and systemd's STATUS).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct PassSummary {
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+    /// When it ended.
+    pub finished_at: DateTime<Utc>,
+    /// ok, partial or failed.
+    pub result: String,
+    /// Instances seen.
+    pub instances: usize,
+    /// Sources scanned.
+    pub sources: usize,
+    /// Sources that failed.
+    pub sources_down: Vec<String>,
+    /// Renewals ordered in this pass.
+    pub renewed: usize,
+    /// Renewals refused.
+    pub renew_failed: usize,
+    /// Renewals whose outcome is unknown (resent next pass with the same token).
+    pub renew_unknown: usize,
+    /// Renewals verified (new expiry seen) in this pass.
+    pub verified: usize,
+    /// Renewals still waiting for their new expiry to show.
+    pub pending_verification: usize,
+    /// Renewals held by safety belts.
+    pub held: usize,
+    /// Renewals not attempted (expiry moved, re-read failed, shutdown).
+    pub skipped: usize,
+    /// Dry run: renewals that would have been made.
+    pub dry_run_renewals: usize,
+    /// Auto-renew changes made.
+    pub auto_renew_changed: usize,
+    /// Auto-renew changes that failed.
+    pub auto_renew_failed: usize,
+    /// Spend per currency (priced renewals only).
+    pub spend: BTreeMap<String, f64>,
+    /// Belts that tripped.
+    pub trips: Vec<String>,
+    /// Instances per state.
+    pub by_state: BTreeMap<String, usize>,
+    /// Records that could not be understood.
+    pub undecodable: usize,
+}
+
+impl PassSummary {
+    /// One line for logs and systemd's STATUS.
+    pub fn line(&self) -> String {
+        format!(
+            "last pass {} at {}: {} instances, {} renewed, {} failed, {} unknown, {} pending verification, {} held, {} auto-renew changes, {} sources down",
+            self.result,
+            crate::cloud::time::format_seconds(self.finished_at),
+            self.instances,
+            self.renewed,
+            self.renew_failed,
+            self.renew_unknown,
+            self.pending_verification,
+            self.held,
+            self.auto_renew_changed,
+            self.sources_down.len()
+        )
+    }
+}
+
+/// The calendar day (in the config's timezone) that daily limits count in.
+pub fn day_key(config: &Config, now: DateTime<Utc>) -> String {
+    now.with_timezone(&config.timezone).date_naive().to_string()
+}
+
+/// The word `status` and `plan` use for a row.
+pub fn decision_word(row: &Row) -> &'static str {
+    match row.state {
+        InstanceState::Due if row.renew => "renew",
+        _ if row.auto_renew_change => "set-auto-renew",
+        InstanceState::Ok | InstanceState::Due | InstanceState::Renewing => "none",
+        InstanceState::PendingVerification => "verify",
+        InstanceState::Backoff => "backoff",
+        InstanceState::Failed => "failed",
+        InstanceState::Expired => "expired",
+        InstanceState::Excluded => "exclude",
+    }
+}
+
+impl Engine {
+    /// Runs one pass. A ledger failure ends the pass early (nothing is charged without its
+    /// record) and is returned.
+    pub async fn run_pass(&self) -> Result<PassSummary, LedgerError> {
+        let started = self.clock.now();
+        let span =
+            tracing::info_span!("pass", started = %crate::cloud::time::format_seconds(started));
+        tracing::Instrument::instrument(self.pass(started), span).await
+    }
+
+    async fn pass(&self, started: DateTime<Utc>) -> Result<PassSummary, LedgerError> {
+        let config = &self.config;
+        let mut summary = PassSummary {
+            started_at: started,
+            ..PassSummary::default()
+        };
+
+        let histories = self.ledger.histories()?;
+        let unchecked = self.ledger.unchecked_auto_renew_changes()?;
+        let mut watch: HashSet<(String, String)> = histories
+            .open
+            .iter()
+            .map(|o| (o.account.clone(), o.instance_id.clone()))
+            .collect();
+        watch.extend(
+            unchecked
+                .iter()
+                .map(|(_, account, instance, _)| (account.clone(), instance.clone())),
+        );
+
+        let (mut assessment, reports, watched) =
+            observe_and_assess(config, &self.accounts, &histories, &watch, started).await;
+        summary.sources = reports.len();
+        for report in &reports {
+            let labels = [report.key.account.as_str(), report.key.region.as_str()];
+            self.metrics
+                .scan_duration
+                .with_label_values(&labels)
+                .set(report.duration.as_secs_f64());
+            self.metrics
+                .undecodable_total
+                .inc_by(report.undecodable.len() as u64);
+            summary.undecodable += report.undecodable.len();
+            for record in &report.undecodable {
+                tracing::error!(source = %report.key, record = %record, "an instance record could not be understood; it is not managed until it can be");
+            }
+            match &report.error {
+                None => {
+                    self.metrics.source_up.with_label_values(&labels).set(1);
+                    self.metrics
+                        .scan_last_success
+                        .with_label_values(&labels)
+                        .set(started.timestamp() as f64);
+                    self.ledger.record_source_success(
+                        &report.key.account,
+                        &report.key.region,
+                        started,
+                    )?;
+                }
+                Some(error) => {
+                    self.metrics.source_up.with_label_values(&labels).set(0);
+                    summary.sources_down.push(report.key.to_string());
+                    tracing::error!(source = %report.key, class = error.class().as_str(), error = %error, "scanning a source failed: its instances are not managed this pass");
+                }
+            }
+            for error in &report.auto_renew_errors {
+                tracing::warn!(source = %report.key, error = %error, "auto-renew attributes could not be read for part of the source");
+            }
+        }
+
+        // Settle intents whose expiry moved; stale orders out of the window get one look.
+        let mut verify_targets = Vec::new();
+        for open in &histories.open {
+            match watched.get(&(open.account.clone(), open.instance_id.clone())) {
+                Some(seen) if seen.expiry > open.old_expiry => {
+                    let settled = self.ledger.settle(open.id, seen.expiry, self.clock.now())?;
+                    summary.verified += usize::from(settled == "verified");
+                }
+                Some(_) => {}
+                None if open.status == "ordered" => verify_targets.push(VerifyTarget {
+                    intent_id: open.id,
+                    account: Arc::from(open.account.as_str()),
+                    region: open.region.clone(),
+                    instance_id: open.instance_id.clone(),
+                    old_expiry: open.old_expiry,
+                }),
+                None => {}
+            }
+        }
+        for (id, account, instance, target) in &unchecked {
+            if let Some(attrs) = watched
+                .get(&(account.clone(), instance.clone()))
+                .and_then(|w| w.auto_renew.as_ref())
+            {
+                let took = attrs.renewal_status == target.status
+                    && (target.status != crate::cloud::types::RenewalStatus::AutoRenewal
+                        || attrs.duration == target.duration);
+                self.ledger.check_auto_renew_change(*id, took)?;
+                if !took {
+                    tracing::warn!(account = %account, instance = %instance, "an auto-renew change did not take effect");
+                }
+            }
+        }
+
+        // Price where a limit needs it, then the belts over the whole batch.
+        let needs_price = |c: &super::assess::RenewCandidate| {
+            c.plan.max_price_cents.is_some() || config.limits.has_spend_limits()
+        };
+        price_candidates(
+            &self.accounts,
+            &mut assessment.renewals,
+            config.scan.concurrency,
+            needs_price,
+        )
+        .await;
+        let day = day_key(config, started);
+        let (renewed_today, spent_today) = self.ledger.day_totals(&day)?;
+        let candidates: Vec<Candidate> = assessment
+            .renewals
+            .iter()
+            .enumerate()
+            .map(|(key, c)| Candidate {
+                key,
+                label: c.instance.id.clone(),
+                price: c
+                    .price
+                    .as_ref()
+                    .map(|q| (q.trade_price.cents, q.trade_price.currency.clone())),
+                max_price_cents: c.plan.max_price_cents,
+            })
+            .collect();
+        let belts = apply_belts(
+            &candidates,
+            &BeltInput {
+                max_per_run: config.limits.max_renewals_per_run,
+                max_per_day: config.limits.max_renewals_per_day,
+                renewed_today,
+                max_spend_per_run: config.limits.max_spend_per_run.clone(),
+                max_spend_per_day: config.limits.max_spend_per_day.clone(),
+                spent_today,
+                max_fleet_share: config.limits.max_fleet_share_per_run,
+                fleet_size: assessment.rows.len(),
+            },
+        );
+        let mut tripped = HashSet::new();
+        for trip in &belts.trips {
+            if tripped.insert(trip.limit) {
+                self.metrics
+                    .limit_trips_total
+                    .with_label_values(&[trip.limit.as_str()])
+                    .inc();
+            }
+            tracing::error!(limit = trip.limit.as_str(), detail = %trip.detail, "safety belt tripped: the renewals it covers are not charged");
+            summary
+                .trips
+                .push(format!("{}: {}", trip.limit, trip.detail));
+        }
+        for (key, limit) in &belts.held {
+            let row = &mut assessment.rows[assessment.renewals[*key].row];
+            row.reason = format!("{} — held: the {limit} limit tripped", row.reason);
+            summary.held += 1;
+        }
+        let allowed: HashSet<usize> = belts.allowed.iter().copied().collect();
+        let to_renew: Vec<_> = assessment
+            .renewals
+            .iter()
+            .enumerate()
+            .filter(|(key, _)| allowed.contains(key))
+            .map(|(_, c)| c.clone())
+            .collect();
+
+        // Act.
+        let act = ActContext {
+            config,
+            accounts: &self.accounts,
+            ledger: &self.ledger,
+            metrics: &self.metrics,
+            clock: self.clock.as_ref(),
+            histories: &histories,
+            cancel: &self.cancel,
+            day: day.clone(),
+        };
+        let (results, ledger_error) = renew_all(&act, to_renew).await;
+        let mut retry_at: BTreeMap<usize, DateTime<Utc>> = BTreeMap::new();
+        for r in &results {
+            let row = &mut assessment.rows[r.row];
+            match &r.outcome {
+                RenewOutcome::Ordered {
+                    intent_id,
+                    order_id,
+                } => {
+                    summary.renewed += 1;
+                    row.state = InstanceState::PendingVerification;
+                    row.reason =
+                        format!("renewed: order {order_id}; waiting for the new expiry to show");
+                    verify_targets.push(VerifyTarget {
+                        intent_id: *intent_id,
+                        account: r.account.clone(),
+                        region: r.region.clone(),
+                        instance_id: r.instance_id.clone(),
+                        old_expiry: r.old_expiry,
+                    });
+                }
+                RenewOutcome::Failed {
+                    class,
+                    code,
+                    retry_at: at,
+                } => {
+                    summary.renew_failed += 1;
+                    row.failed_attempts += 1;
+                    row.state = if class.retry_later() {
+                        InstanceState::Backoff
+                    } else {
+                        InstanceState::Failed
+                    };
+                    row.reason = format!(
+                        "renewal failed: {code} ({class}); next attempt at {}",
+                        crate::cloud::time::format_minutes(*at)
+                    );
+                    row.due_at = Some(*at);
+                    retry_at.insert(r.row, *at);
+                }
+                RenewOutcome::Unknown { retry_at: at } => {
+                    summary.renew_unknown += 1;
+                    row.failed_attempts += 1;
+                    row.state = InstanceState::Backoff;
+                    row.reason = format!(
+                        "renewal outcome unknown; resent with the same ClientToken at {}",
+                        crate::cloud::time::format_minutes(*at)
+                    );
+                    row.due_at = Some(*at);
+                    retry_at.insert(r.row, *at);
+                }
+                RenewOutcome::Skipped(why) => {
+                    summary.skipped += 1;
+                    row.reason = why.clone();
+                }
+                RenewOutcome::DryRun { token } => {
+                    summary.dry_run_renewals += 1;
+                    row.reason = format!("{} (dry run: not sent; ClientToken {token})", row.reason);
+                }
+                RenewOutcome::NotSent => {
+                    summary.skipped += 1;
+                    row.reason = format!("{} (not sent: shutting down)", row.reason);
+                }
+            }
+        }
+        if let Some(error) = ledger_error {
+            return Err(error);
+        }
+
+        // Verify new orders (and one look at older ones out of the window).
+        if !verify_targets.is_empty() && !self.cancel.is_cancelled() {
+            let verified = verify(
+                &self.accounts,
+                &self.ledger,
+                self.clock.as_ref(),
+                verify_targets,
+                config.retry.verify_timeout,
+                config.retry.verify_interval,
+                &self.cancel,
+            )
+            .await?;
+            for v in verified {
+                summary.verified += usize::from(v.settled == "verified");
+                if let Some(row) = assessment.rows.iter_mut().find(|row| {
+                    *row.account == *v.target.account && row.instance_id == v.target.instance_id
+                }) {
+                    row.expires_at = v.new_expiry;
+                    row.state = InstanceState::Ok;
+                    row.due_at = None;
+                    row.reason = format!(
+                        "renewed and verified: expires {}",
+                        crate::cloud::time::format_minutes(v.new_expiry)
+                    );
+                }
+            }
+        }
+
+        // Auto-renew attributes.
+        if !self.cancel.is_cancelled() {
+            let report = auto_renew::apply(
+                &self.accounts,
+                &self.ledger,
+                &self.metrics,
+                assessment.changes.clone(),
+                config.dry_run,
+                self.clock.now(),
+            )
+            .await?;
+            summary.auto_renew_changed = report.changed;
+            summary.auto_renew_failed = report.failed;
+        }
+
+        // Publish.
+        let finished = self.clock.now();
+        summary.finished_at = finished;
+        summary.instances = assessment.rows.len();
+        summary.pending_verification = assessment
+            .rows
+            .iter()
+            .filter(|r| r.state == InstanceState::PendingVerification)
+            .count();
+        for row in &assessment.rows {
+            *summary
+                .by_state
+                .entry(row.state.as_str().to_owned())
+                .or_default() += 1;
+        }
+        let price_by_row: BTreeMap<usize, &crate::cloud::ecs::PriceQuote> = assessment
+            .renewals
+            .iter()
+            .filter_map(|c| c.price.as_ref().map(|q| (c.row, q)))
+            .collect();
+        for r in &results {
+            if let (RenewOutcome::Ordered { .. }, Some(q)) = (&r.outcome, price_by_row.get(&r.row))
+            {
+                *summary
+                    .spend
+                    .entry(q.trade_price.currency.clone())
+                    .or_default() += q.trade_price.as_f64();
+            }
+        }
+        let result = if !reports.is_empty() && reports.iter().all(|r| !r.ok()) {
+            PassResult::Failed
+        } else if !summary.sources_down.is_empty()
+            || summary.renew_failed > 0
+            || summary.renew_unknown > 0
+            || summary.auto_renew_failed > 0
+            || !summary.trips.is_empty()
+            || summary.undecodable > 0
+        {
+            PassResult::Partial
+        } else {
+            PassResult::Ok
+        };
+        summary.result = result.as_str().to_owned();
+        self.publish(&assessment.rows, &retry_at, finished)?;
+        self.metrics
+            .passes_total
+            .with_label_values(&[result.as_str()])
+            .inc();
+        self.ledger.record_pass(&PassRecord {
+            started_at: started,
+            finished_at: finished,
+            result: result.as_str().to_owned(),
+            summary: serde_json::to_string(&summary).unwrap_or_default(),
+        })?;
+        tracing::info!(result = result.as_str(), summary = %summary.line(), "pass finished");
+        Ok(summary)
+    }
+
+    fn publish(
+        &self,
+        rows: &[Row],
+        retry_at: &BTreeMap<usize, DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Result<(), LedgerError> {
+        let none: Arc<str> = Arc::from("none");
+        let mut policies: BTreeMap<String, Arc<str>> = BTreeMap::new();
+        let samples: Vec<InstanceSample> = rows
+            .iter()
+            .map(|row| InstanceSample {
+                account: row.account.clone(),
+                region: row.region.clone(),
+                instance_id: row.instance_id.clone(),
+                policy: match &row.policy {
+                    Some(p) => policies
+                        .entry(p.clone())
+                        .or_insert_with(|| Arc::from(p.as_str()))
+                        .clone(),
+                    None => none.clone(),
+                },
+                expires_at: row.expires_at.timestamp(),
+                next_action_at: row.due_at.map(|d| d.timestamp()),
+                state: row.state,
+                failed_attempts: row.failed_attempts,
+                drift: row.drift,
+                deduction_overdue: row.deduction_overdue,
+            })
+            .collect();
+        self.metrics.set_instances(samples);
+        let outcomes = self.ledger.last_outcomes()?;
+        let status: Vec<StatusRow> = rows
+            .iter()
+            .enumerate()
+            .map(|(i, row)| StatusRow {
+                account: row.account.to_string(),
+                region: row.region.to_string(),
+                instance_id: row.instance_id.clone(),
+                name: row.name.clone(),
+                expires_at: row.expires_at,
+                policy: row.policy.clone(),
+                state: row.state.as_str().to_owned(),
+                decision: decision_word(row).to_owned(),
+                due_at: row.due_at,
+                reason: row.reason.clone(),
+                failed_attempts: row.failed_attempts,
+                next_retry_at: retry_at.get(&i).copied().or(match row.state {
+                    InstanceState::Backoff | InstanceState::Failed => row.due_at,
+                    _ => None,
+                }),
+                last_outcome: outcomes
+                    .get(&(row.account.to_string(), row.instance_id.clone()))
+                    .cloned(),
+                updated_at: now,
+            })
+            .collect();
+        self.ledger.replace_status(&status)
+    }
+}

@@ -1,0 +1,113 @@
+//! Verify: a renewal counts as done only when the instance's ExpiredTime has moved past the
+//! expiry it extended. New orders are polled in batches (≤100 ids per DescribeInstances) until
+//! they show or the bound passes; what has not shown stays "pending verification" in the ledger
+//! and is checked again next pass — never charged again under a new token.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
+
+use crate::accounts::AccountClient;
+use crate::clock::Clock;
+use crate::ledger::{Ledger, LedgerError};
+
+/// An intent to verify.
+#[derive(Debug, Clone)]
+pub struct VerifyTarget {
+    /// Ledger row.
+    pub intent_id: i64,
+    /// Account.
+    pub account: Arc<str>,
+    /// Region.
+    pub region: String,
+    /// Instance.
+    pub instance_id: String,
+    /// The expiry it extends.
+    pub old_expiry: DateTime<Utc>,
+}
+
+/// A verified target and its new expiry.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    /// What was verified.
+    pub target: VerifyTarget,
+    /// The expiry now shown.
+    pub new_expiry: DateTime<Utc>,
+    /// `verified` (our order) or `superseded`.
+    pub settled: String,
+}
+
+/// Polls until every target shows a later expiry, `timeout` passes, or shutdown begins; one
+/// round only when `timeout` is zero.
+pub async fn verify(
+    accounts: &[AccountClient],
+    ledger: &Ledger,
+    clock: &dyn Clock,
+    mut targets: Vec<VerifyTarget>,
+    timeout: Duration,
+    interval: Duration,
+    cancel: &CancellationToken,
+) -> Result<Vec<Verified>, LedgerError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut done = Vec::new();
+    loop {
+        let mut groups: BTreeMap<(Arc<str>, String), Vec<String>> = BTreeMap::new();
+        for t in &targets {
+            groups
+                .entry((t.account.clone(), t.region.clone()))
+                .or_default()
+                .push(t.instance_id.clone());
+        }
+        let mut shown: BTreeMap<(Arc<str>, String), DateTime<Utc>> = BTreeMap::new();
+        for ((account, region), ids) in groups {
+            let Some(client) = accounts.iter().find(|a| *a.name == *account) else {
+                continue;
+            };
+            match client.client.describe_instances_by_id(&region, &ids).await {
+                Ok(listing) => {
+                    for instance in listing.instances {
+                        shown.insert((account.clone(), instance.id), instance.expired_time);
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(account = %account, region, error = %error, "verification read failed; retried later")
+                }
+            }
+        }
+        let mut remaining = Vec::new();
+        for target in targets {
+            match shown.get(&(target.account.clone(), target.instance_id.clone())) {
+                Some(expiry) if *expiry > target.old_expiry => {
+                    let settled = ledger.settle(target.intent_id, *expiry, clock.now())?;
+                    tracing::info!(account = %target.account, instance = %target.instance_id,
+                        old_expiry = %target.old_expiry, new_expiry = %expiry, "renewal verified: the new expiry shows");
+                    done.push(Verified {
+                        target,
+                        new_expiry: *expiry,
+                        settled,
+                    });
+                }
+                _ => remaining.push(target),
+            }
+        }
+        targets = remaining;
+        if targets.is_empty()
+            || timeout.is_zero()
+            || tokio::time::Instant::now() + interval > deadline
+        {
+            break;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = cancel.cancelled() => break,
+        }
+    }
+    for target in &targets {
+        tracing::info!(account = %target.account, instance = %target.instance_id,
+            "the new expiry has not shown yet: pending verification, checked again next pass");
+    }
+    Ok(done)
+}
