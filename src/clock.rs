@@ -13,6 +13,11 @@ use tokio::time::Instant;
 pub trait Clock: Send + Sync + fmt::Debug {
     /// The current time.
     fn now(&self) -> DateTime<Utc>;
+
+    /// How long to sleep in real time until this clock reads `t` (zero if it already does).
+    fn real_wait_until(&self, t: DateTime<Utc>) -> Duration {
+        (t - self.now()).to_std().unwrap_or(Duration::ZERO)
+    }
 }
 
 /// The host's wall clock.
@@ -111,6 +116,19 @@ impl Clock for VirtualClock {
     fn now(&self) -> DateTime<Utc> {
         self.lock().now()
     }
+
+    fn real_wait_until(&self, t: DateTime<Utc>) -> Duration {
+        let state = *self.lock();
+        let ahead = (t - state.now()).to_std().unwrap_or(Duration::ZERO);
+        if ahead.is_zero() {
+            Duration::ZERO
+        } else if state.speed == 0.0 {
+            // A frozen clock never gets there by itself: wait "forever" (a day at a time).
+            Duration::from_secs(86_400)
+        } else {
+            ahead.div_f64(state.speed)
+        }
+    }
 }
 
 fn sanitize_speed(speed: f64) -> f64 {
@@ -138,6 +156,20 @@ mod tests {
         assert_eq!(clock.now(), t0() + chrono::Duration::hours(1));
         clock.set(t0());
         assert_eq!(clock.now(), t0());
+    }
+
+    #[test]
+    fn waits_are_converted_to_real_time_at_the_clock_speed() {
+        let fast = VirtualClock::running(t0(), 3600.0);
+        let wait = fast.real_wait_until(t0() + chrono::Duration::hours(2));
+        assert!(
+            wait <= Duration::from_secs(2) && wait > Duration::from_millis(1900),
+            "{wait:?}"
+        );
+        assert_eq!(
+            fast.real_wait_until(t0() - chrono::Duration::hours(1)),
+            Duration::ZERO
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -14,6 +14,7 @@ pub mod clock;
 pub mod cloud;
 pub mod commands;
 pub mod config;
+pub mod daemon;
 pub mod duration;
 pub mod emulator;
 pub mod ledger;

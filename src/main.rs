@@ -42,6 +42,17 @@ struct ConfigArg {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the daemon: passes on the cron schedule, retries when due, admin HTTP, SIGHUP reload.
+    Run {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Exit 0 when the daemon's /healthz answers (for container health checks).
+    Healthcheck {
+        /// The URL (default: http://127.0.0.1:<port of ECS_RENEWD_ADMIN_LISTEN or 9469>/healthz).
+        #[arg(long)]
+        url: Option<String>,
+    },
     /// Check the config file (and every account's credentials); exit 0 or 78.
     CheckConfig {
         #[command(flatten)]
@@ -82,6 +93,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The main job without an Alibaba Cloud account: the daemon against the built-in emulator
+    /// on a fast clock, about a minute, then a summary.
+    Demo {
+        /// How long to run, in seconds.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Where to keep the ledger (default: a new directory under $ECS_RENEWD_STATE_DIR or the temp dir).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+    },
     /// Serve the ECS emulator (for tests, the demo and policy rehearsal).
     Emulator {
         /// Address to listen on.
@@ -98,7 +119,13 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init(cli.log_format);
+    // The demo narrates what the daemon does; its logs stay off unless RUST_LOG asks.
+    let default_filter = if matches!(cli.command, Command::Demo { .. }) {
+        "off"
+    } else {
+        "info"
+    };
+    telemetry::init(cli.log_format, default_filter);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -126,6 +153,23 @@ async fn try_main(command: Command) -> Result<ExitCode, Failure> {
     let env = Environment::from_process();
     let mut stdout = std::io::stdout();
     match command {
+        Command::Demo { seconds, state_dir } => {
+            let options = commands::demo::DemoOptions {
+                seconds,
+                state_dir,
+                ..Default::default()
+            };
+            commands::demo::run(options, &env, &mut stdout).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run { config } => {
+            commands::run::run(&config.config, env).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Healthcheck { url } => {
+            commands::run::healthcheck(url, &env).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::CheckConfig { config } => {
             commands::check_config::run(&config.config, &env, &mut stdout).await?;
             Ok(ExitCode::SUCCESS)

@@ -17,14 +17,16 @@ closed_enum! {
     }
 }
 
-/// Installs the global subscriber. `format` overrides the terminal-based default.
-pub fn init(format: Option<LogFormat>) {
+/// Installs the global subscriber. `format` overrides the terminal-based default;
+/// `default_filter` applies when `RUST_LOG` is unset.
+pub fn init(format: Option<LogFormat>, default_filter: &str) {
     let format = format.unwrap_or(if std::io::stdout().is_terminal() {
         LogFormat::Text
     } else {
         LogFormat::Json
     });
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -2,8 +2,10 @@
 //! no process exit happens below `main`.
 
 pub mod check_config;
+pub mod demo;
 pub mod once;
 pub mod plan;
+pub mod run;
 pub mod status;
 
 use std::fmt;

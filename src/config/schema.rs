@@ -64,8 +64,10 @@ impl Schedule {
                 "{text:?} has {fields} fields; write six, seconds first, e.g. \"0 */15 * * * *\" (every 15 minutes)"
             ));
         }
+        // The same parser settings as tokio-cron-scheduler uses to compute the next tick.
         let cron = croner::parser::CronParser::builder()
             .seconds(croner::parser::Seconds::Required)
+            .dom_and_dow(true)
             .build()
             .parse(text)
             .map_err(|e| format!("{text:?} is not a valid cron expression: {e}"))?;

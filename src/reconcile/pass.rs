@@ -80,6 +80,21 @@ pub struct PassSummary {
     pub by_state: BTreeMap<String, usize>,
     /// Records that could not be understood.
     pub undecodable: usize,
+    /// Each source's scan: ok, or the failure class and message.
+    pub source_results: Vec<SourceResult>,
+}
+
+/// How one source's scan went.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SourceResult {
+    /// Account.
+    pub account: String,
+    /// Region.
+    pub region: String,
+    /// The failure class, when it failed.
+    pub failure_class: Option<String>,
+    /// The failure, when it failed.
+    pub error: Option<String>,
 }
 
 impl PassSummary {
@@ -166,6 +181,12 @@ impl Engine {
             for record in &report.undecodable {
                 tracing::error!(source = %report.key, record = %record, "an instance record could not be understood; it is not managed until it can be");
             }
+            summary.source_results.push(SourceResult {
+                account: report.key.account.clone(),
+                region: report.key.region.clone(),
+                failure_class: report.error.as_ref().map(|e| e.class().as_str().to_owned()),
+                error: report.error.as_ref().map(ToString::to_string),
+            });
             match &report.error {
                 None => {
                     self.metrics.source_up.with_label_values(&labels).set(1);

@@ -106,8 +106,13 @@ pub async fn verify(
         }
     }
     for target in &targets {
-        tracing::info!(account = %target.account, instance = %target.instance_id,
-            "the new expiry has not shown yet: pending verification, checked again next pass");
+        tracing::debug!(account = %target.account, instance = %target.instance_id, "new expiry not shown yet");
+    }
+    if !targets.is_empty() {
+        tracing::info!(
+            pending = targets.len(),
+            "renewals whose new expiry has not shown yet stay pending verification; checked again next pass"
+        );
     }
     Ok(done)
 }

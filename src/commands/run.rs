@@ -1,0 +1,102 @@
+//! `ecs-renewd run`: the daemon, with SIGTERM/SIGINT stopping it gracefully and SIGHUP
+//! reloading the config.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::Failure;
+use crate::clock::SystemClock;
+use crate::cloud::credentials::Environment;
+use crate::config::Config;
+use crate::daemon::{self, DaemonError, Setup, Ticks};
+
+/// Forwards stop signals to `stop` and SIGHUP to `reload`.
+pub fn wire_signals(stop: CancellationToken, reload: mpsc::Sender<()>) {
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::hangup()),
+            ) else {
+                tracing::error!("cannot install signal handlers");
+                return;
+            };
+            loop {
+                tokio::select! {
+                    _ = term.recv() => { tracing::info!("SIGTERM: stopping"); stop.cancel(); }
+                    _ = int.recv() => { tracing::info!("SIGINT: stopping"); stop.cancel(); }
+                    _ = hup.recv() => { tracing::info!("SIGHUP: reloading the config"); let _ = reload.try_send(()); }
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = reload;
+            let _ = tokio::signal::ctrl_c().await;
+            stop.cancel();
+        }
+    });
+}
+
+/// Runs the daemon until stopped.
+pub async fn run(path: &Path, env: Environment) -> Result<(), Failure> {
+    let config = Config::load(path, &env)?;
+    let stop = CancellationToken::new();
+    let (reload_tx, reload_rx) = mpsc::channel(1);
+    wire_signals(stop.clone(), reload_tx);
+    let running = daemon::start(Setup {
+        config,
+        config_path: path.to_owned(),
+        env,
+        clock: Arc::new(SystemClock),
+        wall: Arc::new(SystemClock),
+        stop,
+        reload: reload_rx,
+        ticks: Ticks::Cron,
+        check_every: Duration::from_secs(5),
+        admin_listener: None,
+        passes: None,
+    })
+    .await
+    .map_err(|e| match e {
+        DaemonError::Accounts(e) => Failure::Config(e.to_string()),
+        other => Failure::Runtime(other.to_string()),
+    })?;
+    match running.task.await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(error)) => Err(Failure::Runtime(error.to_string())),
+        Err(error) => Err(Failure::Runtime(format!("the daemon loop failed: {error}"))),
+    }
+}
+
+/// `ecs-renewd healthcheck`: GET /healthz; exit 0 when it answers 200 (for container
+/// HEALTHCHECKs, which have no shell or curl).
+pub async fn healthcheck(url: Option<String>, env: &Environment) -> Result<(), Failure> {
+    let url = url.unwrap_or_else(|| {
+        let listen = env
+            .get("ECS_RENEWD_ADMIN_LISTEN")
+            .unwrap_or("127.0.0.1:9469");
+        let port = listen.rsplit(':').next().unwrap_or("9469");
+        format!("http://127.0.0.1:{port}/healthz")
+    });
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .no_proxy()
+        .build()
+        .map_err(|e| Failure::Runtime(e.to_string()))?;
+    match client.get(&url).send().await {
+        Ok(response) if response.status().is_success() => Ok(()),
+        Ok(response) => Err(Failure::Runtime(format!(
+            "{url} answered {}",
+            response.status()
+        ))),
+        Err(error) => Err(Failure::Runtime(format!("{url}: {}", error.without_url()))),
+    }
+}

@@ -1,0 +1,519 @@
+//! The long-running service (`ecs-renewd run`): one loop that runs passes one at a time — on
+//! cron ticks (with jitter), on due retries from the ledger, at start-up when the last
+//! successful pass is older than one cadence, and when the watchdog sees a tick missing —
+//! reloads its config on SIGHUP, stops cleanly on SIGTERM, tells systemd how it is doing, and
+//! serves the admin HTTP endpoints.
+//!
+//! - `scheduler`: cron ticks (tokio-cron-scheduler behind an adapter) and the watchdog.
+//! - `health`: readiness.
+//! - `admin`: /metrics, /healthz, /readyz, /status.
+
+pub mod admin;
+pub mod health;
+pub mod scheduler;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rand::RngExt;
+use sd_notify::NotifyState;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::accounts::{AccountError, connect};
+use crate::clock::Clock;
+use crate::cloud::credentials::Environment;
+use crate::config::Config;
+use crate::ledger::{Ledger, LedgerError};
+use crate::metrics::Metrics;
+use crate::reconcile::pass::{Engine, PassSummary};
+use health::Health;
+use scheduler::{CronSource, SchedulerError, Tick, TickReason, Watchdog, typical_interval};
+
+/// Why the daemon could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The ledger (or its lock) cannot be used.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    /// An account has no usable credentials.
+    #[error(transparent)]
+    Accounts(#[from] AccountError),
+    /// The admin address cannot be bound.
+    #[error(
+        "cannot listen on {addr} for the admin HTTP server: {source} — change [admin] listen or ECS_RENEWD_ADMIN_LISTEN"
+    )]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The cron scheduler failed.
+    #[error(transparent)]
+    Scheduler(#[from] SchedulerError),
+}
+
+/// Where ticks come from.
+pub enum Ticks {
+    /// The configured cron schedule (tokio-cron-scheduler).
+    Cron,
+    /// Ticks sent by the caller (tests drive the loop directly).
+    Manual(mpsc::Sender<Tick>, mpsc::Receiver<Tick>),
+}
+
+/// Everything the daemon needs from its caller.
+pub struct Setup {
+    /// The checked config.
+    pub config: Config,
+    /// Where it came from (re-read on SIGHUP).
+    pub config_path: PathBuf,
+    /// The environment (credentials).
+    pub env: Environment,
+    /// The business clock (the wall clock, or the demo's virtual one).
+    pub clock: Arc<dyn Clock>,
+    /// The clock cron and the watchdog run on (the wall clock; virtual in tests).
+    pub wall: Arc<dyn Clock>,
+    /// Fires to stop (SIGTERM/SIGINT).
+    pub stop: CancellationToken,
+    /// One message per SIGHUP.
+    pub reload: mpsc::Receiver<()>,
+    /// Tick source.
+    pub ticks: Ticks,
+    /// How often the watchdog and the DST check run.
+    pub check_every: Duration,
+    /// A pre-bound admin listener (port 0 in tests); `None` binds the configured address.
+    pub admin_listener: Option<tokio::net::TcpListener>,
+    /// Receives each pass's summary (the demo and tests watch passes).
+    pub passes: Option<mpsc::UnboundedSender<PassSummary>>,
+}
+
+/// A started daemon.
+pub struct Running {
+    /// The admin server's address.
+    pub admin_addr: SocketAddr,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// The ledger.
+    pub ledger: Arc<Ledger>,
+    /// The loop; ends after `stop` fires.
+    pub task: tokio::task::JoinHandle<Result<(), DaemonError>>,
+}
+
+fn notify(states: &[NotifyState]) {
+    // A no-op when not started by systemd (no NOTIFY_SOCKET).
+    if let Err(error) = sd_notify::notify(states) {
+        tracing::debug!(%error, "systemd notification failed");
+    }
+}
+
+/// Opens the ledger, connects the accounts, binds the admin server, and starts the loop.
+pub async fn start(setup: Setup) -> Result<Running, DaemonError> {
+    let Setup {
+        config,
+        config_path,
+        env,
+        clock,
+        wall,
+        stop,
+        reload,
+        ticks,
+        check_every,
+        admin_listener,
+        passes,
+    } = setup;
+    let ledger = Arc::new(Ledger::open(&config.state_dir)?);
+    let metrics = Arc::new(Metrics::new(clock.clone()));
+    let interval = typical_interval(&config.schedule, config.timezone, wall.now());
+    metrics.dry_run.set(i64::from(config.dry_run));
+    metrics
+        .schedule_interval_seconds
+        .set(interval.as_secs_f64());
+    let cancel = CancellationToken::new();
+    let (accounts, warnings) = connect(
+        &config,
+        &env,
+        clock.clone(),
+        metrics.clone(),
+        cancel.clone(),
+    )
+    .await?;
+    for warning in config
+        .warnings
+        .iter()
+        .map(ToString::to_string)
+        .chain(warnings)
+    {
+        tracing::warn!(%warning, "configuration warning");
+    }
+    let listener = match admin_listener {
+        Some(listener) => listener,
+        None => admin::bind(config.admin_listen)
+            .await
+            .map_err(|source| DaemonError::Bind {
+                addr: config.admin_listen,
+                source,
+            })?,
+    };
+    let admin_addr = listener.local_addr().map_err(|source| DaemonError::Bind {
+        addr: config.admin_listen,
+        source,
+    })?;
+    let health = Arc::new(Health::new(interval, ledger.source_successes()?));
+    let shared_accounts = Arc::new(RwLock::new(accounts.clone()));
+    let admin_stop = CancellationToken::new();
+    let admin_task = tokio::spawn(admin::serve(
+        listener,
+        admin::AdminState {
+            metrics: metrics.clone(),
+            ledger: ledger.clone(),
+            health: health.clone(),
+            accounts: shared_accounts.clone(),
+            clock: clock.clone(),
+        },
+        admin_stop.clone(),
+    ));
+    tracing::info!(admin = %admin_addr, schedule = %config.schedule.text, timezone = %config.timezone,
+        state = %config.state_dir.display(), dry_run = config.dry_run, "ecs-renewd started");
+    let engine = Arc::new(Engine {
+        config: Arc::new(config),
+        accounts,
+        ledger: ledger.clone(),
+        metrics: metrics.clone(),
+        clock: clock.clone(),
+        cancel,
+    });
+    let (tick_tx, tick_rx, use_cron) = match ticks {
+        Ticks::Cron => {
+            let (tx, rx) = mpsc::channel(1);
+            (tx, rx, true)
+        }
+        Ticks::Manual(tx, rx) => (tx, rx, false),
+    };
+    let state = LoopState {
+        engine,
+        config_path,
+        env,
+        wall,
+        stop,
+        reload,
+        tick_tx,
+        tick_rx,
+        use_cron,
+        check_every,
+        passes,
+        health,
+        shared_accounts,
+        admin_stop,
+        admin_task: Some(admin_task),
+    };
+    let task = tokio::spawn(state.run());
+    Ok(Running {
+        admin_addr,
+        metrics,
+        ledger,
+        task,
+    })
+}
+
+struct LoopState {
+    engine: Arc<Engine>,
+    config_path: PathBuf,
+    env: Environment,
+    wall: Arc<dyn Clock>,
+    stop: CancellationToken,
+    reload: mpsc::Receiver<()>,
+    tick_tx: mpsc::Sender<Tick>,
+    tick_rx: mpsc::Receiver<Tick>,
+    use_cron: bool,
+    check_every: Duration,
+    passes: Option<mpsc::UnboundedSender<PassSummary>>,
+    health: Arc<Health>,
+    shared_accounts: Arc<RwLock<Vec<crate::accounts::AccountClient>>>,
+    admin_stop: CancellationToken,
+    admin_task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Why a pass runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wake {
+    Startup,
+    Tick(TickReason),
+    Retry,
+}
+
+impl LoopState {
+    async fn run(mut self) -> Result<(), DaemonError> {
+        let config = self.engine.config.clone();
+        let last_fire = Arc::new(AtomicI64::new(0));
+        let mut cron = if self.use_cron {
+            Some(
+                CronSource::start(
+                    config.schedule.clone(),
+                    config.timezone,
+                    self.tick_tx.clone(),
+                    self.engine.metrics.ticks_coalesced_total.clone(),
+                    last_fire.clone(),
+                    self.wall.now(),
+                )
+                .await?,
+            )
+        } else {
+            None
+        };
+        let mut watchdog = Watchdog::new(config.schedule.clone(), config.timezone, self.wall.now());
+        let ping_every = sd_notify::watchdog_enabled().map(|d| d / 2);
+        let mut ping = tokio::time::interval(ping_every.unwrap_or(Duration::from_secs(3600)));
+        let mut check = tokio::time::interval(self.check_every);
+        notify(&[
+            NotifyState::Ready,
+            NotifyState::Status("started; waiting for the first pass"),
+        ]);
+
+        let interval = chrono::Duration::from_std(typical_interval(
+            &config.schedule,
+            config.timezone,
+            self.wall.now(),
+        ))
+        .unwrap_or(chrono::Duration::minutes(15));
+        let last_ok = self.engine.ledger.last_successful_pass()?;
+        let now = self.engine.clock.now();
+        let mut pending = match last_ok {
+            Some(at) if now - at < interval => {
+                tracing::info!(last_success = %at, "the last successful pass is recent: waiting for the schedule");
+                None
+            }
+            _ => Some(Wake::Startup),
+        };
+        let mut next_retry = self.engine.ledger.next_retry_at()?;
+        let mut result = Ok(());
+
+        loop {
+            if let Some(wake) = pending.take() {
+                if let Some(error) = self
+                    .run_pass(wake, &mut ping, ping_every.is_some(), &mut watchdog)
+                    .await
+                {
+                    result = Err(error);
+                    break;
+                }
+                if self.stop.is_cancelled() {
+                    break;
+                }
+                // Ticks that arrived during the pass are folded into one follow-up pass.
+                let mut arrived = 0;
+                while let Ok(tick) = self.tick_rx.try_recv() {
+                    watchdog.fired(tick.at);
+                    arrived += 1;
+                }
+                if arrived > 0 {
+                    self.engine.metrics.ticks_coalesced_total.inc_by(arrived);
+                    pending = Some(Wake::Tick(TickReason::Cron));
+                }
+                next_retry = self.engine.ledger.next_retry_at()?;
+                continue;
+            }
+            let retry_wait = next_retry.map(|at| self.engine.clock.real_wait_until(at));
+            tokio::select! {
+                _ = self.stop.cancelled() => break,
+                Some(tick) = self.tick_rx.recv() => {
+                    watchdog.fired(tick.at);
+                    pending = Some(Wake::Tick(tick.reason));
+                }
+                _ = tokio::time::sleep(retry_wait.unwrap_or(Duration::from_secs(3600))), if retry_wait.is_some() => {
+                    pending = Some(Wake::Retry);
+                }
+                Some(()) = self.reload.recv() => {
+                    if let Some((schedule, tz)) = self.reload_config().await {
+                        if let Some(cron) = cron.as_mut()
+                            && let Err(error) = cron.replace(schedule.clone(), tz, self.wall.now()).await
+                        {
+                            tracing::error!(%error, "re-arming the cron job after a reload failed; the watchdog keeps passes running");
+                        }
+                        watchdog = Watchdog::new(schedule, tz, self.wall.now());
+                    }
+                }
+                _ = check.tick() => {
+                    let now = self.wall.now();
+                    if let Some(cron) = cron.as_mut()
+                        && let Err(error) = cron.rearm_if_offset_changed(now).await
+                    {
+                        tracing::error!(%error, "re-arming the cron job after a timezone offset change failed");
+                    }
+                    let fired = last_fire.load(Ordering::SeqCst);
+                    if fired > 0 && let Some(at) = DateTime::<Utc>::from_timestamp_millis(fired) {
+                        watchdog.fired(at);
+                    }
+                    if let Some(expected) = watchdog.check(now) {
+                        self.engine.metrics.scheduler_missed_ticks_total.inc();
+                        tracing::warn!(expected = %expected, "the scheduler did not tick in time: running the pass anyway");
+                        pending = Some(Wake::Tick(TickReason::Watchdog));
+                    }
+                }
+                _ = ping.tick(), if ping_every.is_some() => notify(&[NotifyState::Watchdog]),
+            }
+        }
+
+        notify(&[NotifyState::Stopping]);
+        tracing::info!("stopping");
+        if let Some(cron) = cron {
+            cron.shutdown().await;
+        }
+        self.admin_stop.cancel();
+        if let Some(task) = self.admin_task.take() {
+            let _ = task.await;
+        }
+        result
+    }
+
+    /// Runs one pass as its own task, so a stop request can bound how long it may finish.
+    /// Returns a ledger error that must stop the daemon.
+    async fn run_pass(
+        &mut self,
+        wake: Wake,
+        ping: &mut tokio::time::Interval,
+        pinging: bool,
+        watchdog: &mut Watchdog,
+    ) -> Option<DaemonError> {
+        let config = self.engine.config.clone();
+        if matches!(wake, Wake::Tick(_)) && !config.jitter.is_zero() {
+            let delay = config.jitter.mul_f64(rand::rng().random_range(0.0..1.0));
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = self.stop.cancelled() => return None,
+            }
+        }
+        // Ticks that queued up meanwhile are folded into this pass.
+        while let Ok(tick) = self.tick_rx.try_recv() {
+            watchdog.fired(tick.at);
+            self.engine.metrics.ticks_coalesced_total.inc();
+        }
+        tracing::debug!(?wake, "pass starting");
+        let engine = self.engine.clone();
+        let mut task = tokio::spawn(async move { engine.run_pass().await });
+        let outcome = loop {
+            tokio::select! {
+                joined = &mut task => break joined,
+                _ = ping.tick(), if pinging => notify(&[NotifyState::Watchdog]),
+                _ = self.stop.cancelled() => {
+                    notify(&[NotifyState::Stopping]);
+                    tracing::warn!(grace = %crate::duration::format(config.shutdown_grace),
+                        "stop requested during a pass: no new ECS call starts; the one in flight and its ledger write finish");
+                    self.engine.cancel.cancel();
+                    match tokio::time::timeout(config.shutdown_grace, &mut task).await {
+                        Ok(joined) => break joined,
+                        Err(_) => {
+                            tracing::error!("the pass did not finish within the shutdown grace; stopping anyway (open intents are resent with their tokens next start)");
+                            task.abort();
+                            return None;
+                        }
+                    }
+                }
+            }
+        };
+        match outcome {
+            Ok(Ok(summary)) => {
+                self.health.record(&summary);
+                notify(&[NotifyState::Status(&summary.line())]);
+                if let Some(passes) = &self.passes {
+                    let _ = passes.send(summary);
+                }
+                None
+            }
+            Ok(Err(error)) => {
+                tracing::error!(%error, "the pass stopped on a ledger error; no charge is made without its record");
+                self.engine
+                    .metrics
+                    .passes_total
+                    .with_label_values(&["failed"])
+                    .inc();
+                notify(&[NotifyState::Status(&format!("last pass failed: {error}"))]);
+                None
+            }
+            Err(join_error) => {
+                tracing::error!(error = %join_error, "the pass task failed");
+                self.engine
+                    .metrics
+                    .passes_total
+                    .with_label_values(&["failed"])
+                    .inc();
+                None
+            }
+        }
+    }
+
+    /// Reads, checks and swaps in the config; on any failure keeps the old one. Returns the
+    /// new schedule and timezone when it changed.
+    async fn reload_config(&mut self) -> Option<(crate::config::Schedule, chrono_tz::Tz)> {
+        let old = self.engine.config.clone();
+        let metrics = self.engine.metrics.clone();
+        let mut config = match Config::load(&self.config_path, &self.env) {
+            Ok(config) => config,
+            Err(error) => {
+                metrics.config_last_reload_successful.set(0);
+                tracing::error!(%error, "config reload failed: keeping the running config");
+                return None;
+            }
+        };
+        if config.state_dir != old.state_dir {
+            tracing::warn!(old = %old.state_dir.display(), new = %config.state_dir.display(), "state_dir changes take effect after a restart");
+            config.state_dir = old.state_dir.clone();
+        }
+        if config.admin_listen != old.admin_listen {
+            tracing::warn!(old = %old.admin_listen, new = %config.admin_listen, "the admin address changes after a restart");
+        }
+        let (accounts, warnings) = match connect(
+            &config,
+            &self.env,
+            self.engine.clock.clone(),
+            metrics.clone(),
+            self.engine.cancel.clone(),
+        )
+        .await
+        {
+            Ok(connected) => connected,
+            Err(error) => {
+                metrics.config_last_reload_successful.set(0);
+                tracing::error!(%error, "config reload failed: keeping the running config");
+                return None;
+            }
+        };
+        for warning in config
+            .warnings
+            .iter()
+            .map(ToString::to_string)
+            .chain(warnings)
+        {
+            tracing::warn!(%warning, "configuration warning");
+        }
+        let schedule_changed =
+            config.schedule.text != old.schedule.text || config.timezone != old.timezone;
+        let interval = typical_interval(&config.schedule, config.timezone, self.wall.now());
+        metrics.dry_run.set(i64::from(config.dry_run));
+        metrics
+            .schedule_interval_seconds
+            .set(interval.as_secs_f64());
+        self.health.set_interval(interval);
+        *self
+            .shared_accounts
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = accounts.clone();
+        let schedule = (config.schedule.clone(), config.timezone);
+        self.engine = Arc::new(Engine {
+            config: Arc::new(config),
+            accounts,
+            ledger: self.engine.ledger.clone(),
+            metrics: metrics.clone(),
+            clock: self.engine.clock.clone(),
+            cancel: self.engine.cancel.clone(),
+        });
+        metrics.config_last_reload_successful.set(1);
+        tracing::info!("config reloaded");
+        schedule_changed.then_some(schedule)
+    }
+}
