@@ -114,7 +114,18 @@ pub struct Metrics {
     pub undecodable_total: IntCounter,
     instances: Mutex<Arc<Vec<InstanceSample>>>,
     clock: Arc<dyn Clock>,
+    names: Vec<String>,
 }
+
+/// The per-instance families, rendered from the snapshot.
+const INSTANCE_FAMILIES: [&str; 6] = [
+    "instance_expiration_timestamp_seconds",
+    "instance_next_action_timestamp_seconds",
+    "instance_state",
+    "instance_failed_attempts",
+    "instance_auto_renew_drift",
+    "instance_deduction_overdue",
+];
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -131,9 +142,15 @@ impl Metrics {
     /// `increase()` works from the first failure.
     pub fn new(clock: Arc<dyn Clock>) -> Metrics {
         let registry = Registry::new();
+        let mut names: Vec<String> = INSTANCE_FAMILIES.iter().map(|f| name(f)).collect();
         macro_rules! register {
             ($metric:expr) => {{
                 let metric = $metric.expect("metric definitions are static and valid");
+                names.extend(
+                    prometheus::core::Collector::desc(&metric)
+                        .iter()
+                        .map(|d| d.fq_name.clone()),
+                );
                 registry
                     .register(Box::new(metric.clone()))
                     .expect("each metric is registered once");
@@ -287,7 +304,15 @@ impl Metrics {
             undecodable_total,
             instances: Mutex::new(Arc::new(Vec::new())),
             clock,
+            names,
         }
+    }
+
+    /// Every metric family this daemon exports (`ecs_renewd_*`), whether or not it has a sample
+    /// yet; histograms add `_bucket`, `_sum` and `_count`, and `process_*` comes from the
+    /// process collector.
+    pub fn names(&self) -> &[String] {
+        &self.names
     }
 
     /// Replaces the per-instance snapshot.

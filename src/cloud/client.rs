@@ -81,6 +81,9 @@ pub struct ClientSettings {
 pub fn shared_http_client(connect_timeout: Duration) -> reqwest::Client {
     reqwest::Client::builder()
         .connect_timeout(connect_timeout)
+        // A pure-Rust resolver: the static binary in the scratch image cannot load glibc's
+        // NSS modules.
+        .hickory_dns(true)
         .user_agent(concat!("ecs-renewd/", env!("CARGO_PKG_VERSION")))
         .pool_idle_timeout(Duration::from_secs(60))
         .build()
