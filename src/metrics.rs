@@ -1,10 +1,11 @@
 //! The daemon's Prometheus metrics, on its own registry (prefix `ecs_renewd_`, labels from
 //! closed sets, never an error message or a secret in a label). Per-instance series are
-//! rendered at scrape time from the last pass's compact snapshot, which is swapped in whole:
-//! a scrape never sees a half-updated fleet, and 100,000 instances cost no per-series objects.
+//! rendered at scrape time straight from the ledger's status table (the latest pass's view), so
+//! the daemon holds no per-instance state in memory between passes, and 100,000 instances cost
+//! no per-series objects.
 
 use std::fmt::Write as _;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus::{
@@ -16,35 +17,11 @@ use crate::clock::Clock;
 use crate::cloud::Action;
 use crate::cloud::client::CallObserver;
 use crate::cloud::error::ErrorClass;
-use crate::policy::{InstanceState, LimitKind};
+use crate::ledger::{Ledger, LedgerError, MetricRow};
+use crate::policy::LimitKind;
 
 /// Metric name prefix.
 pub const PREFIX: &str = "ecs_renewd";
-
-/// One instance's per-instance series.
-#[derive(Debug, Clone)]
-pub struct InstanceSample {
-    /// Account.
-    pub account: Arc<str>,
-    /// Region.
-    pub region: Arc<str>,
-    /// Instance id.
-    pub instance_id: String,
-    /// Policy name (`none` when no policy matched).
-    pub policy: Arc<str>,
-    /// Expiry, unix seconds.
-    pub expires_at: i64,
-    /// Next action, unix seconds.
-    pub next_action_at: Option<i64>,
-    /// State.
-    pub state: InstanceState,
-    /// Failed attempts in a row.
-    pub failed_attempts: u32,
-    /// Auto-renew drift.
-    pub drift: bool,
-    /// Provider deduction overdue.
-    pub deduction_overdue: bool,
-}
 
 /// Renewal results (a label).
 pub const RESULT_OK: &str = "ok";
@@ -112,7 +89,6 @@ pub struct Metrics {
     pub schedule_interval_seconds: Gauge,
     /// `instances_undecodable_total`: records ECS returned that could not be understood.
     pub undecodable_total: IntCounter,
-    instances: Mutex<Arc<Vec<InstanceSample>>>,
     clock: Arc<dyn Clock>,
     names: Vec<String>,
 }
@@ -302,7 +278,6 @@ impl Metrics {
             dry_run,
             schedule_interval_seconds,
             undecodable_total,
-            instances: Mutex::new(Arc::new(Vec::new())),
             clock,
             names,
         }
@@ -315,34 +290,30 @@ impl Metrics {
         &self.names
     }
 
-    /// Replaces the per-instance snapshot.
-    pub fn set_instances(&self, samples: Vec<InstanceSample>) {
-        *self.instances.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(samples);
-    }
-
-    /// The current per-instance snapshot.
-    pub fn instances(&self) -> Arc<Vec<InstanceSample>> {
-        self.instances
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
     /// Counts a spend.
     pub fn add_spend(&self, currency: &str, amount: f64) {
         let counter: Counter = self.renewal_spend_total.with_label_values(&[currency]);
         counter.inc_by(amount);
     }
 
-    /// Everything in the Prometheus text format.
-    pub fn render(&self) -> String {
+    /// The registry's metrics (everything but the per-instance families) as text.
+    pub fn render_registry(&self) -> String {
         self.clock_time_seconds
             .set(self.clock.now().timestamp_millis() as f64 / 1000.0);
         let mut out = String::new();
         if let Err(error) = TextEncoder::new().encode_utf8(&self.registry.gather(), &mut out) {
             tracing::error!(%error, "encoding metrics failed");
         }
-        render_instances(&self.instances(), &mut out);
+        out
+    }
+
+    /// Everything, per-instance families from `status`, as one string (tests, small fleets;
+    /// the admin server streams the same text in chunks).
+    pub fn render(&self, status: &Ledger) -> String {
+        let mut out = self.render_registry();
+        if let Err(error) = render_instances(status, &mut out, &mut |_| {}) {
+            tracing::error!(%error, "reading per-instance metrics failed");
+        }
         out
     }
 }
@@ -376,91 +347,67 @@ fn escape(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
-fn render_instances(samples: &[InstanceSample], out: &mut String) {
-    let labels = |s: &InstanceSample| {
-        format!(
-            "account=\"{}\",region=\"{}\",instance_id=\"{}\",policy=\"{}\"",
-            escape(&s.account),
-            escape(&s.region),
-            escape(&s.instance_id),
-            escape(&s.policy)
-        )
-    };
-    let family = |out: &mut String, suffix: &str, help: &str| {
+/// Writes the per-instance families from the ledger's status lines into `out`, calling
+/// `flush` whenever `out` has grown (so a caller can stream it out in chunks).
+pub fn render_instances(
+    status: &Ledger,
+    out: &mut String,
+    flush: &mut dyn FnMut(&mut String),
+) -> Result<(), LedgerError> {
+    type Line = fn(&MetricRow<'_>) -> Option<String>;
+    let families: [(&str, &str, Line); 6] = [
+        (
+            "instance_expiration_timestamp_seconds",
+            "When the instance's paid period ends (kept after expiry until release)",
+            |r| Some(r.expires_at.to_string()),
+        ),
+        (
+            "instance_next_action_timestamp_seconds",
+            "When the next action on the instance is due",
+            |r| r.next_action_at.map(|t| t.to_string()),
+        ),
+        (
+            "instance_state",
+            "The instance's state; the series of its current state is 1",
+            |_| Some("1".into()),
+        ),
+        (
+            "instance_failed_attempts",
+            "Failed renewal attempts in a row for the current expiry (absent when none)",
+            |r| (r.failed_attempts > 0).then(|| r.failed_attempts.to_string()),
+        ),
+        (
+            "instance_auto_renew_drift",
+            "1 when the provider's auto-renew settings differ from the policy",
+            |r| r.drift.then(|| "1".into()),
+        ),
+        (
+            "instance_deduction_overdue",
+            "1 when the provider's auto-renew deduction should have extended the expiry by now and has not",
+            |r| r.deduction_overdue.then(|| "1".into()),
+        ),
+    ];
+    for (suffix, help, value) in families {
         let _ = writeln!(out, "# HELP {PREFIX}_{suffix} {help}");
         let _ = writeln!(out, "# TYPE {PREFIX}_{suffix} gauge");
-    };
-    family(
-        out,
-        "instance_expiration_timestamp_seconds",
-        "When the instance's paid period ends (kept after expiry until release)",
-    );
-    for s in samples {
-        let _ = writeln!(
-            out,
-            "{PREFIX}_instance_expiration_timestamp_seconds{{{}}} {}",
-            labels(s),
-            s.expires_at
-        );
-    }
-    family(
-        out,
-        "instance_next_action_timestamp_seconds",
-        "When the next action on the instance is due",
-    );
-    for s in samples {
-        if let Some(at) = s.next_action_at {
-            let _ = writeln!(
+        status.for_each_metric_row(|r| {
+            let Some(value) = value(&r) else { return };
+            let _ = write!(
                 out,
-                "{PREFIX}_instance_next_action_timestamp_seconds{{{}}} {at}",
-                labels(s)
+                "{PREFIX}_{suffix}{{account=\"{}\",region=\"{}\",instance_id=\"{}\",policy=\"{}\"",
+                escape(r.account),
+                escape(r.region),
+                escape(r.instance_id),
+                escape(r.policy)
             );
-        }
+            if suffix == "instance_state" {
+                let _ = write!(out, ",state=\"{}\"", escape(r.state));
+            }
+            let _ = writeln!(out, "}} {value}");
+            if out.len() >= 64 * 1024 {
+                flush(out);
+            }
+        })?;
     }
-    family(
-        out,
-        "instance_state",
-        "The instance's state; the series of its current state is 1",
-    );
-    for s in samples {
-        let _ = writeln!(
-            out,
-            "{PREFIX}_instance_state{{{},state=\"{}\"}} 1",
-            labels(s),
-            s.state.as_str()
-        );
-    }
-    family(
-        out,
-        "instance_failed_attempts",
-        "Failed renewal attempts in a row for the current expiry (absent when none)",
-    );
-    for s in samples.iter().filter(|s| s.failed_attempts > 0) {
-        let _ = writeln!(
-            out,
-            "{PREFIX}_instance_failed_attempts{{{}}} {}",
-            labels(s),
-            s.failed_attempts
-        );
-    }
-    family(
-        out,
-        "instance_auto_renew_drift",
-        "1 when the provider's auto-renew settings differ from the policy",
-    );
-    for s in samples.iter().filter(|s| s.drift) {
-        let _ = writeln!(out, "{PREFIX}_instance_auto_renew_drift{{{}}} 1", labels(s));
-    }
-    family(
-        out,
-        "instance_deduction_overdue",
-        "1 when the provider's auto-renew deduction should have extended the expiry by now and has not",
-    );
-    for s in samples.iter().filter(|s| s.deduction_overdue) {
-        let _ = writeln!(
-            out,
-            "{PREFIX}_instance_deduction_overdue{{{}}} 1",
-            labels(s)
-        );
-    }
+    Ok(())
 }

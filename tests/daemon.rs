@@ -182,7 +182,7 @@ async fn a_tick_storm_never_runs_two_passes_at_once() {
         sent <= 1,
         "the bounded channel holds one tick; the rest could not be queued"
     );
-    let text = d.running.metrics.render();
+    let text = d.running.metrics.render(&d.running.ledger);
     assert!(
         text.contains("ecs_renewd_passes_total{result=\"ok\"} 3"),
         "200 ticks, one follow-up pass: {text}"
@@ -239,7 +239,7 @@ async fn queued_ticks_are_coalesced_and_counted() {
     assert!(
         d.running
             .metrics
-            .render()
+            .render(&d.running.ledger)
             .contains("ecs_renewd_ticks_coalesced_total 1")
     );
     d.stop.cancel();
@@ -285,7 +285,7 @@ async fn a_scheduler_that_stops_ticking_is_caught_by_the_watchdog() {
     assert!(
         d.running
             .metrics
-            .render()
+            .render(&d.running.ledger)
             .contains("ecs_renewd_scheduler_missed_ticks_total 0")
     );
     // The 00:15 tick never comes; past the margin (half the interval, at most 60 s) the
@@ -295,7 +295,7 @@ async fn a_scheduler_that_stops_ticking_is_caught_by_the_watchdog() {
     assert!(
         d.running
             .metrics
-            .render()
+            .render(&d.running.ledger)
             .contains("ecs_renewd_scheduler_missed_ticks_total 1")
     );
     d.stop.cancel();

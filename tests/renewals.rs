@@ -180,6 +180,7 @@ async fn invariant_3_an_expiry_that_moved_after_the_scan_is_not_renewed() {
         &h.engine.accounts,
         &histories,
         &Default::default(),
+        ecs_renewd::reconcile::Rows::Collect,
         now,
     )
     .await;
@@ -344,7 +345,7 @@ async fn invariant_7_every_instance_in_the_window_has_an_expiry_gauge_a_state_an
     );
     let h = Harness::start(fleet, RENEW_ALL).await;
     h.pass().await;
-    let text = h.engine.metrics.render();
+    let text = h.engine.metrics.render(&h.engine.ledger);
     for id in ["i-poor", "i-later"] {
         assert!(text.contains(&format!("ecs_renewd_instance_expiration_timestamp_seconds{{account=\"main\",region=\"cn-hangzhou\",instance_id=\"{id}\",policy=\"renew-all\"}}")), "{text}");
     }
@@ -449,7 +450,7 @@ async fn a_missed_provider_deduction_is_renewed_by_the_fallback_once() {
     assert!(
         h.engine
             .metrics
-            .render()
+            .render(&h.engine.ledger)
             .contains("ecs_renewd_instance_deduction_overdue"),
         "overdue shows before the fallback acts"
     );
@@ -494,7 +495,7 @@ async fn a_spend_limit_trip_charges_nothing_it_covers() {
     assert!(
         h.engine
             .metrics
-            .render()
+            .render(&h.engine.ledger)
             .contains("ecs_renewd_limit_trips_total{limit=\"spend_per_run\"} 1")
     );
 }
@@ -583,7 +584,7 @@ async fn permission_errors_stop_retrying_and_are_surfaced() {
     assert!(
         h.engine
             .metrics
-            .render()
+            .render(&h.engine.ledger)
             .contains("ecs_renewd_renewals_total{class=\"permission\",result=\"failed\"} 1")
     );
 }

@@ -15,7 +15,7 @@ use crate::cloud::client::NoObserver;
 use crate::cloud::credentials::Environment;
 use crate::config::Config;
 use crate::duration::format_relative;
-use crate::policy::{BeltInput, Candidate, InstanceState, LimitKind, apply_belts};
+use crate::policy::{BeltInput, Candidate, LimitKind, apply_belts};
 use crate::reconcile::assess::{Assessment, HistorySource, NoHistory, Row};
 use crate::reconcile::observe::SourceReport;
 use crate::reconcile::{observe_and_assess, price::price_candidates};
@@ -134,8 +134,15 @@ pub async fn build(
     )
     .await?;
     let now = clock.now();
-    let (mut assessment, sources, _) =
-        observe_and_assess(config, &accounts, histories, &Default::default(), now).await;
+    let (mut assessment, sources, _) = observe_and_assess(
+        config,
+        &accounts,
+        histories,
+        &Default::default(),
+        crate::reconcile::Rows::Collect,
+        now,
+    )
+    .await;
     price_candidates(
         &accounts,
         &mut assessment.renewals,
@@ -282,19 +289,10 @@ fn report(
 }
 
 fn decision_word(row: &Row, held: bool) -> &'static str {
-    if row.renew {
-        return if held { "hold" } else { "renew" };
-    }
-    if row.auto_renew_change {
-        return "set-auto-renew";
-    }
-    match row.state {
-        InstanceState::Ok | InstanceState::Due | InstanceState::Renewing => "none",
-        InstanceState::PendingVerification => "verify",
-        InstanceState::Backoff => "backoff",
-        InstanceState::Failed => "failed",
-        InstanceState::Expired => "expired",
-        InstanceState::Excluded => "exclude",
+    if row.renew && held {
+        "hold"
+    } else {
+        row.decision()
     }
 }
 

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 
 use axum::Json;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -23,7 +24,8 @@ use crate::metrics::Metrics;
 pub struct AdminState {
     /// Metrics.
     pub metrics: Arc<Metrics>,
-    /// The ledger (for /status).
+    /// A read-only connection to the ledger (for /metrics and /status; readers never block
+    /// the daemon's writes).
     pub ledger: Arc<Ledger>,
     /// Readiness inputs.
     pub health: Arc<Health>,
@@ -63,9 +65,21 @@ pub async fn serve(
 }
 
 async fn metrics(State(state): State<AdminState>) -> Response {
-    let body = tokio::task::spawn_blocking(move || state.metrics.render())
-        .await
-        .unwrap_or_default();
+    // Streamed in chunks: a 100,000-instance fleet is never one string in memory.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    tokio::task::spawn_blocking(move || {
+        let mut out = state.metrics.render_registry();
+        let mut send = |chunk: &mut String| {
+            let _ = tx.blocking_send(Ok(Bytes::from(std::mem::take(chunk))));
+        };
+        if let Err(error) = crate::metrics::render_instances(&state.ledger, &mut out, &mut send) {
+            tracing::error!(%error, "reading per-instance metrics failed");
+        }
+        send(&mut out);
+    });
+    let body = Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }));
     (
         [(
             header::CONTENT_TYPE,

@@ -165,13 +165,16 @@ pub async fn start(setup: Setup) -> Result<Running, DaemonError> {
         source,
     })?;
     let health = Arc::new(Health::new(interval, ledger.source_successes()?));
+    let reader = Ledger::open_read_only(&config.state_dir)?
+        .map(Arc::new)
+        .unwrap_or_else(|| ledger.clone());
     let shared_accounts = Arc::new(RwLock::new(accounts.clone()));
     let admin_stop = CancellationToken::new();
     let admin_task = tokio::spawn(admin::serve(
         listener,
         admin::AdminState {
             metrics: metrics.clone(),
-            ledger: ledger.clone(),
+            ledger: reader,
             health: health.clone(),
             accounts: shared_accounts.clone(),
             clock: clock.clone(),

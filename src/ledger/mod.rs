@@ -177,7 +177,7 @@ impl Histories {
     }
 }
 
-/// One instance's line in the status snapshot.
+/// One instance's line in the status table (the latest pass's view of it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StatusRow {
     /// Account.
@@ -204,10 +204,62 @@ pub struct StatusRow {
     pub failed_attempts: u32,
     /// Next retry, when backing off.
     pub next_retry_at: Option<DateTime<Utc>>,
-    /// The last money-moving outcome, in words.
+    /// The provider's auto-renew settings differ from the policy.
+    pub drift: bool,
+    /// The provider's deduction should have extended the expiry by now.
+    pub deduction_overdue: bool,
+    /// The last money-moving outcome, in words (filled in when read).
     pub last_outcome: Option<String>,
     /// When this line was written.
     pub updated_at: DateTime<Utc>,
+}
+
+/// A change to one instance's status line after the pass acted on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusUpdate {
+    /// Account.
+    pub account: String,
+    /// Instance.
+    pub instance_id: String,
+    /// New state.
+    pub state: String,
+    /// New decision word.
+    pub decision: String,
+    /// New reason.
+    pub reason: String,
+    /// New due time.
+    pub due_at: Option<DateTime<Utc>>,
+    /// Failed attempts in a row.
+    pub failed_attempts: u32,
+    /// Next retry.
+    pub next_retry_at: Option<DateTime<Utc>>,
+    /// New expiry, when verified.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// The per-instance fields metrics need, borrowed from a status row.
+#[derive(Debug, Clone, Copy)]
+pub struct MetricRow<'a> {
+    /// Account.
+    pub account: &'a str,
+    /// Region.
+    pub region: &'a str,
+    /// Instance.
+    pub instance_id: &'a str,
+    /// Policy (`none` when no policy matched).
+    pub policy: &'a str,
+    /// Expiry, unix seconds.
+    pub expires_at: i64,
+    /// Next action, unix seconds.
+    pub next_action_at: Option<i64>,
+    /// State.
+    pub state: &'a str,
+    /// Failed attempts.
+    pub failed_attempts: i64,
+    /// Drift.
+    pub drift: bool,
+    /// Deduction overdue.
+    pub deduction_overdue: bool,
 }
 
 /// One money-moving record for `history`.
@@ -1008,22 +1060,21 @@ impl Ledger {
             })
     }
 
-    /// Replaces the status snapshot with the latest pass's rows.
-    pub fn replace_status(&self, rows: &[StatusRow]) -> Result<(), LedgerError> {
+    /// Writes (or overwrites) status lines in one transaction, tagged with the pass's
+    /// `generation`.
+    pub fn write_status(&self, rows: &[StatusRow], generation: i64) -> Result<(), LedgerError> {
         let write = |source| LedgerError::Write {
-            what: "writing the status snapshot",
+            what: "writing status lines",
             source,
         };
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(write)?;
-        tx.execute("DELETE FROM instance_status", [])
-            .map_err(write)?;
         {
             let mut insert = tx
-                .prepare(
-                    "INSERT OR REPLACE INTO instance_status (account, region, instance_id, name, expires_at, policy, state, decision, due_at,
-                                                  reason, failed_attempts, next_retry_at, last_outcome, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO instance_status (account, region, instance_id, name, expires_at, policy, state, decision,
+                         due_at, reason, failed_attempts, next_retry_at, drift, deduction_overdue, updated_at, generation)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
                 )
                 .map_err(write)?;
             for row in rows {
@@ -1033,16 +1084,18 @@ impl Ledger {
                         row.region,
                         row.instance_id,
                         row.name,
-                        ts(row.expires_at),
+                        row.expires_at.timestamp(),
                         row.policy,
                         row.state,
                         row.decision,
-                        row.due_at.map(ts),
+                        row.due_at.map(|t| t.timestamp()),
                         row.reason,
                         row.failed_attempts,
-                        row.next_retry_at.map(ts),
-                        row.last_outcome,
-                        ts(row.updated_at),
+                        row.next_retry_at.map(|t| t.timestamp()),
+                        row.drift,
+                        row.deduction_overdue,
+                        row.updated_at.timestamp(),
+                        generation,
                     ])
                     .map_err(write)?;
             }
@@ -1050,43 +1103,151 @@ impl Ledger {
         tx.commit().map_err(write)
     }
 
-    /// The status snapshot, by expiry.
-    pub fn status_rows(&self) -> Result<Vec<StatusRow>, LedgerError> {
-        let read = |source| LedgerError::Read {
-            what: "reading the status snapshot",
+    /// Applies what the pass did to the lines of the instances it acted on.
+    pub fn update_status(
+        &self,
+        updates: &[StatusUpdate],
+        now: DateTime<Utc>,
+    ) -> Result<(), LedgerError> {
+        let write = |source| LedgerError::Write {
+            what: "updating status lines",
             source,
         };
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(write)?;
+        {
+            let mut update = tx
+                .prepare_cached(
+                    "UPDATE instance_status SET state = ?3, decision = ?4, reason = ?5, due_at = ?6, failed_attempts = ?7,
+                         next_retry_at = ?8, expires_at = COALESCE(?9, expires_at), updated_at = ?10
+                     WHERE account = ?1 AND instance_id = ?2",
+                )
+                .map_err(write)?;
+            for u in updates {
+                update
+                    .execute(params![
+                        u.account,
+                        u.instance_id,
+                        u.state,
+                        u.decision,
+                        u.reason,
+                        u.due_at.map(|t| t.timestamp()),
+                        u.failed_attempts,
+                        u.next_retry_at.map(|t| t.timestamp()),
+                        u.expires_at.map(|t| t.timestamp()),
+                        now.timestamp(),
+                    ])
+                    .map_err(write)?;
+            }
+        }
+        tx.commit().map_err(write)
+    }
+
+    /// Drops the lines of instances the pass with `generation` did not see (released, or out
+    /// of the window) in the sources it scanned completely.
+    pub fn prune_status(
+        &self,
+        generation: i64,
+        complete: &[(String, String)],
+    ) -> Result<(), LedgerError> {
+        let write = |source| LedgerError::Write {
+            what: "pruning status lines",
+            source,
+        };
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(write)?;
+        for (account, region) in complete {
+            tx.execute(
+                "DELETE FROM instance_status WHERE generation < ?1 AND account = ?2 AND region = ?3",
+                params![generation, account, region],
+            )
+            .map_err(write)?;
+        }
+        tx.commit().map_err(write)
+    }
+
+    /// Every status line, by expiry, with each instance's last money-moving outcome.
+    pub fn status_rows(&self) -> Result<Vec<StatusRow>, LedgerError> {
+        let read = |source| LedgerError::Read {
+            what: "reading the status lines",
+            source,
+        };
+        let outcomes = self.last_outcomes()?;
         let conn = self.conn();
         let mut statement = conn
             .prepare(
                 "SELECT account, region, instance_id, name, expires_at, policy, state, decision, due_at, reason, failed_attempts,
-                        next_retry_at, last_outcome, updated_at
+                        next_retry_at, drift, deduction_overdue, updated_at
                  FROM instance_status ORDER BY expires_at, instance_id",
             )
             .map_err(read)?;
+        let at = |secs: i64| DateTime::<Utc>::from_timestamp(secs, 0).unwrap_or_default();
         let rows = statement
             .query_map([], |r| {
+                let account: String = r.get(0)?;
+                let instance_id: String = r.get(2)?;
+                let last_outcome = outcomes
+                    .get(&(account.clone(), instance_id.clone()))
+                    .cloned();
                 Ok(StatusRow {
-                    account: r.get(0)?,
+                    account,
                     region: r.get(1)?,
-                    instance_id: r.get(2)?,
+                    instance_id,
                     name: r.get(3)?,
-                    expires_at: parse_ts(&r.get::<_, String>(4)?).unwrap_or_default(),
+                    expires_at: at(r.get(4)?),
                     policy: r.get(5)?,
                     state: r.get(6)?,
                     decision: r.get(7)?,
-                    due_at: r.get::<_, Option<String>>(8)?.and_then(|t| parse_ts(&t)),
+                    due_at: r.get::<_, Option<i64>>(8)?.map(at),
                     reason: r.get(9)?,
                     failed_attempts: r.get(10)?,
-                    next_retry_at: r.get::<_, Option<String>>(11)?.and_then(|t| parse_ts(&t)),
-                    last_outcome: r.get(12)?,
-                    updated_at: parse_ts(&r.get::<_, String>(13)?).unwrap_or_default(),
+                    next_retry_at: r.get::<_, Option<i64>>(11)?.map(at),
+                    drift: r.get(12)?,
+                    deduction_overdue: r.get(13)?,
+                    last_outcome,
+                    updated_at: at(r.get(14)?),
                 })
             })
             .map_err(read)?
             .collect::<Result<Vec<_>, _>>()
             .map_err(read)?;
         Ok(rows)
+    }
+
+    /// Streams the fields metrics need, one status line at a time (no copy of the fleet).
+    pub fn for_each_metric_row(
+        &self,
+        mut each: impl FnMut(MetricRow<'_>),
+    ) -> Result<(), LedgerError> {
+        let read = |source| LedgerError::Read {
+            what: "reading status lines for metrics",
+            source,
+        };
+        let conn = self.conn();
+        let mut statement = conn
+            .prepare_cached(
+                "SELECT account, region, instance_id, COALESCE(policy, 'none'), expires_at, due_at, state, failed_attempts,
+                        drift, deduction_overdue
+                 FROM instance_status",
+            )
+            .map_err(read)?;
+        let mut rows = statement.query([]).map_err(read)?;
+        while let Some(r) = rows.next().map_err(read)? {
+            let text = |i| r.get_ref(i).and_then(|v| v.as_str().map_err(Into::into));
+            each(MetricRow {
+                account: text(0).map_err(read)?,
+                region: text(1).map_err(read)?,
+                instance_id: text(2).map_err(read)?,
+                policy: text(3).map_err(read)?,
+                expires_at: r.get(4).map_err(read)?,
+                next_action_at: r.get(5).map_err(read)?,
+                state: text(6).map_err(read)?,
+                failed_attempts: r.get(7).map_err(read)?,
+                drift: r.get(8).map_err(read)?,
+                deduction_overdue: r.get(9).map_err(read)?,
+            });
+        }
+        Ok(())
     }
 
     /// The last money-moving outcome per instance, in words (for status).

@@ -54,13 +54,77 @@ pub struct Watched {
     pub auto_renew: Option<crate::cloud::types::AutoRenewAttribute>,
 }
 
-/// Scans every source (bounded concurrency) and assesses every instance seen; instances in
-/// `watch` (account, instance id) are also reported as seen.
+/// Where assessed rows go.
+pub enum Rows<'a> {
+    /// Kept in the assessment (`plan`).
+    Collect,
+    /// Written to the ledger's status table as they come (the daemon: nothing per instance
+    /// stays in memory).
+    Stream(&'a StatusWriter<'a>),
+}
+
+/// Writes status lines in batches, for one pass (`generation`).
+pub struct StatusWriter<'a> {
+    ledger: &'a crate::ledger::Ledger,
+    generation: i64,
+    buffer: Mutex<Vec<crate::ledger::StatusRow>>,
+    error: Mutex<Option<crate::ledger::LedgerError>>,
+}
+
+/// Status lines per write.
+const STATUS_BATCH: usize = 1000;
+
+impl<'a> StatusWriter<'a> {
+    /// A writer for the pass tagged `generation`.
+    pub fn new(ledger: &'a crate::ledger::Ledger, generation: i64) -> StatusWriter<'a> {
+        StatusWriter {
+            ledger,
+            generation,
+            buffer: Mutex::new(Vec::with_capacity(STATUS_BATCH)),
+            error: Mutex::new(None),
+        }
+    }
+
+    fn push(&self, row: crate::ledger::StatusRow) {
+        let mut buffer = self.buffer.lock().unwrap_or_else(|p| p.into_inner());
+        buffer.push(row);
+        if buffer.len() >= STATUS_BATCH {
+            let batch = std::mem::take(&mut *buffer);
+            drop(buffer);
+            self.write(&batch);
+        }
+    }
+
+    fn write(&self, batch: &[crate::ledger::StatusRow]) {
+        if let Err(error) = self.ledger.write_status(batch, self.generation) {
+            self.error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get_or_insert(error);
+        }
+    }
+
+    /// Writes what is left; returns the first write error, if any.
+    pub fn finish(&self) -> Result<(), crate::ledger::LedgerError> {
+        let batch = std::mem::take(&mut *self.buffer.lock().unwrap_or_else(|p| p.into_inner()));
+        if !batch.is_empty() {
+            self.write(&batch);
+        }
+        match self.error.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Scans every source (bounded concurrency) and assesses every instance seen; rows go to
+/// `rows`; instances in `watch` (account, instance id) are also reported as seen.
 pub async fn observe_and_assess(
     config: &Config,
     accounts: &[AccountClient],
     histories: &(dyn HistorySource + Sync),
     watch: &HashSet<(String, String)>,
+    rows: Rows<'_>,
     now: DateTime<Utc>,
 ) -> (
     Assessment,
@@ -72,6 +136,7 @@ pub async fn observe_and_assess(
     let ctx = decide_context(config);
     let seen = Mutex::new(HashSet::new());
     let watched = Mutex::new(HashMap::new());
+    let rows = &rows;
     let results: Vec<(Assessment, SourceReport)> = futures_util::stream::iter(sources)
         .map(|(account, region)| {
             let ctx = ctx.clone();
@@ -80,19 +145,28 @@ pub async fn observe_and_assess(
             async move {
                 let mut assessment = Assessment::default();
                 let mut sink = |observed: observe::Observed| {
-                    let key = (observed.account.to_string(), observed.instance.id.clone());
-                    if watch.contains(&key) {
-                        watched.lock().unwrap_or_else(|p| p.into_inner()).insert(
-                            key,
-                            Watched {
-                                expiry: observed.instance.expired_time,
-                                auto_renew: observed.auto_renew.clone(),
-                            },
-                        );
+                    if !watch.is_empty() {
+                        let key = (observed.account.to_string(), observed.instance.id.clone());
+                        if watch.contains(&key) {
+                            watched.lock().unwrap_or_else(|p| p.into_inner()).insert(
+                                key,
+                                Watched {
+                                    expiry: observed.instance.expired_time,
+                                    auto_renew: observed.auto_renew.clone(),
+                                },
+                            );
+                        }
                     }
                     let history = histories.history(&observed.account, &observed.instance.id);
-                    let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
-                    assessment.add(&ctx, &history, observed, &mut seen, now);
+                    let row = {
+                        let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+                        assessment.add(&ctx, &history, observed, &mut seen, now)
+                    };
+                    match (row, rows) {
+                        (Some(row), Rows::Collect) => assessment.rows.push(row),
+                        (Some(row), Rows::Stream(writer)) => writer.push(row.status_line(now)),
+                        (None, _) => {}
+                    }
                 };
                 let report = observe::scan_source(&account, &region, window, &mut sink).await;
                 (assessment, report)

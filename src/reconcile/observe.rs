@@ -122,38 +122,75 @@ pub async fn scan_source(
         duration: Duration::ZERO,
         error: None,
     };
-    let mut token: Option<String> = None;
+    // Pipelined: while a page's auto-renew attributes are read, the next page is fetched, so a
+    // source's scan runs at the rate limit rather than at two round trips per page.
     let mut seen_tokens = std::collections::HashSet::new();
-    loop {
-        let page = match account
-            .client
-            .describe_instances_page(region, &query, token.as_deref())
-            .await
-        {
-            Ok(page) => page,
-            Err(error) => {
-                report.error = Some(error);
-                break;
-            }
-        };
+    let mut page = match account
+        .client
+        .describe_instances_page(region, &query, None)
+        .await
+    {
+        Ok(page) => Some(page),
+        Err(error) => {
+            report.error = Some(error);
+            None
+        }
+    };
+    while let Some(current) = page.take() {
         report
             .undecodable
-            .extend(page.undecodable.iter().map(ToString::to_string));
-        let prepaid: Vec<String> = page
+            .extend(current.undecodable.iter().map(ToString::to_string));
+        let prepaid: Vec<String> = current
             .instances
             .iter()
             .filter(|i| i.charge_type == ChargeType::PrePaid)
             .map(|i| i.id.clone())
             .collect();
-        let mut attributes: HashMap<String, AutoRenewAttribute> = HashMap::new();
-        if !prepaid.is_empty() {
-            match account.client.describe_auto_renew(region, &prepaid).await {
-                Ok(list) => attributes.extend(list.into_iter().map(|a| (a.instance_id.clone(), a))),
-                Err(error) => report.auto_renew_errors.push(error),
+        let next_token = match &current.next_token {
+            Some(next) if !seen_tokens.insert(next.clone()) => {
+                report.error = Some(CloudError::Decode {
+                    action: crate::cloud::Action::DescribeInstances,
+                    region: region.to_owned(),
+                    http_status: 200,
+                    request_id: current.request_id.clone(),
+                    detail: format!("NextToken {next:?} came back twice; paging would never end"),
+                    snippet: String::new(),
+                });
+                None
             }
-        }
-        report.instances += page.instances.len();
-        for instance in page.instances {
+            other => other.clone(),
+        };
+        let attributes_call = async {
+            if prepaid.is_empty() {
+                Ok(Vec::new())
+            } else {
+                account.client.describe_auto_renew(region, &prepaid).await
+            }
+        };
+        let next_call = async {
+            match &next_token {
+                Some(token) => Some(
+                    account
+                        .client
+                        .describe_instances_page(region, &query, Some(token))
+                        .await,
+                ),
+                None => None,
+            }
+        };
+        let (attributes, next) = tokio::join!(attributes_call, next_call);
+        let mut attributes: HashMap<String, AutoRenewAttribute> = match attributes {
+            Ok(list) => list
+                .into_iter()
+                .map(|a| (a.instance_id.clone(), a))
+                .collect(),
+            Err(error) => {
+                report.auto_renew_errors.push(error);
+                HashMap::new()
+            }
+        };
+        report.instances += current.instances.len();
+        for instance in current.instances {
             let auto_renew = attributes.remove(&instance.id);
             sink(Observed {
                 account: account_name.clone(),
@@ -161,20 +198,10 @@ pub async fn scan_source(
                 auto_renew,
             });
         }
-        match page.next_token {
-            None => break,
-            Some(next) if seen_tokens.insert(next.clone()) => token = Some(next),
-            Some(next) => {
-                report.error = Some(CloudError::Decode {
-                    action: crate::cloud::Action::DescribeInstances,
-                    region: region.to_owned(),
-                    http_status: 200,
-                    request_id: page.request_id,
-                    detail: format!("NextToken {next:?} came back twice; paging would never end"),
-                    snippet: String::new(),
-                });
-                break;
-            }
+        match next {
+            None => {}
+            Some(Ok(next_page)) => page = Some(next_page),
+            Some(Err(error)) => report.error = Some(error),
         }
     }
     if report.error.is_none()

@@ -11,14 +11,13 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use super::act::{ActContext, RenewOutcome, renew_all};
-use super::assess::Row;
 use super::verify::{VerifyTarget, verify};
-use super::{auto_renew, observe_and_assess, price::price_candidates};
+use super::{Rows, StatusWriter, auto_renew, observe_and_assess, price::price_candidates};
 use crate::accounts::AccountClient;
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::ledger::{Ledger, LedgerError, PassRecord, StatusRow};
-use crate::metrics::{InstanceSample, Metrics, PassResult};
+use crate::ledger::{Ledger, LedgerError, PassRecord, StatusUpdate};
+use crate::metrics::{Metrics, PassResult};
 use crate::policy::{BeltInput, Candidate, InstanceState, apply_belts};
 
 /// Everything a pass needs; built once by the daemon (rebuilt on reload).
@@ -121,20 +120,6 @@ pub fn day_key(config: &Config, now: DateTime<Utc>) -> String {
     now.with_timezone(&config.timezone).date_naive().to_string()
 }
 
-/// The word `status` and `plan` use for a row.
-pub fn decision_word(row: &Row) -> &'static str {
-    match row.state {
-        InstanceState::Due if row.renew => "renew",
-        _ if row.auto_renew_change => "set-auto-renew",
-        InstanceState::Ok | InstanceState::Due | InstanceState::Renewing => "none",
-        InstanceState::PendingVerification => "verify",
-        InstanceState::Backoff => "backoff",
-        InstanceState::Failed => "failed",
-        InstanceState::Expired => "expired",
-        InstanceState::Excluded => "exclude",
-    }
-}
-
 impl Engine {
     /// Runs one pass. A ledger failure ends the pass early (nothing is charged without its
     /// record) and is returned.
@@ -151,6 +136,7 @@ impl Engine {
             started_at: started,
             ..PassSummary::default()
         };
+        let generation = started.timestamp_millis();
 
         let histories = self.ledger.histories()?;
         let unchecked = self.ledger.unchecked_auto_renew_changes()?;
@@ -165,8 +151,27 @@ impl Engine {
                 .map(|(_, account, instance, _)| (account.clone(), instance.clone())),
         );
 
-        let (mut assessment, reports, watched) =
-            observe_and_assess(config, &self.accounts, &histories, &watch, started).await;
+        // Observe and decide; each instance's status line goes straight to the ledger.
+        let writer = StatusWriter::new(&self.ledger, generation);
+        let (mut assessment, reports, watched) = observe_and_assess(
+            config,
+            &self.accounts,
+            &histories,
+            &watch,
+            Rows::Stream(&writer),
+            started,
+        )
+        .await;
+        writer.finish()?;
+        let mut by_state = assessment.by_state.clone();
+        let mut updates: Vec<StatusUpdate> = Vec::new();
+        let mut move_state = |from: InstanceState, to: InstanceState| {
+            if let Some(n) = by_state.get_mut(&from) {
+                *n = n.saturating_sub(1);
+            }
+            *by_state.entry(to).or_default() += 1;
+        };
+
         summary.sources = reports.len();
         for report in &reports {
             let labels = [report.key.account.as_str(), report.key.region.as_str()];
@@ -282,7 +287,7 @@ impl Engine {
                 max_spend_per_day: config.limits.max_spend_per_day.clone(),
                 spent_today,
                 max_fleet_share: config.limits.max_fleet_share_per_run,
-                fleet_size: assessment.rows.len(),
+                fleet_size: assessment.instances,
             },
         );
         let mut tripped = HashSet::new();
@@ -299,9 +304,16 @@ impl Engine {
                 .push(format!("{}: {}", trip.limit, trip.detail));
         }
         for (key, limit) in &belts.held {
-            let row = &mut assessment.rows[assessment.renewals[*key].row];
-            row.reason = format!("{} — held: the {limit} limit tripped", row.reason);
+            let c = &assessment.renewals[*key];
             summary.held += 1;
+            updates.push(update_for(
+                c,
+                InstanceState::Due,
+                "hold",
+                format!("{} — held: the {limit} limit tripped", c.reason),
+                None,
+                c.failed_attempts,
+            ));
         }
         let allowed: HashSet<usize> = belts.allowed.iter().copied().collect();
         let to_renew: Vec<_> = assessment
@@ -323,19 +335,40 @@ impl Engine {
             cancel: &self.cancel,
             day: day.clone(),
         };
-        let (results, ledger_error) = renew_all(&act, to_renew).await;
-        let mut retry_at: BTreeMap<usize, DateTime<Utc>> = BTreeMap::new();
+        let (results, ledger_error) = renew_all(&act, to_renew.clone()).await;
+        let by_key: std::collections::HashMap<u128, &super::assess::RenewCandidate> = to_renew
+            .iter()
+            .map(|c| (super::assess::instance_key(&c.account, &c.instance.id), c))
+            .collect();
+        let candidate_of = |account: &str, id: &str| {
+            by_key
+                .get(&super::assess::instance_key(account, id))
+                .copied()
+        };
+        let mut spend: BTreeMap<String, f64> = BTreeMap::new();
         for r in &results {
-            let row = &mut assessment.rows[r.row];
+            let Some(c) = candidate_of(&r.account, &r.instance_id) else {
+                continue;
+            };
             match &r.outcome {
                 RenewOutcome::Ordered {
                     intent_id,
                     order_id,
                 } => {
                     summary.renewed += 1;
-                    row.state = InstanceState::PendingVerification;
-                    row.reason =
-                        format!("renewed: order {order_id}; waiting for the new expiry to show");
+                    move_state(InstanceState::Due, InstanceState::PendingVerification);
+                    if let Some(q) = &c.price {
+                        *spend.entry(q.trade_price.currency.clone()).or_default() +=
+                            q.trade_price.as_f64();
+                    }
+                    updates.push(update_for(
+                        c,
+                        InstanceState::PendingVerification,
+                        "verify",
+                        format!("renewed: order {order_id}; waiting for the new expiry to show"),
+                        None,
+                        c.failed_attempts,
+                    ));
                     verify_targets.push(VerifyTarget {
                         intent_id: *intent_id,
                         account: r.account.clone(),
@@ -347,48 +380,87 @@ impl Engine {
                 RenewOutcome::Failed {
                     class,
                     code,
-                    retry_at: at,
+                    retry_at,
                 } => {
                     summary.renew_failed += 1;
-                    row.failed_attempts += 1;
-                    row.state = if class.retry_later() {
+                    let state = if class.retry_later() {
                         InstanceState::Backoff
                     } else {
                         InstanceState::Failed
                     };
-                    row.reason = format!(
+                    move_state(InstanceState::Due, state);
+                    let reason = format!(
                         "renewal failed: {code} ({class}); next attempt at {}",
-                        crate::cloud::time::format_minutes(*at)
+                        crate::cloud::time::format_minutes(*retry_at)
                     );
-                    row.due_at = Some(*at);
-                    retry_at.insert(r.row, *at);
+                    let word = if state == InstanceState::Backoff {
+                        "backoff"
+                    } else {
+                        "failed"
+                    };
+                    updates.push(update_for(
+                        c,
+                        state,
+                        word,
+                        reason,
+                        Some(*retry_at),
+                        c.failed_attempts + 1,
+                    ));
                 }
-                RenewOutcome::Unknown { retry_at: at } => {
+                RenewOutcome::Unknown { retry_at } => {
                     summary.renew_unknown += 1;
-                    row.failed_attempts += 1;
-                    row.state = InstanceState::Backoff;
-                    row.reason = format!(
+                    move_state(InstanceState::Due, InstanceState::Backoff);
+                    let reason = format!(
                         "renewal outcome unknown; resent with the same ClientToken at {}",
-                        crate::cloud::time::format_minutes(*at)
+                        crate::cloud::time::format_minutes(*retry_at)
                     );
-                    row.due_at = Some(*at);
-                    retry_at.insert(r.row, *at);
+                    updates.push(update_for(
+                        c,
+                        InstanceState::Backoff,
+                        "backoff",
+                        reason,
+                        Some(*retry_at),
+                        c.failed_attempts + 1,
+                    ));
                 }
                 RenewOutcome::Skipped(why) => {
                     summary.skipped += 1;
-                    row.reason = why.clone();
+                    updates.push(update_for(
+                        c,
+                        InstanceState::Due,
+                        "renew",
+                        why.clone(),
+                        None,
+                        c.failed_attempts,
+                    ));
                 }
                 RenewOutcome::DryRun { token } => {
                     summary.dry_run_renewals += 1;
-                    row.reason = format!("{} (dry run: not sent; ClientToken {token})", row.reason);
+                    updates.push(update_for(
+                        c,
+                        InstanceState::Due,
+                        "renew",
+                        format!("{} (dry run: not sent; ClientToken {token})", c.reason),
+                        None,
+                        c.failed_attempts,
+                    ));
                 }
                 RenewOutcome::NotSent => {
                     summary.skipped += 1;
-                    row.reason = format!("{} (not sent: shutting down)", row.reason);
+                    updates.push(update_for(
+                        c,
+                        InstanceState::Due,
+                        "renew",
+                        format!("{} (not sent: shutting down)", c.reason),
+                        None,
+                        c.failed_attempts,
+                    ));
                 }
             }
         }
+        summary.spend = spend;
         if let Some(error) = ledger_error {
+            self.ledger.update_status(&updates, self.clock.now())?;
             return Err(error);
         }
 
@@ -406,16 +478,34 @@ impl Engine {
             .await?;
             for v in verified {
                 summary.verified += usize::from(v.settled == "verified");
-                if let Some(row) = assessment.rows.iter_mut().find(|row| {
-                    *row.account == *v.target.account && row.instance_id == v.target.instance_id
-                }) {
-                    row.expires_at = v.new_expiry;
-                    row.state = InstanceState::Ok;
-                    row.due_at = None;
-                    row.reason = format!(
-                        "renewed and verified: expires {}",
-                        crate::cloud::time::format_minutes(v.new_expiry)
-                    );
+                let this_pass = updates.iter_mut().find(|u| {
+                    *u.account == *v.target.account && u.instance_id == v.target.instance_id
+                });
+                // (linear: verified renewals are few compared to the fleet)
+                let reason = format!(
+                    "renewed and verified: expires {}",
+                    crate::cloud::time::format_minutes(v.new_expiry)
+                );
+                match this_pass {
+                    Some(update) => {
+                        move_state(InstanceState::PendingVerification, InstanceState::Ok);
+                        update.state = InstanceState::Ok.as_str().to_owned();
+                        update.decision = "none".to_owned();
+                        update.reason = reason;
+                        update.due_at = None;
+                        update.expires_at = Some(v.new_expiry);
+                    }
+                    None => updates.push(StatusUpdate {
+                        account: v.target.account.to_string(),
+                        instance_id: v.target.instance_id.clone(),
+                        state: InstanceState::Ok.as_str().to_owned(),
+                        decision: "none".to_owned(),
+                        reason,
+                        due_at: None,
+                        failed_attempts: 0,
+                        next_retry_at: None,
+                        expires_at: Some(v.new_expiry),
+                    }),
                 }
             }
         }
@@ -435,35 +525,27 @@ impl Engine {
             summary.auto_renew_failed = report.failed;
         }
 
-        // Publish.
+        // Publish: the acted-on lines, then drop the lines of instances gone from sources
+        // scanned completely (a failed source keeps its last lines, and their alerts).
         let finished = self.clock.now();
-        summary.finished_at = finished;
-        summary.instances = assessment.rows.len();
-        summary.pending_verification = assessment
-            .rows
+        self.ledger.update_status(&updates, finished)?;
+        let complete: Vec<(String, String)> = reports
             .iter()
-            .filter(|r| r.state == InstanceState::PendingVerification)
-            .count();
-        for row in &assessment.rows {
-            *summary
-                .by_state
-                .entry(row.state.as_str().to_owned())
-                .or_default() += 1;
-        }
-        let price_by_row: BTreeMap<usize, &crate::cloud::ecs::PriceQuote> = assessment
-            .renewals
-            .iter()
-            .filter_map(|c| c.price.as_ref().map(|q| (c.row, q)))
+            .filter(|r| r.ok())
+            .map(|r| (r.key.account.clone(), r.key.region.clone()))
             .collect();
-        for r in &results {
-            if let (RenewOutcome::Ordered { .. }, Some(q)) = (&r.outcome, price_by_row.get(&r.row))
-            {
-                *summary
-                    .spend
-                    .entry(q.trade_price.currency.clone())
-                    .or_default() += q.trade_price.as_f64();
-            }
-        }
+        self.ledger.prune_status(generation, &complete)?;
+        summary.finished_at = finished;
+        summary.instances = assessment.instances;
+        summary.pending_verification = by_state
+            .get(&InstanceState::PendingVerification)
+            .copied()
+            .unwrap_or(0);
+        summary.by_state = by_state
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(s, n)| (s.as_str().to_owned(), *n))
+            .collect();
         let result = if !reports.is_empty() && reports.iter().all(|r| !r.ok()) {
             PassResult::Failed
         } else if !summary.sources_down.is_empty()
@@ -478,7 +560,6 @@ impl Engine {
             PassResult::Ok
         };
         summary.result = result.as_str().to_owned();
-        self.publish(&assessment.rows, &retry_at, finished)?;
         self.metrics
             .passes_total
             .with_label_values(&[result.as_str()])
@@ -492,63 +573,26 @@ impl Engine {
         tracing::info!(result = result.as_str(), summary = %summary.line(), "pass finished");
         Ok(summary)
     }
+}
 
-    fn publish(
-        &self,
-        rows: &[Row],
-        retry_at: &BTreeMap<usize, DateTime<Utc>>,
-        now: DateTime<Utc>,
-    ) -> Result<(), LedgerError> {
-        let none: Arc<str> = Arc::from("none");
-        let mut policies: BTreeMap<String, Arc<str>> = BTreeMap::new();
-        let samples: Vec<InstanceSample> = rows
-            .iter()
-            .map(|row| InstanceSample {
-                account: row.account.clone(),
-                region: row.region.clone(),
-                instance_id: row.instance_id.clone(),
-                policy: match &row.policy {
-                    Some(p) => policies
-                        .entry(p.clone())
-                        .or_insert_with(|| Arc::from(p.as_str()))
-                        .clone(),
-                    None => none.clone(),
-                },
-                expires_at: row.expires_at.timestamp(),
-                next_action_at: row.due_at.map(|d| d.timestamp()),
-                state: row.state,
-                failed_attempts: row.failed_attempts,
-                drift: row.drift,
-                deduction_overdue: row.deduction_overdue,
-            })
-            .collect();
-        self.metrics.set_instances(samples);
-        let outcomes = self.ledger.last_outcomes()?;
-        let status: Vec<StatusRow> = rows
-            .iter()
-            .enumerate()
-            .map(|(i, row)| StatusRow {
-                account: row.account.to_string(),
-                region: row.region.to_string(),
-                instance_id: row.instance_id.clone(),
-                name: row.name.clone(),
-                expires_at: row.expires_at,
-                policy: row.policy.clone(),
-                state: row.state.as_str().to_owned(),
-                decision: decision_word(row).to_owned(),
-                due_at: row.due_at,
-                reason: row.reason.clone(),
-                failed_attempts: row.failed_attempts,
-                next_retry_at: retry_at.get(&i).copied().or(match row.state {
-                    InstanceState::Backoff | InstanceState::Failed => row.due_at,
-                    _ => None,
-                }),
-                last_outcome: outcomes
-                    .get(&(row.account.to_string(), row.instance_id.clone()))
-                    .cloned(),
-                updated_at: now,
-            })
-            .collect();
-        self.ledger.replace_status(&status)
+/// The status change of one renewal candidate.
+fn update_for(
+    c: &super::assess::RenewCandidate,
+    state: InstanceState,
+    decision: &str,
+    reason: String,
+    retry_at: Option<DateTime<Utc>>,
+    failed_attempts: u32,
+) -> StatusUpdate {
+    StatusUpdate {
+        account: c.account.to_string(),
+        instance_id: c.instance.id.clone(),
+        state: state.as_str().to_owned(),
+        decision: decision.to_owned(),
+        reason,
+        due_at: retry_at,
+        failed_attempts,
+        next_retry_at: retry_at,
+        expires_at: None,
     }
 }
