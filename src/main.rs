@@ -103,6 +103,21 @@ enum Command {
         #[arg(long)]
         state_dir: Option<PathBuf>,
     },
+    /// Measure API calls, pass time, memory and CPU at fleet scale against the emulator.
+    Bench {
+        /// Fleet sizes, comma-separated.
+        #[arg(long, value_delimiter = ',', default_values_t = vec![1000usize, 10000, 100000])]
+        sizes: Vec<usize>,
+        /// Latency per call, in milliseconds.
+        #[arg(long, default_value_t = 30)]
+        latency_ms: u64,
+        /// Calls per second per (account, region, action).
+        #[arg(long, default_value_t = 20.0)]
+        rate: f64,
+        /// Seconds to idle after the pass before measuring idle RSS and CPU.
+        #[arg(long, default_value_t = 60)]
+        idle_seconds: u64,
+    },
     /// Serve the ECS emulator (for tests, the demo and policy rehearsal).
     Emulator {
         /// Address to listen on.
@@ -160,6 +175,21 @@ async fn try_main(command: Command) -> Result<ExitCode, Failure> {
                 ..Default::default()
             };
             commands::demo::run(options, &env, &mut stdout).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            sizes,
+            latency_ms,
+            rate,
+            idle_seconds,
+        } => {
+            let options = commands::bench::BenchOptions {
+                sizes,
+                latency: std::time::Duration::from_millis(latency_ms),
+                rate,
+                idle: std::time::Duration::from_secs(idle_seconds),
+            };
+            commands::bench::run(options, &mut stdout).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Run { config } => {

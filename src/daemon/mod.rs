@@ -396,7 +396,7 @@ impl LoopState {
             watchdog.fired(tick.at);
             self.engine.metrics.ticks_coalesced_total.inc();
         }
-        tracing::debug!(?wake, "pass starting");
+        tracing::info!(?wake, "pass starting");
         let engine = self.engine.clone();
         let mut task = tokio::spawn(async move { engine.run_pass().await });
         let outcome = loop {

@@ -14,6 +14,9 @@ use crate::accounts::AccountClient;
 use crate::cloud::ecs::AutoRenewTarget;
 use crate::ledger::{AutoRenewRecord, Ledger, LedgerError};
 
+/// Target groups per source.
+type BySource = BTreeMap<(Arc<str>, Arc<str>), Vec<(AutoRenewTarget, Vec<(usize, String)>)>>;
+
 /// Changes grouped by (account, region, target): one set of calls each.
 type Groups = BTreeMap<(Arc<str>, Arc<str>, AutoRenewTargetKey), Vec<(usize, String)>>;
 use crate::metrics::Metrics;
@@ -50,21 +53,45 @@ pub async fn apply(
             .or_default()
             .push((change.row, change.instance_id));
     }
-    for ((account, region, AutoRenewTargetKey(target)), members) in groups {
-        if dry_run {
+    if dry_run {
+        for ((account, region, AutoRenewTargetKey(target)), members) in &groups {
             tracing::info!(account = %account, region = %region, instances = members.len(), status = %target.status,
                 "dry run: would set auto-renew attributes");
-            continue;
         }
-        let Some(client) = accounts.iter().find(|a| *a.name == *account) else {
-            continue;
-        };
-        let ids: Vec<String> = members.iter().map(|(_, id)| id.clone()).collect();
+        return Ok(report);
+    }
+    // Sources in parallel (each has its own rate limit); within a source, one group at a time.
+    let mut by_source: BySource = BTreeMap::new();
+    for ((account, region, AutoRenewTargetKey(target)), members) in groups {
+        by_source
+            .entry((account, region))
+            .or_default()
+            .push((target, members));
+    }
+    let calls = by_source
+        .into_iter()
+        .map(|((account, region), groups)| async move {
+            let mut done = Vec::new();
+            let Some(client) = accounts.iter().find(|a| *a.name == *account) else {
+                return done;
+            };
+            for (target, members) in groups {
+                let ids: Vec<String> = members.iter().map(|(_, id)| id.clone()).collect();
+                let batches = client.client.modify_auto_renew(&region, &ids, target).await;
+                done.push((account.clone(), region.clone(), target, members, batches));
+            }
+            done
+        });
+    for (account, region, target, members, batches) in futures_util::future::join_all(calls)
+        .await
+        .into_iter()
+        .flatten()
+    {
         let rows: BTreeMap<&str, usize> = members
             .iter()
             .map(|(row, id)| (id.as_str(), *row))
             .collect();
-        for batch in client.client.modify_auto_renew(&region, &ids, target).await {
+        for batch in batches {
             match &batch.result {
                 Ok(request_id) => {
                     let change = AutoRenewRecord {

@@ -61,20 +61,25 @@ pub async fn verify(
                 .or_default()
                 .push(t.instance_id.clone());
         }
-        let mut shown: BTreeMap<(Arc<str>, String), DateTime<Utc>> = BTreeMap::new();
-        for ((account, region), ids) in groups {
-            let Some(client) = accounts.iter().find(|a| *a.name == *account) else {
-                continue;
-            };
+        // Sources are read in parallel (each has its own rate limit).
+        let reads = groups.into_iter().map(|((account, region), ids)| async move {
+            let client = accounts.iter().find(|a| *a.name == *account)?;
             match client.client.describe_instances_by_id(&region, &ids).await {
-                Ok(listing) => {
-                    for instance in listing.instances {
-                        shown.insert((account.clone(), instance.id), instance.expired_time);
-                    }
-                }
+                Ok(listing) => Some((account, listing.instances)),
                 Err(error) => {
-                    tracing::warn!(account = %account, region, error = %error, "verification read failed; retried later")
+                    tracing::warn!(account = %account, region, error = %error, "verification read failed; retried later");
+                    None
                 }
+            }
+        });
+        let mut shown: BTreeMap<(Arc<str>, String), DateTime<Utc>> = BTreeMap::new();
+        for (account, instances) in futures_util::future::join_all(reads)
+            .await
+            .into_iter()
+            .flatten()
+        {
+            for instance in instances {
+                shown.insert((account.clone(), instance.id), instance.expired_time);
             }
         }
         let mut remaining = Vec::new();
