@@ -73,7 +73,7 @@ pub async fn connect(
         let settings = ClientSettings {
             account: account.name.clone(),
             endpoint: account.endpoint.clone(),
-            read_timeouts: Vec::new(),
+            read_timeouts: account.read_timeouts.clone(),
             retry: account.call_retry.clone(),
             rate_limit: account.rate_limit.clone(),
         };

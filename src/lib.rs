@@ -18,6 +18,7 @@ pub mod daemon;
 pub mod duration;
 pub mod emulator;
 pub mod ledger;
+pub mod memory;
 pub mod metrics;
 pub mod money;
 pub mod policy;

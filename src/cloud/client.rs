@@ -238,13 +238,23 @@ impl EcsClient {
                 span,
             )
             .await;
-            self.observer.attempt_finished(
-                &self.settings.account,
-                action,
-                region,
-                result.as_ref().map(|_| ()).map_err(CloudError::class),
-                started.elapsed(),
-            );
+            // Only requests that were sent count (credentials can fail before sending).
+            if !matches!(result, Err(CloudError::Credentials { .. })) {
+                self.observer.attempt_finished(
+                    &self.settings.account,
+                    action,
+                    region,
+                    result.as_ref().map(|_| ()).map_err(CloudError::class),
+                    started.elapsed(),
+                );
+            }
+            if let Err(CloudError::Api(api)) = &result
+                && (api.code.starts_with("InvalidAccessKeyId")
+                    || api.code.starts_with("InvalidSecurityToken"))
+            {
+                // Temporary credentials can be revoked or expire early: fetch fresh ones next time.
+                self.credentials.invalidate().await;
+            }
             let error = match result {
                 Ok(body) => {
                     return Ok(Answer {

@@ -346,7 +346,7 @@ async fn run_size(
     };
     let _ = writeln!(
         out,
-        "  {size} instances: pass done in {:.2}s; idling {}s...",
+        "  {size} instances: pass done in {:.2}s; idling {}s (daemon pid {pid})...",
         pass.as_secs_f64(),
         options.idle.as_secs()
     );

@@ -96,6 +96,8 @@ pub struct Account {
     pub rate_limit: RateLimitConfig,
     /// In-pass retries of one call.
     pub call_retry: RetryPolicy,
+    /// Per-action read timeout overrides.
+    pub read_timeouts: Vec<(crate::cloud::Action, Duration)>,
 }
 
 /// Safety belts in whole cents.

@@ -302,6 +302,27 @@ pub struct AccountSection {
     /// In-pass retries of a single call.
     #[serde(default)]
     pub call_retry: RetryPolicy,
+    /// Per-action read timeouts, e.g. `{ RenewInstance = "20s" }` (defaults: the official
+    /// SDK's per-action values).
+    #[serde(default)]
+    pub read_timeouts: BTreeMap<crate::cloud::Action, ReadTimeout>,
+}
+
+/// A read timeout written as a duration string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadTimeout(pub Duration);
+
+impl<'de> Deserialize<'de> for ReadTimeout {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        let duration = crate::duration::parse(&text).map_err(serde::de::Error::custom)?;
+        if duration.is_zero() {
+            return Err(serde::de::Error::custom(
+                "a read timeout must be longer than zero",
+            ));
+        }
+        Ok(ReadTimeout(duration))
+    }
 }
 
 /// `[limits]`: safety belts checked for the whole batch before anything is charged.

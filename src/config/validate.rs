@@ -275,6 +275,11 @@ fn check(file: ConfigFile, report: &mut Report, env: &Environment) -> Result<Con
                 .unwrap_or_else(|| file.scan.regions.clone()),
             rate_limit: section.rate_limit.clone(),
             call_retry: section.call_retry.clone(),
+            read_timeouts: section
+                .read_timeouts
+                .iter()
+                .map(|(action, t)| (*action, t.0))
+                .collect(),
         });
     }
 

@@ -76,6 +76,8 @@ async fn metrics(State(state): State<AdminState>) -> Response {
             tracing::error!(%error, "reading per-instance metrics failed");
         }
         send(&mut out);
+        state.ledger.shrink_memory();
+        crate::memory::release_free_memory();
     });
     let body = Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))

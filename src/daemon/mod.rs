@@ -421,6 +421,9 @@ impl LoopState {
         };
         match outcome {
             Ok(Ok(summary)) => {
+                // A pass over a large fleet frees a lot: hand it back before idling.
+                self.engine.ledger.shrink_memory();
+                crate::memory::release_free_memory();
                 self.health.record(&summary);
                 notify(&[NotifyState::Status(&summary.line())]);
                 if let Some(passes) = &self.passes {

@@ -119,6 +119,7 @@ pub const MIGRATIONS: &[&str] = &[
         generation    INTEGER NOT NULL,
         PRIMARY KEY (account, instance_id)
     );
+    CREATE INDEX instance_status_by_source ON instance_status (account, region, generation);
     "#,
 ];
 

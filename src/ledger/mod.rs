@@ -1166,6 +1166,13 @@ impl Ledger {
         tx.commit().map_err(write)
     }
 
+    /// Releases the connection's page cache (after a pass, or a scrape of a large fleet).
+    pub fn shrink_memory(&self) {
+        if let Err(error) = self.conn().execute_batch("PRAGMA shrink_memory;") {
+            tracing::debug!(%error, "shrinking the ledger's cache failed");
+        }
+    }
+
     /// Every status line, by expiry, with each instance's last money-moving outcome.
     pub fn status_rows(&self) -> Result<Vec<StatusRow>, LedgerError> {
         let read = |source| LedgerError::Read {

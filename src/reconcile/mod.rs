@@ -60,28 +60,42 @@ pub enum Rows<'a> {
     Collect,
     /// Written to the ledger's status table as they come (the daemon: nothing per instance
     /// stays in memory).
-    Stream(&'a StatusWriter<'a>),
+    Stream(&'a StatusWriter),
 }
 
-/// Writes status lines in batches, for one pass (`generation`).
-pub struct StatusWriter<'a> {
-    ledger: &'a crate::ledger::Ledger,
-    generation: i64,
+/// Writes status lines in batches, for one pass (`generation`), on a thread of its own so the
+/// scan never waits on SQLite.
+pub struct StatusWriter {
     buffer: Mutex<Vec<crate::ledger::StatusRow>>,
-    error: Mutex<Option<crate::ledger::LedgerError>>,
+    batches: Mutex<Option<std::sync::mpsc::SyncSender<Vec<crate::ledger::StatusRow>>>>,
+    thread: Mutex<Option<std::thread::JoinHandle<Result<(), crate::ledger::LedgerError>>>>,
 }
 
 /// Status lines per write.
 const STATUS_BATCH: usize = 1000;
+/// Batches waiting to be written before the scan is made to wait.
+const STATUS_QUEUE: usize = 4;
 
-impl<'a> StatusWriter<'a> {
-    /// A writer for the pass tagged `generation`.
-    pub fn new(ledger: &'a crate::ledger::Ledger, generation: i64) -> StatusWriter<'a> {
+impl StatusWriter {
+    /// Starts a writer for the pass tagged `generation`.
+    pub fn start(ledger: std::sync::Arc<crate::ledger::Ledger>, generation: i64) -> StatusWriter {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<crate::ledger::StatusRow>>(STATUS_QUEUE);
+        let thread = std::thread::Builder::new()
+            .name("status-writer".into())
+            .spawn(move || {
+                let mut first_error = None;
+                for batch in rx {
+                    if let Err(error) = ledger.write_status(&batch, generation) {
+                        first_error.get_or_insert(error);
+                    }
+                }
+                first_error.map_or(Ok(()), Err)
+            })
+            .expect("a thread can be started");
         StatusWriter {
-            ledger,
-            generation,
             buffer: Mutex::new(Vec::with_capacity(STATUS_BATCH)),
-            error: Mutex::new(None),
+            batches: Mutex::new(Some(tx)),
+            thread: Mutex::new(Some(thread)),
         }
     }
 
@@ -89,29 +103,41 @@ impl<'a> StatusWriter<'a> {
         let mut buffer = self.buffer.lock().unwrap_or_else(|p| p.into_inner());
         buffer.push(row);
         if buffer.len() >= STATUS_BATCH {
-            let batch = std::mem::take(&mut *buffer);
+            let batch = std::mem::replace(&mut *buffer, Vec::with_capacity(STATUS_BATCH));
             drop(buffer);
-            self.write(&batch);
+            self.send(batch);
         }
     }
 
-    fn write(&self, batch: &[crate::ledger::StatusRow]) {
-        if let Err(error) = self.ledger.write_status(batch, self.generation) {
-            self.error
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get_or_insert(error);
+    fn send(&self, batch: Vec<crate::ledger::StatusRow>) {
+        if let Some(tx) = self
+            .batches
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            // A send fails only if the thread is gone; its error is returned by `finish`.
+            let _ = tx.send(batch);
         }
     }
 
-    /// Writes what is left; returns the first write error, if any.
-    pub fn finish(&self) -> Result<(), crate::ledger::LedgerError> {
-        let batch = std::mem::take(&mut *self.buffer.lock().unwrap_or_else(|p| p.into_inner()));
-        if !batch.is_empty() {
-            self.write(&batch);
+    /// Writes what is left and waits for the writer; returns the first write error, if any.
+    pub async fn finish(&self) -> Result<(), crate::ledger::LedgerError> {
+        let rest = std::mem::take(&mut *self.buffer.lock().unwrap_or_else(|p| p.into_inner()));
+        if !rest.is_empty() {
+            self.send(rest);
         }
-        match self.error.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            Some(error) => Err(error),
+        self.batches
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let thread = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match thread {
+            Some(thread) => tokio::task::spawn_blocking(move || thread.join())
+                .await
+                .ok()
+                .and_then(|joined| joined.ok())
+                .unwrap_or(Ok(())),
             None => Ok(()),
         }
     }

@@ -81,6 +81,30 @@ pub struct PassSummary {
     pub undecodable: usize,
     /// Each source's scan: ok, or the failure class and message.
     pub source_results: Vec<SourceResult>,
+    /// Seconds spent in each phase.
+    pub phase_seconds: BTreeMap<String, f64>,
+}
+
+/// Wall time per phase of a pass.
+struct Phases {
+    last: tokio::time::Instant,
+    laps: BTreeMap<String, f64>,
+}
+
+impl Phases {
+    fn start() -> Phases {
+        Phases {
+            last: tokio::time::Instant::now(),
+            laps: BTreeMap::new(),
+        }
+    }
+
+    fn lap(&mut self, phase: &str) {
+        let now = tokio::time::Instant::now();
+        self.laps
+            .insert(phase.to_owned(), (now - self.last).as_secs_f64());
+        self.last = now;
+    }
 }
 
 /// How one source's scan went.
@@ -137,6 +161,7 @@ impl Engine {
             ..PassSummary::default()
         };
         let generation = started.timestamp_millis();
+        let mut phases = Phases::start();
 
         let histories = self.ledger.histories()?;
         let unchecked = self.ledger.unchecked_auto_renew_changes()?;
@@ -152,7 +177,7 @@ impl Engine {
         );
 
         // Observe and decide; each instance's status line goes straight to the ledger.
-        let writer = StatusWriter::new(&self.ledger, generation);
+        let writer = StatusWriter::start(self.ledger.clone(), generation);
         let (mut assessment, reports, watched) = observe_and_assess(
             config,
             &self.accounts,
@@ -162,7 +187,8 @@ impl Engine {
             started,
         )
         .await;
-        writer.finish()?;
+        writer.finish().await?;
+        phases.lap("observe");
         let mut by_state = assessment.by_state.clone();
         let mut updates: Vec<StatusUpdate> = Vec::new();
         let mut move_state = |from: InstanceState, to: InstanceState| {
@@ -250,6 +276,8 @@ impl Engine {
             }
         }
 
+        phases.lap("settle");
+
         // Price where a limit needs it, then the belts over the whole batch.
         let needs_price = |c: &super::assess::RenewCandidate| {
             c.plan.max_price_cents.is_some() || config.limits.has_spend_limits()
@@ -323,6 +351,8 @@ impl Engine {
             .filter(|(key, _)| allowed.contains(key))
             .map(|(_, c)| c.clone())
             .collect();
+
+        phases.lap("price_and_belts");
 
         // Act.
         let act = ActContext {
@@ -464,6 +494,8 @@ impl Engine {
             return Err(error);
         }
 
+        phases.lap("act");
+
         // Verify new orders (and one look at older ones out of the window).
         if !verify_targets.is_empty() && !self.cancel.is_cancelled() {
             let verified = verify(
@@ -510,6 +542,8 @@ impl Engine {
             }
         }
 
+        phases.lap("verify");
+
         // Auto-renew attributes.
         if !self.cancel.is_cancelled() {
             let report = auto_renew::apply(
@@ -525,6 +559,8 @@ impl Engine {
             summary.auto_renew_failed = report.failed;
         }
 
+        phases.lap("auto_renew");
+
         // Publish: the acted-on lines, then drop the lines of instances gone from sources
         // scanned completely (a failed source keeps its last lines, and their alerts).
         let finished = self.clock.now();
@@ -535,6 +571,8 @@ impl Engine {
             .map(|r| (r.key.account.clone(), r.key.region.clone()))
             .collect();
         self.ledger.prune_status(generation, &complete)?;
+        phases.lap("publish");
+        summary.phase_seconds = phases.laps;
         summary.finished_at = finished;
         summary.instances = assessment.instances;
         summary.pending_verification = by_state
@@ -570,7 +608,12 @@ impl Engine {
             result: result.as_str().to_owned(),
             summary: serde_json::to_string(&summary).unwrap_or_default(),
         })?;
-        tracing::info!(result = result.as_str(), summary = %summary.line(), "pass finished");
+        tracing::info!(
+            result = result.as_str(),
+            summary = %summary.line(),
+            phases = %serde_json::to_string(&summary.phase_seconds).unwrap_or_default(),
+            "pass finished"
+        );
         Ok(summary)
     }
 }

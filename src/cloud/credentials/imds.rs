@@ -135,6 +135,11 @@ impl ImdsProvider {
         }
     }
 
+    /// Drops the cached credentials.
+    pub async fn invalidate(&self) {
+        *self.cache.lock().await = None;
+    }
+
     fn needs_refresh(&self, credentials: &Credentials, now: DateTime<Utc>) -> bool {
         match credentials.expiration {
             Some(expiration) => {

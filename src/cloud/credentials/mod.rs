@@ -291,6 +291,14 @@ impl CredentialProvider {
         &self.warnings
     }
 
+    /// Forgets cached temporary credentials (the service rejected them), so the next call
+    /// fetches fresh ones. Fixed credentials are kept: re-reading them cannot help.
+    pub async fn invalidate(&self) {
+        if let ProviderKind::Imds(provider) = &self.kind {
+            provider.invalidate().await;
+        }
+    }
+
     /// The credentials to sign with at `now`, refreshing temporary ones that are close to
     /// expiry.
     pub async fn credentials(&self, now: DateTime<Utc>) -> Result<Credentials, CredentialError> {
