@@ -85,8 +85,11 @@ impl VirtualClock {
     pub fn advance(&self, d: Duration) {
         let mut state = self.lock();
         let now = state.now();
-        state.anchor_virtual =
-            now + chrono::Duration::from_std(d).unwrap_or(chrono::TimeDelta::MAX);
+        // Saturates at the end of the calendar rather than panicking on repeated advances.
+        state.anchor_virtual = chrono::Duration::from_std(d)
+            .ok()
+            .and_then(|delta| now.checked_add_signed(delta))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
         state.anchor_real = Instant::now();
     }
 

@@ -2,18 +2,34 @@
 
 use std::time::Duration;
 
+/// The longest duration accepted anywhere: a century. Longer ones are typos, and `now ± d`
+/// must stay inside the calendar for every duration that parses.
+pub const LONGEST: Duration = Duration::from_secs(36_500 * 86_400);
+
 /// A duration string that does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "{text:?} is not a duration: write a number and a unit, e.g. \"90s\", \"15m\", \"6h\", \"10d\" or \"1h 30m\""
-)]
-pub struct InvalidDuration {
-    text: String,
+pub enum InvalidDuration {
+    /// Not `<number><unit>` terms, or a sum that does not fit.
+    #[error(
+        "{text:?} is not a duration: write a number and a unit, e.g. \"90s\", \"15m\", \"6h\", \"10d\" or \"1h 30m\""
+    )]
+    Malformed {
+        /// The text as given.
+        text: String,
+    },
+    /// Longer than [`LONGEST`].
+    #[error(
+        "{text:?} is longer than 36500d (a century), the longest duration accepted: check the number and the unit"
+    )]
+    TooLong {
+        /// The text as given.
+        text: String,
+    },
 }
 
 /// Parses `<number><unit>` terms separated by optional spaces; units `ms`, `s`, `m`, `h`, `d`, `w`.
 pub fn parse(text: &str) -> Result<Duration, InvalidDuration> {
-    let invalid = || InvalidDuration {
+    let invalid = || InvalidDuration::Malformed {
         text: text.to_owned(),
     };
     let mut total = Duration::ZERO;
@@ -35,7 +51,9 @@ pub fn parse(text: &str) -> Result<Duration, InvalidDuration> {
             .unwrap_or(rest.len());
         let unit_secs: u64 = match &rest[..unit_len] {
             "ms" => {
-                total += Duration::from_millis(number);
+                total = total
+                    .checked_add(Duration::from_millis(number))
+                    .ok_or_else(invalid)?;
                 rest = rest[unit_len..].trim_start();
                 continue;
             }
@@ -51,6 +69,11 @@ pub fn parse(text: &str) -> Result<Duration, InvalidDuration> {
             .checked_add(Duration::from_secs(secs))
             .ok_or_else(invalid)?;
         rest = rest[unit_len..].trim_start();
+    }
+    if total > LONGEST {
+        return Err(InvalidDuration::TooLong {
+            text: text.to_owned(),
+        });
     }
     Ok(total)
 }
@@ -106,7 +129,17 @@ mod tests {
         assert_eq!(parse("10d").unwrap(), Duration::from_secs(864_000));
         assert_eq!(parse("250ms").unwrap(), Duration::from_millis(250));
         assert_eq!(parse("2w").unwrap(), Duration::from_secs(14 * 86_400));
-        for bad in ["", "15", "m", "15 minutes later", "1y", "-5m"] {
+        let overflowing = format!("{}s {}ms", u64::MAX, u64::MAX);
+        assert_eq!(parse("36500d").unwrap(), LONGEST);
+        assert!(matches!(
+            parse("36500d 1s"),
+            Err(InvalidDuration::TooLong { .. })
+        ));
+        assert!(matches!(
+            parse("15000000w"),
+            Err(InvalidDuration::TooLong { .. })
+        ));
+        for bad in ["", "15", "m", "15 minutes later", "1y", "-5m", &overflowing] {
             assert!(parse(bad).is_err(), "{bad}");
         }
     }

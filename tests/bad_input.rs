@@ -677,7 +677,7 @@ async fn ledger_cases(table: &mut Table) {
         table.record(
             "ledger: a full disk while writing the renewal intent",
             "INSERT INTO intents fails with 'database or disk is full' (SQLite trigger)",
-            "ledger write failed while recording a renewal intent: database or disk is full — nothing was charged on the strength of it; check free space and the state directory",
+            "ledger write failed while recording a renewal intent: database or disk is full — the pass stops; an open renewal keeps its token and is settled or resent with that token next pass, never charged under a new one; check free space and the state directory",
             &answer.unwrap_or_default(),
             lost,
         );
@@ -708,7 +708,7 @@ async fn ledger_cases(table: &mut Table) {
         table.record(
             "ledger: a full disk while writing the attempt",
             "INSERT INTO attempts fails with 'database or disk is full' (SQLite trigger)",
-            "ledger write failed while recording a renewal attempt: database or disk is full — nothing was charged on the strength of it; check free space and the state directory",
+            "ledger write failed while recording a renewal attempt: database or disk is full — the pass stops; an open renewal keeps its token and is settled or resent with that token next pass, never charged under a new one; check free space and the state directory",
             &answer.unwrap_or_default(),
             lost,
         );
@@ -718,7 +718,7 @@ async fn ledger_cases(table: &mut Table) {
     // so. The intent stays 'sent'; once the disk has room the next pass resends the same
     // ClientToken, the cloud returns the same order, and there is still exactly one order.
     // (The new expiry shows after an hour here, so the instance is still in the scan window
-    // at the next pass; `known_bug_a_sent_intent_whose_instance_left_the_window_is_never_settled`
+    // at the next pass; `a_sent_intent_whose_instance_left_the_window_is_settled_without_a_resend`
     // shows what happens when it is not.)
     {
         let (emulator, clock) = emulator_with_visibility(Duration::from_secs(3600)).await;
@@ -758,7 +758,7 @@ async fn ledger_cases(table: &mut Table) {
         table.record(
             "ledger: a full disk while recording the order",
             "UPDATE intents SET status = 'ordered' fails with 'database or disk is full' (SQLite trigger), then the disk has room again",
-            "ledger write failed while recording a renewal's order: database or disk is full — nothing was charged on the strength of it; check free space and the state directory",
+            "ledger write failed while recording a renewal's order: database or disk is full — the pass stops; an open renewal keeps its token and is settled or resent with that token next pass, never charged under a new one; check free space and the state directory",
             &answer.unwrap_or_default(),
             lost,
         );
@@ -1086,11 +1086,11 @@ fn the_matcher_accepts_one_request_id_per_placeholder_and_nothing_else() {
 /// A renewal charged while the ledger could not record its answer stays `sent`. When the new
 /// expiry is visible by the next pass (ECS shows it after about 10 s) and lies beyond the scan
 /// horizon (a one-month renewal of an instance due within the week does), the instance is no
-/// longer in the scan, so the intent is neither resent nor settled: its order id is never
-/// recorded. `src/reconcile/pass.rs` gives out-of-window intents a look only when `ordered`.
+/// longer in the scan. The intent still gets one look by id, sees the expiry moved, and is
+/// settled without being resent (a resend only to learn the order id would charge again if the
+/// provider had forgotten the token); the ledger says the order id is unknown.
 #[tokio::test]
-#[ignore = "src bug: a 'sent' intent whose renewed instance left the scan window is never settled"]
-async fn known_bug_a_sent_intent_whose_instance_left_the_window_is_never_settled() {
+async fn a_sent_intent_whose_instance_left_the_window_is_settled_without_a_resend() {
     let (emulator, clock) = emulator().await;
     let dir = tempfile::tempdir().unwrap();
     let engine = engine(&emulator, &clock, dir.path(), &key_env(HARNESS_KEY))
@@ -1101,18 +1101,37 @@ async fn known_bug_a_sent_intent_whose_instance_left_the_window_is_never_settled
         .unwrap();
     assert!(engine.run_pass().await.is_err());
     raw.execute_batch("DROP TRIGGER full_disk;").unwrap();
+    let open_before: i64 = raw
+        .query_row(
+            "SELECT COUNT(*) FROM intents WHERE status = 'sent'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        open_before, 1,
+        "the unrecorded charge leaves its intent sent"
+    );
     clock.advance(Duration::from_secs(600));
     engine.run_pass().await.unwrap();
     clock.advance(Duration::from_secs(3600));
     engine.run_pass().await.unwrap();
     let orders = emulator.orders();
     assert_eq!(orders.len(), 1, "charged once");
-    let records = engine.ledger.money_records(Some("i-due")).unwrap();
     assert_eq!(
-        records[0].order_id.as_deref(),
-        Some(orders[0].order_id.as_str()),
-        "the ledger never learns the order: {records:?}"
+        emulator.calls().count(Action::RenewInstance),
+        1,
+        "never resent once the expiry moved"
     );
+    let records = engine.ledger.money_records(Some("i-due")).unwrap();
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0].status, "superseded", "{records:?}");
+    assert_eq!(records[0].order_id, None, "{records:?}");
+    let renewed_to = emulator.with_world(|w| {
+        let instance = w.instances().find(|i| i.id == "i-due").unwrap();
+        instance.expiry.last().unwrap().1
+    });
+    assert_eq!(records[0].new_expiry, Some(renewed_to), "{records:?}");
 }
 
 /// Runs one pass in its own task so that a panic is caught and reported, not propagated.
@@ -1125,40 +1144,64 @@ async fn pass_without_panic(
     }
 }
 
-/// Durations far beyond any calendar pass `check-config` (the largest a `chrono::TimeDelta`
-/// holds is ~292 million years), but `now ± duration` overflows `DateTime` (year 262143) and
-/// panics in the pass: `src/reconcile/mod.rs` `window()` for `horizon` and `grace`,
-/// `src/policy/decide.rs` for `renew_before`. Either the config should refuse them or the
-/// pass should saturate.
+/// Durations far beyond any calendar (`now ± duration` would overflow `DateTime`) are refused
+/// by the config with the key named; the longest accepted, a century, runs a pass.
 #[tokio::test]
-#[ignore = "src bug: scan.horizon/grace or renew_before of 15000000w is accepted and panics the pass"]
-async fn known_bug_a_huge_horizon_is_accepted_and_panics_the_pass() {
+async fn a_huge_horizon_grace_or_renew_before_is_refused_and_a_century_runs() {
     let cases = [
-        ("horizon = \"15000000w\"\n", RENEW.to_owned()),
-        ("grace = \"15000000w\"\n", RENEW.to_owned()),
-        ("", format!("{RENEW}renew_before = \"15000000w\"\n")),
+        (
+            "horizon = \"15000000w\"\n",
+            RENEW.to_owned(),
+            "scan.horizon",
+        ),
+        ("grace = \"15000000w\"\n", RENEW.to_owned(), "scan.grace"),
+        (
+            "",
+            format!("{RENEW}renew_before = \"15000000w\"\n"),
+            "renew_before",
+        ),
     ];
     let mut failures = Vec::new();
-    for (scan, tail) in cases {
+    for (scan, tail, key) in cases {
         let (emulator, clock) = emulator().await;
         let dir = tempfile::tempdir().unwrap();
         let text = engine_config_with(&emulator, dir.path(), scan, &tail);
-        let Ok(engine) = engine_from(&text, &clock, &key_env(HARNESS_KEY)).await else {
-            continue; // refused by the config: fine
-        };
-        if let Err(e) = pass_without_panic(engine).await {
-            failures.push(format!("{scan}{tail}: {e}"));
+        match engine_from(&text, &clock, &key_env(HARNESS_KEY)).await {
+            Ok(_) => failures.push(format!("{scan}{tail}: accepted")),
+            Err(e) if e.contains(key) && e.contains("longer than 36500d") => {}
+            Err(e) => failures.push(format!("{scan}{tail}: unclear refusal: {e}")),
+        }
+    }
+    for (scan, tail) in [
+        (
+            "horizon = \"36500d\"\ngrace = \"36500d\"\n",
+            RENEW.to_owned(),
+        ),
+        (
+            "horizon = \"36500d\"\n",
+            format!("{RENEW}renew_before = \"36500d\"\n"),
+        ),
+    ] {
+        let (emulator, clock) = emulator().await;
+        let dir = tempfile::tempdir().unwrap();
+        let text = engine_config_with(&emulator, dir.path(), scan, &tail);
+        match engine_from(&text, &clock, &key_env(HARNESS_KEY)).await {
+            Ok(engine) => {
+                if let Err(e) = pass_without_panic(engine).await {
+                    failures.push(format!("{scan}{tail}: {e}"));
+                }
+            }
+            Err(e) => failures.push(format!("{scan}{tail}: refused: {e}")),
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-/// Two renewal quotes of 5e16 CNY each are 5e18 cents each; `src/policy/belts.rs` adds them
-/// with `+=` on i64: in a debug build the pass panics ("attempt to add with overflow"), in a
-/// release build the total wraps to a negative amount and the spend belt does not trip.
+/// Two renewal quotes of 5e16 CNY each (5e18 cents, which would overflow an i64 sum): quotes
+/// that large are not credible, so both renewals count as unpriced and the spend belt holds
+/// them; nothing is charged and the pass does not panic.
 #[tokio::test]
-#[ignore = "src bug: quoted prices are summed with an overflowing i64 addition in the spend belt"]
-async fn known_bug_huge_quotes_overflow_the_spend_belt() {
+async fn huge_quotes_are_held_by_the_spend_belt_not_summed_past_overflow() {
     let mut fleet = harness_fleet(
         NOW,
         1e18,

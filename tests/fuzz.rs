@@ -22,8 +22,8 @@
 //! with it set the seed is random unless `ECS_RENEWD_FUZZ_SEED` fixes it. A failure prints the
 //! minimal input proptest shrank it to.
 //!
-//! Known bugs found here are `known_bug_*` tests, ignored until `src/` is fixed
-//! (`cargo test --test fuzz -- --ignored` shows them failing).
+//! Bugs found here (a duration sum past u64::MAX seconds panicking config parsing, endless
+//! auto-renew paging on a lying TotalCount) are fixed and kept as regression tests at the end.
 
 mod support;
 
@@ -123,10 +123,8 @@ fn check_config_answer(text: &str) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-/// The largest number the duration generator writes. Kept below the overflow of
-/// `known_bug_a_duration_sum_past_u64_seconds_panics_config_parsing`; raise it to
-/// `u64::MAX` once that is fixed.
-const DURATION_NUMBER_MAX: u64 = 1_000_000_000_000;
+/// The largest number the duration generator writes: every u64, so sums overflow.
+const DURATION_NUMBER_MAX: u64 = u64::MAX;
 
 fn duration_text() -> impl Strategy<Value = String> {
     let number = prop_oneof![0u64..100, 0u64..=DURATION_NUMBER_MAX];
@@ -1264,14 +1262,12 @@ fn every_position_of_one_signature_is_guarded() {
     );
 }
 
-// ------------------------------------------------------------------ known bugs
+// ------------------------------------------------------------------ regressions
 
-/// `src/duration.rs` `parse` adds an `ms` term with an unchecked `+=` on `Duration`: a sum
-/// past u64::MAX seconds panics ("overflow when adding durations") inside `Config::parse`,
-/// so `check-config` and a SIGHUP reload crash instead of reporting the value.
+/// Found by fuzzing: an `ms` term was added with an unchecked `+=`, so a sum past u64::MAX
+/// seconds panicked inside `Config::parse` (`check-config` and a SIGHUP reload crashed).
 #[test]
-#[ignore = "src bug: duration sums past u64::MAX seconds panic in Config::parse"]
-fn known_bug_a_duration_sum_past_u64_seconds_panics_config_parsing() {
+fn a_duration_sum_past_u64_seconds_is_a_located_problem() {
     let text = "[scan]\nhorizon = \"18446744073709551615s 1000ms\"\n[[accounts]]\nname = \"main\"\n[accounts.credentials]\nsource = \"env\"\n";
     let parsed = std::panic::catch_unwind(|| {
         Config::parse(text, Path::new("fuzz.toml"), &Environment::default()).map(|_| ())
@@ -1287,12 +1283,11 @@ fn known_bug_a_duration_sum_past_u64_seconds_panics_config_parsing() {
     );
 }
 
-/// `describe_auto_renew` pages until it has read `TotalCount` records; an answer that keeps
-/// claiming a huge `TotalCount` while returning the same record pages for ever (there is no
-/// page cap, unlike DescribeInstances with its MAX_PAGES and repeated-NextToken guard).
+/// Found by fuzzing: `describe_auto_renew` paged until it had read `TotalCount` records, so an
+/// answer claiming a huge `TotalCount` while repeating the same record paged for ever. A batch
+/// names at most its own ids, so it now reads no more than that, and a page of repeats is an error.
 #[tokio::test]
-#[ignore = "src bug: describe_auto_renew has no page cap against a lying TotalCount"]
-async fn known_bug_a_lying_total_count_makes_auto_renew_paging_endless() {
+async fn a_lying_total_count_ends_auto_renew_paging() {
     let stub = Stub::start(|_, _| {
         Reply::json(
             200,
@@ -1308,9 +1303,26 @@ async fn known_bug_a_lying_total_count_makes_auto_renew_paging_endless() {
         client.describe_auto_renew("cn-hangzhou", &["i-1".to_owned()]),
     )
     .await;
+    let records = finished
+        .unwrap_or_else(|_| panic!("still paging after {} requests", stub.requests().len()))
+        .expect("one id asked, one record read");
+    assert_eq!(records.len(), 1);
+    assert_eq!(stub.requests().len(), 1, "a batch of one reads one page");
+    let two = ["i-1".to_owned(), "i-2".to_owned()];
+    let repeated = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        client.describe_auto_renew("cn-hangzhou", &two),
+    )
+    .await
+    .expect("paging ends");
+    let error = repeated.expect_err("a page of repeats is not an answer");
     assert!(
-        finished.is_ok(),
-        "still paging after {} requests",
-        stub.requests().len()
+        error.to_string().contains("repeated records already read"),
+        "{error}"
+    );
+    assert_eq!(
+        stub.requests().len(),
+        3,
+        "gave up on the first repeated page"
     );
 }

@@ -23,6 +23,9 @@ pub const PAGE_SIZE: usize = 100;
 
 /// A guard against a service that never ends a paging sequence.
 const MAX_PAGES: usize = 100_000;
+/// The largest renewal price believed (a trillion currency units): far above any real quote,
+/// far below where cents stop fitting an i64.
+const MAX_CREDIBLE_PRICE: f64 = 1e12;
 
 /// What DescribeInstances should match.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -372,6 +375,7 @@ impl EcsClient {
         for batch in ids.chunks(MAX_IDS_PER_CALL) {
             let joined = batch.join(",");
             let mut page_number = 1u64;
+            let mut seen = std::collections::HashSet::with_capacity(batch.len());
             loop {
                 let params = [
                     ("RegionId", region.to_owned()),
@@ -390,10 +394,30 @@ impl EcsClient {
                     .await?;
                 let body = answer.body;
                 let records = body.instance_renew_attributes.instance_renew_attribute;
-                let got = records.len() as u64;
+                let got = records.len();
+                let before = seen.len();
+                seen.extend(records.iter().map(|record| record.instance_id.clone()));
+                if got > 0 && seen.len() == before {
+                    // A page of records already read: a TotalCount that overstates what
+                    // exists would otherwise keep us paging for ever.
+                    return Err(CloudError::Decode {
+                        action: Action::DescribeInstanceAutoRenewAttribute,
+                        region: region.to_owned(),
+                        http_status: 200,
+                        request_id: body.request_id.clone(),
+                        detail: format!(
+                            "page {page_number} repeated records already read while TotalCount \
+                             claimed {}; paging would never end",
+                            body.total_count
+                        ),
+                        snippet: String::new(),
+                    });
+                }
                 all.extend(records.into_iter().map(AutoRenewAttribute::from));
-                let read_so_far = (page_number - 1) * MAX_IDS_PER_CALL as u64 + got;
-                if got == 0 || read_so_far >= body.total_count {
+                // The batch names at most `batch.len()` instances, so no honest answer holds
+                // more, whatever TotalCount says.
+                let expected = body.total_count.min(batch.len() as u64);
+                if got == 0 || seen.len() as u64 >= expected {
                     break;
                 }
                 page_number += 1;
@@ -491,6 +515,26 @@ impl EcsClient {
             .call::<DescribeRenewalPriceResponse>(Action::DescribeRenewalPrice, region, &params)
             .await?;
         let price = answer.body.price_info.price;
+        for (field, value) in [
+            ("TradePrice", price.trade_price),
+            ("OriginalPrice", price.original_price),
+        ] {
+            if !(0.0..=MAX_CREDIBLE_PRICE).contains(&value) {
+                // A quote no limit can be checked against: the caller treats the renewal as
+                // unpriced, which every price and spend limit holds.
+                return Err(CloudError::Decode {
+                    action: Action::DescribeRenewalPrice,
+                    region: region.to_owned(),
+                    http_status: 200,
+                    request_id: answer.body.request_id,
+                    detail: format!(
+                        "{field} {value} for {instance_id} is not a credible price \
+                         (negative, not a number, or above {MAX_CREDIBLE_PRICE})"
+                    ),
+                    snippet: String::new(),
+                });
+            }
+        }
         Ok(PriceQuote {
             trade_price: Money::from_price(price.trade_price, price.currency.clone()),
             original_price: Money::from_price(price.original_price, price.currency),

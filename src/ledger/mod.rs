@@ -68,7 +68,7 @@ pub enum LedgerError {
     },
     /// A write failed (a full disk, an I/O error): nothing of it was kept.
     #[error(
-        "ledger write failed while {what}: {source} — nothing was charged on the strength of it; check free space and the state directory"
+        "ledger write failed while {what}: {source} — the pass stops; an open renewal keeps its token and is settled or resent with that token next pass, never charged under a new one; check free space and the state directory"
     )]
     Write {
         /// What was being written.

@@ -186,7 +186,8 @@ pub fn apply_belts(candidates: &[Candidate], input: &BeltInput) -> BeltOutcome {
         for c in &live {
             if let Some((cents, currency)) = &c.price {
                 let entry = by_currency.entry(currency).or_default();
-                entry.0 += cents;
+                // Saturating: prices are bounded when quoted, but a limit must never wrap.
+                entry.0 = entry.0.saturating_add(*cents);
                 entry.1.push(c.key);
             }
         }
@@ -211,7 +212,7 @@ pub fn apply_belts(candidates: &[Candidate], input: &BeltInput) -> BeltOutcome {
             }
             let today = input.spent_today.get(currency).copied().unwrap_or(0);
             if let Some(max) = input.max_spend_per_day.get(currency)
-                && today + total > *max
+                && today.saturating_add(total) > *max
             {
                 trip(
                     LimitKind::SpendPerDay,
@@ -309,6 +310,22 @@ mod tests {
         input.spent_today.insert("CNY".into(), 900);
         let out = apply_belts(&[priced(0, 200)], &input);
         assert_eq!(out.held, [(0, LimitKind::SpendPerDay)]);
+    }
+
+    #[test]
+    fn spend_totals_saturate_instead_of_wrapping_below_the_limit() {
+        let mut input = limits();
+        input.max_spend_per_run.insert("CNY".into(), 1_000);
+        input.max_spend_per_day.insert("CNY".into(), 1_000);
+        input.spent_today.insert("CNY".into(), i64::MAX - 1);
+        let huge = i64::MAX / 2 + 1;
+        let out = apply_belts(&[priced(0, huge), priced(1, huge)], &input);
+        assert!(out.allowed.is_empty(), "{out:?}");
+        assert_eq!(
+            out.held,
+            [(0, LimitKind::SpendPerRun), (1, LimitKind::SpendPerRun)]
+        );
+        assert!(out.trips.iter().any(|t| t.limit == LimitKind::SpendPerDay));
     }
 
     #[test]

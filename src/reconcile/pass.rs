@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -242,23 +243,26 @@ impl Engine {
             }
         }
 
-        // Settle intents whose expiry moved; stale orders out of the window get one look.
+        // Settle intents whose expiry moved. Open intents whose instance is not in the window
+        // (a renewal whose answer was never recorded can carry it past the horizon) get one
+        // look by id in the verify phase, whatever their status, so none stays open for ever.
         let mut verify_targets = Vec::new();
+        let mut out_of_window = Vec::new();
         for open in &histories.open {
             match watched.get(&(open.account.clone(), open.instance_id.clone())) {
                 Some(seen) if seen.expiry > open.old_expiry => {
                     let settled = self.ledger.settle(open.id, seen.expiry, self.clock.now())?;
+                    warn_if_outcome_unrecorded(open, seen.expiry);
                     summary.verified += usize::from(settled == "verified");
                 }
                 Some(_) => {}
-                None if open.status == "ordered" => verify_targets.push(VerifyTarget {
+                None => out_of_window.push(VerifyTarget {
                     intent_id: open.id,
                     account: Arc::from(open.account.as_str()),
                     region: open.region.clone(),
                     instance_id: open.instance_id.clone(),
                     old_expiry: open.old_expiry,
                 }),
-                None => {}
             }
         }
         for (id, account, instance, target) in &unchecked {
@@ -496,28 +500,57 @@ impl Engine {
 
         phases.lap("act");
 
-        // Verify new orders (and one look at older ones out of the window).
-        if !verify_targets.is_empty() && !self.cancel.is_cancelled() {
-            let verified = verify(
-                &self.accounts,
-                &self.ledger,
-                self.clock.as_ref(),
-                verify_targets,
-                config.retry.verify_timeout,
-                config.retry.verify_interval,
-                &self.cancel,
-            )
-            .await?;
+        // Verify new orders, polling until they show; one look at open intents out of the window.
+        if !self.cancel.is_cancelled() {
+            let mut verified = Vec::new();
+            if !out_of_window.is_empty() {
+                verified = verify(
+                    &self.accounts,
+                    &self.ledger,
+                    self.clock.as_ref(),
+                    out_of_window,
+                    Duration::ZERO,
+                    config.retry.verify_interval,
+                    &self.cancel,
+                )
+                .await?;
+                for v in &verified {
+                    if let Some(open) = histories.open.iter().find(|o| o.id == v.target.intent_id) {
+                        warn_if_outcome_unrecorded(open, v.new_expiry);
+                    }
+                }
+            }
+            if !verify_targets.is_empty() {
+                verified.extend(
+                    verify(
+                        &self.accounts,
+                        &self.ledger,
+                        self.clock.as_ref(),
+                        verify_targets,
+                        config.retry.verify_timeout,
+                        config.retry.verify_interval,
+                        &self.cancel,
+                    )
+                    .await?,
+                );
+            }
             for v in verified {
                 summary.verified += usize::from(v.settled == "verified");
                 let this_pass = updates.iter_mut().find(|u| {
                     *u.account == *v.target.account && u.instance_id == v.target.instance_id
                 });
                 // (linear: verified renewals are few compared to the fleet)
-                let reason = format!(
-                    "renewed and verified: expires {}",
-                    crate::cloud::time::format_minutes(v.new_expiry)
-                );
+                let reason = if v.settled == "verified" {
+                    format!(
+                        "renewed and verified: expires {}",
+                        crate::cloud::time::format_minutes(v.new_expiry)
+                    )
+                } else {
+                    format!(
+                        "expiry moved to {} without a recorded order",
+                        crate::cloud::time::format_minutes(v.new_expiry)
+                    )
+                };
                 match this_pass {
                     Some(update) => {
                         move_state(InstanceState::PendingVerification, InstanceState::Ok);
@@ -637,5 +670,21 @@ fn update_for(
         failed_attempts,
         next_retry_at: retry_at,
         expires_at: None,
+    }
+}
+
+/// An intent that was sent but whose answer never reached the ledger is settled once the
+/// expiry moves, without its order id: resending its token only to learn the id would charge
+/// again if the provider had forgotten the token. The operator is told where to look.
+fn warn_if_outcome_unrecorded(open: &crate::ledger::OpenIntent, new_expiry: DateTime<Utc>) {
+    if matches!(open.status.as_str(), "sent" | "unknown") {
+        tracing::warn!(
+            account = %open.account,
+            instance = %open.instance_id,
+            intent = open.id,
+            new_expiry = %new_expiry,
+            "a renewal whose answer was never recorded is settled: the expiry moved, so the instance is not lapsing; \
+             its order id is unknown here; `ecs-renewd history --instance` shows the ClientToken to find it in billing"
+        );
     }
 }
