@@ -130,6 +130,19 @@ impl Table {
         });
     }
 
+    /// A case that must be refused with `expected`: an acceptance is itself the loss.
+    fn record_refusal<T>(
+        &mut self,
+        case: &str,
+        input: &str,
+        expected: &str,
+        answer: &Result<T, String>,
+    ) {
+        let lost = answer.is_ok().then(|| "accepted".to_owned());
+        let text = answer.as_ref().err().cloned().unwrap_or_default();
+        self.record(case, input, expected, &text, lost.into_iter().collect());
+    }
+
     fn write_summary(&self) -> PathBuf {
         let target = std::env::var_os("CARGO_TARGET_DIR")
             .map(PathBuf::from)
@@ -345,12 +358,11 @@ async fn credential_cases(table: &mut Table) {
     let text = BASE.to_owned();
     let env = Environment::from_pairs([("ALIBABA_CLOUD_ACCESS_KEY_ID", "LTAIonly")]);
     let answer = connect(&text, &env).await;
-    table.record(
+    table.record_refusal(
         "credentials: an AccessKey ID without its secret",
         &format!("{text}(environment: ALIBABA_CLOUD_ACCESS_KEY_ID only)"),
         "bad.toml: accounts[0] (main): no usable credentials: the env credentials source is incomplete: ALIBABA_CLOUD_ACCESS_KEY_ID is set but ALIBABA_CLOUD_ACCESS_KEY_SECRET is not",
-        &answer.clone().err().unwrap_or_default(),
-        answer.is_ok().then(|| "accepted".to_owned()).into_iter().collect(),
+        &answer,
     );
 
     // An unreadable key file. chmod 000 stops every user but root: the tests run as root in
@@ -367,23 +379,21 @@ async fn credential_cases(table: &mut Table) {
     };
     let text = file_credentials(&unreadable, None);
     let answer = connect(&text, &Environment::default()).await;
-    table.record(
+    table.record_refusal(
         "credentials: an unreadable key file",
         &text,
         &format!("bad.toml: accounts[0] (main): no usable credentials: cannot read the AccessKey secret from {tmp}/unreadable.secret: {expected_reason} — check the path and that the daemon's user may read it"),
-        &answer.clone().err().unwrap_or_default(),
-        answer.is_ok().then(|| "accepted".to_owned()).into_iter().collect(),
+        &answer,
     );
 
     let missing = dir.path().join("missing.secret");
     let text = file_credentials(&missing, None);
     let answer = connect(&text, &Environment::default()).await;
-    table.record(
+    table.record_refusal(
         "credentials: a key file that does not exist",
         &text,
         &format!("bad.toml: accounts[0] (main): no usable credentials: cannot read the AccessKey secret from {tmp}/missing.secret: No such file or directory (os error 2) — check the path and that the daemon's user may read it"),
-        &answer.clone().err().unwrap_or_default(),
-        answer.is_ok().then(|| "accepted".to_owned()).into_iter().collect(),
+        &answer,
     );
 
     let empty = dir.path().join("empty.secret");
@@ -391,12 +401,11 @@ async fn credential_cases(table: &mut Table) {
     std::fs::set_permissions(&empty, std::fs::Permissions::from_mode(0o600)).unwrap();
     let text = file_credentials(&empty, None);
     let answer = connect(&text, &Environment::default()).await;
-    table.record(
+    table.record_refusal(
         "credentials: an empty key file",
         &text,
         &format!("bad.toml: accounts[0] (main): no usable credentials: the AccessKey secret file {tmp}/empty.secret is empty — put the value in the file"),
-        &answer.clone().err().unwrap_or_default(),
-        answer.is_ok().then(|| "accepted".to_owned()).into_iter().collect(),
+        &answer,
     );
 
     let good = dir.path().join("good.secret");
@@ -406,12 +415,11 @@ async fn credential_cases(table: &mut Table) {
     std::fs::create_dir(&token_dir).unwrap();
     let text = file_credentials(&good, Some(&token_dir));
     let answer = connect(&text, &Environment::default()).await;
-    table.record(
+    table.record_refusal(
         "credentials: an STS token file that cannot be read",
         &text,
         &format!("bad.toml: accounts[0] (main): no usable credentials: cannot read the security token from {tmp}/token-is-a-directory: Is a directory (os error 21) — check the path and that the daemon's user may read it"),
-        &answer.clone().err().unwrap_or_default(),
-        answer.is_ok().then(|| "accepted".to_owned()).into_iter().collect(),
+        &answer,
     );
 
     // World-readable: a warning, and the credentials are used.
@@ -443,12 +451,11 @@ async fn credential_cases(table: &mut Table) {
         cli.display()
     );
     let answer = connect(&text, &Environment::default()).await;
-    table.record(
+    table.record_refusal(
         "credentials: a truncated aliyun CLI config",
         &text,
         &format!("bad.toml: accounts[0] (main): no usable credentials: aliyun CLI config {tmp}/aliyun-config.json: not valid JSON: EOF while parsing a list at line 1 column 31"),
-        &answer.clone().err().unwrap_or_default(),
-        answer.is_ok().then(|| "accepted".to_owned()).into_iter().collect(),
+        &answer,
     );
 }
 

@@ -6,9 +6,8 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -334,25 +333,7 @@ fn spawn_run(dir: &Path, emulator: &EmulatorHandle, extra: &str) -> Process {
 }
 
 fn start_process(config: &Path, state: &Path, admin: &str) -> Process {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ecs-renewd"))
-        .args(["--log-format", "json", "run", "--config"])
-        .arg(config)
-        .env("ALIBABA_CLOUD_ACCESS_KEY_ID", HARNESS_KEY.0)
-        .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", HARNESS_KEY.1)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, lines) = mpsc::unbounded_channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let (child, lines) = support::spawn_daemon(config);
     Process {
         child,
         lines,

@@ -14,9 +14,8 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -28,7 +27,7 @@ use ecs_renewd::config::{Config, ConfigError};
 use ecs_renewd::emulator::settings::{AccessKeySpec, InstanceSpec};
 use ecs_renewd::emulator::{EmulatorConfig, EmulatorHandle, FaultKind, FaultSpec};
 use ecs_renewd::ledger::LEDGER_FILE;
-use support::{HARNESS_KEY, harness_fleet, instance_spec};
+use support::{harness_fleet, instance_spec};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -508,25 +507,7 @@ impl Daemon {
             ),
         )
         .unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ecs-renewd"))
-            .args(["--log-format", "json", "run", "--config"])
-            .arg(&config)
-            .env("ALIBABA_CLOUD_ACCESS_KEY_ID", HARNESS_KEY.0)
-            .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", HARNESS_KEY.1)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, lines) = mpsc::unbounded_channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let (child, lines) = support::spawn_daemon(&config);
         Daemon {
             child,
             lines,

@@ -15,9 +15,7 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -674,22 +672,10 @@ async fn sigkill_at_random_points_never_charges_twice() {
         ),
     )
     .unwrap();
-    let spawn = || {
-        Command::new(env!("CARGO_BIN_EXE_ecs-renewd"))
-            .args(["--log-format", "json", "run", "--config"])
-            .arg(&config)
-            .env("ALIBABA_CLOUD_ACCESS_KEY_ID", support::HARNESS_KEY.0)
-            .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", support::HARNESS_KEY.1)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
     let mut kills = 0;
     let mut kills_mid_renewal = 0;
     while kills < options.kills {
-        let mut child = spawn();
+        let (mut child, _lines) = support::spawn_daemon(&config);
         let before = emulator.calls().count(Action::RenewInstance);
         // Kill at a random point once the daemon has started renewing (or after a random
         // moment when there is nothing left to renew).
@@ -706,16 +692,7 @@ async fn sigkill_at_random_points_never_charges_twice() {
         kills_mid_renewal += usize::from(arrived);
     }
     // A last run that is left to finish the work.
-    let mut last = spawn();
-    let stderr = last.stderr.take().unwrap();
-    let (tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let (mut last, mut lines) = support::spawn_daemon(&config);
     let settled = tokio::time::timeout(Duration::from_secs(120), async {
         while let Some(line) = lines.recv().await {
             if std::env::var("SOAK_DEBUG").is_ok()

@@ -483,3 +483,35 @@ impl Harness {
             .count(ecs_renewd::cloud::Action::RenewInstance)
     }
 }
+
+/// Starts `ecs-renewd run --config CONFIG` with the harness key in its environment and JSON
+/// logs at info; its stderr lines arrive on the channel (drained by a thread, so the child
+/// never blocks on a full pipe).
+pub fn spawn_daemon(
+    config: &std::path::Path,
+) -> (
+    std::process::Child,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ecs-renewd"))
+        .args(["--log-format", "json", "run", "--config"])
+        .arg(config)
+        .env("ALIBABA_CLOUD_ACCESS_KEY_ID", HARNESS_KEY.0)
+        .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", HARNESS_KEY.1)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the ecs-renewd binary starts");
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let (tx, lines) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (child, lines)
+}
