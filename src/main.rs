@@ -133,6 +133,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    ecs_renewd::memory::tune_allocator();
     let cli = Cli::parse();
     // The demo narrates what the daemon does; its logs stay off unless RUST_LOG asks.
     let default_filter = if matches!(cli.command, Command::Demo { .. }) {

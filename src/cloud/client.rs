@@ -85,7 +85,9 @@ pub fn shared_http_client(connect_timeout: Duration) -> reqwest::Client {
         // NSS modules.
         .hickory_dns(true)
         .user_agent(concat!("ecs-renewd/", env!("CARGO_PKG_VERSION")))
-        .pool_idle_timeout(Duration::from_secs(60))
+        // Long enough to reuse connections within a pass, short enough that they (and their
+        // grown read buffers) are gone while the daemon idles between passes.
+        .pool_idle_timeout(Duration::from_secs(20))
         .build()
         .expect("a rustls reqwest client with default roots always builds")
 }

@@ -793,7 +793,7 @@ impl Ledger {
         tx.commit().map_err(write)
     }
 
-    /// Closes an intent once the instance's expiry has moved past it: `verified` when the
+    /// Closes an intent whose instance's expiry moved past its old expiry: `verified` if the
     /// order was ours, `superseded` otherwise. Clears the backoff.
     pub fn settle(
         &self,
@@ -801,36 +801,51 @@ impl Ledger {
         observed_expiry: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<String, LedgerError> {
+        let mut settled = self.settle_all(&[(intent_id, observed_expiry)], now)?;
+        Ok(settled.pop().unwrap_or_default())
+    }
+
+    /// [`Ledger::settle`] for many intents in one transaction (one sync to disk, not one each);
+    /// returns what each became, in order.
+    pub fn settle_all(
+        &self,
+        intents: &[(i64, DateTime<Utc>)],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<String>, LedgerError> {
         let write = |source| LedgerError::Write {
             what: "settling a renewal",
             source,
         };
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(write)?;
-        let (account, instance_id, status): (String, String, String) = tx
-            .query_row(
-                "SELECT account, instance_id, status FROM intents WHERE id = ?1",
-                [intent_id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        let mut outcomes = Vec::with_capacity(intents.len());
+        for (intent_id, observed_expiry) in intents {
+            let (account, instance_id, status): (String, String, String) = tx
+                .query_row(
+                    "SELECT account, instance_id, status FROM intents WHERE id = ?1",
+                    [intent_id],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .map_err(write)?;
+            let settled = if status == "ordered" {
+                "verified"
+            } else {
+                "superseded"
+            };
+            tx.execute(
+                "UPDATE intents SET status = ?2, new_expiry = ?3, verified_at = ?4, updated_at = ?4 WHERE id = ?1",
+                params![intent_id, settled, ts(*observed_expiry), ts(now)],
             )
             .map_err(write)?;
-        let settled = if status == "ordered" {
-            "verified"
-        } else {
-            "superseded"
-        };
-        tx.execute(
-            "UPDATE intents SET status = ?2, new_expiry = ?3, verified_at = ?4, updated_at = ?4 WHERE id = ?1",
-            params![intent_id, settled, ts(observed_expiry), ts(now)],
-        )
-        .map_err(write)?;
-        tx.execute(
-            "DELETE FROM backoff WHERE account = ?1 AND instance_id = ?2",
-            params![account, instance_id],
-        )
-        .map_err(write)?;
+            tx.execute(
+                "DELETE FROM backoff WHERE account = ?1 AND instance_id = ?2",
+                params![account, instance_id],
+            )
+            .map_err(write)?;
+            outcomes.push(settled.to_owned());
+        }
         tx.commit().map_err(write)?;
-        Ok(settled.to_owned())
+        Ok(outcomes)
     }
 
     /// Records one batch of auto-renew changes in one transaction.

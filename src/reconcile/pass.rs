@@ -501,8 +501,13 @@ impl Engine {
         phases.lap("act");
 
         // Verify new orders, polling until they show; one look at open intents out of the window.
-        if !self.cancel.is_cancelled() {
+        // Verification only reads, and every renewal has been sent by now, so the auto-renew
+        // changes go out at the same time.
+        let verification = async {
             let mut verified = Vec::new();
+            if self.cancel.is_cancelled() {
+                return Ok(verified);
+            }
             if !out_of_window.is_empty() {
                 verified = verify(
                     &self.accounts,
@@ -514,11 +519,6 @@ impl Engine {
                     &self.cancel,
                 )
                 .await?;
-                for v in &verified {
-                    if let Some(open) = histories.open.iter().find(|o| o.id == v.target.intent_id) {
-                        warn_if_outcome_unrecorded(open, v.new_expiry);
-                    }
-                }
             }
             if !verify_targets.is_empty() {
                 verified.extend(
@@ -534,52 +534,13 @@ impl Engine {
                     .await?,
                 );
             }
-            for v in verified {
-                summary.verified += usize::from(v.settled == "verified");
-                let this_pass = updates.iter_mut().find(|u| {
-                    *u.account == *v.target.account && u.instance_id == v.target.instance_id
-                });
-                // (linear: verified renewals are few compared to the fleet)
-                let reason = if v.settled == "verified" {
-                    format!(
-                        "renewed and verified: expires {}",
-                        crate::cloud::time::format_minutes(v.new_expiry)
-                    )
-                } else {
-                    format!(
-                        "expiry moved to {} without a recorded order",
-                        crate::cloud::time::format_minutes(v.new_expiry)
-                    )
-                };
-                match this_pass {
-                    Some(update) => {
-                        move_state(InstanceState::PendingVerification, InstanceState::Ok);
-                        update.state = InstanceState::Ok.as_str().to_owned();
-                        update.decision = "none".to_owned();
-                        update.reason = reason;
-                        update.due_at = None;
-                        update.expires_at = Some(v.new_expiry);
-                    }
-                    None => updates.push(StatusUpdate {
-                        account: v.target.account.to_string(),
-                        instance_id: v.target.instance_id.clone(),
-                        state: InstanceState::Ok.as_str().to_owned(),
-                        decision: "none".to_owned(),
-                        reason,
-                        due_at: None,
-                        failed_attempts: 0,
-                        next_retry_at: None,
-                        expires_at: Some(v.new_expiry),
-                    }),
-                }
+            Ok::<_, LedgerError>(verified)
+        };
+        let auto_renew_changes = async {
+            if self.cancel.is_cancelled() {
+                return Ok(None);
             }
-        }
-
-        phases.lap("verify");
-
-        // Auto-renew attributes.
-        if !self.cancel.is_cancelled() {
-            let report = auto_renew::apply(
+            auto_renew::apply(
                 &self.accounts,
                 &self.ledger,
                 &self.metrics,
@@ -587,12 +548,66 @@ impl Engine {
                 config.dry_run,
                 self.clock.now(),
             )
-            .await?;
+            .await
+            .map(Some)
+        };
+        let (verified, auto_renew_report) = tokio::join!(verification, auto_renew_changes);
+        let verified = verified?;
+        if let Some(report) = auto_renew_report? {
             summary.auto_renew_changed = report.changed;
             summary.auto_renew_failed = report.failed;
         }
+        for v in verified.iter().filter(|v| v.settled != "verified") {
+            if let Some(open) = histories.open.iter().find(|o| o.id == v.target.intent_id) {
+                warn_if_outcome_unrecorded(open, v.new_expiry);
+            }
+        }
+        let update_index: std::collections::HashMap<(String, String), usize> = updates
+            .iter()
+            .enumerate()
+            .map(|(index, u)| ((u.account.to_string(), u.instance_id.clone()), index))
+            .collect();
+        for v in verified {
+            summary.verified += usize::from(v.settled == "verified");
+            let this_pass = update_index
+                .get(&(v.target.account.to_string(), v.target.instance_id.clone()))
+                .copied();
+            let reason = if v.settled == "verified" {
+                format!(
+                    "renewed and verified: expires {}",
+                    crate::cloud::time::format_minutes(v.new_expiry)
+                )
+            } else {
+                format!(
+                    "expiry moved to {} without a recorded order",
+                    crate::cloud::time::format_minutes(v.new_expiry)
+                )
+            };
+            match this_pass {
+                Some(index) => {
+                    let update = &mut updates[index];
+                    move_state(InstanceState::PendingVerification, InstanceState::Ok);
+                    update.state = InstanceState::Ok.as_str().to_owned();
+                    update.decision = "none".to_owned();
+                    update.reason = reason;
+                    update.due_at = None;
+                    update.expires_at = Some(v.new_expiry);
+                }
+                None => updates.push(StatusUpdate {
+                    account: v.target.account.to_string(),
+                    instance_id: v.target.instance_id.clone(),
+                    state: InstanceState::Ok.as_str().to_owned(),
+                    decision: "none".to_owned(),
+                    reason,
+                    due_at: None,
+                    failed_attempts: 0,
+                    next_retry_at: None,
+                    expires_at: Some(v.new_expiry),
+                }),
+            }
+        }
 
-        phases.lap("auto_renew");
+        phases.lap("verify_and_auto_renew");
 
         // Publish: the acted-on lines, then drop the lines of instances gone from sources
         // scanned completely (a failed source keeps its last lines, and their alerts).

@@ -83,20 +83,30 @@ pub async fn verify(
             }
         }
         let mut remaining = Vec::new();
+        let mut shown_later = Vec::new();
         for target in targets {
             match shown.get(&(target.account.clone(), target.instance_id.clone())) {
-                Some(expiry) if *expiry > target.old_expiry => {
-                    let settled = ledger.settle(target.intent_id, *expiry, clock.now())?;
-                    tracing::info!(account = %target.account, instance = %target.instance_id,
-                        old_expiry = %target.old_expiry, new_expiry = %expiry, "renewal verified: the new expiry shows");
-                    done.push(Verified {
-                        target,
-                        new_expiry: *expiry,
-                        settled,
-                    });
-                }
+                Some(expiry) if *expiry > target.old_expiry => shown_later.push((target, *expiry)),
                 _ => remaining.push(target),
             }
+        }
+        // One transaction for the round: a thousand renewals verified at once are one sync
+        // to disk, not a thousand.
+        let settled = ledger.settle_all(
+            &shown_later
+                .iter()
+                .map(|(target, expiry)| (target.intent_id, *expiry))
+                .collect::<Vec<_>>(),
+            clock.now(),
+        )?;
+        for ((target, expiry), settled) in shown_later.into_iter().zip(settled) {
+            tracing::info!(account = %target.account, instance = %target.instance_id,
+                old_expiry = %target.old_expiry, new_expiry = %expiry, "renewal verified: the new expiry shows");
+            done.push(Verified {
+                target,
+                new_expiry: expiry,
+                settled,
+            });
         }
         targets = remaining;
         if targets.is_empty()
