@@ -269,6 +269,8 @@ pub struct SizeReport {
     pub idle_rss_anon_kib: u64,
     /// Of which file-backed (the binary's code and data, shared libraries), KiB.
     pub idle_rss_file_kib: u64,
+    /// The allocator's heap after the pass, KiB: (in use, free but kept), when the daemon said.
+    pub idle_heap_kib: Option<(u64, u64)>,
     /// CPU share of one core while idling.
     pub idle_cpu_share: f64,
     /// Renewals made.
@@ -332,7 +334,7 @@ async fn run_size(
     let mut child = Command::new(exe)
         .args(["--log-format", "json", "run", "--config"])
         .arg(&config)
-        .env("RUST_LOG", "info")
+        .env("RUST_LOG", "info,ecs_renewd::memory=debug")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -390,7 +392,19 @@ async fn run_size(
     );
     // Keep draining the daemon's log while it idles. CPU is measured over the second half of
     // the idle time, so the pass's own wind-down (closing connections) is not counted as idle.
-    let drain = tokio::spawn(async move { while lines.recv().await.is_some() {} });
+    // The allocator's own account after the pass (live versus freed-but-kept) comes from the
+    // daemon's debug line, logged when it returns free memory.
+    let drain = tokio::spawn(async move {
+        let mut heap = None;
+        while let Some(line) = lines.recv().await {
+            if line.contains("\"heap after returning free memory\"") {
+                heap = serde_json::from_str::<serde_json::Value>(&line)
+                    .ok()
+                    .and_then(|v| Some((v["in_use_kib"].as_u64()?, v["free_kib"].as_u64()?)));
+            }
+        }
+        heap
+    });
     tokio::time::sleep(options.idle / 2).await;
     let idle_half = figures(pid);
     tokio::time::sleep(options.idle - options.idle / 2).await;
@@ -399,7 +413,8 @@ async fn run_size(
         .args(["-TERM", &pid.to_string()])
         .status();
     let _ = tokio::task::spawn_blocking(move || child.wait()).await;
-    drain.abort();
+    // The daemon has exited, so its log has ended and the drain finishes.
+    let heap = drain.await.ok().flatten();
     let stats = emulator.calls();
     let (bound_calls, bound) = bounds(size, options);
     let calls = bound_calls
@@ -418,6 +433,7 @@ async fn run_size(
         idle_rss_kib: idle.rss_kib,
         idle_rss_anon_kib: idle.rss_anon_kib,
         idle_rss_file_kib: idle.rss_file_kib,
+        idle_heap_kib: heap,
         idle_cpu_share: (idle.cpu_seconds - idle_half.cpu_seconds).max(0.0)
             / (options.idle - options.idle / 2).as_secs_f64().max(1.0),
         renewed,
@@ -470,6 +486,14 @@ pub fn render(reports: &[SizeReport], options: &BenchOptions) -> String {
             r.idle_rss_anon_kib as f64 / 1024.0,
             r.idle_rss_file_kib as f64 / 1024.0
         );
+        if let Some((in_use, free)) = r.idle_heap_kib {
+            let _ = writeln!(
+                out,
+                "| allocator after the pass | {:.1} MiB in use, {:.1} MiB free between live blocks | |",
+                in_use as f64 / 1024.0,
+                free as f64 / 1024.0
+            );
+        }
         let _ = writeln!(
             out,
             "| CPU while idle (second half of the idle time) | {:.3} % of a core | < 0.1 % |\n",

@@ -77,6 +77,14 @@ pub enum LedgerError {
         #[source]
         source: rusqlite::Error,
     },
+    /// The daemon stopped before a write handed to the blocking pool could run.
+    #[error(
+        "ledger write while {what} did not run: the daemon is stopping, and nothing of it was kept — an open renewal keeps its token and is settled or resent with that token next pass"
+    )]
+    Interrupted {
+        /// What was to be written.
+        what: &'static str,
+    },
     /// A read failed.
     #[error("ledger read failed while {what}: {source}")]
     Read {
@@ -94,6 +102,59 @@ fn ts(t: DateTime<Utc>) -> String {
 
 fn parse_ts(text: &str) -> Option<DateTime<Utc>> {
     time::parse(text).ok()
+}
+
+/// Inserts the intent, or refreshes the one already written for its token; returns its id.
+fn insert_intent(
+    tx: &rusqlite::Transaction<'_>,
+    intent: &NewIntent,
+    now: DateTime<Utc>,
+) -> rusqlite::Result<i64> {
+    tx.execute(
+        "INSERT INTO intents (account, region, instance_id, old_expiry, period, unit, client_token, policy, why,
+                              price_cents, currency, status, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'prepared', ?12, ?12)
+         ON CONFLICT (client_token) DO UPDATE SET
+             price_cents = COALESCE(excluded.price_cents, intents.price_cents),
+             currency = COALESCE(excluded.currency, intents.currency),
+             updated_at = excluded.updated_at",
+        params![
+            intent.account,
+            intent.region,
+            intent.instance_id,
+            ts(intent.old_expiry),
+            intent.period,
+            intent.unit.as_str(),
+            intent.client_token,
+            intent.policy,
+            intent.why,
+            intent.price.as_ref().map(|p| p.0),
+            intent.price.as_ref().map(|p| p.1.clone()),
+            ts(now),
+        ],
+    )?;
+    tx.query_row(
+        "SELECT id FROM intents WHERE client_token = ?1",
+        [&intent.client_token],
+        |row| row.get(0),
+    )
+}
+
+/// Marks the intent sent and opens an attempt row; returns the attempt's id.
+fn insert_attempt(
+    tx: &rusqlite::Transaction<'_>,
+    intent_id: i64,
+    now: DateTime<Utc>,
+) -> rusqlite::Result<i64> {
+    tx.execute(
+        "UPDATE intents SET status = 'sent', attempts = attempts + 1, updated_at = ?2 WHERE id = ?1",
+        params![intent_id, ts(now)],
+    )?;
+    tx.execute(
+        "INSERT INTO attempts (intent_id, started_at) VALUES (?1, ?2)",
+        params![intent_id, ts(now)],
+    )?;
+    Ok(tx.last_insert_rowid())
 }
 
 /// A renewal about to be made.
@@ -578,37 +639,11 @@ impl Ledger {
             what: "recording a renewal intent",
             source,
         };
-        let conn = self.conn();
-        conn.execute(
-            "INSERT INTO intents (account, region, instance_id, old_expiry, period, unit, client_token, policy, why,
-                                  price_cents, currency, status, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'prepared', ?12, ?12)
-             ON CONFLICT (client_token) DO UPDATE SET
-                 price_cents = COALESCE(excluded.price_cents, intents.price_cents),
-                 currency = COALESCE(excluded.currency, intents.currency),
-                 updated_at = excluded.updated_at",
-            params![
-                intent.account,
-                intent.region,
-                intent.instance_id,
-                ts(intent.old_expiry),
-                intent.period,
-                intent.unit.as_str(),
-                intent.client_token,
-                intent.policy,
-                intent.why,
-                intent.price.as_ref().map(|p| p.0),
-                intent.price.as_ref().map(|p| p.1.clone()),
-                ts(now),
-            ],
-        )
-        .map_err(write)?;
-        conn.query_row(
-            "SELECT id FROM intents WHERE client_token = ?1",
-            [&intent.client_token],
-            |row| row.get(0),
-        )
-        .map_err(write)
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(write)?;
+        let id = insert_intent(&tx, intent, now).map_err(write)?;
+        tx.commit().map_err(write)?;
+        Ok(id)
     }
 
     /// Records that an attempt is being sent (before it leaves the process).
@@ -619,19 +654,28 @@ impl Ledger {
         };
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(write)?;
-        tx.execute(
-            "UPDATE intents SET status = 'sent', attempts = attempts + 1, updated_at = ?2 WHERE id = ?1",
-            params![intent_id, ts(now)],
-        )
-        .map_err(write)?;
-        tx.execute(
-            "INSERT INTO attempts (intent_id, started_at) VALUES (?1, ?2)",
-            params![intent_id, ts(now)],
-        )
-        .map_err(write)?;
-        let attempt = tx.last_insert_rowid();
+        let attempt = insert_attempt(&tx, intent_id, now).map_err(write)?;
         tx.commit().map_err(write)?;
         Ok(attempt)
+    }
+
+    /// [`Ledger::prepare`] and [`Ledger::begin_attempt`] in one transaction — one sync to disk
+    /// before the request leaves, not two. Returns (intent id, attempt id).
+    pub fn prepare_and_begin(
+        &self,
+        intent: &NewIntent,
+        now: DateTime<Utc>,
+    ) -> Result<(i64, i64), LedgerError> {
+        let write = |source| LedgerError::Write {
+            what: "recording a renewal intent and its attempt",
+            source,
+        };
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(write)?;
+        let id = insert_intent(&tx, intent, now).map_err(write)?;
+        let attempt = insert_attempt(&tx, id, now).map_err(write)?;
+        tx.commit().map_err(write)?;
+        Ok((id, attempt))
     }
 
     /// Records a successful renewal: the order, the spend and the day's count, in one

@@ -206,3 +206,31 @@ fn readers_see_what_the_writer_committed() {
         "a reader cannot write"
     );
 }
+
+#[test]
+fn an_intent_and_its_attempt_are_written_together_and_a_resend_keeps_the_intent() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path()).unwrap();
+    let now = t("2026-03-10T00:00:00Z");
+    let (id, first) = ledger.prepare_and_begin(&intent("tok-5"), now).unwrap();
+    let h = ledger.histories().unwrap().history("main", "i-1");
+    assert_eq!(
+        h.intent.unwrap().status,
+        IntentStatus::Unknown,
+        "sent as soon as it is written: a crash now leaves an intent to verify, not to forget"
+    );
+    let (again, second) = ledger.prepare_and_begin(&intent("tok-5"), now).unwrap();
+    assert_eq!(again, id, "the same token is the same intent");
+    assert_ne!(second, first, "each send is its own attempt");
+    let records = ledger.money_records(None).unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].attempts, 2);
+
+    let reader = Ledger::open_read_only(dir.path()).unwrap().unwrap();
+    assert!(reader.prepare_and_begin(&intent("tok-6"), now).is_err());
+    assert_eq!(
+        ledger.money_records(None).unwrap().len(),
+        1,
+        "a failed write keeps neither the intent nor the attempt"
+    );
+}

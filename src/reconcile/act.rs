@@ -80,8 +80,8 @@ pub struct ActContext<'a> {
     pub config: &'a Config,
     /// Clients.
     pub accounts: &'a [AccountClient],
-    /// Ledger.
-    pub ledger: &'a Ledger,
+    /// Ledger (shared with the blocking pool, where its writes run).
+    pub ledger: &'a Arc<Ledger>,
     /// Metrics.
     pub metrics: &'a Metrics,
     /// Clock.
@@ -273,11 +273,13 @@ async fn renew_source(
             price: price.clone(),
         };
         // Intent before act: both records are durable before the request leaves.
-        let (intent_id, attempt_id) = match ctx.ledger.prepare(&intent, now).and_then(|id| {
-            ctx.ledger
-                .begin_attempt(id, now)
-                .map(|attempt| (id, attempt))
-        }) {
+        let (intent_id, attempt_id) = match write_off_task(
+            ctx.ledger,
+            "recording a renewal intent and its attempt",
+            move |ledger| ledger.prepare_and_begin(&intent, now),
+        )
+        .await
+        {
             Ok(ids) => ids,
             Err(error) => {
                 tracing::error!(error = %error, instance = %instance.id, "ledger write failed: no renewal is sent");
@@ -293,14 +295,24 @@ async fn renew_source(
         let now = ctx.clock.now();
         let outcome = match sent {
             Ok(receipt) => {
-                if let Err(error) = ctx.ledger.finish_ordered(
-                    intent_id,
-                    attempt_id,
-                    &receipt.order_id,
-                    &receipt.request_id,
-                    &ctx.day,
-                    now,
-                ) {
+                let (order_id, request_id, day) = (
+                    receipt.order_id.clone(),
+                    receipt.request_id.clone(),
+                    ctx.day.clone(),
+                );
+                if let Err(error) =
+                    write_off_task(ctx.ledger, "recording a renewal's order", move |ledger| {
+                        ledger.finish_ordered(
+                            intent_id,
+                            attempt_id,
+                            &order_id,
+                            &request_id,
+                            &day,
+                            now,
+                        )
+                    })
+                    .await
+                {
                     // The order exists; its record could not be completed. The intent stays
                     // 'sent' and is resent with the same token, which returns this order.
                     tracing::error!(error = %error, order_id = %receipt.order_id, "ledger write failed after an order");
@@ -328,7 +340,12 @@ async fn renew_source(
                 }
             }
             Err(CloudError::ShuttingDown { .. }) => {
-                if let Err(error) = ctx.ledger.finish_not_sent(intent_id, attempt_id, now) {
+                if let Err(error) =
+                    write_off_task(ctx.ledger, "recording a renewal not sent", move |ledger| {
+                        ledger.finish_not_sent(intent_id, attempt_id, now)
+                    })
+                    .await
+                {
                     return (results, Some(error));
                 }
                 RenewOutcome::NotSent
@@ -355,9 +372,12 @@ async fn renew_source(
                     message: error.to_string(),
                     request_id: error.request_id().map(str::to_owned),
                 };
-                if let Err(ledger_error) = ctx
-                    .ledger
-                    .finish_failed(intent_id, attempt_id, &record, unknown, retry_at, now)
+                let kept = record.clone();
+                if let Err(ledger_error) =
+                    write_off_task(ctx.ledger, "recording a failed renewal", move |ledger| {
+                        ledger.finish_failed(intent_id, attempt_id, &kept, unknown, retry_at, now)
+                    })
+                    .await
                 {
                     stop.cancel();
                     results.push(result(candidate, RenewOutcome::Unknown { retry_at }));
@@ -391,4 +411,23 @@ async fn renew_source(
         results.push(result(candidate, outcome));
     }
     (results, None)
+}
+
+/// Runs a ledger write on the blocking pool. Every source's renewals run inside this one task,
+/// so a write made here directly would hold all other sources' requests while it syncs to disk.
+async fn write_off_task<T, F>(
+    ledger: &Arc<Ledger>,
+    what: &'static str,
+    write: F,
+) -> Result<T, LedgerError>
+where
+    T: Send + 'static,
+    F: FnOnce(&Ledger) -> Result<T, LedgerError> + Send + 'static,
+{
+    let ledger = Arc::clone(ledger);
+    match tokio::task::spawn_blocking(move || write(&ledger)).await {
+        Ok(result) => result,
+        Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+        Err(_) => Err(LedgerError::Interrupted { what }),
+    }
 }
