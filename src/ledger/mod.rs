@@ -632,31 +632,33 @@ impl Ledger {
         Ok(histories)
     }
 
+    /// Runs `write` in one transaction and commits it; any failure keeps nothing of it.
+    fn in_transaction<T>(
+        &self,
+        what: &'static str,
+        write: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
+    ) -> Result<T, LedgerError> {
+        let fail = |source| LedgerError::Write { what, source };
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(fail)?;
+        let value = write(&tx).map_err(fail)?;
+        tx.commit().map_err(fail)?;
+        Ok(value)
+    }
+
     /// Writes (durably) the intent to renew, or finds the one already written for this token.
     /// Returns its row id. This must succeed before RenewInstance is sent.
     pub fn prepare(&self, intent: &NewIntent, now: DateTime<Utc>) -> Result<i64, LedgerError> {
-        let write = |source| LedgerError::Write {
-            what: "recording a renewal intent",
-            source,
-        };
-        let mut conn = self.conn();
-        let tx = conn.transaction().map_err(write)?;
-        let id = insert_intent(&tx, intent, now).map_err(write)?;
-        tx.commit().map_err(write)?;
-        Ok(id)
+        self.in_transaction("recording a renewal intent", |tx| {
+            insert_intent(tx, intent, now)
+        })
     }
 
     /// Records that an attempt is being sent (before it leaves the process).
     pub fn begin_attempt(&self, intent_id: i64, now: DateTime<Utc>) -> Result<i64, LedgerError> {
-        let write = |source| LedgerError::Write {
-            what: "recording a renewal attempt",
-            source,
-        };
-        let mut conn = self.conn();
-        let tx = conn.transaction().map_err(write)?;
-        let attempt = insert_attempt(&tx, intent_id, now).map_err(write)?;
-        tx.commit().map_err(write)?;
-        Ok(attempt)
+        self.in_transaction("recording a renewal attempt", |tx| {
+            insert_attempt(tx, intent_id, now)
+        })
     }
 
     /// [`Ledger::prepare`] and [`Ledger::begin_attempt`] in one transaction — one sync to disk
@@ -666,16 +668,10 @@ impl Ledger {
         intent: &NewIntent,
         now: DateTime<Utc>,
     ) -> Result<(i64, i64), LedgerError> {
-        let write = |source| LedgerError::Write {
-            what: "recording a renewal intent and its attempt",
-            source,
-        };
-        let mut conn = self.conn();
-        let tx = conn.transaction().map_err(write)?;
-        let id = insert_intent(&tx, intent, now).map_err(write)?;
-        let attempt = insert_attempt(&tx, id, now).map_err(write)?;
-        tx.commit().map_err(write)?;
-        Ok((id, attempt))
+        self.in_transaction("recording a renewal intent and its attempt", |tx| {
+            let id = insert_intent(tx, intent, now)?;
+            Ok((id, insert_attempt(tx, id, now)?))
+        })
     }
 
     /// Records a successful renewal: the order, the spend and the day's count, in one
