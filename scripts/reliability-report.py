@@ -18,6 +18,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 FIGURES = ROOT / "target" / "reliability"
+# The long fuzz run; its log is tee'd to target/reliability/fuzz-<variant>.log. A log may name
+# another command in a "# command: ..." line.
+FUZZ_COMMAND = (
+    "ECS_RENEWD_FUZZ_CASES=200000 ECS_RENEWD_FUZZ_SEED=20261126 cargo test --release --test fuzz"
+)
 
 FAULT_WORDS = {
     "5xx": "HTTP 5xx answers (InternalError, ServiceUnavailable)",
@@ -152,7 +157,7 @@ def fuzz_section(log_text, variant):
     lines = [
         "## Fuzzing",
         "",
-        f"`{command.group(1) if command else 'cargo test --release --test fuzz'}`",
+        f"`{command.group(1) if command else FUZZ_COMMAND}`",
         "",
         "Property-based fuzzing (proptest) of config parsing, response decoding (types and the "
         "client end to end), the emulator's request parser and authentication, and signature "
@@ -190,8 +195,7 @@ def main():
         "```sh",
         soak["command"],
         "cargo test --release --test bad_input",
-        "ECS_RENEWD_FUZZ_CASES=200000 ECS_RENEWD_FUZZ_SEED=20261126 cargo test --release --test fuzz "
-        f"2>&1 | tee target/reliability/fuzz-{args.variant}.log",
+        f"{FUZZ_COMMAND} 2>&1 | tee target/reliability/fuzz-{args.variant}.log",
         f"python3 scripts/reliability-report.py --variant {args.variant}",
         "```",
         "",
