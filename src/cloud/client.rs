@@ -24,6 +24,10 @@ use super::types::ErrorBody;
 use crate::clock::Clock;
 use crate::secret::REDACTED;
 
+/// How long an idle pooled connection is kept. Long enough to reuse connections within a pass,
+/// short enough that they (and their grown read buffers) are gone while the daemon idles.
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// The ECS API version ecs-renewd speaks.
 pub const API_VERSION: &str = "2014-05-26";
 
@@ -85,9 +89,7 @@ pub fn shared_http_client(connect_timeout: Duration) -> reqwest::Client {
         // NSS modules.
         .hickory_dns(true)
         .user_agent(concat!("ecs-renewd/", env!("CARGO_PKG_VERSION")))
-        // Long enough to reuse connections within a pass, short enough that they (and their
-        // grown read buffers) are gone while the daemon idles between passes.
-        .pool_idle_timeout(Duration::from_secs(20))
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .build()
         .expect("a rustls reqwest client with default roots always builds")
 }

@@ -294,6 +294,9 @@ impl LoopState {
             _ => Some(Wake::Startup),
         };
         let mut next_retry = self.engine.ledger.next_retry_at()?;
+        // A second return of free memory once the pass's pooled connections have closed: their
+        // buffers are freed after the first one, and glibc returns freed memory only when asked.
+        let mut trim_at: Option<tokio::time::Instant> = None;
         let mut result = Ok(());
 
         loop {
@@ -319,6 +322,11 @@ impl LoopState {
                     pending = Some(Wake::Tick(TickReason::Cron));
                 }
                 next_retry = self.engine.ledger.next_retry_at()?;
+                trim_at = Some(
+                    tokio::time::Instant::now()
+                        + crate::cloud::client::POOL_IDLE_TIMEOUT
+                        + Duration::from_secs(5),
+                );
                 continue;
             }
             let retry_wait = next_retry.map(|at| self.engine.clock.real_wait_until(at));
@@ -359,6 +367,15 @@ impl LoopState {
                     }
                 }
                 _ = ping.tick(), if ping_every.is_some() => notify(&[NotifyState::Watchdog]),
+                _ = tokio::time::sleep_until(trim_at.unwrap_or_else(tokio::time::Instant::now)), if trim_at.is_some() => {
+                    trim_at = None;
+                    let ledger = self.engine.ledger.clone();
+                    let _ = tokio::task::spawn_blocking(move || {
+                        ledger.shrink_memory();
+                        crate::memory::release_free_memory();
+                    })
+                    .await;
+                }
             }
         }
 
