@@ -4,6 +4,7 @@
 //! passes, source health and the latest status snapshot. One writer per state directory
 //! (`lock`); readers (`status`, `history`, `plan`) open it read-only.
 
+mod group_commit;
 mod lock;
 mod migrations;
 
@@ -22,6 +23,7 @@ use crate::cloud::time;
 use crate::cloud::types::PeriodUnit;
 use crate::policy::{History, IntentStatus, IntentView};
 use crate::reconcile::assess::HistorySource;
+use group_commit::CommitQueue;
 
 /// The ledger's file name in the state directory.
 pub const LEDGER_FILE: &str = "ledger.db";
@@ -392,6 +394,8 @@ pub struct PassRecord {
 #[derive(Debug)]
 pub struct Ledger {
     conn: Mutex<Connection>,
+    /// Renewal records written concurrently by different sources share commits.
+    commits: CommitQueue,
     path: PathBuf,
     _lock: Option<StateLock>,
 }
@@ -417,6 +421,7 @@ impl Ledger {
         .map_err(open_error)?;
         let ledger = Ledger {
             conn: Mutex::new(conn),
+            commits: CommitQueue::default(),
             path,
             _lock: Some(lock),
         };
@@ -443,6 +448,7 @@ impl Ledger {
             .map_err(open_error)?;
         let ledger = Ledger {
             conn: Mutex::new(conn),
+            commits: CommitQueue::default(),
             path,
             _lock: None,
         };
@@ -646,6 +652,19 @@ impl Ledger {
         Ok(value)
     }
 
+    /// [`Ledger::in_transaction`] for the writes sources make concurrently while renewing:
+    /// writes made at the same moment share one transaction (one sync to disk), each in its own
+    /// savepoint, and each returns only once the commit holding it has succeeded.
+    fn in_shared_transaction<T, F>(&self, what: &'static str, write: F) -> Result<T, LedgerError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T> + Send + 'static,
+    {
+        self.commits
+            .write(|| self.conn(), write)
+            .map_err(|source| LedgerError::Write { what, source })
+    }
+
     /// Writes (durably) the intent to renew, or finds the one already written for this token.
     /// Returns its row id. This must succeed before RenewInstance is sent.
     pub fn prepare(&self, intent: &NewIntent, now: DateTime<Utc>) -> Result<i64, LedgerError> {
@@ -668,8 +687,9 @@ impl Ledger {
         intent: &NewIntent,
         now: DateTime<Utc>,
     ) -> Result<(i64, i64), LedgerError> {
-        self.in_transaction("recording a renewal intent and its attempt", |tx| {
-            let id = insert_intent(tx, intent, now)?;
+        let intent = intent.clone();
+        self.in_shared_transaction("recording a renewal intent and its attempt", move |tx| {
+            let id = insert_intent(tx, &intent, now)?;
             Ok((id, insert_attempt(tx, id, now)?))
         })
     }
@@ -685,53 +705,45 @@ impl Ledger {
         day: &str,
         now: DateTime<Utc>,
     ) -> Result<(), LedgerError> {
-        let write = |source| LedgerError::Write {
-            what: "recording a renewal's order",
-            source,
-        };
-        let mut conn = self.conn();
-        let tx = conn.transaction().map_err(write)?;
-        let (account, instance_id, price, currency, already): (String, String, Option<i64>, Option<String>, Option<String>) = tx
-            .query_row(
-                "SELECT account, instance_id, price_cents, currency, order_id FROM intents WHERE id = ?1",
-                [intent_id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
-            )
-            .map_err(write)?;
-        tx.execute(
-            "UPDATE intents SET status = 'ordered', order_id = ?2, request_id = ?3, error_code = NULL, error_class = NULL,
-                                error_message = NULL, updated_at = ?4 WHERE id = ?1",
-            params![intent_id, order_id, request_id, ts(now)],
-        )
-        .map_err(write)?;
-        tx.execute(
-            "UPDATE attempts SET finished_at = ?2, outcome = 'ok', order_id = ?3, request_id = ?4 WHERE id = ?1",
-            params![attempt_id, ts(now), order_id, request_id],
-        )
-        .map_err(write)?;
-        // The same order seen again (a replayed token) is counted once.
-        if already.is_none() {
+        let (order_id, request_id, day) =
+            (order_id.to_owned(), request_id.to_owned(), day.to_owned());
+        self.in_shared_transaction("recording a renewal's order", move |tx| {
+            let (account, instance_id, price, currency, already): (String, String, Option<i64>, Option<String>, Option<String>) = tx
+                .query_row(
+                    "SELECT account, instance_id, price_cents, currency, order_id FROM intents WHERE id = ?1",
+                    [intent_id],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+                )?;
             tx.execute(
-                "INSERT INTO renewal_days (day, renewals) VALUES (?1, 1)
-                 ON CONFLICT (day) DO UPDATE SET renewals = renewals + 1",
-                [day],
-            )
-            .map_err(write)?;
-            if let (Some(cents), Some(currency)) = (price, currency) {
+                "UPDATE intents SET status = 'ordered', order_id = ?2, request_id = ?3, error_code = NULL, error_class = NULL,
+                                    error_message = NULL, updated_at = ?4 WHERE id = ?1",
+                params![intent_id, order_id, request_id, ts(now)],
+            )?;
+            tx.execute(
+                "UPDATE attempts SET finished_at = ?2, outcome = 'ok', order_id = ?3, request_id = ?4 WHERE id = ?1",
+                params![attempt_id, ts(now), order_id, request_id],
+            )?;
+            // The same order seen again (a replayed token) is counted once.
+            if already.is_none() {
                 tx.execute(
-                    "INSERT INTO spend (day, currency, cents) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (day, currency) DO UPDATE SET cents = cents + excluded.cents",
-                    params![day, currency, cents],
-                )
-                .map_err(write)?;
+                    "INSERT INTO renewal_days (day, renewals) VALUES (?1, 1)
+                     ON CONFLICT (day) DO UPDATE SET renewals = renewals + 1",
+                    [&day],
+                )?;
+                if let (Some(cents), Some(currency)) = (price, currency) {
+                    tx.execute(
+                        "INSERT INTO spend (day, currency, cents) VALUES (?1, ?2, ?3)
+                         ON CONFLICT (day, currency) DO UPDATE SET cents = cents + excluded.cents",
+                        params![day, currency, cents],
+                    )?;
+                }
             }
-        }
-        tx.execute(
-            "DELETE FROM backoff WHERE account = ?1 AND instance_id = ?2",
-            params![account, instance_id],
-        )
-        .map_err(write)?;
-        tx.commit().map_err(write)
+            tx.execute(
+                "DELETE FROM backoff WHERE account = ?1 AND instance_id = ?2",
+                params![account, instance_id],
+            )?;
+            Ok(())
+        })
     }
 
     /// Records a refused or unanswered attempt and when to try again. `unknown` marks an
@@ -745,66 +757,54 @@ impl Ledger {
         retry_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<u32, LedgerError> {
-        let write = |source| LedgerError::Write {
-            what: "recording a failed renewal",
-            source,
-        };
-        let mut conn = self.conn();
-        let tx = conn.transaction().map_err(write)?;
-        let (account, instance_id, old_expiry): (String, String, String) = tx
-            .query_row(
+        let failure = failure.clone();
+        self.in_shared_transaction("recording a failed renewal", move |tx| {
+            let (account, instance_id, old_expiry): (String, String, String) = tx.query_row(
                 "SELECT account, instance_id, old_expiry FROM intents WHERE id = ?1",
                 [intent_id],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .map_err(write)?;
-        tx.execute(
-            "UPDATE intents SET status = ?2, error_code = ?3, error_class = ?4, error_message = ?5, request_id = ?6, updated_at = ?7
-             WHERE id = ?1",
-            params![
-                intent_id,
-                if unknown { "unknown" } else { "failed" },
-                failure.code,
-                failure.class.as_str(),
-                failure.message,
-                failure.request_id,
-                ts(now)
-            ],
-        )
-        .map_err(write)?;
-        tx.execute(
-            "UPDATE attempts SET finished_at = ?2, outcome = ?3, error_code = ?4, error_class = ?5, error_message = ?6, request_id = ?7
-             WHERE id = ?1",
-            params![
-                attempt_id,
-                ts(now),
-                if unknown { "unknown" } else { "failed" },
-                failure.code,
-                failure.class.as_str(),
-                failure.message,
-                failure.request_id
-            ],
-        )
-        .map_err(write)?;
-        tx.execute(
-            "INSERT INTO backoff (account, instance_id, old_expiry, failures, retry_at, last_class, last_code)
-             VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6)
-             ON CONFLICT (account, instance_id) DO UPDATE SET
-                 failures = CASE WHEN backoff.old_expiry = excluded.old_expiry THEN backoff.failures + 1 ELSE 1 END,
-                 old_expiry = excluded.old_expiry, retry_at = excluded.retry_at,
-                 last_class = excluded.last_class, last_code = excluded.last_code",
-            params![account, instance_id, old_expiry, ts(retry_at), failure.class.as_str(), failure.code],
-        )
-        .map_err(write)?;
-        let failures: u32 = tx
-            .query_row(
+            )?;
+            tx.execute(
+                "UPDATE intents SET status = ?2, error_code = ?3, error_class = ?4, error_message = ?5, request_id = ?6, updated_at = ?7
+                 WHERE id = ?1",
+                params![
+                    intent_id,
+                    if unknown { "unknown" } else { "failed" },
+                    failure.code,
+                    failure.class.as_str(),
+                    failure.message,
+                    failure.request_id,
+                    ts(now)
+                ],
+            )?;
+            tx.execute(
+                "UPDATE attempts SET finished_at = ?2, outcome = ?3, error_code = ?4, error_class = ?5, error_message = ?6, request_id = ?7
+                 WHERE id = ?1",
+                params![
+                    attempt_id,
+                    ts(now),
+                    if unknown { "unknown" } else { "failed" },
+                    failure.code,
+                    failure.class.as_str(),
+                    failure.message,
+                    failure.request_id
+                ],
+            )?;
+            tx.execute(
+                "INSERT INTO backoff (account, instance_id, old_expiry, failures, retry_at, last_class, last_code)
+                 VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6)
+                 ON CONFLICT (account, instance_id) DO UPDATE SET
+                     failures = CASE WHEN backoff.old_expiry = excluded.old_expiry THEN backoff.failures + 1 ELSE 1 END,
+                     old_expiry = excluded.old_expiry, retry_at = excluded.retry_at,
+                     last_class = excluded.last_class, last_code = excluded.last_code",
+                params![account, instance_id, old_expiry, ts(retry_at), failure.class.as_str(), failure.code],
+            )?;
+            tx.query_row(
                 "SELECT failures FROM backoff WHERE account = ?1 AND instance_id = ?2",
                 params![account, instance_id],
                 |r| r.get(0),
             )
-            .map_err(write)?;
-        tx.commit().map_err(write)?;
-        Ok(failures)
+        })
     }
 
     /// Records that an attempt was not sent after all (shutdown began first).
@@ -814,23 +814,17 @@ impl Ledger {
         attempt_id: i64,
         now: DateTime<Utc>,
     ) -> Result<(), LedgerError> {
-        let write = |source| LedgerError::Write {
-            what: "recording an unsent renewal",
-            source,
-        };
-        let mut conn = self.conn();
-        let tx = conn.transaction().map_err(write)?;
-        tx.execute(
-            "UPDATE intents SET status = 'prepared', attempts = attempts - 1, updated_at = ?2 WHERE id = ?1",
-            params![intent_id, ts(now)],
-        )
-        .map_err(write)?;
-        tx.execute(
-            "UPDATE attempts SET finished_at = ?2, outcome = 'not_sent' WHERE id = ?1",
-            params![attempt_id, ts(now)],
-        )
-        .map_err(write)?;
-        tx.commit().map_err(write)
+        self.in_shared_transaction("recording an unsent renewal", move |tx| {
+            tx.execute(
+                "UPDATE intents SET status = 'prepared', attempts = attempts - 1, updated_at = ?2 WHERE id = ?1",
+                params![intent_id, ts(now)],
+            )?;
+            tx.execute(
+                "UPDATE attempts SET finished_at = ?2, outcome = 'not_sent' WHERE id = ?1",
+                params![attempt_id, ts(now)],
+            )?;
+            Ok(())
+        })
     }
 
     /// Closes an intent whose instance's expiry moved past its old expiry: `verified` if the
@@ -856,6 +850,9 @@ impl Ledger {
             what: "settling a renewal",
             source,
         };
+        if intents.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(write)?;
         let mut outcomes = Vec::with_capacity(intents.len());
@@ -895,30 +892,32 @@ impl Ledger {
         instance_ids: &[String],
         now: DateTime<Utc>,
     ) -> Result<(), LedgerError> {
-        let AutoRenewRecord {
-            account,
-            region,
-            target,
-            result,
-            request_id,
-            error,
-        } = *change;
-        let write = |source| LedgerError::Write {
-            what: "recording auto-renew changes",
-            source,
-        };
-        let mut conn = self.conn();
-        let tx = conn.transaction().map_err(write)?;
-        {
-            let mut insert = tx
-                .prepare(
-                    "INSERT INTO auto_renew_changes (at, account, region, instance_id, status, duration, unit, result, request_id, error_code, error_class)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-                )
-                .map_err(write)?;
-            for id in instance_ids {
-                insert
-                    .execute(params![
+        self.record_auto_renew_batches(&[(*change, instance_ids)], now)
+    }
+
+    /// Records the auto-renew changes of many calls in one transaction: a pass's changes
+    /// across all sources are one sync to disk, not one per call.
+    pub fn record_auto_renew_batches(
+        &self,
+        batches: &[(AutoRenewRecord<'_>, &[String])],
+        now: DateTime<Utc>,
+    ) -> Result<(), LedgerError> {
+        self.in_transaction("recording auto-renew changes", |tx| {
+            let mut insert = tx.prepare(
+                "INSERT INTO auto_renew_changes (at, account, region, instance_id, status, duration, unit, result, request_id, error_code, error_class)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            )?;
+            for (change, instance_ids) in batches {
+                let AutoRenewRecord {
+                    account,
+                    region,
+                    target,
+                    result,
+                    request_id,
+                    error,
+                } = *change;
+                for id in *instance_ids {
+                    insert.execute(params![
                         ts(now),
                         account,
                         region,
@@ -930,11 +929,11 @@ impl Ledger {
                         request_id,
                         error.map(|e| e.0.to_owned()),
                         error.map(|e| e.1.as_str())
-                    ])
-                    .map_err(write)?;
+                    ])?;
+                }
             }
-        }
-        tx.commit().map_err(write)
+            Ok(())
+        })
     }
 
     /// Accepted auto-renew changes not yet checked against a later scan.
@@ -974,18 +973,20 @@ impl Ledger {
         Ok(rows)
     }
 
-    /// Marks an accepted auto-renew change as seen in effect (`verified`) or not (`mismatch`).
-    pub fn check_auto_renew_change(&self, id: i64, verified: bool) -> Result<(), LedgerError> {
-        self.conn()
-            .execute(
-                "UPDATE auto_renew_changes SET result = ?2 WHERE id = ?1",
-                params![id, if verified { "verified" } else { "mismatch" }],
-            )
-            .map(|_| ())
-            .map_err(|source| LedgerError::Write {
-                what: "checking an auto-renew change",
-                source,
-            })
+    /// Marks accepted auto-renew changes as seen in effect (`verified`) or not (`mismatch`),
+    /// all in one transaction.
+    pub fn check_auto_renew_changes(&self, checks: &[(i64, bool)]) -> Result<(), LedgerError> {
+        if checks.is_empty() {
+            return Ok(());
+        }
+        self.in_transaction("checking auto-renew changes", |tx| {
+            let mut update =
+                tx.prepare("UPDATE auto_renew_changes SET result = ?2 WHERE id = ?1")?;
+            for (id, verified) in checks {
+                update.execute(params![id, if *verified { "verified" } else { "mismatch" }])?;
+            }
+            Ok(())
+        })
     }
 
     /// Renewals and spend per currency on `day`.
@@ -1057,24 +1058,25 @@ impl Ledger {
             .map_err(|source| LedgerError::Read { what: "reading the last pass", source })
     }
 
-    /// Records a complete scan of a source.
-    pub fn record_source_success(
+    /// Records complete scans of sources (account, region), all in one transaction.
+    pub fn record_source_successes(
         &self,
-        account: &str,
-        region: &str,
+        sources: &[(&str, &str)],
         at: DateTime<Utc>,
     ) -> Result<(), LedgerError> {
-        self.conn()
-            .execute(
+        if sources.is_empty() {
+            return Ok(());
+        }
+        self.in_transaction("recording source scans", |tx| {
+            let mut upsert = tx.prepare(
                 "INSERT INTO sources (account, region, last_success) VALUES (?1, ?2, ?3)
                  ON CONFLICT (account, region) DO UPDATE SET last_success = excluded.last_success",
-                params![account, region, ts(at)],
-            )
-            .map(|_| ())
-            .map_err(|source| LedgerError::Write {
-                what: "recording a source scan",
-                source,
-            })
+            )?;
+            for (account, region) in sources {
+                upsert.execute(params![account, region, ts(at)])?;
+            }
+            Ok(())
+        })
     }
 
     /// When each source was last scanned completely.

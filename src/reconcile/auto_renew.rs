@@ -82,11 +82,48 @@ pub async fn apply(
             }
             done
         });
-    for (account, region, target, members, batches) in futures_util::future::join_all(calls)
+    let done: Vec<_> = futures_util::future::join_all(calls)
         .await
         .into_iter()
         .flatten()
-    {
+        .collect();
+    // Every call's outcome is recorded in one transaction (one sync to disk for the pass's
+    // changes across all sources), before it is counted or logged.
+    let codes: Vec<Vec<Option<String>>> = done
+        .iter()
+        .map(|(_, _, _, _, batches)| {
+            batches
+                .iter()
+                .map(|b| b.result.as_ref().err().map(|e| e.code_or_kind()))
+                .collect()
+        })
+        .collect();
+    let mut records = Vec::new();
+    for ((account, region, target, _, batches), codes) in done.iter().zip(&codes) {
+        for (batch, code) in batches.iter().zip(codes) {
+            let record = match (&batch.result, code) {
+                (Ok(request_id), _) => AutoRenewRecord {
+                    account,
+                    region,
+                    target,
+                    result: "ok",
+                    request_id: Some(request_id),
+                    error: None,
+                },
+                (Err(error), code) => AutoRenewRecord {
+                    account,
+                    region,
+                    target,
+                    result: "failed",
+                    request_id: error.request_id(),
+                    error: Some((code.as_deref().unwrap_or_default(), error.class())),
+                },
+            };
+            records.push((record, batch.instance_ids.as_slice()));
+        }
+    }
+    ledger.record_auto_renew_batches(&records, now)?;
+    for (account, region, target, members, batches) in &done {
         let rows: BTreeMap<&str, usize> = members
             .iter()
             .map(|(row, id)| (id.as_str(), *row))
@@ -94,15 +131,6 @@ pub async fn apply(
         for batch in batches {
             match &batch.result {
                 Ok(request_id) => {
-                    let change = AutoRenewRecord {
-                        account: &account,
-                        region: &region,
-                        target: &target,
-                        result: "ok",
-                        request_id: Some(request_id),
-                        error: None,
-                    };
-                    ledger.record_auto_renew_batch(&change, &batch.instance_ids, now)?;
                     metrics
                         .auto_renew_changes_total
                         .with_label_values(&["ok"])
@@ -113,16 +141,6 @@ pub async fn apply(
                         "auto-renew attributes set");
                 }
                 Err(error) => {
-                    let code = error.code_or_kind();
-                    let change = AutoRenewRecord {
-                        account: &account,
-                        region: &region,
-                        target: &target,
-                        result: "failed",
-                        request_id: error.request_id(),
-                        error: Some((&code, error.class())),
-                    };
-                    ledger.record_auto_renew_batch(&change, &batch.instance_ids, now)?;
                     metrics
                         .auto_renew_changes_total
                         .with_label_values(&["failed"])

@@ -200,6 +200,7 @@ impl Engine {
         };
 
         summary.sources = reports.len();
+        let mut scanned: Vec<(&str, &str)> = Vec::new();
         for report in &reports {
             let labels = [report.key.account.as_str(), report.key.region.as_str()];
             self.metrics
@@ -226,11 +227,7 @@ impl Engine {
                         .scan_last_success
                         .with_label_values(&labels)
                         .set(started.timestamp() as f64);
-                    self.ledger.record_source_success(
-                        &report.key.account,
-                        &report.key.region,
-                        started,
-                    )?;
+                    scanned.push((&report.key.account, &report.key.region));
                 }
                 Some(error) => {
                     self.metrics.source_up.with_label_values(&labels).set(0);
@@ -242,19 +239,19 @@ impl Engine {
                 tracing::warn!(source = %report.key, error = %error, "auto-renew attributes could not be read for part of the source");
             }
         }
+        // One transaction for all sources (and below, for all settlements and checks): each
+        // is a sync to disk, and a pass over a large fleet has thousands of them.
+        self.ledger.record_source_successes(&scanned, started)?;
 
         // Settle intents whose expiry moved. Open intents whose instance is not in the window
         // (a renewal whose answer was never recorded can carry it past the horizon) get one
         // look by id in the verify phase, whatever their status, so none stays open for ever.
         let mut verify_targets = Vec::new();
         let mut out_of_window = Vec::new();
+        let mut moved = Vec::new();
         for open in &histories.open {
             match watched.get(&(open.account.clone(), open.instance_id.clone())) {
-                Some(seen) if seen.expiry > open.old_expiry => {
-                    let settled = self.ledger.settle(open.id, seen.expiry, self.clock.now())?;
-                    warn_if_outcome_unrecorded(open, seen.expiry);
-                    summary.verified += usize::from(settled == "verified");
-                }
+                Some(seen) if seen.expiry > open.old_expiry => moved.push((open, seen.expiry)),
                 Some(_) => {}
                 None => out_of_window.push(VerifyTarget {
                     intent_id: open.id,
@@ -265,6 +262,18 @@ impl Engine {
                 }),
             }
         }
+        let settled = self.ledger.settle_all(
+            &moved
+                .iter()
+                .map(|(open, expiry)| (open.id, *expiry))
+                .collect::<Vec<_>>(),
+            self.clock.now(),
+        )?;
+        for ((open, expiry), settled) in moved.iter().zip(&settled) {
+            warn_if_outcome_unrecorded(open, *expiry);
+            summary.verified += usize::from(settled == "verified");
+        }
+        let mut checks = Vec::new();
         for (id, account, instance, target) in &unchecked {
             if let Some(attrs) = watched
                 .get(&(account.clone(), instance.clone()))
@@ -273,12 +282,13 @@ impl Engine {
                 let took = attrs.renewal_status == target.status
                     && (target.status != crate::cloud::types::RenewalStatus::AutoRenewal
                         || attrs.duration == target.duration);
-                self.ledger.check_auto_renew_change(*id, took)?;
+                checks.push((*id, took));
                 if !took {
                     tracing::warn!(account = %account, instance = %instance, "an auto-renew change did not take effect");
                 }
             }
         }
+        self.ledger.check_auto_renew_changes(&checks)?;
 
         phases.lap("settle");
 
