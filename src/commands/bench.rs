@@ -330,7 +330,13 @@ async fn run_size(
     let config = dir.path().join("bench.toml");
     std::fs::write(&config, config_text(&emulator, dir.path(), options))
         .map_err(|e| fail("writing the config", &e))?;
-    let exe = std::env::current_exe().map_err(|e| fail("finding this executable", &e))?;
+    // The daemon runs from its own copy of the binary: in production no other process maps
+    // it, and the pages of a file mapped by two processes (the daemon and this one, which runs
+    // the emulator) are not the daemon's alone to hand back when it idles.
+    let exe = dir.path().join("ecs-renewd");
+    std::env::current_exe()
+        .and_then(|this| std::fs::copy(this, &exe))
+        .map_err(|e| fail("copying this executable for the daemon", &e))?;
     let mut child = Command::new(exe)
         .args(["--log-format", "json", "run", "--config"])
         .arg(&config)

@@ -296,6 +296,8 @@ impl LoopState {
         let mut next_retry = self.engine.ledger.next_retry_at()?;
         // A second return of free memory once the pass's pooled connections have closed: their
         // buffers are freed after the first one, and glibc returns freed memory only when asked.
+        // The code the pass ran is handed back then too (not after every scrape, whose own
+        // code would only be read back in at the next one).
         let mut trim_at: Option<tokio::time::Instant> = None;
         let mut result = Ok(());
 
@@ -373,6 +375,7 @@ impl LoopState {
                     let _ = tokio::task::spawn_blocking(move || {
                         ledger.shrink_memory();
                         crate::memory::release_free_memory();
+                        crate::memory::release_code_pages();
                     })
                     .await;
                 }
@@ -440,6 +443,7 @@ impl LoopState {
             Ok(Ok(summary)) => {
                 // A pass over a large fleet frees a lot: hand it back before idling.
                 self.engine.ledger.shrink_memory();
+                self.engine.ledger.checkpoint_soon();
                 crate::memory::release_free_memory();
                 self.health.record(&summary);
                 notify(&[NotifyState::Status(&summary.line())]);

@@ -130,14 +130,18 @@ fn commit_batch(conn: &mut Connection, batch: Vec<Box<dyn QueuedWrite>>) {
     let mut batch = batch.into_iter();
     let mut failure = None;
     for mut write in batch.by_ref() {
-        let outcome = tx.execute_batch("SAVEPOINT queued_write").and_then(|()| {
-            match write.run(&tx) {
-                Ok(()) => tx.execute_batch("RELEASE queued_write"),
-                // Undo this write alone, unless SQLite has already rolled the whole transaction
-                // back (it does on some errors, such as a full disk): then the batch is lost.
-                Err(error) if tx.is_autocommit() => Err(error),
-                Err(_) => tx.execute_batch("ROLLBACK TO queued_write; RELEASE queued_write"),
-            }
+        // Statements kept prepared: parsing them costs more than running them.
+        let run = |sql: &str| {
+            tx.prepare_cached(sql)
+                .and_then(|mut s| s.execute([]))
+                .map(drop)
+        };
+        let outcome = run("SAVEPOINT queued_write").and_then(|()| match write.run(&tx) {
+            Ok(()) => run("RELEASE queued_write"),
+            // Undo this write alone, unless SQLite has already rolled the whole transaction
+            // back (it does on some errors, such as a full disk): then the batch is lost.
+            Err(error) if tx.is_autocommit() => Err(error),
+            Err(_) => run("ROLLBACK TO queued_write").and_then(|()| run("RELEASE queued_write")),
         });
         ran.push(write);
         if let Err(error) = outcome {

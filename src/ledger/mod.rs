@@ -4,6 +4,7 @@
 //! passes, source health and the latest status snapshot. One writer per state directory
 //! (`lock`); readers (`status`, `history`, `plan`) open it read-only.
 
+mod checkpoint;
 mod group_commit;
 mod lock;
 mod migrations;
@@ -23,6 +24,7 @@ use crate::cloud::time;
 use crate::cloud::types::PeriodUnit;
 use crate::policy::{History, IntentStatus, IntentView};
 use crate::reconcile::assess::HistorySource;
+use checkpoint::Checkpointer;
 use group_commit::CommitQueue;
 
 /// The ledger's file name in the state directory.
@@ -106,13 +108,29 @@ fn parse_ts(text: &str) -> Option<DateTime<Utc>> {
     time::parse(text).ok()
 }
 
+/// Runs a statement kept prepared on the connection: the renewal path runs the same few
+/// statements for every renewal, and parsing them each time costs more than running them.
+fn exec(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
+    conn.prepare_cached(sql)?.execute(params)
+}
+
+/// [`exec`] for a query that returns one row.
+fn query_one<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    row: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    conn.prepare_cached(sql)?.query_row(params, row)
+}
+
 /// Inserts the intent, or refreshes the one already written for its token; returns its id.
 fn insert_intent(
     tx: &rusqlite::Transaction<'_>,
     intent: &NewIntent,
     now: DateTime<Utc>,
 ) -> rusqlite::Result<i64> {
-    tx.execute(
+    exec(tx,
         "INSERT INTO intents (account, region, instance_id, old_expiry, period, unit, client_token, policy, why,
                               price_cents, currency, status, created_at, updated_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'prepared', ?12, ?12)
@@ -135,7 +153,8 @@ fn insert_intent(
             ts(now),
         ],
     )?;
-    tx.query_row(
+    query_one(
+        tx,
         "SELECT id FROM intents WHERE client_token = ?1",
         [&intent.client_token],
         |row| row.get(0),
@@ -148,11 +167,13 @@ fn insert_attempt(
     intent_id: i64,
     now: DateTime<Utc>,
 ) -> rusqlite::Result<i64> {
-    tx.execute(
+    exec(
+        tx,
         "UPDATE intents SET status = 'sent', attempts = attempts + 1, updated_at = ?2 WHERE id = ?1",
         params![intent_id, ts(now)],
     )?;
-    tx.execute(
+    exec(
+        tx,
         "INSERT INTO attempts (intent_id, started_at) VALUES (?1, ?2)",
         params![intent_id, ts(now)],
     )?;
@@ -396,6 +417,8 @@ pub struct Ledger {
     conn: Mutex<Connection>,
     /// Renewal records written concurrently by different sources share commits.
     commits: CommitQueue,
+    /// Checkpoints the log beside the writer (writers only).
+    checkpoints: Option<Checkpointer>,
     path: PathBuf,
     _lock: Option<StateLock>,
 }
@@ -419,9 +442,16 @@ impl Ledger {
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
         )
         .map_err(open_error)?;
+        conn.set_prepared_statement_cache_capacity(32);
+        let checkpoints = Checkpointer::start(&path).map_err(open_error)?;
+        // Checkpoints run on their own thread (`checkpoint`), never inside a commit; the log
+        // is cut back to 8 MiB once checkpointed.
+        conn.execute_batch("PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = 8388608;")
+            .map_err(open_error)?;
         let ledger = Ledger {
             conn: Mutex::new(conn),
             commits: CommitQueue::default(),
+            checkpoints: Some(checkpoints),
             path,
             _lock: Some(lock),
         };
@@ -449,6 +479,7 @@ impl Ledger {
         let ledger = Ledger {
             conn: Mutex::new(conn),
             commits: CommitQueue::default(),
+            checkpoints: None,
             path,
             _lock: None,
         };
@@ -649,7 +680,23 @@ impl Ledger {
         let tx = conn.transaction().map_err(fail)?;
         let value = write(&tx).map_err(fail)?;
         tx.commit().map_err(fail)?;
+        drop(conn);
+        self.committed(1);
         Ok(value)
+    }
+
+    /// Counts commits towards the next background checkpoint.
+    fn committed(&self, weight: u32) {
+        if let Some(checkpoints) = &self.checkpoints {
+            checkpoints.committed(weight);
+        }
+    }
+
+    /// Asks for the log to be checkpointed now, in the background (after a pass).
+    pub fn checkpoint_soon(&self) {
+        if let Some(checkpoints) = &self.checkpoints {
+            checkpoints.request();
+        }
     }
 
     /// [`Ledger::in_transaction`] for the writes sources make concurrently while renewing:
@@ -660,9 +707,12 @@ impl Ledger {
         T: Send + 'static,
         F: FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T> + Send + 'static,
     {
-        self.commits
+        let value = self
+            .commits
             .write(|| self.conn(), write)
-            .map_err(|source| LedgerError::Write { what, source })
+            .map_err(|source| LedgerError::Write { what, source })?;
+        self.committed(1);
+        Ok(value)
     }
 
     /// Writes (durably) the intent to renew, or finds the one already written for this token.
@@ -708,37 +758,36 @@ impl Ledger {
         let (order_id, request_id, day) =
             (order_id.to_owned(), request_id.to_owned(), day.to_owned());
         self.in_shared_transaction("recording a renewal's order", move |tx| {
-            let (account, instance_id, price, currency, already): (String, String, Option<i64>, Option<String>, Option<String>) = tx
-                .query_row(
+            let (account, instance_id, price, currency, already): (String, String, Option<i64>, Option<String>, Option<String>) = query_one(tx,
                     "SELECT account, instance_id, price_cents, currency, order_id FROM intents WHERE id = ?1",
                     [intent_id],
                     |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
                 )?;
-            tx.execute(
+            exec(tx,
                 "UPDATE intents SET status = 'ordered', order_id = ?2, request_id = ?3, error_code = NULL, error_class = NULL,
                                     error_message = NULL, updated_at = ?4 WHERE id = ?1",
                 params![intent_id, order_id, request_id, ts(now)],
             )?;
-            tx.execute(
+            exec(tx,
                 "UPDATE attempts SET finished_at = ?2, outcome = 'ok', order_id = ?3, request_id = ?4 WHERE id = ?1",
                 params![attempt_id, ts(now), order_id, request_id],
             )?;
             // The same order seen again (a replayed token) is counted once.
             if already.is_none() {
-                tx.execute(
+                exec(tx,
                     "INSERT INTO renewal_days (day, renewals) VALUES (?1, 1)
                      ON CONFLICT (day) DO UPDATE SET renewals = renewals + 1",
                     [&day],
                 )?;
                 if let (Some(cents), Some(currency)) = (price, currency) {
-                    tx.execute(
+                    exec(tx,
                         "INSERT INTO spend (day, currency, cents) VALUES (?1, ?2, ?3)
                          ON CONFLICT (day, currency) DO UPDATE SET cents = cents + excluded.cents",
                         params![day, currency, cents],
                     )?;
                 }
             }
-            tx.execute(
+            exec(tx,
                 "DELETE FROM backoff WHERE account = ?1 AND instance_id = ?2",
                 params![account, instance_id],
             )?;
@@ -759,12 +808,12 @@ impl Ledger {
     ) -> Result<u32, LedgerError> {
         let failure = failure.clone();
         self.in_shared_transaction("recording a failed renewal", move |tx| {
-            let (account, instance_id, old_expiry): (String, String, String) = tx.query_row(
+            let (account, instance_id, old_expiry): (String, String, String) = query_one(tx,
                 "SELECT account, instance_id, old_expiry FROM intents WHERE id = ?1",
                 [intent_id],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )?;
-            tx.execute(
+            exec(tx,
                 "UPDATE intents SET status = ?2, error_code = ?3, error_class = ?4, error_message = ?5, request_id = ?6, updated_at = ?7
                  WHERE id = ?1",
                 params![
@@ -777,7 +826,7 @@ impl Ledger {
                     ts(now)
                 ],
             )?;
-            tx.execute(
+            exec(tx,
                 "UPDATE attempts SET finished_at = ?2, outcome = ?3, error_code = ?4, error_class = ?5, error_message = ?6, request_id = ?7
                  WHERE id = ?1",
                 params![
@@ -790,7 +839,7 @@ impl Ledger {
                     failure.request_id
                 ],
             )?;
-            tx.execute(
+            exec(tx,
                 "INSERT INTO backoff (account, instance_id, old_expiry, failures, retry_at, last_class, last_code)
                  VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6)
                  ON CONFLICT (account, instance_id) DO UPDATE SET
@@ -799,7 +848,7 @@ impl Ledger {
                      last_class = excluded.last_class, last_code = excluded.last_code",
                 params![account, instance_id, old_expiry, ts(retry_at), failure.class.as_str(), failure.code],
             )?;
-            tx.query_row(
+            query_one(tx,
                 "SELECT failures FROM backoff WHERE account = ?1 AND instance_id = ?2",
                 params![account, instance_id],
                 |r| r.get(0),
@@ -815,11 +864,11 @@ impl Ledger {
         now: DateTime<Utc>,
     ) -> Result<(), LedgerError> {
         self.in_shared_transaction("recording an unsent renewal", move |tx| {
-            tx.execute(
+            exec(tx,
                 "UPDATE intents SET status = 'prepared', attempts = attempts - 1, updated_at = ?2 WHERE id = ?1",
                 params![intent_id, ts(now)],
             )?;
-            tx.execute(
+            exec(tx,
                 "UPDATE attempts SET finished_at = ?2, outcome = 'not_sent' WHERE id = ?1",
                 params![attempt_id, ts(now)],
             )?;
@@ -857,24 +906,25 @@ impl Ledger {
         let tx = conn.transaction().map_err(write)?;
         let mut outcomes = Vec::with_capacity(intents.len());
         for (intent_id, observed_expiry) in intents {
-            let (account, instance_id, status): (String, String, String) = tx
-                .query_row(
-                    "SELECT account, instance_id, status FROM intents WHERE id = ?1",
-                    [intent_id],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                )
-                .map_err(write)?;
+            let (account, instance_id, status): (String, String, String) = query_one(
+                &tx,
+                "SELECT account, instance_id, status FROM intents WHERE id = ?1",
+                [intent_id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .map_err(write)?;
             let settled = if status == "ordered" {
                 "verified"
             } else {
                 "superseded"
             };
-            tx.execute(
+            exec(&tx,
                 "UPDATE intents SET status = ?2, new_expiry = ?3, verified_at = ?4, updated_at = ?4 WHERE id = ?1",
                 params![intent_id, settled, ts(*observed_expiry), ts(now)],
             )
             .map_err(write)?;
-            tx.execute(
+            exec(
+                &tx,
                 "DELETE FROM backoff WHERE account = ?1 AND instance_id = ?2",
                 params![account, instance_id],
             )
@@ -903,7 +953,7 @@ impl Ledger {
         now: DateTime<Utc>,
     ) -> Result<(), LedgerError> {
         self.in_transaction("recording auto-renew changes", |tx| {
-            let mut insert = tx.prepare(
+            let mut insert = tx.prepare_cached(
                 "INSERT INTO auto_renew_changes (at, account, region, instance_id, status, duration, unit, result, request_id, error_code, error_class)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             )?;
@@ -981,7 +1031,7 @@ impl Ledger {
         }
         self.in_transaction("checking auto-renew changes", |tx| {
             let mut update =
-                tx.prepare("UPDATE auto_renew_changes SET result = ?2 WHERE id = ?1")?;
+                tx.prepare_cached("UPDATE auto_renew_changes SET result = ?2 WHERE id = ?1")?;
             for (id, verified) in checks {
                 update.execute(params![id, if *verified { "verified" } else { "mismatch" }])?;
             }
@@ -1068,7 +1118,7 @@ impl Ledger {
             return Ok(());
         }
         self.in_transaction("recording source scans", |tx| {
-            let mut upsert = tx.prepare(
+            let mut upsert = tx.prepare_cached(
                 "INSERT INTO sources (account, region, last_success) VALUES (?1, ?2, ?3)
                  ON CONFLICT (account, region) DO UPDATE SET last_success = excluded.last_success",
             )?;
@@ -1157,7 +1207,11 @@ impl Ledger {
                     .map_err(write)?;
             }
         }
-        tx.commit().map_err(write)
+        tx.commit().map_err(write)?;
+        drop(conn);
+        // A status line is a tenth of a renewal's record, or less.
+        self.committed((rows.len() / 10) as u32 + 1);
+        Ok(())
     }
 
     /// Applies what the pass did to the lines of the instances it acted on.
@@ -1197,7 +1251,10 @@ impl Ledger {
                     .map_err(write)?;
             }
         }
-        tx.commit().map_err(write)
+        tx.commit().map_err(write)?;
+        drop(conn);
+        self.committed((updates.len() / 10) as u32 + 1);
+        Ok(())
     }
 
     /// Drops the lines of instances the pass with `generation` did not see (released, or out
@@ -1214,7 +1271,7 @@ impl Ledger {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(write)?;
         for (account, region) in complete {
-            tx.execute(
+            exec(&tx,
                 "DELETE FROM instance_status WHERE generation < ?1 AND account = ?2 AND region = ?3",
                 params![generation, account, region],
             )
