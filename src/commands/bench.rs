@@ -333,9 +333,12 @@ async fn run_size(
     // The daemon runs from its own copy of the binary: in production no other process maps
     // it, and the pages of a file mapped by two processes (the daemon and this one, which runs
     // the emulator) are not the daemon's alone to hand back when it idles.
+    // The copy is synced before the daemon starts, so its writeback does not compete with the
+    // ledger's syncs during the pass.
     let exe = dir.path().join("ecs-renewd");
     std::env::current_exe()
         .and_then(|this| std::fs::copy(this, &exe))
+        .and_then(|_| std::fs::File::open(&exe)?.sync_all())
         .map_err(|e| fail("copying this executable for the daemon", &e))?;
     let mut child = Command::new(exe)
         .args(["--log-format", "json", "run", "--config"])

@@ -11,8 +11,9 @@ use std::thread::JoinHandle;
 
 use rusqlite::Connection;
 
-/// Commits (a status batch counts for many) between two checkpoints: a few MiB of log.
-const COMMITS_PER_CHECKPOINT: u32 = 200;
+/// Commits (a batch of status lines counts for several) between two checkpoints: about as
+/// much log as SQLite's own default of 1,000 pages.
+const COMMITS_PER_CHECKPOINT: u32 = 300;
 
 /// The background checkpointer of one ledger.
 pub(super) struct Checkpointer {

@@ -902,36 +902,49 @@ impl Ledger {
         if intents.is_empty() {
             return Ok(Vec::new());
         }
+        // Set-based: a verification round settles hundreds of intents, and three statements
+        // per intent cost more than the sync. The list travels as one JSON parameter.
+        let list = serde_json::Value::Array(
+            intents
+                .iter()
+                .map(|(id, expiry)| serde_json::json!([id, ts(*expiry)]))
+                .collect(),
+        )
+        .to_string();
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(write)?;
-        let mut outcomes = Vec::with_capacity(intents.len());
-        for (intent_id, observed_expiry) in intents {
-            let (account, instance_id, status): (String, String, String) = query_one(
-                &tx,
-                "SELECT account, instance_id, status FROM intents WHERE id = ?1",
-                [intent_id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .map_err(write)?;
-            let settled = if status == "ordered" {
-                "verified"
-            } else {
-                "superseded"
-            };
-            exec(&tx,
-                "UPDATE intents SET status = ?2, new_expiry = ?3, verified_at = ?4, updated_at = ?4 WHERE id = ?1",
-                params![intent_id, settled, ts(*observed_expiry), ts(now)],
-            )
-            .map_err(write)?;
-            exec(
-                &tx,
-                "DELETE FROM backoff WHERE account = ?1 AND instance_id = ?2",
-                params![account, instance_id],
-            )
-            .map_err(write)?;
-            outcomes.push(settled.to_owned());
-        }
+        exec(
+            &tx,
+            "DELETE FROM backoff WHERE (account, instance_id) IN (
+                 SELECT account, instance_id FROM intents
+                 WHERE id IN (SELECT json_extract(value, '$[0]') FROM json_each(?1)))",
+            [&list],
+        )
+        .map_err(write)?;
+        let settled: HashMap<i64, String> = {
+            let mut update = tx
+                .prepare_cached(
+                    "UPDATE intents SET status = CASE status WHEN 'ordered' THEN 'verified' ELSE 'superseded' END,
+                         new_expiry = json_extract(j.value, '$[1]'), verified_at = ?2, updated_at = ?2
+                     FROM json_each(?1) AS j WHERE intents.id = json_extract(j.value, '$[0]')
+                     RETURNING intents.id, intents.status",
+                )
+                .map_err(write)?;
+            update
+                .query_map(params![list, ts(now)], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(write)?
+                .collect::<rusqlite::Result<_>>()
+                .map_err(write)?
+        };
+        // Every intent asked for must exist; a missing one keeps nothing of the round.
+        let outcomes = intents
+            .iter()
+            .map(|(id, _)| settled.get(id).cloned())
+            .collect::<Option<Vec<String>>>()
+            .ok_or_else(|| write(rusqlite::Error::QueryReturnedNoRows))?;
         tx.commit().map_err(write)?;
+        drop(conn);
+        self.committed(1);
         Ok(outcomes)
     }
 
@@ -1209,8 +1222,8 @@ impl Ledger {
         }
         tx.commit().map_err(write)?;
         drop(conn);
-        // A status line is a tenth of a renewal's record, or less.
-        self.committed((rows.len() / 10) as u32 + 1);
+        // Fifty status lines fill about as many pages as one renewal's record.
+        self.committed((rows.len() / 50) as u32 + 1);
         Ok(())
     }
 
@@ -1253,7 +1266,7 @@ impl Ledger {
         }
         tx.commit().map_err(write)?;
         drop(conn);
-        self.committed((updates.len() / 10) as u32 + 1);
+        self.committed((updates.len() / 50) as u32 + 1);
         Ok(())
     }
 

@@ -234,3 +234,58 @@ fn an_intent_and_its_attempt_are_written_together_and_a_resend_keeps_the_intent(
         "a failed write keeps neither the intent nor the attempt"
     );
 }
+
+#[test]
+fn a_round_of_settlements_is_all_or_nothing_and_answers_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path()).unwrap();
+    let now = t("2026-03-10T00:00:00Z");
+    let other = |token: &str, instance: &str| NewIntent {
+        instance_id: instance.into(),
+        ..intent(token)
+    };
+    // An ordered one, a failed one with a backoff, and one never sent.
+    let (ordered, attempt) = ledger
+        .prepare_and_begin(&other("tok-a", "i-a"), now)
+        .unwrap();
+    ledger
+        .finish_ordered(ordered, attempt, "O-a", "R-a", "2026-03-10", now)
+        .unwrap();
+    let (failed, attempt) = ledger
+        .prepare_and_begin(&other("tok-b", "i-b"), now)
+        .unwrap();
+    let failure = FailureRecord {
+        code: "InvalidAccountStatus.NotEnoughBalance".into(),
+        class: ErrorClass::Funds,
+        message: "no balance".into(),
+        request_id: None,
+    };
+    ledger
+        .finish_failed(failed, attempt, &failure, false, now, now)
+        .unwrap();
+    let prepared = ledger.prepare(&other("tok-c", "i-c"), now).unwrap();
+    let expiry = t("2026-04-15T16:00:00Z");
+
+    // One id that does not exist spoils the round: nothing of it is kept.
+    let error = ledger
+        .settle_all(&[(ordered, expiry), (9_999, expiry)], now)
+        .unwrap_err();
+    assert!(error.to_string().contains("settling a renewal"), "{error}");
+    assert_eq!(ledger.histories().unwrap().open.len(), 3);
+    assert_eq!(ledger.next_retry_at().unwrap(), Some(now));
+
+    let outcomes = ledger
+        .settle_all(
+            &[(prepared, expiry), (ordered, expiry), (failed, expiry)],
+            now,
+        )
+        .unwrap();
+    assert_eq!(outcomes, vec!["superseded", "verified", "superseded"]);
+    assert!(ledger.histories().unwrap().open.is_empty());
+    assert_eq!(ledger.next_retry_at().unwrap(), None, "backoff cleared");
+    let records = ledger.money_records(Some("i-a")).unwrap();
+    assert_eq!(
+        (records[0].status.as_str(), records[0].new_expiry),
+        ("verified", Some(expiry))
+    );
+}
