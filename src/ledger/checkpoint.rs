@@ -44,6 +44,8 @@ impl Checkpointer {
                     {
                         tracing::warn!(%error, "checkpointing the ledger's log failed; retried after the next writes");
                     }
+                    // The pages it read are not needed until the next checkpoint.
+                    let _ = conn.execute_batch("PRAGMA shrink_memory;");
                 }
             })
             .map_err(|error| {
