@@ -130,7 +130,8 @@ fn insert_intent(
     intent: &NewIntent,
     now: DateTime<Utc>,
 ) -> rusqlite::Result<i64> {
-    exec(tx,
+    exec(
+        tx,
         "INSERT INTO intents (account, region, instance_id, old_expiry, period, unit, client_token, policy, why,
                               price_cents, currency, status, created_at, updated_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'prepared', ?12, ?12)
@@ -758,36 +759,43 @@ impl Ledger {
         let (order_id, request_id, day) =
             (order_id.to_owned(), request_id.to_owned(), day.to_owned());
         self.in_shared_transaction("recording a renewal's order", move |tx| {
-            let (account, instance_id, price, currency, already): (String, String, Option<i64>, Option<String>, Option<String>) = query_one(tx,
-                    "SELECT account, instance_id, price_cents, currency, order_id FROM intents WHERE id = ?1",
-                    [intent_id],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
-                )?;
-            exec(tx,
+            type Row = (String, String, Option<i64>, Option<String>, Option<String>);
+            let (account, instance_id, price, currency, already): Row = query_one(
+                tx,
+                "SELECT account, instance_id, price_cents, currency, order_id FROM intents WHERE id = ?1",
+                [intent_id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )?;
+            exec(
+                tx,
                 "UPDATE intents SET status = 'ordered', order_id = ?2, request_id = ?3, error_code = NULL, error_class = NULL,
                                     error_message = NULL, updated_at = ?4 WHERE id = ?1",
                 params![intent_id, order_id, request_id, ts(now)],
             )?;
-            exec(tx,
+            exec(
+                tx,
                 "UPDATE attempts SET finished_at = ?2, outcome = 'ok', order_id = ?3, request_id = ?4 WHERE id = ?1",
                 params![attempt_id, ts(now), order_id, request_id],
             )?;
             // The same order seen again (a replayed token) is counted once.
             if already.is_none() {
-                exec(tx,
+                exec(
+                    tx,
                     "INSERT INTO renewal_days (day, renewals) VALUES (?1, 1)
                      ON CONFLICT (day) DO UPDATE SET renewals = renewals + 1",
                     [&day],
                 )?;
                 if let (Some(cents), Some(currency)) = (price, currency) {
-                    exec(tx,
+                    exec(
+                        tx,
                         "INSERT INTO spend (day, currency, cents) VALUES (?1, ?2, ?3)
                          ON CONFLICT (day, currency) DO UPDATE SET cents = cents + excluded.cents",
                         params![day, currency, cents],
                     )?;
                 }
             }
-            exec(tx,
+            exec(
+                tx,
                 "DELETE FROM backoff WHERE account = ?1 AND instance_id = ?2",
                 params![account, instance_id],
             )?;
@@ -807,18 +815,21 @@ impl Ledger {
         now: DateTime<Utc>,
     ) -> Result<u32, LedgerError> {
         let failure = failure.clone();
+        let outcome = if unknown { "unknown" } else { "failed" };
         self.in_shared_transaction("recording a failed renewal", move |tx| {
-            let (account, instance_id, old_expiry): (String, String, String) = query_one(tx,
+            let (account, instance_id, old_expiry): (String, String, String) = query_one(
+                tx,
                 "SELECT account, instance_id, old_expiry FROM intents WHERE id = ?1",
                 [intent_id],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )?;
-            exec(tx,
+            exec(
+                tx,
                 "UPDATE intents SET status = ?2, error_code = ?3, error_class = ?4, error_message = ?5, request_id = ?6, updated_at = ?7
                  WHERE id = ?1",
                 params![
                     intent_id,
-                    if unknown { "unknown" } else { "failed" },
+                    outcome,
                     failure.code,
                     failure.class.as_str(),
                     failure.message,
@@ -826,20 +837,22 @@ impl Ledger {
                     ts(now)
                 ],
             )?;
-            exec(tx,
+            exec(
+                tx,
                 "UPDATE attempts SET finished_at = ?2, outcome = ?3, error_code = ?4, error_class = ?5, error_message = ?6, request_id = ?7
                  WHERE id = ?1",
                 params![
                     attempt_id,
                     ts(now),
-                    if unknown { "unknown" } else { "failed" },
+                    outcome,
                     failure.code,
                     failure.class.as_str(),
                     failure.message,
                     failure.request_id
                 ],
             )?;
-            exec(tx,
+            exec(
+                tx,
                 "INSERT INTO backoff (account, instance_id, old_expiry, failures, retry_at, last_class, last_code)
                  VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6)
                  ON CONFLICT (account, instance_id) DO UPDATE SET
@@ -848,7 +861,8 @@ impl Ledger {
                      last_class = excluded.last_class, last_code = excluded.last_code",
                 params![account, instance_id, old_expiry, ts(retry_at), failure.class.as_str(), failure.code],
             )?;
-            query_one(tx,
+            query_one(
+                tx,
                 "SELECT failures FROM backoff WHERE account = ?1 AND instance_id = ?2",
                 params![account, instance_id],
                 |r| r.get(0),
@@ -864,11 +878,13 @@ impl Ledger {
         now: DateTime<Utc>,
     ) -> Result<(), LedgerError> {
         self.in_shared_transaction("recording an unsent renewal", move |tx| {
-            exec(tx,
+            exec(
+                tx,
                 "UPDATE intents SET status = 'prepared', attempts = attempts - 1, updated_at = ?2 WHERE id = ?1",
                 params![intent_id, ts(now)],
             )?;
-            exec(tx,
+            exec(
+                tx,
                 "UPDATE attempts SET finished_at = ?2, outcome = 'not_sent' WHERE id = ?1",
                 params![attempt_id, ts(now)],
             )?;
@@ -895,10 +911,6 @@ impl Ledger {
         intents: &[(i64, DateTime<Utc>)],
         now: DateTime<Utc>,
     ) -> Result<Vec<String>, LedgerError> {
-        let write = |source| LedgerError::Write {
-            what: "settling a renewal",
-            source,
-        };
         if intents.is_empty() {
             return Ok(Vec::new());
         }
@@ -911,41 +923,30 @@ impl Ledger {
                 .collect(),
         )
         .to_string();
-        let mut conn = self.conn();
-        let tx = conn.transaction().map_err(write)?;
-        exec(
-            &tx,
-            "DELETE FROM backoff WHERE (account, instance_id) IN (
-                 SELECT account, instance_id FROM intents
-                 WHERE id IN (SELECT json_extract(value, '$[0]') FROM json_each(?1)))",
-            [&list],
-        )
-        .map_err(write)?;
-        let settled: HashMap<i64, String> = {
-            let mut update = tx
+        self.in_transaction("settling a renewal", |tx| {
+            exec(
+                tx,
+                "DELETE FROM backoff WHERE (account, instance_id) IN (
+                     SELECT account, instance_id FROM intents
+                     WHERE id IN (SELECT json_extract(value, '$[0]') FROM json_each(?1)))",
+                [&list],
+            )?;
+            let settled: HashMap<i64, String> = tx
                 .prepare_cached(
                     "UPDATE intents SET status = CASE status WHEN 'ordered' THEN 'verified' ELSE 'superseded' END,
                          new_expiry = json_extract(j.value, '$[1]'), verified_at = ?2, updated_at = ?2
                      FROM json_each(?1) AS j WHERE intents.id = json_extract(j.value, '$[0]')
                      RETURNING intents.id, intents.status",
-                )
-                .map_err(write)?;
-            update
-                .query_map(params![list, ts(now)], |r| Ok((r.get(0)?, r.get(1)?)))
-                .map_err(write)?
-                .collect::<rusqlite::Result<_>>()
-                .map_err(write)?
-        };
-        // Every intent asked for must exist; a missing one keeps nothing of the round.
-        let outcomes = intents
-            .iter()
-            .map(|(id, _)| settled.get(id).cloned())
-            .collect::<Option<Vec<String>>>()
-            .ok_or_else(|| write(rusqlite::Error::QueryReturnedNoRows))?;
-        tx.commit().map_err(write)?;
-        drop(conn);
-        self.committed(1);
-        Ok(outcomes)
+                )?
+                .query_map(params![list, ts(now)], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            // Every intent asked for must exist; a missing one keeps nothing of the round.
+            intents
+                .iter()
+                .map(|(id, _)| settled.get(id).cloned())
+                .collect::<Option<Vec<String>>>()
+                .ok_or(rusqlite::Error::QueryReturnedNoRows)
+        })
     }
 
     /// Records one batch of auto-renew changes in one transaction.
@@ -1284,7 +1285,8 @@ impl Ledger {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(write)?;
         for (account, region) in complete {
-            exec(&tx,
+            exec(
+                &tx,
                 "DELETE FROM instance_status WHERE generation < ?1 AND account = ?2 AND region = ?3",
                 params![generation, account, region],
             )
