@@ -1,6 +1,7 @@
 //! Turns the configured accounts into ready ECS clients: credentials resolved (so a missing or
-//! broken source is found at start-up, not at the first renewal), endpoints, rate limits and
-//! retries applied, one shared HTTP connection pool.
+//! broken source is found at start-up, not at the first renewal), two entries signing with one
+//! AccessKey refused, endpoints, rate limits and retries applied, one shared HTTP connection
+//! pool.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,19 +28,60 @@ pub struct AccountClient {
     pub regions: Regions,
 }
 
-/// An account whose credentials cannot be had.
+/// An `[[accounts]]` entry that cannot be used.
 #[derive(Debug, thiserror::Error)]
-#[error("{path}: accounts[{index}] ({account}): no usable credentials: {source}")]
-pub struct AccountError {
-    /// The config file.
-    pub path: String,
-    /// Index in `[[accounts]]`.
-    pub index: usize,
-    /// Name.
-    pub account: String,
-    /// Why.
-    #[source]
-    pub source: CredentialError,
+pub enum AccountError {
+    /// Its credentials cannot be had.
+    #[error("{path}: accounts[{index}] ({account}): no usable credentials: {source}")]
+    Credentials {
+        /// The config file.
+        path: String,
+        /// Index in `[[accounts]]`.
+        index: usize,
+        /// Name.
+        account: String,
+        /// Why.
+        #[source]
+        source: CredentialError,
+    },
+    /// Two entries sign with the same AccessKey: they reach one cloud account, and both would
+    /// act on the same instances.
+    #[error(
+        "{path}:{line}:{column}: accounts[{index}].credentials: account {account:?} signs with AccessKey {key_id}, which accounts[{first_index}] ({first_account}) at {path}:{first_line}:{first_column} uses too: both entries would act on the same instances (hint: merge them into one entry that lists every region, or give each entry its own RAM user with regions that do not overlap)"
+    )]
+    SharedKey {
+        /// The config file.
+        path: String,
+        /// The later entry.
+        index: usize,
+        /// Its name.
+        account: String,
+        /// Where it starts.
+        line: usize,
+        /// Where it starts.
+        column: usize,
+        /// The earlier entry.
+        first_index: usize,
+        /// Its name.
+        first_account: String,
+        /// Where it starts.
+        first_line: usize,
+        /// Where it starts.
+        first_column: usize,
+        /// The AccessKey ID, shortened (it is not a secret, but need not be spelled out).
+        key_id: String,
+    },
+}
+
+/// An AccessKey ID as error messages show it: its first four and last three characters.
+fn shortened(key_id: &str) -> String {
+    let chars: Vec<char> = key_id.chars().collect();
+    if chars.len() <= 8 {
+        return key_id.to_owned();
+    }
+    let head: String = chars[..4].iter().collect();
+    let tail: String = chars[chars.len() - 3..].iter().collect();
+    format!("{head}…{tail}")
 }
 
 /// Builds a client for every account; credential warnings (a world-readable key file) are
@@ -54,15 +96,37 @@ pub async fn connect(
     let http = shared_http_client(CONNECT_TIMEOUT);
     let mut clients = Vec::with_capacity(config.accounts.len());
     let mut warnings = Vec::new();
+    // Two entries with one AccessKey reach one cloud account: refused. (Two RAM users of one
+    // account cannot be told apart here; each instance is then managed once per pass, through
+    // the entry that lists it first, and the overlap is reported.)
+    let mut key_ids: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     for (index, account) in config.accounts.iter().enumerate() {
         let provider = credentials::resolve(&account.credentials, env)
             .await
-            .map_err(|source| AccountError {
+            .map_err(|source| AccountError::Credentials {
                 path: config.path.display().to_string(),
                 index,
                 account: account.name.clone(),
                 source,
             })?;
+        if let Some(key_id) = provider.fixed_key_id() {
+            if let Some(&first_index) = key_ids.get(key_id) {
+                let first: &crate::config::Account = &config.accounts[first_index];
+                return Err(AccountError::SharedKey {
+                    path: config.path.display().to_string(),
+                    index,
+                    account: account.name.clone(),
+                    line: account.location.0,
+                    column: account.location.1,
+                    first_index,
+                    first_account: first.name.clone(),
+                    first_line: first.location.0,
+                    first_column: first.location.1,
+                    key_id: shortened(key_id),
+                });
+            }
+            key_ids.insert(key_id.to_owned(), index);
+        }
         warnings.extend(
             provider
                 .warnings()

@@ -89,6 +89,12 @@ pub struct Metrics {
     pub schedule_interval_seconds: Gauge,
     /// `instances_undecodable_total`: records ECS returned that could not be understood.
     pub undecodable_total: IntCounter,
+    /// `renewals_refused{account,class}`: instances whose renewal stands refused for a reason
+    /// only a person can fix (permission, clock, invalid request).
+    pub renewals_refused: IntGaugeVec,
+    /// `source_duplicate_instances{account,region}`: instances this source listed that another
+    /// config entry listed first in the last pass (two entries reach one cloud account).
+    pub source_duplicate_instances: IntGaugeVec,
     clock: Arc<dyn Clock>,
     names: Vec<String>,
 }
@@ -231,6 +237,20 @@ impl Metrics {
             name("instances_undecodable_total"),
             "Instance records from ECS that could not be understood (they are not managed until they can be)"
         ));
+        let renewals_refused = register!(IntGaugeVec::new(
+            Opts::new(
+                name("renewals_refused"),
+                "Instances whose renewal the service refused for a reason only a person can fix (class permission, clock or invalid), as of the last pass"
+            ),
+            &["account", "class"]
+        ));
+        let source_duplicate_instances = register!(IntGaugeVec::new(
+            Opts::new(
+                name("source_duplicate_instances"),
+                "Instances this source listed that another config entry listed first in the last pass: two entries reach one cloud account"
+            ),
+            &["account", "region"]
+        ));
         let build_info = register!(IntGaugeVec::new(
             Opts::new(name("build_info"), "Build information"),
             &["version"]
@@ -278,6 +298,8 @@ impl Metrics {
             dry_run,
             schedule_interval_seconds,
             undecodable_total,
+            renewals_refused,
+            source_duplicate_instances,
             clock,
             names,
         }

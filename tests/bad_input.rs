@@ -659,7 +659,7 @@ async fn ledger_cases(table: &mut Table) {
         table.record(
             "ledger: a ledger from a newer version (user_version 99)",
             "ledger.db with PRAGMA user_version = 99 and one intent",
-            &format!("ledger {}/{LEDGER_FILE} has schema version 99, newer than this ecs-renewd supports (1): upgrade ecs-renewd, or restore a backup made by this version", dir.path().display()),
+            &format!("ledger {}/{LEDGER_FILE} has schema version 99, newer than this ecs-renewd supports (2): upgrade ecs-renewd, or restore a backup made by this version", dir.path().display()),
             &answer.unwrap_or_default(),
             lost,
         );
@@ -1148,7 +1148,9 @@ async fn pass_without_panic(
 }
 
 /// Durations far beyond any calendar (`now ± duration` would overflow `DateTime`) are refused
-/// by the config with the key named; the longest accepted, a century, runs a pass.
+/// by the config with the key named; the longest accepted, a century, runs a pass (for
+/// `renew_before`, which must stay shorter than the period, the longest the longest period
+/// allows).
 #[tokio::test]
 async fn a_huge_horizon_grace_or_renew_before_is_refused_and_a_century_runs() {
     let cases = [
@@ -1182,7 +1184,7 @@ async fn a_huge_horizon_grace_or_renew_before_is_refused_and_a_century_runs() {
         ),
         (
             "horizon = \"36500d\"\n",
-            format!("{RENEW}renew_before = \"36500d\"\n"),
+            format!("{RENEW}period = 60\nrenew_before = \"1679d\"\n"),
         ),
     ] {
         let (emulator, clock) = emulator().await;

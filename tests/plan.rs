@@ -141,7 +141,7 @@ async fn start() -> (EmulatorHandle, Arc<VirtualClock>) {
 async fn plan_decides_prices_and_applies_belts_in_a_stable_json_shape() {
     let (emulator, clock) = start().await;
     let config = Config::parse(&config_text(&emulator), Path::new("plan.toml"), &env()).unwrap();
-    let report = plan::build(&config, &env(), clock, &NoHistory, (0, BTreeMap::new()))
+    let report = plan::build(&config, &env(), clock, &NoHistory, Default::default())
         .await
         .unwrap();
     let value = serde_json::to_value(&report).unwrap();
@@ -203,7 +203,7 @@ async fn plan_decides_prices_and_applies_belts_in_a_stable_json_shape() {
 async fn plan_sends_no_mutating_call() {
     let (emulator, clock) = start().await;
     let config = Config::parse(&config_text(&emulator), Path::new("plan.toml"), &env()).unwrap();
-    plan::build(&config, &env(), clock, &NoHistory, (0, BTreeMap::new()))
+    plan::build(&config, &env(), clock, &NoHistory, Default::default())
         .await
         .unwrap();
     let calls = emulator.calls();
@@ -223,7 +223,7 @@ async fn a_spend_limit_that_would_trip_is_shown() {
         "[limits]\nmax_spend_per_run = { CNY = 150.0 }\n[scan]",
     );
     let config = Config::parse(&text, Path::new("plan.toml"), &env()).unwrap();
-    let report = plan::build(&config, &env(), clock, &NoHistory, (0, BTreeMap::new()))
+    let report = plan::build(&config, &env(), clock, &NoHistory, Default::default())
         .await
         .unwrap();
     assert_eq!((report.renewals, report.held), (0, 3));

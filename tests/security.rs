@@ -36,6 +36,8 @@ use tokio_util::sync::CancellationToken;
 /// The STS key's ID, secret and token. The secret and token contain characters that percent-
 /// and form-encoding change, so each encoding is a different string to look for.
 const STS_ID: &str = "STS.NUgYrLnoC37mZZCNnAbez2";
+/// A second identity of the same account (its own RAM user), configured with a wrong secret.
+const STS_ID_2: &str = "STS.NUgYrLnoC37mZZCNnAbez3";
 const STS_SECRET: &str = "Sec+ret/Key=9xQ~w&z%";
 const STS_TOKEN: &str = "CAIS+Token/With=Slashes&Plus~qR2%2Fx";
 /// A wrong secret configured for a second account (so the service answers
@@ -148,13 +150,16 @@ fn sts_fleet() -> EmulatorConfig {
             instance_spec("i-later", "2026-03-30T16:00Z"),
         ],
     );
-    fleet.accounts[0].access_keys = vec![AccessKeySpec {
-        id: STS_ID.into(),
-        secret: STS_SECRET.into(),
-        security_token: Some(STS_TOKEN.into()),
-        expires_at: None,
-        denied_actions: vec![],
-    }];
+    fleet.accounts[0].access_keys = [STS_ID, STS_ID_2]
+        .into_iter()
+        .map(|id| AccessKeySpec {
+            id: id.into(),
+            secret: STS_SECRET.into(),
+            security_token: Some(STS_TOKEN.into()),
+            expires_at: None,
+            denied_actions: vec![],
+        })
+        .collect();
     fleet.settings.renew_visibility_delay = Duration::ZERO;
     fleet
 }
@@ -207,7 +212,7 @@ async fn no_secret_or_token_reaches_logs_metrics_status_ledger_or_errors() {
     let text = format!(
         "[daemon]\nstate_dir = \"{state}\"\n[scan]\nregions = [\"cn-hangzhou\"]\n[retry]\nverify_timeout = \"1s\"\nverify_interval = \"50ms\"\n\
          [[accounts]]\nname = \"main\"\nendpoint = \"{url}\"\n[accounts.credentials]\nsource = \"file\"\naccess_key_id = \"{STS_ID}\"\naccess_key_secret_file = \"{keys}/secret\"\nsecurity_token_file = \"{keys}/token\"\n[accounts.rate_limit]\nper_second = 1000\nburst = 100\n[accounts.call_retry]\nmax_attempts = 3\nbase_delay = \"10ms\"\nmax_delay = \"20ms\"\n\
-         [[accounts]]\nname = \"mistyped\"\nendpoint = \"{url}\"\n[accounts.credentials]\nsource = \"file\"\naccess_key_id = \"{STS_ID}\"\naccess_key_secret_file = \"{keys}/wrong-secret\"\nsecurity_token_file = \"{keys}/token\"\n[accounts.call_retry]\nmax_attempts = 3\nbase_delay = \"10ms\"\nmax_delay = \"20ms\"\n\
+         [[accounts]]\nname = \"mistyped\"\nendpoint = \"{url}\"\n[accounts.credentials]\nsource = \"file\"\naccess_key_id = \"{STS_ID_2}\"\naccess_key_secret_file = \"{keys}/wrong-secret\"\nsecurity_token_file = \"{keys}/token\"\n[accounts.call_retry]\nmax_attempts = 3\nbase_delay = \"10ms\"\nmax_delay = \"20ms\"\n\
          [limits]\nmax_spend_per_run = {{ CNY = 100000.0 }}\n\
          [[policies]]\nname = \"auto\"\naction = \"auto-renew\"\n[policies.match]\ntags = {{ team = \"auto\" }}\n\
          [[policies]]\nname = \"renew-all\"\naction = \"renew\"\nrenew_before = \"7d\"\n",

@@ -215,19 +215,28 @@ impl EcsClient {
             .iter()
             .any(|(name, value)| *name == "ClientToken" && !value.is_empty());
         let mut attempt = 0;
+        // Once an attempt may have been carried out (no answer, or a 5xx), every later way out
+        // of this call says so: the caller must treat a charge as possibly made.
+        let mut unanswered = false;
+        let ending = |error: CloudError, unanswered: bool| {
+            if unanswered {
+                error.after_unanswered()
+            } else {
+                error
+            }
+        };
         loop {
             attempt += 1;
+            let shutting_down = || CloudError::ShuttingDown {
+                action,
+                region: region.to_owned(),
+            };
             if self.cancel.is_cancelled() {
-                return Err(CloudError::ShuttingDown {
-                    action,
-                    region: region.to_owned(),
-                });
+                return Err(ending(shutting_down(), unanswered));
             }
             tokio::select! {
                 _ = self.limiter.acquire(region, action) => {}
-                _ = self.cancel.cancelled() => {
-                    return Err(CloudError::ShuttingDown { action, region: region.to_owned() });
-                }
+                _ = self.cancel.cancelled() => return Err(ending(shutting_down(), unanswered)),
             }
             let span = tracing::debug_span!(
                 "ecs_call",
@@ -269,12 +278,13 @@ impl EcsClient {
                 Err(error) => error,
             };
             let jitter: f64 = rand::rng().random_range(0.0..=1.0);
-            match self
-                .settings
-                .retry
-                .next_step(action, has_client_token, attempt, &error, jitter)
-            {
-                NextStep::GiveUp => return Err(error),
+            let step =
+                self.settings
+                    .retry
+                    .next_step(action, has_client_token, attempt, &error, jitter);
+            unanswered |= error.outcome_unknown();
+            match step {
+                NextStep::GiveUp => return Err(ending(error, unanswered)),
                 NextStep::RetryAfter(delay) => {
                     tracing::warn!(
                         account = %self.settings.account,
@@ -288,7 +298,7 @@ impl EcsClient {
                     );
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
-                        _ = self.cancel.cancelled() => return Err(error),
+                        _ = self.cancel.cancelled() => return Err(ending(error, unanswered)),
                     }
                 }
             }

@@ -320,12 +320,24 @@ pub enum CloudError {
         /// In which region.
         region: String,
     },
+
+    /// The last attempt failed, but an earlier attempt of the same call got no answer and may
+    /// have been carried out: for a charging call the outcome is unknown, whatever the last
+    /// answer says (a busy answer, a refusal for funds, or shutdown before the next attempt).
+    #[error(
+        "{last} (an earlier attempt got no answer and may have been carried out: the outcome is unknown)"
+    )]
+    AfterUnanswered {
+        /// The last attempt's failure.
+        last: Box<CloudError>,
+    },
 }
 
 impl CloudError {
     /// The failure class.
     pub fn class(&self) -> ErrorClass {
         match self {
+            CloudError::AfterUnanswered { last } => last.class(),
             CloudError::Api(api) => api.class,
             CloudError::Transport { .. } | CloudError::Decode { .. } => ErrorClass::Transient,
             CloudError::Credentials { .. } => ErrorClass::Permission,
@@ -337,6 +349,7 @@ impl CloudError {
     /// The service error code, if the service answered with one.
     pub fn code(&self) -> Option<&str> {
         match self {
+            CloudError::AfterUnanswered { last } => last.code(),
             CloudError::Api(api) => Some(&api.code),
             _ => None,
         }
@@ -345,6 +358,7 @@ impl CloudError {
     /// The request id, if known.
     pub fn request_id(&self) -> Option<&str> {
         match self {
+            CloudError::AfterUnanswered { last } => last.request_id(),
             CloudError::Api(api) if !api.request_id.is_empty() => Some(&api.request_id),
             CloudError::Decode { request_id, .. } if request_id != "none" => Some(request_id),
             _ => None,
@@ -354,6 +368,7 @@ impl CloudError {
     /// The advised retry delay, if the service gave one.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
+            CloudError::AfterUnanswered { last } => last.retry_after(),
             CloudError::Api(api) => api.retry_after,
             _ => None,
         }
@@ -362,6 +377,7 @@ impl CloudError {
     /// A short label for the ledger: the service code, or the kind of local failure.
     pub fn code_or_kind(&self) -> String {
         match self {
+            CloudError::AfterUnanswered { last } => last.code_or_kind(),
             CloudError::Api(api) => api.code.clone(),
             CloudError::Transport { kind, .. } => match kind {
                 TransportKind::Connect => "Transport.Connect".into(),
@@ -379,10 +395,27 @@ impl CloudError {
     /// call: whether the outcome is unknown rather than a known failure).
     pub fn outcome_unknown(&self) -> bool {
         match self {
+            CloudError::AfterUnanswered { .. } => true,
             CloudError::Transport { kind, .. } => *kind != TransportKind::Connect,
             CloudError::Decode { http_status, .. } => *http_status < 400 || *http_status >= 500,
             CloudError::Api(api) => api.class == ErrorClass::Transient,
             _ => false,
+        }
+    }
+
+    /// Whether nothing of the call was sent (shutdown began before its first attempt).
+    pub fn not_sent(&self) -> bool {
+        matches!(self, CloudError::ShuttingDown { .. })
+    }
+
+    /// This error, marked as following an attempt that may have been carried out.
+    pub fn after_unanswered(self) -> CloudError {
+        if self.outcome_unknown() {
+            self
+        } else {
+            CloudError::AfterUnanswered {
+                last: Box::new(self),
+            }
         }
     }
 }

@@ -15,7 +15,8 @@ use crate::cloud::client::NoObserver;
 use crate::cloud::credentials::Environment;
 use crate::config::Config;
 use crate::duration::format_relative;
-use crate::policy::{BeltInput, Candidate, LimitKind, apply_belts};
+use crate::ledger::DayTotals;
+use crate::policy::{LimitKind, apply_belts};
 use crate::reconcile::assess::{Assessment, HistorySource, NoHistory, Row};
 use crate::reconcile::observe::SourceReport;
 use crate::reconcile::{observe_and_assess, price::price_candidates};
@@ -123,7 +124,7 @@ pub async fn build(
     env: &Environment,
     clock: Arc<dyn Clock>,
     histories: &(dyn HistorySource + Sync),
-    today: (u32, BTreeMap<String, i64>),
+    today: DayTotals,
 ) -> Result<PlanReport, Failure> {
     let (accounts, _) = crate::accounts::connect(
         config,
@@ -150,44 +151,23 @@ pub async fn build(
         |_| true,
     )
     .await;
-    Ok(report(config, assessment, &sources, today, now))
+    Ok(report(config, assessment, &sources, &today, now))
 }
 
 fn report(
     config: &Config,
     assessment: Assessment,
     sources: &[SourceReport],
-    (renewed_today, spent_today): (u32, BTreeMap<String, i64>),
+    today: &DayTotals,
     now: DateTime<Utc>,
 ) -> PlanReport {
-    let candidates: Vec<Candidate> = assessment
-        .renewals
-        .iter()
-        .enumerate()
-        .map(|(key, c)| Candidate {
-            key,
-            label: c.instance.id.clone(),
-            price: c
-                .price
-                .as_ref()
-                .map(|q| (q.trade_price.cents, q.trade_price.currency.clone())),
-            max_price_cents: c.plan.max_price_cents,
-        })
-        .collect();
-    let fleet_size = assessment.rows.len();
-    let belts = apply_belts(
-        &candidates,
-        &BeltInput {
-            max_per_run: config.limits.max_renewals_per_run,
-            max_per_day: config.limits.max_renewals_per_day,
-            renewed_today,
-            max_spend_per_run: config.limits.max_spend_per_run.clone(),
-            max_spend_per_day: config.limits.max_spend_per_day.clone(),
-            spent_today,
-            max_fleet_share: config.limits.max_fleet_share_per_run,
-            fleet_size,
-        },
+    let (candidates, input) = crate::reconcile::belts::belt_inputs(
+        config,
+        &assessment.renewals,
+        today,
+        assessment.rows.len(),
     );
+    let belts = apply_belts(&candidates, &input);
     let held: BTreeMap<usize, LimitKind> = belts.held.iter().copied().collect();
     let mut price_of: BTreeMap<usize, Amount> = BTreeMap::new();
     let mut held_rows = std::collections::HashSet::new();
@@ -411,7 +391,7 @@ pub async fn run(
                 .map_err(read)?;
             build(&config, env, clock, &histories, today).await?
         }
-        None => build(&config, env, clock, &NoHistory, (0, BTreeMap::new())).await?,
+        None => build(&config, env, clock, &NoHistory, DayTotals::default()).await?,
     };
     let text = if json {
         serde_json::to_string_pretty(&plan).map_err(|e| Failure::Runtime(e.to_string()))? + "\n"

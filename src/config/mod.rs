@@ -90,6 +90,11 @@ pub struct Account {
     pub endpoint: Endpoint,
     /// Site (period rules).
     pub site: Site,
+    /// Billing currency (a bare-number `max_price` is in it).
+    pub currency: String,
+    /// Where the entry starts in the file (line, column), for problems found later (two
+    /// entries with one AccessKey).
+    pub location: (usize, usize),
     /// Regions to scan.
     pub regions: Regions,
     /// Client-side rate limit.
@@ -113,6 +118,8 @@ pub struct Limits {
     pub max_spend_per_day: BTreeMap<String, i64>,
     /// Most renewals per pass as a share of the PrePaid fleet seen (1.0 = off).
     pub max_fleet_share_per_run: f64,
+    /// Most auto-renew switch-ons per pass.
+    pub max_auto_renew_enables_per_run: u32,
 }
 
 impl Limits {

@@ -290,6 +290,11 @@ pub struct AccountSection {
     /// `public` (default), `vpc`, or a URL (an emulator, a gateway).
     #[serde(default)]
     pub endpoint: Option<Spanned<String>>,
+    /// The currency the account is billed in (ISO code as ECS quotes it); a `max_price`
+    /// written as a bare number is in it. Default: CNY on the China site, USD on the
+    /// international site.
+    #[serde(default)]
+    pub currency: Option<Spanned<String>>,
     /// Which site's period rules apply.
     #[serde(default)]
     pub site: Site,
@@ -325,6 +330,16 @@ impl<'de> Deserialize<'de> for ReadTimeout {
     }
 }
 
+/// A `max_price` as written: a bare number, or an amount with its currency.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum PriceLimit {
+    /// In the covered accounts' billing currency.
+    Number(f64),
+    /// `"300 CNY"`, `"12.50 USD"`.
+    Text(String),
+}
+
 /// `[limits]`: safety belts checked for the whole batch before anything is charged.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -344,6 +359,14 @@ pub struct LimitsSection {
     /// Most renewals in one pass as a share of the PrePaid instances seen (1.0 = off).
     #[serde(default = "default_share")]
     pub max_fleet_share_per_run: f64,
+    /// Most instances whose auto-renew is switched on in one pass (each commits the provider to
+    /// charge at its deduction days).
+    #[serde(default = "default_enables")]
+    pub max_auto_renew_enables_per_run: u32,
+}
+
+fn default_enables() -> u32 {
+    1000
 }
 
 fn default_per_run() -> u32 {
@@ -364,6 +387,7 @@ impl Default for LimitsSection {
             max_spend_per_run: BTreeMap::new(),
             max_spend_per_day: BTreeMap::new(),
             max_fleet_share_per_run: default_share(),
+            max_auto_renew_enables_per_run: default_enables(),
         }
     }
 }
@@ -507,9 +531,11 @@ pub struct PolicySection {
     /// `renew`: how long before expiry to renew (default 7 days).
     #[serde(default)]
     pub renew_before: Option<Spanned<String>>,
-    /// `renew`/`auto-renew` fallback: the most one renewal may cost, in the account's currency.
+    /// `renew`/`auto-renew` fallback: the most one renewal may cost — a number in the billing
+    /// currency of the accounts the policy covers, or an amount with its currency
+    /// (`"300 CNY"`).
     #[serde(default)]
-    pub max_price: Option<Spanned<f64>>,
+    pub max_price: Option<Spanned<PriceLimit>>,
     /// `renew`: an auto-renew state to keep at the same time.
     #[serde(default)]
     pub keep_auto_renew: Option<Spanned<KeepAutoRenew>>,

@@ -14,6 +14,7 @@ use crate::cloud::ecs::AutoRenewTarget;
 use crate::cloud::endpoint::Endpoint;
 use crate::cloud::periods::{self, PeriodRule, Site};
 use crate::cloud::types::{PeriodUnit, RenewalStatus};
+use crate::money::Money;
 use crate::policy::{Fallback, Matcher, Policy, PolicyAction};
 
 /// Line and column (1-based) of a byte offset.
@@ -256,6 +257,23 @@ fn check(file: ConfigFile, report: &mut Report, env: &Environment) -> Result<Con
                 "add access_key_id (the ID is not a secret)",
             );
         }
+        let currency = match &section.currency {
+            None => match section.site {
+                Site::China => "CNY".to_owned(),
+                Site::International => "USD".to_owned(),
+            },
+            Some(code) => {
+                if !is_currency_code(code.get_ref()) {
+                    report.error(
+                        Some(code.span()),
+                        &format!("{key}.currency"),
+                        format!("{:?} is not a currency code", code.get_ref()),
+                        "use the code ECS quotes prices in, e.g. CNY or USD",
+                    );
+                }
+                code.get_ref().clone()
+            }
+        };
         if section.rate_limit.per_second <= 0.0 || section.rate_limit.burst == 0 {
             report.error(
                 None,
@@ -269,6 +287,8 @@ fn check(file: ConfigFile, report: &mut Report, env: &Environment) -> Result<Con
             credentials: credentials.clone(),
             endpoint,
             site: section.site,
+            currency,
+            location: line_col(report.text, section.name.span().start),
             regions: section
                 .regions
                 .clone()
@@ -295,7 +315,7 @@ fn check(file: ConfigFile, report: &mut Report, env: &Environment) -> Result<Con
                     "",
                 );
             }
-            if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
+            if !is_currency_code(currency) {
                 report.error(
                     None,
                     &format!("limits.{key}.{currency}"),
@@ -313,6 +333,7 @@ fn check(file: ConfigFile, report: &mut Report, env: &Environment) -> Result<Con
         max_spend_per_run: cents(&file.limits.max_spend_per_run, "max_spend_per_run"),
         max_spend_per_day: cents(&file.limits.max_spend_per_day, "max_spend_per_day"),
         max_fleet_share_per_run: file.limits.max_fleet_share_per_run,
+        max_auto_renew_enables_per_run: file.limits.max_auto_renew_enables_per_run,
     };
     if !(limits.max_fleet_share_per_run > 0.0 && limits.max_fleet_share_per_run <= 1.0) {
         report.error(
@@ -382,8 +403,11 @@ fn check(file: ConfigFile, report: &mut Report, env: &Environment) -> Result<Con
                 );
             }
         }
-        let site = policy_site(section, &accounts);
-        if let Some(policy) = compile_policy(section, &key, site, &file, &limits, report) {
+        let covered = PolicyAccounts {
+            site: policy_site(section, &accounts),
+            currencies: policy_currencies(section, &accounts),
+        };
+        if let Some(policy) = compile_policy(section, &key, &covered, &file, &limits, report) {
             if policy.matcher.matches_everything() {
                 catch_all.get_or_insert(name.clone());
             }
@@ -453,6 +477,102 @@ fn policy_site(section: &PolicySection, accounts: &[Account]) -> Site {
     }
 }
 
+/// The billing currencies of the accounts a policy covers (a bare-number `max_price` must
+/// name one currency).
+fn policy_currencies(section: &PolicySection, accounts: &[Account]) -> Vec<String> {
+    let mut currencies: Vec<String> = accounts
+        .iter()
+        .filter(|a| {
+            section.matcher.accounts.is_empty() || section.matcher.accounts.contains(&a.name)
+        })
+        .map(|a| a.currency.clone())
+        .collect();
+    currencies.sort();
+    currencies.dedup();
+    currencies
+}
+
+fn is_currency_code(code: &str) -> bool {
+    code.len() == 3 && code.bytes().all(|b| b.is_ascii_uppercase())
+}
+
+/// What a policy's checks need to know of the accounts it covers.
+struct PolicyAccounts {
+    site: Site,
+    currencies: Vec<String>,
+}
+
+/// A `max_price` as money: a bare number in the covered accounts' one billing currency, or an
+/// amount with its currency.
+fn max_price_of(
+    report: &mut Report,
+    value: &toml::Spanned<super::schema::PriceLimit>,
+    key: &str,
+    currencies: &[String],
+) -> Option<Money> {
+    use super::schema::PriceLimit;
+    let span = Some(value.span());
+    let (amount, currency) = match value.get_ref() {
+        PriceLimit::Number(amount) => match currencies {
+            [one] => (*amount, one.clone()),
+            _ => {
+                report.error(
+                    span,
+                    key,
+                    format!(
+                        "a bare number, but the accounts this policy covers are billed in {}",
+                        if currencies.is_empty() {
+                            "no known currency".to_owned()
+                        } else {
+                            currencies.join(" and ")
+                        }
+                    ),
+                    "write the amount with its currency, e.g. max_price = \"300 CNY\"",
+                );
+                return None;
+            }
+        },
+        PriceLimit::Text(text) => {
+            let parsed = text.split_once(' ').and_then(|(amount, currency)| {
+                Some((
+                    amount.trim().parse::<f64>().ok()?,
+                    currency.trim().to_owned(),
+                ))
+            });
+            match parsed {
+                Some((amount, currency)) if is_currency_code(&currency) => (amount, currency),
+                _ => {
+                    report.error(
+                        span,
+                        key,
+                        format!("{text:?} is not an amount with a currency"),
+                        "write e.g. \"300 CNY\" or \"12.50 USD\"",
+                    );
+                    return None;
+                }
+            }
+        }
+    };
+    if !(amount.is_finite() && amount > 0.0) {
+        report.error(span, key, format!("{amount} is not a positive price"), "");
+        return None;
+    }
+    Some(Money {
+        cents: (amount * 100.0).round() as i64,
+        currency,
+    })
+}
+
+/// The shortest a renewal of `period` × `unit` can extend an expiry by.
+fn shortest_length(period: u32, unit: PeriodUnit) -> Duration {
+    let days = match unit {
+        PeriodUnit::Week => 7,
+        PeriodUnit::Month => 28,
+        PeriodUnit::Year => 365,
+    };
+    Duration::from_secs(u64::from(period) * days * 86_400)
+}
+
 fn has_day_of_month_and_week(schedule: &str) -> bool {
     let fields: Vec<&str> = schedule.split_whitespace().collect();
     fields.len() == 6
@@ -503,7 +623,7 @@ fn check_period(
 fn compile_policy(
     section: &PolicySection,
     key: &str,
-    site: Site,
+    covered: &PolicyAccounts,
     file: &ConfigFile,
     limits: &Limits,
     report: &mut Report,
@@ -583,19 +703,18 @@ fn compile_policy(
         .as_ref()
         .map(|u| u.span())
         .unwrap_or(section.name.span());
-    let max_price_cents = match &section.max_price {
+    let site = covered.site;
+    let max_price = match &section.max_price {
         None => None,
-        Some(p) if p.get_ref().is_finite() && *p.get_ref() > 0.0 => {
-            Some((p.get_ref() * 100.0).round() as i64)
-        }
-        Some(p) => {
-            report.error(
-                Some(p.span()),
+        Some(value) => {
+            let price = max_price_of(
+                report,
+                value,
                 &format!("{key}.max_price"),
-                format!("{} is not a positive price", p.get_ref()),
-                "",
+                &covered.currencies,
             );
-            None
+            ok &= price.is_some();
+            price
         }
     };
     let override_not_renewal = section
@@ -611,7 +730,7 @@ fn compile_policy(
                 .as_ref()
                 .map(|p| p.span())
                 .unwrap_or(unit_span.clone());
-            ok &= check_period(
+            let period_ok = check_period(
                 report,
                 &periods::renew_rule(site),
                 period,
@@ -620,12 +739,27 @@ fn compile_policy(
                 &format!("{key}.period"),
                 "renewal period",
             );
+            ok &= period_ok;
             let renew_before = match &section.renew_before {
                 None => Duration::from_secs(7 * 86_400),
                 Some(text) => {
                     duration_of(report, text, &format!("{key}.renew_before")).unwrap_or_default()
                 }
             };
+            let shortest = shortest_length(period, unit);
+            if period_ok && renew_before >= shortest {
+                report.error(
+                    section.renew_before.as_ref().map(|r| r.span()).or(Some(period_span.clone())),
+                    &format!("{key}.renew_before"),
+                    format!(
+                        "renew_before ({}) is not shorter than the period ({period} {unit}, {} at the least): each renewal would leave the instance due again, and it would be renewed on every pass",
+                        crate::duration::format(renew_before),
+                        crate::duration::format(shortest)
+                    ),
+                    "shorten renew_before below the period, or renew for longer",
+                );
+                ok = false;
+            }
             if renew_before > file.scan.horizon {
                 report.warn(
                     section.renew_before.as_ref().map(|r| r.span()),
@@ -663,7 +797,7 @@ fn compile_policy(
                 period,
                 unit,
                 renew_before,
-                max_price_cents,
+                max_price: max_price.clone(),
                 keep_auto_renew,
             }
         }
@@ -713,7 +847,7 @@ fn compile_policy(
                     after,
                     period: renew_period,
                     unit: renew_unit,
-                    max_price_cents,
+                    max_price,
                 })
             } else {
                 None

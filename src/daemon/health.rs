@@ -1,6 +1,7 @@
 //! Readiness: the daemon is ready when every account's credentials are usable, no source's last
-//! scan failed for permission or clock reasons, and every source was scanned completely within
-//! two cadences. Fed by each pass; seeded from the ledger at start-up.
+//! scan failed for permission or clock reasons, no renewal stands refused for such a reason (or
+//! as an invalid request), and every source was scanned completely within two cadences. Fed by
+//! each pass; seeded from the ledger at start-up.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -37,7 +38,12 @@ struct State {
     interval: Duration,
     sources: BTreeMap<(String, String), SourceHealth>,
     passes: u64,
+    /// Renewals refused for a reason only a person can fix, as of the last pass.
+    refused: Vec<crate::reconcile::assess::Refused>,
 }
+
+/// How many refused renewals `/readyz` names one by one.
+const REFUSALS_NAMED: usize = 5;
 
 impl Health {
     /// Starts from the ledger's record of complete scans.
@@ -59,6 +65,7 @@ impl Health {
                 interval,
                 sources,
                 passes: 0,
+                refused: Vec::new(),
             }),
         }
     }
@@ -76,6 +83,7 @@ impl Health {
     pub fn record(&self, summary: &PassSummary) {
         let mut state = self.lock();
         state.passes += 1;
+        state.refused = summary.refused.clone();
         for result in &summary.source_results {
             let entry = state
                 .sources
@@ -105,6 +113,18 @@ impl Health {
             if let Err(error) = check {
                 reasons.push(format!("account {account}: credentials unusable: {error}"));
             }
+        }
+        for r in state.refused.iter().take(REFUSALS_NAMED) {
+            reasons.push(format!(
+                "account {}: the renewal of {} in {} was refused ({}: {}): the instance will lapse unless this is fixed",
+                r.account, r.instance_id, r.region, r.class, r.code
+            ));
+        }
+        if state.refused.len() > REFUSALS_NAMED {
+            reasons.push(format!(
+                "and {} more refused renewal(s): see `ecs-renewd status`",
+                state.refused.len() - REFUSALS_NAMED
+            ));
         }
         if state.sources.is_empty() {
             reasons.push("no source has been scanned yet".into());

@@ -7,10 +7,12 @@
 //! - `scheduler`: cron ticks (tokio-cron-scheduler behind an adapter) and the watchdog.
 //! - `health`: readiness.
 //! - `admin`: /metrics, /healthz, /readyz, /status.
+//! - `wake`: when a retry justifies a pass before the schedule.
 
 pub mod admin;
 pub mod health;
 pub mod scheduler;
+pub mod wake;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -183,6 +185,7 @@ pub async fn start(setup: Setup) -> Result<Running, DaemonError> {
     ));
     tracing::info!(admin = %admin_addr, schedule = %config.schedule.text, timezone = %config.timezone,
         state = %config.state_dir.display(), dry_run = config.dry_run, "ecs-renewd started");
+    let engine_floor = config.retry.backoff_floor;
     let engine = Arc::new(Engine {
         config: Arc::new(config),
         accounts,
@@ -214,6 +217,7 @@ pub async fn start(setup: Setup) -> Result<Running, DaemonError> {
         shared_accounts,
         admin_stop,
         admin_task: Some(admin_task),
+        wakes: wake::RetryWakes::new(engine_floor),
     };
     let task = tokio::spawn(state.run());
     Ok(Running {
@@ -240,6 +244,12 @@ struct LoopState {
     shared_accounts: Arc<RwLock<Vec<crate::accounts::AccountClient>>>,
     admin_stop: CancellationToken,
     admin_task: Option<tokio::task::JoinHandle<()>>,
+    wakes: wake::RetryWakes,
+}
+
+/// A draw from [0, 1) for the retry wake-up's jitter.
+fn jitter() -> f64 {
+    rand::rng().random_range(0.0..1.0)
 }
 
 /// Why a pass runs.
@@ -293,7 +303,11 @@ impl LoopState {
             }
             _ => Some(Wake::Startup),
         };
-        let mut next_retry = self.engine.ledger.next_retry_at()?;
+        // A restart keeps the retry the last pass planned for.
+        if let Some(last) = self.engine.ledger.last_pass()? {
+            self.wakes
+                .after_pass(last.started_at, last.next_retry_at, jitter());
+        }
         // A second return of free memory once the pass's pooled connections have closed: their
         // buffers are freed after the first one, and glibc returns freed memory only when asked.
         // The code the pass ran is handed back then too (not after every scrape, whose own
@@ -323,7 +337,6 @@ impl LoopState {
                     self.engine.metrics.ticks_coalesced_total.inc_by(arrived);
                     pending = Some(Wake::Tick(TickReason::Cron));
                 }
-                next_retry = self.engine.ledger.next_retry_at()?;
                 trim_at = Some(
                     tokio::time::Instant::now()
                         + crate::cloud::client::POOL_IDLE_TIMEOUT
@@ -331,7 +344,10 @@ impl LoopState {
                 );
                 continue;
             }
-            let retry_wait = next_retry.map(|at| self.engine.clock.real_wait_until(at));
+            let retry_wait = self
+                .wakes
+                .next()
+                .map(|at| self.engine.clock.real_wait_until(at));
             tokio::select! {
                 _ = self.stop.cancelled() => break,
                 Some(tick) = self.tick_rx.recv() => {
@@ -446,6 +462,11 @@ impl LoopState {
                 self.engine.ledger.checkpoint_soon();
                 crate::memory::release_free_memory();
                 self.health.record(&summary);
+                self.wakes
+                    .after_pass(summary.started_at, summary.next_retry_at, jitter());
+                if let Some(at) = self.wakes.next() {
+                    tracing::info!(at = %crate::cloud::time::format_seconds(at), "a retry is due before the schedule: a pass runs for it then");
+                }
                 notify(&[NotifyState::Status(&summary.line())]);
                 if let Some(passes) = &self.passes {
                     let _ = passes.send(summary);
@@ -453,6 +474,7 @@ impl LoopState {
                 None
             }
             Ok(Err(error)) => {
+                self.wakes.forget();
                 tracing::error!(%error, "the pass stopped on a ledger error; no charge is made without its record");
                 self.engine
                     .metrics
@@ -463,6 +485,7 @@ impl LoopState {
                 None
             }
             Err(join_error) => {
+                self.wakes.forget();
                 tracing::error!(error = %join_error, "the pass task failed");
                 self.engine
                     .metrics
@@ -526,6 +549,7 @@ impl LoopState {
             .schedule_interval_seconds
             .set(interval.as_secs_f64());
         self.health.set_interval(interval);
+        self.wakes.set_floor(config.retry.backoff_floor);
         *self
             .shared_accounts
             .write()

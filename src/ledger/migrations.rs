@@ -121,6 +121,64 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX instance_status_by_source ON instance_status (account, region, generation);
     "#,
+    // 2: money safety, second round.
+    // - intents.maybe_charged: some attempt may have charged (its answer was lost, a busy
+    //   answer said a charge was in flight, or the process stopped while it was out). Sticky:
+    //   such an intent keeps its period and token until it is settled.
+    // - intents.counted_day: the day (in the config's timezone) the intent was counted toward
+    //   the daily belts, once, as soon as it is known or suspected to have charged.
+    // - backoff keyed by instance id alone: ids are unique across accounts, and two config
+    //   entries can reach the same account.
+    // - passes.next_retry_at: the retry the pass left for the daemon to wake for (restarts
+    //   keep it).
+    // - auto_renew_changes.result 'pending': written before the call, as a renewal's intent.
+    r#"
+    ALTER TABLE intents ADD COLUMN maybe_charged INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE intents ADD COLUMN counted_day TEXT;
+    UPDATE intents SET maybe_charged = 1 WHERE status IN ('sent', 'unknown');
+    UPDATE intents SET counted_day = substr(created_at, 1, 10) WHERE order_id IS NOT NULL;
+    CREATE INDEX intents_by_instance_id ON intents (instance_id, id);
+    CREATE INDEX intents_counted ON intents (counted_day) WHERE counted_day IS NOT NULL;
+
+    CREATE TABLE backoff_by_instance (
+        instance_id   TEXT PRIMARY KEY,
+        account       TEXT NOT NULL,
+        old_expiry    TEXT NOT NULL,
+        failures      INTEGER NOT NULL,
+        retry_at      TEXT NOT NULL,
+        last_class    TEXT NOT NULL,
+        last_code     TEXT NOT NULL
+    );
+    INSERT INTO backoff_by_instance
+        SELECT instance_id, account, old_expiry, failures, retry_at, last_class, last_code
+        FROM backoff WHERE true ORDER BY retry_at
+        ON CONFLICT (instance_id) DO UPDATE SET
+            account = excluded.account, old_expiry = excluded.old_expiry, failures = excluded.failures,
+            retry_at = excluded.retry_at, last_class = excluded.last_class, last_code = excluded.last_code;
+    DROP TABLE backoff;
+    ALTER TABLE backoff_by_instance RENAME TO backoff;
+
+    ALTER TABLE passes ADD COLUMN next_retry_at TEXT;
+
+    CREATE TABLE auto_renew_changes_v2 (
+        id            INTEGER PRIMARY KEY,
+        at            TEXT NOT NULL,
+        account       TEXT NOT NULL,
+        region        TEXT NOT NULL,
+        instance_id   TEXT NOT NULL,
+        status        TEXT NOT NULL,
+        duration      INTEGER NOT NULL,
+        unit          TEXT NOT NULL,
+        result        TEXT NOT NULL CHECK (result IN ('pending','ok','failed','verified','mismatch')),
+        request_id    TEXT,
+        error_code    TEXT,
+        error_class   TEXT
+    );
+    INSERT INTO auto_renew_changes_v2 SELECT * FROM auto_renew_changes;
+    DROP TABLE auto_renew_changes;
+    ALTER TABLE auto_renew_changes_v2 RENAME TO auto_renew_changes;
+    CREATE INDEX auto_renew_changes_open ON auto_renew_changes (result) WHERE result IN ('pending', 'ok');
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -6,8 +6,10 @@
 
 mod checkpoint;
 mod group_commit;
+mod intents;
 mod lock;
 mod migrations;
+mod rows;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -17,11 +19,12 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde::Serialize;
 
+pub use intents::StoredIntent;
 pub use lock::{LOCK_FILE, LockError, StateLock};
 
 use crate::cloud::error::ErrorClass;
-use crate::cloud::time;
 use crate::cloud::types::PeriodUnit;
+use crate::money::Money;
 use crate::policy::{History, IntentStatus, IntentView};
 use crate::reconcile::assess::HistorySource;
 use checkpoint::Checkpointer;
@@ -89,6 +92,23 @@ pub enum LedgerError {
         /// What was to be written.
         what: &'static str,
     },
+    /// A value in the ledger that this build cannot understand (changed by hand or by
+    /// another program, or damaged): the pass stops rather than misread a money record.
+    #[error(
+        "ledger {path}: table {table}, row {row}: column {column} holds {value:?}, which this ecs-renewd cannot read — the pass stops rather than guess; if the file was edited or damaged, stop the daemon and restore it from a backup (see README, Backups), or correct the row with sqlite3"
+    )]
+    Unreadable {
+        /// The file.
+        path: String,
+        /// The table.
+        table: &'static str,
+        /// The row's key.
+        row: String,
+        /// The column.
+        column: &'static str,
+        /// What it holds (cut to 80 characters).
+        value: String,
+    },
     /// A read failed.
     #[error("ledger read failed while {what}: {source}")]
     Read {
@@ -102,10 +122,6 @@ pub enum LedgerError {
 
 fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-}
-
-fn parse_ts(text: &str) -> Option<DateTime<Utc>> {
-    time::parse(text).ok()
 }
 
 /// Runs a statement kept prepared on the connection: the renewal path runs the same few
@@ -122,63 +138,6 @@ fn query_one<T>(
     row: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
 ) -> rusqlite::Result<T> {
     conn.prepare_cached(sql)?.query_row(params, row)
-}
-
-/// Inserts the intent, or refreshes the one already written for its token; returns its id.
-fn insert_intent(
-    tx: &rusqlite::Transaction<'_>,
-    intent: &NewIntent,
-    now: DateTime<Utc>,
-) -> rusqlite::Result<i64> {
-    exec(
-        tx,
-        "INSERT INTO intents (account, region, instance_id, old_expiry, period, unit, client_token, policy, why,
-                              price_cents, currency, status, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'prepared', ?12, ?12)
-         ON CONFLICT (client_token) DO UPDATE SET
-             price_cents = COALESCE(excluded.price_cents, intents.price_cents),
-             currency = COALESCE(excluded.currency, intents.currency),
-             updated_at = excluded.updated_at",
-        params![
-            intent.account,
-            intent.region,
-            intent.instance_id,
-            ts(intent.old_expiry),
-            intent.period,
-            intent.unit.as_str(),
-            intent.client_token,
-            intent.policy,
-            intent.why,
-            intent.price.as_ref().map(|p| p.0),
-            intent.price.as_ref().map(|p| p.1.clone()),
-            ts(now),
-        ],
-    )?;
-    query_one(
-        tx,
-        "SELECT id FROM intents WHERE client_token = ?1",
-        [&intent.client_token],
-        |row| row.get(0),
-    )
-}
-
-/// Marks the intent sent and opens an attempt row; returns the attempt's id.
-fn insert_attempt(
-    tx: &rusqlite::Transaction<'_>,
-    intent_id: i64,
-    now: DateTime<Utc>,
-) -> rusqlite::Result<i64> {
-    exec(
-        tx,
-        "UPDATE intents SET status = 'sent', attempts = attempts + 1, updated_at = ?2 WHERE id = ?1",
-        params![intent_id, ts(now)],
-    )?;
-    exec(
-        tx,
-        "INSERT INTO attempts (intent_id, started_at) VALUES (?1, ?2)",
-        params![intent_id, ts(now)],
-    )?;
-    Ok(tx.last_insert_rowid())
 }
 
 /// A renewal about to be made.
@@ -202,8 +161,8 @@ pub struct NewIntent {
     pub policy: Option<String>,
     /// Why (due, expired, missed_deduction, resume, retry).
     pub why: String,
-    /// The quoted price, if priced: (cents, currency).
-    pub price: Option<(i64, String)>,
+    /// The quoted price, if priced.
+    pub price: Option<Money>,
 }
 
 /// What the service answered for a failed or unknown attempt.
@@ -232,33 +191,24 @@ pub struct OpenIntent {
     pub instance_id: String,
     /// The expiry it extends.
     pub old_expiry: DateTime<Utc>,
-    /// Its status column.
-    pub status: String,
+    /// Whether an attempt may have charged without its answer being recorded.
+    pub maybe_charged: bool,
 }
 
-/// The open intents and backoffs, loaded once per pass.
+/// The open intents and backoffs, loaded once per pass, by instance id.
 #[derive(Debug, Default)]
 pub struct Histories {
-    by_instance: HashMap<(String, String), History>,
+    by_instance: HashMap<String, History>,
     /// Every open intent.
     pub open: Vec<OpenIntent>,
 }
 
 impl HistorySource for Histories {
-    fn history(&self, account: &str, instance_id: &str) -> History {
+    fn history(&self, instance_id: &str) -> History {
         self.by_instance
-            .get(&(account.to_owned(), instance_id.to_owned()))
+            .get(instance_id)
             .cloned()
             .unwrap_or_default()
-    }
-}
-
-impl Histories {
-    /// Whether an instance has an open intent (its observations matter for settling).
-    pub fn has_open(&self, account: &str, instance_id: &str) -> bool {
-        self.by_instance
-            .get(&(account.to_owned(), instance_id.to_owned()))
-            .is_some_and(|h| h.intent.is_some())
     }
 }
 
@@ -380,22 +330,29 @@ pub struct HistoryEntry {
     pub old_expiry: Option<DateTime<Utc>>,
     /// Expiry after, once verified.
     pub new_expiry: Option<DateTime<Utc>>,
+    /// An attempt may have charged without its answer being recorded (renewals).
+    pub maybe_charged: bool,
 }
 
-/// One auto-renew change request and its result, for the ledger.
+/// Auto-renew changes about to be requested with one call.
 #[derive(Debug, Clone, Copy)]
-pub struct AutoRenewRecord<'a> {
+pub struct PendingAutoRenew<'a> {
     /// Account.
     pub account: &'a str,
     /// Region.
     pub region: &'a str,
-    /// The attributes asked for.
+    /// The attributes to ask for.
     pub target: &'a crate::cloud::ecs::AutoRenewTarget,
-    /// `ok` or `failed`.
-    pub result: &'a str,
+    /// The instances.
+    pub instance_ids: &'a [String],
+}
+
+/// The answer to one auto-renew call.
+#[derive(Debug, Clone, Copy)]
+pub struct AutoRenewAnswer<'a> {
     /// Request id.
     pub request_id: Option<&'a str>,
-    /// Error code and class.
+    /// Error code and class when it failed.
     pub error: Option<(&'a str, ErrorClass)>,
 }
 
@@ -410,6 +367,36 @@ pub struct PassRecord {
     pub result: String,
     /// A JSON summary.
     pub summary: String,
+    /// The retry the pass left for the daemon to wake for (one it will attempt then).
+    pub next_retry_at: Option<DateTime<Utc>>,
+}
+
+/// What a day's belts have counted (see [`Ledger::day_totals`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DayTotals {
+    /// Charges counted (each intent once).
+    pub renewals: u32,
+    /// Their spend per currency, in cents (priced charges only).
+    pub spend: BTreeMap<String, i64>,
+    /// Counted charges without a price.
+    pub unpriced: Vec<UnpricedCharge>,
+}
+
+/// A counted charge made without a price quote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnpricedCharge {
+    /// Its intent.
+    pub intent_id: i64,
+    /// Account entry that made it.
+    pub account: String,
+    /// Region.
+    pub region: String,
+    /// Instance.
+    pub instance_id: String,
+    /// Length charged.
+    pub period: u32,
+    /// Unit charged.
+    pub unit: PeriodUnit,
 }
 
 /// The ledger.
@@ -552,119 +539,105 @@ impl Ledger {
         Ok(())
     }
 
-    /// The open intents and backoffs, as `decide` needs them.
+    /// The open intents and backoffs, as `decide` needs them, by instance id (ids are unique
+    /// across accounts, and two config entries may reach one account). A row this build cannot
+    /// read stops the load with an error naming it.
     pub fn histories(&self) -> Result<Histories, LedgerError> {
         let read = |source| LedgerError::Read {
             what: "loading open intents",
             source,
         };
         let conn = self.conn();
+        let mut histories = Histories::default();
         let mut statement = conn
             .prepare(
-                "SELECT id, account, region, instance_id, old_expiry, period, unit, client_token, status, order_id, error_code, error_class
+                "SELECT id, account, region, instance_id, old_expiry, period, unit, client_token, status, order_id,
+                        error_code, error_class, maybe_charged
                  FROM intents WHERE status IN ('prepared','sent','unknown','ordered','failed') ORDER BY id",
             )
             .map_err(read)?;
-        let mut histories = Histories::default();
-        let rows = statement
-            .query_map([], |row| {
-                Ok((
-                    row.get::<_, i64>(0)?,
-                    row.get::<_, String>(1)?,
-                    row.get::<_, String>(2)?,
-                    row.get::<_, String>(3)?,
-                    row.get::<_, String>(4)?,
-                    row.get::<_, u32>(5)?,
-                    row.get::<_, String>(6)?,
-                    row.get::<_, String>(7)?,
-                    row.get::<_, String>(8)?,
-                    row.get::<_, Option<String>>(9)?,
-                    row.get::<_, Option<String>>(10)?,
-                    row.get::<_, Option<String>>(11)?,
-                ))
-            })
-            .map_err(read)?;
-        for row in rows {
-            let (
-                id,
-                account,
-                region,
-                instance_id,
-                old_expiry,
-                period,
-                unit,
-                token,
-                status,
-                order_id,
-                code,
-                class,
-            ) = row.map_err(read)?;
-            let Some(old_expiry) = parse_ts(&old_expiry) else {
-                continue;
+        let mut rows = statement.query([]).map_err(read)?;
+        while let Some(row) = rows.next().map_err(read)? {
+            let id: i64 = row.get(0).map_err(read)?;
+            let key = id.to_string();
+            let cell = rows::Cell {
+                path: &self.path,
+                table: "intents",
+                row: &key,
             };
-            let status_view = match status.as_str() {
+            let text = |i: usize| row.get::<_, String>(i).map_err(read);
+            let optional = |i: usize| row.get::<_, Option<String>>(i).map_err(read);
+            let old_expiry = cell.time("old_expiry", &text(4)?)?;
+            let unit = cell.unit("unit", &text(6)?)?;
+            let maybe_charged: bool = row.get(12).map_err(read)?;
+            let status = match text(8)?.as_str() {
                 "prepared" => IntentStatus::Prepared,
                 "sent" | "unknown" => IntentStatus::Unknown,
                 "ordered" => IntentStatus::Ordered {
-                    order_id: order_id.unwrap_or_default(),
+                    order_id: cell
+                        .present("order_id", optional(9)?.as_deref())?
+                        .to_owned(),
                 },
-                _ => IntentStatus::Failed {
-                    class: class
-                        .as_deref()
-                        .and_then(ErrorClass::parse)
-                        .unwrap_or(ErrorClass::Other),
-                    code: code.unwrap_or_default(),
+                "failed" => IntentStatus::Failed {
+                    class: cell.class(
+                        "error_class",
+                        cell.present("error_class", optional(11)?.as_deref())?,
+                    )?,
+                    code: cell
+                        .present("error_code", optional(10)?.as_deref())?
+                        .to_owned(),
                 },
+                other => return Err(cell.other("status", other)),
             };
+            let instance_id = text(3)?;
             let history = histories
                 .by_instance
-                .entry((account.clone(), instance_id.clone()))
+                .entry(instance_id.clone())
                 .or_default();
             // The latest intent wins (rows come in id order).
             history.intent = Some(IntentView {
-                token,
+                token: text(7)?,
                 old_expiry,
-                period,
-                unit: PeriodUnit::parse(&unit).unwrap_or(PeriodUnit::Month),
-                status: status_view,
+                period: row.get(5).map_err(read)?,
+                unit,
+                status,
+                maybe_charged,
             });
             histories.open.push(OpenIntent {
                 id,
-                account,
-                region,
+                account: text(1)?,
+                region: text(2)?,
                 instance_id,
                 old_expiry,
-                status,
+                maybe_charged,
             });
         }
+        drop(rows);
         drop(statement);
         let mut statement = conn
-            .prepare("SELECT account, instance_id, old_expiry, failures, retry_at FROM backoff")
+            .prepare("SELECT instance_id, old_expiry, failures, retry_at FROM backoff")
             .map_err(read)?;
-        let rows = statement
-            .query_map([], |row| {
-                Ok((
-                    row.get::<_, String>(0)?,
-                    row.get::<_, String>(1)?,
-                    row.get::<_, String>(2)?,
-                    row.get::<_, u32>(3)?,
-                    row.get::<_, String>(4)?,
-                ))
-            })
-            .map_err(read)?;
-        for row in rows {
-            let (account, instance_id, old_expiry, failures, retry_at) = row.map_err(read)?;
-            let history = histories
-                .by_instance
-                .entry((account, instance_id))
-                .or_default();
-            let same_cycle = history
+        let mut rows = statement.query([]).map_err(read)?;
+        while let Some(row) = rows.next().map_err(read)? {
+            let instance_id: String = row.get(0).map_err(read)?;
+            let cell = rows::Cell {
+                path: &self.path,
+                table: "backoff",
+                row: &instance_id,
+            };
+            let old_expiry = cell.time("old_expiry", &row.get::<_, String>(1).map_err(read)?)?;
+            let retry_at = cell.time("retry_at", &row.get::<_, String>(3).map_err(read)?)?;
+            let failures: u32 = row.get(2).map_err(read)?;
+            let Some(history) = histories.by_instance.get_mut(&instance_id) else {
+                continue;
+            };
+            if history
                 .intent
                 .as_ref()
-                .is_some_and(|i| Some(i.old_expiry) == parse_ts(&old_expiry));
-            if same_cycle {
+                .is_some_and(|i| i.old_expiry == old_expiry)
+            {
                 history.failed_attempts = failures;
-                history.retry_at = parse_ts(&retry_at);
+                history.retry_at = Some(retry_at);
             }
         }
         Ok(histories)
@@ -716,36 +689,41 @@ impl Ledger {
         Ok(value)
     }
 
-    /// Writes (durably) the intent to renew, or finds the one already written for this token.
-    /// Returns its row id. This must succeed before RenewInstance is sent.
-    pub fn prepare(&self, intent: &NewIntent, now: DateTime<Utc>) -> Result<i64, LedgerError> {
+    /// Writes (durably) the intent to renew, or finds the one already written for this token
+    /// (see [`StoredIntent`]).
+    pub fn prepare(
+        &self,
+        intent: &NewIntent,
+        now: DateTime<Utc>,
+    ) -> Result<StoredIntent, LedgerError> {
         self.in_transaction("recording a renewal intent", |tx| {
-            insert_intent(tx, intent, now)
+            intents::upsert(tx, intent, now)
         })
     }
 
     /// Records that an attempt is being sent (before it leaves the process).
     pub fn begin_attempt(&self, intent_id: i64, now: DateTime<Utc>) -> Result<i64, LedgerError> {
         self.in_transaction("recording a renewal attempt", |tx| {
-            insert_attempt(tx, intent_id, now)
+            intents::begin_attempt(tx, intent_id, now)
         })
     }
 
     /// [`Ledger::prepare`] and [`Ledger::begin_attempt`] in one transaction — one sync to disk
-    /// before the request leaves, not two. Returns (intent id, attempt id).
+    /// before the request leaves, not two. Returns the stored intent (whose period and unit
+    /// the request must carry) and the attempt's id.
     pub fn prepare_and_begin(
         &self,
         intent: &NewIntent,
         now: DateTime<Utc>,
-    ) -> Result<(i64, i64), LedgerError> {
+    ) -> Result<(StoredIntent, i64), LedgerError> {
         let intent = intent.clone();
         self.in_shared_transaction("recording a renewal intent and its attempt", move |tx| {
-            let id = insert_intent(tx, &intent, now)?;
-            Ok((id, insert_attempt(tx, id, now)?))
+            let stored = intents::upsert(tx, &intent, now)?;
+            Ok((stored, intents::begin_attempt(tx, stored.id, now)?))
         })
     }
 
-    /// Records a successful renewal: the order, the spend and the day's count, in one
+    /// Records a successful renewal: the order, counted toward `day`'s belts once, in one
     /// transaction; clears the instance's backoff.
     pub fn finish_ordered(
         &self,
@@ -759,52 +737,14 @@ impl Ledger {
         let (order_id, request_id, day) =
             (order_id.to_owned(), request_id.to_owned(), day.to_owned());
         self.in_shared_transaction("recording a renewal's order", move |tx| {
-            type Row = (String, String, Option<i64>, Option<String>, Option<String>);
-            let (account, instance_id, price, currency, already): Row = query_one(
-                tx,
-                "SELECT account, instance_id, price_cents, currency, order_id FROM intents WHERE id = ?1",
-                [intent_id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
-            )?;
-            exec(
-                tx,
-                "UPDATE intents SET status = 'ordered', order_id = ?2, request_id = ?3, error_code = NULL, error_class = NULL,
-                                    error_message = NULL, updated_at = ?4 WHERE id = ?1",
-                params![intent_id, order_id, request_id, ts(now)],
-            )?;
-            exec(
-                tx,
-                "UPDATE attempts SET finished_at = ?2, outcome = 'ok', order_id = ?3, request_id = ?4 WHERE id = ?1",
-                params![attempt_id, ts(now), order_id, request_id],
-            )?;
-            // The same order seen again (a replayed token) is counted once.
-            if already.is_none() {
-                exec(
-                    tx,
-                    "INSERT INTO renewal_days (day, renewals) VALUES (?1, 1)
-                     ON CONFLICT (day) DO UPDATE SET renewals = renewals + 1",
-                    [&day],
-                )?;
-                if let (Some(cents), Some(currency)) = (price, currency) {
-                    exec(
-                        tx,
-                        "INSERT INTO spend (day, currency, cents) VALUES (?1, ?2, ?3)
-                         ON CONFLICT (day, currency) DO UPDATE SET cents = cents + excluded.cents",
-                        params![day, currency, cents],
-                    )?;
-                }
-            }
-            exec(
-                tx,
-                "DELETE FROM backoff WHERE account = ?1 AND instance_id = ?2",
-                params![account, instance_id],
-            )?;
-            Ok(())
+            intents::finish_ordered(tx, intent_id, attempt_id, &order_id, &request_id, &day, now)
         })
     }
 
     /// Records a refused or unanswered attempt and when to try again. `unknown` marks an
-    /// attempt whose charge may have happened (it is resent with the same token).
+    /// attempt whose charge may have happened: the intent is then "maybe charged" for good
+    /// (resent with its token and period, never replaced) and counted toward `day`'s belts.
+    #[allow(clippy::too_many_arguments)]
     pub fn finish_failed(
         &self,
         intent_id: i64,
@@ -812,61 +752,18 @@ impl Ledger {
         failure: &FailureRecord,
         unknown: bool,
         retry_at: DateTime<Utc>,
+        day: &str,
         now: DateTime<Utc>,
     ) -> Result<u32, LedgerError> {
-        let failure = failure.clone();
-        let outcome = if unknown { "unknown" } else { "failed" };
+        let (failure, day) = (failure.clone(), day.to_owned());
         self.in_shared_transaction("recording a failed renewal", move |tx| {
-            let (account, instance_id, old_expiry): (String, String, String) = query_one(
-                tx,
-                "SELECT account, instance_id, old_expiry FROM intents WHERE id = ?1",
-                [intent_id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )?;
-            exec(
-                tx,
-                "UPDATE intents SET status = ?2, error_code = ?3, error_class = ?4, error_message = ?5, request_id = ?6, updated_at = ?7
-                 WHERE id = ?1",
-                params![
-                    intent_id,
-                    outcome,
-                    failure.code,
-                    failure.class.as_str(),
-                    failure.message,
-                    failure.request_id,
-                    ts(now)
-                ],
-            )?;
-            exec(
-                tx,
-                "UPDATE attempts SET finished_at = ?2, outcome = ?3, error_code = ?4, error_class = ?5, error_message = ?6, request_id = ?7
-                 WHERE id = ?1",
-                params![
-                    attempt_id,
-                    ts(now),
-                    outcome,
-                    failure.code,
-                    failure.class.as_str(),
-                    failure.message,
-                    failure.request_id
-                ],
-            )?;
-            exec(
-                tx,
-                "INSERT INTO backoff (account, instance_id, old_expiry, failures, retry_at, last_class, last_code)
-                 VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6)
-                 ON CONFLICT (account, instance_id) DO UPDATE SET
-                     failures = CASE WHEN backoff.old_expiry = excluded.old_expiry THEN backoff.failures + 1 ELSE 1 END,
-                     old_expiry = excluded.old_expiry, retry_at = excluded.retry_at,
-                     last_class = excluded.last_class, last_code = excluded.last_code",
-                params![account, instance_id, old_expiry, ts(retry_at), failure.class.as_str(), failure.code],
-            )?;
-            query_one(
-                tx,
-                "SELECT failures FROM backoff WHERE account = ?1 AND instance_id = ?2",
-                params![account, instance_id],
-                |r| r.get(0),
-            )
+            let failed = intents::Failed {
+                failure: &failure,
+                unknown,
+                retry_at,
+                day: &day,
+            };
+            intents::finish_failed(tx, intent_id, attempt_id, &failed, now)
         })
     }
 
@@ -878,17 +775,16 @@ impl Ledger {
         now: DateTime<Utc>,
     ) -> Result<(), LedgerError> {
         self.in_shared_transaction("recording an unsent renewal", move |tx| {
-            exec(
-                tx,
-                "UPDATE intents SET status = 'prepared', attempts = attempts - 1, updated_at = ?2 WHERE id = ?1",
-                params![intent_id, ts(now)],
-            )?;
-            exec(
-                tx,
-                "UPDATE attempts SET finished_at = ?2, outcome = 'not_sent' WHERE id = ?1",
-                params![attempt_id, ts(now)],
-            )?;
-            Ok(())
+            intents::finish_not_sent(tx, intent_id, attempt_id, now)
+        })
+    }
+
+    /// Marks attempts that were still out when the previous pass or process ended as unknown
+    /// outcomes (they may have charged) and counts them toward `day`; returns how many. Run at
+    /// the start of a pass, when no attempt of this writer can be out.
+    pub fn mark_interrupted(&self, day: &str, now: DateTime<Utc>) -> Result<usize, LedgerError> {
+        self.in_transaction("recording interrupted renewal attempts", |tx| {
+            intents::mark_interrupted(tx, day, now)
         })
     }
 
@@ -898,17 +794,20 @@ impl Ledger {
         &self,
         intent_id: i64,
         observed_expiry: DateTime<Utc>,
+        day: &str,
         now: DateTime<Utc>,
     ) -> Result<String, LedgerError> {
-        let mut settled = self.settle_all(&[(intent_id, observed_expiry)], now)?;
+        let mut settled = self.settle_all(&[(intent_id, observed_expiry)], day, now)?;
         Ok(settled.pop().unwrap_or_default())
     }
 
     /// [`Ledger::settle`] for many intents in one transaction (one sync to disk, not one each);
-    /// returns what each became, in order.
+    /// returns what each became, in order. An intent that may have charged and was never
+    /// counted (written before counting existed) is counted toward `day`.
     pub fn settle_all(
         &self,
         intents: &[(i64, DateTime<Utc>)],
+        day: &str,
         now: DateTime<Utc>,
     ) -> Result<Vec<String>, LedgerError> {
         if intents.is_empty() {
@@ -924,10 +823,20 @@ impl Ledger {
         )
         .to_string();
         self.in_transaction("settling a renewal", |tx| {
+            let uncounted: Vec<i64> = tx
+                .prepare_cached(
+                    "SELECT id FROM intents WHERE maybe_charged = 1 AND counted_day IS NULL
+                       AND id IN (SELECT json_extract(value, '$[0]') FROM json_each(?1))",
+                )?
+                .query_map([&list], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            for id in uncounted {
+                intents::count_charge(tx, id, day)?;
+            }
             exec(
                 tx,
-                "DELETE FROM backoff WHERE (account, instance_id) IN (
-                     SELECT account, instance_id FROM intents
+                "DELETE FROM backoff WHERE instance_id IN (
+                     SELECT instance_id FROM intents
                      WHERE id IN (SELECT json_extract(value, '$[0]') FROM json_each(?1)))",
                 [&list],
             )?;
@@ -949,50 +858,69 @@ impl Ledger {
         })
     }
 
-    /// Records one batch of auto-renew changes in one transaction.
-    pub fn record_auto_renew_batch(
-        &self,
-        change: &AutoRenewRecord<'_>,
-        instance_ids: &[String],
-        now: DateTime<Utc>,
-    ) -> Result<(), LedgerError> {
-        self.record_auto_renew_batches(&[(*change, instance_ids)], now)
+    /// Sets the price of a counted charge made unpriced, adding it to its day's spend.
+    pub fn price_charge(&self, intent_id: i64, price: &Money) -> Result<(), LedgerError> {
+        self.in_transaction("recording the price of an earlier charge", |tx| {
+            intents::price_charge(tx, intent_id, price)
+        })
     }
 
-    /// Records the auto-renew changes of many calls in one transaction: a pass's changes
-    /// across all sources are one sync to disk, not one per call.
-    pub fn record_auto_renew_batches(
+    /// Writes the auto-renew changes about to be requested as `pending` rows, all in one
+    /// transaction, before any call leaves (intent before act, as for renewals); returns each
+    /// batch's row ids in order.
+    pub fn begin_auto_renew_changes(
         &self,
-        batches: &[(AutoRenewRecord<'_>, &[String])],
+        batches: &[PendingAutoRenew<'_>],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Vec<i64>>, LedgerError> {
+        self.in_transaction("recording auto-renew changes before they are sent", |tx| {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO auto_renew_changes (at, account, region, instance_id, status, duration, unit, result)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending')",
+            )?;
+            let mut ids = Vec::with_capacity(batches.len());
+            for batch in batches {
+                let mut rows = Vec::with_capacity(batch.instance_ids.len());
+                for id in batch.instance_ids {
+                    insert.execute(params![
+                        ts(now),
+                        batch.account,
+                        batch.region,
+                        id,
+                        batch.target.status.as_str(),
+                        batch.target.duration,
+                        batch.target.unit.as_str(),
+                    ])?;
+                    rows.push(tx.last_insert_rowid());
+                }
+                ids.push(rows);
+            }
+            Ok(ids)
+        })
+    }
+
+    /// Records each call's answer on the rows written for it by
+    /// [`Ledger::begin_auto_renew_changes`], in one transaction: a pass's changes across all
+    /// sources are one sync to disk, not one per call.
+    pub fn finish_auto_renew_changes(
+        &self,
+        answers: &[(&[i64], AutoRenewAnswer<'_>)],
         now: DateTime<Utc>,
     ) -> Result<(), LedgerError> {
         self.in_transaction("recording auto-renew changes", |tx| {
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO auto_renew_changes (at, account, region, instance_id, status, duration, unit, result, request_id, error_code, error_class)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            let mut update = tx.prepare_cached(
+                "UPDATE auto_renew_changes SET at = ?2, result = ?3, request_id = ?4, error_code = ?5, error_class = ?6
+                 WHERE id = ?1",
             )?;
-            for (change, instance_ids) in batches {
-                let AutoRenewRecord {
-                    account,
-                    region,
-                    target,
-                    result,
-                    request_id,
-                    error,
-                } = *change;
-                for id in *instance_ids {
-                    insert.execute(params![
-                        ts(now),
-                        account,
-                        region,
+            for (rows, answer) in answers {
+                for id in *rows {
+                    update.execute(params![
                         id,
-                        target.status.as_str(),
-                        target.duration,
-                        target.unit.as_str(),
-                        result,
-                        request_id,
-                        error.map(|e| e.0.to_owned()),
-                        error.map(|e| e.1.as_str())
+                        ts(now),
+                        if answer.error.is_some() { "failed" } else { "ok" },
+                        answer.request_id,
+                        answer.error.map(|e| e.0.to_owned()),
+                        answer.error.map(|e| e.1.as_str())
                     ])?;
                 }
             }
@@ -1000,7 +928,8 @@ impl Ledger {
         })
     }
 
-    /// Accepted auto-renew changes not yet checked against a later scan.
+    /// Auto-renew changes not yet checked against a later scan: accepted ones, and pending
+    /// ones whose answer was never recorded (the process stopped while they were out).
     pub fn unchecked_auto_renew_changes(
         &self,
     ) -> Result<Vec<(i64, String, String, crate::cloud::ecs::AutoRenewTarget)>, LedgerError> {
@@ -1010,31 +939,29 @@ impl Ledger {
         };
         let conn = self.conn();
         let mut statement = conn
-            .prepare("SELECT id, account, instance_id, status, duration, unit FROM auto_renew_changes WHERE result = 'ok' ORDER BY id")
+            .prepare(
+                "SELECT id, account, instance_id, status, duration, unit FROM auto_renew_changes
+                 WHERE result IN ('pending', 'ok') ORDER BY id",
+            )
             .map_err(read)?;
-        let rows = statement
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, u32>(4)?,
-                    r.get::<_, String>(5)?,
-                ))
-            })
-            .map_err(read)?
-            .filter_map(|r| r.ok())
-            .filter_map(|(id, account, instance, status, duration, unit)| {
-                let target = crate::cloud::ecs::AutoRenewTarget {
-                    status: crate::cloud::types::RenewalStatus::parse(&status)?,
-                    duration,
-                    unit: PeriodUnit::parse(&unit)?,
-                };
-                Some((id, account, instance, target))
-            })
-            .collect();
-        Ok(rows)
+        let mut rows = statement.query([]).map_err(read)?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().map_err(read)? {
+            let id: i64 = r.get(0).map_err(read)?;
+            let key = id.to_string();
+            let cell = rows::Cell {
+                path: &self.path,
+                table: "auto_renew_changes",
+                row: &key,
+            };
+            let target = crate::cloud::ecs::AutoRenewTarget {
+                status: cell.renewal_status("status", &r.get::<_, String>(3).map_err(read)?)?,
+                duration: r.get(4).map_err(read)?,
+                unit: cell.unit("unit", &r.get::<_, String>(5).map_err(read)?)?,
+            };
+            out.push((id, r.get(1).map_err(read)?, r.get(2).map_err(read)?, target));
+        }
+        Ok(out)
     }
 
     /// Marks accepted auto-renew changes as seen in effect (`verified`) or not (`mismatch`),
@@ -1053,8 +980,9 @@ impl Ledger {
         })
     }
 
-    /// Renewals and spend per currency on `day`.
-    pub fn day_totals(&self, day: &str) -> Result<(u32, BTreeMap<String, i64>), LedgerError> {
+    /// What `day`'s belts have counted so far: renewals, spend per currency, and the counted
+    /// charges that were made unpriced (a spend limit switched on later needs their price).
+    pub fn day_totals(&self, day: &str) -> Result<DayTotals, LedgerError> {
         let read = |source| LedgerError::Read {
             what: "reading today's totals",
             source,
@@ -1070,22 +998,58 @@ impl Ledger {
             .map_err(read)?
             .unwrap_or(0);
         let mut statement = conn
-            .prepare("SELECT currency, cents FROM spend WHERE day = ?1")
+            .prepare_cached("SELECT currency, cents FROM spend WHERE day = ?1")
             .map_err(read)?;
         let spend = statement
             .query_map([day], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
             .map_err(read)?
             .collect::<Result<BTreeMap<_, _>, _>>()
             .map_err(read)?;
-        Ok((renewals, spend))
+        drop(statement);
+        let mut statement = conn
+            .prepare_cached(
+                "SELECT id, account, region, instance_id, period, unit FROM intents
+                 WHERE counted_day = ?1 AND price_cents IS NULL ORDER BY id",
+            )
+            .map_err(read)?;
+        let mut rows = statement.query([day]).map_err(read)?;
+        let mut unpriced = Vec::new();
+        while let Some(r) = rows.next().map_err(read)? {
+            let id: i64 = r.get(0).map_err(read)?;
+            let key = id.to_string();
+            let cell = rows::Cell {
+                path: &self.path,
+                table: "intents",
+                row: &key,
+            };
+            unpriced.push(UnpricedCharge {
+                intent_id: id,
+                account: r.get(1).map_err(read)?,
+                region: r.get(2).map_err(read)?,
+                instance_id: r.get(3).map_err(read)?,
+                period: r.get(4).map_err(read)?,
+                unit: cell.unit("unit", &r.get::<_, String>(5).map_err(read)?)?,
+            });
+        }
+        Ok(DayTotals {
+            renewals,
+            spend,
+            unpriced,
+        })
     }
 
     /// Records a pass.
     pub fn record_pass(&self, pass: &PassRecord) -> Result<(), LedgerError> {
         self.conn()
             .execute(
-                "INSERT INTO passes (started_at, finished_at, result, summary) VALUES (?1, ?2, ?3, ?4)",
-                params![ts(pass.started_at), ts(pass.finished_at), pass.result, pass.summary],
+                "INSERT INTO passes (started_at, finished_at, result, summary, next_retry_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    ts(pass.started_at),
+                    ts(pass.finished_at),
+                    pass.result,
+                    pass.summary,
+                    pass.next_retry_at.map(ts)
+                ],
             )
             .map(|_| ())
             .map_err(|source| LedgerError::Write { what: "recording a pass", source })
@@ -1093,33 +1057,64 @@ impl Ledger {
 
     /// The latest pass whose result was `ok`.
     pub fn last_successful_pass(&self) -> Result<Option<DateTime<Utc>>, LedgerError> {
-        self.conn()
+        let found: Option<(i64, String)> = self
+            .conn()
             .query_row(
-                "SELECT finished_at FROM passes WHERE result = 'ok' ORDER BY id DESC LIMIT 1",
+                "SELECT id, finished_at FROM passes WHERE result = 'ok' ORDER BY id DESC LIMIT 1",
                 [],
-                |r| r.get::<_, String>(0),
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()
-            .map(|t| t.and_then(|t| parse_ts(&t)))
             .map_err(|source| LedgerError::Read {
                 what: "reading the last pass",
                 source,
-            })
+            })?;
+        let Some((id, finished)) = found else {
+            return Ok(None);
+        };
+        let key = id.to_string();
+        rows::Cell {
+            path: &self.path,
+            table: "passes",
+            row: &key,
+        }
+        .time("finished_at", &finished)
+        .map(Some)
     }
 
     /// The latest pass of any result.
     pub fn last_pass(&self) -> Result<Option<PassRecord>, LedgerError> {
-        self.conn()
-            .query_row("SELECT started_at, finished_at, result, summary FROM passes ORDER BY id DESC LIMIT 1", [], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))
-            })
+        type Row = (i64, String, String, String, String, Option<String>);
+        let found: Option<Row> = self
+            .conn()
+            .query_row(
+                "SELECT id, started_at, finished_at, result, summary, next_retry_at FROM passes ORDER BY id DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
+            )
             .optional()
-            .map(|row| {
-                row.and_then(|(s, f, result, summary)| {
-                    Some(PassRecord { started_at: parse_ts(&s)?, finished_at: parse_ts(&f)?, result, summary })
-                })
-            })
-            .map_err(|source| LedgerError::Read { what: "reading the last pass", source })
+            .map_err(|source| LedgerError::Read {
+                what: "reading the last pass",
+                source,
+            })?;
+        let Some((id, started, finished, result, summary, next_retry)) = found else {
+            return Ok(None);
+        };
+        let key = id.to_string();
+        let cell = rows::Cell {
+            path: &self.path,
+            table: "passes",
+            row: &key,
+        };
+        Ok(Some(PassRecord {
+            started_at: cell.time("started_at", &started)?,
+            finished_at: cell.time("finished_at", &finished)?,
+            result,
+            summary,
+            next_retry_at: next_retry
+                .map(|t| cell.time("next_retry_at", &t))
+                .transpose()?,
+        }))
     }
 
     /// Records complete scans of sources (account, region), all in one transaction.
@@ -1153,32 +1148,21 @@ impl Ledger {
         let mut statement = conn
             .prepare("SELECT account, region, last_success FROM sources ORDER BY account, region")
             .map_err(read)?;
-        let rows = statement
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                ))
-            })
-            .map_err(read)?
-            .filter_map(|r| r.ok())
-            .filter_map(|(a, r, t)| Some((a, r, parse_ts(&t)?)))
-            .collect();
-        Ok(rows)
-    }
-
-    /// The earliest persisted retry (the daemon wakes for it without waiting for cron).
-    pub fn next_retry_at(&self) -> Result<Option<DateTime<Utc>>, LedgerError> {
-        self.conn()
-            .query_row("SELECT MIN(retry_at) FROM backoff", [], |r| {
-                r.get::<_, Option<String>>(0)
-            })
-            .map(|t| t.and_then(|t| parse_ts(&t)))
-            .map_err(|source| LedgerError::Read {
-                what: "reading retry times",
-                source,
-            })
+        let mut rows = statement.query([]).map_err(read)?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().map_err(read)? {
+            let (account, region): (String, String) =
+                (r.get(0).map_err(read)?, r.get(1).map_err(read)?);
+            let key = format!("{account}/{region}");
+            let at = rows::Cell {
+                path: &self.path,
+                table: "sources",
+                row: &key,
+            }
+            .time("last_success", &r.get::<_, String>(2).map_err(read)?)?;
+            out.push((account, region, at));
+        }
+        Ok(out)
     }
 
     /// Writes (or overwrites) status lines in one transaction, tagged with the pass's
@@ -1317,37 +1301,49 @@ impl Ledger {
                  FROM instance_status ORDER BY expires_at, instance_id",
             )
             .map_err(read)?;
-        let at = |secs: i64| DateTime::<Utc>::from_timestamp(secs, 0).unwrap_or_default();
-        let rows = statement
-            .query_map([], |r| {
-                let account: String = r.get(0)?;
-                let instance_id: String = r.get(2)?;
-                let last_outcome = outcomes
-                    .get(&(account.clone(), instance_id.clone()))
-                    .cloned();
-                Ok(StatusRow {
-                    account,
-                    region: r.get(1)?,
-                    instance_id,
-                    name: r.get(3)?,
-                    expires_at: at(r.get(4)?),
-                    policy: r.get(5)?,
-                    state: r.get(6)?,
-                    decision: r.get(7)?,
-                    due_at: r.get::<_, Option<i64>>(8)?.map(at),
-                    reason: r.get(9)?,
-                    failed_attempts: r.get(10)?,
-                    next_retry_at: r.get::<_, Option<i64>>(11)?.map(at),
-                    drift: r.get(12)?,
-                    deduction_overdue: r.get(13)?,
-                    last_outcome,
-                    updated_at: at(r.get(14)?),
-                })
-            })
-            .map_err(read)?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(read)?;
-        Ok(rows)
+        let mut rows = statement.query([]).map_err(read)?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().map_err(read)? {
+            let account: String = r.get(0).map_err(read)?;
+            let instance_id: String = r.get(2).map_err(read)?;
+            let key = format!("{account}/{instance_id}");
+            let cell = rows::Cell {
+                path: &self.path,
+                table: "instance_status",
+                row: &key,
+            };
+            let at = |column: &'static str, i: usize| -> Result<_, LedgerError> {
+                cell.seconds(column, r.get(i).map_err(read)?)
+            };
+            let optional_at = |column: &'static str, i: usize| -> Result<_, LedgerError> {
+                r.get::<_, Option<i64>>(i)
+                    .map_err(read)?
+                    .map(|secs| cell.seconds(column, secs))
+                    .transpose()
+            };
+            let last_outcome = outcomes
+                .get(&(account.clone(), instance_id.clone()))
+                .cloned();
+            out.push(StatusRow {
+                region: r.get(1).map_err(read)?,
+                name: r.get(3).map_err(read)?,
+                expires_at: at("expires_at", 4)?,
+                policy: r.get(5).map_err(read)?,
+                state: r.get(6).map_err(read)?,
+                decision: r.get(7).map_err(read)?,
+                due_at: optional_at("due_at", 8)?,
+                reason: r.get(9).map_err(read)?,
+                failed_attempts: r.get(10).map_err(read)?,
+                next_retry_at: optional_at("next_retry_at", 11)?,
+                drift: r.get(12).map_err(read)?,
+                deduction_overdue: r.get(13).map_err(read)?,
+                last_outcome,
+                updated_at: at("updated_at", 14)?,
+                account,
+                instance_id,
+            });
+        }
+        Ok(out)
     }
 
     /// Streams the fields metrics need, one status line at a time (no copy of the fleet).
@@ -1424,91 +1420,125 @@ impl Ledger {
     /// Every money-moving record (renewal intents and auto-renew changes), oldest first,
     /// optionally for one instance.
     pub fn money_records(&self, instance: Option<&str>) -> Result<Vec<HistoryEntry>, LedgerError> {
+        let mut entries = self.renewal_records(instance)?;
+        entries.extend(self.auto_renew_records(instance)?);
+        entries.sort_by_key(|e| e.at);
+        Ok(entries)
+    }
+
+    fn renewal_records(&self, instance: Option<&str>) -> Result<Vec<HistoryEntry>, LedgerError> {
         let read = |source| LedgerError::Read {
             what: "reading history",
             source,
         };
         let conn = self.conn();
-        let mut entries = Vec::new();
         let mut statement = conn
             .prepare(
-                "SELECT created_at, account, region, instance_id, period, unit, client_token, status, order_id, request_id,
-                        price_cents, currency, error_code, error_class, attempts, old_expiry, new_expiry
+                "SELECT id, created_at, account, region, instance_id, period, unit, client_token, status, order_id, request_id,
+                        price_cents, currency, error_code, error_class, attempts, old_expiry, new_expiry, maybe_charged
                  FROM intents WHERE ?1 IS NULL OR instance_id = ?1 ORDER BY id",
             )
             .map_err(read)?;
-        let rows = statement
-            .query_map([instance], |r| {
-                let price: Option<i64> = r.get(10)?;
-                let currency: Option<String> = r.get(11)?;
-                let code: Option<String> = r.get(12)?;
-                let class: Option<String> = r.get(13)?;
-                Ok(HistoryEntry {
-                    at: parse_ts(&r.get::<_, String>(0)?).unwrap_or_default(),
-                    kind: "renewal".into(),
-                    account: r.get(1)?,
-                    region: r.get(2)?,
-                    instance_id: r.get(3)?,
-                    request: format!("{} {}", r.get::<_, u32>(4)?, r.get::<_, String>(5)?),
-                    client_token: Some(r.get(6)?),
-                    status: r.get(7)?,
-                    order_id: r.get(8)?,
-                    request_id: r.get(9)?,
-                    price: match (price, currency) {
-                        (Some(cents), Some(currency)) => {
-                            Some(crate::money::Money { cents, currency }.to_string())
-                        }
-                        _ => None,
-                    },
-                    error: code.map(|c| format!("{c} ({})", class.unwrap_or_default())),
-                    attempts: r.get(14)?,
-                    old_expiry: parse_ts(&r.get::<_, String>(15)?),
-                    new_expiry: r.get::<_, Option<String>>(16)?.and_then(|t| parse_ts(&t)),
-                })
-            })
-            .map_err(read)?;
-        for row in rows {
-            entries.push(row.map_err(read)?);
+        let mut rows = statement.query([instance]).map_err(read)?;
+        let mut entries = Vec::new();
+        while let Some(r) = rows.next().map_err(read)? {
+            let key = r.get::<_, i64>(0).map_err(read)?.to_string();
+            let cell = rows::Cell {
+                path: &self.path,
+                table: "intents",
+                row: &key,
+            };
+            let text = |i: usize| r.get::<_, String>(i).map_err(read);
+            let optional = |i: usize| r.get::<_, Option<String>>(i).map_err(read);
+            let price: Option<i64> = r.get(11).map_err(read)?;
+            entries.push(HistoryEntry {
+                at: cell.time("created_at", &text(1)?)?,
+                kind: "renewal".into(),
+                account: text(2)?,
+                region: text(3)?,
+                instance_id: text(4)?,
+                request: format!(
+                    "{} {}",
+                    r.get::<_, u32>(5).map_err(read)?,
+                    cell.unit("unit", &text(6)?)?
+                ),
+                client_token: Some(text(7)?),
+                status: text(8)?,
+                order_id: optional(9)?,
+                request_id: optional(10)?,
+                price: match (price, optional(12)?) {
+                    (Some(cents), Some(currency)) => Some(Money { cents, currency }.to_string()),
+                    _ => None,
+                },
+                error: optional(13)?.map(|code| {
+                    format!(
+                        "{code} ({})",
+                        optional(14).ok().flatten().unwrap_or_default()
+                    )
+                }),
+                attempts: r.get(15).map_err(read)?,
+                old_expiry: Some(cell.time("old_expiry", &text(16)?)?),
+                new_expiry: optional(17)?
+                    .map(|t| cell.time("new_expiry", &t))
+                    .transpose()?,
+                maybe_charged: r.get(18).map_err(read)?,
+            });
         }
-        drop(statement);
+        Ok(entries)
+    }
+
+    fn auto_renew_records(&self, instance: Option<&str>) -> Result<Vec<HistoryEntry>, LedgerError> {
+        let read = |source| LedgerError::Read {
+            what: "reading history",
+            source,
+        };
+        let conn = self.conn();
         let mut statement = conn
             .prepare(
-                "SELECT at, account, region, instance_id, status, duration, unit, result, request_id, error_code, error_class
+                "SELECT id, at, account, region, instance_id, status, duration, unit, result, request_id, error_code, error_class
                  FROM auto_renew_changes WHERE ?1 IS NULL OR instance_id = ?1 ORDER BY id",
             )
             .map_err(read)?;
-        let rows = statement
-            .query_map([instance], |r| {
-                let code: Option<String> = r.get(9)?;
-                let class: Option<String> = r.get(10)?;
-                Ok(HistoryEntry {
-                    at: parse_ts(&r.get::<_, String>(0)?).unwrap_or_default(),
-                    kind: "auto_renew".into(),
-                    account: r.get(1)?,
-                    region: r.get(2)?,
-                    instance_id: r.get(3)?,
-                    request: format!(
-                        "{} {} {}",
-                        r.get::<_, String>(4)?,
-                        r.get::<_, u32>(5)?,
-                        r.get::<_, String>(6)?
-                    ),
-                    client_token: None,
-                    status: r.get(7)?,
-                    order_id: None,
-                    request_id: r.get(8)?,
-                    price: None,
-                    error: code.map(|c| format!("{c} ({})", class.unwrap_or_default())),
-                    attempts: 1,
-                    old_expiry: None,
-                    new_expiry: None,
-                })
-            })
-            .map_err(read)?;
-        for row in rows {
-            entries.push(row.map_err(read)?);
+        let mut rows = statement.query([instance]).map_err(read)?;
+        let mut entries = Vec::new();
+        while let Some(r) = rows.next().map_err(read)? {
+            let key = r.get::<_, i64>(0).map_err(read)?.to_string();
+            let cell = rows::Cell {
+                path: &self.path,
+                table: "auto_renew_changes",
+                row: &key,
+            };
+            let text = |i: usize| r.get::<_, String>(i).map_err(read);
+            let optional = |i: usize| r.get::<_, Option<String>>(i).map_err(read);
+            entries.push(HistoryEntry {
+                at: cell.time("at", &text(1)?)?,
+                kind: "auto_renew".into(),
+                account: text(2)?,
+                region: text(3)?,
+                instance_id: text(4)?,
+                request: format!(
+                    "{} {} {}",
+                    cell.renewal_status("status", &text(5)?)?,
+                    r.get::<_, u32>(6).map_err(read)?,
+                    cell.unit("unit", &text(7)?)?
+                ),
+                client_token: None,
+                status: text(8)?,
+                order_id: None,
+                request_id: optional(9)?,
+                price: None,
+                error: optional(10)?.map(|code| {
+                    format!(
+                        "{code} ({})",
+                        optional(11).ok().flatten().unwrap_or_default()
+                    )
+                }),
+                attempts: 1,
+                old_expiry: None,
+                new_expiry: None,
+                maybe_charged: false,
+            });
         }
-        entries.sort_by_key(|e| e.at);
         Ok(entries)
     }
 

@@ -1,9 +1,21 @@
 use super::*;
 use crate::cloud::ecs::AutoRenewTarget;
+use crate::cloud::time;
 use crate::cloud::types::RenewalStatus;
 
 fn t(text: &str) -> DateTime<Utc> {
     time::parse(text).unwrap()
+}
+
+const DAY: &str = "2026-03-10";
+
+fn funds() -> FailureRecord {
+    FailureRecord {
+        code: "InvalidAccountStatus.NotEnoughBalance".into(),
+        class: ErrorClass::Funds,
+        message: "Your account does not have enough balance.".into(),
+        request_id: Some("R".into()),
+    }
 }
 
 fn intent(token: &str) -> NewIntent {
@@ -17,7 +29,10 @@ fn intent(token: &str) -> NewIntent {
         client_token: token.into(),
         policy: Some("prod".into()),
         why: "due".into(),
-        price: Some((10_000, "CNY".into())),
+        price: Some(Money {
+            cents: 10_000,
+            currency: "CNY".into(),
+        }),
     }
 }
 
@@ -47,7 +62,7 @@ fn a_ledger_from_a_newer_version_is_refused() {
     assert_eq!(
         error.to_string(),
         format!(
-            "ledger {} has schema version 99, newer than this ecs-renewd supports (1): upgrade ecs-renewd, or restore a backup made by this version",
+            "ledger {} has schema version 99, newer than this ecs-renewd supports (2): upgrade ecs-renewd, or restore a backup made by this version",
             dir.path().join(LEDGER_FILE).display()
         )
     );
@@ -79,20 +94,20 @@ fn an_intent_is_prepared_once_per_token_and_its_order_counted_once() {
     let dir = tempfile::tempdir().unwrap();
     let ledger = Ledger::open(dir.path()).unwrap();
     let now = t("2026-03-10T00:00:00Z");
-    let id = ledger.prepare(&intent("tok-1"), now).unwrap();
+    let id = ledger.prepare(&intent("tok-1"), now).unwrap().id;
     assert_eq!(
-        ledger.prepare(&intent("tok-1"), now).unwrap(),
+        ledger.prepare(&intent("tok-1"), now).unwrap().id,
         id,
         "the same token is the same intent"
     );
-    let h = ledger.histories().unwrap().history("main", "i-1");
+    let h = ledger.histories().unwrap().history("i-1");
     assert_eq!(h.intent.unwrap().status, IntentStatus::Prepared);
     let attempt = ledger.begin_attempt(id, now).unwrap();
     assert_eq!(
         ledger
             .histories()
             .unwrap()
-            .history("main", "i-1")
+            .history("i-1")
             .intent
             .unwrap()
             .status,
@@ -106,9 +121,12 @@ fn an_intent_is_prepared_once_per_token_and_its_order_counted_once() {
     ledger
         .finish_ordered(id, again, "O-1", "R-2", "2026-03-10", now)
         .unwrap();
-    let (renewals, spend) = ledger.day_totals("2026-03-10").unwrap();
-    assert_eq!((renewals, spend.get("CNY").copied()), (1, Some(10_000)));
-    let h = ledger.histories().unwrap().history("main", "i-1");
+    let totals = ledger.day_totals("2026-03-10").unwrap();
+    assert_eq!(
+        (totals.renewals, totals.spend.get("CNY").copied()),
+        (1, Some(10_000))
+    );
+    let h = ledger.histories().unwrap().history("i-1");
     assert_eq!(
         h.intent.unwrap().status,
         IntentStatus::Ordered {
@@ -116,17 +134,12 @@ fn an_intent_is_prepared_once_per_token_and_its_order_counted_once() {
         }
     );
     assert_eq!(
-        ledger.settle(id, t("2026-04-15T16:00:00Z"), now).unwrap(),
+        ledger
+            .settle(id, t("2026-04-15T16:00:00Z"), DAY, now)
+            .unwrap(),
         "verified"
     );
-    assert!(
-        ledger
-            .histories()
-            .unwrap()
-            .history("main", "i-1")
-            .intent
-            .is_none()
-    );
+    assert!(ledger.histories().unwrap().history("i-1").intent.is_none());
     let records = ledger.money_records(Some("i-1")).unwrap();
     assert_eq!(records.len(), 1);
     assert_eq!(
@@ -144,34 +157,188 @@ fn failures_count_up_and_set_the_retry_time() {
     let dir = tempfile::tempdir().unwrap();
     let ledger = Ledger::open(dir.path()).unwrap();
     let now = t("2026-03-10T00:00:00Z");
-    let id = ledger.prepare(&intent("tok-2"), now).unwrap();
-    let failure = FailureRecord {
-        code: "InvalidAccountStatus.NotEnoughBalance".into(),
-        class: ErrorClass::Funds,
-        message: "Your account does not have enough balance.".into(),
-        request_id: Some("R".into()),
-    };
+    let id = ledger.prepare(&intent("tok-2"), now).unwrap().id;
     for n in 1..=3u32 {
         let attempt = ledger.begin_attempt(id, now).unwrap();
         let failures = ledger
-            .finish_failed(id, attempt, &failure, false, t("2026-03-10T00:05:00Z"), now)
+            .finish_failed(
+                id,
+                attempt,
+                &funds(),
+                false,
+                t("2026-03-10T00:05:00Z"),
+                DAY,
+                now,
+            )
             .unwrap();
         assert_eq!(failures, n);
     }
-    let h = ledger.histories().unwrap().history("main", "i-1");
+    let h = ledger.histories().unwrap().history("i-1");
     assert_eq!(h.failed_attempts, 3);
     assert_eq!(h.retry_at, Some(t("2026-03-10T00:05:00Z")));
+    let view = h.intent.unwrap();
     assert!(matches!(
-        h.intent.unwrap().status,
+        view.status,
         IntentStatus::Failed {
             class: ErrorClass::Funds,
             ..
         }
     ));
+    assert!(!view.maybe_charged, "refusals charged nothing");
     assert_eq!(
-        ledger.next_retry_at().unwrap(),
-        Some(t("2026-03-10T00:05:00Z"))
+        ledger.day_totals(DAY).unwrap(),
+        DayTotals::default(),
+        "refusals are not counted"
     );
+}
+
+#[test]
+fn an_unknown_outcome_is_counted_once_and_keeps_its_period_whatever_comes_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path()).unwrap();
+    let now = t("2026-03-10T00:00:00Z");
+    let timeout = FailureRecord {
+        code: "Transport.Timeout".into(),
+        class: ErrorClass::Transient,
+        message: "timed out".into(),
+        request_id: None,
+    };
+    let (stored, attempt) = ledger.prepare_and_begin(&intent("tok-u"), now).unwrap();
+    ledger
+        .finish_failed(stored.id, attempt, &timeout, true, now, DAY, now)
+        .unwrap();
+    // The next attempt is refused outright: the intent may still have charged.
+    let two_months = NewIntent {
+        period: 2,
+        ..intent("tok-u")
+    };
+    let (again, attempt) = ledger.prepare_and_begin(&two_months, now).unwrap();
+    assert_eq!(
+        (again.id, again.period),
+        (stored.id, 1),
+        "a maybe-charged intent keeps its period"
+    );
+    ledger
+        .finish_failed(again.id, attempt, &funds(), false, now, DAY, now)
+        .unwrap();
+    let view = ledger.histories().unwrap().history("i-1").intent.unwrap();
+    assert!(view.maybe_charged);
+    assert_eq!(view.period, 1);
+    let totals = ledger.day_totals(DAY).unwrap();
+    assert_eq!(
+        (totals.renewals, totals.spend.get("CNY").copied()),
+        (1, Some(10_000)),
+        "counted once, at its price"
+    );
+    // A settlement of the same intent counts nothing more.
+    ledger
+        .settle(stored.id, t("2026-04-15T16:00:00Z"), DAY, now)
+        .unwrap();
+    assert_eq!(ledger.day_totals(DAY).unwrap().renewals, 1);
+}
+
+#[test]
+fn an_intent_refused_outright_takes_a_new_period_with_the_same_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path()).unwrap();
+    let now = t("2026-03-10T00:00:00Z");
+    let (stored, attempt) = ledger.prepare_and_begin(&intent("tok-r"), now).unwrap();
+    ledger
+        .finish_failed(stored.id, attempt, &funds(), false, now, DAY, now)
+        .unwrap();
+    let (again, _) = ledger
+        .prepare_and_begin(
+            &NewIntent {
+                period: 2,
+                price: None,
+                ..intent("tok-r")
+            },
+            now,
+        )
+        .unwrap();
+    assert_eq!((again.id, again.period), (stored.id, 2));
+    let records = ledger.money_records(None).unwrap();
+    assert_eq!((records.len(), records[0].request.as_str()), (1, "2 Month"));
+    assert_eq!(
+        records[0].price, None,
+        "the old quote was for the old period"
+    );
+}
+
+#[test]
+fn an_attempt_left_out_by_a_stopped_process_is_unknown_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = t("2026-03-10T00:00:00Z");
+    {
+        let ledger = Ledger::open(dir.path()).unwrap();
+        ledger.prepare_and_begin(&intent("tok-k"), now).unwrap();
+        // The process stops here.
+    }
+    let ledger = Ledger::open(dir.path()).unwrap();
+    assert_eq!(ledger.mark_interrupted(DAY, now).unwrap(), 1);
+    assert_eq!(ledger.mark_interrupted(DAY, now).unwrap(), 0);
+    let view = ledger.histories().unwrap().history("i-1").intent.unwrap();
+    assert_eq!(
+        (view.status, view.maybe_charged),
+        (IntentStatus::Unknown, true)
+    );
+    assert_eq!(ledger.day_totals(DAY).unwrap().renewals, 1);
+}
+
+#[test]
+fn an_unpriced_charge_is_listed_until_its_price_is_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path()).unwrap();
+    let now = t("2026-03-10T00:00:00Z");
+    let (stored, attempt) = ledger
+        .prepare_and_begin(
+            &NewIntent {
+                price: None,
+                ..intent("tok-p")
+            },
+            now,
+        )
+        .unwrap();
+    ledger
+        .finish_ordered(stored.id, attempt, "O-p", "R-p", DAY, now)
+        .unwrap();
+    let totals = ledger.day_totals(DAY).unwrap();
+    assert_eq!(totals.renewals, 1);
+    assert!(totals.spend.is_empty());
+    assert_eq!(totals.unpriced.len(), 1);
+    let price = Money {
+        cents: 12_345,
+        currency: "CNY".into(),
+    };
+    ledger.price_charge(stored.id, &price).unwrap();
+    ledger.price_charge(stored.id, &price).unwrap();
+    let totals = ledger.day_totals(DAY).unwrap();
+    assert_eq!(totals.spend.get("CNY").copied(), Some(12_345), "once");
+    assert!(totals.unpriced.is_empty());
+}
+
+#[test]
+fn an_unreadable_row_is_an_error_that_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path()).unwrap();
+    let now = t("2026-03-10T00:00:00Z");
+    let id = ledger.prepare(&intent("tok-x"), now).unwrap().id;
+    ledger
+        .conn()
+        .execute(
+            "UPDATE intents SET old_expiry = 'yesterday' WHERE id = ?1",
+            [id],
+        )
+        .unwrap();
+    let error = ledger.histories().unwrap_err().to_string();
+    assert!(
+        error.contains(&format!(
+            "table intents, row {id}: column old_expiry holds \"yesterday\""
+        )),
+        "{error}"
+    );
+    let error = ledger.money_records(None).unwrap_err().to_string();
+    assert!(error.contains("old_expiry"), "{error}");
 }
 
 #[test]
@@ -186,16 +353,29 @@ fn readers_see_what_the_writer_committed() {
         duration: 1,
         unit: PeriodUnit::Month,
     };
-    let change = AutoRenewRecord {
-        account: "main",
-        region: "cn-hangzhou",
-        target: &target,
-        result: "ok",
-        request_id: Some("R"),
-        error: None,
-    };
+    let ids = ["i-1".to_string()];
+    let rows = ledger
+        .begin_auto_renew_changes(
+            &[PendingAutoRenew {
+                account: "main",
+                region: "cn-hangzhou",
+                target: &target,
+                instance_ids: &ids,
+            }],
+            now,
+        )
+        .unwrap();
     ledger
-        .record_auto_renew_batch(&change, &["i-1".to_string()], now)
+        .finish_auto_renew_changes(
+            &[(
+                rows[0].as_slice(),
+                AutoRenewAnswer {
+                    request_id: Some("R"),
+                    error: None,
+                },
+            )],
+            now,
+        )
         .unwrap();
     let reader = Ledger::open_read_only(dir.path()).unwrap().unwrap();
     let records = reader.money_records(None).unwrap();
@@ -212,15 +392,16 @@ fn an_intent_and_its_attempt_are_written_together_and_a_resend_keeps_the_intent(
     let dir = tempfile::tempdir().unwrap();
     let ledger = Ledger::open(dir.path()).unwrap();
     let now = t("2026-03-10T00:00:00Z");
-    let (id, first) = ledger.prepare_and_begin(&intent("tok-5"), now).unwrap();
-    let h = ledger.histories().unwrap().history("main", "i-1");
+    let (stored, first) = ledger.prepare_and_begin(&intent("tok-5"), now).unwrap();
+    let id = stored.id;
+    let h = ledger.histories().unwrap().history("i-1");
     assert_eq!(
         h.intent.unwrap().status,
         IntentStatus::Unknown,
         "sent as soon as it is written: a crash now leaves an intent to verify, not to forget"
     );
     let (again, second) = ledger.prepare_and_begin(&intent("tok-5"), now).unwrap();
-    assert_eq!(again, id, "the same token is the same intent");
+    assert_eq!(again.id, id, "the same token is the same intent");
     assert_ne!(second, first, "each send is its own attempt");
     let records = ledger.money_records(None).unwrap();
     assert_eq!(records.len(), 1);
@@ -248,44 +429,78 @@ fn a_round_of_settlements_is_all_or_nothing_and_answers_in_order() {
     let (ordered, attempt) = ledger
         .prepare_and_begin(&other("tok-a", "i-a"), now)
         .unwrap();
+    let ordered = ordered.id;
     ledger
         .finish_ordered(ordered, attempt, "O-a", "R-a", "2026-03-10", now)
         .unwrap();
     let (failed, attempt) = ledger
         .prepare_and_begin(&other("tok-b", "i-b"), now)
         .unwrap();
-    let failure = FailureRecord {
-        code: "InvalidAccountStatus.NotEnoughBalance".into(),
-        class: ErrorClass::Funds,
-        message: "no balance".into(),
-        request_id: None,
-    };
+    let failed = failed.id;
     ledger
-        .finish_failed(failed, attempt, &failure, false, now, now)
+        .finish_failed(failed, attempt, &funds(), false, now, DAY, now)
         .unwrap();
-    let prepared = ledger.prepare(&other("tok-c", "i-c"), now).unwrap();
+    let prepared = ledger.prepare(&other("tok-c", "i-c"), now).unwrap().id;
+    let backoff = |ledger: &Ledger| ledger.histories().unwrap().history("i-b").retry_at;
     let expiry = t("2026-04-15T16:00:00Z");
 
     // One id that does not exist spoils the round: nothing of it is kept.
     let error = ledger
-        .settle_all(&[(ordered, expiry), (9_999, expiry)], now)
+        .settle_all(&[(ordered, expiry), (9_999, expiry)], DAY, now)
         .unwrap_err();
     assert!(error.to_string().contains("settling a renewal"), "{error}");
     assert_eq!(ledger.histories().unwrap().open.len(), 3);
-    assert_eq!(ledger.next_retry_at().unwrap(), Some(now));
+    assert_eq!(backoff(&ledger), Some(now));
 
     let outcomes = ledger
         .settle_all(
             &[(prepared, expiry), (ordered, expiry), (failed, expiry)],
+            DAY,
             now,
         )
         .unwrap();
     assert_eq!(outcomes, vec!["superseded", "verified", "superseded"]);
     assert!(ledger.histories().unwrap().open.is_empty());
-    assert_eq!(ledger.next_retry_at().unwrap(), None, "backoff cleared");
+    let raw = ledger
+        .conn()
+        .query_row("SELECT COUNT(*) FROM backoff", [], |r| r.get::<_, i64>(0))
+        .unwrap();
+    assert_eq!(raw, 0, "backoff cleared");
     let records = ledger.money_records(Some("i-a")).unwrap();
     assert_eq!(
         (records[0].status.as_str(), records[0].new_expiry),
         ("verified", Some(expiry))
     );
+}
+
+#[test]
+fn a_version_1_ledger_is_migrated_with_its_open_intents_and_backoff() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let conn = Connection::open(dir.path().join(LEDGER_FILE)).unwrap();
+        conn.execute_batch(migrations::MIGRATIONS[0]).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        conn.execute_batch(
+            "INSERT INTO intents (account, region, instance_id, old_expiry, period, unit, client_token, why, status, created_at, updated_at, order_id)
+             VALUES ('main', 'cn-hangzhou', 'i-1', '2026-03-15T16:00:00Z', 1, 'Month', 'ern1-a', 'due', 'sent', '2026-03-10T00:00:00Z', '2026-03-10T00:00:00Z', NULL),
+                    ('main', 'cn-hangzhou', 'i-2', '2026-03-15T16:00:00Z', 1, 'Month', 'ern1-b', 'due', 'ordered', '2026-03-10T00:00:00Z', '2026-03-10T00:00:00Z', 'O-2');
+             INSERT INTO backoff (account, instance_id, old_expiry, failures, retry_at, last_class, last_code)
+             VALUES ('main', 'i-1', '2026-03-15T16:00:00Z', 2, '2026-03-10T01:00:00Z', 'transient', 'Transport.Timeout'),
+                    ('other', 'i-1', '2026-03-15T16:00:00Z', 1, '2026-03-10T00:30:00Z', 'transient', 'Transport.Timeout');
+             INSERT INTO auto_renew_changes (at, account, region, instance_id, status, duration, unit, result)
+             VALUES ('2026-03-10T00:00:00Z', 'main', 'cn-hangzhou', 'i-3', 'AutoRenewal', 1, 'Month', 'ok');",
+        )
+        .unwrap();
+    }
+    let ledger = Ledger::open(dir.path()).unwrap();
+    let histories = ledger.histories().unwrap();
+    let h = histories.history("i-1");
+    let view = h.intent.unwrap();
+    assert!(view.maybe_charged, "a sent intent may have charged");
+    assert_eq!(
+        (h.failed_attempts, h.retry_at),
+        (2, Some(t("2026-03-10T01:00:00Z"))),
+        "the latest backoff of the instance is kept"
+    );
+    assert_eq!(ledger.unchecked_auto_renew_changes().unwrap().len(), 1);
 }

@@ -6,6 +6,15 @@
 use std::collections::BTreeMap;
 
 use crate::closed_enum;
+use crate::money::Money;
+
+fn money(cents: i64, currency: &str) -> String {
+    Money {
+        cents,
+        currency: currency.to_owned(),
+    }
+    .to_string()
+}
 
 closed_enum! {
     /// A safety belt (a metric label).
@@ -22,6 +31,8 @@ closed_enum! {
         FleetShare => "fleet_share",
         /// A policy's `max_price`.
         MaxPrice => "max_price",
+        /// `max_auto_renew_enables_per_run`.
+        AutoRenewEnablesPerRun => "auto_renew_enables_per_run",
     }
 }
 
@@ -32,20 +43,23 @@ pub struct Candidate {
     pub key: usize,
     /// What to call it in messages (the instance id).
     pub label: String,
-    /// Its quoted price: (cents, currency), when priced.
-    pub price: Option<(i64, String)>,
-    /// The policy's `max_price`, cents.
-    pub max_price_cents: Option<i64>,
+    /// Its quoted price, when priced.
+    pub price: Option<Money>,
+    /// The policy's `max_price`.
+    pub max_price: Option<Money>,
+    /// Already counted today: a resend of an intent that may have charged (same token, so it
+    /// cannot charge again) adds nothing to the batch's count or spend.
+    pub counted: bool,
 }
 
-/// The limits and what has been spent today.
+/// The limits and what has been counted today.
 #[derive(Debug, Clone, Default)]
 pub struct BeltInput {
     /// Most renewals per pass.
     pub max_per_run: u32,
     /// Most renewals per day.
     pub max_per_day: u32,
-    /// Renewals already made today.
+    /// Charges counted today (known or suspected, each intent once).
     pub renewed_today: u32,
     /// Most spend per pass per currency (cents).
     pub max_spend_per_run: BTreeMap<String, i64>,
@@ -53,6 +67,8 @@ pub struct BeltInput {
     pub max_spend_per_day: BTreeMap<String, i64>,
     /// Spent today per currency (cents).
     pub spent_today: BTreeMap<String, i64>,
+    /// Charges counted today whose price is still unknown (then today's spend is unknown).
+    pub unpriced_today: usize,
     /// Most renewals as a share of the fleet (1.0 = off).
     pub max_fleet_share: f64,
     /// PrePaid instances seen in this pass.
@@ -79,154 +95,35 @@ pub struct BeltOutcome {
     pub trips: Vec<Trip>,
 }
 
-fn money(cents: i64, currency: &str) -> String {
-    crate::money::Money {
-        cents,
-        currency: currency.to_owned(),
+/// Holds `key` for `limit` (the first belt to hold a renewal is the one reported) and says why.
+fn hold(
+    held: &mut BTreeMap<usize, LimitKind>,
+    trips: &mut Vec<Trip>,
+    keys: impl IntoIterator<Item = usize>,
+    limit: LimitKind,
+    detail: String,
+) {
+    for key in keys {
+        held.entry(key).or_insert(limit);
     }
-    .to_string()
+    trips.push(Trip { limit, detail });
 }
 
 /// Applies every belt to the batch.
 pub fn apply_belts(candidates: &[Candidate], input: &BeltInput) -> BeltOutcome {
-    let mut outcome = BeltOutcome::default();
     let mut held: BTreeMap<usize, LimitKind> = BTreeMap::new();
-
-    // Per renewal: max_price. An unpriced renewal under a max_price is held too.
-    for c in candidates {
-        if let Some(max) = c.max_price_cents {
-            match &c.price {
-                Some((cents, currency)) if *cents > max => {
-                    held.insert(c.key, LimitKind::MaxPrice);
-                    outcome.trips.push(Trip {
-                        limit: LimitKind::MaxPrice,
-                        detail: format!(
-                            "{} costs {}, above max_price {}",
-                            c.label,
-                            money(*cents, currency),
-                            money(max, currency)
-                        ),
-                    });
-                }
-                None => {
-                    held.insert(c.key, LimitKind::MaxPrice);
-                    outcome.trips.push(Trip {
-                        limit: LimitKind::MaxPrice,
-                        detail: format!(
-                            "{} could not be priced, so max_price cannot be checked",
-                            c.label
-                        ),
-                    });
-                }
-                Some(_) => {}
-            }
-        }
-    }
+    let mut trips = Vec::new();
+    max_price_belt(candidates, &mut held, &mut trips);
     let live: Vec<&Candidate> = candidates
         .iter()
         .filter(|c| !held.contains_key(&c.key))
         .collect();
-    let n = live.len() as u64;
-
-    let mut hold_all = |limit: LimitKind, detail: String, held: &mut BTreeMap<usize, LimitKind>| {
-        for c in &live {
-            held.entry(c.key).or_insert(limit);
-        }
-        outcome.trips.push(Trip { limit, detail });
+    count_belts(&live, input, &mut held, &mut trips);
+    spend_belts(&live, input, &mut held, &mut trips);
+    let mut outcome = BeltOutcome {
+        trips,
+        ..BeltOutcome::default()
     };
-    if n > u64::from(input.max_per_run) {
-        hold_all(
-            LimitKind::RenewalsPerRun,
-            format!("{n} renewals in one pass, limit {}", input.max_per_run),
-            &mut held,
-        );
-    }
-    if u64::from(input.renewed_today) + n > u64::from(input.max_per_day) {
-        hold_all(
-            LimitKind::RenewalsPerDay,
-            format!(
-                "{} renewed today plus {n} now exceeds the daily limit {}",
-                input.renewed_today, input.max_per_day
-            ),
-            &mut held,
-        );
-    }
-    if input.max_fleet_share < 1.0 && n as f64 > input.max_fleet_share * input.fleet_size as f64 {
-        hold_all(
-            LimitKind::FleetShare,
-            format!(
-                "{n} renewals out of {} PrePaid instances exceeds the share {}",
-                input.fleet_size, input.max_fleet_share
-            ),
-            &mut held,
-        );
-    }
-
-    // Spend, per currency. Renewals that could not be priced are held by any spend belt.
-    let spend_limits = !input.max_spend_per_run.is_empty() || !input.max_spend_per_day.is_empty();
-    if spend_limits {
-        let unpriced: Vec<usize> = live
-            .iter()
-            .filter(|c| c.price.is_none())
-            .map(|c| c.key)
-            .collect();
-        if !unpriced.is_empty() {
-            for key in &unpriced {
-                held.entry(*key).or_insert(LimitKind::SpendPerRun);
-            }
-            outcome.trips.push(Trip {
-                limit: LimitKind::SpendPerRun,
-                detail: format!(
-                    "{} renewal(s) could not be priced, so spend limits cannot be checked",
-                    unpriced.len()
-                ),
-            });
-        }
-        let mut by_currency: BTreeMap<&str, (i64, Vec<usize>)> = BTreeMap::new();
-        for c in &live {
-            if let Some((cents, currency)) = &c.price {
-                let entry = by_currency.entry(currency).or_default();
-                // Saturating: prices are bounded when quoted, but a limit must never wrap.
-                entry.0 = entry.0.saturating_add(*cents);
-                entry.1.push(c.key);
-            }
-        }
-        for (currency, (total, keys)) in by_currency {
-            let mut trip = |limit: LimitKind, detail: String| {
-                for key in &keys {
-                    held.entry(*key).or_insert(limit);
-                }
-                outcome.trips.push(Trip { limit, detail });
-            };
-            if let Some(max) = input.max_spend_per_run.get(currency)
-                && total > *max
-            {
-                trip(
-                    LimitKind::SpendPerRun,
-                    format!(
-                        "{} in one pass, limit {}",
-                        money(total, currency),
-                        money(*max, currency)
-                    ),
-                );
-            }
-            let today = input.spent_today.get(currency).copied().unwrap_or(0);
-            if let Some(max) = input.max_spend_per_day.get(currency)
-                && today.saturating_add(total) > *max
-            {
-                trip(
-                    LimitKind::SpendPerDay,
-                    format!(
-                        "{} spent today plus {} now exceeds the daily limit {}",
-                        money(today, currency),
-                        money(total, currency),
-                        money(*max, currency)
-                    ),
-                );
-            }
-        }
-    }
-
     for c in candidates {
         match held.get(&c.key) {
             Some(limit) => outcome.held.push((c.key, *limit)),
@@ -234,6 +131,159 @@ pub fn apply_belts(candidates: &[Candidate], input: &BeltInput) -> BeltOutcome {
         }
     }
     outcome
+}
+
+/// Per renewal: `max_price`, in its own currency. An unpriced renewal, or one quoted in another
+/// currency, cannot be checked and is held.
+fn max_price_belt(
+    candidates: &[Candidate],
+    held: &mut BTreeMap<usize, LimitKind>,
+    trips: &mut Vec<Trip>,
+) {
+    for c in candidates {
+        let Some(max) = &c.max_price else { continue };
+        let detail = match &c.price {
+            Some(price) if price.currency != max.currency => format!(
+                "{} is quoted {price}, but max_price is {max}: a price in another currency cannot be checked",
+                c.label
+            ),
+            Some(price) if price.cents > max.cents => {
+                format!("{} costs {price}, above max_price {max}", c.label)
+            }
+            Some(_) => continue,
+            None => format!(
+                "{} could not be priced, so max_price cannot be checked",
+                c.label
+            ),
+        };
+        hold(held, trips, [c.key], LimitKind::MaxPrice, detail);
+    }
+}
+
+/// The count belts (per pass, per day, share of the fleet): each holds the whole batch. A
+/// resend of a charge already counted today adds nothing.
+fn count_belts(
+    live: &[&Candidate],
+    input: &BeltInput,
+    held: &mut BTreeMap<usize, LimitKind>,
+    trips: &mut Vec<Trip>,
+) {
+    let keys = || live.iter().map(|c| c.key).collect::<Vec<_>>();
+    let n = live.iter().filter(|c| !c.counted).count() as u64;
+    if n > u64::from(input.max_per_run) {
+        let detail = format!("{n} renewals in one pass, limit {}", input.max_per_run);
+        hold(held, trips, keys(), LimitKind::RenewalsPerRun, detail);
+    }
+    if u64::from(input.renewed_today) + n > u64::from(input.max_per_day) {
+        let detail = format!(
+            "{} renewed today plus {n} now exceeds the daily limit {}",
+            input.renewed_today, input.max_per_day
+        );
+        hold(held, trips, keys(), LimitKind::RenewalsPerDay, detail);
+    }
+    if input.max_fleet_share < 1.0 && n as f64 > input.max_fleet_share * input.fleet_size as f64 {
+        let detail = format!(
+            "{n} renewals out of {} PrePaid instances exceeds the share {}",
+            input.fleet_size, input.max_fleet_share
+        );
+        hold(held, trips, keys(), LimitKind::FleetShare, detail);
+    }
+}
+
+/// The spend belts, per currency. Under any spend limit a renewal is held when its spend
+/// cannot be checked: unpriced, quoted in a currency the limits do not name, or while today's
+/// earlier charges include some whose price is unknown.
+fn spend_belts(
+    live: &[&Candidate],
+    input: &BeltInput,
+    held: &mut BTreeMap<usize, LimitKind>,
+    trips: &mut Vec<Trip>,
+) {
+    if input.max_spend_per_run.is_empty() && input.max_spend_per_day.is_empty() {
+        return;
+    }
+    let new: Vec<&&Candidate> = live.iter().filter(|c| !c.counted).collect();
+    let unpriced: Vec<usize> = new
+        .iter()
+        .filter(|c| c.price.is_none())
+        .map(|c| c.key)
+        .collect();
+    if !unpriced.is_empty() {
+        let detail = format!(
+            "{} renewal(s) could not be priced, so spend limits cannot be checked",
+            unpriced.len()
+        );
+        hold(held, trips, unpriced, LimitKind::SpendPerRun, detail);
+    }
+    if input.unpriced_today > 0 && !input.max_spend_per_day.is_empty() {
+        let detail = format!(
+            "{} of today's earlier charges could not be priced, so today's spend is unknown and the daily spend limit cannot be checked",
+            input.unpriced_today
+        );
+        hold(
+            held,
+            trips,
+            new.iter().map(|c| c.key),
+            LimitKind::SpendPerDay,
+            detail,
+        );
+    }
+    let mut by_currency: BTreeMap<&str, (i64, Vec<usize>)> = BTreeMap::new();
+    for c in &new {
+        if let Some(price) = &c.price {
+            let entry = by_currency.entry(&price.currency).or_default();
+            // Saturating: prices are bounded when quoted, but a limit must never wrap.
+            entry.0 = entry.0.saturating_add(price.cents);
+            entry.1.push(c.key);
+        }
+    }
+    for (currency, (total, keys)) in by_currency {
+        for (limits, kind, which) in [
+            (&input.max_spend_per_run, LimitKind::SpendPerRun, "per pass"),
+            (&input.max_spend_per_day, LimitKind::SpendPerDay, "per day"),
+        ] {
+            if !limits.is_empty() && !limits.contains_key(currency) {
+                let named: Vec<&str> = limits.keys().map(String::as_str).collect();
+                let detail = format!(
+                    "{} renewal(s) quoted in {currency}, but the spend limit {which} is set only in {}: add a {currency} amount to it",
+                    keys.len(),
+                    named.join(", ")
+                );
+                hold(held, trips, keys.clone(), kind, detail);
+            }
+        }
+        if let Some(max) = input.max_spend_per_run.get(currency)
+            && total > *max
+        {
+            let detail = format!(
+                "{} in one pass, limit {}",
+                money(total, currency),
+                money(*max, currency)
+            );
+            hold(held, trips, keys.clone(), LimitKind::SpendPerRun, detail);
+        }
+        let today = input.spent_today.get(currency).copied().unwrap_or(0);
+        if let Some(max) = input.max_spend_per_day.get(currency)
+            && today.saturating_add(total) > *max
+        {
+            let detail = format!(
+                "{} spent today plus {} now exceeds the daily limit {}",
+                money(today, currency),
+                money(total, currency),
+                money(*max, currency)
+            );
+            hold(held, trips, keys, LimitKind::SpendPerDay, detail);
+        }
+    }
+}
+
+/// The belt on switching auto-renew on: it commits the provider to charge at every deduction
+/// day, so a batch larger than expected is held whole, as a renewal batch is.
+pub fn auto_renew_enables_belt(enables: usize, max: u32) -> Option<Trip> {
+    (enables as u64 > u64::from(max)).then(|| Trip {
+        limit: LimitKind::AutoRenewEnablesPerRun,
+        detail: format!("auto-renew switched on for {enables} instances in one pass, limit {max}"),
+    })
 }
 
 #[cfg(test)]
@@ -244,8 +294,19 @@ mod tests {
         Candidate {
             key,
             label: format!("i-{key}"),
-            price: Some((cents, "CNY".into())),
-            max_price_cents: None,
+            price: Some(Money {
+                cents,
+                currency: "CNY".into(),
+            }),
+            max_price: None,
+            counted: false,
+        }
+    }
+
+    fn cny(cents: i64) -> Money {
+        Money {
+            cents,
+            currency: "CNY".into(),
         }
     }
 
@@ -282,14 +343,19 @@ mod tests {
     }
 
     #[test]
-    fn a_spend_belt_holds_its_currency_only() {
+    fn a_spend_belt_holds_the_renewals_of_its_own_currency() {
         let mut input = limits();
         input.max_spend_per_run.insert("CNY".into(), 1_000);
+        input.max_spend_per_run.insert("USD".into(), 10_000);
         let usd = Candidate {
             key: 2,
             label: "i-usd".into(),
-            price: Some((5_000, "USD".into())),
-            max_price_cents: None,
+            price: Some(Money {
+                cents: 5_000,
+                currency: "USD".into(),
+            }),
+            max_price: None,
+            counted: false,
         };
         let out = apply_belts(&[priced(0, 600), priced(1, 600), usd], &input);
         assert_eq!(out.allowed, [2]);
@@ -300,6 +366,65 @@ mod tests {
         assert_eq!(
             out.trips[0].detail,
             "12.00 CNY in one pass, limit 10.00 CNY"
+        );
+    }
+
+    #[test]
+    fn a_quote_in_a_currency_no_spend_limit_names_is_held() {
+        let mut input = limits();
+        input.max_spend_per_day.insert("CNY".into(), 1_000_000);
+        let usd = Candidate {
+            price: Some(Money {
+                cents: 100,
+                currency: "USD".into(),
+            }),
+            ..priced(1, 0)
+        };
+        let out = apply_belts(&[priced(0, 100), usd], &input);
+        assert_eq!(
+            (out.allowed, out.held),
+            (vec![0], vec![(1, LimitKind::SpendPerDay)])
+        );
+        assert_eq!(
+            out.trips[0].detail,
+            "1 renewal(s) quoted in USD, but the spend limit per day is set only in CNY: add a USD amount to it"
+        );
+    }
+
+    #[test]
+    fn max_price_in_another_currency_holds_the_renewal() {
+        let usd = Candidate {
+            price: Some(Money {
+                cents: 100,
+                currency: "USD".into(),
+            }),
+            max_price: Some(cny(1_000_000)),
+            ..priced(0, 0)
+        };
+        let out = apply_belts(&[usd], &limits());
+        assert_eq!(out.held, [(0, LimitKind::MaxPrice)]);
+    }
+
+    #[test]
+    fn a_resend_of_a_counted_charge_adds_nothing_but_an_unknown_days_spend_holds_new_ones() {
+        let mut input = limits();
+        input.max_per_day = 1;
+        input.renewed_today = 1;
+        let resend = Candidate {
+            counted: true,
+            ..priced(0, 100)
+        };
+        let out = apply_belts(std::slice::from_ref(&resend), &input);
+        assert_eq!(out.allowed, [0], "{out:?}");
+        let out = apply_belts(&[resend.clone(), priced(1, 100)], &input);
+        assert!(out.allowed.is_empty(), "a new one trips the belt for all");
+        let mut input = limits();
+        input.max_spend_per_day.insert("CNY".into(), 1_000_000);
+        input.unpriced_today = 2;
+        let out = apply_belts(&[resend, priced(1, 100)], &input);
+        assert_eq!(
+            (out.allowed, out.held),
+            (vec![0], vec![(1, LimitKind::SpendPerDay)])
         );
     }
 
@@ -336,13 +461,14 @@ mod tests {
             key: 0,
             label: "i-0".into(),
             price: None,
-            max_price_cents: None,
+            max_price: None,
+            counted: false,
         };
         let out = apply_belts(&[unpriced.clone(), priced(1, 10)], &input);
         assert_eq!(out.allowed, [1]);
         let out = apply_belts(
             &[Candidate {
-                max_price_cents: Some(5),
+                max_price: Some(cny(5)),
                 ..unpriced
             }],
             &limits(),
@@ -355,14 +481,16 @@ mod tests {
         let cheap = Candidate {
             key: 0,
             label: "i-0".into(),
-            price: Some((100, "CNY".into())),
-            max_price_cents: Some(500),
+            price: Some(cny(100)),
+            max_price: Some(cny(500)),
+            counted: false,
         };
         let dear = Candidate {
             key: 1,
             label: "i-1".into(),
-            price: Some((900, "CNY".into())),
-            max_price_cents: Some(500),
+            price: Some(cny(900)),
+            max_price: Some(cny(500)),
+            counted: false,
         };
         let out = apply_belts(&[cheap, dear], &limits());
         assert_eq!(

@@ -13,6 +13,7 @@ use crate::cloud::ecs::AutoRenewTarget;
 use crate::cloud::error::ErrorClass;
 use crate::cloud::types::{AutoRenewAttribute, ChargeType, Instance, PeriodUnit, RenewalStatus};
 use crate::emulator::world::start_of_day_utc8;
+use crate::money::Money;
 
 closed_enum! {
     /// What an instance's state is, for metrics and status (one-hot `instance_state{state}`).
@@ -86,6 +87,9 @@ pub struct IntentView {
     pub unit: PeriodUnit,
     /// Where it stands.
     pub status: IntentStatus,
+    /// Some attempt may have charged without its answer being recorded: the intent keeps its
+    /// period (and token) until it is settled.
+    pub maybe_charged: bool,
 }
 
 /// What the ledger knows about an instance.
@@ -130,8 +134,8 @@ pub struct RenewPlan {
     pub period: u32,
     /// Unit.
     pub unit: PeriodUnit,
-    /// Most it may cost (cents).
-    pub max_price_cents: Option<i64>,
+    /// Most it may cost, in the currency it is set in.
+    pub max_price: Option<Money>,
     /// The token of an open intent to reuse (never a new one for the same expiry).
     pub reuse_token: Option<String>,
     /// Why.
@@ -155,8 +159,38 @@ pub struct Decision {
     pub deduction_overdue: bool,
     /// When the next action is due (renewal, fallback, retry).
     pub due_at: Option<DateTime<Utc>>,
+    /// A retry that will be attempted then (the daemon may wake for it before its schedule);
+    /// `None` when nothing will be sent then: not-applicable answers wait for a scheduled
+    /// pass, and a policy that no longer renews sends nothing.
+    pub retry_at: Option<DateTime<Utc>>,
+    /// The last attempt was refused for a reason only a person can fix (permission, clock, an
+    /// invalid request): loud at once.
+    pub refused: Option<Refusal>,
     /// Why, in words.
     pub reason: String,
+}
+
+/// A renewal the service refused for a reason only a person can fix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// Permission, clock or invalid.
+    pub class: ErrorClass,
+    /// The service's code.
+    pub code: String,
+}
+
+impl Refusal {
+    /// The refusal an attempt's failure class makes, if it is one only a person can fix.
+    pub fn of(class: ErrorClass, code: &str) -> Option<Refusal> {
+        matches!(
+            class,
+            ErrorClass::Permission | ErrorClass::Clock | ErrorClass::Invalid
+        )
+        .then(|| Refusal {
+            class,
+            code: code.to_owned(),
+        })
+    }
 }
 
 impl Decision {
@@ -169,6 +203,8 @@ impl Decision {
             drift: false,
             deduction_overdue: false,
             due_at: None,
+            retry_at: None,
+            refused: None,
             reason: reason.into(),
         }
     }
@@ -289,14 +325,14 @@ pub fn decide(
             period,
             unit,
             renew_before,
-            max_price_cents,
+            max_price,
             keep_auto_renew,
         } => {
             let due = expiry - chrono::Duration::from_std(*renew_before).unwrap_or_default();
             let plan = (now >= due).then_some(RenewPlan {
                 period: *period,
                 unit: *unit,
-                max_price_cents: *max_price_cents,
+                max_price: max_price.clone(),
                 reuse_token: None,
                 why: if expired {
                     RenewWhy::Expired
@@ -332,7 +368,7 @@ pub fn decide(
                     Some(RenewPlan {
                         period: f.period,
                         unit: f.unit,
-                        max_price_cents: f.max_price_cents,
+                        max_price: f.max_price.clone(),
                         reuse_token: None,
                         why: if expired {
                             RenewWhy::Expired
@@ -402,72 +438,7 @@ pub fn decide(
 
     // An open intent for this very expiry decides how (and whether) to act.
     if let Some(intent) = history.intent.as_ref().filter(|i| i.old_expiry == expiry) {
-        match &intent.status {
-            IntentStatus::Ordered { order_id } => {
-                decision.state = InstanceState::PendingVerification;
-                decision.reason =
-                    format!("order {order_id} placed; waiting for the new expiry to show");
-                decision.deduction_overdue = false;
-                return decision;
-            }
-            IntentStatus::Prepared | IntentStatus::Unknown => {
-                if wanted.is_some() {
-                    decision.state = InstanceState::Due;
-                    decision.renew = Some(RenewPlan {
-                        period: intent.period,
-                        unit: intent.unit,
-                        max_price_cents: wanted.as_ref().and_then(|w| w.max_price_cents),
-                        reuse_token: Some(intent.token.clone()),
-                        why: RenewWhy::Resume,
-                    });
-                    decision.reason = format!(
-                        "an earlier renewal's outcome is unknown: resend it with its ClientToken {}",
-                        intent.token
-                    );
-                } else {
-                    decision.state = InstanceState::PendingVerification;
-                    decision.reason = "an earlier renewal's outcome is unknown and the policy no longer renews: the expiry will tell".into();
-                }
-                return decision;
-            }
-            IntentStatus::Failed { class, code } => {
-                if let Some(retry_at) = history.retry_at.filter(|r| now < *r) {
-                    decision.state = if class.retry_later() {
-                        InstanceState::Backoff
-                    } else {
-                        InstanceState::Failed
-                    };
-                    decision.due_at = Some(retry_at);
-                    decision.reason = format!(
-                        "renewal failed {} time(s), last with {code} ({class}); next attempt at {}",
-                        history.failed_attempts,
-                        when(retry_at)
-                    );
-                    return decision;
-                }
-                if *class == ErrorClass::NotApplicable {
-                    decision.state = InstanceState::Failed;
-                    decision.reason = format!(
-                        "the service says renewal does not apply ({code}); recorded and skipped"
-                    );
-                    return decision;
-                }
-                if let Some(plan) = wanted {
-                    decision.state = InstanceState::Due;
-                    decision.renew = Some(RenewPlan {
-                        reuse_token: (plan.period == intent.period && plan.unit == intent.unit)
-                            .then(|| intent.token.clone()),
-                        why: RenewWhy::Retry,
-                        ..plan
-                    });
-                    decision.reason = format!(
-                        "retry after {code} ({class}), attempt {}",
-                        history.failed_attempts + 1
-                    );
-                    return decision;
-                }
-            }
-        }
+        return with_open_intent(decision, intent, wanted, history, now);
     }
 
     decision.deduction_overdue = overdue;
@@ -476,6 +447,106 @@ pub fn decide(
         decision.renew = Some(plan);
     }
     decision.due_at = due_at;
+    decision
+}
+
+/// The decision when an intent for the instance's current expiry is open. Every attempt for
+/// this expiry carries the intent's token (one per instance and expiry cycle); one that may
+/// have charged also keeps the intent's period, so a changed config can never turn it into a
+/// second, different charge.
+fn with_open_intent(
+    mut decision: Decision,
+    intent: &IntentView,
+    wanted: Option<RenewPlan>,
+    history: &History,
+    now: DateTime<Utc>,
+) -> Decision {
+    let resend = |plan: &RenewPlan, why: RenewWhy| RenewPlan {
+        period: if intent.maybe_charged {
+            intent.period
+        } else {
+            plan.period
+        },
+        unit: if intent.maybe_charged {
+            intent.unit
+        } else {
+            plan.unit
+        },
+        max_price: plan.max_price.clone(),
+        reuse_token: Some(intent.token.clone()),
+        why,
+    };
+    match &intent.status {
+        IntentStatus::Ordered { order_id } => {
+            decision.state = InstanceState::PendingVerification;
+            decision.reason =
+                format!("order {order_id} placed; waiting for the new expiry to show");
+            decision.deduction_overdue = false;
+        }
+        IntentStatus::Prepared | IntentStatus::Unknown => match &wanted {
+            Some(plan) => {
+                decision.state = InstanceState::Due;
+                decision.renew = Some(RenewPlan {
+                    period: intent.period,
+                    unit: intent.unit,
+                    ..resend(plan, RenewWhy::Resume)
+                });
+                decision.reason = format!(
+                    "an earlier renewal's outcome is unknown: resend it with its ClientToken {}",
+                    intent.token
+                );
+            }
+            None => {
+                decision.state = InstanceState::PendingVerification;
+                decision.reason = "an earlier renewal's outcome is unknown and the policy no longer renews: the expiry will tell".into();
+            }
+        },
+        IntentStatus::Failed { class, code } => {
+            decision.refused = wanted.as_ref().and_then(|_| Refusal::of(*class, code));
+            let charged = if intent.maybe_charged {
+                " (an earlier attempt may have charged: resent with the same token and period)"
+            } else {
+                ""
+            };
+            match (history.retry_at.filter(|r| now < *r), &wanted) {
+                (Some(retry_at), _) => {
+                    decision.state = if class.retry_later() || intent.maybe_charged {
+                        InstanceState::Backoff
+                    } else {
+                        InstanceState::Failed
+                    };
+                    decision.due_at = Some(retry_at);
+                    // Not-applicable answers get their next look at a scheduled pass: the
+                    // daemon does not wake for them.
+                    decision.retry_at = (wanted.is_some() && *class != ErrorClass::NotApplicable)
+                        .then_some(retry_at);
+                    decision.reason = format!(
+                        "renewal failed {} time(s), last with {code} ({class}){charged}; next attempt at {}",
+                        history.failed_attempts,
+                        when(retry_at)
+                    );
+                }
+                (None, Some(plan)) => {
+                    decision.state = InstanceState::Due;
+                    decision.renew = Some(resend(plan, RenewWhy::Retry));
+                    decision.reason = format!(
+                        "retry after {code} ({class}){charged}, attempt {}",
+                        history.failed_attempts + 1
+                    );
+                }
+                (None, None) => {
+                    decision.state = if intent.maybe_charged {
+                        InstanceState::PendingVerification
+                    } else {
+                        InstanceState::Ok
+                    };
+                    decision.reason = format!(
+                        "the last renewal attempt failed with {code} ({class}){charged} and the policy no longer renews now"
+                    );
+                }
+            }
+        }
+    }
     decision
 }
 

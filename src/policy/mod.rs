@@ -10,15 +10,18 @@ mod matcher;
 use std::time::Duration;
 
 pub use backoff::{backoff_delay, deadline_of};
-pub use belts::{BeltInput, BeltOutcome, Candidate, LimitKind, Trip, apply_belts};
+pub use belts::{
+    BeltInput, BeltOutcome, Candidate, LimitKind, Trip, apply_belts, auto_renew_enables_belt,
+};
 pub use decide::{
-    DecideContext, Decision, History, InstanceState, IntentStatus, IntentView, RenewPlan, RenewWhy,
-    Subject, decide, fallback_point, first_deduction,
+    DecideContext, Decision, History, InstanceState, IntentStatus, IntentView, Refusal, RenewPlan,
+    RenewWhy, Subject, decide, fallback_point, first_deduction,
 };
 pub use matcher::Matcher;
 
 use crate::cloud::ecs::AutoRenewTarget;
 use crate::cloud::types::PeriodUnit;
+use crate::money::Money;
 
 /// A compiled policy.
 #[derive(Debug, Clone)]
@@ -44,8 +47,8 @@ pub enum PolicyAction {
         unit: PeriodUnit,
         /// How long before expiry.
         renew_before: Duration,
-        /// Most one renewal may cost (cents, account currency).
-        max_price_cents: Option<i64>,
+        /// Most one renewal may cost.
+        max_price: Option<Money>,
         /// Auto-renew state to keep at the same time.
         keep_auto_renew: Option<AutoRenewTarget>,
     },
@@ -73,6 +76,6 @@ pub struct Fallback {
     pub period: u32,
     /// Renewal unit.
     pub unit: PeriodUnit,
-    /// Most one renewal may cost (cents).
-    pub max_price_cents: Option<i64>,
+    /// Most one renewal may cost.
+    pub max_price: Option<Money>,
 }

@@ -15,12 +15,14 @@ use super::assess::{HistorySource, RenewCandidate};
 use super::token::client_token;
 use crate::accounts::AccountClient;
 use crate::clock::Clock;
+use crate::cloud::ecs::ClientToken;
 use crate::cloud::error::{CloudError, ErrorClass};
 use crate::cloud::types::Instance;
 use crate::config::Config;
-use crate::ledger::{FailureRecord, Ledger, LedgerError, NewIntent};
+use crate::ledger::{FailureRecord, Ledger, LedgerError, NewIntent, StoredIntent};
 use crate::metrics::{Metrics, RESULT_FAILED, RESULT_OK, RESULT_UNKNOWN};
-use crate::policy::{Subject, backoff_delay, deadline_of, decide};
+use crate::money::Money;
+use crate::policy::{RenewWhy, Subject, backoff_delay, deadline_of, decide};
 
 /// What happened to one renewal.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,7 +34,7 @@ pub enum RenewOutcome {
         /// Order id.
         order_id: String,
     },
-    /// Refused; retried from `retry_at` (or not at all for not_applicable).
+    /// Refused; retried from `retry_at` (not-applicable answers at a scheduled pass after it).
     Failed {
         /// Class.
         class: ErrorClass,
@@ -145,19 +147,14 @@ async fn renew_source(
         old_expiry: c.instance.expired_time,
         outcome,
     };
+    let skip_all = |why: String| {
+        group
+            .iter()
+            .map(|c| result(c, RenewOutcome::Skipped(why.clone())))
+            .collect()
+    };
     let Some(client) = ctx.accounts.iter().find(|a| *a.name == **account) else {
-        return (
-            group
-                .iter()
-                .map(|c| {
-                    result(
-                        c,
-                        RenewOutcome::Skipped("account no longer configured".into()),
-                    )
-                })
-                .collect(),
-            None,
-        );
+        return (skip_all("account no longer configured".into()), None);
     };
     // Re-read right before acting (≤100 per call).
     let ids: Vec<String> = group.iter().map(|c| c.instance.id.clone()).collect();
@@ -172,245 +169,279 @@ async fn renew_source(
             .map(|i| (i.id.clone(), i))
             .collect(),
         Err(error) => {
-            let why = format!("re-reading before renewal failed, left for the next pass: {error}");
             tracing::warn!(account = %account, region, error = %error, "re-read before renewal failed");
             return (
-                group
-                    .iter()
-                    .map(|c| result(c, RenewOutcome::Skipped(why.clone())))
-                    .collect(),
+                skip_all(format!(
+                    "re-reading before renewal failed, left for the next pass: {error}"
+                )),
                 None,
             );
         }
     };
-    let decide_ctx = super::decide_context(ctx.config);
     let mut results = Vec::with_capacity(group.len());
     for candidate in &group {
         if ctx.cancel.is_cancelled() || stop.is_cancelled() {
             results.push(result(candidate, RenewOutcome::NotSent));
             continue;
         }
-        let Some(instance) = fresh.get(&candidate.instance.id) else {
-            results.push(result(
-                candidate,
-                RenewOutcome::Skipped("not listed any more (released?)".into()),
-            ));
-            continue;
-        };
-        if instance.expired_time != candidate.instance.expired_time {
-            results.push(result(
-                candidate,
-                RenewOutcome::Skipped(format!(
-                    "expiry moved from {} to {} since the scan (provider auto-renew or a person): not renewed",
-                    crate::cloud::time::format_minutes(candidate.instance.expired_time),
-                    crate::cloud::time::format_minutes(instance.expired_time)
-                )),
-            ));
-            continue;
-        }
-        let now = ctx.clock.now();
-        let history = ctx.histories.history(account, &instance.id);
-        // Decide again on what was just read, with the attributes seen in the scan.
-        let attrs = candidate.auto_renew.clone();
-        let decision = decide(
-            &decide_ctx,
-            Subject {
-                account,
-                instance,
-                auto_renew: attrs.as_ref(),
-            },
-            &history,
-            now,
-        );
-        let Some(plan) = decision.renew else {
-            results.push(result(
-                candidate,
-                RenewOutcome::Skipped(format!("decided again: {}", decision.reason)),
-            ));
-            continue;
-        };
-        let token = match &plan.reuse_token {
-            Some(existing) => match crate::cloud::ecs::ClientToken::new(existing.clone()) {
-                Ok(token) => token,
-                Err(e) => {
-                    results.push(result(candidate, RenewOutcome::Skipped(e)));
-                    continue;
-                }
-            },
-            None => client_token(
-                account,
-                &instance.id,
-                instance.expired_time,
-                plan.period,
-                plan.unit,
-            ),
-        };
-        if ctx.config.dry_run {
-            tracing::info!(account = %account, region, instance = %instance.id, client_token = token.as_str(),
-                period = plan.period, unit = %plan.unit, "dry run: would renew");
-            results.push(result(
-                candidate,
-                RenewOutcome::DryRun {
-                    token: token.as_str().to_owned(),
-                },
-            ));
-            continue;
-        }
-        let price = candidate
-            .price
-            .as_ref()
-            .map(|q| (q.trade_price.cents, q.trade_price.currency.clone()));
-        let intent = NewIntent {
-            account: account.to_string(),
-            region: region.to_owned(),
-            instance_id: instance.id.clone(),
-            old_expiry: instance.expired_time,
-            period: plan.period,
-            unit: plan.unit,
-            client_token: token.as_str().to_owned(),
-            policy: decision.policy.clone(),
-            why: plan.why.as_str().to_owned(),
-            price: price.clone(),
-        };
-        // Intent before act: both records are durable before the request leaves.
-        let (intent_id, attempt_id) = match write_off_task(
-            ctx.ledger,
-            "recording a renewal intent and its attempt",
-            move |ledger| ledger.prepare_and_begin(&intent, now),
-        )
-        .await
-        {
-            Ok(ids) => ids,
-            Err(error) => {
-                tracing::error!(error = %error, instance = %instance.id, "ledger write failed: no renewal is sent");
+        match renew_one(ctx, client, candidate, fresh.get(&candidate.instance.id)).await {
+            Ok(outcome) => results.push(result(candidate, outcome)),
+            Err((outcome, error)) => {
                 stop.cancel();
-                results.push(result(candidate, RenewOutcome::NotSent));
+                results.push(result(candidate, outcome));
                 return (results, Some(error));
             }
-        };
-        let sent = client
-            .client
-            .renew_instance(region, &instance.id, plan.period, plan.unit, &token)
-            .await;
-        let now = ctx.clock.now();
-        let outcome = match sent {
-            Ok(receipt) => {
-                let (order_id, request_id, day) = (
-                    receipt.order_id.clone(),
-                    receipt.request_id.clone(),
-                    ctx.day.clone(),
-                );
-                if let Err(error) =
-                    write_off_task(ctx.ledger, "recording a renewal's order", move |ledger| {
-                        ledger.finish_ordered(
-                            intent_id,
-                            attempt_id,
-                            &order_id,
-                            &request_id,
-                            &day,
-                            now,
-                        )
-                    })
-                    .await
-                {
-                    // The order exists; its record could not be completed. The intent stays
-                    // 'sent' and is resent with the same token, which returns this order.
-                    tracing::error!(error = %error, order_id = %receipt.order_id, "ledger write failed after an order");
-                    stop.cancel();
-                    results.push(result(candidate, RenewOutcome::Unknown { retry_at: now }));
-                    return (results, Some(error));
-                }
-                ctx.metrics
-                    .renewals_total
-                    .with_label_values(&[RESULT_OK, "none"])
-                    .inc();
-                if let Some((cents, currency)) = &price {
-                    ctx.metrics.add_spend(currency, *cents as f64 / 100.0);
-                }
-                tracing::info!(
-                    account = %account, region, instance = %instance.id, client_token = token.as_str(),
-                    order_id = %receipt.order_id, request_id = %receipt.request_id,
-                    price = %price.as_ref().map(|(c, cur)| crate::money::Money { cents: *c, currency: cur.clone() }.to_string()).unwrap_or_else(|| "not priced".into()),
-                    period = plan.period, unit = %plan.unit, why = plan.why.as_str(),
-                    "renewed"
-                );
-                RenewOutcome::Ordered {
-                    intent_id,
-                    order_id: receipt.order_id,
-                }
-            }
-            Err(CloudError::ShuttingDown { .. }) => {
-                if let Err(error) =
-                    write_off_task(ctx.ledger, "recording a renewal not sent", move |ledger| {
-                        ledger.finish_not_sent(intent_id, attempt_id, now)
-                    })
-                    .await
-                {
-                    return (results, Some(error));
-                }
-                RenewOutcome::NotSent
-            }
-            Err(error) => {
-                let unknown = error.outcome_unknown();
-                let class = error.class();
-                let deadline =
-                    deadline_of(instance.expired_time, ctx.config.scan.release_after, now);
-                let failures = history.failed_attempts + 1;
-                let wait = if unknown || class.retry_later() {
-                    backoff_delay(failures, now, deadline, &ctx.config.retry)
-                } else if class == ErrorClass::NotApplicable {
-                    std::time::Duration::ZERO
-                } else {
-                    // Permission, clock, invalid: no quick retry; the longest pause that still
-                    // leaves attempts before the deadline, so a fix is picked up.
-                    backoff_delay(u32::MAX, now, deadline, &ctx.config.retry)
-                };
-                let retry_at = now + chrono::Duration::from_std(wait).unwrap_or_default();
-                let record = FailureRecord {
-                    code: error.code_or_kind(),
-                    class,
-                    message: error.to_string(),
-                    request_id: error.request_id().map(str::to_owned),
-                };
-                let kept = record.clone();
-                if let Err(ledger_error) =
-                    write_off_task(ctx.ledger, "recording a failed renewal", move |ledger| {
-                        ledger.finish_failed(intent_id, attempt_id, &kept, unknown, retry_at, now)
-                    })
-                    .await
-                {
-                    stop.cancel();
-                    results.push(result(candidate, RenewOutcome::Unknown { retry_at }));
-                    return (results, Some(ledger_error));
-                }
-                let label = if unknown {
-                    RESULT_UNKNOWN
-                } else {
-                    RESULT_FAILED
-                };
-                ctx.metrics
-                    .renewals_total
-                    .with_label_values(&[label, class.as_str()])
-                    .inc();
-                if unknown {
-                    tracing::warn!(account = %account, region, instance = %instance.id, client_token = token.as_str(),
-                        error = %error, retry_at = %retry_at, "renewal outcome unknown; it will be resent with the same token");
-                    RenewOutcome::Unknown { retry_at }
-                } else {
-                    tracing::error!(account = %account, region, instance = %instance.id, client_token = token.as_str(),
-                        class = class.as_str(), code = %record.code, request_id = record.request_id.as_deref().unwrap_or("none"),
-                        error = %error, retry_at = %retry_at, "renewal failed");
-                    RenewOutcome::Failed {
-                        class,
-                        code: record.code,
-                        retry_at,
-                    }
-                }
-            }
-        };
-        results.push(result(candidate, outcome));
+        }
     }
     (results, None)
+}
+
+/// One renewal: decide again on the fresh read, write the intent and its attempt, send, record
+/// the outcome. A ledger failure comes back with the outcome to report for this candidate.
+async fn renew_one(
+    ctx: &ActContext<'_>,
+    client: &AccountClient,
+    candidate: &RenewCandidate,
+    fresh: Option<&Instance>,
+) -> Result<RenewOutcome, (RenewOutcome, LedgerError)> {
+    let Some(instance) = fresh else {
+        return Ok(RenewOutcome::Skipped(
+            "not listed any more (released?)".into(),
+        ));
+    };
+    if instance.expired_time != candidate.instance.expired_time {
+        return Ok(RenewOutcome::Skipped(format!(
+            "expiry moved from {} to {} since the scan (provider auto-renew or a person): not renewed",
+            crate::cloud::time::format_minutes(candidate.instance.expired_time),
+            crate::cloud::time::format_minutes(instance.expired_time)
+        )));
+    }
+    let now = ctx.clock.now();
+    let history = ctx.histories.history(&instance.id);
+    // Decide again on what was just read, with the attributes seen in the scan.
+    let decision = decide(
+        &super::decide_context(ctx.config),
+        Subject {
+            account: &candidate.account,
+            instance,
+            auto_renew: candidate.auto_renew.as_ref(),
+        },
+        &history,
+        now,
+    );
+    let Some(plan) = decision.renew else {
+        return Ok(RenewOutcome::Skipped(format!(
+            "decided again: {}",
+            decision.reason
+        )));
+    };
+    let token = match &plan.reuse_token {
+        Some(existing) => match ClientToken::new(existing.clone()) {
+            Ok(token) => token,
+            Err(e) => return Ok(RenewOutcome::Skipped(e)),
+        },
+        None => client_token(&instance.id, instance.expired_time),
+    };
+    let region = instance.region.as_str();
+    if ctx.config.dry_run {
+        tracing::info!(account = %candidate.account, region, instance = %instance.id, client_token = token.as_str(),
+            period = plan.period, unit = %plan.unit, "dry run: would renew");
+        return Ok(RenewOutcome::DryRun {
+            token: token.as_str().to_owned(),
+        });
+    }
+    let price = candidate.price.as_ref().map(|q| q.trade_price.clone());
+    let intent = NewIntent {
+        account: candidate.account.to_string(),
+        region: region.to_owned(),
+        instance_id: instance.id.clone(),
+        old_expiry: instance.expired_time,
+        period: plan.period,
+        unit: plan.unit,
+        client_token: token.as_str().to_owned(),
+        policy: decision.policy.clone(),
+        why: plan.why.as_str().to_owned(),
+        price: price.clone(),
+    };
+    // Intent before act: both records are durable before the request leaves. The request
+    // carries the period the intent holds (one that may have charged keeps its own).
+    let (stored, attempt_id) = match write_off_task(
+        ctx.ledger,
+        "recording a renewal intent and its attempt",
+        move |ledger| ledger.prepare_and_begin(&intent, now),
+    )
+    .await
+    {
+        Ok(ids) => ids,
+        Err(error) => {
+            tracing::error!(error = %error, instance = %instance.id, "ledger write failed: no renewal is sent");
+            return Err((RenewOutcome::NotSent, error));
+        }
+    };
+    let sent = client
+        .client
+        .renew_instance(region, &instance.id, stored.period, stored.unit, &token)
+        .await;
+    let sent_as = Sent {
+        candidate,
+        instance,
+        stored,
+        attempt_id,
+        token: &token,
+        price: price.as_ref(),
+        why: plan.why,
+        failed_attempts: history.failed_attempts,
+    };
+    match sent {
+        Ok(receipt) => record_order(ctx, &sent_as, receipt).await,
+        Err(error) if error.not_sent() => {
+            let now = ctx.clock.now();
+            write_off_task(ctx.ledger, "recording a renewal not sent", move |ledger| {
+                ledger.finish_not_sent(stored.id, attempt_id, now)
+            })
+            .await
+            .map_err(|e| (RenewOutcome::NotSent, e))?;
+            Ok(RenewOutcome::NotSent)
+        }
+        Err(error) => record_failure(ctx, &sent_as, error).await,
+    }
+}
+
+/// A renewal request that left the process.
+struct Sent<'a> {
+    candidate: &'a RenewCandidate,
+    instance: &'a Instance,
+    stored: StoredIntent,
+    attempt_id: i64,
+    token: &'a ClientToken,
+    price: Option<&'a Money>,
+    why: RenewWhy,
+    failed_attempts: u32,
+}
+
+async fn record_order(
+    ctx: &ActContext<'_>,
+    sent: &Sent<'_>,
+    receipt: crate::cloud::ecs::RenewReceipt,
+) -> Result<RenewOutcome, (RenewOutcome, LedgerError)> {
+    let now = ctx.clock.now();
+    let (intent_id, attempt_id) = (sent.stored.id, sent.attempt_id);
+    let (order_id, request_id, day) = (
+        receipt.order_id.clone(),
+        receipt.request_id.clone(),
+        ctx.day.clone(),
+    );
+    if let Err(error) = write_off_task(ctx.ledger, "recording a renewal's order", move |ledger| {
+        ledger.finish_ordered(intent_id, attempt_id, &order_id, &request_id, &day, now)
+    })
+    .await
+    {
+        // The order exists; its record could not be completed. The intent stays 'sent', is
+        // marked unknown at the next pass and resent with the same token, which returns
+        // this order.
+        tracing::error!(error = %error, order_id = %receipt.order_id, "ledger write failed after an order");
+        return Err((RenewOutcome::Unknown { retry_at: now }, error));
+    }
+    ctx.metrics
+        .renewals_total
+        .with_label_values(&[RESULT_OK, "none"])
+        .inc();
+    if let Some(price) = sent.price {
+        ctx.metrics.add_spend(&price.currency, price.as_f64());
+    }
+    let instance = sent.instance;
+    tracing::info!(
+        account = %sent.candidate.account, region = %instance.region, instance = %instance.id,
+        client_token = sent.token.as_str(), order_id = %receipt.order_id, request_id = %receipt.request_id,
+        price = %sent.price.map(ToString::to_string).unwrap_or_else(|| "not priced".into()),
+        period = sent.stored.period, unit = %sent.stored.unit, why = sent.why.as_str(),
+        "renewed"
+    );
+    Ok(RenewOutcome::Ordered {
+        intent_id,
+        order_id: receipt.order_id,
+    })
+}
+
+/// The wait before the next attempt after a failure of `class`.
+fn retry_wait(
+    ctx: &ActContext<'_>,
+    class: ErrorClass,
+    unknown: bool,
+    failures: u32,
+    expiry: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> std::time::Duration {
+    let deadline = deadline_of(expiry, ctx.config.scan.release_after, now);
+    if unknown || class.retry_later() || class == ErrorClass::NotApplicable {
+        // Not-applicable answers (an instance that was starting, say) get another look too,
+        // at a scheduled pass after the same doubling backoff.
+        backoff_delay(failures, now, deadline, &ctx.config.retry)
+    } else {
+        // Permission, clock, invalid: no quick retry; the longest pause that still leaves
+        // attempts before the deadline, so a fix is picked up.
+        backoff_delay(u32::MAX, now, deadline, &ctx.config.retry)
+    }
+}
+
+async fn record_failure(
+    ctx: &ActContext<'_>,
+    sent: &Sent<'_>,
+    error: CloudError,
+) -> Result<RenewOutcome, (RenewOutcome, LedgerError)> {
+    let now = ctx.clock.now();
+    let class = error.class();
+    // A busy answer means a request with this token (or another order) is still being
+    // processed: the charge may be happening. Treated as unknown, never as "not charged".
+    let unknown = error.outcome_unknown() || class == ErrorClass::Busy;
+    let wait = retry_wait(
+        ctx,
+        class,
+        unknown,
+        sent.failed_attempts + 1,
+        sent.instance.expired_time,
+        now,
+    );
+    let retry_at = now + chrono::Duration::from_std(wait).unwrap_or_default();
+    let record = FailureRecord {
+        code: error.code_or_kind(),
+        class,
+        message: error.to_string(),
+        request_id: error.request_id().map(str::to_owned),
+    };
+    let kept = record.clone();
+    let (intent_id, attempt_id, day) = (sent.stored.id, sent.attempt_id, ctx.day.clone());
+    if let Err(ledger_error) =
+        write_off_task(ctx.ledger, "recording a failed renewal", move |ledger| {
+            ledger.finish_failed(intent_id, attempt_id, &kept, unknown, retry_at, &day, now)
+        })
+        .await
+    {
+        return Err((RenewOutcome::Unknown { retry_at }, ledger_error));
+    }
+    let label = if unknown {
+        RESULT_UNKNOWN
+    } else {
+        RESULT_FAILED
+    };
+    ctx.metrics
+        .renewals_total
+        .with_label_values(&[label, class.as_str()])
+        .inc();
+    let (account, instance) = (&sent.candidate.account, sent.instance);
+    if unknown {
+        tracing::warn!(account = %account, region = %instance.region, instance = %instance.id, client_token = sent.token.as_str(),
+            error = %error, retry_at = %retry_at, "renewal outcome unknown; it will be resent with the same token");
+        return Ok(RenewOutcome::Unknown { retry_at });
+    }
+    tracing::error!(account = %account, region = %instance.region, instance = %instance.id, client_token = sent.token.as_str(),
+        class = class.as_str(), code = %record.code, request_id = record.request_id.as_deref().unwrap_or("none"),
+        error = %error, retry_at = %retry_at, "renewal failed");
+    Ok(RenewOutcome::Failed {
+        class,
+        code: record.code,
+        retry_at,
+    })
 }
 
 /// Runs a ledger write on the blocking pool. Every source's renewals run inside this one task,

@@ -12,10 +12,11 @@ use crate::cloud::ecs::{AutoRenewTarget, PriceQuote};
 use crate::cloud::types::Instance;
 use crate::policy::{DecideContext, Decision, History, InstanceState, RenewPlan, Subject, decide};
 
-/// Where the ledger's knowledge of an instance comes from.
+/// Where the ledger's knowledge of an instance comes from (by instance id: ids are unique
+/// across accounts, and two config entries can reach the same account).
 pub trait HistorySource {
-    /// What is known about `instance_id` of `account`.
-    fn history(&self, account: &str, instance_id: &str) -> History;
+    /// What is known about `instance_id`.
+    fn history(&self, instance_id: &str) -> History;
 }
 
 /// No ledger (yet): every instance starts with a clean history.
@@ -23,7 +24,7 @@ pub trait HistorySource {
 pub struct NoHistory;
 
 impl HistorySource for NoHistory {
-    fn history(&self, _account: &str, _instance_id: &str) -> History {
+    fn history(&self, _instance_id: &str) -> History {
         History::default()
     }
 }
@@ -119,6 +120,9 @@ pub struct RenewCandidate {
     pub auto_renew: Option<crate::cloud::types::AutoRenewAttribute>,
     /// What to do.
     pub plan: RenewPlan,
+    /// Its intent may already have charged (and is counted toward today's belts): a resend
+    /// with the same token cannot charge again.
+    pub counted: bool,
     /// Its price, once quoted.
     pub price: Option<PriceQuote>,
     /// Why it could not be priced.
@@ -140,6 +144,40 @@ pub struct AutoRenewChange {
     pub target: AutoRenewTarget,
 }
 
+/// An instance listed by a second source after the first one (two config entries that reach
+/// one cloud account): assessed once, through the first.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Duplicate {
+    /// The instance.
+    pub instance_id: String,
+    /// The source it is managed through this pass (`account/region`).
+    pub kept: String,
+    /// The source whose listing was set aside.
+    pub dropped: String,
+}
+
+/// A renewal the service refused for a reason only a person can fix, still standing.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Refused {
+    /// Account entry.
+    pub account: String,
+    /// Region.
+    pub region: String,
+    /// Instance.
+    pub instance_id: String,
+    /// Permission, clock or invalid.
+    pub class: String,
+    /// The service's code.
+    pub code: String,
+}
+
+/// The instances seen so far in a pass, by id, with the source (an index into the pass's
+/// source list) that listed each first.
+#[derive(Debug, Default)]
+pub struct Seen {
+    first: std::collections::HashMap<[u8; 16], u32>,
+}
+
 /// Everything one pass learned.
 #[derive(Debug, Default)]
 pub struct Assessment {
@@ -153,23 +191,53 @@ pub struct Assessment {
     pub by_state: std::collections::BTreeMap<InstanceState, usize>,
     /// Instances seen.
     pub instances: usize,
+    /// The earliest retry that will be attempted when it is due (the daemon may wake for it).
+    pub next_retry: Option<DateTime<Utc>>,
+    /// Standing refusals of instances not renewed in this pass.
+    pub refused: Vec<Refused>,
+    /// Listings set aside because another source listed the same instance first.
+    pub duplicates: Vec<Duplicate>,
 }
 
 impl Assessment {
     /// Decides on one observed instance and keeps its wanted actions; returns its row (the
-    /// caller collects it or streams it). An instance seen twice in one pass (a paging overlap)
-    /// is assessed once, so it can never be renewed twice in a pass.
+    /// caller collects it or streams it). An instance seen twice in one pass (a paging overlap,
+    /// or two config entries that reach one cloud account) is assessed once, so it can never
+    /// be renewed twice in a pass; a second source's listing is recorded as a duplicate.
     pub fn add(
         &mut self,
         ctx: &DecideContext,
         history: &History,
         observed: Observed,
-        seen: &mut std::collections::HashSet<u128>,
+        (seen, sources, source): (&mut Seen, &[super::observe::SourceKey], usize),
         now: DateTime<Utc>,
     ) -> Option<Row> {
-        if !seen.insert(instance_key(&observed.account, &observed.instance.id)) {
-            return None;
+        let first = match seen.first.entry(instance_key(&observed.instance.id)) {
+            std::collections::hash_map::Entry::Vacant(vacant) => {
+                vacant.insert(source as u32);
+                return Some(self.assess(ctx, history, observed, now));
+            }
+            std::collections::hash_map::Entry::Occupied(occupied) => *occupied.get() as usize,
+        };
+        if first != source {
+            let name = |i: usize| sources.get(i).map(ToString::to_string).unwrap_or_default();
+            self.duplicates.push(Duplicate {
+                instance_id: observed.instance.id.clone(),
+                kept: name(first),
+                dropped: name(source),
+            });
         }
+        // Listed again by the same source (a paging overlap) or by another: act on it once.
+        None
+    }
+
+    fn assess(
+        &mut self,
+        ctx: &DecideContext,
+        history: &History,
+        observed: Observed,
+        now: DateTime<Utc>,
+    ) -> Row {
         let subject = Subject {
             account: &observed.account,
             instance: &observed.instance,
@@ -180,7 +248,19 @@ impl Assessment {
         let row_index = self.instances;
         self.instances += 1;
         *self.by_state.entry(decision.state).or_default() += 1;
+        if let Some(at) = decision.retry_at {
+            self.next_retry = Some(self.next_retry.map_or(at, |t| t.min(at)));
+        }
         let region: Arc<str> = Arc::from(observed.instance.region.as_str());
+        if let (Some(refusal), None) = (&decision.refused, &decision.renew) {
+            self.refused.push(Refused {
+                account: observed.account.to_string(),
+                region: region.to_string(),
+                instance_id: observed.instance.id.clone(),
+                class: refusal.class.as_str().to_owned(),
+                code: refusal.code.clone(),
+            });
+        }
         let row = Row {
             account: observed.account.clone(),
             region: region.clone(),
@@ -207,8 +287,13 @@ impl Assessment {
             });
         }
         if let Some(plan) = decision.renew {
+            let counted = history
+                .intent
+                .as_ref()
+                .is_some_and(|i| i.maybe_charged && i.old_expiry == observed.instance.expired_time);
             self.renewals.push(RenewCandidate {
                 row: row_index,
+                counted,
                 failed_attempts: history.failed_attempts,
                 reason: decision.reason,
                 account: observed.account,
@@ -219,7 +304,7 @@ impl Assessment {
                 price_error: None,
             });
         }
-        Some(row)
+        row
     }
 
     /// Appends another source's assessment (rows are re-indexed).
@@ -239,19 +324,21 @@ impl Assessment {
             c.row += offset;
             c
         }));
+        self.next_retry = match (self.next_retry, other.next_retry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.refused.extend(other.refused);
+        self.duplicates.extend(other.duplicates);
     }
 }
 
-/// A 128-bit key for (account, instance id): enough to tell every instance apart without
-/// keeping the strings of the whole fleet.
-pub fn instance_key(account: &str, instance_id: &str) -> u128 {
+/// A 128-bit key for an instance id: enough to tell every instance apart without keeping the
+/// strings of the whole fleet.
+pub fn instance_key(instance_id: &str) -> [u8; 16] {
     use sha1::{Digest, Sha1};
-    let digest = Sha1::new()
-        .chain_update(account.as_bytes())
-        .chain_update([0u8])
-        .chain_update(instance_id.as_bytes())
-        .finalize();
+    let digest = Sha1::digest(instance_id.as_bytes());
     let mut bytes = [0u8; 16];
     bytes.copy_from_slice(&digest[..16]);
-    u128::from_le_bytes(bytes)
+    bytes
 }

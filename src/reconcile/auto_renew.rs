@@ -1,8 +1,10 @@
 //! Auto-renew enforcement: set the attributes the policies want, batched ≤100 ids per call and
-//! grouped by target (RenewalStatus, Duration, PeriodUnit) per source. Each accepted change is
-//! checked against the next pass's attributes (which every pass reads anyway), so verification
-//! costs no extra calls; a change that did not take is recorded as a mismatch and keeps the
-//! drift metric up.
+//! grouped by target (RenewalStatus, Duration, PeriodUnit) per source. Each change is written
+//! as pending before its call leaves, as a renewal's intent is, and its answer recorded after.
+//! Each accepted change is checked against the next pass's attributes (which every pass reads
+//! anyway), so verification costs no extra calls; a change that did not take is recorded as a
+//! mismatch and keeps the drift metric up. There is no re-read right before the call: the
+//! README says why (*Auto-renew changes and the money-safety rules*).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -11,14 +13,8 @@ use chrono::{DateTime, Utc};
 
 use super::assess::AutoRenewChange;
 use crate::accounts::AccountClient;
-use crate::cloud::ecs::AutoRenewTarget;
-use crate::ledger::{AutoRenewRecord, Ledger, LedgerError};
-
-/// Target groups per source.
-type BySource = BTreeMap<(Arc<str>, Arc<str>), Vec<(AutoRenewTarget, Vec<(usize, String)>)>>;
-
-/// Changes grouped by (account, region, target): one set of calls each.
-type Groups = BTreeMap<(Arc<str>, Arc<str>, AutoRenewTargetKey), Vec<(usize, String)>>;
+use crate::cloud::ecs::{AutoRenewTarget, BatchResult};
+use crate::ledger::{AutoRenewAnswer, Ledger, LedgerError, PendingAutoRenew};
 use crate::metrics::Metrics;
 
 /// What the changes came to.
@@ -32,17 +28,22 @@ pub struct ChangeReport {
     pub failed_rows: Vec<usize>,
 }
 
-/// Applies the changes (nothing when `dry_run`).
-pub async fn apply(
-    accounts: &[AccountClient],
-    ledger: &Ledger,
-    metrics: &Metrics,
-    changes: Vec<AutoRenewChange>,
-    dry_run: bool,
-    now: DateTime<Utc>,
-) -> Result<ChangeReport, LedgerError> {
-    let mut report = ChangeReport::default();
-    let mut groups: Groups = BTreeMap::new();
+/// The changes of one (account, region, target): one set of calls.
+struct Group {
+    account: Arc<str>,
+    region: Arc<str>,
+    target: AutoRenewTarget,
+    /// Assessment rows and instance ids.
+    members: Vec<(usize, String)>,
+    /// Each member's ledger row, once written as pending.
+    ledger_rows: BTreeMap<String, i64>,
+}
+
+/// What a group is keyed by: (account, region, target).
+type GroupKey = (Arc<str>, Arc<str>, AutoRenewTargetKey);
+
+fn group(changes: Vec<AutoRenewChange>) -> Vec<Group> {
+    let mut groups: BTreeMap<GroupKey, Vec<(usize, String)>> = BTreeMap::new();
     for change in changes {
         groups
             .entry((
@@ -53,112 +54,186 @@ pub async fn apply(
             .or_default()
             .push((change.row, change.instance_id));
     }
+    groups
+        .into_iter()
+        .map(
+            |((account, region, AutoRenewTargetKey(target)), members)| Group {
+                account,
+                region,
+                target,
+                members,
+                ledger_rows: BTreeMap::new(),
+            },
+        )
+        .collect()
+}
+
+/// Applies the changes (nothing when `dry_run`).
+pub async fn apply(
+    accounts: &[AccountClient],
+    ledger: &Ledger,
+    metrics: &Metrics,
+    changes: Vec<AutoRenewChange>,
+    dry_run: bool,
+    now: DateTime<Utc>,
+) -> Result<ChangeReport, LedgerError> {
+    let mut groups = group(changes);
     if dry_run {
-        for ((account, region, AutoRenewTargetKey(target)), members) in &groups {
-            tracing::info!(account = %account, region = %region, instances = members.len(), status = %target.status,
+        for g in &groups {
+            tracing::info!(account = %g.account, region = %g.region, instances = g.members.len(), status = %g.target.status,
                 "dry run: would set auto-renew attributes");
         }
-        return Ok(report);
+        return Ok(ChangeReport::default());
     }
-    // Sources in parallel (each has its own rate limit); within a source, one group at a time.
-    let mut by_source: BySource = BTreeMap::new();
-    for ((account, region, AutoRenewTargetKey(target)), members) in groups {
-        by_source
-            .entry((account, region))
-            .or_default()
-            .push((target, members));
+    if groups.is_empty() {
+        return Ok(ChangeReport::default());
     }
-    let calls = by_source
-        .into_iter()
-        .map(|((account, region), groups)| async move {
-            let mut done = Vec::new();
-            let Some(client) = accounts.iter().find(|a| *a.name == *account) else {
-                return done;
-            };
-            for (target, members) in groups {
-                let ids: Vec<String> = members.iter().map(|(_, id)| id.clone()).collect();
-                let batches = client.client.modify_auto_renew(&region, &ids, target).await;
-                done.push((account.clone(), region.clone(), target, members, batches));
-            }
-            done
-        });
-    let done: Vec<_> = futures_util::future::join_all(calls)
-        .await
-        .into_iter()
-        .flatten()
-        .collect();
-    // Every call's outcome is recorded in one transaction (one sync to disk for the pass's
-    // changes across all sources), before it is counted or logged.
-    let codes: Vec<Vec<Option<String>>> = done
+    write_pending(ledger, &mut groups, now)?;
+    let done = send(accounts, &groups).await;
+    // Every call's answer is recorded on its rows in one transaction (one sync to disk for the
+    // pass's changes across all sources), before it is counted or logged.
+    let rows: Vec<Vec<i64>> = done
         .iter()
-        .map(|(_, _, _, _, batches)| {
-            batches
+        .map(|(g, batch)| {
+            let rows = &groups[*g].ledger_rows;
+            batch
+                .instance_ids
                 .iter()
-                .map(|b| b.result.as_ref().err().map(|e| e.code_or_kind()))
+                .filter_map(|id| rows.get(id).copied())
                 .collect()
         })
         .collect();
-    let mut records = Vec::new();
-    for ((account, region, target, _, batches), codes) in done.iter().zip(&codes) {
-        for (batch, code) in batches.iter().zip(codes) {
-            let record = match (&batch.result, code) {
-                (Ok(request_id), _) => AutoRenewRecord {
-                    account,
-                    region,
-                    target,
-                    result: "ok",
+    let codes: Vec<Option<String>> = done
+        .iter()
+        .map(|(_, b)| b.result.as_ref().err().map(|e| e.code_or_kind()))
+        .collect();
+    let answers: Vec<(&[i64], AutoRenewAnswer<'_>)> = done
+        .iter()
+        .zip(&rows)
+        .zip(&codes)
+        .map(|(((_, batch), rows), code)| {
+            let answer = match &batch.result {
+                Ok(request_id) => AutoRenewAnswer {
                     request_id: Some(request_id),
                     error: None,
                 },
-                (Err(error), code) => AutoRenewRecord {
-                    account,
-                    region,
-                    target,
-                    result: "failed",
+                Err(error) => AutoRenewAnswer {
                     request_id: error.request_id(),
                     error: Some((code.as_deref().unwrap_or_default(), error.class())),
                 },
             };
-            records.push((record, batch.instance_ids.as_slice()));
-        }
+            (rows.as_slice(), answer)
+        })
+        .collect();
+    ledger.finish_auto_renew_changes(&answers, now)?;
+    Ok(report(metrics, &groups, &done))
+}
+
+/// Intent before act: every change about to be requested is written as pending, in one
+/// transaction, before any call leaves.
+fn write_pending(
+    ledger: &Ledger,
+    groups: &mut [Group],
+    now: DateTime<Utc>,
+) -> Result<(), LedgerError> {
+    let ids: Vec<Vec<String>> = groups
+        .iter()
+        .map(|g| g.members.iter().map(|(_, id)| id.clone()).collect())
+        .collect();
+    let pending: Vec<PendingAutoRenew<'_>> = groups
+        .iter()
+        .zip(&ids)
+        .map(|(g, ids)| PendingAutoRenew {
+            account: &g.account,
+            region: &g.region,
+            target: &g.target,
+            instance_ids: ids,
+        })
+        .collect();
+    let rows = ledger.begin_auto_renew_changes(&pending, now)?;
+    for ((g, ids), rows) in groups.iter_mut().zip(ids).zip(rows) {
+        g.ledger_rows = ids.into_iter().zip(rows).collect();
     }
-    ledger.record_auto_renew_batches(&records, now)?;
-    for (account, region, target, members, batches) in &done {
-        let rows: BTreeMap<&str, usize> = members
-            .iter()
-            .map(|(row, id)| (id.as_str(), *row))
-            .collect();
-        for batch in batches {
-            match &batch.result {
-                Ok(request_id) => {
-                    metrics
-                        .auto_renew_changes_total
-                        .with_label_values(&["ok"])
-                        .inc_by(batch.instance_ids.len() as u64);
-                    report.changed += batch.instance_ids.len();
-                    tracing::info!(account = %account, region = %region, instances = batch.instance_ids.len(),
-                        status = %target.status, duration = target.duration, unit = %target.unit, request_id = %request_id,
-                        "auto-renew attributes set");
+    Ok(())
+}
+
+/// Sends every group's calls: sources in parallel (each has its own rate limit), one group at a
+/// time within a source. Returns each batch's answer with its group's index.
+async fn send(accounts: &[AccountClient], groups: &[Group]) -> Vec<(usize, BatchResult)> {
+    let mut by_source: BTreeMap<(&str, &str), Vec<usize>> = BTreeMap::new();
+    for (index, g) in groups.iter().enumerate() {
+        by_source
+            .entry((&g.account, &g.region))
+            .or_default()
+            .push(index);
+    }
+    let calls = by_source
+        .into_iter()
+        .map(|((account, region), indices)| async move {
+            let mut done = Vec::new();
+            let Some(client) = accounts.iter().find(|a| a.name == account) else {
+                return done;
+            };
+            for index in indices {
+                let g = &groups[index];
+                let ids: Vec<String> = g.members.iter().map(|(_, id)| id.clone()).collect();
+                for batch in client
+                    .client
+                    .modify_auto_renew(region, &ids, g.target)
+                    .await
+                {
+                    done.push((index, batch));
                 }
-                Err(error) => {
-                    metrics
-                        .auto_renew_changes_total
-                        .with_label_values(&["failed"])
-                        .inc_by(batch.instance_ids.len() as u64);
-                    report.failed += batch.instance_ids.len();
-                    report.failed_rows.extend(
-                        batch
-                            .instance_ids
-                            .iter()
-                            .filter_map(|id| rows.get(id.as_str()).copied()),
-                    );
-                    tracing::error!(account = %account, region = %region, instances = batch.instance_ids.len(),
-                        class = error.class().as_str(), error = %error, "setting auto-renew attributes failed");
-                }
+            }
+            done
+        });
+    futures_util::future::join_all(calls)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// Counts, logs and reports the recorded answers.
+fn report(metrics: &Metrics, groups: &[Group], done: &[(usize, BatchResult)]) -> ChangeReport {
+    let mut report = ChangeReport::default();
+    for (index, batch) in done {
+        let g = &groups[*index];
+        let n = batch.instance_ids.len();
+        match &batch.result {
+            Ok(request_id) => {
+                metrics
+                    .auto_renew_changes_total
+                    .with_label_values(&["ok"])
+                    .inc_by(n as u64);
+                report.changed += n;
+                tracing::info!(account = %g.account, region = %g.region, instances = n,
+                    status = %g.target.status, duration = g.target.duration, unit = %g.target.unit, request_id = %request_id,
+                    "auto-renew attributes set");
+            }
+            Err(error) => {
+                metrics
+                    .auto_renew_changes_total
+                    .with_label_values(&["failed"])
+                    .inc_by(n as u64);
+                report.failed += n;
+                let rows: BTreeMap<&str, usize> = g
+                    .members
+                    .iter()
+                    .map(|(row, id)| (id.as_str(), *row))
+                    .collect();
+                report.failed_rows.extend(
+                    batch
+                        .instance_ids
+                        .iter()
+                        .filter_map(|id| rows.get(id.as_str()).copied()),
+                );
+                tracing::error!(account = %g.account, region = %g.region, instances = n,
+                    class = error.class().as_str(), error = %error, "setting auto-renew attributes failed");
             }
         }
     }
-    Ok(report)
+    report
 }
 
 /// `AutoRenewTarget` ordered, for grouping.

@@ -8,6 +8,7 @@
 pub mod act;
 pub mod assess;
 pub mod auto_renew;
+pub mod belts;
 pub mod observe;
 pub mod pass;
 pub mod price;
@@ -16,7 +17,6 @@ pub mod verify;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
@@ -144,63 +144,67 @@ impl StatusWriter {
 }
 
 /// Scans every source (bounded concurrency) and assesses every instance seen; rows go to
-/// `rows`; instances in `watch` (account, instance id) are also reported as seen.
+/// `rows`; instances whose ids are in `watch` are also reported as seen. An instance listed by
+/// two sources (two config entries reaching one cloud account) is assessed once, through the
+/// source that listed it first; the other listing is reported as a duplicate.
 pub async fn observe_and_assess(
     config: &Config,
     accounts: &[AccountClient],
     histories: &(dyn HistorySource + Sync),
-    watch: &HashSet<(String, String)>,
+    watch: &HashSet<String>,
     rows: Rows<'_>,
     now: DateTime<Utc>,
-) -> (
-    Assessment,
-    Vec<SourceReport>,
-    HashMap<(String, String), Watched>,
-) {
+) -> (Assessment, Vec<SourceReport>, HashMap<String, Watched>) {
     let (sources, mut reports) = observe::list_sources(accounts, &config.scan.home_region).await;
     let window = window(config, now);
     let ctx = decide_context(config);
-    let seen = Mutex::new(HashSet::new());
+    let keys: Vec<observe::SourceKey> = sources
+        .iter()
+        .map(|(account, region)| observe::SourceKey {
+            account: account.name.clone(),
+            region: region.clone(),
+        })
+        .collect();
+    let seen = Mutex::new(assess::Seen::default());
     let watched = Mutex::new(HashMap::new());
     let rows = &rows;
-    let results: Vec<(Assessment, SourceReport)> = futures_util::stream::iter(sources)
-        .map(|(account, region)| {
-            let ctx = ctx.clone();
-            let seen = &seen;
-            let watched = &watched;
-            async move {
-                let mut assessment = Assessment::default();
-                let mut sink = |observed: observe::Observed| {
-                    if !watch.is_empty() {
-                        let key = (observed.account.to_string(), observed.instance.id.clone());
-                        if watch.contains(&key) {
+    let keys = &keys;
+    let results: Vec<(Assessment, SourceReport)> =
+        futures_util::stream::iter(sources.into_iter().enumerate())
+            .map(|(index, (account, region))| {
+                let ctx = ctx.clone();
+                let seen = &seen;
+                let watched = &watched;
+                async move {
+                    let mut assessment = Assessment::default();
+                    let mut sink = |observed: observe::Observed| {
+                        if watch.contains(&observed.instance.id) {
                             watched.lock().unwrap_or_else(|p| p.into_inner()).insert(
-                                key,
+                                observed.instance.id.clone(),
                                 Watched {
                                     expiry: observed.instance.expired_time,
                                     auto_renew: observed.auto_renew.clone(),
                                 },
                             );
                         }
-                    }
-                    let history = histories.history(&observed.account, &observed.instance.id);
-                    let row = {
-                        let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
-                        assessment.add(&ctx, &history, observed, &mut seen, now)
+                        let history = histories.history(&observed.instance.id);
+                        let row = {
+                            let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+                            assessment.add(&ctx, &history, observed, (&mut seen, keys, index), now)
+                        };
+                        match (row, rows) {
+                            (Some(row), Rows::Collect) => assessment.rows.push(row),
+                            (Some(row), Rows::Stream(writer)) => writer.push(row.status_line(now)),
+                            (None, _) => {}
+                        }
                     };
-                    match (row, rows) {
-                        (Some(row), Rows::Collect) => assessment.rows.push(row),
-                        (Some(row), Rows::Stream(writer)) => writer.push(row.status_line(now)),
-                        (None, _) => {}
-                    }
-                };
-                let report = observe::scan_source(&account, &region, window, &mut sink).await;
-                (assessment, report)
-            }
-        })
-        .buffer_unordered(config.scan.concurrency.max(1))
-        .collect()
-        .await;
+                    let report = observe::scan_source(&account, &region, window, &mut sink).await;
+                    (assessment, report)
+                }
+            })
+            .buffer_unordered(config.scan.concurrency.max(1))
+            .collect()
+            .await;
     let mut assessment = Assessment::default();
     for (part, report) in results {
         assessment.merge(part);
@@ -212,11 +216,6 @@ pub async fn observe_and_assess(
         reports,
         watched.into_inner().unwrap_or_else(|p| p.into_inner()),
     )
-}
-
-/// How long a scan of all sources may reasonably take, for logs.
-pub fn describe_duration(d: Duration) -> String {
-    format!("{:.1}s", d.as_secs_f64())
 }
 
 /// Shared handle type for account clients.

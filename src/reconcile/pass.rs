@@ -12,14 +12,17 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use super::act::{ActContext, RenewOutcome, renew_all};
+use super::assess::RenewCandidate;
+use super::observe::SourceReport;
+use super::price::{price_candidates, price_charges};
 use super::verify::{VerifyTarget, verify};
-use super::{Rows, StatusWriter, auto_renew, observe_and_assess, price::price_candidates};
+use super::{Rows, StatusWriter, auto_renew, observe_and_assess};
 use crate::accounts::AccountClient;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::ledger::{Ledger, LedgerError, PassRecord, StatusUpdate};
 use crate::metrics::{Metrics, PassResult};
-use crate::policy::{BeltInput, Candidate, InstanceState, apply_belts};
+use crate::policy::{InstanceState, apply_belts};
 
 /// Everything a pass needs; built once by the daemon (rebuilt on reload).
 pub struct Engine {
@@ -84,6 +87,30 @@ pub struct PassSummary {
     pub source_results: Vec<SourceResult>,
     /// Seconds spent in each phase.
     pub phase_seconds: BTreeMap<String, f64>,
+    /// The earliest retry that will be attempted when it is due (after this pass started);
+    /// the daemon may wake for it before its schedule. `None` in dry run.
+    pub next_retry_at: Option<DateTime<Utc>>,
+    /// Renewals refused for a reason only a person can fix, still standing.
+    pub refused: Vec<super::assess::Refused>,
+    /// Sources that listed instances another config entry listed first (two entries reach one
+    /// cloud account), with how many and one example.
+    pub duplicate_sources: Vec<DuplicateSources>,
+    /// Attempts found still out at the start of the pass (the process had stopped): counted
+    /// as possibly charged.
+    pub interrupted: usize,
+}
+
+/// Instances one source listed that another listed first, in one pass.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct DuplicateSources {
+    /// The source the instances were managed through.
+    pub kept: String,
+    /// The source whose listings were set aside.
+    pub dropped: String,
+    /// How many.
+    pub instances: usize,
+    /// One of them.
+    pub example: String,
 }
 
 /// Wall time per phase of a pass.
@@ -145,6 +172,22 @@ pub fn day_key(config: &Config, now: DateTime<Utc>) -> String {
     now.with_timezone(&config.timezone).date_naive().to_string()
 }
 
+/// What the act phase's outcomes mean for the rest of the pass.
+#[derive(Default)]
+struct Acted {
+    updates: Vec<StatusUpdate>,
+    verify_targets: Vec<VerifyTarget>,
+    next_retry: Option<DateTime<Utc>>,
+    refused: Vec<super::assess::Refused>,
+}
+
+fn earliest(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 impl Engine {
     /// Runs one pass. A ledger failure ends the pass early (nothing is charged without its
     /// record) and is returned.
@@ -162,20 +205,24 @@ impl Engine {
             ..PassSummary::default()
         };
         let generation = started.timestamp_millis();
+        let day = day_key(config, started);
         let mut phases = Phases::start();
 
+        summary.interrupted = self.ledger.mark_interrupted(&day, started)?;
+        if summary.interrupted > 0 {
+            tracing::warn!(
+                attempts = summary.interrupted,
+                "renewal attempts were still out when the last pass or process ended: each may have charged; they are resent with their tokens and counted toward today's limits"
+            );
+        }
         let histories = self.ledger.histories()?;
         let unchecked = self.ledger.unchecked_auto_renew_changes()?;
-        let mut watch: HashSet<(String, String)> = histories
+        let mut watch: HashSet<String> = histories
             .open
             .iter()
-            .map(|o| (o.account.clone(), o.instance_id.clone()))
+            .map(|o| o.instance_id.clone())
             .collect();
-        watch.extend(
-            unchecked
-                .iter()
-                .map(|(_, account, instance, _)| (account.clone(), instance.clone())),
-        );
+        watch.extend(unchecked.iter().map(|(_, _, instance, _)| instance.clone()));
 
         // Observe and decide; each instance's status line goes straight to the ledger.
         let writer = StatusWriter::start(self.ledger.clone(), generation);
@@ -191,17 +238,88 @@ impl Engine {
         writer.finish().await?;
         phases.lap("observe");
         let mut by_state = assessment.by_state.clone();
-        let mut updates: Vec<StatusUpdate> = Vec::new();
-        let mut move_state = |from: InstanceState, to: InstanceState| {
-            if let Some(n) = by_state.get_mut(&from) {
-                *n = n.saturating_sub(1);
-            }
-            *by_state.entry(to).or_default() += 1;
-        };
+        let scanned = self.record_sources(&reports, started, &mut summary);
+        self.report_duplicates(&assessment.duplicates, &reports, &mut summary);
+        // One transaction for all sources (and below, for all settlements and checks): each
+        // is a sync to disk, and a pass over a large fleet has thousands of them.
+        self.ledger.record_source_successes(&scanned, started)?;
 
+        // Settle intents whose expiry moved. Open intents whose instance is not in the window
+        // (a renewal whose answer was never recorded can carry it past the horizon) get one
+        // look by id in the verify phase, whatever their status, so none stays open for ever.
+        let out_of_window = self.settle_moved(&histories, &watched, &day, &mut summary)?;
+        self.check_auto_renew_changes(&unchecked, &watched)?;
+        phases.lap("settle");
+
+        let (to_renew, held_updates) = self
+            .price_and_belts(&mut assessment, &day, &mut summary)
+            .await?;
+        phases.lap("price_and_belts");
+
+        // Act.
+        let act = ActContext {
+            config,
+            accounts: &self.accounts,
+            ledger: &self.ledger,
+            metrics: &self.metrics,
+            clock: self.clock.as_ref(),
+            histories: &histories,
+            cancel: &self.cancel,
+            day: day.clone(),
+        };
+        let (results, ledger_error) = renew_all(&act, to_renew.clone()).await;
+        let mut acted = Acted {
+            updates: held_updates,
+            ..Acted::default()
+        };
+        apply_outcomes(&to_renew, &results, &mut acted, &mut summary, &mut by_state);
+        if let Some(error) = ledger_error {
+            self.ledger
+                .update_status(&acted.updates, self.clock.now())?;
+            return Err(error);
+        }
+        phases.lap("act");
+
+        self.verify_and_auto_renew(
+            &histories,
+            out_of_window,
+            &mut acted,
+            assessment.changes.clone(),
+            &mut summary,
+            &mut by_state,
+        )
+        .await?;
+        phases.lap("verify_and_auto_renew");
+
+        // What the daemon may wake for: a retry it will attempt, after this pass began. Nothing
+        // is attempted in dry run.
+        summary.next_retry_at = earliest(assessment.next_retry, acted.next_retry)
+            .filter(|at| *at > started && !config.dry_run);
+        summary.refused = std::mem::take(&mut assessment.refused);
+        summary.refused.append(&mut acted.refused);
+        self.publish_refusals(&summary.refused);
+        summary.instances = assessment.instances;
+        self.publish(
+            generation,
+            &reports,
+            &acted.updates,
+            summary,
+            by_state,
+            phases,
+        )
+    }
+
+    /// Per source: metrics, logs and the summary's source results; returns the sources scanned
+    /// completely.
+    fn record_sources<'r>(
+        &self,
+        reports: &'r [SourceReport],
+        started: DateTime<Utc>,
+        summary: &mut PassSummary,
+    ) -> Vec<(&'r str, &'r str)> {
         summary.sources = reports.len();
-        let mut scanned: Vec<(&str, &str)> = Vec::new();
-        for report in &reports {
+        let mut scanned = Vec::new();
+        for report in reports {
             let labels = [report.key.account.as_str(), report.key.region.as_str()];
             self.metrics
                 .scan_duration
@@ -227,7 +345,7 @@ impl Engine {
                         .scan_last_success
                         .with_label_values(&labels)
                         .set(started.timestamp() as f64);
-                    scanned.push((&report.key.account, &report.key.region));
+                    scanned.push((report.key.account.as_str(), report.key.region.as_str()));
                 }
                 Some(error) => {
                     self.metrics.source_up.with_label_values(&labels).set(0);
@@ -239,18 +357,59 @@ impl Engine {
                 tracing::warn!(source = %report.key, error = %error, "auto-renew attributes could not be read for part of the source");
             }
         }
-        // One transaction for all sources (and below, for all settlements and checks): each
-        // is a sync to disk, and a pass over a large fleet has thousands of them.
-        self.ledger.record_source_successes(&scanned, started)?;
+        scanned
+    }
 
-        // Settle intents whose expiry moved. Open intents whose instance is not in the window
-        // (a renewal whose answer was never recorded can carry it past the horizon) get one
-        // look by id in the verify phase, whatever their status, so none stays open for ever.
-        let mut verify_targets = Vec::new();
+    /// Two config entries that reach one cloud account list the same instances: each is
+    /// managed once (through the source that listed it first), and the overlap is said in the
+    /// log, the summary (so `status`) and `source_duplicate_instances`.
+    fn report_duplicates(
+        &self,
+        duplicates: &[super::assess::Duplicate],
+        reports: &[SourceReport],
+        summary: &mut PassSummary,
+    ) {
+        let mut pairs: BTreeMap<(String, String), DuplicateSources> = BTreeMap::new();
+        for d in duplicates {
+            let entry = pairs
+                .entry((d.kept.clone(), d.dropped.clone()))
+                .or_insert_with(|| DuplicateSources {
+                    kept: d.kept.clone(),
+                    dropped: d.dropped.clone(),
+                    instances: 0,
+                    example: d.instance_id.clone(),
+                });
+            entry.instances += 1;
+        }
+        let mut per_source: BTreeMap<&str, i64> = BTreeMap::new();
+        for pair in pairs.values() {
+            *per_source.entry(&pair.dropped).or_default() += pair.instances as i64;
+            tracing::warn!(kept = %pair.kept, dropped = %pair.dropped, instances = pair.instances, example = %pair.example,
+                "two config entries list the same instances (they reach one cloud account): each is managed once; merge the entries or give them regions that do not overlap");
+        }
+        for report in reports {
+            let name = report.key.to_string();
+            self.metrics
+                .source_duplicate_instances
+                .with_label_values(&[report.key.account.as_str(), report.key.region.as_str()])
+                .set(per_source.get(name.as_str()).copied().unwrap_or(0));
+        }
+        summary.duplicate_sources = pairs.into_values().collect();
+    }
+
+    /// Settles intents whose instance's expiry moved; returns the open intents whose instance
+    /// was not seen (they get one look by id in the verify phase).
+    fn settle_moved(
+        &self,
+        histories: &crate::ledger::Histories,
+        watched: &std::collections::HashMap<String, super::Watched>,
+        day: &str,
+        summary: &mut PassSummary,
+    ) -> Result<Vec<VerifyTarget>, LedgerError> {
         let mut out_of_window = Vec::new();
         let mut moved = Vec::new();
         for open in &histories.open {
-            match watched.get(&(open.account.clone(), open.instance_id.clone())) {
+            match watched.get(&open.instance_id) {
                 Some(seen) if seen.expiry > open.old_expiry => moved.push((open, seen.expiry)),
                 Some(_) => {}
                 None => out_of_window.push(VerifyTarget {
@@ -267,18 +426,25 @@ impl Engine {
                 .iter()
                 .map(|(open, expiry)| (open.id, *expiry))
                 .collect::<Vec<_>>(),
+            day,
             self.clock.now(),
         )?;
         for ((open, expiry), settled) in moved.iter().zip(&settled) {
             warn_if_outcome_unrecorded(open, *expiry);
             summary.verified += usize::from(settled == "verified");
         }
+        Ok(out_of_window)
+    }
+
+    /// Checks earlier auto-renew changes against the attributes this pass read.
+    fn check_auto_renew_changes(
+        &self,
+        unchecked: &[(i64, String, String, crate::cloud::ecs::AutoRenewTarget)],
+        watched: &std::collections::HashMap<String, super::Watched>,
+    ) -> Result<(), LedgerError> {
         let mut checks = Vec::new();
-        for (id, account, instance, target) in &unchecked {
-            if let Some(attrs) = watched
-                .get(&(account.clone(), instance.clone()))
-                .and_then(|w| w.auto_renew.as_ref())
-            {
+        for (id, account, instance, target) in unchecked {
+            if let Some(attrs) = watched.get(instance).and_then(|w| w.auto_renew.as_ref()) {
                 let took = attrs.renewal_status == target.status
                     && (target.status != crate::cloud::types::RenewalStatus::AutoRenewal
                         || attrs.duration == target.duration);
@@ -288,14 +454,21 @@ impl Engine {
                 }
             }
         }
-        self.ledger.check_auto_renew_changes(&checks)?;
+        self.ledger.check_auto_renew_changes(&checks)
+    }
 
-        phases.lap("settle");
-
-        // Price where a limit needs it, then the belts over the whole batch.
-        let needs_price = |c: &super::assess::RenewCandidate| {
-            c.plan.max_price_cents.is_some() || config.limits.has_spend_limits()
-        };
+    /// Prices where a limit needs it (and today's unpriced charges when a spend limit is set),
+    /// then applies the belts over the whole batch: renewals and switching auto-renew on.
+    /// Returns the renewals allowed and the status lines of those held.
+    async fn price_and_belts(
+        &self,
+        assessment: &mut super::assess::Assessment,
+        day: &str,
+        summary: &mut PassSummary,
+    ) -> Result<(Vec<RenewCandidate>, Vec<StatusUpdate>), LedgerError> {
+        let config = &self.config;
+        let needs_price =
+            |c: &RenewCandidate| c.plan.max_price.is_some() || config.limits.has_spend_limits();
         price_candidates(
             &self.accounts,
             &mut assessment.renewals,
@@ -303,52 +476,40 @@ impl Engine {
             needs_price,
         )
         .await;
-        let day = day_key(config, started);
-        let (renewed_today, spent_today) = self.ledger.day_totals(&day)?;
-        let candidates: Vec<Candidate> = assessment
-            .renewals
-            .iter()
-            .enumerate()
-            .map(|(key, c)| Candidate {
-                key,
-                label: c.instance.id.clone(),
-                price: c
-                    .price
-                    .as_ref()
-                    .map(|q| (q.trade_price.cents, q.trade_price.currency.clone())),
-                max_price_cents: c.plan.max_price_cents,
-            })
-            .collect();
-        let belts = apply_belts(
-            &candidates,
-            &BeltInput {
-                max_per_run: config.limits.max_renewals_per_run,
-                max_per_day: config.limits.max_renewals_per_day,
-                renewed_today,
-                max_spend_per_run: config.limits.max_spend_per_run.clone(),
-                max_spend_per_day: config.limits.max_spend_per_day.clone(),
-                spent_today,
-                max_fleet_share: config.limits.max_fleet_share_per_run,
-                fleet_size: assessment.instances,
-            },
-        );
+        let mut today = self.ledger.day_totals(day)?;
+        if config.limits.has_spend_limits() && !today.unpriced.is_empty() {
+            // A spend limit switched on later in the day: the day's earlier charges were made
+            // unpriced. Their price now is what they cost (same instance, same period).
+            for (intent_id, price) in price_charges(&self.accounts, &today.unpriced).await {
+                self.ledger.price_charge(intent_id, &price)?;
+            }
+            today = self.ledger.day_totals(day)?;
+        }
+        let (candidates, input) =
+            super::belts::belt_inputs(config, &assessment.renewals, &today, assessment.instances);
+        let belts = apply_belts(&candidates, &input);
+        let mut trips = belts.trips.clone();
+        if let Some(trip) = self.hold_auto_renew_enables(assessment) {
+            trips.push(trip);
+        }
         let mut tripped = HashSet::new();
-        for trip in &belts.trips {
+        for trip in &trips {
             if tripped.insert(trip.limit) {
                 self.metrics
                     .limit_trips_total
                     .with_label_values(&[trip.limit.as_str()])
                     .inc();
             }
-            tracing::error!(limit = trip.limit.as_str(), detail = %trip.detail, "safety belt tripped: the renewals it covers are not charged");
+            tracing::error!(limit = trip.limit.as_str(), detail = %trip.detail, "safety belt tripped: what it covers is not done");
             summary
                 .trips
                 .push(format!("{}: {}", trip.limit, trip.detail));
         }
+        let mut held = Vec::new();
         for (key, limit) in &belts.held {
             let c = &assessment.renewals[*key];
             summary.held += 1;
-            updates.push(update_for(
+            held.push(update_for(
                 c,
                 InstanceState::Due,
                 "hold",
@@ -358,159 +519,48 @@ impl Engine {
             ));
         }
         let allowed: HashSet<usize> = belts.allowed.iter().copied().collect();
-        let to_renew: Vec<_> = assessment
+        let to_renew = assessment
             .renewals
             .iter()
             .enumerate()
             .filter(|(key, _)| allowed.contains(key))
             .map(|(_, c)| c.clone())
             .collect();
+        Ok((to_renew, held))
+    }
 
-        phases.lap("price_and_belts");
-
-        // Act.
-        let act = ActContext {
-            config,
-            accounts: &self.accounts,
-            ledger: &self.ledger,
-            metrics: &self.metrics,
-            clock: self.clock.as_ref(),
-            histories: &histories,
-            cancel: &self.cancel,
-            day: day.clone(),
+    /// Switching auto-renew on commits the provider to charge at every deduction day: a batch
+    /// larger than `max_auto_renew_enables_per_run` is held whole (switching it off never is).
+    fn hold_auto_renew_enables(
+        &self,
+        assessment: &mut super::assess::Assessment,
+    ) -> Option<crate::policy::Trip> {
+        let enabling = |c: &super::assess::AutoRenewChange| {
+            c.target.status == crate::cloud::types::RenewalStatus::AutoRenewal
         };
-        let (results, ledger_error) = renew_all(&act, to_renew.clone()).await;
-        let by_key: std::collections::HashMap<u128, &super::assess::RenewCandidate> = to_renew
-            .iter()
-            .map(|c| (super::assess::instance_key(&c.account, &c.instance.id), c))
-            .collect();
-        let candidate_of = |account: &str, id: &str| {
-            by_key
-                .get(&super::assess::instance_key(account, id))
-                .copied()
-        };
-        let mut spend: BTreeMap<String, f64> = BTreeMap::new();
-        for r in &results {
-            let Some(c) = candidate_of(&r.account, &r.instance_id) else {
-                continue;
-            };
-            match &r.outcome {
-                RenewOutcome::Ordered {
-                    intent_id,
-                    order_id,
-                } => {
-                    summary.renewed += 1;
-                    move_state(InstanceState::Due, InstanceState::PendingVerification);
-                    if let Some(q) = &c.price {
-                        *spend.entry(q.trade_price.currency.clone()).or_default() +=
-                            q.trade_price.as_f64();
-                    }
-                    updates.push(update_for(
-                        c,
-                        InstanceState::PendingVerification,
-                        "verify",
-                        format!("renewed: order {order_id}; waiting for the new expiry to show"),
-                        None,
-                        c.failed_attempts,
-                    ));
-                    verify_targets.push(VerifyTarget {
-                        intent_id: *intent_id,
-                        account: r.account.clone(),
-                        region: r.region.clone(),
-                        instance_id: r.instance_id.clone(),
-                        old_expiry: r.old_expiry,
-                    });
-                }
-                RenewOutcome::Failed {
-                    class,
-                    code,
-                    retry_at,
-                } => {
-                    summary.renew_failed += 1;
-                    let state = if class.retry_later() {
-                        InstanceState::Backoff
-                    } else {
-                        InstanceState::Failed
-                    };
-                    move_state(InstanceState::Due, state);
-                    let reason = format!(
-                        "renewal failed: {code} ({class}); next attempt at {}",
-                        crate::cloud::time::format_minutes(*retry_at)
-                    );
-                    let word = if state == InstanceState::Backoff {
-                        "backoff"
-                    } else {
-                        "failed"
-                    };
-                    updates.push(update_for(
-                        c,
-                        state,
-                        word,
-                        reason,
-                        Some(*retry_at),
-                        c.failed_attempts + 1,
-                    ));
-                }
-                RenewOutcome::Unknown { retry_at } => {
-                    summary.renew_unknown += 1;
-                    move_state(InstanceState::Due, InstanceState::Backoff);
-                    let reason = format!(
-                        "renewal outcome unknown; resent with the same ClientToken at {}",
-                        crate::cloud::time::format_minutes(*retry_at)
-                    );
-                    updates.push(update_for(
-                        c,
-                        InstanceState::Backoff,
-                        "backoff",
-                        reason,
-                        Some(*retry_at),
-                        c.failed_attempts + 1,
-                    ));
-                }
-                RenewOutcome::Skipped(why) => {
-                    summary.skipped += 1;
-                    updates.push(update_for(
-                        c,
-                        InstanceState::Due,
-                        "renew",
-                        why.clone(),
-                        None,
-                        c.failed_attempts,
-                    ));
-                }
-                RenewOutcome::DryRun { token } => {
-                    summary.dry_run_renewals += 1;
-                    updates.push(update_for(
-                        c,
-                        InstanceState::Due,
-                        "renew",
-                        format!("{} (dry run: not sent; ClientToken {token})", c.reason),
-                        None,
-                        c.failed_attempts,
-                    ));
-                }
-                RenewOutcome::NotSent => {
-                    summary.skipped += 1;
-                    updates.push(update_for(
-                        c,
-                        InstanceState::Due,
-                        "renew",
-                        format!("{} (not sent: shutting down)", c.reason),
-                        None,
-                        c.failed_attempts,
-                    ));
-                }
-            }
-        }
-        summary.spend = spend;
-        if let Some(error) = ledger_error {
-            self.ledger.update_status(&updates, self.clock.now())?;
-            return Err(error);
-        }
+        let enables = assessment.changes.iter().filter(|c| enabling(c)).count();
+        let trip = crate::policy::auto_renew_enables_belt(
+            enables,
+            self.config.limits.max_auto_renew_enables_per_run,
+        )?;
+        assessment.changes.retain(|c| !enabling(c));
+        Some(trip)
+    }
 
-        phases.lap("act");
-
-        // Verify new orders, polling until they show; one look at open intents out of the window.
+    /// Verifies new orders (polling until they show), gives open intents out of the window one
+    /// look, and sets auto-renew attributes meanwhile.
+    async fn verify_and_auto_renew(
+        &self,
+        histories: &crate::ledger::Histories,
+        out_of_window: Vec<VerifyTarget>,
+        acted: &mut Acted,
+        changes: Vec<super::assess::AutoRenewChange>,
+        summary: &mut PassSummary,
+        by_state: &mut BTreeMap<InstanceState, usize>,
+    ) -> Result<(), LedgerError> {
+        let config = &self.config;
+        let verify_targets = std::mem::take(&mut acted.verify_targets);
+        let day = day_key(config, summary.started_at);
         // Verification only reads, and every renewal has been sent by now, so the auto-renew
         // changes go out at the same time.
         let verification = async {
@@ -518,27 +568,21 @@ impl Engine {
             if self.cancel.is_cancelled() {
                 return Ok(verified);
             }
-            if !out_of_window.is_empty() {
-                verified = verify(
-                    &self.accounts,
-                    &self.ledger,
-                    self.clock.as_ref(),
-                    out_of_window,
-                    Duration::ZERO,
-                    config.retry.verify_interval,
-                    &self.cancel,
-                )
-                .await?;
-            }
-            if !verify_targets.is_empty() {
+            for (targets, timeout) in [
+                (out_of_window, Duration::ZERO),
+                (verify_targets, config.retry.verify_timeout),
+            ] {
+                if targets.is_empty() {
+                    continue;
+                }
                 verified.extend(
                     verify(
                         &self.accounts,
                         &self.ledger,
                         self.clock.as_ref(),
-                        verify_targets,
-                        config.retry.verify_timeout,
-                        config.retry.verify_interval,
+                        targets,
+                        (timeout, config.retry.verify_interval),
+                        &day,
                         &self.cancel,
                     )
                     .await?,
@@ -554,7 +598,7 @@ impl Engine {
                 &self.accounts,
                 &self.ledger,
                 &self.metrics,
-                assessment.changes.clone(),
+                changes,
                 config.dry_run,
                 self.clock.now(),
             )
@@ -572,57 +616,49 @@ impl Engine {
                 warn_if_outcome_unrecorded(open, v.new_expiry);
             }
         }
-        let update_index: std::collections::HashMap<(String, String), usize> = updates
-            .iter()
-            .enumerate()
-            .map(|(index, u)| ((u.account.to_string(), u.instance_id.clone()), index))
-            .collect();
-        for v in verified {
-            summary.verified += usize::from(v.settled == "verified");
-            let this_pass = update_index
-                .get(&(v.target.account.to_string(), v.target.instance_id.clone()))
-                .copied();
-            let reason = if v.settled == "verified" {
-                format!(
-                    "renewed and verified: expires {}",
-                    crate::cloud::time::format_minutes(v.new_expiry)
-                )
-            } else {
-                format!(
-                    "expiry moved to {} without a recorded order",
-                    crate::cloud::time::format_minutes(v.new_expiry)
-                )
-            };
-            match this_pass {
-                Some(index) => {
-                    let update = &mut updates[index];
-                    move_state(InstanceState::PendingVerification, InstanceState::Ok);
-                    update.state = InstanceState::Ok.as_str().to_owned();
-                    update.decision = "none".to_owned();
-                    update.reason = reason;
-                    update.due_at = None;
-                    update.expires_at = Some(v.new_expiry);
-                }
-                None => updates.push(StatusUpdate {
-                    account: v.target.account.to_string(),
-                    instance_id: v.target.instance_id.clone(),
-                    state: InstanceState::Ok.as_str().to_owned(),
-                    decision: "none".to_owned(),
-                    reason,
-                    due_at: None,
-                    failed_attempts: 0,
-                    next_retry_at: None,
-                    expires_at: Some(v.new_expiry),
-                }),
+        apply_verified(verified, acted, summary, by_state);
+        Ok(())
+    }
+
+    /// Renewals refused for a reason only a person can fix: one gauge per account and class.
+    fn publish_refusals(&self, refused: &[super::assess::Refused]) {
+        let mut counts: BTreeMap<(&str, &str), i64> = BTreeMap::new();
+        for account in &self.config.accounts {
+            for class in [
+                crate::cloud::error::ErrorClass::Permission,
+                crate::cloud::error::ErrorClass::Clock,
+                crate::cloud::error::ErrorClass::Invalid,
+            ] {
+                counts.insert((account.name.as_str(), class.as_str()), 0);
             }
         }
+        for r in refused {
+            *counts.entry((&r.account, &r.class)).or_default() += 1;
+            tracing::error!(account = %r.account, region = %r.region, instance = %r.instance_id, class = %r.class, code = %r.code,
+                "a renewal stands refused for a reason only a person can fix: the instance will lapse unless it is fixed");
+        }
+        for ((account, class), n) in counts {
+            self.metrics
+                .renewals_refused
+                .with_label_values(&[account, class])
+                .set(n);
+        }
+    }
 
-        phases.lap("verify_and_auto_renew");
-
-        // Publish: the acted-on lines, then drop the lines of instances gone from sources
-        // scanned completely (a failed source keeps its last lines, and their alerts).
+    /// Writes the acted-on lines, drops the lines of instances gone from sources scanned
+    /// completely (a failed source keeps its last lines, and their alerts), and records the
+    /// pass.
+    fn publish(
+        &self,
+        generation: i64,
+        reports: &[SourceReport],
+        updates: &[StatusUpdate],
+        mut summary: PassSummary,
+        by_state: BTreeMap<InstanceState, usize>,
+        mut phases: Phases,
+    ) -> Result<PassSummary, LedgerError> {
         let finished = self.clock.now();
-        self.ledger.update_status(&updates, finished)?;
+        self.ledger.update_status(updates, finished)?;
         let complete: Vec<(String, String)> = reports
             .iter()
             .filter(|r| r.ok())
@@ -632,7 +668,6 @@ impl Engine {
         phases.lap("publish");
         summary.phase_seconds = phases.laps;
         summary.finished_at = finished;
-        summary.instances = assessment.instances;
         summary.pending_verification = by_state
             .get(&InstanceState::PendingVerification)
             .copied()
@@ -650,6 +685,8 @@ impl Engine {
             || summary.auto_renew_failed > 0
             || !summary.trips.is_empty()
             || summary.undecodable > 0
+            || !summary.refused.is_empty()
+            || !summary.duplicate_sources.is_empty()
         {
             PassResult::Partial
         } else {
@@ -661,10 +698,11 @@ impl Engine {
             .with_label_values(&[result.as_str()])
             .inc();
         self.ledger.record_pass(&PassRecord {
-            started_at: started,
+            started_at: summary.started_at,
             finished_at: finished,
             result: result.as_str().to_owned(),
             summary: serde_json::to_string(&summary).unwrap_or_default(),
+            next_retry_at: summary.next_retry_at,
         })?;
         tracing::info!(
             result = result.as_str(),
@@ -676,9 +714,225 @@ impl Engine {
     }
 }
 
+/// Moves one instance between state counts.
+fn move_state(
+    by_state: &mut BTreeMap<InstanceState, usize>,
+    from: InstanceState,
+    to: InstanceState,
+) {
+    if let Some(n) = by_state.get_mut(&from) {
+        *n = n.saturating_sub(1);
+    }
+    *by_state.entry(to).or_default() += 1;
+}
+
+/// What each renewal's outcome means: its status line, the summary's counts, what to verify,
+/// the retry to wake for, and standing refusals.
+fn apply_outcomes(
+    to_renew: &[RenewCandidate],
+    results: &[super::act::RenewalResult],
+    acted: &mut Acted,
+    summary: &mut PassSummary,
+    by_state: &mut BTreeMap<InstanceState, usize>,
+) {
+    let by_id: std::collections::HashMap<&str, &RenewCandidate> = to_renew
+        .iter()
+        .map(|c| (c.instance.id.as_str(), c))
+        .collect();
+    let mut spend: BTreeMap<String, f64> = BTreeMap::new();
+    for r in results {
+        let Some(c) = by_id.get(r.instance_id.as_str()).copied() else {
+            continue;
+        };
+        let update = match &r.outcome {
+            RenewOutcome::Ordered {
+                intent_id,
+                order_id,
+            } => {
+                summary.renewed += 1;
+                move_state(
+                    by_state,
+                    InstanceState::Due,
+                    InstanceState::PendingVerification,
+                );
+                if let Some(q) = &c.price {
+                    *spend.entry(q.trade_price.currency.clone()).or_default() +=
+                        q.trade_price.as_f64();
+                }
+                acted.verify_targets.push(VerifyTarget {
+                    intent_id: *intent_id,
+                    account: r.account.clone(),
+                    region: r.region.clone(),
+                    instance_id: r.instance_id.clone(),
+                    old_expiry: r.old_expiry,
+                });
+                update_for(
+                    c,
+                    InstanceState::PendingVerification,
+                    "verify",
+                    format!("renewed: order {order_id}; waiting for the new expiry to show"),
+                    None,
+                    c.failed_attempts,
+                )
+            }
+            RenewOutcome::Failed {
+                class,
+                code,
+                retry_at,
+            } => {
+                summary.renew_failed += 1;
+                if *class != crate::cloud::error::ErrorClass::NotApplicable {
+                    acted.next_retry = earliest(acted.next_retry, Some(*retry_at));
+                }
+                if let Some(refusal) = crate::policy::Refusal::of(*class, code) {
+                    acted.refused.push(super::assess::Refused {
+                        account: r.account.to_string(),
+                        region: r.region.clone(),
+                        instance_id: r.instance_id.clone(),
+                        class: refusal.class.as_str().to_owned(),
+                        code: refusal.code,
+                    });
+                }
+                let state = if class.retry_later() {
+                    InstanceState::Backoff
+                } else {
+                    InstanceState::Failed
+                };
+                move_state(by_state, InstanceState::Due, state);
+                let reason = format!(
+                    "renewal failed: {code} ({class}); next attempt at {}",
+                    crate::cloud::time::format_minutes(*retry_at)
+                );
+                let word = if state == InstanceState::Backoff {
+                    "backoff"
+                } else {
+                    "failed"
+                };
+                update_for(
+                    c,
+                    state,
+                    word,
+                    reason,
+                    Some(*retry_at),
+                    c.failed_attempts + 1,
+                )
+            }
+            RenewOutcome::Unknown { retry_at } => {
+                summary.renew_unknown += 1;
+                acted.next_retry = earliest(acted.next_retry, Some(*retry_at));
+                move_state(by_state, InstanceState::Due, InstanceState::Backoff);
+                let reason = format!(
+                    "renewal outcome unknown; resent with the same ClientToken at {}",
+                    crate::cloud::time::format_minutes(*retry_at)
+                );
+                update_for(
+                    c,
+                    InstanceState::Backoff,
+                    "backoff",
+                    reason,
+                    Some(*retry_at),
+                    c.failed_attempts + 1,
+                )
+            }
+            RenewOutcome::Skipped(why) => {
+                summary.skipped += 1;
+                update_for(
+                    c,
+                    InstanceState::Due,
+                    "renew",
+                    why.clone(),
+                    None,
+                    c.failed_attempts,
+                )
+            }
+            RenewOutcome::DryRun { token } => {
+                summary.dry_run_renewals += 1;
+                let reason = format!("{} (dry run: not sent; ClientToken {token})", c.reason);
+                update_for(
+                    c,
+                    InstanceState::Due,
+                    "renew",
+                    reason,
+                    None,
+                    c.failed_attempts,
+                )
+            }
+            RenewOutcome::NotSent => {
+                summary.skipped += 1;
+                let reason = format!("{} (not sent: shutting down)", c.reason);
+                update_for(
+                    c,
+                    InstanceState::Due,
+                    "renew",
+                    reason,
+                    None,
+                    c.failed_attempts,
+                )
+            }
+        };
+        acted.updates.push(update);
+    }
+    summary.spend = spend;
+}
+
+/// Verified renewals: their status lines become `ok` with the new expiry.
+fn apply_verified(
+    verified: Vec<super::verify::Verified>,
+    acted: &mut Acted,
+    summary: &mut PassSummary,
+    by_state: &mut BTreeMap<InstanceState, usize>,
+) {
+    let update_index: std::collections::HashMap<String, usize> = acted
+        .updates
+        .iter()
+        .enumerate()
+        .map(|(index, u)| (u.instance_id.clone(), index))
+        .collect();
+    for v in verified {
+        summary.verified += usize::from(v.settled == "verified");
+        let reason = if v.settled == "verified" {
+            format!(
+                "renewed and verified: expires {}",
+                crate::cloud::time::format_minutes(v.new_expiry)
+            )
+        } else {
+            format!(
+                "expiry moved to {} without a recorded order",
+                crate::cloud::time::format_minutes(v.new_expiry)
+            )
+        };
+        match update_index.get(&v.target.instance_id).copied() {
+            Some(index) => {
+                let update = &mut acted.updates[index];
+                move_state(
+                    by_state,
+                    InstanceState::PendingVerification,
+                    InstanceState::Ok,
+                );
+                update.state = InstanceState::Ok.as_str().to_owned();
+                update.decision = "none".to_owned();
+                update.reason = reason;
+                update.due_at = None;
+                update.expires_at = Some(v.new_expiry);
+            }
+            None => acted.updates.push(StatusUpdate {
+                account: v.target.account.to_string(),
+                instance_id: v.target.instance_id.clone(),
+                state: InstanceState::Ok.as_str().to_owned(),
+                decision: "none".to_owned(),
+                reason,
+                due_at: None,
+                failed_attempts: 0,
+                next_retry_at: None,
+                expires_at: Some(v.new_expiry),
+            }),
+        }
+    }
+}
+
 /// The status change of one renewal candidate.
 fn update_for(
-    c: &super::assess::RenewCandidate,
+    c: &RenewCandidate,
     state: InstanceState,
     decision: &str,
     reason: String,
@@ -702,7 +956,7 @@ fn update_for(
 /// expiry moves, without its order id: resending its token only to learn the id would charge
 /// again if the provider had forgotten the token. The operator is told where to look.
 fn warn_if_outcome_unrecorded(open: &crate::ledger::OpenIntent, new_expiry: DateTime<Utc>) {
-    if matches!(open.status.as_str(), "sent" | "unknown") {
+    if open.maybe_charged {
         tracing::warn!(
             account = %open.account,
             instance = %open.instance_id,

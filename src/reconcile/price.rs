@@ -10,6 +10,8 @@ use futures_util::StreamExt;
 use super::assess::RenewCandidate;
 use crate::accounts::AccountClient;
 use crate::cloud::periods::price_query_for;
+use crate::ledger::UnpricedCharge;
+use crate::money::Money;
 
 /// Quotes every candidate for which `needed` says so; sources are priced concurrently.
 pub async fn price_candidates(
@@ -54,4 +56,34 @@ pub async fn price_candidates(
             },
         )
         .await;
+}
+
+/// Prices charges made earlier without a quote (a spend limit switched on later in the day
+/// needs them): the instance's price for the same period now. A charge that cannot be priced
+/// is left out and logged; its day's spend stays unknown and the daily spend limit holds.
+pub async fn price_charges(
+    accounts: &[AccountClient],
+    charges: &[UnpricedCharge],
+) -> Vec<(i64, Money)> {
+    let mut priced = Vec::new();
+    for charge in charges {
+        let Some(client) = accounts.iter().find(|a| a.name == charge.account) else {
+            tracing::warn!(account = %charge.account, instance = %charge.instance_id, "an earlier charge cannot be priced: its account is no longer configured");
+            continue;
+        };
+        let Some((period, unit)) = price_query_for(charge.period, charge.unit) else {
+            continue;
+        };
+        match client
+            .client
+            .describe_renewal_price(&charge.region, &charge.instance_id, period, unit)
+            .await
+        {
+            Ok(quote) => priced.push((charge.intent_id, quote.trade_price)),
+            Err(error) => {
+                tracing::warn!(instance = %charge.instance_id, error = %error, "an earlier charge could not be priced; today's spend stays unknown")
+            }
+        }
+    }
+    priced
 }

@@ -40,15 +40,16 @@ pub struct Verified {
     pub settled: String,
 }
 
-/// Polls until every target shows a later expiry, `timeout` passes, or shutdown begins; one
-/// round only when `timeout` is zero.
+/// Polls every `interval` until every target shows a later expiry, `timeout` passes, or
+/// shutdown begins; one round only when `timeout` is zero. Settlements count toward `day`'s
+/// belts any charge not counted yet.
 pub async fn verify(
     accounts: &[AccountClient],
     ledger: &Ledger,
     clock: &dyn Clock,
     mut targets: Vec<VerifyTarget>,
-    timeout: Duration,
-    interval: Duration,
+    (timeout, interval): (Duration, Duration),
+    day: &str,
     cancel: &CancellationToken,
 ) -> Result<Vec<Verified>, LedgerError> {
     let deadline = tokio::time::Instant::now() + timeout;
@@ -97,6 +98,7 @@ pub async fn verify(
                 .iter()
                 .map(|(target, expiry)| (target.intent_id, *expiry))
                 .collect::<Vec<_>>(),
+            day,
             clock.now(),
         )?;
         for ((target, expiry), settled) in shown_later.into_iter().zip(settled) {

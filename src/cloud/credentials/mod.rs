@@ -281,6 +281,15 @@ impl CredentialProvider {
         self
     }
 
+    /// The AccessKey ID of fixed credentials (temporary ones from the metadata service change
+    /// and are not compared).
+    pub fn fixed_key_id(&self) -> Option<&str> {
+        match &self.kind {
+            ProviderKind::Static(credentials) => Some(&credentials.access_key_id),
+            ProviderKind::Imds(_) => None,
+        }
+    }
+
     /// Where the credentials come from, for logs and `check-config` (never the secret).
     pub fn origin(&self) -> &str {
         &self.origin

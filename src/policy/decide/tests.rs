@@ -51,7 +51,7 @@ fn renew_policy(name: &str, matcher: MatchSection) -> Policy {
             period: 1,
             unit: PeriodUnit::Month,
             renew_before: Duration::from_secs(7 * 86_400),
-            max_price_cents: None,
+            max_price: None,
             keep_auto_renew: None,
         },
         override_not_renewal: false,
@@ -72,7 +72,7 @@ fn auto_policy(fallback: bool) -> Policy {
                 after: Duration::from_secs(86_400),
                 period: 1,
                 unit: PeriodUnit::Month,
-                max_price_cents: None,
+                max_price: None,
             }),
         },
         override_not_renewal: false,
@@ -231,6 +231,7 @@ fn an_ordered_intent_waits_for_verification_and_an_unknown_one_is_resent_with_it
             status: IntentStatus::Ordered {
                 order_id: "O-1".into(),
             },
+            maybe_charged: false,
         }),
         ..History::default()
     };
@@ -274,6 +275,7 @@ fn a_failed_charge_backs_off_then_retries_with_the_same_token() {
                 class: ErrorClass::Funds,
                 code: "InvalidAccountStatus.NotEnoughBalance".into(),
             },
+            maybe_charged: false,
         }),
         failed_attempts: 2,
         retry_at: Some(t("2026-03-14T01:00Z")),
@@ -305,6 +307,145 @@ fn a_failed_charge_backs_off_then_retries_with_the_same_token() {
     );
 }
 
+fn failed_history(class: ErrorClass, code: &str, maybe_charged: bool) -> History {
+    History {
+        intent: Some(IntentView {
+            token: "tok-1".into(),
+            old_expiry: t("2026-03-15T16:00Z"),
+            period: 1,
+            unit: PeriodUnit::Month,
+            status: IntentStatus::Failed {
+                class,
+                code: code.into(),
+            },
+            maybe_charged,
+        }),
+        failed_attempts: 1,
+        retry_at: Some(t("2026-03-14T01:00Z")),
+    }
+}
+
+#[test]
+fn a_backoff_names_its_retry_for_the_daemon_but_a_not_applicable_answer_does_not() {
+    let policies = [renew_policy("prod", MatchSection::default())];
+    let i = instance("i-1", "2026-03-15T16:00Z");
+    let funds = failed_history(
+        ErrorClass::Funds,
+        "InvalidAccountStatus.NotEnoughBalance",
+        false,
+    );
+    let d = run(
+        &policies,
+        &i,
+        RenewalStatus::Normal,
+        &funds,
+        "2026-03-14T00:30Z",
+    );
+    assert_eq!(d.retry_at, Some(t("2026-03-14T01:00Z")));
+    let not_applicable =
+        failed_history(ErrorClass::NotApplicable, "IncorrectInstanceStatus", false);
+    let d = run(
+        &policies,
+        &i,
+        RenewalStatus::Normal,
+        &not_applicable,
+        "2026-03-14T00:30Z",
+    );
+    assert_eq!((d.retry_at, d.renew.is_none()), (None, true));
+    // After its backoff it gets another look (at whatever pass comes next).
+    let d = run(
+        &policies,
+        &i,
+        RenewalStatus::Normal,
+        &not_applicable,
+        "2026-03-14T01:00Z",
+    );
+    assert_eq!(d.renew.unwrap().reuse_token.as_deref(), Some("tok-1"));
+    // A policy that no longer renews is no reason to wake.
+    let observe = [Policy {
+        action: PolicyAction::Observe,
+        ..renew_policy("prod", MatchSection::default())
+    }];
+    let d = run(
+        &observe,
+        &i,
+        RenewalStatus::Normal,
+        &funds,
+        "2026-03-14T00:30Z",
+    );
+    assert_eq!(d.retry_at, None);
+}
+
+#[test]
+fn a_maybe_charged_intent_keeps_its_token_and_period_when_the_policy_changes() {
+    let two_months = [Policy {
+        action: PolicyAction::Renew {
+            period: 2,
+            unit: PeriodUnit::Month,
+            renew_before: std::time::Duration::from_secs(7 * 86_400),
+            max_price: None,
+            keep_auto_renew: None,
+        },
+        ..renew_policy("prod", MatchSection::default())
+    }];
+    let i = instance("i-1", "2026-03-15T16:00Z");
+    for (maybe_charged, period) in [(true, 1), (false, 2)] {
+        let history = failed_history(
+            ErrorClass::Funds,
+            "InvalidAccountStatus.NotEnoughBalance",
+            maybe_charged,
+        );
+        let plan = run(
+            &two_months,
+            &i,
+            RenewalStatus::Normal,
+            &history,
+            "2026-03-14T02:00Z",
+        )
+        .renew
+        .unwrap();
+        assert_eq!(
+            (plan.reuse_token.as_deref(), plan.period),
+            (Some("tok-1"), period),
+            "maybe charged: {maybe_charged}"
+        );
+    }
+}
+
+#[test]
+fn a_refusal_only_a_person_can_fix_is_named() {
+    let policies = [renew_policy("prod", MatchSection::default())];
+    let i = instance("i-1", "2026-03-15T16:00Z");
+    let history = failed_history(ErrorClass::Permission, "Forbidden.RAM", false);
+    let d = run(
+        &policies,
+        &i,
+        RenewalStatus::Normal,
+        &history,
+        "2026-03-14T00:30Z",
+    );
+    assert_eq!(
+        d.refused,
+        Some(Refusal {
+            class: ErrorClass::Permission,
+            code: "Forbidden.RAM".into()
+        })
+    );
+    let funds = failed_history(
+        ErrorClass::Funds,
+        "InvalidAccountStatus.NotEnoughBalance",
+        false,
+    );
+    let d = run(
+        &policies,
+        &i,
+        RenewalStatus::Normal,
+        &funds,
+        "2026-03-14T00:30Z",
+    );
+    assert_eq!(d.refused, None);
+}
+
 #[test]
 fn an_intent_for_an_older_expiry_does_not_block_the_new_cycle() {
     let policies = [renew_policy("prod", MatchSection::default())];
@@ -318,6 +459,7 @@ fn an_intent_for_an_older_expiry_does_not_block_the_new_cycle() {
             status: IntentStatus::Ordered {
                 order_id: "O-1".into(),
             },
+            maybe_charged: false,
         }),
         ..History::default()
     };
@@ -441,14 +583,16 @@ fn arb_history(expiry: DateTime<Utc>) -> impl Strategy<Value = History> {
         proptest::option::of(status),
         0u32..5,
         proptest::option::of(-3i64..3),
+        any::<bool>(),
     )
-        .prop_map(move |(s, n, r)| History {
+        .prop_map(move |(s, n, r, maybe_charged)| History {
             intent: s.map(|status| IntentView {
                 token: "tok".into(),
                 old_expiry: expiry,
                 period: 1,
                 unit: PeriodUnit::Month,
                 status,
+                maybe_charged,
             }),
             failed_attempts: n,
             retry_at: r.map(|h| t("2026-05-30T00:00Z") + chrono::Duration::hours(h)),

@@ -1,0 +1,379 @@
+//! The statements behind a renewal's records: the intent (one per ClientToken, so one per
+//! instance and expiry cycle), its attempts, the backoff, and counting a charge toward the
+//! day's belts — once, as soon as the service is known or suspected to have charged, whichever
+//! way that was learned (an order, a lost answer, a busy answer, an interrupted process, an
+//! expiry that moved while an attempt was unanswered).
+
+use chrono::{DateTime, Utc};
+use rusqlite::{OptionalExtension, Transaction, params};
+
+use super::{FailureRecord, NewIntent, exec, query_one, ts};
+use crate::cloud::types::PeriodUnit;
+use crate::money::Money;
+
+/// What the intent row holds after it was written: the period and unit every attempt must send
+/// (an intent that may have charged keeps its own, whatever the config says now).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredIntent {
+    /// Row id.
+    pub id: i64,
+    /// Length to send.
+    pub period: u32,
+    /// Unit to send.
+    pub unit: PeriodUnit,
+}
+
+fn unreadable(column: usize, what: String) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, what.into())
+}
+
+/// Inserts the intent, or takes the one already written for its token. The stored period
+/// and unit are replaced only when no attempt of it can have charged (it was never sent, or
+/// every attempt was refused outright); otherwise the stored ones are kept and returned.
+pub(super) fn upsert(
+    tx: &Transaction<'_>,
+    intent: &NewIntent,
+    now: DateTime<Utc>,
+) -> rusqlite::Result<StoredIntent> {
+    type Existing = (i64, u32, String, bool, String, Option<i64>, Option<String>);
+    let existing: Option<Existing> = tx
+        .prepare_cached(
+            "SELECT id, period, unit, maybe_charged, status, price_cents, counted_day FROM intents WHERE client_token = ?1",
+        )?
+        .query_row([&intent.client_token], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+        })
+        .optional()?;
+    let price_cents = intent.price.as_ref().map(|p| p.cents);
+    let currency = intent.price.as_ref().map(|p| p.currency.clone());
+    let Some((id, period, unit, maybe_charged, status, stored_price, counted_day)) = existing
+    else {
+        exec(
+            tx,
+            "INSERT INTO intents (account, region, instance_id, old_expiry, period, unit, client_token, policy, why,
+                                  price_cents, currency, status, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'prepared', ?12, ?12)",
+            params![
+                intent.account,
+                intent.region,
+                intent.instance_id,
+                ts(intent.old_expiry),
+                intent.period,
+                intent.unit.as_str(),
+                intent.client_token,
+                intent.policy,
+                intent.why,
+                price_cents,
+                currency,
+                ts(now),
+            ],
+        )?;
+        return Ok(StoredIntent {
+            id: tx.last_insert_rowid(),
+            period: intent.period,
+            unit: intent.unit,
+        });
+    };
+    let stored_unit = PeriodUnit::parse(&unit)
+        .ok_or_else(|| unreadable(2, format!("intent {id}: unit {unit:?}")))?;
+    let same = period == intent.period && stored_unit == intent.unit;
+    let may_change = !maybe_charged && matches!(status.as_str(), "prepared" | "failed");
+    if !same && may_change {
+        exec(
+            tx,
+            "UPDATE intents SET period = ?2, unit = ?3, policy = ?4, why = ?5, price_cents = ?6, currency = ?7, updated_at = ?8
+             WHERE id = ?1",
+            params![
+                id,
+                intent.period,
+                intent.unit.as_str(),
+                intent.policy,
+                intent.why,
+                price_cents,
+                currency,
+                ts(now)
+            ],
+        )?;
+        return Ok(StoredIntent {
+            id,
+            period: intent.period,
+            unit: intent.unit,
+        });
+    }
+    if same && stored_price.is_none() && intent.price.is_some() {
+        // A quote for the stored period: keep it, and if the intent was already counted, its
+        // spend now counts too.
+        exec(
+            tx,
+            "UPDATE intents SET price_cents = ?2, currency = ?3 WHERE id = ?1",
+            params![id, price_cents, currency],
+        )?;
+        if let (Some(day), Some(price)) = (counted_day, &intent.price) {
+            add_spend(tx, &day, price)?;
+        }
+    }
+    exec(
+        tx,
+        "UPDATE intents SET updated_at = ?2 WHERE id = ?1",
+        params![id, ts(now)],
+    )?;
+    Ok(StoredIntent {
+        id,
+        period,
+        unit: stored_unit,
+    })
+}
+
+/// Marks the intent sent and opens an attempt row; returns the attempt's id.
+pub(super) fn begin_attempt(
+    tx: &Transaction<'_>,
+    intent_id: i64,
+    now: DateTime<Utc>,
+) -> rusqlite::Result<i64> {
+    exec(
+        tx,
+        "UPDATE intents SET status = 'sent', attempts = attempts + 1, updated_at = ?2 WHERE id = ?1",
+        params![intent_id, ts(now)],
+    )?;
+    exec(
+        tx,
+        "INSERT INTO attempts (intent_id, started_at) VALUES (?1, ?2)",
+        params![intent_id, ts(now)],
+    )?;
+    Ok(tx.last_insert_rowid())
+}
+
+fn add_spend(tx: &Transaction<'_>, day: &str, price: &Money) -> rusqlite::Result<()> {
+    exec(
+        tx,
+        "INSERT INTO spend (day, currency, cents) VALUES (?1, ?2, ?3)
+         ON CONFLICT (day, currency) DO UPDATE SET cents = cents + excluded.cents",
+        params![day, price.currency, price.cents],
+    )?;
+    Ok(())
+}
+
+/// Counts the intent toward `day`'s belts (its renewal and, when priced, its spend) unless it
+/// was counted before: every intent is one ClientToken, so at most one charge.
+pub(super) fn count_charge(
+    tx: &Transaction<'_>,
+    intent_id: i64,
+    day: &str,
+) -> rusqlite::Result<()> {
+    let counted: Option<(Option<i64>, Option<String>)> = tx
+        .prepare_cached(
+            "UPDATE intents SET counted_day = ?2 WHERE id = ?1 AND counted_day IS NULL RETURNING price_cents, currency",
+        )?
+        .query_row(params![intent_id, day], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let Some((price, currency)) = counted else {
+        return Ok(());
+    };
+    exec(
+        tx,
+        "INSERT INTO renewal_days (day, renewals) VALUES (?1, 1)
+         ON CONFLICT (day) DO UPDATE SET renewals = renewals + 1",
+        [day],
+    )?;
+    if let (Some(cents), Some(currency)) = (price, currency) {
+        add_spend(tx, day, &Money { cents, currency })?;
+    }
+    Ok(())
+}
+
+/// Records the order of an attempt, counts the charge, clears the backoff.
+pub(super) fn finish_ordered(
+    tx: &Transaction<'_>,
+    intent_id: i64,
+    attempt_id: i64,
+    order_id: &str,
+    request_id: &str,
+    day: &str,
+    now: DateTime<Utc>,
+) -> rusqlite::Result<()> {
+    let instance_id: String = query_one(
+        tx,
+        "SELECT instance_id FROM intents WHERE id = ?1",
+        [intent_id],
+        |r| r.get(0),
+    )?;
+    exec(
+        tx,
+        "UPDATE intents SET status = 'ordered', order_id = ?2, request_id = ?3, error_code = NULL, error_class = NULL,
+                            error_message = NULL, updated_at = ?4 WHERE id = ?1",
+        params![intent_id, order_id, request_id, ts(now)],
+    )?;
+    exec(
+        tx,
+        "UPDATE attempts SET finished_at = ?2, outcome = 'ok', order_id = ?3, request_id = ?4 WHERE id = ?1",
+        params![attempt_id, ts(now), order_id, request_id],
+    )?;
+    count_charge(tx, intent_id, day)?;
+    exec(
+        tx,
+        "DELETE FROM backoff WHERE instance_id = ?1",
+        [instance_id],
+    )?;
+    Ok(())
+}
+
+/// How a failed attempt ended, for [`finish_failed`].
+#[derive(Debug, Clone)]
+pub(super) struct Failed<'a> {
+    pub failure: &'a FailureRecord,
+    /// The charge may have happened (its answer was lost, or a busy answer said a charge with
+    /// this token is in flight).
+    pub unknown: bool,
+    pub retry_at: DateTime<Utc>,
+    pub day: &'a str,
+}
+
+/// Records a refused or unanswered attempt and when to try again; returns the failures in a
+/// row. An unknown outcome makes the intent "maybe charged" for good and counts it.
+pub(super) fn finish_failed(
+    tx: &Transaction<'_>,
+    intent_id: i64,
+    attempt_id: i64,
+    failed: &Failed<'_>,
+    now: DateTime<Utc>,
+) -> rusqlite::Result<u32> {
+    let Failed {
+        failure,
+        unknown,
+        retry_at,
+        day,
+    } = failed;
+    let outcome = if *unknown { "unknown" } else { "failed" };
+    let (account, instance_id, old_expiry, maybe_charged): (String, String, String, bool) =
+        query_one(
+            tx,
+            "SELECT account, instance_id, old_expiry, maybe_charged FROM intents WHERE id = ?1",
+            [intent_id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )?;
+    exec(
+        tx,
+        "UPDATE intents SET status = ?2, maybe_charged = ?3, error_code = ?4, error_class = ?5, error_message = ?6,
+                            request_id = ?7, updated_at = ?8
+         WHERE id = ?1",
+        params![
+            intent_id,
+            outcome,
+            maybe_charged || *unknown,
+            failure.code,
+            failure.class.as_str(),
+            failure.message,
+            failure.request_id,
+            ts(now)
+        ],
+    )?;
+    exec(
+        tx,
+        "UPDATE attempts SET finished_at = ?2, outcome = ?3, error_code = ?4, error_class = ?5, error_message = ?6, request_id = ?7
+         WHERE id = ?1",
+        params![
+            attempt_id,
+            ts(now),
+            outcome,
+            failure.code,
+            failure.class.as_str(),
+            failure.message,
+            failure.request_id
+        ],
+    )?;
+    if *unknown {
+        count_charge(tx, intent_id, day)?;
+    }
+    exec(
+        tx,
+        "INSERT INTO backoff (instance_id, account, old_expiry, failures, retry_at, last_class, last_code)
+         VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6)
+         ON CONFLICT (instance_id) DO UPDATE SET
+             failures = CASE WHEN backoff.old_expiry = excluded.old_expiry THEN backoff.failures + 1 ELSE 1 END,
+             account = excluded.account, old_expiry = excluded.old_expiry, retry_at = excluded.retry_at,
+             last_class = excluded.last_class, last_code = excluded.last_code",
+        params![
+            instance_id,
+            account,
+            old_expiry,
+            ts(*retry_at),
+            failure.class.as_str(),
+            failure.code
+        ],
+    )?;
+    query_one(
+        tx,
+        "SELECT failures FROM backoff WHERE instance_id = ?1",
+        [instance_id],
+        |r| r.get(0),
+    )
+}
+
+/// Records that an attempt was not sent after all (shutdown began first). An intent that an
+/// earlier attempt may have charged stays "unknown".
+pub(super) fn finish_not_sent(
+    tx: &Transaction<'_>,
+    intent_id: i64,
+    attempt_id: i64,
+    now: DateTime<Utc>,
+) -> rusqlite::Result<()> {
+    exec(
+        tx,
+        "UPDATE intents SET status = CASE WHEN maybe_charged = 1 THEN 'unknown' ELSE 'prepared' END,
+                            attempts = attempts - 1, updated_at = ?2 WHERE id = ?1",
+        params![intent_id, ts(now)],
+    )?;
+    exec(
+        tx,
+        "UPDATE attempts SET finished_at = ?2, outcome = 'not_sent' WHERE id = ?1",
+        params![attempt_id, ts(now)],
+    )?;
+    Ok(())
+}
+
+/// Attempts still out when a pass starts were interrupted (the process stopped, or a ledger
+/// write failed after the request left): each may have charged. Their intents become
+/// "unknown" and are counted; returns how many.
+pub(super) fn mark_interrupted(
+    tx: &Transaction<'_>,
+    day: &str,
+    now: DateTime<Utc>,
+) -> rusqlite::Result<usize> {
+    exec(
+        tx,
+        "UPDATE attempts SET finished_at = ?1, outcome = 'unknown', error_code = 'Interrupted',
+                             error_message = 'the process stopped while this attempt was out: it may have charged'
+         WHERE outcome IS NULL AND intent_id IN (SELECT id FROM intents WHERE status = 'sent')",
+        [ts(now)],
+    )?;
+    let ids: Vec<i64> = tx
+        .prepare_cached(
+            "UPDATE intents SET status = 'unknown', maybe_charged = 1, updated_at = ?1 WHERE status = 'sent' RETURNING id",
+        )?
+        .query_map([ts(now)], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for id in &ids {
+        count_charge(tx, *id, day)?;
+    }
+    Ok(ids.len())
+}
+
+/// Sets the price of a counted charge that was made unpriced (a spend limit switched on later
+/// in the day needs it), and adds it to that day's spend.
+pub(super) fn price_charge(
+    tx: &Transaction<'_>,
+    intent_id: i64,
+    price: &Money,
+) -> rusqlite::Result<()> {
+    let day: Option<String> = tx
+        .prepare_cached(
+            "UPDATE intents SET price_cents = ?2, currency = ?3
+             WHERE id = ?1 AND price_cents IS NULL AND counted_day IS NOT NULL RETURNING counted_day",
+        )?
+        .query_row(params![intent_id, price.cents, price.currency], |r| r.get(0))
+        .optional()?;
+    if let Some(day) = day {
+        add_spend(tx, &day, price)?;
+    }
+    Ok(())
+}
