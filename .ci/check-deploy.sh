@@ -110,6 +110,7 @@ EXPORTED = {
     "limit_trips_total", "passes_total", "ticks_coalesced_total",
     "scheduler_missed_ticks_total", "config_last_reload_successful", "clock_time_seconds",
     "dry_run", "build_info", "schedule_interval_seconds", "instances_undecodable_total",
+    "renewals_refused", "source_duplicate_instances",
 }
 HISTOGRAMS = {"api_request_duration_seconds"}
 def unknown_metrics(expr):

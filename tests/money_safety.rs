@@ -1,7 +1,13 @@
 //! Money safety, second round: each defect that was found outside the soak's fault menu has a
-//! regression test here that failed before its fix (the README's invariants table names them).
+//! regression test here that failed before its fix (the README's invariants table names them),
+//! and `state_machine` drives the engine and the daemon's wake-up rule through random
+//! sequences of passes, time, every classified error, config reloads and restarts, checking the
+//! money invariants and the API-call budget after every step.
 
 mod support;
+
+#[path = "money_safety/state_machine.rs"]
+mod state_machine;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -257,6 +263,8 @@ async fn two_entries_for_one_cloud_account_charge_each_instance_once() {
         "each instance charged once: {per:?}"
     );
     assert_eq!(summary.renewed, 20, "{summary:?}");
+    assert_eq!(summary.duplicate_sources.len(), 1, "{summary:?}");
+    assert_eq!(summary.duplicate_sources[0].instances, 20);
     // The next pass, whichever entry lists an instance first, charges nothing more.
     let again = engine.run_pass().await.unwrap();
     assert_eq!(again.renewed, 0, "{again:?}");
@@ -631,5 +639,93 @@ async fn a_renewal_refused_for_permission_is_loud_at_once() {
         metrics.contains("ecs_renewd_renewals_refused{account=\"main\",class=\"permission\"} 1"),
         "{metrics}"
     );
+    let status = ecs_renewd::commands::status::render_status(
+        &ecs_renewd::commands::status::report(&d.running.ledger).unwrap(),
+    );
+    assert!(
+        status.contains("REFUSED: i-due00 (main/cn-hangzhou): the renewal was refused (permission: Forbidden.RAM)"),
+        "{status}"
+    );
     d.stop().await;
+}
+
+/// Shutdown that begins while a retry waits for the rate limiter, after an attempt that got a
+/// 503 (the service may have carried it out): the call's outcome is unknown, not "not sent" —
+/// before the fix the attempt was recorded as `not_sent` and the audit trail lost it.
+#[tokio::test]
+async fn shutdown_between_retries_after_an_unanswered_attempt_is_an_unknown_outcome() {
+    let (arrived_tx, mut arrived) = mpsc::unbounded_channel();
+    let stub = support::Stub::start(move |_, index| {
+        let _ = arrived_tx.send(index);
+        support::Reply::error(503, "ServiceUnavailable", "The service is busy.")
+    })
+    .await;
+    let cancel = CancellationToken::new();
+    // One call every five seconds per action: the retry waits in the limiter.
+    let client = {
+        use ecs_renewd::cloud::client::{ClientSettings, shared_http_client};
+        use ecs_renewd::cloud::credentials::{CredentialProvider, Credentials};
+        use ecs_renewd::cloud::rate_limit::RateLimitConfig;
+        let settings = ClientSettings {
+            account: "main".into(),
+            endpoint: ecs_renewd::cloud::endpoint::Endpoint::parse(&stub.url()).unwrap(),
+            read_timeouts: Vec::new(),
+            retry: support::fast_retry(3),
+            rate_limit: RateLimitConfig {
+                per_second: 0.2,
+                burst: 1,
+                ..RateLimitConfig::default()
+            },
+        };
+        let credentials = CredentialProvider::fixed(
+            Credentials {
+                access_key_id: support::TEST_KEY_ID.into(),
+                access_key_secret: ecs_renewd::secret::Secret::new(support::TEST_SECRET),
+                security_token: None,
+                expiration: None,
+            },
+            "test",
+        );
+        ecs_renewd::cloud::EcsClient::new(
+            settings,
+            shared_http_client(Duration::from_secs(2)),
+            Arc::new(credentials),
+            Arc::new(ecs_renewd::clock::SystemClock),
+        )
+        .with_cancellation(cancel.clone())
+    };
+    let token = ecs_renewd::reconcile::token::client_token("i-1", chrono::DateTime::UNIX_EPOCH);
+    let call = tokio::spawn(async move {
+        client
+            .renew_instance(
+                "cn-hangzhou",
+                "i-1",
+                1,
+                ecs_renewd::cloud::types::PeriodUnit::Month,
+                &token,
+            )
+            .await
+    });
+    let first = tokio::time::timeout(Duration::from_secs(10), arrived.recv())
+        .await
+        .unwrap();
+    assert_eq!(first, Some(0));
+    // The 503 answer comes back within milliseconds; the retry then waits five seconds for
+    // the limiter. Stop in the middle of that wait.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cancel.cancel();
+    let error = tokio::time::timeout(Duration::from_secs(10), call)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
+    assert!(error.outcome_unknown(), "{error}");
+    assert!(
+        !matches!(
+            error,
+            ecs_renewd::cloud::error::CloudError::ShuttingDown { .. }
+        ),
+        "{error}"
+    );
+    assert_eq!(stub.requests().len(), 1, "no second attempt was sent");
 }

@@ -48,48 +48,90 @@ impl ErrorClass {
     }
 }
 
+const FUNDS: &[&str] = &[
+    "InvalidAccountStatus.NotEnoughBalance",
+    "Account.Arrearage",
+    "InsufficientBalance",
+    "InvalidPayMethod",
+    "PaymentMethodNotFound",
+    "SecurityRisk.3DVerification",
+    "InstanceExpiredOrInArrears",
+];
+const BUSY: &[&str] = &[
+    "LastOrderProcessing",
+    "Idempotence.Processing",
+    "LastTokenProcessing",
+    "LastRequestProcessing",
+    "Instance.UnPaidOrder",
+    "InvalidStatus.Upgrading",
+    "OperationConflict",
+];
+const NOT_APPLICABLE: &[&str] = &[
+    "ChargeTypeViolation",
+    "InvalidChargeType.NotSupported",
+    "IncorrectInstanceStatus",
+    "InvalidInstanceId.NotFound",
+    "InvalidParameter.InvalidInstanceId",
+    "InstanceLockedForSecurity",
+    "InstanceSpecModification.NotEffective",
+    "OperationDenied.NoStock",
+    "InvalidPeriod.ExceededDedicatedHost",
+];
+const TRANSIENT: &[&str] = &["InternalError", "UnknownError", "SignatureNonceUsed"];
+const INVALID: &[&str] = &[
+    "IdempotenceParamNotMatch",
+    "IdempotentParameterMismatch",
+    "InvalidIdempotenceParameter.Mismatch",
+    "InvalidTimeStamp.Format",
+    "InvalidRegionId.NotFound",
+    "MissingParamter",
+    "OperationDenied",
+];
+const PERMISSION: &[&str] = &[
+    "SignatureDoesNotMatch",
+    "IncompleteSignature",
+    "MissingSecurityToken",
+    "InvalidAction.Unauthorized",
+    "RealNameAuthenticationError",
+];
+
+/// Every code the classification knows, with the HTTP status the service answers it with:
+/// each listed code, and one example of each prefix rule. Tests draw from it (the
+/// state-machine test answers every action with every one of them), so a code added to the
+/// classification is exercised there too.
+pub fn classified_codes() -> Vec<(&'static str, u16)> {
+    let listed =
+        |codes: &'static [&'static str], status: u16| codes.iter().map(move |code| (*code, status));
+    let prefixed: [(&str, u16); 16] = [
+        ("Throttling", 400),
+        ("Throttling.User", 400),
+        ("Rejected.Throttling", 429),
+        ("InvalidTimeStamp.Expired", 400),
+        ("ServiceUnavailable", 503),
+        ("Forbidden.RAM", 403),
+        ("InvalidAccessKeyId.NotFound", 404),
+        ("InvalidSecurityToken.Expired", 400),
+        ("Unauthorized", 403),
+        ("NoPermission", 403),
+        ("InvalidPeriod", 400),
+        ("InvalidParameter.Duration", 400),
+        ("MissingParameter.InstanceId", 400),
+        ("InvalidClientToken.ValueNotSupported", 400),
+        ("SomethingNew", 400),
+        ("SomethingNew.Server", 502),
+    ];
+    listed(FUNDS, 403)
+        .chain(listed(BUSY, 400))
+        .chain(listed(NOT_APPLICABLE, 403))
+        .chain(listed(TRANSIENT, 500))
+        .chain(listed(INVALID, 400))
+        .chain(listed(PERMISSION, 400))
+        .chain(prefixed)
+        .collect()
+}
+
 /// Classifies a service error code (and the HTTP status, for codes not in the table).
 pub fn classify(code: &str, http_status: u16) -> ErrorClass {
-    const FUNDS: &[&str] = &[
-        "InvalidAccountStatus.NotEnoughBalance",
-        "Account.Arrearage",
-        "InsufficientBalance",
-        "InvalidPayMethod",
-        "PaymentMethodNotFound",
-        "SecurityRisk.3DVerification",
-        "InstanceExpiredOrInArrears",
-    ];
-    const BUSY: &[&str] = &[
-        "LastOrderProcessing",
-        "Idempotence.Processing",
-        "LastTokenProcessing",
-        "LastRequestProcessing",
-        "Instance.UnPaidOrder",
-        "InvalidStatus.Upgrading",
-        "OperationConflict",
-    ];
-    const NOT_APPLICABLE: &[&str] = &[
-        "ChargeTypeViolation",
-        "InvalidChargeType.NotSupported",
-        "IncorrectInstanceStatus",
-        "InvalidInstanceId.NotFound",
-        "InvalidParameter.InvalidInstanceId",
-        "InstanceLockedForSecurity",
-        "InstanceSpecModification.NotEffective",
-        "OperationDenied.NoStock",
-        "InvalidPeriod.ExceededDedicatedHost",
-    ];
-    const TRANSIENT: &[&str] = &["InternalError", "UnknownError", "SignatureNonceUsed"];
-    const INVALID: &[&str] = &[
-        "IdempotenceParamNotMatch",
-        "IdempotentParameterMismatch",
-        "InvalidIdempotenceParameter.Mismatch",
-        "InvalidTimeStamp.Format",
-        "InvalidRegionId.NotFound",
-        "MissingParamter",
-        "OperationDenied",
-    ];
-
     if code.contains("Throttling") || http_status == 429 {
         return ErrorClass::Throttled;
     }
@@ -113,14 +155,7 @@ pub fn classify(code: &str, http_status: u16) -> ErrorClass {
         || code.starts_with("InvalidSecurityToken")
         || code.starts_with("Unauthorized")
         || code.starts_with("NoPermission")
-        || matches!(
-            code,
-            "SignatureDoesNotMatch"
-                | "IncompleteSignature"
-                | "MissingSecurityToken"
-                | "InvalidAction.Unauthorized"
-                | "RealNameAuthenticationError"
-        )
+        || PERMISSION.contains(&code)
     {
         return ErrorClass::Permission;
     }
@@ -465,6 +500,15 @@ mod tests {
         for (code, status, class) in table {
             assert_eq!(classify(code, status), class, "{code} / {status}");
         }
+    }
+
+    #[test]
+    fn the_table_of_classified_codes_covers_every_class() {
+        let classes: std::collections::BTreeSet<ErrorClass> = classified_codes()
+            .into_iter()
+            .map(|(code, status)| classify(code, status))
+            .collect();
+        assert_eq!(classes.len(), ErrorClass::ALL.len(), "{classes:?}");
     }
 
     #[test]

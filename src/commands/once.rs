@@ -79,6 +79,18 @@ pub fn render(summary: &PassSummary) -> String {
     for trip in &summary.trips {
         out.push_str(&format!("  limit tripped: {trip}\n"));
     }
+    for r in &summary.refused {
+        out.push_str(&format!(
+            "  renewal refused: {} ({}/{}): {} ({}) — retrying cannot fix this; it will lapse unless it is fixed\n",
+            r.instance_id, r.account, r.region, r.code, r.class
+        ));
+    }
+    for d in &summary.duplicate_sources {
+        out.push_str(&format!(
+            "  overlapping entries: {} lists {} instance(s) that {} lists too (e.g. {}); each was managed once\n",
+            d.dropped, d.instances, d.kept, d.example
+        ));
+    }
     for (currency, amount) in &summary.spend {
         out.push_str(&format!("  spend: {amount:.2} {currency}\n"));
     }

@@ -115,6 +115,40 @@ fn when(t: Option<chrono::DateTime<chrono::Utc>>) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
+/// What the last pass found that needs a person: renewals refused for a reason retrying
+/// cannot fix, and config entries that list the same instances.
+fn standing_problems(report: &StatusReport) -> String {
+    let Some(summary) = report.last_pass.as_ref().map(|p| &p.summary) else {
+        return String::new();
+    };
+    let text = |v: &serde_json::Value, key: &str| v[key].as_str().unwrap_or("?").to_owned();
+    let mut out = String::new();
+    for r in summary["refused"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "REFUSED: {} ({}/{}): the renewal was refused ({}: {}); it will lapse unless this is fixed\n",
+            text(r, "instance_id"),
+            text(r, "account"),
+            text(r, "region"),
+            text(r, "class"),
+            text(r, "code")
+        ));
+    }
+    for d in summary["duplicate_sources"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        out.push_str(&format!(
+            "OVERLAP: {} lists {} instance(s) that {} lists too (e.g. {}): two config entries reach one cloud account; each instance is managed once\n",
+            text(d, "dropped"),
+            d["instances"].as_u64().unwrap_or(0),
+            text(d, "kept"),
+            text(d, "example")
+        ));
+    }
+    out
+}
+
 /// Renders a status report as text.
 pub fn render_status(report: &StatusReport) -> String {
     let mut out = String::new();
@@ -126,6 +160,7 @@ pub fn render_status(report: &StatusReport) -> String {
         )),
         None => out.push_str("no pass recorded yet\n"),
     }
+    out.push_str(&standing_problems(report));
     let rows = report
         .instances
         .iter()
@@ -222,7 +257,11 @@ pub fn run_history(
                         e.region.clone(),
                         e.instance_id.clone(),
                         e.request.clone(),
-                        e.status.clone(),
+                        if e.maybe_charged && e.status != "unknown" {
+                            format!("{} (may have charged)", e.status)
+                        } else {
+                            e.status.clone()
+                        },
                         e.attempts.to_string(),
                         e.order_id.clone().unwrap_or_else(|| "-".into()),
                         e.price.clone().unwrap_or_else(|| "-".into()),

@@ -129,6 +129,18 @@ impl EmulatorHandle {
         self.emulator.lock().faults.add(spec);
     }
 
+    /// Fault rules that can still hit a call.
+    pub fn pending_faults(&self) -> usize {
+        let now = self.emulator.clock.now();
+        self.emulator
+            .lock()
+            .faults
+            .rules()
+            .iter()
+            .filter(|r| r.count != Some(0) && r.until.is_none_or(|until| now < until))
+            .count()
+    }
+
     /// Stops serving and waits for the server to end.
     pub async fn shutdown(self) {
         self.shutdown.cancel();

@@ -783,6 +783,20 @@ impl Ledger {
     /// outcomes (they may have charged) and counts them toward `day`; returns how many. Run at
     /// the start of a pass, when no attempt of this writer can be out.
     pub fn mark_interrupted(&self, day: &str, now: DateTime<Utc>) -> Result<usize, LedgerError> {
+        // Nearly always there is none: a read, not a write transaction (a sync to disk) per pass.
+        let any: bool = query_one(
+            &self.conn(),
+            "SELECT EXISTS (SELECT 1 FROM intents WHERE status = 'sent')",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(|source| LedgerError::Read {
+            what: "looking for interrupted renewal attempts",
+            source,
+        })?;
+        if !any {
+            return Ok(0);
+        }
         self.in_transaction("recording interrupted renewal attempts", |tx| {
             intents::mark_interrupted(tx, day, now)
         })
@@ -1000,11 +1014,33 @@ impl Ledger {
         let mut statement = conn
             .prepare_cached("SELECT currency, cents FROM spend WHERE day = ?1")
             .map_err(read)?;
-        let spend = statement
+        let mut spend = statement
             .query_map([day], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
             .map_err(read)?
             .collect::<Result<BTreeMap<_, _>, _>>()
             .map_err(read)?;
+        drop(statement);
+        // Attempts still out (a pass in flight, or a process that stopped while one was out)
+        // may have charged: counted here too, so no reader of the belts misses them before
+        // the next pass marks and counts them.
+        let mut renewals = renewals;
+        let mut statement = conn
+            .prepare_cached(
+                "SELECT price_cents, currency FROM intents WHERE status = 'sent' AND counted_day IS NULL",
+            )
+            .map_err(read)?;
+        let mut rows = statement.query([]).map_err(read)?;
+        while let Some(r) = rows.next().map_err(read)? {
+            renewals += 1;
+            if let (Some(cents), Some(currency)) = (
+                r.get::<_, Option<i64>>(0).map_err(read)?,
+                r.get::<_, Option<String>>(1).map_err(read)?,
+            ) {
+                let total = spend.entry(currency).or_default();
+                *total = total.saturating_add(cents);
+            }
+        }
+        drop(rows);
         drop(statement);
         let mut statement = conn
             .prepare_cached(

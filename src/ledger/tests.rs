@@ -275,6 +275,12 @@ fn an_attempt_left_out_by_a_stopped_process_is_unknown_and_counted() {
         // The process stops here.
     }
     let ledger = Ledger::open(dir.path()).unwrap();
+    let before = ledger.day_totals(DAY).unwrap();
+    assert_eq!(
+        (before.renewals, before.spend.get("CNY").copied()),
+        (1, Some(10_000)),
+        "counted while still out, before any pass marks it"
+    );
     assert_eq!(ledger.mark_interrupted(DAY, now).unwrap(), 1);
     assert_eq!(ledger.mark_interrupted(DAY, now).unwrap(), 0);
     let view = ledger.histories().unwrap().history("i-1").intent.unwrap();

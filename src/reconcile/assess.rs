@@ -123,6 +123,9 @@ pub struct RenewCandidate {
     /// Its intent may already have charged (and is counted toward today's belts): a resend
     /// with the same token cannot charge again.
     pub counted: bool,
+    /// Its last attempt was refused for a reason only a person can fix (still standing if it
+    /// is not attempted in this pass).
+    pub refused: Option<Refused>,
     /// Its price, once quoted.
     pub price: Option<PriceQuote>,
     /// Why it could not be priced.
@@ -252,14 +255,15 @@ impl Assessment {
             self.next_retry = Some(self.next_retry.map_or(at, |t| t.min(at)));
         }
         let region: Arc<str> = Arc::from(observed.instance.region.as_str());
-        if let (Some(refusal), None) = (&decision.refused, &decision.renew) {
-            self.refused.push(Refused {
-                account: observed.account.to_string(),
-                region: region.to_string(),
-                instance_id: observed.instance.id.clone(),
-                class: refusal.class.as_str().to_owned(),
-                code: refusal.code.clone(),
-            });
+        let refused = decision.refused.as_ref().map(|refusal| Refused {
+            account: observed.account.to_string(),
+            region: region.to_string(),
+            instance_id: observed.instance.id.clone(),
+            class: refusal.class.as_str().to_owned(),
+            code: refusal.code.clone(),
+        });
+        if let (Some(refused), None) = (&refused, &decision.renew) {
+            self.refused.push(refused.clone());
         }
         let row = Row {
             account: observed.account.clone(),
@@ -294,6 +298,7 @@ impl Assessment {
             self.renewals.push(RenewCandidate {
                 row: row_index,
                 counted,
+                refused,
                 failed_attempts: history.failed_attempts,
                 reason: decision.reason,
                 account: observed.account,

@@ -295,7 +295,7 @@ impl Engine {
         // is attempted in dry run.
         summary.next_retry_at = earliest(assessment.next_retry, acted.next_retry)
             .filter(|at| *at > started && !config.dry_run);
-        summary.refused = std::mem::take(&mut assessment.refused);
+        summary.refused.append(&mut assessment.refused);
         summary.refused.append(&mut acted.refused);
         self.publish_refusals(&summary.refused);
         summary.instances = assessment.instances;
@@ -381,6 +381,8 @@ impl Engine {
                 });
             entry.instances += 1;
         }
+        // Series of sources no longer scanned (an entry removed by a reload) go away.
+        self.metrics.source_duplicate_instances.reset();
         let mut per_source: BTreeMap<&str, i64> = BTreeMap::new();
         for pair in pairs.values() {
             *per_source.entry(&pair.dropped).or_default() += pair.instances as i64;
@@ -509,6 +511,7 @@ impl Engine {
         for (key, limit) in &belts.held {
             let c = &assessment.renewals[*key];
             summary.held += 1;
+            summary.refused.extend(c.refused.clone());
             held.push(update_for(
                 c,
                 InstanceState::Due,
@@ -622,6 +625,8 @@ impl Engine {
 
     /// Renewals refused for a reason only a person can fix: one gauge per account and class.
     fn publish_refusals(&self, refused: &[super::assess::Refused]) {
+        // Series of accounts no longer configured go away.
+        self.metrics.renewals_refused.reset();
         let mut counts: BTreeMap<(&str, &str), i64> = BTreeMap::new();
         for account in &self.config.accounts {
             for class in [
@@ -836,6 +841,7 @@ fn apply_outcomes(
             }
             RenewOutcome::Skipped(why) => {
                 summary.skipped += 1;
+                acted.refused.extend(c.refused.clone());
                 update_for(
                     c,
                     InstanceState::Due,
@@ -847,6 +853,7 @@ fn apply_outcomes(
             }
             RenewOutcome::DryRun { token } => {
                 summary.dry_run_renewals += 1;
+                acted.refused.extend(c.refused.clone());
                 let reason = format!("{} (dry run: not sent; ClientToken {token})", c.reason);
                 update_for(
                     c,
@@ -859,6 +866,7 @@ fn apply_outcomes(
             }
             RenewOutcome::NotSent => {
                 summary.skipped += 1;
+                acted.refused.extend(c.refused.clone());
                 let reason = format!("{} (not sent: shutting down)", c.reason);
                 update_for(
                     c,
