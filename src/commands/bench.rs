@@ -131,7 +131,7 @@ fn config_text(emulator: &EmulatorHandle, dir: &Path, options: &BenchOptions) ->
     let mut text = format!(
         "[daemon]\nschedule = \"0 0 0 1 1 *\"\njitter = \"0s\"\nstate_dir = \"{state}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
          [scan]\nregions = [{regions}]\nhorizon = \"30d\"\nconcurrency = {sources}\n\
-         [limits]\nmax_renewals_per_run = 1000000\nmax_renewals_per_day = 1000000\n\
+         [limits]\nmax_renewals_per_run = 1000000\nmax_renewals_per_day = 1000000\nmax_auto_renew_enables_per_run = 1000000\n\
          [retry]\nverify_timeout = \"30s\"\nverify_interval = \"200ms\"\n",
         state = dir.join("state").display(),
         regions = regions.join(", "),

@@ -922,14 +922,22 @@ impl Ledger {
         now: DateTime<Utc>,
     ) -> Result<(), LedgerError> {
         self.in_transaction("recording auto-renew changes", |tx| {
-            let mut update = tx.prepare_cached(
-                "UPDATE auto_renew_changes SET at = ?2, result = ?3, request_id = ?4, error_code = ?5, error_class = ?6
-                 WHERE id = ?1",
+            // A call's rows were written one after another: one statement per call (≤100
+            // rows) rather than one per row.
+            let mut update_run = tx.prepare_cached(
+                "UPDATE auto_renew_changes SET at = ?3, result = ?4, request_id = ?5, error_code = ?6, error_class = ?7
+                 WHERE id BETWEEN ?1 AND ?2",
             )?;
             for (rows, answer) in answers {
-                for id in *rows {
-                    update.execute(params![
-                        id,
+                let contiguous = rows.windows(2).all(|w| w[1] == w[0] + 1);
+                let runs: Vec<(i64, i64)> = match (rows.first(), rows.last()) {
+                    (Some(first), Some(last)) if contiguous => vec![(*first, *last)],
+                    _ => rows.iter().map(|id| (*id, *id)).collect(),
+                };
+                for (first, last) in runs {
+                    update_run.execute(params![
+                        first,
+                        last,
                         ts(now),
                         if answer.error.is_some() { "failed" } else { "ok" },
                         answer.request_id,

@@ -33,10 +33,12 @@ struct Group {
     account: Arc<str>,
     region: Arc<str>,
     target: AutoRenewTarget,
-    /// Assessment rows and instance ids.
-    members: Vec<(usize, String)>,
-    /// Each member's ledger row, once written as pending.
-    ledger_rows: BTreeMap<String, i64>,
+    /// The instances, in the order the calls batch them.
+    ids: Vec<String>,
+    /// Each instance's assessment row.
+    rows: Vec<usize>,
+    /// Each instance's ledger row, once written as pending (same order as `ids`).
+    ledger_rows: Vec<i64>,
 }
 
 /// What a group is keyed by: (account, region, target).
@@ -56,15 +58,17 @@ fn group(changes: Vec<AutoRenewChange>) -> Vec<Group> {
     }
     groups
         .into_iter()
-        .map(
-            |((account, region, AutoRenewTargetKey(target)), members)| Group {
+        .map(|((account, region, AutoRenewTargetKey(target)), members)| {
+            let (rows, ids) = members.into_iter().unzip();
+            Group {
                 account,
                 region,
                 target,
-                members,
-                ledger_rows: BTreeMap::new(),
-            },
-        )
+                ids,
+                rows,
+                ledger_rows: Vec::new(),
+            }
+        })
         .collect()
 }
 
@@ -80,7 +84,7 @@ pub async fn apply(
     let mut groups = group(changes);
     if dry_run {
         for g in &groups {
-            tracing::info!(account = %g.account, region = %g.region, instances = g.members.len(), status = %g.target.status,
+            tracing::info!(account = %g.account, region = %g.region, instances = g.ids.len(), status = %g.target.status,
                 "dry run: would set auto-renew attributes");
         }
         return Ok(ChangeReport::default());
@@ -92,16 +96,21 @@ pub async fn apply(
     let done = send(accounts, &groups).await;
     // Every call's answer is recorded on its rows in one transaction (one sync to disk for the
     // pass's changes across all sources), before it is counted or logged.
-    let rows: Vec<Vec<i64>> = done
+    // A group's batches come back in order, each the next run of its ids: a batch's ledger
+    // rows (and assessment rows) are the same run of the group's.
+    let mut offsets = vec![0usize; groups.len()];
+    let spans: Vec<std::ops::Range<usize>> = done
         .iter()
         .map(|(g, batch)| {
-            let rows = &groups[*g].ledger_rows;
-            batch
-                .instance_ids
-                .iter()
-                .filter_map(|id| rows.get(id).copied())
-                .collect()
+            let start = offsets[*g];
+            offsets[*g] += batch.instance_ids.len();
+            start..offsets[*g]
         })
+        .collect();
+    let rows: Vec<&[i64]> = done
+        .iter()
+        .zip(&spans)
+        .map(|((g, _), span)| &groups[*g].ledger_rows[span.clone()])
         .collect();
     let codes: Vec<Option<String>> = done
         .iter()
@@ -122,11 +131,11 @@ pub async fn apply(
                     error: Some((code.as_deref().unwrap_or_default(), error.class())),
                 },
             };
-            (rows.as_slice(), answer)
+            (*rows, answer)
         })
         .collect();
     ledger.finish_auto_renew_changes(&answers, now)?;
-    Ok(report(metrics, &groups, &done))
+    Ok(report(metrics, &groups, &done, &spans))
 }
 
 /// Intent before act: every change about to be requested is written as pending, in one
@@ -136,23 +145,18 @@ fn write_pending(
     groups: &mut [Group],
     now: DateTime<Utc>,
 ) -> Result<(), LedgerError> {
-    let ids: Vec<Vec<String>> = groups
-        .iter()
-        .map(|g| g.members.iter().map(|(_, id)| id.clone()).collect())
-        .collect();
     let pending: Vec<PendingAutoRenew<'_>> = groups
         .iter()
-        .zip(&ids)
-        .map(|(g, ids)| PendingAutoRenew {
+        .map(|g| PendingAutoRenew {
             account: &g.account,
             region: &g.region,
             target: &g.target,
-            instance_ids: ids,
+            instance_ids: &g.ids,
         })
         .collect();
     let rows = ledger.begin_auto_renew_changes(&pending, now)?;
-    for ((g, ids), rows) in groups.iter_mut().zip(ids).zip(rows) {
-        g.ledger_rows = ids.into_iter().zip(rows).collect();
+    for (g, rows) in groups.iter_mut().zip(rows) {
+        g.ledger_rows = rows;
     }
     Ok(())
 }
@@ -176,10 +180,9 @@ async fn send(accounts: &[AccountClient], groups: &[Group]) -> Vec<(usize, Batch
             };
             for index in indices {
                 let g = &groups[index];
-                let ids: Vec<String> = g.members.iter().map(|(_, id)| id.clone()).collect();
                 for batch in client
                     .client
-                    .modify_auto_renew(region, &ids, g.target)
+                    .modify_auto_renew(region, &g.ids, g.target)
                     .await
                 {
                     done.push((index, batch));
@@ -195,9 +198,14 @@ async fn send(accounts: &[AccountClient], groups: &[Group]) -> Vec<(usize, Batch
 }
 
 /// Counts, logs and reports the recorded answers.
-fn report(metrics: &Metrics, groups: &[Group], done: &[(usize, BatchResult)]) -> ChangeReport {
+fn report(
+    metrics: &Metrics,
+    groups: &[Group],
+    done: &[(usize, BatchResult)],
+    spans: &[std::ops::Range<usize>],
+) -> ChangeReport {
     let mut report = ChangeReport::default();
-    for (index, batch) in done {
+    for ((index, batch), span) in done.iter().zip(spans) {
         let g = &groups[*index];
         let n = batch.instance_ids.len();
         match &batch.result {
@@ -217,17 +225,7 @@ fn report(metrics: &Metrics, groups: &[Group], done: &[(usize, BatchResult)]) ->
                     .with_label_values(&["failed"])
                     .inc_by(n as u64);
                 report.failed += n;
-                let rows: BTreeMap<&str, usize> = g
-                    .members
-                    .iter()
-                    .map(|(row, id)| (id.as_str(), *row))
-                    .collect();
-                report.failed_rows.extend(
-                    batch
-                        .instance_ids
-                        .iter()
-                        .filter_map(|id| rows.get(id.as_str()).copied()),
-                );
+                report.failed_rows.extend_from_slice(&g.rows[span.clone()]);
                 tracing::error!(account = %g.account, region = %g.region, instances = n,
                     class = error.class().as_str(), error = %error, "setting auto-renew attributes failed");
             }

@@ -557,6 +557,26 @@ impl Model {
         });
     }
 
+    /// Waits until the emulator has answered every request that reached it (one a client
+    /// gave up on is still carried out, later). Virtual time moves only after that: a request
+    /// in flight for a moment of real time must not be carried out hours of virtual time later
+    /// (past the ClientToken's retention), which no network does.
+    async fn drain(&self) -> Check {
+        let arrived: u64 = self.emulator.calls().by_action.values().sum();
+        if self
+            .emulator
+            .wait_for_answers(arrived, Duration::from_secs(10))
+            .await
+        {
+            Ok(())
+        } else {
+            Err(fail(
+                self,
+                "the emulator did not answer every request within 10 s".into(),
+            ))
+        }
+    }
+
     fn calls(&self) -> u64 {
         let calls = self.emulator.calls();
         Action::ALL.iter().map(|a| calls.count(*a)).sum()
@@ -601,6 +621,7 @@ impl Model {
             .run_pass()
             .await
             .map_err(|e| fail(self, format!("the {kind:?} pass at {now} failed: {e}")))?;
+        self.drain().await?;
         self.last_pass = Some(now);
         self.wakes.after_pass(
             summary.started_at,
@@ -752,7 +773,6 @@ impl Model {
             1,
             FaultKind::Latency { ms: 150 },
         ));
-        let answered = self.emulator.calls().answered();
         let renewals = self.emulator.calls().count(Action::RenewInstance);
         {
             let engine = self.engine.as_ref().unwrap();
@@ -762,11 +782,8 @@ impl Model {
                 _ = emulator.wait_for(|c| c.count(Action::RenewInstance) > renewals, Duration::from_secs(10)) => {}
             }
         }
-        // Let every request that had arrived be answered before the "new process" starts.
-        let arrived: u64 = self.emulator.calls().by_action.values().sum();
-        self.emulator
-            .wait_for_answers(arrived.max(answered), Duration::from_secs(10))
-            .await;
+        // The "new process" starts once every request the old one sent has been carried out.
+        self.drain().await?;
         totals.kills.fetch_add(1, Ordering::Relaxed);
         self.log.push("killed during a renewal".into());
         self.restart(totals).await
