@@ -430,7 +430,9 @@ impl Ledger {
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
         )
         .map_err(open_error)?;
-        conn.set_prepared_statement_cache_capacity(32);
+        // Room for every statement a pass runs (about forty): a smaller cache evicts and
+        // re-parses the renewal path's statements on every renewal.
+        conn.set_prepared_statement_cache_capacity(64);
         let checkpoints = Checkpointer::start(&path).map_err(open_error)?;
         // Checkpoints run on their own thread (`checkpoint`), never inside a commit; the log
         // is cut back to 8 MiB once checkpointed.
