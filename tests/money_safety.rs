@@ -654,10 +654,45 @@ async fn a_renewal_refused_for_permission_is_loud_at_once() {
 /// before the fix the attempt was recorded as `not_sent` and the audit trail lost it.
 #[tokio::test]
 async fn shutdown_between_retries_after_an_unanswered_attempt_is_an_unknown_outcome() {
+    let error = shutdown_while_the_retry_waits(support::Reply::error(
+        503,
+        "ServiceUnavailable",
+        "The service is busy.",
+    ))
+    .await;
+    assert!(error.outcome_unknown(), "{error}");
+    assert!(
+        !matches!(
+            error,
+            ecs_renewd::cloud::error::CloudError::ShuttingDown { .. }
+        ),
+        "{error}"
+    );
+}
+
+/// The same after an attempt the service refused outright (throttled): the call ends with
+/// that answer, a known failure — not "not sent", which would lose the attempt.
+#[tokio::test]
+async fn shutdown_between_retries_after_a_refused_attempt_keeps_the_refusal() {
+    let error = shutdown_while_the_retry_waits(support::Reply::error(
+        400,
+        "Throttling.User",
+        "Request was denied due to user flow control.",
+    ))
+    .await;
+    assert!(!error.outcome_unknown(), "{error}");
+    assert_eq!(error.code(), Some("Throttling.User"), "{error}");
+}
+
+/// Sends a renewal whose first attempt gets `first`; shutdown begins while the retry waits
+/// five seconds for the rate limiter; returns how the call ended.
+async fn shutdown_while_the_retry_waits(
+    first: support::Reply,
+) -> ecs_renewd::cloud::error::CloudError {
     let (arrived_tx, mut arrived) = mpsc::unbounded_channel();
     let stub = support::Stub::start(move |_, index| {
         let _ = arrived_tx.send(index);
-        support::Reply::error(503, "ServiceUnavailable", "The service is busy.")
+        first.clone()
     })
     .await;
     let cancel = CancellationToken::new();
@@ -719,13 +754,40 @@ async fn shutdown_between_retries_after_an_unanswered_attempt_is_an_unknown_outc
         .unwrap()
         .unwrap()
         .unwrap_err();
-    assert!(error.outcome_unknown(), "{error}");
-    assert!(
-        !matches!(
-            error,
-            ecs_renewd::cloud::error::CloudError::ShuttingDown { .. }
-        ),
-        "{error}"
-    );
     assert_eq!(stub.requests().len(), 1, "no second attempt was sent");
+    error
+}
+
+/// Once today's renewal count is used up, a retry due later today will be held by the belt:
+/// no reason to wake before the schedule.
+#[tokio::test]
+async fn a_retry_the_daily_count_will_hold_is_no_reason_to_wake() {
+    let fleet = harness_fleet(
+        NOW,
+        0.0,
+        vec![
+            instance_spec("i-poor", "2026-03-13T16:00Z"),
+            // Due at 04:02Z with renew_before 7 days, before i-poor's retry at 04:05Z.
+            instance_spec("i-later", "2026-03-17T04:02Z"),
+        ],
+    );
+    let h = Harness::start(
+        fleet,
+        &format!("[limits]\nmax_renewals_per_day = 1\n{RENEW_ALL}"),
+    )
+    .await;
+    let first = h.pass().await;
+    assert_eq!(first.renew_failed, 1, "{first:?}");
+    assert!(
+        first.next_retry_at.is_some(),
+        "the funds retry wakes the daemon"
+    );
+    h.emulator.with_world(|w| w.set_balance("main", 100_000));
+    h.advance(minutes(2));
+    let second = h.pass().await;
+    assert_eq!(second.renewed, 1, "{second:?}");
+    assert_eq!(
+        second.next_retry_at, None,
+        "today's one renewal is made: i-poor's retry today would be held"
+    );
 }

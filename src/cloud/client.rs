@@ -225,18 +225,24 @@ impl EcsClient {
                 error
             }
         };
-        loop {
-            attempt += 1;
-            let shutting_down = || CloudError::ShuttingDown {
+        // Shutdown before a retry ends the call with the last attempt's answer: only a call
+        // that sent nothing ends "not sent".
+        let mut last: Option<CloudError> = None;
+        let stopped = |last: Option<CloudError>, unanswered: bool| match last {
+            Some(error) => ending(error, unanswered),
+            None => CloudError::ShuttingDown {
                 action,
                 region: region.to_owned(),
-            };
+            },
+        };
+        loop {
+            attempt += 1;
             if self.cancel.is_cancelled() {
-                return Err(ending(shutting_down(), unanswered));
+                return Err(stopped(last, unanswered));
             }
             tokio::select! {
                 _ = self.limiter.acquire(region, action) => {}
-                _ = self.cancel.cancelled() => return Err(ending(shutting_down(), unanswered)),
+                _ = self.cancel.cancelled() => return Err(stopped(last, unanswered)),
             }
             let span = tracing::debug_span!(
                 "ecs_call",
@@ -300,6 +306,7 @@ impl EcsClient {
                         _ = tokio::time::sleep(delay) => {}
                         _ = self.cancel.cancelled() => return Err(ending(error, unanswered)),
                     }
+                    last = Some(error);
                 }
             }
         }

@@ -1,7 +1,8 @@
 //! When the daemon runs a pass outside its cron schedule: only for a retry that the pass will
-//! actually attempt — the last pass names the earliest one (`PassSummary::next_retry_at`: a
-//! backoff of a renewal its policy still wants, never a not-applicable answer, a renewal held by
-//! a belt, a source that was down, or anything in dry run) — never sooner than `backoff_floor`
+//! attempt — the last pass names the earliest one (`PassSummary::next_retry_at`: a backoff of a
+//! renewal its policy still wants; never a not-applicable answer, a renewal held by a belt in
+//! that pass, a source that was down, anything in dry run, or a retry due later the same day
+//! once that day's renewal count is used up) — never sooner than `backoff_floor`
 //! after the previous pass began, and later by a random jitter of up to a fifth of the floor, so
 //! retries do not wake many daemons in step. Everything else waits for the schedule. A retry
 //! time that was already due when a pass ran, and that the pass left untouched, is no reason to

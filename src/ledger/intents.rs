@@ -309,8 +309,9 @@ pub(super) fn finish_failed(
     )
 }
 
-/// Records that an attempt was not sent after all (shutdown began first). An intent that an
-/// earlier attempt may have charged stays "unknown".
+/// Records that an attempt was not sent after all (shutdown began first). The intent goes back
+/// to where the earlier attempts left it: "unknown" if one may have charged, "failed" (with its
+/// class and code, which the attempt did not touch) if one was refused, else "prepared".
 pub(super) fn finish_not_sent(
     tx: &Transaction<'_>,
     intent_id: i64,
@@ -319,7 +320,9 @@ pub(super) fn finish_not_sent(
 ) -> rusqlite::Result<()> {
     exec(
         tx,
-        "UPDATE intents SET status = CASE WHEN maybe_charged = 1 THEN 'unknown' ELSE 'prepared' END,
+        "UPDATE intents SET status = CASE WHEN maybe_charged = 1 THEN 'unknown'
+                                          WHEN error_class IS NOT NULL THEN 'failed'
+                                          ELSE 'prepared' END,
                             attempts = attempts - 1, updated_at = ?2 WHERE id = ?1",
         params![intent_id, ts(now)],
     )?;

@@ -135,8 +135,26 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE intents ADD COLUMN maybe_charged INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE intents ADD COLUMN counted_day TEXT;
-    UPDATE intents SET maybe_charged = 1 WHERE status IN ('sent', 'unknown');
+    -- Schema 1 overwrote an unknown outcome with a later refusal or "not sent": any attempt
+    -- that ended unknown, or never ended, may have charged.
+    UPDATE intents SET maybe_charged = 1
+     WHERE status IN ('sent', 'unknown')
+        OR EXISTS (SELECT 1 FROM attempts a WHERE a.intent_id = intents.id
+                    AND (a.outcome = 'unknown' OR a.outcome IS NULL));
+    -- Orders were counted by schema 1 (on their UTC day here: schema 1 kept no day per intent).
     UPDATE intents SET counted_day = substr(created_at, 1, 10) WHERE order_id IS NOT NULL;
+    -- Every intent that may have charged is counted once, as the new code keeps it.
+    INSERT INTO renewal_days (day, renewals)
+        SELECT substr(updated_at, 1, 10), COUNT(*) FROM intents
+         WHERE maybe_charged = 1 AND counted_day IS NULL GROUP BY 1
+        ON CONFLICT (day) DO UPDATE SET renewals = renewals + excluded.renewals;
+    INSERT INTO spend (day, currency, cents)
+        SELECT substr(updated_at, 1, 10), currency, SUM(price_cents) FROM intents
+         WHERE maybe_charged = 1 AND counted_day IS NULL AND price_cents IS NOT NULL AND currency IS NOT NULL
+         GROUP BY 1, 2
+        ON CONFLICT (day, currency) DO UPDATE SET cents = cents + excluded.cents;
+    UPDATE intents SET counted_day = substr(updated_at, 1, 10)
+     WHERE maybe_charged = 1 AND counted_day IS NULL;
     CREATE INDEX intents_by_instance_id ON intents (instance_id, id);
     CREATE INDEX intents_counted ON intents (counted_day) WHERE counted_day IS NOT NULL;
 

@@ -378,8 +378,8 @@ pub struct DayTotals {
     pub renewals: u32,
     /// Their spend per currency, in cents (priced charges only).
     pub spend: BTreeMap<String, i64>,
-    /// Counted charges without a price.
-    pub unpriced: Vec<UnpricedCharge>,
+    /// Counted charges without a price (see [`Ledger::unpriced_charges`]).
+    pub unpriced: usize,
 }
 
 /// A counted charge made without a price quote.
@@ -1004,6 +1004,23 @@ impl Ledger {
         })
     }
 
+    /// Charges counted toward `day` so far, each intent once, with the attempts still out
+    /// (they may have charged; the next pass counts them).
+    pub fn renewals_counted(&self, day: &str) -> Result<u32, LedgerError> {
+        let read = |source| LedgerError::Read {
+            what: "reading today's renewals",
+            source,
+        };
+        query_one(
+            &self.conn(),
+            "SELECT COALESCE((SELECT renewals FROM renewal_days WHERE day = ?1), 0)
+                  + (SELECT COUNT(*) FROM intents WHERE status = 'sent' AND counted_day IS NULL)",
+            [day],
+            |r| r.get(0),
+        )
+        .map_err(read)
+    }
+
     /// What `day`'s belts have counted so far: renewals, spend per currency, and the counted
     /// charges that were made unpriced (a spend limit switched on later needs their price).
     pub fn day_totals(&self, day: &str) -> Result<DayTotals, LedgerError> {
@@ -1011,16 +1028,8 @@ impl Ledger {
             what: "reading today's totals",
             source,
         };
+        let renewals = self.renewals_counted(day)?;
         let conn = self.conn();
-        let renewals: u32 = conn
-            .query_row(
-                "SELECT renewals FROM renewal_days WHERE day = ?1",
-                [day],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(read)?
-            .unwrap_or(0);
         let mut statement = conn
             .prepare_cached("SELECT currency, cents FROM spend WHERE day = ?1")
             .map_err(read)?;
@@ -1031,9 +1040,8 @@ impl Ledger {
             .map_err(read)?;
         drop(statement);
         // Attempts still out (a pass in flight, or a process that stopped while one was out)
-        // may have charged: counted here too, so no reader of the belts misses them before
-        // the next pass marks and counts them.
-        let mut renewals = renewals;
+        // may have charged: counted here too (`renewals_counted` counts them), so no reader of
+        // the belts misses them before the next pass marks and counts them.
         let mut statement = conn
             .prepare_cached(
                 "SELECT price_cents, currency FROM intents WHERE status = 'sent' AND counted_day IS NULL",
@@ -1041,7 +1049,6 @@ impl Ledger {
             .map_err(read)?;
         let mut rows = statement.query([]).map_err(read)?;
         while let Some(r) = rows.next().map_err(read)? {
-            renewals += 1;
             if let (Some(cents), Some(currency)) = (
                 r.get::<_, Option<i64>>(0).map_err(read)?,
                 r.get::<_, Option<String>>(1).map_err(read)?,
@@ -1052,6 +1059,27 @@ impl Ledger {
         }
         drop(rows);
         drop(statement);
+        let unpriced: u32 = query_one(
+            &conn,
+            "SELECT COUNT(*) FROM intents WHERE counted_day = ?1 AND price_cents IS NULL",
+            [day],
+            |r| r.get(0),
+        )
+        .map_err(read)?;
+        Ok(DayTotals {
+            renewals,
+            spend,
+            unpriced: unpriced as usize,
+        })
+    }
+
+    /// The charges counted toward `day` that were made without a price quote.
+    pub fn unpriced_charges(&self, day: &str) -> Result<Vec<UnpricedCharge>, LedgerError> {
+        let read = |source| LedgerError::Read {
+            what: "reading today's unpriced charges",
+            source,
+        };
+        let conn = self.conn();
         let mut statement = conn
             .prepare_cached(
                 "SELECT id, account, region, instance_id, period, unit FROM intents
@@ -1077,11 +1105,7 @@ impl Ledger {
                 unit: cell.unit("unit", &r.get::<_, String>(5).map_err(read)?)?,
             });
         }
-        Ok(DayTotals {
-            renewals,
-            spend,
-            unpriced,
-        })
+        Ok(unpriced)
     }
 
     /// Records a pass.

@@ -311,7 +311,11 @@ fn an_unpriced_charge_is_listed_until_its_price_is_recorded() {
     let totals = ledger.day_totals(DAY).unwrap();
     assert_eq!(totals.renewals, 1);
     assert!(totals.spend.is_empty());
-    assert_eq!(totals.unpriced.len(), 1);
+    assert_eq!(totals.unpriced, 1);
+    assert_eq!(
+        ledger.unpriced_charges(DAY).unwrap()[0].intent_id,
+        stored.id
+    );
     let price = Money {
         cents: 12_345,
         currency: "CNY".into(),
@@ -320,7 +324,7 @@ fn an_unpriced_charge_is_listed_until_its_price_is_recorded() {
     ledger.price_charge(stored.id, &price).unwrap();
     let totals = ledger.day_totals(DAY).unwrap();
     assert_eq!(totals.spend.get("CNY").copied(), Some(12_345), "once");
-    assert!(totals.unpriced.is_empty());
+    assert_eq!(totals.unpriced, 0);
 }
 
 #[test]
@@ -490,6 +494,10 @@ fn a_version_1_ledger_is_migrated_with_its_open_intents_and_backoff() {
             "INSERT INTO intents (account, region, instance_id, old_expiry, period, unit, client_token, why, status, created_at, updated_at, order_id)
              VALUES ('main', 'cn-hangzhou', 'i-1', '2026-03-15T16:00:00Z', 1, 'Month', 'ern1-a', 'due', 'sent', '2026-03-10T00:00:00Z', '2026-03-10T00:00:00Z', NULL),
                     ('main', 'cn-hangzhou', 'i-2', '2026-03-15T16:00:00Z', 1, 'Month', 'ern1-b', 'due', 'ordered', '2026-03-10T00:00:00Z', '2026-03-10T00:00:00Z', 'O-2');
+             INSERT INTO intents (account, region, instance_id, old_expiry, period, unit, client_token, why, status, created_at, updated_at, price_cents, currency, error_code, error_class)
+             VALUES ('main', 'cn-hangzhou', 'i-4', '2026-03-15T16:00:00Z', 1, 'Month', 'ern1-c', 'due', 'failed', '2026-03-10T00:00:00Z', '2026-03-10T00:00:00Z', 5000, 'CNY', 'InvalidAccountStatus.NotEnoughBalance', 'funds');
+             INSERT INTO attempts (intent_id, started_at, finished_at, outcome) VALUES (3, '2026-03-10T00:00:00Z', '2026-03-10T00:00:01Z', 'unknown'),
+                    (3, '2026-03-10T00:05:00Z', '2026-03-10T00:05:01Z', 'failed');
              INSERT INTO backoff (account, instance_id, old_expiry, failures, retry_at, last_class, last_code)
              VALUES ('main', 'i-1', '2026-03-15T16:00:00Z', 2, '2026-03-10T01:00:00Z', 'transient', 'Transport.Timeout'),
                     ('other', 'i-1', '2026-03-15T16:00:00Z', 1, '2026-03-10T00:30:00Z', 'transient', 'Transport.Timeout');
@@ -509,4 +517,37 @@ fn a_version_1_ledger_is_migrated_with_its_open_intents_and_backoff() {
         "the latest backoff of the instance is kept"
     );
     assert_eq!(ledger.unchecked_auto_renew_changes().unwrap().len(), 1);
+    // A refusal recorded over an unanswered attempt: it may have charged, and it is counted.
+    let refused = histories.history("i-4").intent.unwrap();
+    assert!(refused.maybe_charged);
+    let totals = ledger.day_totals("2026-03-10").unwrap();
+    assert_eq!(
+        (totals.renewals, totals.spend.get("CNY").copied()),
+        (2, Some(5_000)),
+        "i-1 (sent, unpriced) and i-4 (priced) counted once each"
+    );
+}
+
+#[test]
+fn an_attempt_not_sent_leaves_the_intent_where_the_earlier_attempts_left_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path()).unwrap();
+    let now = t("2026-03-10T00:00:00Z");
+    let (stored, attempt) = ledger.prepare_and_begin(&intent("tok-n"), now).unwrap();
+    ledger
+        .finish_failed(stored.id, attempt, &funds(), false, now, DAY, now)
+        .unwrap();
+    let (_, attempt) = ledger.prepare_and_begin(&intent("tok-n"), now).unwrap();
+    ledger.finish_not_sent(stored.id, attempt, now).unwrap();
+    let view = ledger.histories().unwrap().history("i-1").intent.unwrap();
+    assert!(
+        matches!(
+            view.status,
+            IntentStatus::Failed {
+                class: ErrorClass::Funds,
+                ..
+            }
+        ),
+        "{view:?}"
+    );
 }

@@ -483,6 +483,19 @@ fn with_open_intent(
                 format!("order {order_id} placed; waiting for the new expiry to show");
             decision.deduction_overdue = false;
         }
+        IntentStatus::Unknown if wanted.is_some() && history.retry_at.is_some_and(|r| now < r) => {
+            // Unanswered, or answered busy: resent with its token once its backoff is over (a
+            // charge may be in flight; sending again at once would only be answered busy).
+            let retry_at = history.retry_at.unwrap_or(now);
+            decision.state = InstanceState::Backoff;
+            decision.due_at = Some(retry_at);
+            decision.retry_at = Some(retry_at);
+            decision.reason = format!(
+                "an earlier renewal's outcome is unknown: resent with its ClientToken {} at {}",
+                intent.token,
+                when(retry_at)
+            );
+        }
         IntentStatus::Prepared | IntentStatus::Unknown => match &wanted {
             Some(plan) => {
                 decision.state = InstanceState::Due;

@@ -33,7 +33,7 @@ pub fn belt_inputs(
         max_spend_per_run: config.limits.max_spend_per_run.clone(),
         max_spend_per_day: config.limits.max_spend_per_day.clone(),
         spent_today: today.spend.clone(),
-        unpriced_today: today.unpriced.len(),
+        unpriced_today: today.unpriced,
         max_fleet_share: config.limits.max_fleet_share_per_run,
         fleet_size,
     };

@@ -292,9 +292,11 @@ impl Engine {
         phases.lap("verify_and_auto_renew");
 
         // What the daemon may wake for: a retry it will attempt, after this pass began. Nothing
-        // is attempted in dry run.
-        summary.next_retry_at = earliest(assessment.next_retry, acted.next_retry)
-            .filter(|at| *at > started && !config.dry_run);
+        // is attempted in dry run, nor today once today's renewal count is used up.
+        let today_full = self.ledger.renewals_counted(&day)? >= config.limits.max_renewals_per_day;
+        summary.next_retry_at = earliest(assessment.next_retry, acted.next_retry).filter(|at| {
+            *at > started && !config.dry_run && !(today_full && day_key(config, *at) == day)
+        });
         summary.refused.append(&mut assessment.refused);
         summary.refused.append(&mut acted.refused);
         self.publish_refusals(&summary.refused);
@@ -479,10 +481,11 @@ impl Engine {
         )
         .await;
         let mut today = self.ledger.day_totals(day)?;
-        if config.limits.has_spend_limits() && !today.unpriced.is_empty() {
+        if config.limits.has_spend_limits() && today.unpriced > 0 {
             // A spend limit switched on later in the day: the day's earlier charges were made
             // unpriced. Their price now is what they cost (same instance, same period).
-            for (intent_id, price) in price_charges(&self.accounts, &today.unpriced).await {
+            let unpriced = self.ledger.unpriced_charges(day)?;
+            for (intent_id, price) in price_charges(&self.accounts, &unpriced).await {
                 self.ledger.price_charge(intent_id, &price)?;
             }
             today = self.ledger.day_totals(day)?;

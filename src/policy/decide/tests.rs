@@ -377,6 +377,38 @@ fn a_backoff_names_its_retry_for_the_daemon_but_a_not_applicable_answer_does_not
 }
 
 #[test]
+fn an_unknown_outcome_is_resent_after_its_backoff_and_the_daemon_may_wake_for_it() {
+    let policies = [renew_policy("prod", MatchSection::default())];
+    let i = instance("i-1", "2026-03-15T16:00Z");
+    let mut history = failed_history(ErrorClass::Busy, "Idempotence.Processing", true);
+    history.intent.as_mut().unwrap().status = IntentStatus::Unknown;
+    let waiting = run(
+        &policies,
+        &i,
+        RenewalStatus::Normal,
+        &history,
+        "2026-03-14T00:30Z",
+    );
+    assert_eq!(
+        (waiting.state, waiting.renew.is_none(), waiting.retry_at),
+        (InstanceState::Backoff, true, Some(t("2026-03-14T01:00Z")))
+    );
+    let resend = run(
+        &policies,
+        &i,
+        RenewalStatus::Normal,
+        &history,
+        "2026-03-14T01:00Z",
+    )
+    .renew
+    .unwrap();
+    assert_eq!(
+        (resend.reuse_token.as_deref(), resend.why),
+        (Some("tok-1"), RenewWhy::Resume)
+    );
+}
+
+#[test]
 fn a_maybe_charged_intent_keeps_its_token_and_period_when_the_policy_changes() {
     let two_months = [Policy {
         action: PolicyAction::Renew {
