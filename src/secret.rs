@@ -1,10 +1,13 @@
 //! `Secret`: the only type that holds an AccessKey secret or an STS token. Its `Debug` and
 //! `Display` print a redaction, so a secret cannot reach a log line, an error or a panic message
-//! by being formatted; the value is wiped from memory when dropped.
+//! by being formatted; the value is wiped from memory when dropped. Also reading a secret from
+//! a file: only from a file no other user can read, into memory that is wiped afterwards.
 
 use std::fmt;
+use std::io::Read;
+use std::path::Path;
 
-use zeroize::Zeroize;
+use zeroize::{Zeroize, Zeroizing};
 
 /// What a secret prints as.
 pub const REDACTED: &str = "[REDACTED]";
@@ -48,6 +51,113 @@ impl Drop for Secret {
     }
 }
 
+/// Why a secret file was not read.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretFileError {
+    /// The file cannot be read.
+    #[error(
+        "cannot read the {what} from {path}: {source} — check the path and that the daemon's user may read it"
+    )]
+    Unreadable {
+        /// What the file should hold.
+        what: &'static str,
+        /// The file.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is empty (or white space only).
+    #[error("the {what} file {path} is empty — put the value in the file")]
+    Empty {
+        /// What the file should hold.
+        what: &'static str,
+        /// The file.
+        path: std::path::PathBuf,
+    },
+    /// Other users may read the file, so the secret may already be known to them. Refused as
+    /// OpenSSH refuses such a private key.
+    #[error(
+        "the {what} file {path} is open to other users (mode {mode:04o}), so ecs-renewd refuses to use it — run `chmod 600 {path}` (and check who may have read it)"
+    )]
+    OpenToOthers {
+        /// What the file holds.
+        what: &'static str,
+        /// The file.
+        path: std::path::PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+}
+
+/// The permission bits of `path` when its group or other users have any access to it.
+#[cfg(unix)]
+pub fn open_to_others(path: &Path) -> std::io::Result<Option<u32>> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)?.permissions().mode() & 0o7777;
+    Ok((mode & 0o077 != 0).then_some(mode))
+}
+
+/// Other platforms have no mode bits to check.
+#[cfg(not(unix))]
+pub fn open_to_others(_path: &Path) -> std::io::Result<Option<u32>> {
+    Ok(None)
+}
+
+/// A whole file as text in memory that is wiped when dropped. The buffer is sized from the
+/// file's length up front, so reading never leaves an unwiped smaller copy behind.
+pub fn read_wiped(path: &Path) -> std::io::Result<Zeroizing<String>> {
+    let mut file = std::fs::File::open(path)?;
+    let length = file.metadata()?.len() as usize;
+    let mut bytes = Zeroizing::new(Vec::with_capacity(length + 1));
+    file.read_to_end(&mut bytes)?;
+    match String::from_utf8(std::mem::take(&mut *bytes)) {
+        Ok(text) => Ok(Zeroizing::new(text)),
+        Err(error) => {
+            let mut raw = error.into_bytes();
+            raw.zeroize();
+            Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "the file is not UTF-8 text",
+            ))
+        }
+    }
+}
+
+/// Reads a secret from `path`: refused when the file is open to other users (unless it lies in
+/// `private_dir`, a directory made private to the daemon by its service manager, such as
+/// systemd's `$CREDENTIALS_DIRECTORY`), trimmed of surrounding white space (editors and `echo`
+/// leave a newline), never empty.
+pub fn read_secret_file(
+    path: &Path,
+    what: &'static str,
+    private_dir: Option<&Path>,
+) -> Result<Secret, SecretFileError> {
+    let unreadable = |source| SecretFileError::Unreadable {
+        what,
+        path: path.to_owned(),
+        source,
+    };
+    // Read first: a path that cannot be read at all (a directory, say) is reported as such.
+    let content = read_wiped(path).map_err(unreadable)?;
+    let exempt = private_dir.is_some_and(|dir| path.starts_with(dir));
+    if !exempt && let Some(mode) = open_to_others(path).map_err(unreadable)? {
+        return Err(SecretFileError::OpenToOthers {
+            what,
+            path: path.to_owned(),
+            mode,
+        });
+    }
+    let value = content.trim();
+    if value.is_empty() {
+        return Err(SecretFileError::Empty {
+            what,
+            path: path.to_owned(),
+        });
+    }
+    Ok(Secret::new(value))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -65,5 +175,36 @@ mod tests {
             assert!(shown.contains(REDACTED));
         }
         assert_eq!(secret.expose(), "wyLTSmsyPGP1ohvvw8xYgB29dlGI8KMiH2pKCNZ9");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_secret_file_open_to_others_is_refused_unless_it_is_in_the_private_directory() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        std::fs::write(&path, "s3cret\n").unwrap();
+        for mode in [0o640, 0o604, 0o660, 0o644, 0o610] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let error = read_secret_file(&path, "AccessKey secret", None).unwrap_err();
+            assert_eq!(
+                error.to_string(),
+                format!(
+                    "the AccessKey secret file {0} is open to other users (mode {mode:04o}), so ecs-renewd refuses to use it — run `chmod 600 {0}` (and check who may have read it)",
+                    path.display()
+                )
+            );
+            let allowed = read_secret_file(&path, "AccessKey secret", Some(dir.path())).unwrap();
+            assert_eq!(allowed.expose(), "s3cret");
+        }
+        for mode in [0o600, 0o400] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            assert_eq!(
+                read_secret_file(&path, "AccessKey secret", None)
+                    .unwrap()
+                    .expose(),
+                "s3cret"
+            );
+        }
     }
 }

@@ -422,30 +422,23 @@ async fn credential_cases(table: &mut Table) {
         &answer,
     );
 
-    // World-readable: a warning, and the credentials are used.
+    // Open to other users: refused, as OpenSSH refuses such a private key.
     let loose = dir.path().join("loose.secret");
     std::fs::write(&loose, "a-secret\n").unwrap();
     std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o644)).unwrap();
     let text = file_credentials(&loose, None);
     let answer = connect(&text, &Environment::default()).await;
-    table.record(
-        "credentials: a world-readable key file (warning)",
+    table.record_refusal(
+        "credentials: a world-readable key file",
         &text,
-        &format!("warning: account main: the AccessKey secret file {tmp}/loose.secret can be read by other users (mode 0644); restrict it with chmod 600"),
-        &match &answer {
-            Ok(warnings) => format!("warning: {}", warnings.join("; ")),
-            Err(e) => e.clone(),
-        },
-        answer
-            .is_err()
-            .then(|| "refused instead of warned".to_owned())
-            .into_iter()
-            .collect(),
+        &format!("bad.toml: accounts[0] (main): no usable credentials: the AccessKey secret file {tmp}/loose.secret is open to other users (mode 0644), so ecs-renewd refuses to use it — run `chmod 600 {tmp}/loose.secret` (and check who may have read it)"),
+        &answer,
     );
 
     // A broken aliyun CLI config named in the config file.
     let cli = dir.path().join("aliyun-config.json");
     std::fs::write(&cli, "{\"current\": \"AK\", \"profiles\": [").unwrap();
+    std::fs::set_permissions(&cli, std::fs::Permissions::from_mode(0o600)).unwrap();
     let text = format!(
         "[[accounts]]\nname = \"main\"\nendpoint = \"http://127.0.0.1:9\"\n[accounts.credentials]\nsource = \"cli-profile\"\ncli_config_path = \"{}\"\n",
         cli.display()

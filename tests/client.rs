@@ -486,3 +486,61 @@ async fn a_slow_answer_times_out_as_a_transport_error() {
     }
     assert!(error.outcome_unknown());
 }
+
+#[tokio::test]
+async fn a_redirect_is_never_followed_with_the_signed_body() {
+    // Where a followed redirect would resend the body, STS token included.
+    let elsewhere = Stub::start(|_, _| Reply::json(200, json!({"RequestId": "stolen"}))).await;
+    let target = format!("{}/collect?x=1", elsewhere.url());
+    for status in [301, 302, 303, 307, 308] {
+        let location = target.clone();
+        let stub =
+            Stub::start(move |_, _| Reply::raw(status, "").header("location", &location)).await;
+        let client = client_for(&stub.url(), fast_retry(3));
+        let error = client
+            .renew_instance(
+                "cn-hangzhou",
+                "i-redirected",
+                1,
+                PeriodUnit::Month,
+                &ClientToken::new("ern2-redirect-test").unwrap(),
+            )
+            .await
+            .unwrap_err();
+        let host = elsewhere.url().trim_start_matches("http://").to_owned();
+        let last = match &error {
+            CloudError::AfterUnanswered { last } => last.as_ref(),
+            other => other,
+        };
+        match last {
+            CloudError::Redirected {
+                http_status,
+                location_host,
+                ..
+            } => {
+                assert_eq!(*http_status, status);
+                assert_eq!(location_host, &host);
+            }
+            other => panic!("HTTP {status}: expected a redirect error, got {other:?}"),
+        }
+        assert_eq!(error.class(), ErrorClass::Transient);
+        // A charging call answered by a redirect has an unknown outcome (whatever answered
+        // may have passed it on), so it is resent only with the same ClientToken.
+        assert!(error.outcome_unknown());
+        let text = error.to_string();
+        assert!(
+            text.contains(&format!("HTTP {status}) to {host}")),
+            "{text}"
+        );
+        assert!(
+            !text.contains("collect"),
+            "the Location's path is not quoted: {text}"
+        );
+        assert!(!stub.requests().is_empty());
+    }
+    assert!(
+        elsewhere.requests().is_empty(),
+        "a redirect was followed: {:?}",
+        elsewhere.requests()
+    );
+}

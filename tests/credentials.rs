@@ -493,36 +493,230 @@ async fn a_failed_refresh_keeps_using_credentials_that_still_work() {
     assert!(provider.credentials(at(0, 59)).await.is_err());
 }
 
+#[cfg(unix)]
 #[tokio::test]
-async fn a_key_file_other_users_can_read_gives_a_warning() {
+async fn key_files_and_cli_profiles_open_to_other_users_are_refused() {
+    use std::os::unix::fs::PermissionsExt;
     let fixture = Fixture::new();
     let path = fixture.path("keys/open.secret");
     write(&path, "open-secret");
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-    }
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
     let config = CredentialsConfig {
         access_key_id: Some("ID".into()),
         access_key_secret_file: Some(path.clone()),
         ..CredentialsConfig::default()
     };
+    let error = resolve(&config, &Environment::default()).await.unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "the AccessKey secret file {0} is open to other users (mode 0640), so ecs-renewd refuses to use it — run `chmod 600 {0}` (and check who may have read it)",
+            path.display()
+        )
+    );
+    // The same file in $CREDENTIALS_DIRECTORY (private to the service) is accepted.
+    let private = Environment::from_pairs([(
+        "CREDENTIALS_DIRECTORY",
+        fixture.path("keys").display().to_string(),
+    )]);
+    assert_eq!(
+        resolve(&config, &private).await.unwrap().fixed_key_id(),
+        Some("ID")
+    );
+
+    // A security token file is held to the same rule.
+    let token = fixture.path("keys/open.token");
+    write(&token, "tok");
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o604)).unwrap();
+    let with_token = CredentialsConfig {
+        access_key_id: Some("FILE_ID".into()),
+        access_key_secret_file: Some(fixture.path("keys/main.secret")),
+        security_token_file: Some(token.clone()),
+        ..CredentialsConfig::default()
+    };
+    let error = resolve(&with_token, &Environment::default())
+        .await
+        .unwrap_err();
+    assert!(
+        error.to_string().starts_with(&format!(
+            "the security token file {} is open to other users (mode 0604)",
+            token.display()
+        )),
+        "{error}"
+    );
+
+    // The aliyun CLI profile holds secrets too.
+    let profile = fixture.path("home/.aliyun/config.json");
+    std::fs::set_permissions(&profile, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let cli = CredentialsConfig {
+        source: SourceKind::CliProfile,
+        ..CredentialsConfig::default()
+    };
+    let home = Environment::from_pairs([("HOME", fixture.path("home").display().to_string())]);
+    let error = resolve(&cli, &home).await.unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "the aliyun CLI config file {0} is open to other users (mode 0644), so ecs-renewd refuses to use it — run `chmod 600 {0}` (and check who may have read it)",
+            profile.display()
+        )
+    );
+    std::fs::set_permissions(&profile, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert_eq!(
+        resolve(&cli, &home).await.unwrap().fixed_key_id(),
+        Some("CLI_ID")
+    );
+}
+
+#[tokio::test]
+async fn the_v1_fallback_is_a_warning_for_the_operator() {
+    let imds = v1_only_stub().await;
+    let config = CredentialsConfig {
+        source: SourceKind::RamRole,
+        metadata_url: imds.url(),
+        ram_role_name: Some("role-v1".into()),
+        ..CredentialsConfig::default()
+    };
+    let logs = support::LogCapture::default();
+    let guard = logs.install();
     let provider = resolve(&config, &Environment::default()).await.unwrap();
+    drop(guard);
     assert_eq!(
         provider.warnings(),
         [format!(
-            "the AccessKey secret file {} can be read by other users (mode 0644); restrict it with chmod 600",
-            path.display()
+            "the metadata service at {} gave no session token, so RAM role credentials are fetched without one (IMDSv1); set imdsv1_fallback = false once the instance enforces hardened mode",
+            imds.url()
         )]
     );
-    let quiet = resolve(
-        &fixture.file_config("http://127.0.0.1:1"),
-        &Environment::default(),
-    )
-    .await
-    .unwrap();
-    assert!(quiet.warnings().is_empty());
+    let text = logs.text();
+    assert!(
+        text.lines()
+            .any(|l| l.contains(" WARN ") && l.contains("without one (IMDSv1)")),
+        "{text}"
+    );
+    // In token mode there is no such warning.
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let hardened = metadata_stub("2099-01-01T00:00:00Z", fetches).await;
+    let config = CredentialsConfig {
+        source: SourceKind::RamRole,
+        metadata_url: hardened.url(),
+        ..CredentialsConfig::default()
+    };
+    assert!(
+        resolve(&config, &Environment::default())
+            .await
+            .unwrap()
+            .warnings()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn a_failing_metadata_service_is_asked_again_only_after_a_growing_wait() {
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let down = Arc::new(AtomicBool::new(false));
+    let imds =
+        metadata_stub_with_outage("2026-01-01T01:00:00Z", fetches.clone(), down.clone()).await;
+    let config = CredentialsConfig {
+        source: SourceKind::RamRole,
+        metadata_url: imds.url(),
+        ..CredentialsConfig::default()
+    };
+    let provider = resolve(&config, &Environment::default()).await.unwrap();
+    // Each attempt starts with a session-token request.
+    let asked = || imds.requests().iter().filter(|r| r.method == "PUT").count();
+    let before = asked();
+    down.store(true, Ordering::SeqCst);
+    // Past expiry: every call needs fresh credentials, and the service is down.
+    let t0 = Utc.with_ymd_and_hms(2026, 1, 1, 2, 0, 0).unwrap();
+    let secs = |s| t0 + chrono::Duration::seconds(s);
+    for _ in 0..20 {
+        assert!(provider.credentials(t0).await.is_err());
+    }
+    assert_eq!(
+        asked() - before,
+        1,
+        "one request for twenty calls in the first second"
+    );
+    assert!(provider.credentials(secs(1)).await.is_err());
+    assert_eq!(asked() - before, 2, "asked again after 1 s");
+    assert!(provider.credentials(secs(2)).await.is_err());
+    assert_eq!(asked() - before, 2, "then waits 2 s");
+    assert!(provider.credentials(secs(3)).await.is_err());
+    assert_eq!(asked() - before, 3);
+    // The wait never grows past a minute.
+    let mut at = 3;
+    for _ in 0..12 {
+        at += 61;
+        assert!(provider.credentials(secs(at)).await.is_err());
+    }
+    assert_eq!(asked() - before, 15);
+    // Once the service is back, the next attempt after the wait succeeds.
+    down.store(false, Ordering::SeqCst);
+    assert!(provider.credentials(secs(at + 61)).await.is_ok());
+    // A rejected credential (invalidate) is worth an attempt at once.
+    provider.invalidate().await;
+    down.store(true, Ordering::SeqCst);
+    let n = asked();
+    assert!(provider.credentials(secs(at + 62)).await.is_err());
+    assert_eq!(asked(), n + 1);
+}
+
+#[tokio::test]
+async fn a_redirect_from_the_metadata_service_is_not_followed() {
+    let elsewhere = Stub::start(|_, _| Reply::raw(200, "role-elsewhere")).await;
+    let location = format!(
+        "{}/latest/meta-data/ram/security-credentials/",
+        elsewhere.url()
+    );
+    let imds = Stub::start(move |request: &Recorded, _| match request.method.as_str() {
+        "PUT" => Reply::raw(200, "tok-1"),
+        _ => Reply::raw(307, "").header("location", &location),
+    })
+    .await;
+    let config = CredentialsConfig {
+        source: SourceKind::RamRole,
+        metadata_url: imds.url(),
+        ..CredentialsConfig::default()
+    };
+    let error = resolve(&config, &Environment::default()).await.unwrap_err();
+    let host = elsewhere.url().trim_start_matches("http://").to_owned();
+    let host = host.split(':').next().unwrap().to_owned();
+    assert!(
+        error.to_string().contains(&format!(
+            "answered a redirect (HTTP 307 Temporary Redirect) to {host}, which is not followed"
+        )),
+        "{error}"
+    );
+    assert!(elsewhere.requests().is_empty());
+}
+
+#[test]
+fn the_metadata_url_must_be_the_metadata_service() {
+    use ecs_renewd::cloud::credentials::check_metadata_url;
+    for ok in [
+        "http://100.100.100.200",
+        "http://100.100.100.200/",
+        "http://169.254.169.254",
+        "http://127.0.0.1:8080",
+        "http://[::1]:9",
+        "http://[fe80::1]",
+    ] {
+        assert_eq!(check_metadata_url(ok), Ok(()), "{ok}");
+    }
+    for (bad, why) in [
+        ("https://100.100.100.200", "uses https://"),
+        ("http://metadata.example.com", "not a host name"),
+        (
+            "http://10.0.0.1",
+            "only 100.100.100.200, a link-local or a loopback",
+        ),
+        ("http://user:pw@100.100.100.200", "carries credentials"),
+        ("100.100.100.200", "is not a URL"),
+    ] {
+        let error = check_metadata_url(bad).unwrap_err();
+        assert!(error.contains(why), "{bad}: {error}");
+    }
 }
 
 #[tokio::test]

@@ -314,7 +314,13 @@ async fn a_chaos_soak_keeps_every_promise() {
     let issued = Arc::new(AtomicU64::new(0));
     let metadata = metadata_service(emulator.clone(), clock.clone(), issued.clone()).await;
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("alpha.secret"), "soak-alpha-secret").unwrap();
+    let key_file = dir.path().join("alpha.secret");
+    std::fs::write(&key_file, "soak-alpha-secret").unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
     let text = config_text(&emulator, dir.path(), &metadata.url());
     let config = Config::parse(&text, Path::new("soak.toml"), &Environment::default()).unwrap();
     let engine = match ecs_renewd::commands::once::engine(

@@ -90,6 +90,9 @@ pub fn shared_http_client(connect_timeout: Duration) -> reqwest::Client {
         .hickory_dns(true)
         .user_agent(concat!("ecs-renewd/", env!("CARGO_PKG_VERSION")))
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        // A redirect would resend the signed body, STS token included, to whatever host the
+        // Location names: never followed (the answer becomes a `Redirected` error).
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("a rustls reqwest client with default roots always builds")
 }
@@ -355,6 +358,14 @@ impl EcsClient {
             .await
             .map_err(|e| self.transport_error(action, region, url, e))?;
         let status = response.status().as_u16();
+        if (300..400).contains(&status) {
+            return Err(CloudError::Redirected {
+                action,
+                region: region.to_owned(),
+                http_status: status,
+                location_host: location_host(response.headers(), url),
+            });
+        }
         let retry_after = retry_after(response.headers());
         let bytes = read_body(response)
             .await
@@ -494,6 +505,25 @@ pub fn signed_parameters(
 pub fn new_nonce() -> String {
     let value: u128 = rand::rng().random();
     format!("{value:032x}")
+}
+
+/// The host (and port) a redirect's `Location` names, resolved against the request URL; never
+/// its path or query, which could carry anything.
+fn location_host(headers: &reqwest::header::HeaderMap, url: &Url) -> String {
+    let Some(location) = headers
+        .get(reqwest::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return "no Location header".into();
+    };
+    match url.join(location) {
+        Ok(target) => match (target.host_str(), target.port()) {
+            (Some(host), Some(port)) => format!("{host}:{port}"),
+            (Some(host), None) => host.to_owned(),
+            (None, _) => "a Location without a host".into(),
+        },
+        Err(_) => "an unreadable Location".into(),
+    }
 }
 
 /// `x-acs-retry-after` (milliseconds, as the Tea SDK reads it) or `Retry-After` (seconds).

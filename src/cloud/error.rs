@@ -326,6 +326,24 @@ pub enum CloudError {
         snippet: String,
     },
 
+    /// An answer that sends the request elsewhere (HTTP 3xx). Signed requests carry the STS
+    /// token and must not be resent to another host, so redirects are never followed; the
+    /// answer came from something between ecs-renewd and the service (a proxy, a captive
+    /// portal, a wrong endpoint), so it is treated as transient.
+    #[error(
+        "{action} in {region}: the answer was a redirect (HTTP {http_status}) to {location_host}, which ecs-renewd does not follow with a signed request — check the account's endpoint and any proxy in between"
+    )]
+    Redirected {
+        /// What was called.
+        action: Action,
+        /// In which region.
+        region: String,
+        /// The 3xx status.
+        http_status: u16,
+        /// The host named by `Location` (never its path or query), or `no Location header`.
+        location_host: String,
+    },
+
     /// No usable credentials for the account.
     #[error("account {account}: {source}")]
     Credentials {
@@ -374,7 +392,9 @@ impl CloudError {
         match self {
             CloudError::AfterUnanswered { last } => last.class(),
             CloudError::Api(api) => api.class,
-            CloudError::Transport { .. } | CloudError::Decode { .. } => ErrorClass::Transient,
+            CloudError::Transport { .. }
+            | CloudError::Decode { .. }
+            | CloudError::Redirected { .. } => ErrorClass::Transient,
             CloudError::Credentials { .. } => ErrorClass::Permission,
             CloudError::Refused { .. } => ErrorClass::Invalid,
             CloudError::ShuttingDown { .. } => ErrorClass::Transient,
@@ -420,6 +440,7 @@ impl CloudError {
                 TransportKind::Other => "Transport.Other".into(),
             },
             CloudError::Decode { .. } => "Decode".into(),
+            CloudError::Redirected { .. } => "Redirected".into(),
             CloudError::Credentials { .. } => "Credentials".into(),
             CloudError::Refused { .. } => "Refused".into(),
             CloudError::ShuttingDown { .. } => "ShuttingDown".into(),
@@ -433,6 +454,8 @@ impl CloudError {
             CloudError::AfterUnanswered { .. } => true,
             CloudError::Transport { kind, .. } => *kind != TransportKind::Connect,
             CloudError::Decode { http_status, .. } => *http_status < 400 || *http_status >= 500,
+            // Whatever answered may have passed the request on before answering: unknown.
+            CloudError::Redirected { .. } => true,
             CloudError::Api(api) => api.class == ErrorClass::Transient,
             _ => false,
         }

@@ -257,6 +257,14 @@ fn check(file: ConfigFile, report: &mut Report, env: &Environment) -> Result<Con
                 "add access_key_id (the ID is not a secret)",
             );
         }
+        if let Err(why) = crate::cloud::credentials::check_metadata_url(&credentials.metadata_url) {
+            report.error(
+                Some(section.name.span()),
+                &format!("{key}.credentials.metadata_url"),
+                why,
+                "leave it unset (http://100.100.100.200 is the service on every ECS instance)",
+            );
+        }
         let currency = match &section.currency {
             None => match section.site {
                 Site::China => "CNY".to_owned(),

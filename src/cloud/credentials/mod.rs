@@ -15,7 +15,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-pub use imds::{DEFAULT_METADATA_URL, ImdsProvider};
+pub use imds::{DEFAULT_METADATA_URL, ImdsProvider, check_metadata_url};
 
 use crate::closed_enum;
 use crate::secret::Secret;
@@ -200,6 +200,10 @@ pub enum CredentialError {
         path: PathBuf,
     },
 
+    /// A secret file cannot be used (unreadable, empty, or open to other users).
+    #[error(transparent)]
+    SecretFile(#[from] crate::secret::SecretFileError),
+
     /// A source is half configured (an ID without a secret, say).
     #[error("the {source_name} credentials source is incomplete: {detail}")]
     Incomplete {
@@ -356,7 +360,7 @@ pub async fn resolve(
     let mut tried = Vec::new();
     for &kind in order {
         let attempt = match kind {
-            SourceKind::File => sources::from_files(config)?,
+            SourceKind::File => sources::from_files(config, env)?,
             SourceKind::Env => sources::from_env(env)?,
             SourceKind::Systemd => sources::from_systemd(config, env)?,
             SourceKind::CliProfile => cli_profile::from_cli_profile(config, env)?,

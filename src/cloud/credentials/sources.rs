@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use super::{
     Attempt, CredentialError, CredentialProvider, Credentials, CredentialsConfig, Environment,
 };
-use crate::secret::Secret;
+use crate::secret::{Secret, read_secret_file};
 
 /// Environment variable families in the order they are consulted: the current names first,
 /// then the legacy ones of aliyun-python-sdk-core, aliyun-cli and Terraform.
@@ -34,12 +34,9 @@ const ENV_FAMILIES: &[(&str, &str, &str)] = &[
     ),
 ];
 
-/// A value read from a file, trimmed of surrounding white space (a trailing newline is how
-/// editors and `echo` leave them), plus a warning when the file is open to other users.
-pub(crate) fn read_value_file(
-    path: &Path,
-    what: &'static str,
-) -> Result<(String, Option<String>), CredentialError> {
+/// A value that is not secret (an AccessKey ID), read from a file and trimmed of surrounding
+/// white space (a trailing newline is how editors and `echo` leave them).
+pub(crate) fn read_value_file(path: &Path, what: &'static str) -> Result<String, CredentialError> {
     let content = std::fs::read_to_string(path).map_err(|source| CredentialError::Unreadable {
         what,
         path: path.to_owned(),
@@ -52,29 +49,20 @@ pub(crate) fn read_value_file(
             path: path.to_owned(),
         });
     }
-    Ok((value, loose_permissions_warning(path, what)))
+    Ok(value)
 }
 
-#[cfg(unix)]
-fn loose_permissions_warning(path: &Path, what: &str) -> Option<String> {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(path).ok()?.permissions().mode();
-    (mode & 0o077 != 0).then(|| {
-        format!(
-            "the {what} file {} can be read by other users (mode {:04o}); restrict it with chmod 600",
-            path.display(),
-            mode & 0o7777
-        )
-    })
-}
-
-#[cfg(not(unix))]
-fn loose_permissions_warning(_path: &Path, _what: &str) -> Option<String> {
-    None
+/// `$CREDENTIALS_DIRECTORY`: systemd makes it private to the service (and the Kubernetes
+/// manifest mounts the Secret there), so its files are not held to the mode rule.
+fn private_dir(env: &Environment) -> Option<PathBuf> {
+    env.get("CREDENTIALS_DIRECTORY").map(PathBuf::from)
 }
 
 /// `access_key_id` + `access_key_secret_file` (+ `security_token_file`) from the config.
-pub(crate) fn from_files(config: &CredentialsConfig) -> Result<Attempt, CredentialError> {
+pub(crate) fn from_files(
+    config: &CredentialsConfig,
+    env: &Environment,
+) -> Result<Attempt, CredentialError> {
     let Some(secret_path) = &config.access_key_secret_file else {
         return Ok(Attempt::Absent("access_key_secret_file not set".into()));
     };
@@ -84,27 +72,26 @@ pub(crate) fn from_files(config: &CredentialsConfig) -> Result<Attempt, Credenti
             detail: "access_key_secret_file is set but access_key_id is not".into(),
         });
     };
-    let mut warnings = Vec::new();
-    let (secret, warning) = read_value_file(secret_path, "AccessKey secret")?;
-    warnings.extend(warning);
+    let private = private_dir(env);
+    let secret = read_secret_file(secret_path, "AccessKey secret", private.as_deref())?;
     let security_token = match &config.security_token_file {
-        Some(path) => {
-            let (token, warning) = read_value_file(path, "security token")?;
-            warnings.extend(warning);
-            Some(Secret::new(token))
-        }
+        Some(path) => Some(read_secret_file(
+            path,
+            "security token",
+            private.as_deref(),
+        )?),
         None => None,
     };
     let credentials = Credentials {
         access_key_id,
-        access_key_secret: Secret::new(secret),
+        access_key_secret: secret,
         security_token,
         expiration: None,
     };
-    Ok(Attempt::found(
-        CredentialProvider::fixed(credentials, format!("key file {}", secret_path.display()))
-            .with_warnings(warnings),
-    ))
+    Ok(Attempt::found(CredentialProvider::fixed(
+        credentials,
+        format!("key file {}", secret_path.display()),
+    )))
 }
 
 /// The first environment variable family that has an AccessKey ID.
@@ -162,18 +149,16 @@ pub(crate) fn from_systemd(
             ),
         });
     }
-    let (id, _) = read_value_file(&id_path, "AccessKey ID")?;
-    let (secret, _) = read_value_file(&secret_path, "AccessKey secret")?;
+    let id = read_value_file(&id_path, "AccessKey ID")?;
+    let secret = read_secret_file(&secret_path, "AccessKey secret", Some(&dir))?;
     let security_token = if exists(&token_path)? {
-        Some(Secret::new(
-            read_value_file(&token_path, "security token")?.0,
-        ))
+        Some(read_secret_file(&token_path, "security token", Some(&dir))?)
     } else {
         None
     };
     let credentials = Credentials {
         access_key_id: id,
-        access_key_secret: Secret::new(secret),
+        access_key_secret: secret,
         security_token,
         expiration: None,
     };
