@@ -1198,7 +1198,7 @@ proptest! {
             &Secret::new(format!("{secret}x")),
         );
         let mut forged = signed.parameters.clone();
-        forged.push(("Signature".into(), wrong.signature));
+        forged.push(("Signature".into(), wrong.signature.clone()));
         let mut nonces = NonceStore::default();
         let decoded = Params::decode(None, Some(form(&forged).as_bytes()));
         let refused = authenticate("POST", &decoded, &world, &mut nonces, now(), now());
@@ -1227,7 +1227,7 @@ fn every_position_of_one_signature_is_guarded() {
         now(),
     );
     let mut pairs = signed.parameters.clone();
-    pairs.push(("Signature".into(), signed.signature));
+    pairs.push(("Signature".into(), signed.signature.clone()));
     let world = world();
     let mut refused = 0;
     for i in 0..pairs.len() {

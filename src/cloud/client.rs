@@ -334,14 +334,7 @@ impl EcsClient {
                 })?;
         let nonce = new_nonce();
         let signed = signed_parameters(action, region, params, &credentials, &nonce, now);
-        let body = {
-            let mut form = form_urlencoded::Serializer::new(String::new());
-            for (name, value) in &signed.parameters {
-                form.append_pair(name, value);
-            }
-            form.append_pair("Signature", &signed.signature);
-            form.finish()
-        };
+        let body = form_body(&signed);
 
         let response = self
             .http
@@ -453,7 +446,42 @@ impl EcsClient {
     }
 }
 
-/// The parameters of one attempt, signed.
+/// The form body of a signed request. It carries the STS token, so it is built in one buffer
+/// sized up front and handed to the HTTP client as bytes that are wiped when the last
+/// reference to them is dropped (after the request is written).
+pub fn form_body(signed: &SignedParameters) -> bytes::Bytes {
+    let most = signed
+        .parameters
+        .iter()
+        .map(|(name, value)| 3 * (name.len() + value.len()) + 2)
+        .sum::<usize>()
+        + 3 * signed.signature.len()
+        + 12;
+    let mut form = form_urlencoded::Serializer::new(String::with_capacity(most));
+    for (name, value) in &signed.parameters {
+        form.append_pair(name, value);
+    }
+    form.append_pair("Signature", &signed.signature);
+    bytes::Bytes::from_owner(WipedOnDrop(form.finish().into_bytes()))
+}
+
+/// Bytes that are zeroed before their memory is freed.
+struct WipedOnDrop(Vec<u8>);
+
+impl AsRef<[u8]> for WipedOnDrop {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for WipedOnDrop {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
+
+/// The parameters of one attempt, signed. They include the STS token (and the string to sign
+/// repeats it): wiped when dropped.
 pub struct SignedParameters {
     /// Every parameter except `Signature`.
     pub parameters: Vec<(String, String)>,
@@ -494,10 +522,20 @@ pub fn signed_parameters(
         parameters.iter().map(|(n, v)| (n.as_str(), v.as_str())),
         &credentials.access_key_secret,
     );
+    let mut signed = signed;
     SignedParameters {
         parameters,
-        string_to_sign: signed.string_to_sign,
-        signature: signed.signature,
+        string_to_sign: std::mem::take(&mut signed.string_to_sign),
+        signature: std::mem::take(&mut signed.signature),
+    }
+}
+
+impl Drop for SignedParameters {
+    fn drop(&mut self) {
+        for (_, value) in &mut self.parameters {
+            zeroize::Zeroize::zeroize(value);
+        }
+        zeroize::Zeroize::zeroize(&mut self.string_to_sign);
     }
 }
 

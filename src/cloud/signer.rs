@@ -3,10 +3,13 @@
 //! the same inputs always give the same signature. Shared by the client (to sign) and the
 //! emulator (to verify).
 
+use std::fmt::Write as _;
+
 use base64::Engine as _;
 use hmac::{Hmac, KeyInit, Mac};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use sha1::Sha1;
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::secret::Secret;
 
@@ -29,22 +32,34 @@ pub fn percent_encode(value: &str) -> String {
 }
 
 /// The canonicalized query string: parameters sorted by raw name (byte order), each
-/// `encode(name)=encode(value)`, joined with `&`. A `Signature` parameter is left out.
-pub fn canonicalized_query<'a>(params: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+/// `encode(name)=encode(value)`, joined with `&`. A `Signature` parameter is left out. The
+/// result is built in one buffer sized up front (it may hold the STS token, so no smaller copy
+/// is left behind by growing), and wiped when dropped.
+pub fn canonicalized_query<'a>(
+    params: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Zeroizing<String> {
     let mut sorted: Vec<(&str, &str)> = params
         .into_iter()
         .filter(|(name, _)| *name != "Signature")
         .collect();
     // A stable sort keeps the received order of repeated names, as the service does.
     sorted.sort_by(|a, b| a.0.cmp(b.0));
-    let mut out = String::new();
+    let most = sorted
+        .iter()
+        .map(|(name, value)| 3 * (name.len() + value.len()) + 2)
+        .sum();
+    let mut out = Zeroizing::new(String::with_capacity(most));
     for (i, (name, value)) in sorted.into_iter().enumerate() {
         if i > 0 {
             out.push('&');
         }
-        out.push_str(&percent_encode(name));
-        out.push('=');
-        out.push_str(&percent_encode(value));
+        // Written through Display: no encoded copy of the value is made on the way.
+        let _ = write!(
+            out,
+            "{}={}",
+            utf8_percent_encode(name, ENCODE_SET),
+            utf8_percent_encode(value, ENCODE_SET)
+        );
     }
     out
 }
@@ -54,17 +69,20 @@ pub fn string_to_sign<'a>(
     method: &str,
     params: impl IntoIterator<Item = (&'a str, &'a str)>,
 ) -> String {
-    format!(
-        "{}&{}&{}",
-        method.to_ascii_uppercase(),
-        percent_encode("/"),
-        percent_encode(&canonicalized_query(params))
-    )
+    let query = canonicalized_query(params);
+    let mut out = String::with_capacity(method.len() + 4 + 3 * query.len());
+    out.push_str(&method.to_ascii_uppercase());
+    out.push_str("&%2F&");
+    let _ = write!(out, "{}", utf8_percent_encode(&query, ENCODE_SET));
+    out
 }
 
-/// Base64(HMAC-SHA1(key = secret + "&", string_to_sign)).
+/// Base64(HMAC-SHA1(key = secret + "&", string_to_sign)). The key copy is wiped after use, and
+/// the HMAC state with it (hmac's `zeroize` feature).
 pub fn signature_of(string_to_sign: &str, secret: &Secret) -> String {
-    let key = format!("{}&", secret.expose());
+    let mut key = Zeroizing::new(String::with_capacity(secret.expose().len() + 1));
+    key.push_str(secret.expose());
+    key.push('&');
     let mut mac =
         Hmac::<Sha1>::new_from_slice(key.as_bytes()).expect("HMAC accepts a key of any length");
     mac.update(string_to_sign.as_bytes());
@@ -72,13 +90,29 @@ pub fn signature_of(string_to_sign: &str, secret: &Secret) -> String {
 }
 
 /// A computed signature together with the string it was computed over (the emulator quotes
-/// the latter in `SignatureDoesNotMatch`, and the client compares it with the server's).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// the latter in `SignatureDoesNotMatch`, and the client compares it with the server's). The
+/// string to sign holds the STS token: it is not shown by `Debug` and is wiped when dropped.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Signed {
     /// What was signed.
     pub string_to_sign: String,
     /// The `Signature` parameter value (before URL encoding).
     pub signature: String,
+}
+
+impl std::fmt::Debug for Signed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signed")
+            .field("string_to_sign", &crate::secret::REDACTED)
+            .field("signature", &self.signature)
+            .finish()
+    }
+}
+
+impl Drop for Signed {
+    fn drop(&mut self) {
+        self.string_to_sign.zeroize();
+    }
 }
 
 /// Signs a request: `method` is `GET` or `POST`, `params` every parameter that travels with

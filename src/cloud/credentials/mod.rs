@@ -34,10 +34,28 @@ pub struct Credentials {
 }
 
 /// A snapshot of the process environment. Read once at start-up and passed in, so tests can
-/// supply their own without touching the real environment.
-#[derive(Debug, Clone, Default)]
+/// supply their own without touching the real environment. It holds AccessKey secrets when
+/// they come from the environment: `Debug` shows the variable names only, and the values are
+/// wiped when dropped.
+#[derive(Clone, Default)]
 pub struct Environment {
     vars: BTreeMap<String, String>,
+}
+
+impl fmt::Debug for Environment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Environment")
+            .field("names", &self.vars.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Environment {
+    fn drop(&mut self) {
+        for value in self.vars.values_mut() {
+            zeroize::Zeroize::zeroize(value);
+        }
+    }
 }
 
 impl Environment {
