@@ -95,19 +95,12 @@ pub struct Metrics {
     /// `source_duplicate_instances{account,region}`: instances this source listed that another
     /// config entry listed first in the last pass (two entries reach one cloud account).
     pub source_duplicate_instances: IntGaugeVec,
+    /// `admin_connections_closed_total{reason}`: admin connections the server closed because
+    /// of a limit (`header_timeout`, `write_timeout`, `evicted`, `turned_away`).
+    pub admin_connections_closed_total: IntCounterVec,
     clock: Arc<dyn Clock>,
     names: Vec<String>,
 }
-
-/// The per-instance families, rendered from the snapshot.
-const INSTANCE_FAMILIES: [&str; 6] = [
-    "instance_expiration_timestamp_seconds",
-    "instance_next_action_timestamp_seconds",
-    "instance_state",
-    "instance_failed_attempts",
-    "instance_auto_renew_drift",
-    "instance_deduction_overdue",
-];
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -124,7 +117,7 @@ impl Metrics {
     /// `increase()` works from the first failure.
     pub fn new(clock: Arc<dyn Clock>) -> Metrics {
         let registry = Registry::new();
-        let mut names: Vec<String> = INSTANCE_FAMILIES.iter().map(|f| name(f)).collect();
+        let mut names: Vec<String> = INSTANCE_FAMILIES.iter().map(|f| name(f.0)).collect();
         macro_rules! register {
             ($metric:expr) => {{
                 let metric = $metric.expect("metric definitions are static and valid");
@@ -209,6 +202,16 @@ impl Metrics {
             Opts::new(name("passes_total"), "Reconcile passes by result"),
             &["result"]
         ));
+        let admin_connections_closed_total = register!(IntCounterVec::new(
+            Opts::new(
+                name("admin_connections_closed_total"),
+                "Admin HTTP connections closed by a limit: header_timeout (no complete request head in time), write_timeout (the client took nothing of an answer), evicted (idle, to make room), turned_away (every connection busy)"
+            ),
+            &["reason"]
+        ));
+        for reason in ["header_timeout", "write_timeout", "evicted", "turned_away"] {
+            admin_connections_closed_total.with_label_values(&[reason]);
+        }
         let ticks_coalesced_total = register!(IntCounter::new(
             name("ticks_coalesced_total"),
             "Ticks that arrived while a pass was running and were folded into the next one"
@@ -300,6 +303,7 @@ impl Metrics {
             undecodable_total,
             renewals_refused,
             source_duplicate_instances,
+            admin_connections_closed_total,
             clock,
             names,
         }
@@ -333,7 +337,7 @@ impl Metrics {
     /// the admin server streams the same text in chunks).
     pub fn render(&self, status: &Ledger) -> String {
         let mut out = self.render_registry();
-        if let Err(error) = render_instances(status, &mut out, &mut |_| {}) {
+        if let Err(error) = render_instances(status, &mut out) {
             tracing::error!(%error, "reading per-instance metrics failed");
         }
         out
@@ -369,50 +373,74 @@ fn escape(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// Writes the per-instance families from the ledger's status lines into `out`, calling
-/// `flush` whenever `out` has grown (so a caller can stream it out in chunks).
-pub fn render_instances(
-    status: &Ledger,
-    out: &mut String,
-    flush: &mut dyn FnMut(&mut String),
-) -> Result<(), LedgerError> {
-    type Line = fn(&MetricRow<'_>) -> Option<String>;
-    let families: [(&str, &str, Line); 6] = [
-        (
-            "instance_expiration_timestamp_seconds",
-            "When the instance's paid period ends (kept after expiry until release)",
-            |r| Some(r.expires_at.to_string()),
-        ),
-        (
-            "instance_next_action_timestamp_seconds",
-            "When the next action on the instance is due",
-            |r| r.next_action_at.map(|t| t.to_string()),
-        ),
-        (
-            "instance_state",
-            "The instance's state; the series of its current state is 1",
-            |_| Some("1".into()),
-        ),
-        (
-            "instance_failed_attempts",
-            "Failed renewal attempts in a row for the current expiry (absent when none)",
-            |r| (r.failed_attempts > 0).then(|| r.failed_attempts.to_string()),
-        ),
-        (
-            "instance_auto_renew_drift",
-            "1 when the provider's auto-renew settings differ from the policy",
-            |r| r.drift.then(|| "1".into()),
-        ),
-        (
-            "instance_deduction_overdue",
-            "1 when the provider's auto-renew deduction should have extended the expiry by now and has not",
-            |r| r.deduction_overdue.then(|| "1".into()),
-        ),
-    ];
-    for (suffix, help, value) in families {
-        let _ = writeln!(out, "# HELP {PREFIX}_{suffix} {help}");
-        let _ = writeln!(out, "# TYPE {PREFIX}_{suffix} gauge");
-        status.for_each_metric_row(|r| {
+/// How a per-instance family's value is read from a status line (absent: no sample).
+type Sample = fn(&MetricRow<'_>) -> Option<String>;
+
+/// The per-instance families: suffix, help, value.
+const INSTANCE_FAMILIES: [(&str, &str, Sample); 6] = [
+    (
+        "instance_expiration_timestamp_seconds",
+        "When the instance's paid period ends (kept after expiry until release)",
+        |r| Some(r.expires_at.to_string()),
+    ),
+    (
+        "instance_next_action_timestamp_seconds",
+        "When the next action on the instance is due",
+        |r| r.next_action_at.map(|t| t.to_string()),
+    ),
+    (
+        "instance_state",
+        "The instance's state; the series of its current state is 1",
+        |_| Some("1".into()),
+    ),
+    (
+        "instance_failed_attempts",
+        "Failed renewal attempts in a row for the current expiry (absent when none)",
+        |r| (r.failed_attempts > 0).then(|| r.failed_attempts.to_string()),
+    ),
+    (
+        "instance_auto_renew_drift",
+        "1 when the provider's auto-renew settings differ from the policy",
+        |r| r.drift.then(|| "1".into()),
+    ),
+    (
+        "instance_deduction_overdue",
+        "1 when the provider's auto-renew deduction should have extended the expiry by now and has not",
+        |r| r.deduction_overdue.then(|| "1".into()),
+    ),
+];
+
+/// Status lines read per page while rendering the per-instance families.
+pub const ROWS_PER_PAGE: usize = 1000;
+
+/// A position in the per-instance families: which family, and after which status line. Each
+/// page is read from the ledger on its own (the connection is free between pages), so pages
+/// written while a pass updates the status table may mix the two views; each series is still
+/// one instance's own line.
+#[derive(Debug, Default)]
+pub struct InstancePages {
+    family: usize,
+    after: Option<(String, String)>,
+}
+
+impl InstancePages {
+    /// Appends the next page (up to `rows` status lines of one family) to `out`. Returns
+    /// false once every family is written.
+    pub fn next_page(
+        &mut self,
+        status: &Ledger,
+        rows: usize,
+        out: &mut String,
+    ) -> Result<bool, LedgerError> {
+        let Some(&(suffix, help, value)) = INSTANCE_FAMILIES.get(self.family) else {
+            return Ok(false);
+        };
+        if self.after.is_none() {
+            let _ = writeln!(out, "# HELP {PREFIX}_{suffix} {help}");
+            let _ = writeln!(out, "# TYPE {PREFIX}_{suffix} gauge");
+        }
+        let after = self.after.as_ref().map(|(a, i)| (a.as_str(), i.as_str()));
+        let last = status.metric_rows_page(after, rows, |r| {
             let Some(value) = value(&r) else { return };
             let _ = write!(
                 out,
@@ -426,10 +454,21 @@ pub fn render_instances(
                 let _ = write!(out, ",state=\"{}\"", escape(r.state));
             }
             let _ = writeln!(out, "}} {value}");
-            if out.len() >= 64 * 1024 {
-                flush(out);
-            }
         })?;
+        match last {
+            Some(key) => self.after = Some(key),
+            None => {
+                self.family += 1;
+                self.after = None;
+            }
+        }
+        Ok(self.family < INSTANCE_FAMILIES.len())
     }
+}
+
+/// Writes every per-instance family from the ledger's status lines into `out`.
+pub fn render_instances(status: &Ledger, out: &mut String) -> Result<(), LedgerError> {
+    let mut pages = InstancePages::default();
+    while pages.next_page(status, ROWS_PER_PAGE, out)? {}
     Ok(())
 }

@@ -67,6 +67,7 @@ pub async fn run(path: &Path, env: Environment) -> Result<(), Failure> {
     .await
     .map_err(|e| match e {
         DaemonError::Accounts(e) => Failure::Config(e.to_string()),
+        DaemonError::AdminToken(e) => Failure::Config(e.to_string()),
         other => Failure::Runtime(other.to_string()),
     })?;
     match running.task.await {

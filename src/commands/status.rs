@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::Failure;
 use crate::cloud::credentials::Environment;
 use crate::config::Config;
-use crate::ledger::{HistoryEntry, Ledger, StatusRow};
+use crate::ledger::{HistoryEntry, Ledger, StatusQuery, StatusRow};
 
 /// The last pass, as `status` shows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -45,11 +45,20 @@ pub struct StatusReport {
     pub sources: Vec<SourceStatus>,
     /// Instances, by expiry.
     pub instances: Vec<StatusRow>,
+    /// Where the next page starts (`/status?after=...`), when the page was full.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_after: Option<String>,
 }
 
 /// Reads the status from a ledger.
 pub fn report(ledger: &Ledger) -> Result<StatusReport, Failure> {
+    report_page(ledger, &StatusQuery::default())
+}
+
+/// Reads one page of the status (the admin `/status`).
+pub fn report_page(ledger: &Ledger, query: &StatusQuery) -> Result<StatusReport, Failure> {
     let runtime = |e: crate::ledger::LedgerError| Failure::Runtime(e.to_string());
+    let (instances, next) = ledger.status_page(query).map_err(runtime)?;
     Ok(StatusReport {
         ledger: ledger.path().display().to_string(),
         last_pass: ledger.last_pass().map_err(runtime)?.map(|p| LastPass {
@@ -68,7 +77,8 @@ pub fn report(ledger: &Ledger) -> Result<StatusReport, Failure> {
                 last_success,
             })
             .collect(),
-        instances: ledger.status_rows().map_err(runtime)?,
+        instances,
+        next_after: next.map(|cursor| cursor.to_string()),
     })
 }
 

@@ -57,6 +57,21 @@ impl fmt::Display for Problem {
     }
 }
 
+/// The admin server's settings besides its address (`[admin]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminSettings {
+    /// The bearer token /metrics and /status require, if any.
+    pub bearer_token_file: Option<PathBuf>,
+    /// How long a connection may take to send a request head (and may stay idle).
+    pub header_read_timeout: Duration,
+    /// How long a client may take nothing of an answer.
+    pub write_timeout: Duration,
+    /// Connections at once.
+    pub max_connections: usize,
+    /// /status requests at once.
+    pub max_status_requests: usize,
+}
+
 /// Why a config cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -182,6 +197,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Admin HTTP address.
     pub admin_listen: SocketAddr,
+    /// The admin server's protection and limits.
+    pub admin: AdminSettings,
     /// Scanning.
     pub scan: Scan,
     /// Accounts.

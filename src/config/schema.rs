@@ -160,16 +160,57 @@ pub struct AdminSection {
     /// Where /metrics, /healthz, /readyz and /status are served.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// A file holding a bearer token that /metrics and /status require (`Authorization:
+    /// Bearer <token>`); /healthz and /readyz stay open for probes.
+    #[serde(default)]
+    pub bearer_token_file: Option<PathBuf>,
+    /// A connection that has not sent a complete request head this long after it opened, or
+    /// after its previous answer, is closed (slow or idle clients).
+    #[serde(
+        default = "default_header_read_timeout",
+        with = "crate::duration::serde_humantime"
+    )]
+    pub header_read_timeout: Duration,
+    /// A client that takes nothing of an answer for this long is cut off.
+    #[serde(
+        default = "default_write_timeout",
+        with = "crate::duration::serde_humantime"
+    )]
+    pub write_timeout: Duration,
+    /// At most this many connections at once; beyond it the oldest idle one is closed, or the
+    /// new one when none is idle.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// At most this many /status requests answered at once; more get 503.
+    #[serde(default = "default_max_status_requests")]
+    pub max_status_requests: usize,
 }
 
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 9469))
+}
+fn default_header_read_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_write_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_max_connections() -> usize {
+    64
+}
+fn default_max_status_requests() -> usize {
+    2
 }
 
 impl Default for AdminSection {
     fn default() -> Self {
         AdminSection {
             listen: default_listen(),
+            bearer_token_file: None,
+            header_read_timeout: default_header_read_timeout(),
+            write_timeout: default_write_timeout(),
+            max_connections: default_max_connections(),
+            max_status_requests: default_max_status_requests(),
         }
     }
 }

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::schema::{ActionKind, ConfigFile, PolicySection};
-use super::{Account, Config, ConfigError, Limits, Problem, RetrySettings, Scan};
+use super::{Account, AdminSettings, Config, ConfigError, Limits, Problem, RetrySettings, Scan};
 use crate::cloud::credentials::{Environment, SourceKind};
 use crate::cloud::ecs::AutoRenewTarget;
 use crate::cloud::endpoint::Endpoint;
@@ -172,6 +172,8 @@ fn check(file: ConfigFile, report: &mut Report, env: &Environment) -> Result<Con
             }
         },
     };
+
+    check_admin(&file.admin, report);
 
     // [scan]
     if file.scan.concurrency == 0 {
@@ -445,6 +447,13 @@ fn check(file: ConfigFile, report: &mut Report, env: &Environment) -> Result<Con
         dry_run: file.daemon.dry_run,
         shutdown_grace: file.daemon.shutdown_grace,
         admin_listen,
+        admin: AdminSettings {
+            bearer_token_file: file.admin.bearer_token_file.clone(),
+            header_read_timeout: file.admin.header_read_timeout,
+            write_timeout: file.admin.write_timeout,
+            max_connections: file.admin.max_connections,
+            max_status_requests: file.admin.max_status_requests,
+        },
         scan: Scan {
             regions: file.scan.regions.clone(),
             home_region: file.scan.home_region.clone(),
@@ -470,6 +479,45 @@ fn check(file: ConfigFile, report: &mut Report, env: &Environment) -> Result<Con
 
 /// The site whose period rules a policy is checked against: its accounts' site when they agree,
 /// else the China site (the more permissive).
+/// `[admin]`: limits that leave the server usable.
+fn check_admin(admin: &super::schema::AdminSection, report: &mut Report) {
+    for (key, value) in [
+        ("admin.header_read_timeout", admin.header_read_timeout),
+        ("admin.write_timeout", admin.write_timeout),
+    ] {
+        if value < Duration::from_secs(1) {
+            report.error(
+                None,
+                key,
+                format!(
+                    "{} is too short for a scrape",
+                    crate::duration::format(value)
+                ),
+                "use at least \"1s\"; the defaults are 10s and 30s",
+            );
+        }
+    }
+    if admin.max_connections < 4 {
+        report.error(
+            None,
+            "admin.max_connections",
+            format!(
+                "{} leaves no room for probes beside a scrape",
+                admin.max_connections
+            ),
+            "use at least 4; the default is 64",
+        );
+    }
+    if admin.max_status_requests == 0 {
+        report.error(
+            None,
+            "admin.max_status_requests",
+            "0 would refuse every /status request".into(),
+            "use at least 1; the default is 2",
+        );
+    }
+}
+
 fn policy_site(section: &PolicySection, accounts: &[Account]) -> Site {
     let sites: HashSet<Site> = accounts
         .iter()

@@ -59,6 +59,23 @@ pub enum DaemonError {
     /// The cron scheduler failed.
     #[error(transparent)]
     Scheduler(#[from] SchedulerError),
+    /// The admin bearer token cannot be used.
+    #[error(transparent)]
+    AdminToken(#[from] admin::auth::TokenError),
+}
+
+/// The admin bearer token named by the config, if any.
+fn admin_token(
+    config: &Config,
+    env: &Environment,
+) -> Result<Option<crate::secret::Secret>, admin::auth::TokenError> {
+    let private = env.get("CREDENTIALS_DIRECTORY").map(PathBuf::from);
+    config
+        .admin
+        .bearer_token_file
+        .as_deref()
+        .map(|path| admin::auth::load_token(path, private.as_deref()))
+        .transpose()
 }
 
 /// Where ticks come from.
@@ -129,6 +146,7 @@ pub async fn start(setup: Setup) -> Result<Running, DaemonError> {
         admin_listener,
         passes,
     } = setup;
+    let guard = admin::auth::Guard::new(admin_token(&config, &env)?);
     let ledger = Arc::new(Ledger::open(&config.state_dir)?);
     let metrics = Arc::new(Metrics::new(clock.clone()));
     let interval = typical_interval(&config.schedule, config.timezone, wall.now());
@@ -180,9 +198,22 @@ pub async fn start(setup: Setup) -> Result<Running, DaemonError> {
             health: health.clone(),
             accounts: shared_accounts.clone(),
             clock: clock.clone(),
+            guard: guard.clone(),
+            status_slots: Arc::new(tokio::sync::Semaphore::new(
+                config.admin.max_status_requests,
+            )),
+        },
+        admin::Limits {
+            header_read_timeout: config.admin.header_read_timeout,
+            write_timeout: config.admin.write_timeout,
+            max_connections: config.admin.max_connections,
         },
         admin_stop.clone(),
     ));
+    let exposure_warned_at = admin::exposed(admin_addr, &guard).then(|| {
+        admin::warn_exposed(admin_addr);
+        clock.now()
+    });
     tracing::info!(admin = %admin_addr, schedule = %config.schedule.text, timezone = %config.timezone,
         state = %config.state_dir.display(), dry_run = config.dry_run, "ecs-renewd started");
     let engine_floor = config.retry.backoff_floor;
@@ -217,6 +248,9 @@ pub async fn start(setup: Setup) -> Result<Running, DaemonError> {
         shared_accounts,
         admin_stop,
         admin_task: Some(admin_task),
+        admin_addr,
+        guard,
+        exposure_warned_at,
         wakes: wake::RetryWakes::new(engine_floor),
     };
     let task = tokio::spawn(state.run());
@@ -244,6 +278,11 @@ struct LoopState {
     shared_accounts: Arc<RwLock<Vec<crate::accounts::AccountClient>>>,
     admin_stop: CancellationToken,
     admin_task: Option<tokio::task::JoinHandle<()>>,
+    admin_addr: SocketAddr,
+    /// The admin bearer token (re-read on reload).
+    guard: admin::auth::Guard,
+    /// When the exposed-admin warning was last repeated (business time).
+    exposure_warned_at: Option<chrono::DateTime<chrono::Utc>>,
     wakes: wake::RetryWakes,
 }
 
@@ -468,6 +507,7 @@ impl LoopState {
                     tracing::info!(at = %crate::cloud::time::format_seconds(at), "a retry is due before the schedule: a pass runs for it then");
                 }
                 notify(&[NotifyState::Status(&summary.line())]);
+                self.repeat_exposure_warning(summary.finished_at);
                 if let Some(passes) = &self.passes {
                     let _ = passes.send(summary);
                 }
@@ -497,6 +537,22 @@ impl LoopState {
         }
     }
 
+    /// Repeats the exposed-admin warning after a pass, at most once an hour, for as long as the
+    /// server is reachable from the network without a token (a start-up line scrolls away).
+    fn repeat_exposure_warning(&mut self, now: chrono::DateTime<chrono::Utc>) {
+        if !admin::exposed(self.admin_addr, &self.guard) {
+            return;
+        }
+        if self
+            .exposure_warned_at
+            .is_some_and(|at| now - at < chrono::Duration::hours(1))
+        {
+            return;
+        }
+        admin::warn_exposed(self.admin_addr);
+        self.exposure_warned_at = Some(now);
+    }
+
     /// Reads, checks and swaps in the config; on any failure keeps the old one. Returns the
     /// new schedule and timezone when it changed.
     async fn reload_config(&mut self) -> Option<(crate::config::Schedule, chrono_tz::Tz)> {
@@ -517,6 +573,14 @@ impl LoopState {
         if config.admin_listen != old.admin_listen {
             tracing::warn!(old = %old.admin_listen, new = %config.admin_listen, "the admin address changes after a restart");
         }
+        let token = match admin_token(&config, &self.env) {
+            Ok(token) => token,
+            Err(error) => {
+                metrics.config_last_reload_successful.set(0);
+                tracing::error!(%error, "config reload failed: keeping the running config");
+                return None;
+            }
+        };
         let (accounts, warnings) = match connect(
             &config,
             &self.env,
@@ -550,6 +614,11 @@ impl LoopState {
             .set(interval.as_secs_f64());
         self.health.set_interval(interval);
         self.wakes.set_floor(config.retry.backoff_floor);
+        self.guard.set(token);
+        if admin::exposed(self.admin_addr, &self.guard) {
+            admin::warn_exposed(self.admin_addr);
+            self.exposure_warned_at = Some(self.engine.clock.now());
+        }
         *self
             .shared_accounts
             .write()

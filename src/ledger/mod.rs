@@ -10,6 +10,7 @@ mod intents;
 mod lock;
 mod migrations;
 mod rows;
+mod status_lines;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -29,6 +30,7 @@ use crate::policy::{History, IntentStatus, IntentView};
 use crate::reconcile::assess::HistorySource;
 use checkpoint::Checkpointer;
 use group_commit::CommitQueue;
+pub use status_lines::{StatusCursor, StatusQuery};
 
 /// The ledger's file name in the state directory.
 pub const LEDGER_FILE: &str = "ledger.db";
@@ -1356,71 +1358,16 @@ impl Ledger {
         }
     }
 
-    /// Every status line, by expiry, with each instance's last money-moving outcome.
-    pub fn status_rows(&self) -> Result<Vec<StatusRow>, LedgerError> {
-        let read = |source| LedgerError::Read {
-            what: "reading the status lines",
-            source,
-        };
-        let outcomes = self.last_outcomes()?;
-        let conn = self.conn();
-        let mut statement = conn
-            .prepare(
-                "SELECT account, region, instance_id, name, expires_at, policy, state, decision, due_at, reason, failed_attempts,
-                        next_retry_at, drift, deduction_overdue, updated_at
-                 FROM instance_status ORDER BY expires_at, instance_id",
-            )
-            .map_err(read)?;
-        let mut rows = statement.query([]).map_err(read)?;
-        let mut out = Vec::new();
-        while let Some(r) = rows.next().map_err(read)? {
-            let account: String = r.get(0).map_err(read)?;
-            let instance_id: String = r.get(2).map_err(read)?;
-            let key = format!("{account}/{instance_id}");
-            let cell = rows::Cell {
-                path: &self.path,
-                table: "instance_status",
-                row: &key,
-            };
-            let at = |column: &'static str, i: usize| -> Result<_, LedgerError> {
-                cell.seconds(column, r.get(i).map_err(read)?)
-            };
-            let optional_at = |column: &'static str, i: usize| -> Result<_, LedgerError> {
-                r.get::<_, Option<i64>>(i)
-                    .map_err(read)?
-                    .map(|secs| cell.seconds(column, secs))
-                    .transpose()
-            };
-            let last_outcome = outcomes
-                .get(&(account.clone(), instance_id.clone()))
-                .cloned();
-            out.push(StatusRow {
-                region: r.get(1).map_err(read)?,
-                name: r.get(3).map_err(read)?,
-                expires_at: at("expires_at", 4)?,
-                policy: r.get(5).map_err(read)?,
-                state: r.get(6).map_err(read)?,
-                decision: r.get(7).map_err(read)?,
-                due_at: optional_at("due_at", 8)?,
-                reason: r.get(9).map_err(read)?,
-                failed_attempts: r.get(10).map_err(read)?,
-                next_retry_at: optional_at("next_retry_at", 11)?,
-                drift: r.get(12).map_err(read)?,
-                deduction_overdue: r.get(13).map_err(read)?,
-                last_outcome,
-                updated_at: at("updated_at", 14)?,
-                account,
-                instance_id,
-            });
-        }
-        Ok(out)
-    }
-
-    /// Streams the fields metrics need, one status line at a time (no copy of the fleet).
-    pub fn for_each_metric_row(
+    /// The fields metrics need for up to `limit` status lines after the key `after` (account,
+    /// instance), in key order, one at a time. Returns the last key when the page was full
+    /// (more may follow). The read connection is held only for the page: a scrape that pages
+    /// through the fleet never keeps it (or a read snapshot) while its client is slow.
+    pub fn metric_rows_page(
         &self,
+        after: Option<(&str, &str)>,
+        limit: usize,
         mut each: impl FnMut(MetricRow<'_>),
-    ) -> Result<(), LedgerError> {
+    ) -> Result<Option<(String, String)>, LedgerError> {
         let read = |source| LedgerError::Read {
             what: "reading status lines for metrics",
             source,
@@ -1430,13 +1377,24 @@ impl Ledger {
             .prepare_cached(
                 "SELECT account, region, instance_id, COALESCE(policy, 'none'), expires_at, due_at, state, failed_attempts,
                         drift, deduction_overdue
-                 FROM instance_status",
+                 FROM instance_status
+                 WHERE ?1 IS NULL OR (account, instance_id) > (?1, ?2)
+                 ORDER BY account, instance_id LIMIT ?3",
             )
             .map_err(read)?;
-        let mut rows = statement.query([]).map_err(read)?;
+        let (after_account, after_instance) = after.unzip();
+        let mut rows = statement
+            .query(rusqlite::params![
+                after_account,
+                after_instance,
+                limit as i64
+            ])
+            .map_err(read)?;
+        let mut count = 0;
+        let mut last = None;
         while let Some(r) = rows.next().map_err(read)? {
             let text = |i| r.get_ref(i).and_then(|v| v.as_str().map_err(Into::into));
-            each(MetricRow {
+            let row = MetricRow {
                 account: text(0).map_err(read)?,
                 region: text(1).map_err(read)?,
                 instance_id: text(2).map_err(read)?,
@@ -1447,44 +1405,14 @@ impl Ledger {
                 failed_attempts: r.get(7).map_err(read)?,
                 drift: r.get(8).map_err(read)?,
                 deduction_overdue: r.get(9).map_err(read)?,
-            });
+            };
+            count += 1;
+            if count == limit {
+                last = Some((row.account.to_owned(), row.instance_id.to_owned()));
+            }
+            each(row);
         }
-        Ok(())
-    }
-
-    /// The last money-moving outcome per instance, in words (for status).
-    pub fn last_outcomes(&self) -> Result<HashMap<(String, String), String>, LedgerError> {
-        let read = |source| LedgerError::Read {
-            what: "reading last outcomes",
-            source,
-        };
-        let conn = self.conn();
-        let mut statement = conn
-            .prepare(
-                "SELECT account, instance_id, status, order_id, error_code, error_class, updated_at FROM intents
-                 WHERE id IN (SELECT MAX(id) FROM intents GROUP BY account, instance_id)",
-            )
-            .map_err(read)?;
-        let rows = statement
-            .query_map([], |r| {
-                let status: String = r.get(2)?;
-                let order: Option<String> = r.get(3)?;
-                let code: Option<String> = r.get(4)?;
-                let class: Option<String> = r.get(5)?;
-                let at: String = r.get(6)?;
-                let words = match (status.as_str(), order, code) {
-                    (s, Some(order), _) => format!("{s} (order {order}) at {at}"),
-                    (s, None, Some(code)) => {
-                        format!("{s}: {code} ({}) at {at}", class.unwrap_or_default())
-                    }
-                    (s, None, None) => format!("{s} at {at}"),
-                };
-                Ok(((r.get::<_, String>(0)?, r.get::<_, String>(1)?), words))
-            })
-            .map_err(read)?
-            .collect::<Result<HashMap<_, _>, _>>()
-            .map_err(read)?;
-        Ok(rows)
+        Ok(last)
     }
 
     /// Every money-moving record (renewal intents and auto-renew changes), oldest first,

@@ -1,0 +1,278 @@
+//! The admin HTTP server: `/metrics` (Prometheus text), `/healthz` (alive), `/readyz`
+//! (credentials usable and every source scanned recently), `/status` (the JSON of
+//! `ecs-renewd status --json`, a page at a time). Loopback by default; /metrics and /status can
+//! require a bearer token. Connection limits live in `listener`, the token in `auth`.
+
+pub mod auth;
+mod listener;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Deserialize;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use super::health::Health;
+use crate::accounts::AccountClient;
+use crate::clock::Clock;
+use crate::ledger::{Ledger, StatusQuery};
+use crate::metrics::{InstancePages, Metrics, ROWS_PER_PAGE};
+pub use listener::Limits;
+
+/// Status lines per `/status` page unless `limit` says otherwise.
+const STATUS_PAGE_DEFAULT: usize = 500;
+/// The largest `/status` page.
+const STATUS_PAGE_MAX: usize = 5000;
+
+/// What the handlers read.
+#[derive(Clone)]
+pub struct AdminState {
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// A read-only connection to the ledger (for /metrics and /status; readers never block
+    /// the daemon's writes).
+    pub ledger: Arc<Ledger>,
+    /// Readiness inputs.
+    pub health: Arc<Health>,
+    /// The current account clients (swapped on reload).
+    pub accounts: Arc<RwLock<Vec<AccountClient>>>,
+    /// The business clock.
+    pub clock: Arc<dyn Clock>,
+    /// The bearer token /metrics and /status require, if any.
+    pub guard: auth::Guard,
+    /// Room for concurrent /status requests.
+    pub status_slots: Arc<Semaphore>,
+}
+
+/// Whether the admin server is reachable from the network without a token: worth a warning
+/// at start-up and again at every pass while it lasts.
+pub fn exposed(addr: SocketAddr, guard: &auth::Guard) -> bool {
+    !addr.ip().is_loopback() && !guard.is_protected()
+}
+
+/// The warning for an exposed admin server.
+pub fn warn_exposed(addr: SocketAddr) {
+    tracing::warn!(%addr, "the admin HTTP server listens beyond loopback without a bearer token: anyone who can reach it can read /metrics and /status (instance names, order ids, errors) — set [admin] bearer_token_file or listen on 127.0.0.1");
+}
+
+/// Binds the admin address.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await
+}
+
+/// Serves until `shutdown` fires.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AdminState,
+    limits: Limits,
+    shutdown: CancellationToken,
+) {
+    let protected = axum::Router::new()
+        .route("/metrics", get(metrics))
+        .route("/status", get(status))
+        .route_layer(middleware::from_fn_with_state(
+            state.guard.clone(),
+            auth::require_token,
+        ));
+    let app = axum::Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .merge(protected)
+        .layer(middleware::from_fn(no_request_bodies));
+    let closed = state.metrics.admin_connections_closed_total.clone();
+    let app = app.with_state(state);
+    listener::serve(listener, app, limits, closed, shutdown).await;
+}
+
+/// Every endpoint is a GET without a body: a request that announces one is refused before
+/// anything reads it.
+async fn no_request_bodies(request: Request, next: Next) -> Response {
+    let headers = request.headers();
+    let announced = headers
+        .get(header::CONTENT_LENGTH)
+        .is_some_and(|v| v.as_bytes() != b"0")
+        || headers.contains_key(header::TRANSFER_ENCODING);
+    if announced {
+        return (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            [(header::CONNECTION, "close")],
+            "the admin endpoints take no request body\n",
+        )
+            .into_response();
+    }
+    next.run(request).await
+}
+
+async fn metrics(State(state): State<AdminState>) -> Response {
+    // Streamed page by page: the fleet is never one string in memory, and the ledger's read
+    // connection is held only while a page is read, never while the client takes it.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(2);
+    tokio::spawn(async move {
+        let head = state.metrics.render_registry();
+        if tx.send(Ok(Bytes::from(head))).await.is_err() {
+            return;
+        }
+        let mut pages = InstancePages::default();
+        loop {
+            let ledger = state.ledger.clone();
+            let read = tokio::task::spawn_blocking(move || {
+                let mut out = String::with_capacity(64 * 1024);
+                let more = pages.next_page(&ledger, ROWS_PER_PAGE, &mut out);
+                (pages, out, more)
+            })
+            .await;
+            let (next, out, more) = match read {
+                Ok((next, out, Ok(more))) => (next, out, more),
+                Ok((_, _, Err(error))) => {
+                    tracing::error!(%error, "reading per-instance metrics failed");
+                    // An error ends the answer abruptly: Prometheus records a failed scrape
+                    // instead of a silently shortened one.
+                    let _ = tx.send(Err(std::io::Error::other(error.to_string()))).await;
+                    return;
+                }
+                Err(error) => {
+                    tracing::error!(%error, "reading per-instance metrics stopped");
+                    let _ = tx.send(Err(std::io::Error::other(error.to_string()))).await;
+                    return;
+                }
+            };
+            pages = next;
+            if !out.is_empty() && tx.send(Ok(Bytes::from(out))).await.is_err() {
+                return;
+            }
+            if !more {
+                break;
+            }
+        }
+        drop(tx);
+        let ledger = state.ledger.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            ledger.shrink_memory();
+            crate::memory::release_free_memory();
+        })
+        .await;
+    });
+    let body = Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }));
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
+}
+
+async fn readyz(State(state): State<AdminState>) -> Response {
+    let accounts: Vec<AccountClient> = state
+        .accounts
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let mut checks = Vec::with_capacity(accounts.len());
+    for account in &accounts {
+        checks.push((
+            account.name.clone(),
+            account
+                .client
+                .check_credentials()
+                .await
+                .map_err(|e| e.to_string()),
+        ));
+    }
+    let verdict = state.health.readiness(state.clock.now(), &checks);
+    let code = if verdict.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(verdict)).into_response()
+}
+
+/// `/status` query parameters.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatusParams {
+    account: Option<String>,
+    region: Option<String>,
+    state: Option<String>,
+    limit: Option<usize>,
+    after: Option<String>,
+}
+
+impl StatusParams {
+    fn query(self) -> Result<StatusQuery, String> {
+        let limit = self.limit.unwrap_or(STATUS_PAGE_DEFAULT);
+        if limit == 0 || limit > STATUS_PAGE_MAX {
+            return Err(format!(
+                "limit={limit}: a page holds 1 to {STATUS_PAGE_MAX} instances"
+            ));
+        }
+        let after = self.after.map(|a| a.parse()).transpose()?;
+        let nonempty = |v: Option<String>| v.filter(|v| !v.is_empty());
+        Ok(StatusQuery {
+            account: nonempty(self.account),
+            region: nonempty(self.region),
+            state: nonempty(self.state),
+            after,
+            limit: Some(limit),
+        })
+    }
+}
+
+async fn status(
+    State(state): State<AdminState>,
+    params: Result<Query<StatusParams>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let bad_request = |why: String| {
+        (
+            StatusCode::BAD_REQUEST,
+            format!("{why} (parameters: account, region, state, limit, after)\n"),
+        )
+            .into_response()
+    };
+    let query = match params
+        .map_err(|e| e.body_text())
+        .and_then(|Query(p)| p.query())
+    {
+        Ok(query) => query,
+        Err(why) => return bad_request(why),
+    };
+    // Each answer is built in memory: a few at once, the rest asked to come back.
+    let Ok(_permit) = state.status_slots.clone().try_acquire_owned() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "1")],
+            "too many /status requests at once; retry in a second\n",
+        )
+            .into_response();
+    };
+    let ledger = state.ledger.clone();
+    let answer = tokio::task::spawn_blocking(move || {
+        crate::commands::status::report_page(&ledger, &query)
+            .map(|report| serde_json::to_vec(&report))
+    })
+    .await;
+    match answer {
+        Ok(Ok(Ok(json))) => (
+            [(header::CONTENT_TYPE, "application/json")],
+            Body::from(json),
+        )
+            .into_response(),
+        Ok(Ok(Err(error))) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response()
+        }
+        Ok(Err(error)) => (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response(),
+        Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response(),
+    }
+}

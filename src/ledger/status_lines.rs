@@ -1,0 +1,241 @@
+//! Reading the status table for `status` and the admin `/status`: pages in expiry order,
+//! filtered by account, region and state, each line with its instance's last money-moving
+//! outcome (read for the page's instances only, so a page costs the same in any fleet).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+
+use rusqlite::params;
+
+use super::{Ledger, LedgerError, StatusRow, rows};
+
+/// Which status lines, and where to start.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StatusQuery {
+    /// Only this account's lines.
+    pub account: Option<String>,
+    /// Only this region's lines.
+    pub region: Option<String>,
+    /// Only lines in this state (`renewed`, `failed`, `backoff`, ...).
+    pub state: Option<String>,
+    /// Start after this line (from a previous page's `next_after`).
+    pub after: Option<StatusCursor>,
+    /// At most this many lines (none: all).
+    pub limit: Option<usize>,
+}
+
+/// A position in expiry order: the last line of a page. Written as
+/// `<expiry unix seconds>:<instance id>:<account>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusCursor {
+    expires_at: i64,
+    instance_id: String,
+    account: String,
+}
+
+impl fmt::Display for StatusCursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}",
+            self.expires_at, self.instance_id, self.account
+        )
+    }
+}
+
+impl FromStr for StatusCursor {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let mut parts = text.splitn(3, ':');
+        let (Some(secs), Some(instance_id), Some(account)) =
+            (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(format!(
+                "{text:?} is not a position: pass the next_after of the previous page"
+            ));
+        };
+        let expires_at = secs.parse().map_err(|_| {
+            format!("{text:?} is not a position: pass the next_after of the previous page")
+        })?;
+        Ok(StatusCursor {
+            expires_at,
+            instance_id: instance_id.to_owned(),
+            account: account.to_owned(),
+        })
+    }
+}
+
+impl Ledger {
+    /// Every status line, by expiry, with each instance's last money-moving outcome.
+    pub fn status_rows(&self) -> Result<Vec<StatusRow>, LedgerError> {
+        Ok(self.status_page(&StatusQuery::default())?.0)
+    }
+
+    /// One page of status lines by expiry (then instance, then account), and the position of
+    /// its last line when more may follow.
+    pub fn status_page(
+        &self,
+        query: &StatusQuery,
+    ) -> Result<(Vec<StatusRow>, Option<StatusCursor>), LedgerError> {
+        let read = |source| LedgerError::Read {
+            what: "reading the status lines",
+            source,
+        };
+        let mut out = Vec::new();
+        {
+            let conn = self.conn();
+            let mut statement = conn
+                .prepare_cached(
+                    "SELECT account, region, instance_id, name, expires_at, policy, state, decision, due_at, reason, failed_attempts,
+                            next_retry_at, drift, deduction_overdue, updated_at
+                     FROM instance_status
+                     WHERE (?1 IS NULL OR account = ?1) AND (?2 IS NULL OR region = ?2) AND (?3 IS NULL OR state = ?3)
+                       AND (?4 IS NULL OR (expires_at, instance_id, account) > (?4, ?5, ?6))
+                     ORDER BY expires_at, instance_id, account LIMIT ?7",
+                )
+                .map_err(read)?;
+            let after = query.after.as_ref();
+            let limit = query.limit.map_or(-1, |l| l as i64);
+            let mut rows = statement
+                .query(params![
+                    query.account,
+                    query.region,
+                    query.state,
+                    after.map(|a| a.expires_at),
+                    after.map(|a| &a.instance_id),
+                    after.map(|a| &a.account),
+                    limit
+                ])
+                .map_err(read)?;
+            while let Some(r) = rows.next().map_err(read)? {
+                out.push(self.status_row(r)?);
+            }
+        }
+        let outcomes = self.last_outcomes_of(&out)?;
+        for row in &mut out {
+            row.last_outcome = outcomes
+                .get(&(row.account.clone(), row.instance_id.clone()))
+                .cloned();
+        }
+        let next = match (query.limit, out.last()) {
+            (Some(limit), Some(last)) if out.len() == limit => Some(StatusCursor {
+                expires_at: last.expires_at.timestamp(),
+                instance_id: last.instance_id.clone(),
+                account: last.account.clone(),
+            }),
+            _ => None,
+        };
+        Ok((out, next))
+    }
+
+    fn status_row(&self, r: &rusqlite::Row<'_>) -> Result<StatusRow, LedgerError> {
+        let read = |source| LedgerError::Read {
+            what: "reading the status lines",
+            source,
+        };
+        let account: String = r.get(0).map_err(read)?;
+        let instance_id: String = r.get(2).map_err(read)?;
+        let key = format!("{account}/{instance_id}");
+        let cell = rows::Cell {
+            path: &self.path,
+            table: "instance_status",
+            row: &key,
+        };
+        let at = |column: &'static str, i: usize| -> Result<_, LedgerError> {
+            cell.seconds(column, r.get(i).map_err(read)?)
+        };
+        let optional_at = |column: &'static str, i: usize| -> Result<_, LedgerError> {
+            r.get::<_, Option<i64>>(i)
+                .map_err(read)?
+                .map(|secs| cell.seconds(column, secs))
+                .transpose()
+        };
+        Ok(StatusRow {
+            region: r.get(1).map_err(read)?,
+            name: r.get(3).map_err(read)?,
+            expires_at: at("expires_at", 4)?,
+            policy: r.get(5).map_err(read)?,
+            state: r.get(6).map_err(read)?,
+            decision: r.get(7).map_err(read)?,
+            due_at: optional_at("due_at", 8)?,
+            reason: r.get(9).map_err(read)?,
+            failed_attempts: r.get(10).map_err(read)?,
+            next_retry_at: optional_at("next_retry_at", 11)?,
+            drift: r.get(12).map_err(read)?,
+            deduction_overdue: r.get(13).map_err(read)?,
+            last_outcome: None,
+            updated_at: at("updated_at", 14)?,
+            account,
+            instance_id,
+        })
+    }
+
+    /// The last money-moving outcome of each of `lines`' instances, in words.
+    fn last_outcomes_of(
+        &self,
+        lines: &[StatusRow],
+    ) -> Result<HashMap<(String, String), String>, LedgerError> {
+        let read = |source| LedgerError::Read {
+            what: "reading last outcomes",
+            source,
+        };
+        if lines.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let keys = serde_json::to_string(
+            &lines
+                .iter()
+                .map(|l| [l.account.as_str(), l.instance_id.as_str()])
+                .collect::<Vec<_>>(),
+        )
+        .expect("a list of string pairs always serializes");
+        let conn = self.conn();
+        let mut statement = conn
+            .prepare_cached(
+                "SELECT account, instance_id, status, order_id, error_code, error_class, updated_at FROM intents
+                 WHERE id IN (SELECT (SELECT MAX(i.id) FROM intents i
+                                      WHERE i.account = k.value ->> 0 AND i.instance_id = k.value ->> 1)
+                              FROM json_each(?1) k)",
+            )
+            .map_err(read)?;
+        let rows = statement
+            .query_map([keys], |r| {
+                let status: String = r.get(2)?;
+                let order: Option<String> = r.get(3)?;
+                let code: Option<String> = r.get(4)?;
+                let class: Option<String> = r.get(5)?;
+                let at: String = r.get(6)?;
+                let words = match (status.as_str(), order, code) {
+                    (s, Some(order), _) => format!("{s} (order {order}) at {at}"),
+                    (s, None, Some(code)) => {
+                        format!("{s}: {code} ({}) at {at}", class.unwrap_or_default())
+                    }
+                    (s, None, None) => format!("{s} at {at}"),
+                };
+                Ok(((r.get::<_, String>(0)?, r.get::<_, String>(1)?), words))
+            })
+            .map_err(read)?
+            .collect::<Result<HashMap<_, _>, _>>()
+            .map_err(read)?;
+        Ok(rows)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cursor_reads_back_as_written() {
+        let cursor = StatusCursor {
+            expires_at: 1_767_225_600,
+            instance_id: "i-bp1".into(),
+            account: "prod:cn".into(),
+        };
+        assert_eq!(cursor.to_string().parse::<StatusCursor>(), Ok(cursor));
+        assert!("i-bp1".parse::<StatusCursor>().is_err());
+        assert!("x:i-bp1:prod".parse::<StatusCursor>().is_err());
+    }
+}
