@@ -32,7 +32,9 @@ pub struct AccountClient {
 #[derive(Debug, thiserror::Error)]
 pub enum AccountError {
     /// Its credentials cannot be had.
-    #[error("{path}: accounts[{index}] ({account}): no usable credentials: {source}")]
+    #[error(
+        "{path}:{line}:{column}: accounts[{index}].credentials: account {account:?} has no usable credentials: {source}"
+    )]
     Credentials {
         /// The config file.
         path: String,
@@ -40,6 +42,10 @@ pub enum AccountError {
         index: usize,
         /// Name.
         account: String,
+        /// Where the entry's name is.
+        line: usize,
+        /// Where the entry's name is.
+        column: usize,
         /// Why.
         #[source]
         source: CredentialError,
@@ -73,6 +79,15 @@ pub enum AccountError {
     },
 }
 
+impl AccountError {
+    /// The line of the entry the problem is about (for ordering problems by place).
+    pub fn line(&self) -> usize {
+        match self {
+            AccountError::Credentials { line, .. } | AccountError::SharedKey { line, .. } => *line,
+        }
+    }
+}
+
 /// An AccessKey ID as error messages show it: its first four and last three characters.
 fn shortened(key_id: &str) -> String {
     let chars: Vec<char> = key_id.chars().collect();
@@ -84,35 +99,38 @@ fn shortened(key_id: &str) -> String {
     format!("{head}…{tail}")
 }
 
-/// Builds a client for every account; credential warnings (a world-readable key file) are
-/// returned alongside.
-pub async fn connect(
+/// Resolves every account's credentials: a provider per account, or every problem found
+/// (the first, then the rest: each account's own, and two entries signing with one
+/// AccessKey), so `check-config` can report them all at once.
+pub async fn resolve_all(
     config: &Config,
     env: &Environment,
-    clock: Arc<dyn Clock>,
-    observer: Arc<dyn CallObserver>,
-    cancel: CancellationToken,
-) -> Result<(Vec<AccountClient>, Vec<String>), AccountError> {
-    let http = shared_http_client(CONNECT_TIMEOUT);
-    let mut clients = Vec::with_capacity(config.accounts.len());
-    let mut warnings = Vec::new();
+) -> Result<Vec<credentials::CredentialProvider>, (AccountError, Vec<AccountError>)> {
+    let mut providers = Vec::with_capacity(config.accounts.len());
+    let mut problems = Vec::new();
     // Two entries with one AccessKey reach one cloud account: refused. (Two RAM users of one
     // account cannot be told apart here; each instance is then managed once per pass, through
     // the entry that lists it first, and the overlap is reported.)
     let mut key_ids: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     for (index, account) in config.accounts.iter().enumerate() {
-        let provider = credentials::resolve(&account.credentials, env)
-            .await
-            .map_err(|source| AccountError::Credentials {
-                path: config.path.display().to_string(),
-                index,
-                account: account.name.clone(),
-                source,
-            })?;
+        let provider = match credentials::resolve(&account.credentials, env).await {
+            Ok(provider) => provider,
+            Err(source) => {
+                problems.push(AccountError::Credentials {
+                    path: config.path.display().to_string(),
+                    index,
+                    account: account.name.clone(),
+                    line: account.location.0,
+                    column: account.location.1,
+                    source,
+                });
+                continue;
+            }
+        };
         if let Some(key_id) = provider.fixed_key_id() {
             if let Some(&first_index) = key_ids.get(key_id) {
                 let first: &crate::config::Account = &config.accounts[first_index];
-                return Err(AccountError::SharedKey {
+                problems.push(AccountError::SharedKey {
                     path: config.path.display().to_string(),
                     index,
                     account: account.name.clone(),
@@ -124,9 +142,33 @@ pub async fn connect(
                     first_column: first.location.1,
                     key_id: shortened(key_id),
                 });
+                continue;
             }
             key_ids.insert(key_id.to_owned(), index);
         }
+        providers.push(provider);
+    }
+    let mut problems = problems.into_iter();
+    match problems.next() {
+        None => Ok(providers),
+        Some(first) => Err((first, problems.collect())),
+    }
+}
+
+/// Builds a client for every account; credential warnings (the IMDSv1 fallback, say) are
+/// returned alongside. The first problem stops it (`check-config` shows them all).
+pub async fn connect(
+    config: &Config,
+    env: &Environment,
+    clock: Arc<dyn Clock>,
+    observer: Arc<dyn CallObserver>,
+    cancel: CancellationToken,
+) -> Result<(Vec<AccountClient>, Vec<String>), AccountError> {
+    let providers = resolve_all(config, env).await.map_err(|(first, _)| first)?;
+    let http = shared_http_client(CONNECT_TIMEOUT);
+    let mut clients = Vec::with_capacity(config.accounts.len());
+    let mut warnings = Vec::new();
+    for (account, provider) in config.accounts.iter().zip(providers) {
         warnings.extend(
             provider
                 .warnings()

@@ -61,7 +61,12 @@ fn seeded_row(i: usize) -> StatusRow {
         name: format!("seeded instance number {i}"),
         expires_at: at(1_900_000_000 + i as i64),
         policy: Some("renew".into()),
-        state: if i.is_multiple_of(2) { "failed" } else { "backoff" }.into(),
+        state: if i.is_multiple_of(2) {
+            "failed"
+        } else {
+            "backoff"
+        }
+        .into(),
         decision: "renew".into(),
         due_at: Some(at(1_899_000_000)),
         reason: "seeded for the admin tests".into(),

@@ -188,12 +188,12 @@ fn config_cases(table: &mut Table) {
         (
             "config: malformed TOML (unterminated string)",
             format!("[daemon]\nschedule = \"0 * * * * *\n{BASE}"),
-            "bad.toml:2:24: not valid TOML: invalid basic string, expected `\"` (hint: fix the syntax at this position)",
+            "bad.toml:2:24: not valid TOML: invalid basic string, expected `\"` (hint: fix the syntax at this position)\nbad.toml: the check stops at TOML syntax errors (hint: fix the syntax and run check-config again to see any other problems)",
         ),
         (
             "config: malformed TOML (a table defined twice)",
             format!("[daemon]\ndry_run = true\n[daemon]\njitter = \"0s\"\n{BASE}"),
-            "bad.toml:3:2: not valid TOML: duplicate key (hint: fix the syntax at this position)",
+            "bad.toml:3:2: not valid TOML: duplicate key (hint: fix the syntax at this position)\nbad.toml: the check stops at TOML syntax errors (hint: fix the syntax and run check-config again to see any other problems)",
         ),
         (
             "config: unknown key (a misspelled table)",
@@ -349,7 +349,7 @@ async fn credential_cases(table: &mut Table) {
     table.record(
         "credentials: none of the chain's sources yields",
         &format!("{text}(environment: ALIBABA_CLOUD_ECS_METADATA_DISABLED=true, nothing else)"),
-        "bad.toml: accounts[0] (main): no usable credentials: no credentials found; tried: file (access_key_secret_file not set), env (ALIBABA_CLOUD_ACCESS_KEY_ID, ALIYUN_ACCESS_KEY_ID, ALICLOUD_ACCESS_KEY_ID and ALICLOUD_ACCESS_KEY are unset), systemd (CREDENTIALS_DIRECTORY is unset), cli-profile (HOME is unset), ram-role (ALIBABA_CLOUD_ECS_METADATA_DISABLED=true) — configure the account's credentials (see config/example.toml)",
+        "bad.toml:2:8: accounts[0].credentials: account \"main\" has no usable credentials: no credentials found; tried: file (access_key_secret_file not set), env (ALIBABA_CLOUD_ACCESS_KEY_ID, ALIYUN_ACCESS_KEY_ID, ALICLOUD_ACCESS_KEY_ID and ALICLOUD_ACCESS_KEY are unset), systemd (CREDENTIALS_DIRECTORY is unset), cli-profile (HOME is unset), ram-role (ALIBABA_CLOUD_ECS_METADATA_DISABLED=true) — configure the account's credentials (see config/example.toml)",
         &answer.clone().unwrap_or_else(|e| e),
         answer.is_ok().then(|| "accepted".to_owned()).into_iter().collect(),
     );
@@ -361,7 +361,7 @@ async fn credential_cases(table: &mut Table) {
     table.record_refusal(
         "credentials: an AccessKey ID without its secret",
         &format!("{text}(environment: ALIBABA_CLOUD_ACCESS_KEY_ID only)"),
-        "bad.toml: accounts[0] (main): no usable credentials: the env credentials source is incomplete: ALIBABA_CLOUD_ACCESS_KEY_ID is set but ALIBABA_CLOUD_ACCESS_KEY_SECRET is not",
+        "bad.toml:2:8: accounts[0].credentials: account \"main\" has no usable credentials: the env credentials source is incomplete: ALIBABA_CLOUD_ACCESS_KEY_ID is set but ALIBABA_CLOUD_ACCESS_KEY_SECRET is not",
         &answer,
     );
 
@@ -382,7 +382,7 @@ async fn credential_cases(table: &mut Table) {
     table.record_refusal(
         "credentials: an unreadable key file",
         &text,
-        &format!("bad.toml: accounts[0] (main): no usable credentials: cannot read the AccessKey secret from {tmp}/unreadable.secret: {expected_reason} — check the path and that the daemon's user may read it"),
+        &format!("bad.toml:2:8: accounts[0].credentials: account \"main\" has no usable credentials: cannot read the AccessKey secret from {tmp}/unreadable.secret: {expected_reason} — check the path and that the daemon's user may read it"),
         &answer,
     );
 
@@ -392,7 +392,7 @@ async fn credential_cases(table: &mut Table) {
     table.record_refusal(
         "credentials: a key file that does not exist",
         &text,
-        &format!("bad.toml: accounts[0] (main): no usable credentials: cannot read the AccessKey secret from {tmp}/missing.secret: No such file or directory (os error 2) — check the path and that the daemon's user may read it"),
+        &format!("bad.toml:2:8: accounts[0].credentials: account \"main\" has no usable credentials: cannot read the AccessKey secret from {tmp}/missing.secret: No such file or directory (os error 2) — check the path and that the daemon's user may read it"),
         &answer,
     );
 
@@ -404,7 +404,7 @@ async fn credential_cases(table: &mut Table) {
     table.record_refusal(
         "credentials: an empty key file",
         &text,
-        &format!("bad.toml: accounts[0] (main): no usable credentials: the AccessKey secret file {tmp}/empty.secret is empty — put the value in the file"),
+        &format!("bad.toml:2:8: accounts[0].credentials: account \"main\" has no usable credentials: the AccessKey secret file {tmp}/empty.secret is empty — put the value in the file"),
         &answer,
     );
 
@@ -418,7 +418,7 @@ async fn credential_cases(table: &mut Table) {
     table.record_refusal(
         "credentials: an STS token file that cannot be read",
         &text,
-        &format!("bad.toml: accounts[0] (main): no usable credentials: cannot read the security token from {tmp}/token-is-a-directory: Is a directory (os error 21) — check the path and that the daemon's user may read it"),
+        &format!("bad.toml:2:8: accounts[0].credentials: account \"main\" has no usable credentials: cannot read the security token from {tmp}/token-is-a-directory: Is a directory (os error 21) — check the path and that the daemon's user may read it"),
         &answer,
     );
 
@@ -431,7 +431,7 @@ async fn credential_cases(table: &mut Table) {
     table.record_refusal(
         "credentials: a world-readable key file",
         &text,
-        &format!("bad.toml: accounts[0] (main): no usable credentials: the AccessKey secret file {tmp}/loose.secret is open to other users (mode 0644), so ecs-renewd refuses to use it — run `chmod 600 {tmp}/loose.secret` (and check who may have read it)"),
+        &format!("bad.toml:2:8: accounts[0].credentials: account \"main\" has no usable credentials: the AccessKey secret file {tmp}/loose.secret is open to other users (mode 0644), so ecs-renewd refuses to use it — run `chmod 600 {tmp}/loose.secret` (and check who may have read it)"),
         &answer,
     );
 
@@ -447,7 +447,7 @@ async fn credential_cases(table: &mut Table) {
     table.record_refusal(
         "credentials: a truncated aliyun CLI config",
         &text,
-        &format!("bad.toml: accounts[0] (main): no usable credentials: aliyun CLI config {tmp}/aliyun-config.json: not valid JSON: EOF while parsing a list at line 1 column 31"),
+        &format!("bad.toml:2:8: accounts[0].credentials: account \"main\" has no usable credentials: aliyun CLI config {tmp}/aliyun-config.json: not valid JSON: EOF while parsing a list at line 1 column 31"),
         &answer,
     );
 }

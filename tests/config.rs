@@ -29,7 +29,7 @@ fn each_kind_of_mistake_gets_a_located_message_with_a_hint() {
         (
             "malformed TOML",
             format!("{BASE}\n[daemon\nschedule = 1"),
-            "test.toml:7:8: not valid TOML: unclosed table, expected `]` (hint: fix the syntax at this position)",
+            "test.toml:7:8: not valid TOML: unclosed table, expected `]` (hint: fix the syntax at this position)\ntest.toml: the check stops at TOML syntax errors (hint: fix the syntax and run check-config again to see any other problems)",
         ),
         (
             "unknown key",
@@ -141,13 +141,75 @@ fn each_kind_of_mistake_gets_a_located_message_with_a_hint() {
     let mut mismatches = Vec::new();
     for (name, text, expected) in cases {
         let found = problems(&text);
-        if found != vec![expected.to_string()] {
+        if found.join("\n") != expected {
             mismatches.push(format!(
                 "case {name}:\n  expected {expected:?}\n  found    {found:?}"
             ));
         }
     }
     assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+}
+
+#[test]
+fn every_problem_of_a_file_is_reported_in_one_run_in_file_order() {
+    // Serde stops at its first error; each broken key is set aside and the file read again,
+    // so type errors, unknown keys, missing required keys and bad values in different
+    // sections and entries all come out together, with the rules between keys.
+    let text = r#"[daemon]
+schedule = "not a cron"
+jiter = "5s"
+
+[admin]
+max_connections = "many"
+
+[scan]
+concurrency = 0
+
+[[accounts]]
+endpoint = "public"
+[accounts.credentials]
+source = "env"
+region = "cn-hangzhou"
+
+[[accounts]]
+name = "second"
+currency = "EURO"
+[accounts.credentials]
+source = "nope"
+
+[[policies]]
+name = "p1"
+action = "renew-now"
+period_unit = "Fortnight"
+
+[[policies]]
+action = "observe"
+"#;
+    let found = problems(text);
+    let expected = [
+        "test.toml:2:12: daemon.schedule: \"not a cron\" has 3 fields",
+        "test.toml:3:1: daemon.jiter: unknown field `jiter`",
+        "test.toml:6:19: admin.max_connections: invalid type: string \"many\", expected usize",
+        "test.toml:11:1: accounts[0]: missing field `name`",
+        "test.toml:15:1: accounts[0].credentials.region: unknown field `region`",
+        "test.toml:19:12: accounts[1].currency: \"EURO\" is not a currency code",
+        "test.toml:21:10: accounts[1].credentials.source: unknown value \"nope\"",
+        "test.toml:25:10: policies[0].action: unknown value \"renew-now\"",
+        "test.toml:26:15: policies[0].period_unit: unknown value \"Fortnight\"",
+        "test.toml:28:1: policies[1]: missing field `name`",
+        "test.toml: scan.concurrency: must be at least 1",
+    ];
+    assert_eq!(
+        found.len(),
+        expected.len(),
+        "every problem once, nothing echoed: {found:#?}"
+    );
+    for (line, start) in found.iter().zip(expected) {
+        assert!(
+            line.starts_with(start),
+            "expected {start:?}, found {line:?}"
+        );
+    }
 }
 
 #[test]
@@ -204,4 +266,56 @@ fn the_environment_overrides_the_state_dir_and_admin_address() {
     let defaults = Config::parse(BASE, Path::new("test.toml"), &Environment::default()).unwrap();
     assert_eq!(defaults.admin_listen.to_string(), "127.0.0.1:9469");
     assert_eq!(defaults.schedule.text, "0 */15 * * * *");
+}
+
+#[tokio::test]
+async fn check_config_reports_every_account_and_the_admin_token_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let loose = dir.path().join("loose.secret");
+    std::fs::write(&loose, "a-secret").unwrap();
+    let token = dir.path().join("admin.token");
+    std::fs::write(&token, "short").unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let path = dir.path().join("check.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[admin]\nbearer_token_file = \"{}\"\n[[accounts]]\nname = \"first\"\n[accounts.credentials]\nsource = \"file\"\naccess_key_id = \"LTAIfirst\"\naccess_key_secret_file = \"{}\"\n[[accounts]]\nname = \"second\"\n[accounts.credentials]\nsource = \"env\"\n",
+            token.display(),
+            loose.display()
+        ),
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    let failure = ecs_renewd::commands::check_config::run(&path, &Environment::default(), &mut out)
+        .await
+        .expect_err("refused");
+    let text = failure.to_string();
+    let lines: Vec<&str> = text.lines().collect();
+    let file = path.display();
+    assert_eq!(lines.len(), 4, "{text}");
+    assert!(
+        lines[0].starts_with(&format!(
+            "{file}:4:8: accounts[0].credentials: account \"first\" has no usable credentials: the AccessKey secret file {} is open to other users (mode 0644)",
+            loose.display()
+        )),
+        "{text}"
+    );
+    assert!(
+        lines[1].starts_with(&format!(
+            "{file}:10:8: accounts[1].credentials: account \"second\" has no usable credentials: "
+        )),
+        "{text}"
+    );
+    assert!(
+        lines[2].contains("[admin] bearer_token_file: the token in")
+            && lines[2].contains("has 5 characters"),
+        "{text}"
+    );
+    assert_eq!(lines[3], "3 problem(s)");
 }

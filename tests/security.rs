@@ -501,12 +501,16 @@ struct Daemon {
 
 impl Daemon {
     fn start(emulator: &EmulatorHandle, admin: &str) -> Daemon {
+        Daemon::start_with(emulator, admin, "")
+    }
+
+    fn start_with(emulator: &EmulatorHandle, admin: &str, admin_extra: &str) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let config: PathBuf = dir.path().join("config.toml");
         std::fs::write(
             &config,
             format!(
-                "[daemon]\nschedule = \"0 0 * * * *\"\njitter = \"0s\"\nstate_dir = \"{}\"\n[admin]\nlisten = \"{admin}\"\n[scan]\nregions = [\"cn-hangzhou\"]\n[[accounts]]\nname = \"main\"\nendpoint = \"{}\"\n[accounts.credentials]\nsource = \"env\"\n[[policies]]\nname = \"observe\"\naction = \"observe\"\n",
+                "[daemon]\nschedule = \"0 0 * * * *\"\njitter = \"0s\"\nstate_dir = \"{}\"\n[admin]\nlisten = \"{admin}\"\n{admin_extra}[scan]\nregions = [\"cn-hangzhou\"]\n[[accounts]]\nname = \"main\"\nendpoint = \"{}\"\n[accounts.credentials]\nsource = \"env\"\n[[policies]]\nname = \"observe\"\naction = \"observe\"\n",
                 dir.path().join("state").display(),
                 emulator.url()
             ),
@@ -559,6 +563,32 @@ async fn an_admin_address_beyond_loopback_is_logged_at_start_up() {
     let line = lines.last().unwrap();
     assert!(line.contains("\"level\":\"WARN\""), "{line}");
     assert!(line.contains(&format!("0.0.0.0:{port}")), "{line}");
+    assert!(line.contains("without a bearer token"), "{line}");
+    // Not only at start: a reload (and every pass, at most hourly) says it again.
+    daemon.lines_until("ecs-renewd started").await;
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(daemon.child.id() as i32, libc::SIGHUP) };
+    let lines = daemon.lines_until("listens beyond loopback").await;
+    assert!(
+        lines.last().unwrap().contains("\"level\":\"WARN\""),
+        "{lines:?}"
+    );
+    drop(daemon);
+
+    // With a bearer token there is nothing to warn about.
+    let token = tempfile::tempdir().unwrap();
+    let token_file = token.path().join("admin.token");
+    write_secret_file(&token_file, "a-token-long-enough-0123456789");
+    let mut daemon = Daemon::start_with(
+        &emulator,
+        &format!("0.0.0.0:{}", free_port()),
+        &format!("bearer_token_file = \"{}\"\n", token_file.display()),
+    );
+    let lines = daemon.lines_until("ecs-renewd started").await;
+    assert!(
+        lines.iter().all(|l| !l.contains("beyond loopback")),
+        "{lines:?}"
+    );
     drop(daemon);
 
     // On loopback the daemon starts without that warning.

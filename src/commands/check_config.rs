@@ -1,32 +1,71 @@
 //! `ecs-renewd check-config`: parse and validate the config completely, resolve every account's
 //! credentials, and say what would run. Exit 0 when usable, 78 (EX_CONFIG) otherwise.
 
-use std::path::Path;
-use std::sync::Arc;
-
-use tokio_util::sync::CancellationToken;
-
 use super::Failure;
-use crate::clock::SystemClock;
-use crate::cloud::client::NoObserver;
 use crate::cloud::credentials::Environment;
-use crate::config::{Config, Regions};
+use crate::config::{Config, ConfigError, Regions};
+use std::path::Path;
 
-/// Runs the check; the report goes to `out`.
+/// Runs the check; the report goes to `out`. Every problem is reported, in file order: the
+/// file's own first (the credentials cannot be checked before the file reads), then each
+/// account's credentials and the admin token.
 pub async fn run(
     path: &Path,
     env: &Environment,
     out: &mut impl std::io::Write,
 ) -> Result<(), Failure> {
-    let config = Config::load(path, env)?;
-    let (accounts, credential_warnings) = crate::accounts::connect(
-        &config,
-        env,
-        Arc::new(SystemClock),
-        Arc::new(NoObserver),
-        CancellationToken::new(),
-    )
-    .await?;
+    let config = Config::load(path, env).map_err(|error| match error {
+        ConfigError::Invalid { problems } => Failure::Config(format!(
+            "{}\n{} problem(s); the credentials and the admin token are checked once the file itself has none",
+            problems
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n"),
+            problems.len()
+        )),
+        other => other.into(),
+    })?;
+    let mut problems: Vec<(usize, String)> = Vec::new();
+    let providers = match crate::accounts::resolve_all(&config, env).await {
+        Ok(providers) => providers,
+        Err((first, rest)) => {
+            problems.extend(
+                std::iter::once(first)
+                    .chain(rest)
+                    .map(|p| (p.line(), p.to_string())),
+            );
+            Vec::new()
+        }
+    };
+    if let Some(token_file) = &config.admin.bearer_token_file {
+        let private = env
+            .get("CREDENTIALS_DIRECTORY")
+            .map(std::path::PathBuf::from);
+        if let Err(error) = crate::daemon::admin::auth::load_token(token_file, private.as_deref()) {
+            problems.push((usize::MAX, format!("{}: {error}", config.path.display())));
+        }
+    }
+    if !problems.is_empty() {
+        problems.sort_by_key(|(line, _)| *line);
+        let count = problems.len();
+        let lines: Vec<String> = problems.into_iter().map(|(_, text)| text).collect();
+        return Err(Failure::Config(format!(
+            "{}\n{count} problem(s)",
+            lines.join("\n")
+        )));
+    }
+    let credential_warnings: Vec<String> = config
+        .accounts
+        .iter()
+        .zip(&providers)
+        .flat_map(|(account, provider)| {
+            provider
+                .warnings()
+                .iter()
+                .map(move |w| format!("account {}: {w}", account.name))
+        })
+        .collect();
     let write = |out: &mut dyn std::io::Write, line: String| {
         let _ = writeln!(out, "{line}");
     };
@@ -40,16 +79,21 @@ pub async fn run(
     write(
         out,
         format!(
-            "  schedule {:?} in {}, jitter {}, state in {}, admin on {}{}",
+            "  schedule {:?} in {}, jitter {}, state in {}, admin on {}{}{}",
             config.schedule.text,
             config.timezone,
             crate::duration::format(config.jitter),
             config.state_dir.display(),
             config.admin_listen,
+            if config.admin.bearer_token_file.is_some() {
+                " (bearer token for /metrics and /status)"
+            } else {
+                ""
+            },
             if config.dry_run { ", DRY RUN" } else { "" }
         ),
     );
-    for (account, client) in config.accounts.iter().zip(&accounts) {
+    for (account, provider) in config.accounts.iter().zip(&providers) {
         let regions = match &account.regions {
             Regions::All => "all regions".to_owned(),
             Regions::List(list) => list.join(", "),
@@ -59,7 +103,7 @@ pub async fn run(
             format!(
                 "  account {}: credentials from {}; {regions}",
                 account.name,
-                client.client.credentials_origin()
+                provider.origin()
             ),
         );
     }

@@ -2,6 +2,7 @@
 //! file, line, column, key path and a hint), and compile it into the form the daemon uses.
 //! Nothing here talks to the network; resolving credentials is the caller's job.
 
+mod collect;
 mod schema;
 mod validate;
 

@@ -95,42 +95,80 @@ pub(super) fn parse_and_check(
         problems: Vec::new(),
         warnings: Vec::new(),
     };
-    let deserializer = match toml::Deserializer::parse(text) {
-        Ok(d) => d,
-        Err(e) => {
+    let (root, syntax) = toml::de::DeTable::parse_recoverable(text);
+    if !syntax.is_empty() {
+        for e in &syntax {
             report.error(
                 e.span(),
                 "",
                 format!("not valid TOML: {}", e.message().trim()),
                 "fix the syntax at this position",
             );
-            return Err(ConfigError::Invalid {
-                problems: report.problems,
-            });
         }
+        report.error(
+            None,
+            "",
+            "the check stops at TOML syntax errors".into(),
+            "fix the syntax and run check-config again to see any other problems",
+        );
+        return Err(ConfigError::Invalid {
+            problems: report.problems,
+        });
+    }
+    let collected = super::collect::deserialize(root);
+    for problem in collected.problems {
+        let hint = hint_for_serde(&problem.message);
+        report.error(problem.span, &problem.key, problem.message, hint);
+    }
+    let Some(file) = collected.file else {
+        report.error(
+            None,
+            "",
+            "the rules between keys were not checked: the file could not be read far enough".into(),
+            "fix the problems above and run check-config again",
+        );
+        return Err(ConfigError::Invalid {
+            problems: in_file_order(report.problems),
+        });
     };
-    let file: ConfigFile = match serde_path_to_error::deserialize(deserializer) {
-        Ok(file) => file,
-        Err(e) => {
-            // toml's Spanned wrapper shows up as an internal path segment; drop it.
-            let key = e
-                .path()
-                .to_string()
-                .split('.')
-                .filter(|segment| !segment.starts_with("$__"))
-                .collect::<Vec<_>>()
-                .join(".");
-            let inner = e.into_inner();
-            let message = inner.message().trim().to_owned();
-            let hint = hint_for_serde(&message);
-            let key = if key == "." { String::new() } else { key };
-            report.error(inner.span(), &key, message, hint);
-            return Err(ConfigError::Invalid {
-                problems: report.problems,
-            });
+    let serde_found = report.problems.len();
+    match check(file, &mut report, env) {
+        Ok(config) => Ok(config),
+        Err(ConfigError::Invalid { problems }) => {
+            // The first problems are serde's; a cross-key problem about a key that was set
+            // aside (or one inside or around it) would only echo it.
+            let related = |key: &str| {
+                collected.set_aside.iter().any(|aside| {
+                    key == aside
+                        || super::collect::is_within(key, aside)
+                        || super::collect::is_within(aside, key)
+                })
+            };
+            let kept = problems
+                .into_iter()
+                .enumerate()
+                .filter(|(i, p)| *i < serde_found || !related(&p.key))
+                .map(|(_, p)| p)
+                .collect();
+            Err(ConfigError::Invalid {
+                problems: in_file_order(kept),
+            })
         }
-    };
-    check(file, &mut report, env)
+        Err(other) => Err(other),
+    }
+}
+
+/// Problems sorted by where they are in the file; those without a place keep their order,
+/// after the others.
+fn in_file_order(mut problems: Vec<Problem>) -> Vec<Problem> {
+    problems.sort_by_key(|p| {
+        if p.line == 0 {
+            (usize::MAX, 0)
+        } else {
+            (p.line, p.column)
+        }
+    });
+    problems
 }
 
 fn duration_of(report: &mut Report, value: &toml::Spanned<String>, key: &str) -> Option<Duration> {

@@ -276,3 +276,50 @@ async fn status(
         Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::SystemClock;
+
+    fn state(slots: usize) -> (AdminState, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Arc::new(Ledger::open(dir.path()).unwrap());
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let state = AdminState {
+            metrics: Arc::new(Metrics::new(clock.clone())),
+            ledger,
+            health: Arc::new(Health::new(
+                std::time::Duration::from_secs(3600),
+                Vec::new(),
+            )),
+            accounts: Arc::new(RwLock::new(Vec::new())),
+            clock,
+            guard: auth::Guard::default(),
+            status_slots: Arc::new(Semaphore::new(slots)),
+        };
+        (state, dir)
+    }
+
+    fn params() -> Result<Query<StatusParams>, axum::extract::rejection::QueryRejection> {
+        Ok(Query(StatusParams {
+            account: None,
+            region: None,
+            state: None,
+            limit: None,
+            after: None,
+        }))
+    }
+
+    #[tokio::test]
+    async fn status_requests_beyond_the_cap_are_asked_to_come_back() {
+        let (state, _dir) = state(1);
+        let held = state.status_slots.clone().try_acquire_owned().unwrap();
+        let busy = status(State(state.clone()), params()).await;
+        assert_eq!(busy.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(busy.headers()[header::RETRY_AFTER], "1");
+        drop(held);
+        let answered = status(State(state), params()).await;
+        assert_eq!(answered.status(), StatusCode::OK);
+    }
+}
