@@ -65,7 +65,13 @@ check "systemd-analyze verify" verify_units
 check "exposure ecs-renewd.service" exposure ecs-renewd.service
 check "exposure ecs-renewd-once.service" exposure ecs-renewd-once.service
 
-check "promtool check config" promtool check config deploy/prometheus/prometheus.yml
+prometheus_config() { # promtool checks that the token file exists: a stand-in beside a copy
+  mkdir -p "$units/prometheus"
+  cp deploy/prometheus/prometheus.yml deploy/prometheus/rules.yml "$units/prometheus/"
+  printf 'stand-in-token-for-promtool\n' >"$units/prometheus/ecs-renewd.token"
+  promtool check config "$units/prometheus/prometheus.yml"
+}
+check "promtool check config" prometheus_config
 
 dashboard_promql() { # every panel query, with its variables filled in, must parse
   "$py" - "$units/dashboard-rules.yml" <<'PY' && promtool check rules "$units/dashboard-rules.yml"
@@ -182,6 +188,21 @@ for c in pod["containers"]:
     need(sc.get("capabilities", {}).get("drop") == ["ALL"], f"{c['name']}: drop ALL capabilities")
     need(c.get("readinessProbe", {}).get("httpGet", {}).get("path") == "/readyz", f"{c['name']}: readiness on /readyz")
     need("livenessProbe" in c, f"{c['name']}: liveness probe")
+
+# The pod listens beyond loopback: the scrape must carry the token the daemon requires.
+config = next(d for d in docs if d["kind"] == "ConfigMap")["data"]["config.toml"]
+secret = next(d for d in docs if d["kind"] == "Secret")
+monitor = next(d for d in docs if d["kind"] == "PodMonitor")
+need('bearer_token_file = "/run/secrets/ecs-renewd/admin_bearer_token"' in config,
+     "configmap: [admin] bearer_token_file must name the Secret's admin_bearer_token")
+need("admin_bearer_token" in secret["stringData"], "secret: admin_bearer_token missing")
+for e in monitor["spec"]["podMetricsEndpoints"]:
+    creds = e.get("authorization", {}).get("credentials", {})
+    need(creds.get("name") == secret["metadata"]["name"] and creds.get("key") == "admin_bearer_token",
+         "podmonitor: authorization must use the Secret's admin_bearer_token")
+scrape = yaml.safe_load(open("deploy/prometheus/prometheus.yml"))["scrape_configs"]
+need(all(j.get("authorization", {}).get("credentials_file") for j in scrape if j["job_name"] == "ecs-renewd"),
+     "prometheus.yml: the ecs-renewd job must send the bearer token")
 
 for p in problems:
     print("  " + p)

@@ -12,7 +12,10 @@ start_emulator
 start_daemon
 make_funds_failure
 
-curl -fsS "http://$admin_addr/metrics" >"$live_dir/metrics.txt"
+# Without the token: 401; with it, the exposition.
+code=$(curl -sS -o /dev/null -w '%{http_code}' "http://$admin_addr/metrics")
+[ "$code" = 401 ] || { echo "GET /metrics without the bearer token answered $code, not 401"; exit 1; }
+admin_get /metrics >"$live_dir/metrics.txt"
 # promtool exits non-zero on a problem; any output at all is also a failure.
 if ! problems=$(promtool check metrics <"$live_dir/metrics.txt" 2>&1) || [ -n "$problems" ]; then
   echo "promtool check metrics found problems:"

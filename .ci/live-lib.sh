@@ -12,6 +12,9 @@ live_key_id=LTAIcilive # deploy/ci/fleet.toml's AccessKey
 live_key_secret=ci-live-secret
 live_dir=$(mktemp -d)
 live_pids=()
+# The admin bearer token the daemon requires for /metrics and /status (as shipped configs do
+# once the daemon listens beyond loopback).
+live_token=ci-live-admin-token-0123456789abcdef
 
 live_cleanup() {
   local pid
@@ -64,6 +67,11 @@ start_emulator() {
   emulator_url=$(sed -n 's#.*listening on \(http://[^ ]*\) .*#\1#p' "$live_dir/emulator.out")
 }
 
+# admin_get PATH: GET an admin endpoint with the bearer token.
+admin_get() {
+  curl -fsS -H "Authorization: Bearer $live_token" "http://$admin_addr$1"
+}
+
 # passes_finished: how many passes the daemon has logged as finished.
 passes_finished() {
   grep -c '"pass finished"' "$live_dir/daemon.log" || true
@@ -84,6 +92,7 @@ wait_for_pass() {
 # sets admin_addr and daemon_pid.
 start_daemon() {
   admin_addr=127.0.0.1:$(free_port)
+  (umask 077 && printf '%s\n' "$live_token" >"$live_dir/admin.token")
   cat >"$live_dir/config.toml" <<EOF
 [daemon]
 schedule = "*/2 * * * * *"
@@ -92,6 +101,7 @@ state_dir = "$live_dir/state"
 
 [admin]
 listen = "$admin_addr"
+bearer_token_file = "$live_dir/admin.token"
 
 [scan]
 regions = ["cn-hangzhou"]

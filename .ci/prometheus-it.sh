@@ -24,10 +24,12 @@ start_emulator
 start_daemon
 
 # The shipped config, changed only where a test must: the target is this daemon's admin
-# address, scrapes and rule evaluations every second, no Alertmanager; the rules file as shipped.
+# address, scrapes and rule evaluations every second, no Alertmanager; the rules file as shipped;
+# the bearer token in the file the shipped scrape config names, beside the config.
 prom_addr=127.0.0.1:$(free_port)
 mkdir "$live_dir/prometheus" "$live_dir/tsdb"
 cp deploy/prometheus/rules.yml "$live_dir/prometheus/rules.yml"
+(umask 077 && printf '%s\n' "$live_token" >"$live_dir/prometheus/ecs-renewd.token")
 "$py" - deploy/prometheus/prometheus.yml "$live_dir/prometheus/prometheus.yml" "$admin_addr" <<'PY'
 import sys, yaml
 source, target, admin = sys.argv[1:]
@@ -38,6 +40,7 @@ config.pop("alerting", None)
 jobs = [j for j in config["scrape_configs"] if j["job_name"] == "ecs-renewd"]
 assert len(jobs) == 1, "deploy/prometheus/prometheus.yml: no single ecs-renewd job"
 jobs[0]["static_configs"] = [{"targets": [admin]}]
+assert jobs[0]["authorization"]["credentials_file"] == "ecs-renewd.token", jobs[0].get("authorization")
 assert config["rule_files"] == ["rules.yml"], config["rule_files"]
 yaml.safe_dump(config, open(target, "w"), sort_keys=False)
 PY
@@ -99,7 +102,14 @@ if ! wait_until "$deadline" "the expiry series and $alert pending or firing" ass
   exit 1
 fi
 
+# The daemon refuses scrapes without the token, so the series above came with it.
+code=$(curl -sS -o /dev/null -w '%{http_code}' "http://$admin_addr/metrics")
+[ "$code" = 401 ] || { echo "GET /metrics without the bearer token answered $code, not 401"; exit 1; }
+up=$(value 'up{job="ecs-renewd"}')
+[ "$up" = 1 ] || { echo "up{job=\"ecs-renewd\"} is ${up:-absent}, not 1"; exit 1; }
+
 echo "ok: Prometheus $(prometheus --version 2>&1 | sed -n '1s/^prometheus, version \([^ ]*\).*/\1/p') scraped $admin_addr with the shipped config and rules"
+echo "    scraped with the bearer token from the shipped credentials_file (without it: 401)"
 echo "    ecs_renewd_instance_expiration_timestamp_seconds: $series series"
 echo "    $alert: $state (after $((SECONDS - start)) s)"
 echo "    all alerts:"

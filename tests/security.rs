@@ -5,7 +5,10 @@
 //!   the rendered metrics, the status report, every column of every ledger row (and the ledger
 //!   files' raw bytes), and every error, summary and `Debug` we can get hold of are searched
 //!   for the AccessKey secret and the STS token, raw, percent-encoded once and twice, and
-//!   form-encoded: zero hits, while the same search finds a planted copy of each.
+//!   form-encoded: zero hits, while the same search finds a planted copy of each. Also the
+//!   `Debug` of the environment snapshot and of a signature, `check-config`'s report and its
+//!   refusal of a token file open to others, and the error for a redirect whose Location
+//!   carries the token.
 //! - (b) The admin HTTP server binds loopback by default and says so at start-up when it does
 //!   not: the real binary with `listen = "0.0.0.0:PORT"` logs "listens beyond loopback"; with a
 //!   loopback address it does not.
@@ -340,6 +343,77 @@ async fn no_secret_or_token_reaches_logs_metrics_status_ledger_or_errors() {
             shown.push((format!("{} probe Debug", account.name), format!("{e:?}")));
         }
     }
+
+    // Values that hold the secrets, as `Debug` shows them.
+    let environment = Environment::from_pairs([
+        ("ALIBABA_CLOUD_ACCESS_KEY_ID", STS_ID),
+        ("ALIBABA_CLOUD_ACCESS_KEY_SECRET", STS_SECRET),
+        ("ALIBABA_CLOUD_SECURITY_TOKEN", STS_TOKEN),
+    ]);
+    shown.push(("Environment Debug".into(), format!("{environment:?}")));
+    let signed = signer::sign(
+        "POST",
+        [("SecurityToken", STS_TOKEN), ("Action", "RenewInstance")],
+        &ecs_renewd::secret::Secret::new(STS_SECRET),
+    );
+    shown.push(("Signed Debug".into(), format!("{signed:?}")));
+    // check-config's report on these key files, and its refusal of a token file open to others.
+    let config_path = dir.path().join("check.toml");
+    std::fs::write(&config_path, &text).unwrap();
+    let mut report = Vec::new();
+    ecs_renewd::commands::check_config::run(&config_path, &Environment::default(), &mut report)
+        .await
+        .unwrap();
+    shown.push((
+        "check-config report".into(),
+        String::from_utf8(report).unwrap(),
+    ));
+    let open_token = keys.join("open-token");
+    std::fs::write(&open_token, STS_TOKEN).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&open_token, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let loose = text.replace(
+        &format!("{}/token", keys.display()),
+        &open_token.display().to_string(),
+    );
+    std::fs::write(&config_path, &loose).unwrap();
+    let refusal = ecs_renewd::commands::check_config::run(
+        &config_path,
+        &Environment::default(),
+        &mut Vec::new(),
+    )
+    .await
+    .expect_err("a token file open to others is refused")
+    .to_string();
+    assert!(refusal.contains("is open to other users"), "{refusal}");
+    shown.push(("check-config refusal".into(), refusal));
+    // A redirect whose Location carries the token: the error names the host only.
+    let location = format!(
+        "http://127.0.0.1:9/collect?token={}",
+        signer::percent_encode(STS_TOKEN)
+    );
+    let redirecting = support::Stub::start(move |_, _| {
+        support::Reply::raw(307, "").header("location", &location)
+    })
+    .await;
+    let client = support::client_with(
+        &redirecting.url(),
+        support::fast_retry(1),
+        STS_ID,
+        STS_SECRET,
+        Some(STS_TOKEN),
+        Arc::new(ecs_renewd::clock::SystemClock),
+    );
+    let redirected = client.describe_regions("cn-hangzhou").await.unwrap_err();
+    assert!(
+        redirected
+            .to_string()
+            .contains("redirect (HTTP 307) to 127.0.0.1:9")
+    );
+    shown.push(("redirect error Display".into(), redirected.to_string()));
+    shown.push(("redirect error Debug".into(), format!("{redirected:?}")));
 
     // Metrics, status, history.
     shown.push(("metrics".into(), engine.metrics.render(&engine.ledger)));
