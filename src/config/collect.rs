@@ -179,67 +179,44 @@ fn walk<'a, 'i>(table: &'a mut DeTable<'i>, segments: &[Segment]) -> Option<&'a 
     Some(value)
 }
 
+/// The table at `segments` (the root when there are none).
+fn table_at<'a, 'i>(
+    root: &'a mut DeTable<'i>,
+    segments: &[Segment],
+) -> Option<&'a mut DeTable<'i>> {
+    if segments.is_empty() {
+        return Some(root);
+    }
+    match walk(root, segments) {
+        Some(DeValue::Table(table)) => Some(table),
+        _ => None,
+    }
+}
+
 /// Removes the key `segments` name; an array element takes its whole array with it (arrays
 /// cannot lose one element here), so the array's default applies.
 fn remove(root: &mut DeTable<'_>, segments: &[Segment]) -> bool {
-    let end = segments
+    let Some(end) = segments
         .iter()
-        .rposition(|s| matches!(s, Segment::Map { .. }));
-    let Some(end) = end else {
+        .rposition(|s| matches!(s, Segment::Map { .. }))
+    else {
         return false;
     };
     let Segment::Map { key } = &segments[end] else {
         return false;
     };
-    let parent = &segments[..end];
-    let table = if parent.is_empty() {
-        Some(root)
-    } else {
-        match walk(root, parent) {
-            Some(DeValue::Table(t)) => Some(t),
-            _ => None,
-        }
-    };
-    let Some(table) = table else {
-        return false;
-    };
-    table.remove(key.as_str()).is_some()
+    table_at(root, &segments[..end]).is_some_and(|table| table.remove(key.as_str()).is_some())
 }
 
 /// Sets a string at `segments` (+ `field`, when the key is missing from its table).
 fn put(root: &mut DeTable<'_>, segments: &[Segment], field: Option<&str>, value: &str) -> bool {
-    let (table, name): (&mut DeTable<'_>, String) = match field {
-        Some(field) => {
-            let table = if segments.is_empty() {
-                Some(root)
-            } else {
-                match walk(root, segments) {
-                    Some(DeValue::Table(t)) => Some(t),
-                    _ => None,
-                }
-            };
-            match table {
-                Some(t) => (t, field.to_owned()),
-                None => return false,
-            }
-        }
-        None => {
-            let Some((Segment::Map { key }, parent)) = segments.split_last() else {
-                return false;
-            };
-            let table = if parent.is_empty() {
-                Some(root)
-            } else {
-                match walk(root, parent) {
-                    Some(DeValue::Table(t)) => Some(t),
-                    _ => None,
-                }
-            };
-            match table {
-                Some(t) => (t, key.clone()),
-                None => return false,
-            }
-        }
+    let (parent, name) = match (field, segments.split_last()) {
+        (Some(field), _) => (segments, field.to_owned()),
+        (None, Some((Segment::Map { key }, parent))) => (parent, key.clone()),
+        (None, _) => return false,
+    };
+    let Some(table) = table_at(root, parent) else {
+        return false;
     };
     table.remove(name.as_str());
     table.insert(
