@@ -96,7 +96,7 @@ pub struct Metrics {
     /// config entry listed first in the last pass (two entries reach one cloud account).
     pub source_duplicate_instances: IntGaugeVec,
     /// `admin_connections_closed_total{reason}`: admin connections the server closed because
-    /// of a limit (`header_timeout`, `write_timeout`, `evicted`, `turned_away`).
+    /// of a limit (`header_timeout`, `write_timeout`, `answer_timeout`, `evicted`).
     pub admin_connections_closed_total: IntCounterVec,
     clock: Arc<dyn Clock>,
     names: Vec<String>,
@@ -205,11 +205,16 @@ impl Metrics {
         let admin_connections_closed_total = register!(IntCounterVec::new(
             Opts::new(
                 name("admin_connections_closed_total"),
-                "Admin HTTP connections closed by a limit: header_timeout (no complete request head in time), write_timeout (the client took nothing of an answer), evicted (idle, to make room), turned_away (every connection busy)"
+                "Admin HTTP connections closed by a limit: header_timeout (no complete request head in time, idle keep-alive connections included), write_timeout (the client took nothing of an answer), answer_timeout (an answer took too long), evicted (closed at the connection cap to let a new one in)"
             ),
             &["reason"]
         ));
-        for reason in ["header_timeout", "write_timeout", "evicted", "turned_away"] {
+        for reason in [
+            "header_timeout",
+            "write_timeout",
+            "answer_timeout",
+            "evicted",
+        ] {
             admin_connections_closed_total.with_label_values(&[reason]);
         }
         let ticks_coalesced_total = register!(IntCounter::new(

@@ -75,8 +75,8 @@ pub enum SecretFileError {
         /// The file.
         path: std::path::PathBuf,
     },
-    /// Other users may read the file, so the secret may already be known to them. Refused as
-    /// OpenSSH refuses such a private key.
+    /// Group or other users have some access to the file (read, write or execute), so the
+    /// secret may already be known or replaced. Refused as OpenSSH refuses such a private key.
     #[error(
         "the {what} file {path} is open to other users (mode {mode:04o}), so ecs-renewd refuses to use it — run `chmod 600 {path}` (and check who may have read it)"
     )]
@@ -90,38 +90,57 @@ pub enum SecretFileError {
     },
 }
 
-/// The permission bits of `path` when its group or other users have any access to it.
+/// The permission bits of a file when its group or other users have any access to it.
 #[cfg(unix)]
-pub fn open_to_others(path: &Path) -> std::io::Result<Option<u32>> {
+fn open_mode(metadata: &std::fs::Metadata) -> Option<u32> {
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(path)?.permissions().mode() & 0o7777;
-    Ok((mode & 0o077 != 0).then_some(mode))
+    let mode = metadata.permissions().mode() & 0o7777;
+    (mode & 0o077 != 0).then_some(mode)
 }
 
 /// Other platforms have no mode bits to check.
 #[cfg(not(unix))]
-pub fn open_to_others(_path: &Path) -> std::io::Result<Option<u32>> {
-    Ok(None)
+fn open_mode(_metadata: &std::fs::Metadata) -> Option<u32> {
+    None
 }
 
-/// A whole file as text in memory that is wiped when dropped. The buffer is sized from the
+/// Whether `path` lies in `private_dir` once both are resolved (so `..` or a symbolic link
+/// cannot borrow the exemption).
+fn in_private_dir(path: &Path, private_dir: Option<&Path>) -> bool {
+    let Some(dir) = private_dir else {
+        return false;
+    };
+    match (std::fs::canonicalize(path), std::fs::canonicalize(dir)) {
+        (Ok(path), Ok(dir)) => path.starts_with(dir),
+        _ => false,
+    }
+}
+
+/// A whole file as text in memory that is wiped when dropped, and its permission bits when
+/// group or other users may use it and the file is not in `private_dir`. The mode is read
+/// from the file that was read (not looked up again by name). The buffer is sized from the
 /// file's length up front, so reading never leaves an unwiped smaller copy behind.
-pub fn read_wiped(path: &Path) -> std::io::Result<Zeroizing<String>> {
+pub fn read_private(
+    path: &Path,
+    private_dir: Option<&Path>,
+) -> std::io::Result<(Zeroizing<String>, Option<u32>)> {
     let mut file = std::fs::File::open(path)?;
-    let length = file.metadata()?.len() as usize;
-    let mut bytes = Zeroizing::new(Vec::with_capacity(length + 1));
+    let metadata = file.metadata()?;
+    let mut bytes = Zeroizing::new(Vec::with_capacity(metadata.len() as usize + 1));
     file.read_to_end(&mut bytes)?;
-    match String::from_utf8(std::mem::take(&mut *bytes)) {
-        Ok(text) => Ok(Zeroizing::new(text)),
+    let text = match String::from_utf8(std::mem::take(&mut *bytes)) {
+        Ok(text) => Zeroizing::new(text),
         Err(error) => {
             let mut raw = error.into_bytes();
             raw.zeroize();
-            Err(std::io::Error::new(
+            return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
                 "the file is not UTF-8 text",
-            ))
+            ));
         }
-    }
+    };
+    let open = open_mode(&metadata).filter(|_| !in_private_dir(path, private_dir));
+    Ok((text, open))
 }
 
 /// Reads a secret from `path`: refused when the file is open to other users (unless it lies in
@@ -133,15 +152,13 @@ pub fn read_secret_file(
     what: &'static str,
     private_dir: Option<&Path>,
 ) -> Result<Secret, SecretFileError> {
-    let unreadable = |source| SecretFileError::Unreadable {
-        what,
-        path: path.to_owned(),
-        source,
-    };
-    // Read first: a path that cannot be read at all (a directory, say) is reported as such.
-    let content = read_wiped(path).map_err(unreadable)?;
-    let exempt = private_dir.is_some_and(|dir| path.starts_with(dir));
-    if !exempt && let Some(mode) = open_to_others(path).map_err(unreadable)? {
+    let (content, open) =
+        read_private(path, private_dir).map_err(|source| SecretFileError::Unreadable {
+            what,
+            path: path.to_owned(),
+            source,
+        })?;
+    if let Some(mode) = open {
         return Err(SecretFileError::OpenToOthers {
             what,
             path: path.to_owned(),
@@ -197,6 +214,12 @@ mod tests {
             let allowed = read_secret_file(&path, "AccessKey secret", Some(dir.path())).unwrap();
             assert_eq!(allowed.expose(), "s3cret");
         }
+        // A path that only looks as if it were in the private directory is not exempt.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let inside = dir.path().join("private");
+        std::fs::create_dir(&inside).unwrap();
+        let sneaky = inside.join("..").join("key");
+        assert!(read_secret_file(&sneaky, "AccessKey secret", Some(&inside)).is_err());
         for mode in [0o600, 0o400] {
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
             assert_eq!(

@@ -213,6 +213,21 @@ action = "observe"
 }
 
 #[test]
+fn a_stand_in_for_a_broken_required_key_adds_no_problem_of_its_own() {
+    // `action` is reported once; the policy's keys for another action are not then reported
+    // as not applying to the stand-in action.
+    let text = format!(
+        "{BASE}\n[[policies]]\nname = \"p\"\naction = \"autorenew\"\nduration = 2\nfallback_renew = true\n"
+    );
+    let found = problems(&text);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert!(
+        found[0].starts_with("test.toml:9:10: policies[0].action: unknown value \"autorenew\""),
+        "{found:#?}"
+    );
+}
+
+#[test]
 fn all_problems_are_reported_together() {
     let text = format!(
         "{BASE}\n[[policies]]\nname = \"p\"\naction = \"renew\"\nperiod = 13\n[[policies]]\nname = \"p\"\naction = \"observe\"\n"

@@ -30,7 +30,8 @@ pub(super) struct Collected {
     pub file: Option<ConfigFile>,
     /// Every problem, in the order found.
     pub problems: Vec<SerdeProblem>,
-    /// Key paths that were set aside.
+    /// Key paths whose cross-key problems would only echo what was reported: the keys set
+    /// aside, and every entry that got a stand-in (its other keys are checked against it).
     pub set_aside: Vec<String>,
 }
 
@@ -39,10 +40,12 @@ pub(super) fn deserialize(mut root: Spanned<DeTable<'_>>) -> Collected {
     let mut problems = Vec::new();
     let mut set_aside: Vec<String> = Vec::new();
     let mut stand_ins: Vec<String> = Vec::new();
+    let mut stand_in_entries: Vec<String> = Vec::new();
     for _ in 0..MAX_ROUNDS {
         let deserializer = toml::Deserializer::from(root.clone());
         let error = match serde_path_to_error::deserialize::<_, ConfigFile>(deserializer) {
             Ok(file) => {
+                set_aside.extend(stand_in_entries);
                 return Collected {
                     file: Some(file),
                     problems,
@@ -75,7 +78,11 @@ pub(super) fn deserialize(mut root: Spanned<DeTable<'_>>) -> Collected {
         if !already_reported {
             problems.push(SerdeProblem {
                 span: inner.span(),
-                key: if key == "." { String::new() } else { key },
+                key: if key == "." {
+                    String::new()
+                } else {
+                    key.clone()
+                },
                 message,
             });
         }
@@ -83,6 +90,7 @@ pub(super) fn deserialize(mut root: Spanned<DeTable<'_>>) -> Collected {
             // A required key: a stand-in lets the rest of its table be read.
             Some(field) => {
                 stand_ins.push(target_key.clone());
+                stand_in_entries.push(key.clone());
                 put(root.get_mut(), &segments, Some(&field), "?")
             }
             None => remove(root.get_mut(), &segments),

@@ -67,6 +67,8 @@ pub struct AdminSettings {
     pub header_read_timeout: Duration,
     /// How long a client may take nothing of an answer.
     pub write_timeout: Duration,
+    /// How long a whole answer may take.
+    pub answer_timeout: Duration,
     /// Connections at once.
     pub max_connections: usize,
     /// /status requests at once.

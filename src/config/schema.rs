@@ -177,8 +177,15 @@ pub struct AdminSection {
         with = "crate::duration::serde_humantime"
     )]
     pub write_timeout: Duration,
+    /// An answer still being sent after this long is ended (a client that reads slowly but
+    /// steadily cannot hold its connection for ever).
+    #[serde(
+        default = "default_answer_timeout",
+        with = "crate::duration::serde_humantime"
+    )]
+    pub answer_timeout: Duration,
     /// At most this many connections at once; beyond it the oldest idle one is closed, or the
-    /// new one when none is idle.
+    /// oldest busy one when none is idle.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
     /// At most this many /status requests answered at once; more get 503.
@@ -195,6 +202,9 @@ fn default_header_read_timeout() -> Duration {
 fn default_write_timeout() -> Duration {
     Duration::from_secs(30)
 }
+fn default_answer_timeout() -> Duration {
+    Duration::from_secs(120)
+}
 fn default_max_connections() -> usize {
     64
 }
@@ -209,6 +219,7 @@ impl Default for AdminSection {
             bearer_token_file: None,
             header_read_timeout: default_header_read_timeout(),
             write_timeout: default_write_timeout(),
+            answer_timeout: default_answer_timeout(),
             max_connections: default_max_connections(),
             max_status_requests: default_max_status_requests(),
         }

@@ -489,6 +489,7 @@ fn check(file: ConfigFile, report: &mut Report, env: &Environment) -> Result<Con
             bearer_token_file: file.admin.bearer_token_file.clone(),
             header_read_timeout: file.admin.header_read_timeout,
             write_timeout: file.admin.write_timeout,
+            answer_timeout: file.admin.answer_timeout,
             max_connections: file.admin.max_connections,
             max_status_requests: file.admin.max_status_requests,
         },
@@ -515,23 +516,19 @@ fn check(file: ConfigFile, report: &mut Report, env: &Environment) -> Result<Con
     })
 }
 
-/// The site whose period rules a policy is checked against: its accounts' site when they agree,
-/// else the China site (the more permissive).
 /// `[admin]`: limits that leave the server usable.
 fn check_admin(admin: &super::schema::AdminSection, report: &mut Report) {
     for (key, value) in [
         ("admin.header_read_timeout", admin.header_read_timeout),
         ("admin.write_timeout", admin.write_timeout),
+        ("admin.answer_timeout", admin.answer_timeout),
     ] {
-        if value < Duration::from_secs(1) {
+        if value < Duration::from_secs(1) || value > Duration::from_secs(3600) {
             report.error(
                 None,
                 key,
-                format!(
-                    "{} is too short for a scrape",
-                    crate::duration::format(value)
-                ),
-                "use at least \"1s\"; the defaults are 10s and 30s",
+                format!("{} is outside 1s to 1h", crate::duration::format(value)),
+                "the defaults are 10s, 30s and 2m",
             );
         }
     }
@@ -556,6 +553,8 @@ fn check_admin(admin: &super::schema::AdminSection, report: &mut Report) {
     }
 }
 
+/// The site whose period rules a policy is checked against: its accounts' site when they agree,
+/// else the China site (the more permissive).
 fn policy_site(section: &PolicySection, accounts: &[Account]) -> Site {
     let sites: HashSet<Site> = accounts
         .iter()

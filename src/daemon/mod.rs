@@ -206,6 +206,7 @@ pub async fn start(setup: Setup) -> Result<Running, DaemonError> {
         admin::Limits {
             header_read_timeout: config.admin.header_read_timeout,
             write_timeout: config.admin.write_timeout,
+            answer_timeout: config.admin.answer_timeout,
             max_connections: config.admin.max_connections,
         },
         admin_stop.clone(),
@@ -572,6 +573,20 @@ impl LoopState {
         }
         if config.admin_listen != old.admin_listen {
             tracing::warn!(old = %old.admin_listen, new = %config.admin_listen, "the admin address changes after a restart");
+        }
+        let limits = |a: &crate::config::AdminSettings| {
+            (
+                a.header_read_timeout,
+                a.write_timeout,
+                a.answer_timeout,
+                a.max_connections,
+                a.max_status_requests,
+            )
+        };
+        if limits(&config.admin) != limits(&old.admin) {
+            tracing::warn!(
+                "the admin server's timeouts and caps change after a restart (the bearer token is re-read now)"
+            );
         }
         let token = match admin_token(&config, &self.env) {
             Ok(token) => token,

@@ -1372,16 +1372,27 @@ impl Ledger {
             what: "reading status lines for metrics",
             source,
         };
-        let conn = self.conn();
-        let mut statement = conn
-            .prepare_cached(
+        // Two statements, so SQLite starts each later page at its key in the primary-key index
+        // (`?1 IS NULL OR ...` in one statement would scan from the start on every page). Both
+        // number the limit ?3, so they bind the same parameters.
+        let sql = match after {
+            None => {
                 "SELECT account, region, instance_id, COALESCE(policy, 'none'), expires_at, due_at, state, failed_attempts,
                         drift, deduction_overdue
                  FROM instance_status
-                 WHERE ?1 IS NULL OR (account, instance_id) > (?1, ?2)
-                 ORDER BY account, instance_id LIMIT ?3",
-            )
-            .map_err(read)?;
+                 WHERE ?1 IS NULL AND ?2 IS NULL
+                 ORDER BY account, instance_id LIMIT ?3"
+            }
+            Some(_) => {
+                "SELECT account, region, instance_id, COALESCE(policy, 'none'), expires_at, due_at, state, failed_attempts,
+                        drift, deduction_overdue
+                 FROM instance_status
+                 WHERE (account, instance_id) > (?1, ?2)
+                 ORDER BY account, instance_id LIMIT ?3"
+            }
+        };
+        let conn = self.conn();
+        let mut statement = conn.prepare_cached(sql).map_err(read)?;
         let (after_account, after_instance) = after.unzip();
         let mut rows = statement
             .query(rusqlite::params![

@@ -61,8 +61,18 @@ pub(crate) fn from_cli_profile(
         (None, Some(home)) => home.join(".aliyun").join("config.json"),
         (None, None) => return Ok(Attempt::Absent("HOME is unset".into())),
     };
-    let content = match crate::secret::read_wiped(&path) {
-        Ok(content) => content,
+    // The profile file holds AccessKey secrets: held to the same rule as a key file.
+    let private = env.get("CREDENTIALS_DIRECTORY").map(PathBuf::from);
+    let content = match crate::secret::read_private(&path, private.as_deref()) {
+        Ok((_, Some(mode))) => {
+            return Err(crate::secret::SecretFileError::OpenToOthers {
+                what: "aliyun CLI config",
+                path,
+                mode,
+            }
+            .into());
+        }
+        Ok((content, None)) => content,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && config.cli_config_path.is_none() => {
             return Ok(Attempt::Absent(format!("no {}", path.display())));
         }
@@ -74,23 +84,6 @@ pub(crate) fn from_cli_profile(
             });
         }
     };
-    // The profile file holds AccessKey secrets: held to the same rule as a key file.
-    let private = env.get("CREDENTIALS_DIRECTORY").map(PathBuf::from);
-    if !private.as_deref().is_some_and(|dir| path.starts_with(dir))
-        && let Some(mode) =
-            crate::secret::open_to_others(&path).map_err(|source| CredentialError::Unreadable {
-                what: "aliyun CLI config",
-                path: path.clone(),
-                source,
-            })?
-    {
-        return Err(crate::secret::SecretFileError::OpenToOthers {
-            what: "aliyun CLI config",
-            path,
-            mode,
-        }
-        .into());
-    }
     let parsed: CliConfig = serde_json::from_str(&content)
         .map_err(|e| cli_error(&path, format!("not valid JSON: {e}")))?;
     let wanted = config

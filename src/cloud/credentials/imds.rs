@@ -23,15 +23,22 @@ pub const DEFAULT_METADATA_URL: &str = "http://100.100.100.200";
 /// Anything else would send the session token and receive credentials from a host that is
 /// not the instance's own metadata service.
 pub fn check_metadata_url(url: &str) -> Result<(), String> {
-    let parsed = reqwest::Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("metadata_url is not a URL: {e}"))?;
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err("metadata_url carries a user name or password; remove them".into());
+    }
+    // Shown without anything but scheme, host and port.
+    let url = format!(
+        "{}://{}{}",
+        parsed.scheme(),
+        parsed.host_str().unwrap_or(""),
+        parsed.port().map(|p| format!(":{p}")).unwrap_or_default()
+    );
     if parsed.scheme() != "http" {
         return Err(format!(
             "{url:?} uses {}://; the metadata service is reached over plain http://",
             parsed.scheme()
         ));
-    }
-    if !parsed.username().is_empty() || parsed.password().is_some() {
-        return Err(format!("{url:?} carries credentials; remove them"));
     }
     let allowed = match parsed.host() {
         Some(url::Host::Ipv4(ip)) => {

@@ -1,9 +1,10 @@
 //! The admin server's connections: every connection gets a deadline for its request head
 //! (which also closes idle keep-alive connections), a deadline for each write the client does
-//! not take, bounded header sizes, and a cap on how many are open at once. At the cap the
-//! oldest connection with no request in progress is closed to make room, so probes are still
-//! answered while slow or idle clients hold sockets; only when every connection is busy is the
-//! new one turned away.
+//! not take, a deadline for a whole answer, bounded header sizes, and a cap on how many are
+//! open at once. At the cap the oldest connection with no request in progress is closed at once
+//! to make room (its socket too, whatever it has half sent), or, when every connection is busy,
+//! the oldest busy one: a new connection (a probe) always gets in, and no client can hold more
+//! than the cap of sockets.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -34,6 +35,8 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     /// Time a client may take none of an answer before it is cut off.
     pub write_timeout: Duration,
+    /// Time a whole answer may take (a client that reads slowly but steadily).
+    pub answer_timeout: Duration,
     /// Connections open at once.
     pub max_connections: usize,
 }
@@ -51,17 +54,24 @@ struct Connection {
 }
 
 impl Registry {
-    /// Makes room for a new connection: at the cap, the oldest idle one is told to close.
-    /// `None` when every open connection is busy.
-    fn admit(&mut self, max: usize) -> Option<(u64, Arc<AtomicUsize>, CancellationToken)> {
+    /// Makes room for a new connection: at the cap, the oldest idle connection is told to
+    /// close, or the oldest busy one when none is idle. Returns the new connection's id, its
+    /// in-progress counter and its closing token, and whether a busy connection was closed.
+    fn admit(&mut self, max: usize) -> (u64, Arc<AtomicUsize>, CancellationToken, Option<bool>) {
+        let mut evicted = None;
         if self.open.len() >= max {
             let idle = self
                 .open
                 .iter()
-                .find(|(_, c)| c.in_flight.load(Ordering::Acquire) == 0 && !c.close.is_cancelled())
-                .map(|(id, _)| *id)?;
-            let evicted = self.open.remove(&idle).expect("the id was just found");
-            evicted.close.cancel();
+                .find(|(_, c)| c.in_flight.load(Ordering::Acquire) == 0)
+                .map(|(id, _)| *id);
+            let victim = idle.or_else(|| self.open.keys().next().copied());
+            if let Some(victim) = victim
+                && let Some(connection) = self.open.remove(&victim)
+            {
+                connection.close.cancel();
+                evicted = Some(idle.is_none());
+            }
         }
         let id = self.next_id;
         self.next_id += 1;
@@ -74,7 +84,7 @@ impl Registry {
                 close: close.clone(),
             },
         );
-        Some((id, in_flight, close))
+        (id, in_flight, close, evicted)
     }
 }
 
@@ -106,19 +116,16 @@ pub async fn serve(
             },
         };
         while tasks.try_join_next().is_some() {}
-        let admitted = registry
+        let (id, in_flight, close, evicted) = registry
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .admit(limits.max_connections);
-        let Some((id, in_flight, close)) = admitted else {
-            closed.with_label_values(&["turned_away"]).inc();
+        if evicted == Some(true) {
             tracing::warn!(
                 max_connections = limits.max_connections,
-                "the admin server has every connection busy: a new connection was turned away"
+                "the admin server has every connection busy: the oldest was closed to let a new one in"
             );
-            drop(stream);
-            continue;
-        };
+        }
         let app = app.clone();
         let registry = registry.clone();
         let stopping = all_close.clone();
@@ -151,6 +158,7 @@ async fn connection(
     [evicted, stopping]: [CancellationToken; 2],
 ) -> Option<&'static str> {
     let io = TokioIo::new(WriteDeadline::new(stream, limits.write_timeout));
+    let answer_timeout = limits.answer_timeout;
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
         let guard = Busy::enter(in_flight.clone());
         let mut app = app.clone();
@@ -159,6 +167,7 @@ async fn connection(
             Ok::<_, Infallible>(response.map(|body| {
                 Body::new(Tracked {
                     body,
+                    deadline: Box::pin(tokio::time::sleep(answer_timeout)),
                     _guard: guard,
                 })
             }))
@@ -179,10 +188,12 @@ async fn connection(
                 limit_behind(&error)
             });
         }
-        _ = evicted.cancelled() => Some("evicted"),
+        // Evicted to make room: closed at once (dropping the connection closes the socket),
+        // whatever the client has half sent or is still being answered.
+        _ = evicted.cancelled() => return Some("evicted"),
         _ = stopping.cancelled() => None,
     };
-    // Closing: an idle connection ends at once; an answer in progress may finish.
+    // Shutting down: an idle connection ends at once; an answer in progress may finish.
     conn.as_mut().graceful_shutdown();
     let _ = tokio::time::timeout(limits.write_timeout, conn).await;
     reason
@@ -195,6 +206,9 @@ fn limit_behind(error: &hyper::Error) -> Option<&'static str> {
     }
     let mut source = std::error::Error::source(error);
     while let Some(cause) = source {
+        if cause.downcast_ref::<AnswerTimedOut>().is_some() {
+            return Some("answer_timeout");
+        }
         if let Some(io) = cause.downcast_ref::<std::io::Error>()
             && io.kind() == std::io::ErrorKind::TimedOut
         {
@@ -221,11 +235,26 @@ impl Drop for Busy {
     }
 }
 
-/// An answer's body that keeps its connection counted as busy while it is being sent.
+/// An answer's body that keeps its connection counted as busy while it is being sent, and
+/// ends it (an error, so the client sees a broken answer, not a short one) once it has taken
+/// longer than the answer timeout.
 struct Tracked {
     body: Body,
+    deadline: Pin<Box<tokio::time::Sleep>>,
     _guard: Busy,
 }
+
+/// The error that ends an answer that took too long.
+#[derive(Debug)]
+struct AnswerTimedOut;
+
+impl std::fmt::Display for AnswerTimedOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the answer took longer than [admin] answer_timeout")
+    }
+}
+
+impl std::error::Error for AnswerTimedOut {}
 
 impl http_body::Body for Tracked {
     type Data = axum::body::Bytes;
@@ -235,6 +264,9 @@ impl http_body::Body for Tracked {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        if self.deadline.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Some(Err(axum::Error::new(AnswerTimedOut))));
+        }
         Pin::new(&mut self.body).poll_frame(cx)
     }
 
@@ -340,21 +372,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn at_the_cap_the_oldest_idle_connection_makes_room() {
+    fn at_the_cap_the_oldest_idle_connection_makes_room_else_the_oldest_busy_one() {
         let mut registry = Registry::default();
-        let (first, first_busy, first_close) = registry.admit(3).unwrap();
-        let (_, _, second_close) = registry.admit(3).unwrap();
-        let (_, third_busy, third_close) = registry.admit(3).unwrap();
+        let (first, first_busy, first_close, none) = registry.admit(3);
+        assert_eq!(none, None);
+        let (_, _, second_close, _) = registry.admit(3);
+        let (_, third_busy, third_close, _) = registry.admit(3);
         first_busy.fetch_add(1, Ordering::AcqRel);
         // The first is busy: the second (the oldest idle) is closed.
-        let (_, fourth_busy, _) = registry.admit(3).unwrap();
+        let (_, fourth_busy, _, evicted) = registry.admit(3);
+        assert_eq!(evicted, Some(false));
         assert!(second_close.is_cancelled());
         assert!(!first_close.is_cancelled() && !third_close.is_cancelled());
         assert!(registry.open.contains_key(&first));
-        // Every connection busy: the newcomer is turned away.
+        // Every connection busy: the oldest busy one goes, and the newcomer gets in.
         third_busy.fetch_add(1, Ordering::AcqRel);
         fourth_busy.fetch_add(1, Ordering::AcqRel);
-        assert!(registry.admit(3).is_none());
+        let (newest, _, _, evicted) = registry.admit(3);
+        assert_eq!(evicted, Some(true));
+        assert!(first_close.is_cancelled());
+        assert!(!registry.open.contains_key(&first));
+        assert!(registry.open.contains_key(&newest));
         assert_eq!(registry.open.len(), 3);
     }
 }

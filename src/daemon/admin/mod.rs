@@ -248,8 +248,9 @@ async fn status(
         Ok(query) => query,
         Err(why) => return bad_request(why),
     };
-    // Each answer is built in memory: a few at once, the rest asked to come back.
-    let Ok(_permit) = state.status_slots.clone().try_acquire_owned() else {
+    // Each answer is built in memory: a few at once, the rest asked to come back. The permit
+    // goes with the work, so a client that hangs up does not free it while its page is built.
+    let Ok(permit) = state.status_slots.clone().try_acquire_owned() else {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             [(header::RETRY_AFTER, "1")],
@@ -259,6 +260,7 @@ async fn status(
     };
     let ledger = state.ledger.clone();
     let answer = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
         crate::commands::status::report_page(&ledger, &query)
             .map(|report| serde_json::to_vec(&report))
     })
