@@ -99,7 +99,7 @@ fn fleet(options: &Options, start: DateTime<Utc>, rng: &mut StdRng) -> EmulatorC
         // Expiries from 5 days ago to 60 days ahead, at 00:00 UTC+8.
         let days = rng.random_range(-5i64..=60);
         let expires_at =
-            ecs_renewd::emulator::world::start_of_day_utc8(start + chrono::Duration::days(days))
+            ecs_renewd::cloud::time::start_of_day_utc8(start + chrono::Duration::days(days))
                 + chrono::Duration::days(1);
         let mut tags: BTreeMap<String, String> = [("role".to_string(), role.to_string())].into();
         if role == "skip" {

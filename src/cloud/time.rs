@@ -1,7 +1,8 @@
 //! ECS time formats: responses carry minute precision (`2024-04-14T16:00Z`) or second precision
-//! (`2024-03-08T08:33:06Z`); request filters take minutes; `Timestamp` takes seconds.
+//! (`2024-03-08T08:33:06Z`); request filters take minutes; `Timestamp` takes seconds. Also the
+//! subscription calendar's day (UTC+8), which the daemon and the emulator both reckon with.
 
-use chrono::{DateTime, NaiveDateTime, TimeZone, Timelike, Utc};
+use chrono::{DateTime, FixedOffset, NaiveDateTime, NaiveTime, TimeZone, Timelike, Utc};
 
 /// What PostPaid instances report as their `ExpiredTime` (reference §3.1).
 pub const POSTPAID_EXPIRED_TIME: &str = "2099-12-31T15:59Z";
@@ -12,6 +13,22 @@ pub const POSTPAID_EXPIRED_TIME: &str = "2099-12-31T15:59Z";
 pub struct InvalidTime {
     /// The text that did not parse.
     pub value: String,
+}
+
+/// Offset of the subscription calendar: an expiry falls at 00:00 UTC+8, and the provider's
+/// auto-renew deductions run on UTC+8 days.
+pub fn utc8() -> FixedOffset {
+    FixedOffset::east_opt(8 * 3600).expect("+08:00 is a valid offset")
+}
+
+/// 00:00 UTC+8 at or before `t` (the start of the subscription calendar's day).
+pub fn start_of_day_utc8(t: DateTime<Utc>) -> DateTime<Utc> {
+    let local = t.with_timezone(&utc8());
+    utc8()
+        .from_local_datetime(&local.date_naive().and_time(NaiveTime::MIN))
+        .single()
+        .expect("fixed offsets have no gaps")
+        .with_timezone(&Utc)
 }
 
 /// Parses `yyyy-MM-ddTHH:mmZ`, `yyyy-MM-ddTHH:mm:ssZ`, or any RFC 3339 time.

@@ -3,83 +3,18 @@
 
 use std::path::Path;
 
-use serde::Serialize;
-
 use super::Failure;
 use crate::cloud::credentials::Environment;
 use crate::config::Config;
-use crate::ledger::{HistoryEntry, Ledger, StatusQuery, StatusRow};
+use crate::ledger::{HistoryEntry, Ledger, StatusQuery};
 
-/// The last pass, as `status` shows it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct LastPass {
-    /// Start.
-    pub started_at: chrono::DateTime<chrono::Utc>,
-    /// End.
-    pub finished_at: chrono::DateTime<chrono::Utc>,
-    /// ok, partial, failed.
-    pub result: String,
-    /// The summary.
-    pub summary: serde_json::Value,
-}
-
-/// A source's health.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct SourceStatus {
-    /// Account.
-    pub account: String,
-    /// Region.
-    pub region: String,
-    /// Last complete scan.
-    pub last_success: chrono::DateTime<chrono::Utc>,
-}
-
-/// `status --json` (and the admin endpoint `/status`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct StatusReport {
-    /// The ledger.
-    pub ledger: String,
-    /// The last pass.
-    pub last_pass: Option<LastPass>,
-    /// Sources.
-    pub sources: Vec<SourceStatus>,
-    /// Instances, by expiry.
-    pub instances: Vec<StatusRow>,
-    /// Where the next page starts (`/status?after=...`), when the page was full.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub next_after: Option<String>,
-}
+pub use crate::ledger::{LastPass, SourceStatus, StatusReport};
 
 /// Reads the status from a ledger.
 pub fn report(ledger: &Ledger) -> Result<StatusReport, Failure> {
-    report_page(ledger, &StatusQuery::default())
-}
-
-/// Reads one page of the status (the admin `/status`).
-pub fn report_page(ledger: &Ledger, query: &StatusQuery) -> Result<StatusReport, Failure> {
-    let runtime = |e: crate::ledger::LedgerError| Failure::Runtime(e.to_string());
-    let (instances, next) = ledger.status_page(query).map_err(runtime)?;
-    Ok(StatusReport {
-        ledger: ledger.path().display().to_string(),
-        last_pass: ledger.last_pass().map_err(runtime)?.map(|p| LastPass {
-            started_at: p.started_at,
-            finished_at: p.finished_at,
-            result: p.result,
-            summary: serde_json::from_str(&p.summary).unwrap_or(serde_json::Value::Null),
-        }),
-        sources: ledger
-            .source_successes()
-            .map_err(runtime)?
-            .into_iter()
-            .map(|(account, region, last_success)| SourceStatus {
-                account,
-                region,
-                last_success,
-            })
-            .collect(),
-        instances,
-        next_after: next.map(|cursor| cursor.to_string()),
-    })
+    ledger
+        .status_report(&StatusQuery::default())
+        .map_err(|e| Failure::Runtime(e.to_string()))
 }
 
 fn open(path: &Path, env: &Environment) -> Result<Ledger, Failure> {

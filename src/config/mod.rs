@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use crate::policy::RetrySettings;
 pub use schema::{ActionKind, MatchSection, Regions, Schedule, Timezone};
 
 use crate::cloud::credentials::{CredentialsConfig, Environment};
@@ -145,21 +146,6 @@ impl Limits {
     pub fn has_spend_limits(&self) -> bool {
         !self.max_spend_per_run.is_empty() || !self.max_spend_per_day.is_empty()
     }
-}
-
-/// Persisted backoff settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RetrySettings {
-    /// First backoff.
-    pub backoff_floor: Duration,
-    /// Longest backoff.
-    pub backoff_ceiling: Duration,
-    /// Attempts that must still fit before the deadline.
-    pub attempts_before_deadline: u32,
-    /// Verification bound.
-    pub verify_timeout: Duration,
-    /// Verification polling interval.
-    pub verify_interval: Duration,
 }
 
 /// The scan settings.

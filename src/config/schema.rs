@@ -530,38 +530,7 @@ fn default_month() -> PeriodUnit {
     PeriodUnit::Month
 }
 
-/// `[policies.match]`: every given matcher must match; none given matches everything.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MatchSection {
-    /// Account names.
-    #[serde(default)]
-    pub accounts: Vec<String>,
-    /// Region ids.
-    #[serde(default)]
-    pub regions: Vec<String>,
-    /// Zone ids.
-    #[serde(default)]
-    pub zones: Vec<String>,
-    /// Instance ids.
-    #[serde(default)]
-    pub instance_ids: Vec<String>,
-    /// A glob on the instance name (`*`, `?`, `[...]`).
-    #[serde(default)]
-    pub name: Option<Spanned<String>>,
-    /// Tags that must all be present with these values (`"*"` matches any value).
-    #[serde(default)]
-    pub tags: BTreeMap<String, String>,
-    /// A security group the instance must be in.
-    #[serde(default)]
-    pub security_group: Option<String>,
-    /// An instance type family, e.g. `ecs.g6`.
-    #[serde(default)]
-    pub instance_type_family: Option<String>,
-    /// A resource group id.
-    #[serde(default)]
-    pub resource_group: Option<String>,
-}
+pub use crate::policy::MatchSection;
 
 /// `[[policies]]`.
 #[derive(Debug, Clone, Deserialize)]

@@ -6,8 +6,9 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
 use super::settings::GeneratorSpec;
-use super::world::{Instance, start_of_day_utc8};
+use super::world::Instance;
 use crate::cloud::time;
+use crate::cloud::time::start_of_day_utc8;
 use crate::cloud::types::{ChargeType, PeriodUnit, RenewalStatus};
 
 const INSTANCE_TYPES: &[&str] = &[

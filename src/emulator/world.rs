@@ -5,11 +5,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use chrono::{DateTime, Datelike, Duration, FixedOffset, Months, NaiveTime, TimeZone, Utc};
+use chrono::{DateTime, Datelike, Duration, Months, Utc};
 use serde::Serialize;
 
 use super::settings::{EmulatorConfig, FleetFileError, Settings};
 use crate::cloud::Action;
+use crate::cloud::time::{start_of_day_utc8, utc8};
 use crate::cloud::types::{ChargeType, PeriodUnit, RenewalStatus};
 use crate::secret::Secret;
 
@@ -110,21 +111,6 @@ pub enum Lifecycle {
     Expired,
     /// Gone.
     Released,
-}
-
-/// Offset of the subscription calendar: expiry is at 00:00 UTC+8.
-fn utc8() -> FixedOffset {
-    FixedOffset::east_opt(8 * 3600).expect("+08:00 is a valid offset")
-}
-
-/// 00:00 UTC+8 at or before `t`.
-pub fn start_of_day_utc8(t: DateTime<Utc>) -> DateTime<Utc> {
-    let local = t.with_timezone(&utc8());
-    utc8()
-        .from_local_datetime(&local.date_naive().and_time(NaiveTime::MIN))
-        .single()
-        .expect("fixed offsets have no gaps")
-        .with_timezone(&Utc)
 }
 
 /// `t` plus `period` × `unit`, computed on the UTC+8 calendar so expiries stay at 00:00 UTC+8

@@ -26,11 +26,10 @@ pub use lock::{LOCK_FILE, LockError, StateLock};
 use crate::cloud::error::ErrorClass;
 use crate::cloud::types::PeriodUnit;
 use crate::money::Money;
-use crate::policy::{History, IntentStatus, IntentView};
-use crate::reconcile::assess::HistorySource;
+use crate::policy::{History, HistorySource, IntentStatus, IntentView};
 use checkpoint::Checkpointer;
 use group_commit::CommitQueue;
-pub use status_lines::{StatusCursor, StatusQuery};
+pub use status_lines::{LastPass, SourceStatus, StatusCursor, StatusQuery, StatusReport};
 
 /// The ledger's file name in the state directory.
 pub const LEDGER_FILE: &str = "ledger.db";

@@ -1,12 +1,15 @@
 //! Reading the status table for `status` and the admin `/status`: pages in expiry order,
 //! filtered by account, region and state, each line with its instance's last money-moving
-//! outcome (read for the page's instances only, so a page costs the same in any fleet).
+//! outcome (read for the page's instances only, so a page costs the same in any fleet), and the
+//! report both show (owned here, so the admin server and the CLI share it without one calling
+//! into the other).
 
 use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 
 use rusqlite::params;
+use serde::Serialize;
 
 use super::{Ledger, LedgerError, StatusRow, rows};
 
@@ -67,7 +70,73 @@ impl FromStr for StatusCursor {
     }
 }
 
+/// The last pass, as `status` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LastPass {
+    /// Start.
+    pub started_at: chrono::DateTime<chrono::Utc>,
+    /// End.
+    pub finished_at: chrono::DateTime<chrono::Utc>,
+    /// ok, partial, failed.
+    pub result: String,
+    /// The summary.
+    pub summary: serde_json::Value,
+}
+
+/// A source's health.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SourceStatus {
+    /// Account.
+    pub account: String,
+    /// Region.
+    pub region: String,
+    /// Last complete scan.
+    pub last_success: chrono::DateTime<chrono::Utc>,
+}
+
+/// `status --json` (and the admin endpoint `/status`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StatusReport {
+    /// The ledger.
+    pub ledger: String,
+    /// The last pass.
+    pub last_pass: Option<LastPass>,
+    /// Sources.
+    pub sources: Vec<SourceStatus>,
+    /// Instances, by expiry.
+    pub instances: Vec<StatusRow>,
+    /// Where the next page starts (`/status?after=...`), when the page was full.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_after: Option<String>,
+}
+
 impl Ledger {
+    /// The status report: the last pass, the sources' last complete scans, and one page of
+    /// status lines (`StatusQuery::default()`: all of them).
+    pub fn status_report(&self, query: &StatusQuery) -> Result<StatusReport, LedgerError> {
+        let (instances, next) = self.status_page(query)?;
+        Ok(StatusReport {
+            ledger: self.path().display().to_string(),
+            last_pass: self.last_pass()?.map(|p| LastPass {
+                started_at: p.started_at,
+                finished_at: p.finished_at,
+                result: p.result,
+                summary: serde_json::from_str(&p.summary).unwrap_or(serde_json::Value::Null),
+            }),
+            sources: self
+                .source_successes()?
+                .into_iter()
+                .map(|(account, region, last_success)| SourceStatus {
+                    account,
+                    region,
+                    last_success,
+                })
+                .collect(),
+            instances,
+            next_after: next.map(|cursor| cursor.to_string()),
+        })
+    }
+
     /// Every status line, by expiry, with each instance's last money-moving outcome.
     pub fn status_rows(&self) -> Result<Vec<StatusRow>, LedgerError> {
         Ok(self.status_page(&StatusQuery::default())?.0)

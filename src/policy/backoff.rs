@@ -5,7 +5,21 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::config::RetrySettings;
+/// The persisted backoff settings (`[retry]`): how long a failed charge waits, and how long
+/// verification of an order may take.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetrySettings {
+    /// First backoff.
+    pub backoff_floor: Duration,
+    /// Longest backoff.
+    pub backoff_ceiling: Duration,
+    /// Attempts that must still fit before the deadline.
+    pub attempts_before_deadline: u32,
+    /// Verification bound.
+    pub verify_timeout: Duration,
+    /// Verification polling interval.
+    pub verify_interval: Duration,
+}
 
 /// The last moment a renewal helps: the expiry, or once expired, the release.
 pub fn deadline_of(

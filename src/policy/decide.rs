@@ -11,8 +11,8 @@ use super::{Fallback, Policy, PolicyAction};
 use crate::closed_enum;
 use crate::cloud::ecs::AutoRenewTarget;
 use crate::cloud::error::ErrorClass;
+use crate::cloud::time::start_of_day_utc8;
 use crate::cloud::types::{AutoRenewAttribute, ChargeType, Instance, PeriodUnit, RenewalStatus};
-use crate::emulator::world::start_of_day_utc8;
 use crate::money::Money;
 
 closed_enum! {

@@ -1,9 +1,47 @@
 //! Policy matching: every given matcher must match; a policy without matchers covers everything.
 
+use std::collections::BTreeMap;
+
 use globset::{Glob, GlobMatcher};
+use serde::Deserialize;
+use toml::Spanned;
 
 use crate::cloud::types::Instance;
-use crate::config::MatchSection;
+
+/// What a policy matches, as written in `[policies.match]`: every given matcher must match;
+/// none given matches everything. Owned here, so the policy layer compiles it without
+/// depending on the config.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchSection {
+    /// Account names.
+    #[serde(default)]
+    pub accounts: Vec<String>,
+    /// Region ids.
+    #[serde(default)]
+    pub regions: Vec<String>,
+    /// Zone ids.
+    #[serde(default)]
+    pub zones: Vec<String>,
+    /// Instance ids.
+    #[serde(default)]
+    pub instance_ids: Vec<String>,
+    /// A glob on the instance name (`*`, `?`, `[...]`).
+    #[serde(default)]
+    pub name: Option<Spanned<String>>,
+    /// Tags that must all be present with these values (`"*"` matches any value).
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    /// A security group the instance must be in.
+    #[serde(default)]
+    pub security_group: Option<String>,
+    /// An instance type family, e.g. `ecs.g6`.
+    #[serde(default)]
+    pub instance_type_family: Option<String>,
+    /// A resource group id.
+    #[serde(default)]
+    pub resource_group: Option<String>,
+}
 
 /// A compiled `[policies.match]`.
 #[derive(Debug, Clone, Default)]

@@ -9,6 +9,7 @@ mod matcher;
 
 use std::time::Duration;
 
+pub use backoff::RetrySettings;
 pub use backoff::{backoff_delay, deadline_of};
 pub use belts::{
     BeltInput, BeltOutcome, Candidate, LimitKind, Trip, apply_belts, auto_renew_enables_belt,
@@ -17,11 +18,29 @@ pub use decide::{
     DecideContext, Decision, History, InstanceState, IntentStatus, IntentView, Refusal, RenewPlan,
     RenewWhy, Subject, decide, fallback_point, first_deduction,
 };
-pub use matcher::Matcher;
+pub use matcher::{MatchSection, Matcher};
 
 use crate::cloud::ecs::AutoRenewTarget;
 use crate::cloud::types::PeriodUnit;
 use crate::money::Money;
+
+/// Where what is known of an instance's past comes from (the ledger, in the daemon), by
+/// instance id: ids are unique across accounts, and two config entries can reach the same
+/// account. Owned here so the ledger implements it without depending on the pass.
+pub trait HistorySource {
+    /// What is known about `instance_id`.
+    fn history(&self, instance_id: &str) -> History;
+}
+
+/// No ledger (yet): every instance starts with a clean history.
+#[derive(Debug, Default)]
+pub struct NoHistory;
+
+impl HistorySource for NoHistory {
+    fn history(&self, _instance_id: &str) -> History {
+        History::default()
+    }
+}
 
 /// A compiled policy.
 #[derive(Debug, Clone)]

@@ -11,23 +11,7 @@ use super::observe::Observed;
 use crate::cloud::ecs::{AutoRenewTarget, PriceQuote};
 use crate::cloud::types::Instance;
 use crate::policy::{DecideContext, Decision, History, InstanceState, RenewPlan, Subject, decide};
-
-/// Where the ledger's knowledge of an instance comes from (by instance id: ids are unique
-/// across accounts, and two config entries can reach the same account).
-pub trait HistorySource {
-    /// What is known about `instance_id`.
-    fn history(&self, instance_id: &str) -> History;
-}
-
-/// No ledger (yet): every instance starts with a clean history.
-#[derive(Debug, Default)]
-pub struct NoHistory;
-
-impl HistorySource for NoHistory {
-    fn history(&self, _instance_id: &str) -> History {
-        History::default()
-    }
-}
+pub use crate::policy::{HistorySource, NoHistory};
 
 /// One instance's assessment, kept for metrics, status and plan.
 #[derive(Debug, Clone)]

@@ -286,7 +286,7 @@ fn fleet(delayed: bool) -> EmulatorConfig {
     let start = ecs_renewd::cloud::time::parse(START).unwrap();
     let instances = (0..INSTANCES)
         .map(|n| {
-            let expires = ecs_renewd::emulator::world::start_of_day_utc8(
+            let expires = ecs_renewd::cloud::time::start_of_day_utc8(
                 start + chrono::Duration::days(n as i64 * 3 + 2),
             );
             InstanceSpec {

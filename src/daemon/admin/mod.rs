@@ -261,7 +261,8 @@ async fn status(
     let ledger = state.ledger.clone();
     let answer = tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        crate::commands::status::report_page(&ledger, &query)
+        ledger
+            .status_report(&query)
             .map(|report| serde_json::to_vec(&report))
     })
     .await;

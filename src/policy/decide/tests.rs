@@ -5,7 +5,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::cloud::time;
-use crate::config::MatchSection;
+use crate::policy::MatchSection;
 use crate::policy::{Matcher, Policy, PolicyAction};
 
 fn t(text: &str) -> DateTime<Utc> {
