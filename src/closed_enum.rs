@@ -1,5 +1,5 @@
 //! `closed_enum!`: a fieldless enum with a fixed spelling per variant, parsed case-insensitively
-//! (ECS casing varies, reference §3.4) and (de)serialized as that spelling. Used for wire values,
+//! (ECS casing varies, docs/ecs-api.md §3.4) and (de)serialized as that spelling. Used for wire values,
 //! config values and metric labels, so every label set is closed by construction.
 
 /// Declares a closed enum with `ALL`, `as_str`, case-insensitive `parse`, `Display`, `FromStr`,

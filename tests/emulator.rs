@@ -769,7 +769,7 @@ async fn a_hundred_thousand_instance_fleet_pages_through_one_regions_window() {
 #[tokio::test]
 async fn official_sdk_style_requests_are_accepted() {
     // GET and POST with everything in the query, lowercase format, capitalized booleans,
-    // generic Filter numbering: what the Python SDKs send (reference §1.4, §8).
+    // generic Filter numbering: what the Python SDKs send (docs/ecs-api.md §1.4, §8).
     let emulator = start(fleet()).await;
     let stamp = time::format_seconds(SystemClock.now());
     let params = [

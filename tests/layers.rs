@@ -185,11 +185,7 @@ fn graph() -> (Edges, Vec<(String, Use)>) {
 }
 
 /// A cycle through `start`, if there is one.
-fn cycle_from(
-    edges: &Edges,
-    start: &str,
-    path: &mut Vec<String>,
-) -> Option<Vec<String>> {
+fn cycle_from(edges: &Edges, start: &str, path: &mut Vec<String>) -> Option<Vec<String>> {
     for next in edges.get(path.last().unwrap()).into_iter().flatten() {
         if next == start {
             let mut cycle = path.clone();

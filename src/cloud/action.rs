@@ -35,7 +35,7 @@ pub enum RetrySafety {
 }
 
 impl Action {
-    /// The read timeout the official Python SDK uses for this action (reference §2,
+    /// The read timeout the official Python SDK uses for this action (docs/ecs-api.md §2,
     /// `timeout_config.json`).
     pub fn default_read_timeout(self) -> Duration {
         Duration::from_secs(match self {

@@ -491,7 +491,7 @@ pub struct SignedParameters {
     pub signature: String,
 }
 
-/// Adds the common parameters (reference §1.1) to `params` and signs them for a POST.
+/// Adds the common parameters (docs/ecs-api.md §1.1) to `params` and signs them for a POST.
 pub fn signed_parameters(
     action: Action,
     region: &str,

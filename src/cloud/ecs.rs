@@ -1,4 +1,4 @@
-//! One typed async function per ECS action ecs-renewd uses (reference §3), on top of
+//! One typed async function per ECS action ecs-renewd uses (docs/ecs-api.md §3), on top of
 //! [`EcsClient::call`]: batching of instance ids (≤100 per call), complete paging, the DryRun
 //! permission probe, and conversion of wire records into domain values.
 
@@ -58,7 +58,7 @@ impl InstanceQuery {
             params.push(("InstanceChargeType", charge_type.as_str().to_owned()));
         }
         if let Some((start, end)) = self.expiry_window {
-            // The old SDKs' fixed positions 3 and 4 (reference §3.1); the service matches by Key.
+            // The old SDKs' fixed positions 3 and 4 (docs/ecs-api.md §3.1); the service matches by Key.
             params.push(("Filter.3.Key", "ExpiredStartTime".into()));
             params.push((
                 "Filter.3.Value",
@@ -200,7 +200,7 @@ pub struct BatchResult {
 pub struct ClientToken(String);
 
 impl ClientToken {
-    /// Checks the service's rules (reference §6).
+    /// Checks the service's rules (docs/ecs-api.md §6).
     pub fn new(value: impl Into<String>) -> Result<Self, String> {
         let value = value.into();
         if value.is_empty() || value.len() > 64 || !value.bytes().all(|b| b.is_ascii_graphic()) {
@@ -347,7 +347,7 @@ impl EcsClient {
     }
 
     /// Proves that this identity may call DescribeInstances in `region`: a RAM user without
-    /// permission gets an empty list, not an error (reference §3.1), so an empty scan is only
+    /// permission gets an empty list, not an error (docs/ecs-api.md §3.1), so an empty scan is only
     /// trusted after this probe. `Ok` when the service answers `DryRunOperation`.
     pub async fn probe_describe_permission(&self, region: &str) -> Result<(), CloudError> {
         let params = [

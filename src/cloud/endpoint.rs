@@ -12,7 +12,7 @@ pub enum Endpoint {
     /// `https://ecs.aliyuncs.com/` for cn-hangzhou, `https://ecs.<region>.aliyuncs.com/` otherwise.
     Public,
     /// `https://ecs-vpc.<region>.aliyuncs.com/` (from inside a VPC; availability per region is
-    /// not documented, reference §2).
+    /// not documented, docs/ecs-api.md §2).
     Vpc,
     /// A URL used for every region; `{region}` in it is replaced by the region id.
     Custom(String),

@@ -1,4 +1,4 @@
-//! The period and duration values ECS accepts (reference §3.3, §3.5, §3.6). The documented sets
+//! The period and duration values ECS accepts (docs/ecs-api.md §3.3, §3.5, §3.6). The documented sets
 //! differ between sites and doc versions (UNCERTAIN), so validation works against a `Site` and
 //! the union of the documented values; the service has the last word.
 

@@ -1,5 +1,5 @@
 //! A client-side rate limit per (region, action) for one account, because ECS throttles per
-//! account, region and action (reference §6). GCRA: each call reserves the next slot, so calls
+//! account, region and action (docs/ecs-api.md §6). GCRA: each call reserves the next slot, so calls
 //! are spaced evenly after an initial burst, and waiting callers are served in arrival order.
 
 use std::collections::HashMap;

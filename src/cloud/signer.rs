@@ -1,5 +1,5 @@
-//! RPC request signing ("signature v1", HMAC-SHA1), as the ECS service computes it (reference
-//! §1). Pure: the caller passes every parameter, including `SignatureNonce` and `Timestamp`, so
+//! RPC request signing ("signature v1", HMAC-SHA1), as the ECS service computes it
+//! (docs/ecs-api.md §1). Pure: the caller passes every parameter, including `SignatureNonce` and `Timestamp`, so
 //! the same inputs always give the same signature. Shared by the client (to sign) and the
 //! emulator (to verify).
 
@@ -19,7 +19,7 @@ pub const SIGNATURE_METHOD: &str = "HMAC-SHA1";
 pub const SIGNATURE_VERSION: &str = "1.0";
 
 /// RFC 3986 unreserved characters stay as they are; every other byte is `%XY`, uppercase hex.
-/// So a space is `%20` (never `+`), `*` is `%2A` and `~` is kept (reference §1.2).
+/// So a space is `%20` (never `+`), `*` is `%2A` and `~` is kept (docs/ecs-api.md §1.2).
 const ENCODE_SET: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
     .remove(b'_')

@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, FixedOffset, NaiveDateTime, NaiveTime, TimeZone, Timelike, Utc};
 
-/// What PostPaid instances report as their `ExpiredTime` (reference §3.1).
+/// What PostPaid instances report as their `ExpiredTime` (docs/ecs-api.md §3.1).
 pub const POSTPAID_EXPIRED_TIME: &str = "2099-12-31T15:59Z";
 
 /// A time string that is in none of the forms ECS uses.

@@ -1,4 +1,4 @@
-//! The ECS wire format for the six actions ecs-renewd uses (reference §3), shared by the client
+//! The ECS wire format for the six actions ecs-renewd uses (docs/ecs-api.md §3), shared by the client
 //! (which decodes it) and the emulator (which encodes it), plus the parsed domain values the rest
 //! of the daemon works with. Decoding is lenient about absent fields and strict about types.
 
@@ -19,7 +19,7 @@ closed_enum! {
 }
 
 closed_enum! {
-    /// The auto-renew switch of a subscription instance (reference §3.4).
+    /// The auto-renew switch of a subscription instance (docs/ecs-api.md §3.4).
     pub enum RenewalStatus {
         /// The provider renews it automatically before expiry.
         AutoRenewal => "AutoRenewal",
@@ -68,7 +68,7 @@ fn string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error>
     })
 }
 
-/// An error response body (reference §4.1). Field names vary in case between gateways.
+/// An error response body (docs/ecs-api.md §4.1). Field names vary in case between gateways.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct ErrorBody {
@@ -510,7 +510,7 @@ impl From<RenewAttributeRecord> for AutoRenewAttribute {
 mod tests {
     use super::*;
 
-    /// A DescribeInstances answer in the shape of a real capture (reference §3.1, TROUBLE).
+    /// A DescribeInstances answer in the shape of a real capture (docs/ecs-api.md §3.1, TROUBLE).
     const REAL_SHAPE: &str = r#"{
       "PageNumber": 1, "TotalCount": 2, "PageSize": 100, "NextToken": "",
       "RequestId": "473469C7-AA6F-4DC5-B3DB-A3DC0DE3C83E",

@@ -1,5 +1,5 @@
 //! The six ECS actions as the emulator answers them: parameter validation with the documented
-//! codes and statuses (reference §3), then the world's rules, then the real response shapes
+//! codes and statuses (docs/ecs-api.md §3), then the world's rules, then the real response shapes
 //! built from the shared wire types.
 
 use std::ops::Bound;

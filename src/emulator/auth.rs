@@ -1,4 +1,4 @@
-//! Authentication as the service does it (reference §1, §4.2): required common parameters,
+//! Authentication as the service does it (docs/ecs-api.md §1, §4.2): required common parameters,
 //! the timestamp window, the AccessKey, the STS token, the signature recomputed over the decoded
 //! parameters with the method actually used, and nonce replay within the window.
 

@@ -1,5 +1,5 @@
 //! The emulator's fleet file (TOML): behaviour settings, accounts with AccessKeys and balances,
-//! instances, and generators for large fleets. Every point the reference marks UNCERTAIN is a
+//! instances, and generators for large fleets. Every point docs/ecs-api.md marks UNCERTAIN is a
 //! setting here, with the most likely behaviour as its default.
 
 use std::collections::BTreeMap;
@@ -180,7 +180,7 @@ impl Default for ThrottleSettings {
     }
 }
 
-/// The provider's automatic renewal deductions (reference §7, UNCERTAIN schedule).
+/// The provider's automatic renewal deductions (docs/ecs-api.md §7, UNCERTAIN schedule).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProviderAutoRenew {

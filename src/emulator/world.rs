@@ -114,7 +114,7 @@ pub enum Lifecycle {
 }
 
 /// `t` plus `period` × `unit`, computed on the UTC+8 calendar so expiries stay at 00:00 UTC+8
-/// (month ends clamp: Jan 31 + 1 month = Feb 28/29; reference §8.2 marks this UNCERTAIN).
+/// (month ends clamp: Jan 31 + 1 month = Feb 28/29; docs/ecs-api.md §8.2 marks this UNCERTAIN).
 pub fn add_period(t: DateTime<Utc>, period: u32, unit: PeriodUnit) -> DateTime<Utc> {
     let local = t.with_timezone(&utc8());
     let moved = match unit {

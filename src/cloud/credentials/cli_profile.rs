@@ -1,5 +1,5 @@
 //! The aliyun CLI's profile file (`~/.aliyun/config.json`): modes `AK`, `StsToken` and
-//! `EcsRamRole` (reference §5.3).
+//! `EcsRamRole` (docs/ecs-api.md §5.3).
 
 use std::path::PathBuf;
 

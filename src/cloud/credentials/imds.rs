@@ -1,4 +1,4 @@
-//! The ECS RAM role through the instance metadata service (reference §5.5): a session token
+//! The ECS RAM role through the instance metadata service (docs/ecs-api.md §5.5): a session token
 //! first (`PUT /latest/api/token`, hardened mode) with a token-less fallback, role name
 //! discovery, and temporary credentials refreshed well before their `Expiration`.
 

@@ -1,6 +1,6 @@
 //! Where an account's AccessKey comes from. A chain of sources, first that yields wins:
 //! explicit files named in the config, the environment, systemd credentials, the aliyun CLI
-//! profile, and the ECS RAM role through the instance metadata service (reference §5). Secrets
+//! profile, and the ECS RAM role through the instance metadata service (docs/ecs-api.md §5). Secrets
 //! are held in [`Secret`] from the moment they are read.
 
 mod cli_profile;
