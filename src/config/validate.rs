@@ -182,7 +182,66 @@ fn duration_of(report: &mut Report, value: &toml::Spanned<String>, key: &str) ->
 }
 
 fn check(file: ConfigFile, report: &mut Report, env: &Environment) -> Result<Config, ConfigError> {
-    // [daemon]
+    let (state_dir, admin_listen) = check_daemon(&file, report, env);
+    check_admin(&file.admin, report);
+    check_scan(&file, report);
+    let (accounts, names) = check_accounts(&file, report);
+    let limits = check_limits(&file, report);
+    check_retry(&file, report);
+    let retry = &file.retry;
+    let policies = check_policies(&file, &accounts, &names, &limits, report);
+
+    if !report.problems.is_empty() {
+        return Err(ConfigError::Invalid {
+            problems: std::mem::take(&mut report.problems),
+        });
+    }
+    Ok(Config {
+        path: report.path.to_owned(),
+        schedule: file.daemon.schedule.clone(),
+        timezone: file.daemon.timezone.0,
+        jitter: file.daemon.jitter,
+        state_dir,
+        dry_run: file.daemon.dry_run,
+        shutdown_grace: file.daemon.shutdown_grace,
+        admin_listen,
+        admin: AdminSettings {
+            bearer_token_file: file.admin.bearer_token_file.clone(),
+            header_read_timeout: file.admin.header_read_timeout,
+            write_timeout: file.admin.write_timeout,
+            answer_timeout: file.admin.answer_timeout,
+            max_connections: file.admin.max_connections,
+            max_status_requests: file.admin.max_status_requests,
+        },
+        scan: Scan {
+            regions: file.scan.regions.clone(),
+            home_region: file.scan.home_region.clone(),
+            horizon: file.scan.horizon,
+            grace: file.scan.grace,
+            concurrency: file.scan.concurrency,
+            skip_tag: file.scan.skip_tag.clone(),
+            release_after: file.scan.release_after,
+        },
+        accounts,
+        limits,
+        retry: RetrySettings {
+            backoff_floor: retry.backoff_floor,
+            backoff_ceiling: retry.backoff_ceiling,
+            attempts_before_deadline: retry.attempts_before_deadline,
+            verify_timeout: retry.verify_timeout,
+            verify_interval: retry.verify_interval,
+        },
+        policies,
+        warnings: std::mem::take(&mut report.warnings),
+    })
+}
+
+/// `[daemon]`, and the state directory and admin address the environment may override.
+fn check_daemon(
+    file: &ConfigFile,
+    report: &mut Report,
+    env: &Environment,
+) -> (std::path::PathBuf, std::net::SocketAddr) {
     if has_day_of_month_and_week(&file.daemon.schedule.text) {
         report.warn(
             None,
@@ -210,10 +269,11 @@ fn check(file: ConfigFile, report: &mut Report, env: &Environment) -> Result<Con
             }
         },
     };
+    (state_dir, admin_listen)
+}
 
-    check_admin(&file.admin, report);
-
-    // [scan]
+/// `[scan]`.
+fn check_scan(file: &ConfigFile, report: &mut Report) {
     if file.scan.concurrency == 0 {
         report.error(None, "scan.concurrency", "must be at least 1".into(), "");
     }
@@ -225,8 +285,10 @@ fn check(file: ConfigFile, report: &mut Report, env: &Environment) -> Result<Con
             "e.g. \"30d\"",
         );
     }
+}
 
-    // [[accounts]]
+/// `[[accounts]]`: each compiled, and the set of their names.
+fn check_accounts(file: &ConfigFile, report: &mut Report) -> (Vec<Account>, HashSet<String>) {
     if file.accounts.is_empty() {
         report.error(
             None,
@@ -350,8 +412,11 @@ fn check(file: ConfigFile, report: &mut Report, env: &Environment) -> Result<Con
                 .collect(),
         });
     }
+    (accounts, names)
+}
 
-    // [limits]
+/// `[limits]`: the safety belts, spend limits in cents per currency.
+fn check_limits(file: &ConfigFile, report: &mut Report) -> Limits {
     let mut cents = |map: &BTreeMap<String, f64>, key: &str| -> BTreeMap<String, i64> {
         let mut out = BTreeMap::new();
         for (currency, amount) in map {
@@ -391,8 +456,11 @@ fn check(file: ConfigFile, report: &mut Report, env: &Environment) -> Result<Con
             "1.0 turns the belt off",
         );
     }
+    limits
+}
 
-    // [retry]
+/// `[retry]`: the persisted backoff and the verification bounds.
+fn check_retry(file: &ConfigFile, report: &mut Report) {
     let retry = &file.retry;
     if retry.backoff_floor.is_zero() || retry.backoff_floor > retry.backoff_ceiling {
         report.error(
@@ -422,8 +490,16 @@ fn check(file: ConfigFile, report: &mut Report, env: &Environment) -> Result<Con
             "",
         );
     }
+}
 
-    // [[policies]]
+/// `[[policies]]`: each compiled against the accounts it covers, in order (first match wins).
+fn check_policies(
+    file: &ConfigFile,
+    accounts: &[Account],
+    names: &HashSet<String>,
+    limits: &Limits,
+    report: &mut Report,
+) -> Vec<crate::policy::Policy> {
     let mut policies = Vec::new();
     let mut policy_names = HashSet::new();
     let mut catch_all: Option<String> = None;
@@ -452,10 +528,10 @@ fn check(file: ConfigFile, report: &mut Report, env: &Environment) -> Result<Con
             }
         }
         let covered = PolicyAccounts {
-            site: policy_site(section, &accounts),
-            currencies: policy_currencies(section, &accounts),
+            site: policy_site(section, accounts),
+            currencies: policy_currencies(section, accounts),
         };
-        if let Some(policy) = compile_policy(section, &key, &covered, &file, &limits, report) {
+        if let Some(policy) = compile_policy(section, &key, &covered, file, limits, report) {
             if policy.matcher.matches_everything() {
                 catch_all.get_or_insert(name.clone());
             }
@@ -470,50 +546,7 @@ fn check(file: ConfigFile, report: &mut Report, env: &Environment) -> Result<Con
             "add a policy with action = \"renew\" or \"auto-renew\"",
         );
     }
-
-    if !report.problems.is_empty() {
-        return Err(ConfigError::Invalid {
-            problems: std::mem::take(&mut report.problems),
-        });
-    }
-    Ok(Config {
-        path: report.path.to_owned(),
-        schedule: file.daemon.schedule.clone(),
-        timezone: file.daemon.timezone.0,
-        jitter: file.daemon.jitter,
-        state_dir,
-        dry_run: file.daemon.dry_run,
-        shutdown_grace: file.daemon.shutdown_grace,
-        admin_listen,
-        admin: AdminSettings {
-            bearer_token_file: file.admin.bearer_token_file.clone(),
-            header_read_timeout: file.admin.header_read_timeout,
-            write_timeout: file.admin.write_timeout,
-            answer_timeout: file.admin.answer_timeout,
-            max_connections: file.admin.max_connections,
-            max_status_requests: file.admin.max_status_requests,
-        },
-        scan: Scan {
-            regions: file.scan.regions.clone(),
-            home_region: file.scan.home_region.clone(),
-            horizon: file.scan.horizon,
-            grace: file.scan.grace,
-            concurrency: file.scan.concurrency,
-            skip_tag: file.scan.skip_tag.clone(),
-            release_after: file.scan.release_after,
-        },
-        accounts,
-        limits,
-        retry: RetrySettings {
-            backoff_floor: retry.backoff_floor,
-            backoff_ceiling: retry.backoff_ceiling,
-            attempts_before_deadline: retry.attempts_before_deadline,
-            verify_timeout: retry.verify_timeout,
-            verify_interval: retry.verify_interval,
-        },
-        policies,
-        warnings: std::mem::take(&mut report.warnings),
-    })
+    policies
 }
 
 /// `[admin]`: limits that leave the server usable.
