@@ -848,144 +848,24 @@ fn compile_policy(
         .as_ref()
         .map(|b| *b.get_ref())
         .unwrap_or(false);
+    let input = ActionInput {
+        section,
+        key,
+        unit,
+        unit_span,
+        site,
+        max_price,
+    };
     let action = match section.action {
         ActionKind::Renew => {
-            let period = section.period.as_ref().map(|p| *p.get_ref()).unwrap_or(1);
-            let period_span = section
-                .period
-                .as_ref()
-                .map(|p| p.span())
-                .unwrap_or(unit_span.clone());
-            let period_ok = check_period(
-                report,
-                &periods::renew_rule(site),
-                period,
-                unit,
-                period_span.clone(),
-                &format!("{key}.period"),
-                "renewal period",
-            );
-            ok &= period_ok;
-            let renew_before = match &section.renew_before {
-                None => Duration::from_secs(7 * 86_400),
-                Some(text) => {
-                    duration_of(report, text, &format!("{key}.renew_before")).unwrap_or_default()
-                }
-            };
-            let shortest = shortest_length(period, unit);
-            if period_ok && renew_before >= shortest {
-                report.error(
-                    section.renew_before.as_ref().map(|r| r.span()).or(Some(period_span.clone())),
-                    &format!("{key}.renew_before"),
-                    format!(
-                        "renew_before ({}) is not shorter than the period ({period} {unit}, {} at the least): each renewal would leave the instance due again, and it would be renewed on every pass",
-                        crate::duration::format(renew_before),
-                        crate::duration::format(shortest)
-                    ),
-                    "shorten renew_before below the period, or renew for longer",
-                );
-                ok = false;
-            }
-            if renew_before > file.scan.horizon {
-                report.warn(
-                    section.renew_before.as_ref().map(|r| r.span()),
-                    &format!("{key}.renew_before"),
-                    format!("renew_before ({}) reaches beyond [scan] horizon ({}): instances are only seen {} before expiry", crate::duration::format(renew_before), crate::duration::format(file.scan.horizon), crate::duration::format(file.scan.horizon)),
-                    "raise [scan] horizon or shorten renew_before",
-                );
-            }
-            if limits.has_spend_limits() && periods::price_query_for(period, unit).is_none() {
-                report.warn(Some(period_span), &format!("{key}.period"), format!("{period} {unit} cannot be priced by DescribeRenewalPrice, so spend limits will hold these renewals"), "use a period of 1-9 months or whole years");
-            }
-            let keep_auto_renew = match &section.keep_auto_renew {
-                None => None,
-                Some(keep) => {
-                    let k = *keep.get_ref();
-                    if k.status == RenewalStatus::AutoRenewal {
-                        ok &= check_period(
-                            report,
-                            &periods::auto_renew_rule(site),
-                            k.duration,
-                            k.period_unit,
-                            keep.span(),
-                            &format!("{key}.keep_auto_renew"),
-                            "auto-renew duration",
-                        );
-                    }
-                    Some(AutoRenewTarget {
-                        status: k.status,
-                        duration: k.duration,
-                        unit: k.period_unit,
-                    })
-                }
-            };
-            PolicyAction::Renew {
-                period,
-                unit,
-                renew_before,
-                max_price: max_price.clone(),
-                keep_auto_renew,
-            }
+            let (action, fine) = compile_renew(input, file, limits, report);
+            ok &= fine;
+            action
         }
         ActionKind::AutoRenew => {
-            let duration = section.duration.as_ref().map(|d| *d.get_ref()).unwrap_or(1);
-            let duration_span = section
-                .duration
-                .as_ref()
-                .map(|d| d.span())
-                .unwrap_or(unit_span.clone());
-            ok &= check_period(
-                report,
-                &periods::auto_renew_rule(site),
-                duration,
-                unit,
-                duration_span.clone(),
-                &format!("{key}.duration"),
-                "auto-renew duration",
-            );
-            let fallback_renew = section
-                .fallback_renew
-                .as_ref()
-                .map(|b| *b.get_ref())
-                .unwrap_or(false);
-            let after = match &section.fallback_after {
-                None => Duration::from_secs(86_400),
-                Some(text) => {
-                    duration_of(report, text, &format!("{key}.fallback_after")).unwrap_or_default()
-                }
-            };
-            let fallback = if fallback_renew {
-                // RenewInstance takes Week or Month: years become months.
-                let (renew_period, renew_unit) = match unit {
-                    PeriodUnit::Year => (duration * 12, PeriodUnit::Month),
-                    other => (duration, other),
-                };
-                ok &= check_period(
-                    report,
-                    &periods::renew_rule(site),
-                    renew_period,
-                    renew_unit,
-                    duration_span,
-                    &format!("{key}.duration"),
-                    "renewal period (fallback_renew renews the same length)",
-                );
-                Some(Fallback {
-                    after,
-                    period: renew_period,
-                    unit: renew_unit,
-                    max_price,
-                })
-            } else {
-                None
-            };
-            PolicyAction::AutoRenew {
-                target: AutoRenewTarget {
-                    status: RenewalStatus::AutoRenewal,
-                    duration,
-                    unit,
-                },
-                fallback,
-            }
+            let (action, fine) = compile_auto_renew(input, report);
+            ok &= fine;
+            action
         }
         ActionKind::NotRenewal => PolicyAction::NotRenewal,
         ActionKind::Observe => PolicyAction::Observe,
@@ -997,4 +877,181 @@ fn compile_policy(
         action,
         override_not_renewal,
     })
+}
+
+/// What compiling a policy's action needs from the rest of its entry.
+struct ActionInput<'a> {
+    section: &'a PolicySection,
+    key: &'a str,
+    unit: PeriodUnit,
+    unit_span: Range<usize>,
+    site: Site,
+    max_price: Option<Money>,
+}
+
+/// `action = "renew"`: the period, `renew_before` (shorter than the period), the auto-renew
+/// state to keep; whether every value was fine.
+fn compile_renew(
+    input: ActionInput<'_>,
+    file: &ConfigFile,
+    limits: &Limits,
+    report: &mut Report,
+) -> (PolicyAction, bool) {
+    let ActionInput {
+        section,
+        key,
+        unit,
+        unit_span,
+        site,
+        max_price,
+    } = input;
+    let mut ok = true;
+    let period = section.period.as_ref().map(|p| *p.get_ref()).unwrap_or(1);
+    let period_span = section
+        .period
+        .as_ref()
+        .map(|p| p.span())
+        .unwrap_or(unit_span.clone());
+    let period_ok = check_period(
+        report,
+        &periods::renew_rule(site),
+        period,
+        unit,
+        period_span.clone(),
+        &format!("{key}.period"),
+        "renewal period",
+    );
+    ok &= period_ok;
+    let renew_before = match &section.renew_before {
+        None => Duration::from_secs(7 * 86_400),
+        Some(text) => duration_of(report, text, &format!("{key}.renew_before")).unwrap_or_default(),
+    };
+    let shortest = shortest_length(period, unit);
+    if period_ok && renew_before >= shortest {
+        report.error(
+            section.renew_before.as_ref().map(|r| r.span()).or(Some(period_span.clone())),
+            &format!("{key}.renew_before"),
+            format!(
+                "renew_before ({}) is not shorter than the period ({period} {unit}, {} at the least): each renewal would leave the instance due again, and it would be renewed on every pass",
+                crate::duration::format(renew_before),
+                crate::duration::format(shortest)
+            ),
+            "shorten renew_before below the period, or renew for longer",
+        );
+        ok = false;
+    }
+    if renew_before > file.scan.horizon {
+        report.warn(
+            section.renew_before.as_ref().map(|r| r.span()),
+            &format!("{key}.renew_before"),
+            format!("renew_before ({}) reaches beyond [scan] horizon ({}): instances are only seen {} before expiry", crate::duration::format(renew_before), crate::duration::format(file.scan.horizon), crate::duration::format(file.scan.horizon)),
+            "raise [scan] horizon or shorten renew_before",
+        );
+    }
+    if limits.has_spend_limits() && periods::price_query_for(period, unit).is_none() {
+        report.warn(Some(period_span), &format!("{key}.period"), format!("{period} {unit} cannot be priced by DescribeRenewalPrice, so spend limits will hold these renewals"), "use a period of 1-9 months or whole years");
+    }
+    let keep_auto_renew = match &section.keep_auto_renew {
+        None => None,
+        Some(keep) => {
+            let k = *keep.get_ref();
+            if k.status == RenewalStatus::AutoRenewal {
+                ok &= check_period(
+                    report,
+                    &periods::auto_renew_rule(site),
+                    k.duration,
+                    k.period_unit,
+                    keep.span(),
+                    &format!("{key}.keep_auto_renew"),
+                    "auto-renew duration",
+                );
+            }
+            Some(AutoRenewTarget {
+                status: k.status,
+                duration: k.duration,
+                unit: k.period_unit,
+            })
+        }
+    };
+    let action = PolicyAction::Renew {
+        period,
+        unit,
+        renew_before,
+        max_price,
+        keep_auto_renew,
+    };
+    (action, ok)
+}
+
+/// `action = "auto-renew"`: the duration and the optional fallback renewal; whether every
+/// value was fine.
+fn compile_auto_renew(input: ActionInput<'_>, report: &mut Report) -> (PolicyAction, bool) {
+    let ActionInput {
+        section,
+        key,
+        unit,
+        unit_span,
+        site,
+        max_price,
+    } = input;
+    let mut ok = true;
+    let duration = section.duration.as_ref().map(|d| *d.get_ref()).unwrap_or(1);
+    let duration_span = section
+        .duration
+        .as_ref()
+        .map(|d| d.span())
+        .unwrap_or(unit_span.clone());
+    ok &= check_period(
+        report,
+        &periods::auto_renew_rule(site),
+        duration,
+        unit,
+        duration_span.clone(),
+        &format!("{key}.duration"),
+        "auto-renew duration",
+    );
+    let fallback_renew = section
+        .fallback_renew
+        .as_ref()
+        .map(|b| *b.get_ref())
+        .unwrap_or(false);
+    let after = match &section.fallback_after {
+        None => Duration::from_secs(86_400),
+        Some(text) => {
+            duration_of(report, text, &format!("{key}.fallback_after")).unwrap_or_default()
+        }
+    };
+    let fallback = if fallback_renew {
+        // RenewInstance takes Week or Month: years become months.
+        let (renew_period, renew_unit) = match unit {
+            PeriodUnit::Year => (duration * 12, PeriodUnit::Month),
+            other => (duration, other),
+        };
+        ok &= check_period(
+            report,
+            &periods::renew_rule(site),
+            renew_period,
+            renew_unit,
+            duration_span,
+            &format!("{key}.duration"),
+            "renewal period (fallback_renew renews the same length)",
+        );
+        Some(Fallback {
+            after,
+            period: renew_period,
+            unit: renew_unit,
+            max_price,
+        })
+    } else {
+        None
+    };
+    let action = PolicyAction::AutoRenew {
+        target: AutoRenewTarget {
+            status: RenewalStatus::AutoRenewal,
+            duration,
+            unit,
+        },
+        fallback,
+    };
+    (action, ok)
 }
