@@ -154,13 +154,9 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(try_main(cli.command)) {
         Ok(code) => code,
-        Err(Failure::Config(message)) => {
-            eprintln!("ecs-renewd: {message}");
-            ExitCode::from(78)
-        }
-        Err(Failure::Runtime(message)) => {
-            eprintln!("ecs-renewd: {message}");
-            ExitCode::from(1)
+        Err(failure) => {
+            eprintln!("ecs-renewd: {failure}");
+            ExitCode::from(failure.exit_code())
         }
     }
 }
@@ -276,7 +272,7 @@ async fn run_emulator(
 ) -> Result<ExitCode, Failure> {
     use ecs_renewd::emulator::{self, EmulatorConfig, settings::GeneratorSpec};
     let mut config = match &fleet {
-        Some(path) => EmulatorConfig::load(path).map_err(|e| Failure::Config(e.to_string()))?,
+        Some(path) => EmulatorConfig::load(path).map_err(Failure::config)?,
         None => EmulatorConfig::single_account("emulator", "emulator-secret"),
     };
     if generate > 0 {
@@ -312,8 +308,8 @@ async fn run_emulator(
         tracing::warn!(%listen, "the emulator listens beyond loopback; its keys are test keys, but anyone who can reach it can use them");
     }
     let handle = emulator::start(config, listen).await.map_err(|e| match e {
-        emulator::StartError::Fleet(e) => Failure::Config(e.to_string()),
-        other => Failure::Runtime(other.to_string()),
+        emulator::StartError::Fleet(e) => Failure::config(e),
+        other => Failure::runtime(other),
     })?;
     let instances = handle.with_world(|w| w.instance_count());
     tracing::info!(addr = %handle.addr, instances, "ECS emulator listening; control API under /_emulator/");

@@ -305,7 +305,7 @@ async fn run_size(
     out: &mut (dyn std::io::Write + Send),
 ) -> Result<SizeReport, Failure> {
     let fail = |what: &str, e: &dyn std::fmt::Display| {
-        Failure::Runtime(format!("bench ({size} instances): {what}: {e}"))
+        Failure::runtime(format!("bench ({size} instances): {what}: {e}"))
     };
     let dir = tempfile::Builder::new()
         .prefix("ecs-renewd-bench-")
@@ -392,7 +392,7 @@ async fn run_size(
     let at_pass_end = figures(pid);
     if !matches!(wait, Ok(true)) {
         let _ = child.kill();
-        return Err(Failure::Runtime(format!(
+        return Err(Failure::runtime(format!(
             "bench ({size} instances): the daemon's pass did not finish"
         )));
     }

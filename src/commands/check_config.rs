@@ -15,7 +15,7 @@ pub async fn run(
     out: &mut impl std::io::Write,
 ) -> Result<(), Failure> {
     let config = Config::load(path, env).map_err(|error| match error {
-        ConfigError::Invalid { problems } => Failure::Config(format!(
+        ConfigError::Invalid { problems } => Failure::config(format!(
             "{}\n{} problem(s); the credentials and the admin token are checked once the file itself has none",
             problems
                 .iter()
@@ -50,7 +50,7 @@ pub async fn run(
         problems.sort_by_key(|(line, _)| *line);
         let count = problems.len();
         let lines: Vec<String> = problems.into_iter().map(|(_, text)| text).collect();
-        return Err(Failure::Config(format!(
+        return Err(Failure::config(format!(
             "{}\n{count} problem(s)",
             lines.join("\n")
         )));

@@ -239,7 +239,7 @@ fn state_dir(options: &DemoOptions, env: &Environment) -> PathBuf {
 }
 
 fn write_secret(path: &Path, secret: &str) -> Result<(), Failure> {
-    let fail = |e: std::io::Error| Failure::Runtime(format!("writing {}: {e}", path.display()));
+    let fail = |e: std::io::Error| Failure::runtime(format!("writing {}: {e}", path.display()));
     std::fs::write(path, secret).map_err(fail)?;
     #[cfg(unix)]
     {
@@ -255,10 +255,10 @@ pub async fn run(
     env: &Environment,
     out: &mut (dyn std::io::Write + Send),
 ) -> Result<(), Failure> {
-    let runtime = |e: &dyn std::fmt::Display| Failure::Runtime(e.to_string());
+    let runtime = |e: &dyn std::fmt::Display| Failure::runtime(e.to_string());
     let state = state_dir(&options, env);
     std::fs::create_dir_all(&state)
-        .map_err(|e| Failure::Runtime(format!("creating {}: {e}", state.display())))?;
+        .map_err(|e| Failure::runtime(format!("creating {}: {e}", state.display())))?;
     write_secret(&state.join("prod.secret"), "demo-prod-secret")?;
     write_secret(&state.join("lean.secret"), "demo-lean-secret")?;
 

@@ -11,31 +11,70 @@ pub mod status;
 
 use std::fmt;
 
-/// How a command failed.
-#[derive(Debug)]
-pub enum Failure {
+/// What kind of failure a command had: it decides the exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
     /// The configuration (or an input file) is wrong: exit 78 (EX_CONFIG).
-    Config(String),
+    Config,
     /// Anything else: exit 1.
-    Runtime(String),
+    Runtime,
+}
+
+/// How a command failed: its kind, and the error itself with its chain of sources (not
+/// flattened into a string, so the cause stays inspectable, as bors keeps its errors).
+#[derive(Debug)]
+pub struct Failure {
+    /// Config or runtime.
+    pub kind: FailureKind,
+    error: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl Failure {
+    /// A configuration failure (exit 78); a message or an error.
+    pub fn config(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Failure {
+        Failure {
+            kind: FailureKind::Config,
+            error: error.into(),
+        }
+    }
+
+    /// Any other failure (exit 1); a message or an error.
+    pub fn runtime(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Failure {
+        Failure {
+            kind: FailureKind::Runtime,
+            error: error.into(),
+        }
+    }
+
+    /// The exit code for this failure.
+    pub fn exit_code(&self) -> u8 {
+        match self.kind {
+            FailureKind::Config => 78,
+            FailureKind::Runtime => 1,
+        }
+    }
 }
 
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Failure::Config(m) | Failure::Runtime(m) => f.write_str(m),
-        }
+        self.error.fmt(f)
+    }
+}
+
+impl std::error::Error for Failure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.error.source()
     }
 }
 
 impl From<crate::config::ConfigError> for Failure {
     fn from(e: crate::config::ConfigError) -> Self {
-        Failure::Config(e.to_string())
+        Failure::config(e)
     }
 }
 
 impl From<crate::accounts::AccountError> for Failure {
     fn from(e: crate::accounts::AccountError) -> Self {
-        Failure::Config(e.to_string())
+        Failure::config(e)
     }
 }

@@ -22,7 +22,7 @@ pub async fn engine(
     clock: Arc<dyn Clock>,
     cancel: CancellationToken,
 ) -> Result<Engine, Failure> {
-    let ledger = Ledger::open(&config.state_dir).map_err(|e| Failure::Runtime(e.to_string()))?;
+    let ledger = Ledger::open(&config.state_dir).map_err(Failure::runtime)?;
     let metrics = Arc::new(Metrics::new(clock.clone()));
     metrics.dry_run.set(i64::from(config.dry_run));
     let (accounts, warnings) =
@@ -57,10 +57,7 @@ pub async fn run(
 ) -> Result<bool, Failure> {
     let config = Config::load(path, env)?;
     let engine = engine(config, env, clock, cancel).await?;
-    let summary = engine
-        .run_pass()
-        .await
-        .map_err(|e| Failure::Runtime(e.to_string()))?;
+    let summary = engine.run_pass().await.map_err(Failure::runtime)?;
     let text = if json {
         serde_json::to_string_pretty(&summary).unwrap_or_default() + "\n"
     } else {

@@ -380,11 +380,11 @@ pub async fn run(
 ) -> Result<bool, Failure> {
     let config = Config::load(path, env)?;
     // The daemon's ledger, read-only, when there is one: open intents and today's totals.
-    let ledger = crate::ledger::Ledger::open_read_only(&config.state_dir)
-        .map_err(|e| Failure::Runtime(e.to_string()))?;
+    let ledger =
+        crate::ledger::Ledger::open_read_only(&config.state_dir).map_err(Failure::runtime)?;
     let plan = match &ledger {
         Some(ledger) => {
-            let read = |e: crate::ledger::LedgerError| Failure::Runtime(e.to_string());
+            let read = |e: crate::ledger::LedgerError| Failure::runtime(e);
             let histories = ledger.histories().map_err(read)?;
             let today = ledger
                 .day_totals(&crate::reconcile::pass::day_key(&config, clock.now()))
@@ -394,11 +394,11 @@ pub async fn run(
         None => build(&config, env, clock, &NoHistory, DayTotals::default()).await?,
     };
     let text = if json {
-        serde_json::to_string_pretty(&plan).map_err(|e| Failure::Runtime(e.to_string()))? + "\n"
+        serde_json::to_string_pretty(&plan).map_err(Failure::runtime)? + "\n"
     } else {
         render_text(&plan)
     };
     out.write_all(text.as_bytes())
-        .map_err(|e| Failure::Runtime(format!("writing the plan: {e}")))?;
+        .map_err(|e| Failure::runtime(format!("writing the plan: {e}")))?;
     Ok(plan.sources.iter().all(|s| s.ok))
 }

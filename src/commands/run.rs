@@ -66,14 +66,14 @@ pub async fn run(path: &Path, env: Environment) -> Result<(), Failure> {
     })
     .await
     .map_err(|e| match e {
-        DaemonError::Accounts(e) => Failure::Config(e.to_string()),
-        DaemonError::AdminToken(e) => Failure::Config(e.to_string()),
-        other => Failure::Runtime(other.to_string()),
+        DaemonError::Accounts(e) => Failure::config(e),
+        DaemonError::AdminToken(e) => Failure::config(e),
+        other => Failure::runtime(other),
     })?;
     match running.task.await {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(error)) => Err(Failure::Runtime(error.to_string())),
-        Err(error) => Err(Failure::Runtime(format!("the daemon loop failed: {error}"))),
+        Ok(Err(error)) => Err(Failure::runtime(error)),
+        Err(error) => Err(Failure::runtime(format!("the daemon loop failed: {error}"))),
     }
 }
 
@@ -91,13 +91,13 @@ pub async fn healthcheck(url: Option<String>, env: &Environment) -> Result<(), F
         .timeout(Duration::from_secs(5))
         .no_proxy()
         .build()
-        .map_err(|e| Failure::Runtime(e.to_string()))?;
+        .map_err(Failure::runtime)?;
     match client.get(&url).send().await {
         Ok(response) if response.status().is_success() => Ok(()),
-        Ok(response) => Err(Failure::Runtime(format!(
+        Ok(response) => Err(Failure::runtime(format!(
             "{url} answered {}",
             response.status()
         ))),
-        Err(error) => Err(Failure::Runtime(format!("{url}: {}", error.without_url()))),
+        Err(error) => Err(Failure::runtime(format!("{url}: {}", error.without_url()))),
     }
 }

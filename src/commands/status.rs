@@ -14,18 +14,18 @@ pub use crate::ledger::{LastPass, SourceStatus, StatusReport};
 pub fn report(ledger: &Ledger) -> Result<StatusReport, Failure> {
     ledger
         .status_report(&StatusQuery::default())
-        .map_err(|e| Failure::Runtime(e.to_string()))
+        .map_err(Failure::runtime)
 }
 
 fn open(path: &Path, env: &Environment) -> Result<Ledger, Failure> {
     let config = Config::load(path, env)?;
     match Ledger::open_read_only(&config.state_dir) {
         Ok(Some(ledger)) => Ok(ledger),
-        Ok(None) => Err(Failure::Runtime(format!(
+        Ok(None) => Err(Failure::runtime(format!(
             "no ledger in {} yet: run `ecs-renewd once` or start the daemon first",
             config.state_dir.display()
         ))),
-        Err(e) => Err(Failure::Runtime(e.to_string())),
+        Err(e) => Err(Failure::runtime(e)),
     }
 }
 
@@ -158,8 +158,7 @@ pub fn run_status(
     } else {
         render_status(&report)
     };
-    out.write_all(text.as_bytes())
-        .map_err(|e| Failure::Runtime(e.to_string()))
+    out.write_all(text.as_bytes()).map_err(Failure::runtime)
 }
 
 /// `history`.
@@ -171,9 +170,7 @@ pub fn run_history(
     out: &mut impl std::io::Write,
 ) -> Result<(), Failure> {
     let ledger = open(path, env)?;
-    let entries: Vec<HistoryEntry> = ledger
-        .money_records(instance)
-        .map_err(|e| Failure::Runtime(e.to_string()))?;
+    let entries: Vec<HistoryEntry> = ledger.money_records(instance).map_err(Failure::runtime)?;
     let text = if json {
         serde_json::to_string_pretty(&entries).unwrap_or_default() + "\n"
     } else {
@@ -217,6 +214,5 @@ pub fn run_history(
                 .collect(),
         )
     };
-    out.write_all(text.as_bytes())
-        .map_err(|e| Failure::Runtime(e.to_string()))
+    out.write_all(text.as_bytes()).map_err(Failure::runtime)
 }
