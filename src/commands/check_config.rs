@@ -38,13 +38,9 @@ pub async fn run(
             Vec::new()
         }
     };
-    if let Some(token_file) = &config.admin.bearer_token_file {
-        let private = env
-            .get("CREDENTIALS_DIRECTORY")
-            .map(std::path::PathBuf::from);
-        if let Err(error) = crate::daemon::admin::auth::load_token(token_file, private.as_deref()) {
-            problems.push((usize::MAX, format!("{}: {error}", config.path.display())));
-        }
+    let token_file = config.admin.bearer_token_file.as_deref();
+    if let Err(error) = crate::daemon::admin::auth::configured_token(token_file, env) {
+        problems.push((usize::MAX, format!("{}: {error}", config.path.display())));
     }
     if !problems.is_empty() {
         problems.sort_by_key(|(line, _)| *line);

@@ -889,6 +889,17 @@ struct ActionInput<'a> {
     max_price: Option<Money>,
 }
 
+/// A policy's period or duration and where it is written: 1 (the default) at the unit's place
+/// when it is not given.
+fn length_or_one(
+    value: &Option<toml::Spanned<u32>>,
+    unit_span: &Range<usize>,
+) -> (u32, Range<usize>) {
+    value
+        .as_ref()
+        .map_or((1, unit_span.clone()), |v| (*v.get_ref(), v.span()))
+}
+
 /// `action = "renew"`: the period, `renew_before` (shorter than the period), the auto-renew
 /// state to keep; whether every value was fine.
 fn compile_renew(
@@ -906,12 +917,7 @@ fn compile_renew(
         max_price,
     } = input;
     let mut ok = true;
-    let period = section.period.as_ref().map(|p| *p.get_ref()).unwrap_or(1);
-    let period_span = section
-        .period
-        .as_ref()
-        .map(|p| p.span())
-        .unwrap_or(unit_span.clone());
+    let (period, period_span) = length_or_one(&section.period, &unit_span);
     let period_ok = check_period(
         report,
         &periods::renew_rule(site),
@@ -995,12 +1001,7 @@ fn compile_auto_renew(input: ActionInput<'_>, report: &mut Report) -> (PolicyAct
         max_price,
     } = input;
     let mut ok = true;
-    let duration = section.duration.as_ref().map(|d| *d.get_ref()).unwrap_or(1);
-    let duration_span = section
-        .duration
-        .as_ref()
-        .map(|d| d.span())
-        .unwrap_or(unit_span.clone());
+    let (duration, duration_span) = length_or_one(&section.duration, &unit_span);
     ok &= check_period(
         report,
         &periods::auto_renew_rule(site),

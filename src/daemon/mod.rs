@@ -64,20 +64,6 @@ pub enum DaemonError {
     AdminToken(#[from] admin::auth::TokenError),
 }
 
-/// The admin bearer token named by the config, if any.
-fn admin_token(
-    config: &Config,
-    env: &Environment,
-) -> Result<Option<crate::secret::Secret>, admin::auth::TokenError> {
-    let private = env.get("CREDENTIALS_DIRECTORY").map(PathBuf::from);
-    config
-        .admin
-        .bearer_token_file
-        .as_deref()
-        .map(|path| admin::auth::load_token(path, private.as_deref()))
-        .transpose()
-}
-
 /// Where ticks come from.
 pub enum Ticks {
     /// The configured cron schedule (tokio-cron-scheduler).
@@ -146,7 +132,10 @@ pub async fn start(setup: Setup) -> Result<Running, DaemonError> {
         admin_listener,
         passes,
     } = setup;
-    let guard = admin::auth::Guard::new(admin_token(&config, &env)?);
+    let guard = admin::auth::Guard::new(admin::auth::configured_token(
+        config.admin.bearer_token_file.as_deref(),
+        &env,
+    )?);
     let ledger = Arc::new(Ledger::open(&config.state_dir)?);
     let metrics = Arc::new(Metrics::new(clock.clone()));
     let interval = typical_interval(&config.schedule, config.timezone, wall.now());
@@ -588,7 +577,10 @@ impl LoopState {
                 "the admin server's timeouts and caps change after a restart (the bearer token is re-read now)"
             );
         }
-        let token = match admin_token(&config, &self.env) {
+        let token = match admin::auth::configured_token(
+            config.admin.bearer_token_file.as_deref(),
+            &self.env,
+        ) {
             Ok(token) => token,
             Err(error) => {
                 metrics.config_last_reload_successful.set(0);

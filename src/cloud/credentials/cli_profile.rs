@@ -62,7 +62,7 @@ pub(crate) fn from_cli_profile(
         (None, None) => return Ok(Attempt::Absent("HOME is unset".into())),
     };
     // The profile file holds AccessKey secrets: held to the same rule as a key file.
-    let private = env.get("CREDENTIALS_DIRECTORY").map(PathBuf::from);
+    let private = env.credentials_directory();
     let content = match crate::secret::read_private(&path, private.as_deref()) {
         Ok((_, Some(mode))) => {
             return Err(crate::secret::SecretFileError::OpenToOthers {

@@ -92,6 +92,13 @@ impl Environment {
             .is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
     }
 
+    /// `$CREDENTIALS_DIRECTORY`: where systemd's `LoadCredential=` (and the Kubernetes
+    /// manifest's Secret) puts credential files. The service manager makes it private to the
+    /// daemon, so its files are not held to the secret-file mode rule.
+    pub fn credentials_directory(&self) -> Option<PathBuf> {
+        self.get("CREDENTIALS_DIRECTORY").map(PathBuf::from)
+    }
+
     /// The home directory.
     pub fn home(&self) -> Option<PathBuf> {
         self.get("HOME").map(PathBuf::from)

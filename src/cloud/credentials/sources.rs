@@ -2,7 +2,7 @@
 //! credentials (`$CREDENTIALS_DIRECTORY`).
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::{
     Attempt, CredentialError, CredentialProvider, Credentials, CredentialsConfig, Environment,
@@ -52,12 +52,6 @@ pub(crate) fn read_value_file(path: &Path, what: &'static str) -> Result<String,
     Ok(value)
 }
 
-/// `$CREDENTIALS_DIRECTORY`: systemd makes it private to the service (and the Kubernetes
-/// manifest mounts the Secret there), so its files are not held to the mode rule.
-fn private_dir(env: &Environment) -> Option<PathBuf> {
-    env.get("CREDENTIALS_DIRECTORY").map(PathBuf::from)
-}
-
 /// `access_key_id` + `access_key_secret_file` (+ `security_token_file`) from the config.
 pub(crate) fn from_files(
     config: &CredentialsConfig,
@@ -72,7 +66,7 @@ pub(crate) fn from_files(
             detail: "access_key_secret_file is set but access_key_id is not".into(),
         });
     };
-    let private = private_dir(env);
+    let private = env.credentials_directory();
     let secret = read_secret_file(secret_path, "AccessKey secret", private.as_deref())?;
     let security_token = match &config.security_token_file {
         Some(path) => Some(read_secret_file(
@@ -128,7 +122,7 @@ pub(crate) fn from_systemd(
     config: &CredentialsConfig,
     env: &Environment,
 ) -> Result<Attempt, CredentialError> {
-    let Some(dir) = env.get("CREDENTIALS_DIRECTORY").map(PathBuf::from) else {
+    let Some(dir) = env.credentials_directory() else {
         return Ok(Attempt::Absent("CREDENTIALS_DIRECTORY is unset".into()));
     };
     let prefix = &config.systemd_credential_prefix;

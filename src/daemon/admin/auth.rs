@@ -62,6 +62,18 @@ pub fn load_token(path: &Path, private_dir: Option<&Path>) -> Result<Secret, Tok
     Ok(token)
 }
 
+/// The token `[admin] bearer_token_file` names, if any (read by `run`, on reload and by
+/// `check-config`).
+pub fn configured_token(
+    bearer_token_file: Option<&Path>,
+    env: &crate::cloud::credentials::Environment,
+) -> Result<Option<Secret>, TokenError> {
+    let private = env.credentials_directory();
+    bearer_token_file
+        .map(|path| load_token(path, private.as_deref()))
+        .transpose()
+}
+
 impl Guard {
     /// A guard requiring `token` (none: open).
     pub fn new(token: Option<Secret>) -> Guard {
