@@ -268,30 +268,46 @@ pub fn fast_retry(max_attempts: u32) -> ecs_renewd::cloud::retry::RetryPolicy {
     }
 }
 
-/// A log capture: a tracing subscriber writing JSON lines into a shared buffer.
+/// A log capture for the current thread: events logged on this thread while the guard lives
+/// are written, as text lines, into a shared buffer.
+///
+/// Every capture goes through one global subscriber installed once per test binary, which routes
+/// each line to the capture installed on the emitting thread. A per-thread `set_default`
+/// subscriber is not reliable when tests run in parallel: a callsite first registered by a test
+/// thread without a subscriber can cache "never enabled" while another thread is installing its
+/// own, and that thread's event is then silently dropped (tracing-core's interest cache; see
+/// <https://docs.rs/tracing-core/latest/tracing_core/callsite/index.html>). With one global
+/// subscriber that enables everything, no callsite is ever cached as disabled.
 #[derive(Clone, Default)]
 pub struct LogCapture(Arc<Mutex<Vec<u8>>>);
 
-impl LogCapture {
-    /// Installs the capture for the current thread (all levels).
-    pub fn install(&self) -> tracing::subscriber::DefaultGuard {
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_writer(self.clone())
-            .with_ansi(false)
-            .finish();
-        tracing::subscriber::set_default(subscriber)
-    }
+thread_local! {
+    /// The capture installed on this thread, if any.
+    static THREAD_CAPTURE: std::cell::RefCell<Option<LogCapture>> =
+        const { std::cell::RefCell::new(None) };
+}
 
-    /// Everything logged so far.
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+/// Restores the thread's previous capture (normally none) when dropped.
+pub struct CaptureGuard(Option<LogCapture>);
+
+impl Drop for CaptureGuard {
+    fn drop(&mut self) {
+        let previous = self.0.take();
+        THREAD_CAPTURE.with(|slot| *slot.borrow_mut() = previous);
     }
 }
 
-impl std::io::Write for LogCapture {
+/// The global writer: hands each line to the current thread's capture, or drops it.
+#[derive(Clone, Copy)]
+struct ThreadRouted;
+
+impl std::io::Write for ThreadRouted {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
+        THREAD_CAPTURE.with(|slot| {
+            if let Some(capture) = slot.borrow().as_ref() {
+                capture.0.lock().unwrap().extend_from_slice(buf);
+            }
+        });
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -299,10 +315,33 @@ impl std::io::Write for LogCapture {
     }
 }
 
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogCapture {
-    type Writer = LogCapture;
-    fn make_writer(&'a self) -> LogCapture {
-        self.clone()
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for ThreadRouted {
+    type Writer = ThreadRouted;
+    fn make_writer(&'a self) -> ThreadRouted {
+        *self
+    }
+}
+
+impl LogCapture {
+    /// Installs the capture for the current thread (all levels) until the guard is dropped.
+    pub fn install(&self) -> CaptureGuard {
+        static GLOBAL: std::sync::Once = std::sync::Once::new();
+        GLOBAL.call_once(|| {
+            let subscriber = tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::TRACE)
+                .with_writer(ThreadRouted)
+                .with_ansi(false)
+                .finish();
+            tracing::subscriber::set_global_default(subscriber)
+                .expect("LogCapture needs to be the only global subscriber in its test binary");
+        });
+        let previous = THREAD_CAPTURE.with(|slot| slot.borrow_mut().replace(self.clone()));
+        CaptureGuard(previous)
+    }
+
+    /// Everything logged so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
     }
 }
 
