@@ -40,13 +40,13 @@ pub enum AccountError {
         path: String,
         /// Index in `[[accounts]]`.
         index: usize,
-        /// Name.
+        /// The `name` of the entry whose credentials failed.
         account: String,
         /// Where the entry's name is.
         line: usize,
         /// Where the entry's name is.
         column: usize,
-        /// Why.
+        /// The credential error: which source failed, and how.
         #[source]
         source: CredentialError,
     },

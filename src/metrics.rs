@@ -75,17 +75,17 @@ pub struct Metrics {
     pub limit_trips_total: IntCounterVec,
     /// `passes_total{result}`.
     pub passes_total: IntCounterVec,
-    /// `ticks_coalesced_total`.
+    /// `ticks_coalesced_total`: ticks that arrived during a pass and were folded into the next.
     pub ticks_coalesced_total: IntCounter,
-    /// `scheduler_missed_ticks_total`.
+    /// `scheduler_missed_ticks_total`: cron ticks not delivered in time; the watchdog ran the pass.
     pub scheduler_missed_ticks_total: IntCounter,
-    /// `config_last_reload_successful`.
+    /// `config_last_reload_successful`: 1 when the last config reload (SIGHUP) succeeded, else 0.
     pub config_last_reload_successful: IntGauge,
     /// `clock_time_seconds` (set at scrape).
     pub clock_time_seconds: Gauge,
-    /// `dry_run`.
+    /// `dry_run`: 1 when the config has dry-run on (nothing is changed), else 0.
     pub dry_run: IntGauge,
-    /// `schedule_interval_seconds`.
+    /// `schedule_interval_seconds`: the typical interval between scheduled passes, in seconds.
     pub schedule_interval_seconds: Gauge,
     /// `instances_undecodable_total`: records ECS returned that could not be understood.
     pub undecodable_total: IntCounter,

@@ -487,7 +487,7 @@ pub struct SignedParameters {
     pub parameters: Vec<(String, String)>,
     /// What was signed.
     pub string_to_sign: String,
-    /// The signature.
+    /// Base64 HMAC-SHA1 of `string_to_sign`, sent as the `Signature` parameter.
     pub signature: String,
 }
 

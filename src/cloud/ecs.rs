@@ -149,7 +149,7 @@ pub struct InstancePage {
 /// Every instance a query matched, across pages.
 #[derive(Debug, Clone, Default)]
 pub struct Listing {
-    /// The instances.
+    /// Every instance record that could be decoded, in the order the pages listed them.
     pub instances: Vec<Instance>,
     /// Records that could not be understood.
     pub undecodable: Vec<InstanceDecodeError>,
@@ -178,7 +178,7 @@ pub struct PriceQuote {
 /// The auto-renew state to set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct AutoRenewTarget {
-    /// The switch.
+    /// The auto-renew switch to set: `AutoRenewal`, `Normal` or `NotRenewal`.
     pub status: RenewalStatus,
     /// Length per automatic renewal (sent with `AutoRenewal` only).
     pub duration: u32,
@@ -211,7 +211,7 @@ impl ClientToken {
         Ok(ClientToken(value))
     }
 
-    /// The token.
+    /// The token's text, as sent in RenewInstance's ClientToken parameter.
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -24,9 +24,9 @@ pub enum EndpointError {
     /// Not a URL, or not HTTP(S).
     #[error("endpoint {value:?} is not a usable URL: {detail}")]
     Malformed {
-        /// The setting.
+        /// The URL as built for the region (`{region}` already replaced).
         value: String,
-        /// Why.
+        /// What is wrong: a parse error, a scheme not http(s), no host, a query or user info.
         detail: String,
     },
     /// Plain HTTP to a host that is not loopback.
@@ -34,7 +34,7 @@ pub enum EndpointError {
         "endpoint {value:?} uses plain http to a non-loopback host; use https (plain http is accepted for 127.0.0.1, ::1 and localhost only)"
     )]
     InsecureRemote {
-        /// The setting.
+        /// The URL as built for the region; its host is not loopback.
         value: String,
     },
     /// A region id with characters that cannot be part of a host name.

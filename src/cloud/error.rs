@@ -349,7 +349,7 @@ pub enum CloudError {
     Credentials {
         /// Which account.
         account: String,
-        /// Why.
+        /// The credential error: which source failed, and how.
         #[source]
         source: CredentialError,
     },
@@ -361,7 +361,7 @@ pub enum CloudError {
         action: Action,
         /// In which region.
         region: String,
-        /// Why.
+        /// Why the client will not send it, in words (e.g. too many ids in one call).
         detail: String,
     },
 

@@ -26,20 +26,20 @@ use crate::reconcile::{observe_and_assess, price::price_candidates};
 pub struct Amount {
     /// In currency units.
     pub amount: f64,
-    /// Currency.
+    /// ISO currency code of `amount`, as ECS quotes it (`CNY`, `USD`).
     pub currency: String,
 }
 
 /// One instance in the plan.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PlanRow {
-    /// Account.
+    /// Name of the config account entry the instance was listed through.
     pub account: String,
-    /// Region.
+    /// The region the instance was scanned in, e.g. cn-hangzhou.
     pub region: String,
     /// Instance id.
     pub instance_id: String,
-    /// Name.
+    /// The instance's display name, as ECS lists it.
     pub name: String,
     /// Expiry (RFC 3339).
     pub expires_at: DateTime<Utc>,
@@ -56,16 +56,16 @@ pub struct PlanRow {
     pub due_at: Option<DateTime<Utc>>,
     /// The renewal's price.
     pub price: Option<Amount>,
-    /// Why.
+    /// Why, in words; notes a belt that would hold the renewal or a price that is unavailable.
     pub reason: String,
 }
 
 /// A source in the plan.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PlanSource {
-    /// Account.
+    /// Name of the config account entry the source scans.
     pub account: String,
-    /// Region.
+    /// The region the source scans, e.g. cn-hangzhou.
     pub region: String,
     /// Scanned completely?
     pub ok: bool,
@@ -78,7 +78,7 @@ pub struct PlanSource {
 /// Spend per currency.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PlanTotal {
-    /// Currency.
+    /// ISO currency code the renewals are quoted in (`CNY`, `USD`).
     pub currency: String,
     /// Renewals in it.
     pub renewals: usize,
@@ -89,7 +89,7 @@ pub struct PlanTotal {
 /// A belt that would trip.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PlanLimit {
-    /// Which.
+    /// The belt's name (a `LimitKind` word, e.g. `spend_per_day`).
     pub limit: String,
     /// What it saw.
     pub detail: String,
@@ -102,7 +102,7 @@ pub struct PlanReport {
     pub generated_at: DateTime<Utc>,
     /// Whether the config says dry-run.
     pub dry_run: bool,
-    /// Sources.
+    /// Each (account, region) scanned, and whether its scan was complete.
     pub sources: Vec<PlanSource>,
     /// Instances, by expiry.
     pub instances: Vec<PlanRow>,

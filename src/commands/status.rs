@@ -144,7 +144,7 @@ pub fn render_status(report: &StatusReport) -> String {
     out
 }
 
-/// `status`.
+/// `ecs-renewd status`: the ledger's status report (opened read-only), as a table or JSON.
 pub fn run_status(
     path: &Path,
     env: &Environment,
@@ -161,7 +161,7 @@ pub fn run_status(
     out.write_all(text.as_bytes()).map_err(Failure::runtime)
 }
 
-/// `history`.
+/// `ecs-renewd history`: the ledger's money-moving records, optionally for one instance.
 pub fn run_history(
     path: &Path,
     env: &Environment,

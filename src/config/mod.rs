@@ -28,7 +28,7 @@ pub const DEFAULT_PATH: &str = "/etc/ecs-renewd/config.toml";
 /// One problem in a config file, located.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
-    /// The file.
+    /// The config file the problem is in.
     pub file: PathBuf,
     /// 1-based line (0 when unknown).
     pub line: usize,
@@ -84,9 +84,9 @@ pub enum ConfigError {
         "cannot read the config file {path}: {source} — check the path (--config or ECS_RENEWD_CONFIG)"
     )]
     Read {
-        /// The file.
+        /// The config file's path, as given (`--config`, ECS_RENEWD_CONFIG or the default).
         path: PathBuf,
-        /// Why.
+        /// The I/O error from reading the file.
         #[source]
         source: std::io::Error,
     },
@@ -101,11 +101,11 @@ pub enum ConfigError {
 /// One account, compiled.
 #[derive(Debug, Clone)]
 pub struct Account {
-    /// Name.
+    /// The entry's unique `name`, used in logs, metric labels, ledger rows and policy matching.
     pub name: String,
     /// Credentials source.
     pub credentials: CredentialsConfig,
-    /// Endpoint.
+    /// Where the account's calls go: the public or VPC endpoint, or a custom URL.
     pub endpoint: Endpoint,
     /// Site (period rules).
     pub site: Site,
@@ -188,9 +188,9 @@ pub struct Config {
     pub admin_listen: SocketAddr,
     /// The admin server's protection and limits.
     pub admin: AdminSettings,
-    /// Scanning.
+    /// The `[scan]` settings: default regions, expiry window, concurrency, skip tag.
     pub scan: Scan,
-    /// Accounts.
+    /// The `[[accounts]]` entries in file order, each with its credentials and regions.
     pub accounts: Vec<Account>,
     /// Safety belts.
     pub limits: Limits,

@@ -51,7 +51,7 @@ pub struct ConfigFile {
 pub struct Schedule {
     /// As written.
     pub text: String,
-    /// Parsed.
+    /// `text` parsed (seconds first); the scheduler finds each next fire time with it.
     pub cron: croner::Cron,
 }
 
@@ -231,7 +231,7 @@ impl Default for AdminSection {
 pub enum Regions {
     /// Every region DescribeRegions lists.
     All,
-    /// These.
+    /// Only these region ids (e.g. cn-hangzhou), as written.
     List(Vec<String>),
 }
 
@@ -513,7 +513,7 @@ closed_enum! {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeepAutoRenew {
-    /// The switch.
+    /// The auto-renew switch to keep: `AutoRenewal`, `Normal` or `NotRenewal`.
     pub status: RenewalStatus,
     /// Length per automatic renewal (with AutoRenewal).
     #[serde(default = "default_one")]

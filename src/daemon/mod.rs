@@ -50,9 +50,9 @@ pub enum DaemonError {
         "cannot listen on {addr} for the admin HTTP server: {source} — change [admin] listen or ECS_RENEWD_ADMIN_LISTEN"
     )]
     Bind {
-        /// The address.
+        /// The configured admin address (`[admin] listen` or ECS_RENEWD_ADMIN_LISTEN).
         addr: SocketAddr,
-        /// Why.
+        /// The I/O error from binding the address or reading the listener's address.
         #[source]
         source: std::io::Error,
     },
@@ -102,9 +102,9 @@ pub struct Setup {
 pub struct Running {
     /// The admin server's address.
     pub admin_addr: SocketAddr,
-    /// Metrics.
+    /// The daemon's metrics, shared with the engine and the admin server.
     pub metrics: Arc<Metrics>,
-    /// The ledger.
+    /// The writable ledger (holding the state directory's lock), shared with the engine.
     pub ledger: Arc<Ledger>,
     /// The loop; ends after `stop` fires.
     pub task: tokio::task::JoinHandle<Result<(), DaemonError>>,

@@ -29,7 +29,7 @@ pub enum TickReason {
 /// A request to run a pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tick {
-    /// Why.
+    /// What asked for the pass: the cron schedule or the watchdog.
     pub reason: TickReason,
     /// When it was sent (wall clock).
     pub at: DateTime<Utc>,

@@ -57,8 +57,8 @@ impl RetryWakes {
 }
 
 /// The wake-up for `retry` after a pass that started at `started`: none unless the retry lies
-/// after the pass began; never within `floor` of that start; jittered by up to a fifth of
-/// `floor`.
+/// after the pass began; never within `floor` of that start; jittered by up to a
+/// fifth of `floor`.
 pub fn retry_wake(
     started: DateTime<Utc>,
     retry: Option<DateTime<Utc>>,

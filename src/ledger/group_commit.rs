@@ -70,8 +70,8 @@ impl std::fmt::Debug for CommitQueue {
 
 impl CommitQueue {
     /// Runs `write` in a transaction shared with the writes queued at the same time and
-    /// returns once that transaction has committed (or the write failed). `lock` takes the
-    /// connection.
+    /// returns once that transaction has committed (or the write failed). `lock` takes
+    /// the connection.
     pub(super) fn write<'c, T, F>(
         &self,
         lock: impl FnOnce() -> MutexGuard<'c, Connection>,

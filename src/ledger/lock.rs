@@ -23,7 +23,7 @@ pub enum LockError {
         "another ecs-renewd already uses the state directory {dir} (it holds {path}); run one daemon per state directory — stop the other one or give this one its own state_dir"
     )]
     Held {
-        /// The directory.
+        /// The state directory another process already uses.
         dir: String,
         /// The lock file.
         path: String,
@@ -35,7 +35,7 @@ pub enum LockError {
     Io {
         /// The lock file.
         path: String,
-        /// Why.
+        /// The I/O error from opening or locking the lock file.
         #[source]
         source: std::io::Error,
     },

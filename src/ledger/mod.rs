@@ -42,9 +42,9 @@ pub enum LedgerError {
         "state directory {path}: {source} — create it and make it writable by the daemon's user (or set state_dir / ECS_RENEWD_STATE_DIR)"
     )]
     StateDir {
-        /// The directory.
+        /// The state directory's path, as passed to `Ledger::open`.
         path: String,
-        /// Why.
+        /// The I/O error from creating the directory.
         #[source]
         source: std::io::Error,
     },
@@ -56,9 +56,9 @@ pub enum LedgerError {
         "ledger {path} cannot be opened: {source} — if the file is damaged, stop the daemon and restore it from a backup (see README, Backups)"
     )]
     Open {
-        /// The file.
+        /// Path of the ledger database file (`ledger.db` in the state directory).
         path: String,
-        /// Why.
+        /// The SQLite error from opening the file, setting its pragmas or reading its version.
         #[source]
         source: rusqlite::Error,
     },
@@ -67,11 +67,11 @@ pub enum LedgerError {
         "ledger {path} has schema version {found}, newer than this ecs-renewd supports ({supported}): upgrade ecs-renewd, or restore a backup made by this version"
     )]
     FutureVersion {
-        /// The file.
+        /// Path of the ledger database file that carries the newer schema.
         path: String,
         /// Its version.
         found: u32,
-        /// Ours.
+        /// The newest schema version this build reads and writes (its number of migrations).
         supported: u32,
     },
     /// A write failed (a full disk, an I/O error): nothing of it was kept.
@@ -81,7 +81,7 @@ pub enum LedgerError {
     Write {
         /// What was being written.
         what: &'static str,
-        /// Why.
+        /// The SQLite error that made the write fail.
         #[source]
         source: rusqlite::Error,
     },
@@ -99,13 +99,13 @@ pub enum LedgerError {
         "ledger {path}: table {table}, row {row}: column {column} holds {value:?}, which this ecs-renewd cannot read — the pass stops rather than guess; if the file was edited or damaged, stop the daemon and restore it from a backup (see README, Backups), or correct the row with sqlite3"
     )]
     Unreadable {
-        /// The file.
+        /// Path of the ledger database file the value was read from.
         path: String,
-        /// The table.
+        /// The table the value was read from, e.g. `intents`.
         table: &'static str,
         /// The row's key.
         row: String,
-        /// The column.
+        /// The column that holds the value, e.g. `old_expiry`.
         column: &'static str,
         /// What it holds (cut to 80 characters).
         value: String,
@@ -115,7 +115,7 @@ pub enum LedgerError {
     Read {
         /// What was being read.
         what: &'static str,
-        /// Why.
+        /// The SQLite error that made the read fail.
         #[source]
         source: rusqlite::Error,
     },
@@ -144,21 +144,21 @@ fn query_one<T>(
 /// A renewal about to be made.
 #[derive(Debug, Clone)]
 pub struct NewIntent {
-    /// Account.
+    /// Name of the config account entry the instance was listed through.
     pub account: String,
-    /// Region.
+    /// The instance's region, e.g. cn-hangzhou (RenewInstance's RegionId).
     pub region: String,
-    /// Instance.
+    /// The ECS instance id to renew.
     pub instance_id: String,
     /// The expiry being extended.
     pub old_expiry: DateTime<Utc>,
-    /// Length.
+    /// How many `unit`s to renew for (RenewInstance's Period).
     pub period: u32,
-    /// Unit.
+    /// The unit of `period`: Week, Month or Year (RenewInstance's PeriodUnit).
     pub unit: PeriodUnit,
     /// The ClientToken every attempt will carry.
     pub client_token: String,
-    /// The policy.
+    /// Name of the policy that called for the renewal, if one matched.
     pub policy: Option<String>,
     /// Why (due, expired, missed_deduction, resume, retry).
     pub why: String,
@@ -171,7 +171,7 @@ pub struct NewIntent {
 pub struct FailureRecord {
     /// Error code or kind.
     pub code: String,
-    /// Class.
+    /// The failure class, which decides the backoff and labels metrics and alerts.
     pub class: ErrorClass,
     /// Message (secrets are never in it: the client scrubs them).
     pub message: String,
@@ -184,11 +184,11 @@ pub struct FailureRecord {
 pub struct OpenIntent {
     /// Row id.
     pub id: i64,
-    /// Account.
+    /// Name of the config account entry the intent was written under.
     pub account: String,
-    /// Region.
+    /// The instance's region, e.g. cn-hangzhou.
     pub region: String,
-    /// Instance.
+    /// The ECS instance id the intent renews.
     pub instance_id: String,
     /// The expiry it extends.
     pub old_expiry: DateTime<Utc>,
@@ -216,25 +216,25 @@ impl HistorySource for Histories {
 /// One instance's line in the status table (the latest pass's view of it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StatusRow {
-    /// Account.
+    /// Name of the config account entry the instance was listed through.
     pub account: String,
-    /// Region.
+    /// The region the instance was scanned in, e.g. cn-hangzhou.
     pub region: String,
-    /// Instance.
+    /// The ECS instance id (with `account`, the line's key).
     pub instance_id: String,
-    /// Name.
+    /// The instance's display name, as ECS lists it.
     pub name: String,
-    /// Expiry.
+    /// When the instance's paid period ends, as last observed or verified.
     pub expires_at: DateTime<Utc>,
-    /// Policy.
+    /// Name of the policy that matched the instance (`None`: no policy matched).
     pub policy: Option<String>,
-    /// State.
+    /// The instance's state word (an `InstanceState`, e.g. `due`, `backoff`, `excluded`).
     pub state: String,
     /// Decision word.
     pub decision: String,
     /// When the next action is due.
     pub due_at: Option<DateTime<Utc>>,
-    /// Why.
+    /// Why the instance is in this state, in words (from `decide` or the pass's outcome).
     pub reason: String,
     /// Failed attempts in a row.
     pub failed_attempts: u32,
@@ -253,9 +253,9 @@ pub struct StatusRow {
 /// A change to one instance's status line after the pass acted on it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatusUpdate {
-    /// Account.
+    /// Name of the config account entry; with `instance_id`, which line to change.
     pub account: String,
-    /// Instance.
+    /// The ECS instance id whose line changes.
     pub instance_id: String,
     /// New state.
     pub state: String,
@@ -276,11 +276,11 @@ pub struct StatusUpdate {
 /// The per-instance fields metrics need, borrowed from a status row.
 #[derive(Debug, Clone, Copy)]
 pub struct MetricRow<'a> {
-    /// Account.
+    /// Name of the config account entry (the series' `account` label).
     pub account: &'a str,
-    /// Region.
+    /// The instance's region (the series' `region` label).
     pub region: &'a str,
-    /// Instance.
+    /// The ECS instance id (the series' `instance_id` label).
     pub instance_id: &'a str,
     /// Policy (`none` when no policy matched).
     pub policy: &'a str,
@@ -288,11 +288,11 @@ pub struct MetricRow<'a> {
     pub expires_at: i64,
     /// Next action, unix seconds.
     pub next_action_at: Option<i64>,
-    /// State.
+    /// The instance's state word (the `state` label of `instance_state`).
     pub state: &'a str,
     /// Failed attempts.
     pub failed_attempts: i64,
-    /// Drift.
+    /// Whether auto-renew settings differ from the policy (`instance_auto_renew_drift`).
     pub drift: bool,
     /// Deduction overdue.
     pub deduction_overdue: bool,
@@ -305,11 +305,11 @@ pub struct HistoryEntry {
     pub at: DateTime<Utc>,
     /// `renewal` or `auto_renew`.
     pub kind: String,
-    /// Account.
+    /// Name of the config account entry the record was made through.
     pub account: String,
-    /// Region.
+    /// The instance's region, e.g. cn-hangzhou.
     pub region: String,
-    /// Instance.
+    /// The ECS instance id the record is about.
     pub instance_id: String,
     /// What was asked (e.g. `1 Month`, `AutoRenewal 1 Month`).
     pub request: String,
@@ -325,7 +325,7 @@ pub struct HistoryEntry {
     pub price: Option<String>,
     /// Error code and class.
     pub error: Option<String>,
-    /// Attempts.
+    /// Requests sent for a renewal (unsent ones not counted); 1 for an auto-renew change.
     pub attempts: u32,
     /// Expiry before.
     pub old_expiry: Option<DateTime<Utc>>,
@@ -338,13 +338,13 @@ pub struct HistoryEntry {
 /// Auto-renew changes about to be requested with one call.
 #[derive(Debug, Clone, Copy)]
 pub struct PendingAutoRenew<'a> {
-    /// Account.
+    /// Name of the config account entry whose client makes the call.
     pub account: &'a str,
-    /// Region.
+    /// The region all of `instance_ids` are in.
     pub region: &'a str,
     /// The attributes to ask for.
     pub target: &'a crate::cloud::ecs::AutoRenewTarget,
-    /// The instances.
+    /// Ids of the instances to set to `target`; each gets its own `pending` row.
     pub instance_ids: &'a [String],
 }
 
@@ -360,9 +360,9 @@ pub struct AutoRenewAnswer<'a> {
 /// A pass as recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PassRecord {
-    /// Start.
+    /// When the pass began (the clock's now, UTC).
     pub started_at: DateTime<Utc>,
-    /// End.
+    /// When the pass ended (the clock's now as it began publishing, UTC).
     pub finished_at: DateTime<Utc>,
     /// ok, partial or failed.
     pub result: String,
@@ -390,9 +390,9 @@ pub struct UnpricedCharge {
     pub intent_id: i64,
     /// Account entry that made it.
     pub account: String,
-    /// Region.
+    /// The instance's region, where its price is asked.
     pub region: String,
-    /// Instance.
+    /// The ECS instance id that was charged.
     pub instance_id: String,
     /// Length charged.
     pub period: u32,
@@ -400,7 +400,7 @@ pub struct UnpricedCharge {
     pub unit: PeriodUnit,
 }
 
-/// The ledger.
+/// The SQLite ledger in a state directory, opened for writing (locked) or read-only.
 #[derive(Debug)]
 pub struct Ledger {
     conn: Mutex<Connection>,
@@ -485,7 +485,7 @@ impl Ledger {
         Ok(Some(ledger))
     }
 
-    /// The file.
+    /// Path of the ledger database file (`ledger.db` in the state directory).
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -1236,8 +1236,8 @@ impl Ledger {
         Ok(out)
     }
 
-    /// Writes (or overwrites) status lines in one transaction, tagged with the pass's
-    /// `generation`.
+    /// Writes (or overwrites) status lines in one transaction, tagged with the
+    /// pass's `generation`.
     pub fn write_status(&self, rows: &[StatusRow], generation: i64) -> Result<(), LedgerError> {
         let write = |source| LedgerError::Write {
             what: "writing status lines",

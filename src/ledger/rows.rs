@@ -17,7 +17,7 @@ use crate::cloud::types::{PeriodUnit, RenewalStatus};
 pub(super) struct Cell<'a> {
     /// The ledger file.
     pub path: &'a Path,
-    /// The table.
+    /// The table the value comes from, e.g. `intents` (named in the error).
     pub table: &'static str,
     /// The row's key (its id, or its natural key).
     pub row: &'a str,
@@ -55,7 +55,7 @@ impl Cell<'_> {
         ErrorClass::parse(text).ok_or_else(|| self.unreadable(column, text))
     }
 
-    /// A RenewalStatus.
+    /// An auto-renew switch word (`AutoRenewal`, `Normal`, `NotRenewal`).
     pub fn renewal_status(
         &self,
         column: &'static str,

@@ -73,22 +73,22 @@ impl FromStr for StatusCursor {
 /// The last pass, as `status` shows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LastPass {
-    /// Start.
+    /// When the pass began (UTC).
     pub started_at: chrono::DateTime<chrono::Utc>,
-    /// End.
+    /// When the pass ended (UTC).
     pub finished_at: chrono::DateTime<chrono::Utc>,
     /// ok, partial, failed.
     pub result: String,
-    /// The summary.
+    /// The pass's stored JSON summary (`PassSummary`); null if it does not parse.
     pub summary: serde_json::Value,
 }
 
 /// A source's health.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SourceStatus {
-    /// Account.
+    /// Name of the config account entry the source scans.
     pub account: String,
-    /// Region.
+    /// The region the source scans, e.g. cn-hangzhou.
     pub region: String,
     /// Last complete scan.
     pub last_success: chrono::DateTime<chrono::Utc>,
@@ -97,11 +97,11 @@ pub struct SourceStatus {
 /// `status --json` (and the admin endpoint `/status`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StatusReport {
-    /// The ledger.
+    /// Path of the ledger file the report was read from.
     pub ledger: String,
     /// The last pass.
     pub last_pass: Option<LastPass>,
-    /// Sources.
+    /// Each source's last complete scan, by account and region.
     pub sources: Vec<SourceStatus>,
     /// Instances, by expiry.
     pub instances: Vec<StatusRow>,

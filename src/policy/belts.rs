@@ -19,19 +19,19 @@ fn money(cents: i64, currency: &str) -> String {
 closed_enum! {
     /// A safety belt (a metric label).
     pub enum LimitKind {
-        /// `max_renewals_per_run`.
+        /// More renewals in one pass than `max_renewals_per_run`; holds the whole batch.
         RenewalsPerRun => "renewals_per_run",
-        /// `max_renewals_per_day`.
+        /// Today's renewals plus the batch over `max_renewals_per_day`; holds the whole batch.
         RenewalsPerDay => "renewals_per_day",
-        /// `max_spend_per_run`.
+        /// A currency's spend in a pass over `max_spend_per_run`, or spend that cannot be checked.
         SpendPerRun => "spend_per_run",
-        /// `max_spend_per_day`.
+        /// Today's spend plus the batch's over `max_spend_per_day`, or today's spend unknown.
         SpendPerDay => "spend_per_day",
-        /// `max_fleet_share_per_run`.
+        /// Renewals in one pass over `max_fleet_share_per_run` of the PrePaid instances seen.
         FleetShare => "fleet_share",
         /// A policy's `max_price`.
         MaxPrice => "max_price",
-        /// `max_auto_renew_enables_per_run`.
+        /// Auto-renew switch-ons in one pass over `max_auto_renew_enables_per_run`.
         AutoRenewEnablesPerRun => "auto_renew_enables_per_run",
     }
 }
@@ -78,7 +78,7 @@ pub struct BeltInput {
 /// A tripped belt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Trip {
-    /// Which.
+    /// The belt that tripped (also the `limit_trips_total` label).
     pub limit: LimitKind,
     /// What it saw, in words.
     pub detail: String,

@@ -81,9 +81,9 @@ pub struct IntentView {
     pub token: String,
     /// The expiry it meant to extend.
     pub old_expiry: DateTime<Utc>,
-    /// Length.
+    /// How many `unit`s the intent renews for (its RenewInstance Period).
     pub period: u32,
-    /// Unit.
+    /// The unit of `period`: Week, Month or Year.
     pub unit: PeriodUnit,
     /// Where it stands.
     pub status: IntentStatus,
@@ -130,19 +130,19 @@ pub struct Subject<'a> {
 /// A renewal to make.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RenewPlan {
-    /// Length.
+    /// How many `unit`s to renew for (RenewInstance's Period).
     pub period: u32,
-    /// Unit.
+    /// The unit of `period`: Week, Month or Year.
     pub unit: PeriodUnit,
     /// Most it may cost, in the currency it is set in.
     pub max_price: Option<Money>,
     /// The token of an open intent to reuse (never a new one for the same expiry).
     pub reuse_token: Option<String>,
-    /// Why.
+    /// Why the renewal happens (due, expired, missed deduction, resume, retry).
     pub why: RenewWhy,
 }
 
-/// The decision.
+/// What `decide` concluded for one instance: its state, what to do now, why and when.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
     /// The policy that matched (`None`: no policy; observed only).

@@ -60,9 +60,9 @@ pub struct Policy {
 pub enum PolicyAction {
     /// RenewInstance within `renew_before` of expiry (or once expired, before release).
     Renew {
-        /// Length.
+        /// How many `unit`s each renewal buys (RenewInstance's Period).
         period: u32,
-        /// Unit.
+        /// The unit of `period`: Week, Month or Year.
         unit: PeriodUnit,
         /// How long before expiry.
         renew_before: Duration,
@@ -82,7 +82,7 @@ pub enum PolicyAction {
     NotRenewal,
     /// Metrics and status only.
     Observe,
-    /// Excluded.
+    /// Do nothing; the instance is reported in state `excluded`.
     Skip,
 }
 

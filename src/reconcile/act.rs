@@ -36,9 +36,9 @@ pub enum RenewOutcome {
     },
     /// Refused; retried from `retry_at` (not-applicable answers at a scheduled pass after it).
     Failed {
-        /// Class.
+        /// The failure class, which sets the backoff (and the metrics' class label).
         class: ErrorClass,
-        /// Code.
+        /// The service's error code, or the client's error kind when there was none.
         code: String,
         /// Next attempt.
         retry_at: DateTime<Utc>,
@@ -64,11 +64,11 @@ pub enum RenewOutcome {
 pub struct RenewalResult {
     /// Row index in the assessment.
     pub row: usize,
-    /// Account.
+    /// Name of the config account entry the renewal went through.
     pub account: Arc<str>,
-    /// Region.
+    /// The instance's region, e.g. cn-hangzhou.
     pub region: String,
-    /// Instance.
+    /// The ECS instance id the renewal was for.
     pub instance_id: String,
     /// The expiry it extends.
     pub old_expiry: DateTime<Utc>,
@@ -78,15 +78,15 @@ pub struct RenewalResult {
 
 /// What acting needs.
 pub struct ActContext<'a> {
-    /// Config.
+    /// The config in force for the pass (dry run, retry and scan settings).
     pub config: &'a Config,
-    /// Clients.
+    /// One API client per config account entry, found by the candidate's account name.
     pub accounts: &'a [AccountClient],
     /// Ledger (shared with the blocking pool, where its writes run).
     pub ledger: &'a Arc<Ledger>,
-    /// Metrics.
+    /// Where renewal outcomes and spend are counted.
     pub metrics: &'a Metrics,
-    /// Clock.
+    /// The time source for ledger timestamps and retry times.
     pub clock: &'a dyn Clock,
     /// Histories loaded at the start of the pass.
     pub histories: &'a (dyn HistorySource + Sync),
@@ -97,8 +97,8 @@ pub struct ActContext<'a> {
 }
 
 /// Renews the allowed candidates; sources in parallel, one renewal at a time per source.
-/// A ledger write failure stops all acting and is returned: nothing is charged without its
-/// record.
+/// A ledger write failure stops all acting and is returned: nothing is charged without
+/// its record.
 pub async fn renew_all(
     ctx: &ActContext<'_>,
     candidates: Vec<RenewCandidate>,

@@ -16,9 +16,9 @@ pub use crate::policy::{HistorySource, NoHistory};
 /// One instance's assessment, kept for metrics, status and plan.
 #[derive(Debug, Clone)]
 pub struct Row {
-    /// Account.
+    /// Name of the config account entry the instance was listed through.
     pub account: Arc<str>,
-    /// Region.
+    /// The region the instance was listed in, e.g. cn-hangzhou.
     pub region: Arc<str>,
     /// Instance id.
     pub instance_id: String,
@@ -28,11 +28,11 @@ pub struct Row {
     pub expires_at: DateTime<Utc>,
     /// Matched policy.
     pub policy: Option<String>,
-    /// State.
+    /// The state `decide` gave the instance, as metrics and status show it.
     pub state: InstanceState,
     /// When the next action is due.
     pub due_at: Option<DateTime<Utc>>,
-    /// Why.
+    /// Why the instance is in this state, in words (from `decide`).
     pub reason: String,
     /// Failed attempts in a row for this expiry.
     pub failed_attempts: u32,
@@ -96,7 +96,7 @@ pub struct RenewCandidate {
     pub failed_attempts: u32,
     /// The reason `decide` gave.
     pub reason: String,
-    /// Account.
+    /// Name of the config account entry whose client prices and renews it.
     pub account: Arc<str>,
     /// The instance as observed.
     pub instance: Instance,
@@ -121,9 +121,9 @@ pub struct RenewCandidate {
 pub struct AutoRenewChange {
     /// Index of its row (when rows are collected).
     pub row: usize,
-    /// Account.
+    /// Name of the config account entry whose client makes the change.
     pub account: Arc<str>,
-    /// Region.
+    /// The instance's region (changes are sent per account, region and target).
     pub region: Arc<str>,
     /// Instance id.
     pub instance_id: String,
@@ -135,7 +135,7 @@ pub struct AutoRenewChange {
 /// one cloud account): assessed once, through the first.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Duplicate {
-    /// The instance.
+    /// The id of the instance both sources listed.
     pub instance_id: String,
     /// The source it is managed through this pass (`account/region`).
     pub kept: String,
@@ -148,9 +148,9 @@ pub struct Duplicate {
 pub struct Refused {
     /// Account entry.
     pub account: String,
-    /// Region.
+    /// The instance's region, e.g. cn-hangzhou.
     pub region: String,
-    /// Instance.
+    /// The ECS instance id whose renewal was refused.
     pub instance_id: String,
     /// Permission, clock or invalid.
     pub class: String,

@@ -34,9 +34,9 @@ impl std::fmt::Display for SourceKey {
 /// One instance as observed, with its attributes.
 #[derive(Debug, Clone)]
 pub struct Observed {
-    /// The account.
+    /// Name of the config account entry whose source listed the instance.
     pub account: Arc<str>,
-    /// The instance.
+    /// The instance record as DescribeInstances returned it.
     pub instance: Instance,
     /// Its auto-renew attributes (`None` when they could not be read).
     pub auto_renew: Option<AutoRenewAttribute>,

@@ -26,15 +26,15 @@ use crate::policy::{InstanceState, apply_belts};
 
 /// Everything a pass needs; built once by the daemon (rebuilt on reload).
 pub struct Engine {
-    /// The config.
+    /// The checked config every pass of this engine uses (a reload builds a new engine).
     pub config: Arc<Config>,
     /// Account clients.
     pub accounts: Vec<AccountClient>,
-    /// The ledger.
+    /// The durable record every charge is written to before it is sent.
     pub ledger: Arc<Ledger>,
-    /// Metrics.
+    /// Where the pass publishes its counters and gauges (scans, renewals, belts, passes).
     pub metrics: Arc<Metrics>,
-    /// The clock.
+    /// The time source for the pass's start and end, its day key and ledger timestamps.
     pub clock: Arc<dyn Clock>,
     /// Shutdown: no new call starts once it fires.
     pub cancel: CancellationToken,
@@ -138,9 +138,9 @@ impl Phases {
 /// How one source's scan went.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct SourceResult {
-    /// Account.
+    /// Name of the config account entry the source scans.
     pub account: String,
-    /// Region.
+    /// The region the source scans, e.g. cn-hangzhou.
     pub region: String,
     /// The failure class, when it failed.
     pub failure_class: Option<String>,
@@ -311,8 +311,8 @@ impl Engine {
         )
     }
 
-    /// Per source: metrics, logs and the summary's source results; returns the sources scanned
-    /// completely.
+    /// Per source: metrics, logs and the summary's source results; returns the sources
+    /// scanned completely.
     fn record_sources<'r>(
         &self,
         reports: &'r [SourceReport],
@@ -654,8 +654,8 @@ impl Engine {
     }
 
     /// Writes the acted-on lines, drops the lines of instances gone from sources scanned
-    /// completely (a failed source keeps its last lines, and their alerts), and records the
-    /// pass.
+    /// completely (a failed source keeps its last lines, and their alerts), and records
+    /// the pass.
     fn publish(
         &self,
         generation: i64,

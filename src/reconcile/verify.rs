@@ -19,11 +19,11 @@ use crate::ledger::{Ledger, LedgerError};
 pub struct VerifyTarget {
     /// Ledger row.
     pub intent_id: i64,
-    /// Account.
+    /// Name of the config account entry whose client re-reads the instance.
     pub account: Arc<str>,
-    /// Region.
+    /// The instance's region, where it is re-read.
     pub region: String,
-    /// Instance.
+    /// The ECS instance id whose expiry is checked.
     pub instance_id: String,
     /// The expiry it extends.
     pub old_expiry: DateTime<Utc>,

@@ -209,7 +209,7 @@ pub enum CredentialError {
     Unreadable {
         /// What the file should hold.
         what: &'static str,
-        /// The file.
+        /// The file's path, as the config or the environment names it.
         path: PathBuf,
         /// The I/O error.
         #[source]
@@ -221,7 +221,7 @@ pub enum CredentialError {
     Empty {
         /// What the file should hold.
         what: &'static str,
-        /// The file.
+        /// The path of the empty file.
         path: PathBuf,
     },
 
@@ -241,7 +241,7 @@ pub enum CredentialError {
     /// The aliyun CLI config cannot be used.
     #[error("aliyun CLI config {path}: {detail}")]
     CliProfile {
-        /// The file.
+        /// The aliyun CLI config file read (by default `~/.aliyun/config.json`).
         path: PathBuf,
         /// What is wrong.
         detail: String,
@@ -337,8 +337,8 @@ impl CredentialProvider {
         }
     }
 
-    /// The credentials to sign with at `now`, refreshing temporary ones that are close to
-    /// expiry.
+    /// The credentials to sign with at `now`, refreshing temporary ones that are close
+    /// to expiry.
     pub async fn credentials(&self, now: DateTime<Utc>) -> Result<Credentials, CredentialError> {
         match &self.kind {
             ProviderKind::Static(credentials) => Ok(credentials.clone()),

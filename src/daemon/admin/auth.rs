@@ -41,7 +41,7 @@ pub enum TokenError {
         "[admin] bearer_token_file: the token in {path} has {chars} characters; use at least {MIN_TOKEN_CHARS} (e.g. `openssl rand -hex 32 > {path}`)"
     )]
     TooShort {
-        /// The file.
+        /// The `bearer_token_file` path the token was read from.
         path: String,
         /// Its length.
         chars: usize,

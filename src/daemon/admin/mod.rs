@@ -35,7 +35,7 @@ const STATUS_PAGE_MAX: usize = 5000;
 /// What the handlers read.
 #[derive(Clone)]
 pub struct AdminState {
-    /// Metrics.
+    /// The daemon's metrics, rendered at /metrics.
     pub metrics: Arc<Metrics>,
     /// A read-only connection to the ledger (for /metrics and /status; readers never block
     /// the daemon's writes).
