@@ -15,6 +15,7 @@ FROM rust:1.95.0-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src/ src/
+COPY crates/ crates/
 # crt-static: scratch has no dynamic loader. glibc >= 2.34 carries the files/dns NSS modules
 # itself, so name resolution still works without libnss_*.so.
 ENV RUSTFLAGS="-C target-feature=+crt-static"

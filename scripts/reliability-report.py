@@ -2,11 +2,11 @@
 """Writes RELIABILITY.md from the figures the reliability tests leave in target/reliability/.
 
 The figures are produced by the tests themselves, never typed in:
-  soak-<variant>.json   tests/soak.rs, chaos soak (in process)
-  kills-<variant>.json  tests/soak.rs, SIGKILL-and-restart run of the real binary
-  bad-inputs.json       tests/bad_input.rs, every bad input with its exact answer
+  soak-<variant>.json   tests/it/soak.rs, chaos soak (in process)
+  kills-<variant>.json  tests/it/soak.rs, SIGKILL-and-restart run of the real binary
+  bad-inputs.json       tests/it/bad_input.rs, every bad input with its exact answer
   state-machine-<variant>.json  tests/money_safety/state_machine.rs, the model-based test
-  fuzz-<variant>.log    the output of the fuzz run (`cargo test --test fuzz ... | tee`)
+  fuzz-<variant>.log    the output of the fuzz run (`cargo test --test it fuzz:: ... | tee`)
 
 Usage: python3 scripts/reliability-report.py [--variant long] [--out RELIABILITY.md]
 """
@@ -22,7 +22,7 @@ FIGURES = ROOT / "target" / "reliability"
 # The long fuzz run; its log is tee'd to target/reliability/fuzz-<variant>.log. A log may name
 # another command in a "# command: ..." line.
 FUZZ_COMMAND = (
-    "ECS_RENEWD_FUZZ_CASES=200000 ECS_RENEWD_FUZZ_SEED=20261126 cargo test --release --test fuzz"
+    "ECS_RENEWD_FUZZ_CASES=200000 ECS_RENEWD_FUZZ_SEED=20261126 cargo test --release --test it fuzz::"
 )
 
 FAULT_WORDS = {
@@ -97,7 +97,7 @@ def kills_section(kills, variant):
         "## SIGKILL and restart",
         "",
         f"`ECS_RENEWD_SOAK={variant} ECS_RENEWD_SOAK_SEED={kills['seed']} cargo test --release "
-        "--test soak -- --nocapture` (same run as the soak)",
+        "--test it soak:: -- --nocapture` (same run as the soak)",
         "",
         "The real binary (`ecs-renewd run`, a pass every second) renews against an emulator that "
         "answers RenewInstance only after 60 ms, so a kill often lands between the ledger intent "
@@ -125,14 +125,14 @@ def bad_inputs_section(cases):
     lines = [
         "## Bad inputs",
         "",
-        "`cargo test --test bad_input`",
+        "`cargo test --test it bad_input::`",
         "",
         f"{len(cases)} bad inputs — config files, credentials, ledger files, service answers, a "
         "permission revoked mid-run — each with the exact answer the operator gets. \"Nothing "
         "lost\" means: no panic, no charge without its ledger record, no half-written ledger row, "
         f"the previous state kept. Cases where something was lost: **{len(lost)}**.",
         "",
-        "Three bugs these cases found are fixed and kept as tests in `tests/bad_input.rs`: a "
+        "Three bugs these cases found are fixed and kept as tests in `tests/it/bad_input.rs`: a "
         "horizon, grace or renew_before of millions of weeks passed validation and panicked the "
         "pass (durations are now capped at a century); two quotes near i64::MAX cents overflowed "
         "the spend belt (implausible quotes now count as unpriced and totals saturate); an intent "
@@ -238,7 +238,7 @@ def main():
         "",
         "```sh",
         soak["command"],
-        "cargo test --release --test bad_input",
+        "cargo test --release --test it bad_input::",
         f"{FUZZ_COMMAND} 2>&1 | tee target/reliability/fuzz-{args.variant}.log",
         *([sm["command"]] if sm else []),
         f"python3 scripts/reliability-report.py --variant {args.variant}",

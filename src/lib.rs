@@ -7,21 +7,17 @@
 //! - [`secret`]: the redacting type that holds every secret.
 //! - [`money`], [`duration`]: small value types.
 
-pub mod closed_enum;
+pub use ecs_wire::{clock, closed_enum, duration, secret};
 
 pub mod accounts;
-pub mod clock;
 pub mod cloud;
 pub mod commands;
 pub mod config;
 pub mod daemon;
-pub mod duration;
-pub mod emulator;
 pub mod ledger;
 pub mod memory;
 pub mod metrics;
 pub mod money;
 pub mod policy;
 pub mod reconcile;
-pub mod secret;
 pub mod telemetry;

@@ -1,9 +1,7 @@
 //! The subcommands' bodies. Each returns a `Failure` that `main` turns into an exit code, so
 //! no process exit happens below `main`.
 
-pub mod bench;
 pub mod check_config;
-pub mod demo;
 pub mod once;
 pub mod plan;
 pub mod run;

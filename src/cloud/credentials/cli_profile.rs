@@ -35,18 +35,6 @@ struct CliProfile {
     ram_role_name: String,
 }
 
-impl Default for Secret {
-    fn default() -> Self {
-        Secret::new(String::new())
-    }
-}
-
-impl<'de> Deserialize<'de> for Secret {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d).map(Secret::new)
-    }
-}
-
 pub(crate) fn from_cli_profile(
     config: &CredentialsConfig,
     env: &Environment,

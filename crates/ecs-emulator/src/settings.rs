@@ -1,0 +1,447 @@
+//! The emulator's fleet file (TOML): behaviour settings, accounts with AccessKeys and balances,
+//! instances, and generators for large fleets. Every point docs/ecs-api.md marks UNCERTAIN is a
+//! setting here, with the most likely behaviour as its default.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use ecs_wire::Action;
+use ecs_wire::closed_enum;
+use ecs_wire::duration::serde_humantime;
+use ecs_wire::periods::{self, PeriodRule, Site};
+use ecs_wire::types::{ChargeType, PeriodUnit, RenewalStatus};
+
+/// The whole fleet file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmulatorConfig {
+    /// How the emulated service behaves.
+    #[serde(default)]
+    pub settings: Settings,
+    /// Accounts (each with keys and a balance).
+    #[serde(default)]
+    pub accounts: Vec<AccountSpec>,
+    /// Individually described instances.
+    #[serde(default)]
+    pub instances: Vec<InstanceSpec>,
+    /// Generated instances.
+    #[serde(default)]
+    pub generate: Vec<GeneratorSpec>,
+    /// Regions DescribeRegions lists besides those holding instances.
+    #[serde(default)]
+    pub regions: Vec<String>,
+}
+
+closed_enum! {
+    /// Which clock the timestamp window is checked against.
+    pub enum AuthClock {
+        /// The emulator's virtual clock (faithful when the client shares it).
+        Emulated => "emulated",
+        /// The host's wall clock (for real clients while the virtual clock is moved).
+        Wall => "wall",
+    }
+}
+
+closed_enum! {
+    /// How PeriodUnit is spelled in DescribeInstanceAutoRenewAttribute answers (UNCERTAIN:
+    /// the docs show both).
+    pub enum UnitCase {
+        /// `Month`.
+        Title => "title",
+        /// `month`.
+        Lower => "lower",
+    }
+}
+
+/// Behaviour settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// Virtual clock start (default: the host's time at start-up).
+    pub clock_start: Option<DateTime<Utc>>,
+    /// Virtual seconds per real second (1 follows real time, 0 freezes).
+    pub clock_speed: f64,
+    /// Which clock request timestamps are checked against.
+    pub auth_clock: AuthClock,
+    /// Allowed distance between a request's Timestamp and the clock (UNCERTAIN: 15 or 31 min);
+    /// used nonces are remembered this long.
+    #[serde(with = "serde_humantime")]
+    pub timestamp_window: Duration,
+    /// HTTP status of `InvalidAccessKeyId.NotFound` (docs say 400, captures show 404).
+    pub unknown_key_status: u16,
+    /// Delay before a renewal's new ExpiredTime shows in DescribeInstances.
+    #[serde(with = "serde_humantime")]
+    pub renew_visibility_delay: Duration,
+    /// How long an expired instance stays (Stopped) before it is released.
+    #[serde(with = "serde_humantime")]
+    pub release_after: Duration,
+    /// How long a ClientToken is remembered (UNCERTAIN, undocumented).
+    #[serde(with = "serde_humantime")]
+    pub client_token_ttl: Duration,
+    /// The code RenewInstance answers when the balance is short (UNCERTAIN).
+    pub funds_error_code: String,
+    /// Its HTTP status.
+    pub funds_error_status: u16,
+    /// HTTP status of `DryRunOperation` (UNCERTAIN).
+    pub dry_run_status: u16,
+    /// Whether the ExpiredStartTime/ExpiredEndTime bounds are inclusive (UNCERTAIN).
+    pub expiry_filter_inclusive: bool,
+    /// Whether filter values with seconds are rejected (UNCERTAIN; the docs say minutes only).
+    pub reject_filter_seconds: bool,
+    /// PeriodUnit spelling in auto-renew answers.
+    pub auto_renew_unit_case: UnitCase,
+    /// Which site's period rules apply.
+    pub site: Site,
+    /// RenewInstance periods (default: the site's documented set).
+    pub renew_periods: Option<PeriodRule>,
+    /// Auto-renew durations (default: the site's documented set).
+    pub auto_renew_durations: Option<PeriodRule>,
+    /// Renewals may not reach further than this many years ahead.
+    pub max_expiry_years: u32,
+    /// Latency added to every ECS call.
+    #[serde(with = "serde_humantime")]
+    pub latency: Duration,
+    /// Throttling per (account, region, action).
+    pub throttle: ThrottleSettings,
+    /// The provider's own auto-renew deductions.
+    pub provider_auto_renew: ProviderAutoRenew,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            clock_start: None,
+            clock_speed: 1.0,
+            auth_clock: AuthClock::Emulated,
+            timestamp_window: Duration::from_secs(15 * 60),
+            unknown_key_status: 404,
+            renew_visibility_delay: Duration::from_secs(10),
+            release_after: Duration::from_secs(15 * 86_400),
+            client_token_ttl: Duration::from_secs(24 * 3600),
+            funds_error_code: "InvalidAccountStatus.NotEnoughBalance".into(),
+            funds_error_status: 403,
+            dry_run_status: 400,
+            expiry_filter_inclusive: true,
+            reject_filter_seconds: false,
+            auto_renew_unit_case: UnitCase::Title,
+            site: Site::China,
+            renew_periods: None,
+            auto_renew_durations: None,
+            max_expiry_years: 5,
+            latency: Duration::ZERO,
+            throttle: ThrottleSettings::default(),
+            provider_auto_renew: ProviderAutoRenew::default(),
+        }
+    }
+}
+
+impl Settings {
+    /// The RenewInstance period rule in force.
+    pub fn renew_rule(&self) -> PeriodRule {
+        self.renew_periods
+            .clone()
+            .unwrap_or_else(|| periods::renew_rule(self.site))
+    }
+
+    /// The auto-renew duration rule in force.
+    pub fn auto_renew_rule(&self) -> PeriodRule {
+        self.auto_renew_durations
+            .clone()
+            .unwrap_or_else(|| periods::auto_renew_rule(self.site))
+    }
+}
+
+/// Throttling settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ThrottleSettings {
+    /// Calls per second per (account, region, action); 0 turns throttling off.
+    pub per_second: f64,
+    /// Calls allowed at once after a quiet spell.
+    pub burst: u32,
+    /// Whether throttled answers carry `x-acs-retry-after` (milliseconds).
+    pub retry_after_header: bool,
+    /// Per-action overrides of `per_second`.
+    pub actions: BTreeMap<Action, f64>,
+}
+
+impl Default for ThrottleSettings {
+    fn default() -> Self {
+        ThrottleSettings {
+            per_second: 0.0,
+            burst: 1,
+            retry_after_header: true,
+            actions: BTreeMap::new(),
+        }
+    }
+}
+
+/// The provider's automatic renewal deductions (docs/ecs-api.md §7, UNCERTAIN schedule).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProviderAutoRenew {
+    /// Whether deductions happen at all.
+    pub enabled: bool,
+    /// The first attempt this many days before expiry.
+    pub days_before: u32,
+    /// At this hour, UTC+8.
+    pub hour_utc8: u32,
+    /// Whether a failed deduction is tried again each day until expiry.
+    pub retry_daily: bool,
+    /// Makes every deduction fail (an account whose card is declined).
+    pub fail: bool,
+}
+
+impl Default for ProviderAutoRenew {
+    fn default() -> Self {
+        ProviderAutoRenew {
+            enabled: true,
+            days_before: 9,
+            hour_utc8: 8,
+            retry_daily: true,
+            fail: false,
+        }
+    }
+}
+
+/// An account.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountSpec {
+    /// Name (instances refer to it).
+    pub name: String,
+    /// Balance in currency units.
+    #[serde(default = "default_balance")]
+    pub balance: f64,
+    /// `CNY` or `USD`.
+    #[serde(default = "default_currency")]
+    pub currency: String,
+    /// AccessKeys that act for this account.
+    #[serde(default)]
+    pub access_keys: Vec<AccessKeySpec>,
+}
+
+fn default_balance() -> f64 {
+    100_000.0
+}
+fn default_currency() -> String {
+    "CNY".into()
+}
+
+/// An AccessKey (or STS key).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessKeySpec {
+    /// AccessKey ID.
+    pub id: String,
+    /// AccessKey secret.
+    pub secret: String,
+    /// STS token; when set, requests must carry it as `SecurityToken`.
+    #[serde(default)]
+    pub security_token: Option<String>,
+    /// When the key stops working (STS expiry).
+    #[serde(default)]
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Actions this identity may not call: they answer `Forbidden.RAM`, except
+    /// DescribeInstances, which answers an empty list (and DryRun is denied).
+    #[serde(default)]
+    pub denied_actions: Vec<Action>,
+}
+
+/// One instance in the fleet file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceSpec {
+    /// Id (default: generated).
+    #[serde(default)]
+    pub id: Option<String>,
+    /// Owning account (default: the first).
+    #[serde(default)]
+    pub account: Option<String>,
+    /// Region.
+    pub region: String,
+    /// Zone (default: `<region>-a`).
+    #[serde(default)]
+    pub zone: Option<String>,
+    /// Name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Billing method.
+    #[serde(default = "default_charge")]
+    pub charge_type: ChargeType,
+    /// Absolute expiry (PrePaid).
+    #[serde(default)]
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Expiry relative to the clock start, e.g. `"5d"`; aligned to 00:00 UTC+8.
+    #[serde(default)]
+    pub expires_in: Option<String>,
+    /// Expired this long before the clock start (already expired, not yet released).
+    #[serde(default)]
+    pub expired_ago: Option<String>,
+    /// Tags.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    /// Security groups.
+    #[serde(default)]
+    pub security_groups: Vec<String>,
+    /// Type.
+    #[serde(default = "default_type")]
+    pub instance_type: String,
+    /// Resource group.
+    #[serde(default)]
+    pub resource_group_id: String,
+    /// Price per month, in the account's currency.
+    #[serde(default = "default_price")]
+    pub monthly_price: f64,
+    /// Auto-renew switch (default Normal).
+    #[serde(default = "default_renewal")]
+    pub renewal_status: RenewalStatus,
+    /// Auto-renew duration.
+    #[serde(default = "default_one")]
+    pub auto_renew_duration: u32,
+    /// Auto-renew unit.
+    #[serde(default = "default_month")]
+    pub auto_renew_unit: PeriodUnit,
+    /// Makes the provider's deductions for this instance fail.
+    #[serde(default)]
+    pub deduction_fails: bool,
+}
+
+fn default_charge() -> ChargeType {
+    ChargeType::PrePaid
+}
+fn default_type() -> String {
+    "ecs.g6.large".into()
+}
+fn default_price() -> f64 {
+    100.0
+}
+fn default_renewal() -> RenewalStatus {
+    RenewalStatus::Normal
+}
+fn default_one() -> u32 {
+    1
+}
+fn default_month() -> PeriodUnit {
+    PeriodUnit::Month
+}
+
+/// A generator: `count` instances spread over regions and expiries, reproducible by `seed`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GeneratorSpec {
+    /// How many.
+    pub count: usize,
+    /// Owning account (default: the first).
+    #[serde(default)]
+    pub account: Option<String>,
+    /// Regions, round-robin (default: cn-hangzhou).
+    #[serde(default)]
+    pub regions: Vec<String>,
+    /// Expiries spread uniformly from `expired_share` in the past up to this far ahead.
+    #[serde(default = "default_spread")]
+    pub expiry_spread: String,
+    /// Share already expired (within the release period).
+    #[serde(default)]
+    pub expired_share: f64,
+    /// Share PostPaid.
+    #[serde(default)]
+    pub postpaid_share: f64,
+    /// Share with auto-renew on.
+    #[serde(default)]
+    pub auto_renew_share: f64,
+    /// Share with NotRenewal.
+    #[serde(default)]
+    pub not_renewal_share: f64,
+    /// Tags: each key takes one of its values at random.
+    #[serde(default)]
+    pub tags: BTreeMap<String, Vec<String>>,
+    /// Monthly price.
+    #[serde(default = "default_price")]
+    pub monthly_price: f64,
+    /// Id prefix (ids are `<prefix><n>`).
+    #[serde(default = "default_prefix")]
+    pub id_prefix: String,
+    /// Random seed.
+    #[serde(default)]
+    pub seed: u64,
+}
+
+fn default_spread() -> String {
+    "60d".into()
+}
+fn default_prefix() -> String {
+    "i-gen".into()
+}
+
+/// A fleet file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum FleetFileError {
+    /// Cannot read it.
+    #[error("cannot read the fleet file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Not valid TOML for the schema.
+    #[error("fleet file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// What toml said (with line and column).
+        message: String,
+    },
+    /// Valid TOML but inconsistent.
+    #[error("fleet file {path}: {message}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl EmulatorConfig {
+    /// Reads a fleet file.
+    pub fn load(path: &Path) -> Result<EmulatorConfig, FleetFileError> {
+        let text = std::fs::read_to_string(path).map_err(|source| FleetFileError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses fleet-file text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<EmulatorConfig, FleetFileError> {
+        toml::from_str(text).map_err(|e| FleetFileError::Parse {
+            path: origin.to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    /// A one-account configuration with the given key, for tests and the demo.
+    pub fn single_account(key_id: &str, secret: &str) -> EmulatorConfig {
+        EmulatorConfig {
+            accounts: vec![AccountSpec {
+                name: "default".into(),
+                balance: default_balance(),
+                currency: default_currency(),
+                access_keys: vec![AccessKeySpec {
+                    id: key_id.into(),
+                    secret: secret.into(),
+                    security_token: None,
+                    expires_at: None,
+                    denied_actions: Vec::new(),
+                }],
+            }],
+            ..EmulatorConfig::default()
+        }
+    }
+}

@@ -1,0 +1,552 @@
+//! `ecs-renewd bench`: the real reconcile path at fleet scale. For each fleet size the emulator
+//! runs in this process (30 ms per call, 20 calls/s per account, region and action by default)
+//! and the daemon runs as a separate process (`ecs-renewd run`), so its memory and CPU are
+//! measured alone. Prints, per size: API calls per action next to their lower bound, the pass's
+//! wall time next to the bound the rate limits and latency set, peak RSS and CPU during the
+//! pass, and RSS (heap and stacks apart from what is mapped from files) and CPU after an idle
+//! minute.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use ecs_emulator::settings::{AccessKeySpec, AccountSpec, InstanceSpec};
+use ecs_emulator::{EmulatorConfig, EmulatorHandle};
+use ecs_renewd::cloud::Action;
+use ecs_renewd::cloud::types::{ChargeType, PeriodUnit, RenewalStatus};
+use ecs_renewd::commands::Failure;
+
+/// Benchmark settings.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Fleet sizes.
+    pub sizes: Vec<usize>,
+    /// Latency per call.
+    pub latency: Duration,
+    /// Calls per second per (account, region, action).
+    pub rate: f64,
+    /// How long to idle after the pass before measuring.
+    pub idle: Duration,
+}
+
+impl Default for BenchOptions {
+    fn default() -> Self {
+        BenchOptions {
+            sizes: vec![1_000, 10_000, 100_000],
+            latency: Duration::from_millis(30),
+            rate: 20.0,
+            idle: Duration::from_secs(60),
+        }
+    }
+}
+
+const REGIONS: usize = 10;
+const ACCOUNTS: [&str; 2] = ["alpha", "beta"];
+
+fn region(n: usize) -> String {
+    format!("bench-region-{n}")
+}
+
+/// The source (account, region) instance `i` lives in: round-robin over all 20.
+fn source_of(i: usize) -> (usize, usize) {
+    let s = i % (REGIONS * ACCOUNTS.len());
+    (s % ACCOUNTS.len(), s / ACCOUNTS.len())
+}
+
+/// What an instance is for — 5% due for renewal, 20% with auto-renew drift, the rest already
+/// auto-renewing as the policy wants — spread evenly within each source.
+fn role(i: usize) -> (&'static str, RenewalStatus, &'static str) {
+    let j = i / (REGIONS * ACCOUNTS.len());
+    if j.is_multiple_of(20) {
+        ("renew", RenewalStatus::Normal, "3d")
+    } else if j % 5 == 1 {
+        ("auto", RenewalStatus::Normal, "20d")
+    } else {
+        ("auto", RenewalStatus::AutoRenewal, "20d")
+    }
+}
+
+/// The fleet: `size` PrePaid instances, all inside the scan window, spread over 2 accounts ×
+/// 10 regions.
+fn fleet(size: usize, options: &BenchOptions) -> EmulatorConfig {
+    let instances = (0..size)
+        .map(|i| {
+            let (tag, status, expires) = role(i);
+            InstanceSpec {
+                id: Some(format!("i-bench{i:07}")),
+                account: Some(ACCOUNTS[source_of(i).0].into()),
+                region: region(source_of(i).1),
+                zone: None,
+                name: None,
+                charge_type: ChargeType::PrePaid,
+                expires_at: None,
+                expires_in: Some(expires.into()),
+                expired_ago: None,
+                tags: [("role".to_string(), tag.to_string())].into(),
+                security_groups: vec![],
+                instance_type: "ecs.g7.large".into(),
+                resource_group_id: String::new(),
+                monthly_price: 50.0,
+                renewal_status: status,
+                auto_renew_duration: 1,
+                auto_renew_unit: PeriodUnit::Month,
+                deduction_fails: false,
+            }
+        })
+        .collect();
+    let mut config = EmulatorConfig {
+        accounts: ACCOUNTS
+            .iter()
+            .map(|name| AccountSpec {
+                name: (*name).into(),
+                balance: 100_000_000.0,
+                currency: "CNY".into(),
+                access_keys: vec![AccessKeySpec {
+                    id: format!("LTAIbench{name}"),
+                    secret: format!("bench-{name}-secret"),
+                    security_token: None,
+                    expires_at: None,
+                    denied_actions: vec![],
+                }],
+            })
+            .collect(),
+        instances,
+        ..EmulatorConfig::default()
+    };
+    config.settings.auth_clock = ecs_emulator::settings::AuthClock::Wall;
+    config.settings.latency = options.latency;
+    config.settings.renew_visibility_delay = Duration::ZERO;
+    config.settings.provider_auto_renew.enabled = false;
+    config.settings.throttle.per_second = options.rate;
+    // A little slack for network jitter; the daemon's own limit keeps it at the rate.
+    config.settings.throttle.burst = 3;
+    config
+}
+
+fn config_text(emulator: &EmulatorHandle, dir: &Path, options: &BenchOptions) -> String {
+    let regions: Vec<String> = (0..REGIONS).map(|r| format!("\"{}\"", region(r))).collect();
+    let mut text = format!(
+        "[daemon]\nschedule = \"0 0 0 1 1 *\"\njitter = \"0s\"\nstate_dir = \"{state}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [scan]\nregions = [{regions}]\nhorizon = \"30d\"\nconcurrency = {sources}\n\
+         [limits]\nmax_renewals_per_run = 1000000\nmax_renewals_per_day = 1000000\nmax_auto_renew_enables_per_run = 1000000\n\
+         [retry]\nverify_timeout = \"30s\"\nverify_interval = \"200ms\"\n",
+        state = dir.join("state").display(),
+        regions = regions.join(", "),
+        sources = REGIONS * ACCOUNTS.len(),
+    );
+    for name in ACCOUNTS {
+        let _ = write!(
+            text,
+            "[[accounts]]\nname = \"{name}\"\nendpoint = \"{}\"\n[accounts.credentials]\nsource = \"file\"\naccess_key_id = \"LTAIbench{name}\"\n\
+             access_key_secret_file = \"{}\"\n[accounts.rate_limit]\nper_second = {}\nburst = 1\n",
+            emulator.url(),
+            dir.join(format!("{name}.secret")).display(),
+            options.rate
+        );
+    }
+    text.push_str(
+        "[[policies]]\nname = \"renew\"\naction = \"renew\"\nrenew_before = \"7d\"\n[policies.match]\ntags = { role = \"renew\" }\n\
+         [[policies]]\nname = \"auto\"\naction = \"auto-renew\"\nduration = 1\n[policies.match]\ntags = { role = \"auto\" }\n",
+    );
+    text
+}
+
+/// The lower bound on calls per action, and the wall-time bound, for this fleet.
+fn bounds(size: usize, options: &BenchOptions) -> (BTreeMap<Action, u64>, Duration) {
+    let mut per_source: BTreeMap<(usize, usize), (u64, u64, u64)> = BTreeMap::new();
+    for i in 0..size {
+        let entry = per_source.entry(source_of(i)).or_default();
+        entry.0 += 1;
+        let (tag, status, _) = role(i);
+        if tag == "renew" {
+            entry.1 += 1;
+        } else if status == RenewalStatus::Normal {
+            entry.2 += 1;
+        }
+    }
+    let ceil = |n: u64| n.div_ceil(100);
+    let spacing = Duration::from_secs_f64(1.0 / options.rate).max(options.latency);
+    let interval = Duration::from_secs_f64(1.0 / options.rate);
+    let latency = options.latency;
+    let mut calls: BTreeMap<Action, u64> = BTreeMap::new();
+    let mut wall = Duration::ZERO;
+    for (window, renewals, drift) in per_source.values().copied() {
+        let pages = ceil(window);
+        *calls.entry(Action::DescribeInstances).or_default() += pages + 2 * ceil(renewals);
+        *calls
+            .entry(Action::DescribeInstanceAutoRenewAttribute)
+            .or_default() += pages;
+        *calls.entry(Action::RenewInstance).or_default() += renewals;
+        *calls
+            .entry(Action::ModifyInstanceAutoRenewAttribute)
+            .or_default() += ceil(drift);
+        let steps = |n: u64, gap: Duration| {
+            if n == 0 {
+                Duration::ZERO
+            } else {
+                gap * (n as u32 - 1) + latency
+            }
+        };
+        // Pages chain (each needs the last one's token), the last page's attributes follow;
+        // then re-read, renewals, one verification round, auto-renew changes.
+        let source = steps(pages, spacing)
+            + latency
+            + steps(ceil(renewals), interval)
+            + steps(renewals, spacing)
+            + steps(ceil(renewals), interval)
+            + steps(ceil(drift), spacing);
+        wall = wall.max(source);
+    }
+    calls.insert(Action::DescribeRenewalPrice, 0);
+    calls.insert(Action::DescribeRegions, 0);
+    (calls, wall)
+}
+
+/// One process's resident and CPU figures from /proc.
+#[derive(Debug, Clone, Copy, Default)]
+struct ProcessFigures {
+    rss_kib: u64,
+    /// The part of `rss_kib` that is heap and stacks.
+    rss_anon_kib: u64,
+    /// The part of `rss_kib` mapped from files: the binary's code and data, libc.
+    rss_file_kib: u64,
+    peak_rss_kib: u64,
+    cpu_seconds: f64,
+}
+
+fn figures(pid: u32) -> ProcessFigures {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces): utime is the 14th, stime the 15th.
+    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = fields
+        .get(11)
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        + fields
+            .get(12)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0);
+    ProcessFigures {
+        rss_kib: field("VmRSS:"),
+        rss_anon_kib: field("RssAnon:"),
+        rss_file_kib: field("RssFile:"),
+        peak_rss_kib: field("VmHWM:"),
+        cpu_seconds: ticks / 100.0,
+    }
+}
+
+/// The figures for one fleet size.
+#[derive(Debug, Clone)]
+pub struct SizeReport {
+    /// Instances.
+    pub size: usize,
+    /// Calls per action: (made, lower bound).
+    pub calls: BTreeMap<Action, (u64, u64)>,
+    /// Pass wall time.
+    pub pass: Duration,
+    /// The bound.
+    pub bound: Duration,
+    /// Peak RSS (KiB) by the end of the pass.
+    pub peak_rss_kib: u64,
+    /// CPU seconds by the end of the pass.
+    pub pass_cpu: f64,
+    /// RSS (KiB) after idling.
+    pub idle_rss_kib: u64,
+    /// Of which anonymous (heap, stacks), KiB.
+    pub idle_rss_anon_kib: u64,
+    /// Of which file-backed (the binary's code and data, shared libraries), KiB.
+    pub idle_rss_file_kib: u64,
+    /// The allocator's heap after the pass, KiB: (in use, free but kept), when the daemon said.
+    pub idle_heap_kib: Option<(u64, u64)>,
+    /// CPU share of one core while idling.
+    pub idle_cpu_share: f64,
+    /// Renewals made.
+    pub renewed: u64,
+    /// Where the pass's time went, e.g. "observe 0.10 s, act 0.20 s".
+    pub phases: String,
+}
+
+/// The pass's phase timings (a JSON object of seconds) as text, in pipeline order.
+fn phase_text(json: &str) -> String {
+    let laps: BTreeMap<String, f64> = serde_json::from_str(json).unwrap_or_default();
+    let order = [
+        "observe",
+        "settle",
+        "price_and_belts",
+        "act",
+        "verify_and_auto_renew",
+        "publish",
+    ];
+    let mut names: Vec<&String> = laps.keys().collect();
+    names.sort_by_key(|name| order.iter().position(|o| o == name).unwrap_or(order.len()));
+    names
+        .iter()
+        .map(|name| format!("{name} {:.2} s", laps[*name]))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+async fn run_size(
+    size: usize,
+    options: &BenchOptions,
+    out: &mut (dyn std::io::Write + Send),
+) -> Result<SizeReport, Failure> {
+    let fail = |what: &str, e: &dyn std::fmt::Display| {
+        Failure::runtime(format!("bench ({size} instances): {what}: {e}"))
+    };
+    let dir = tempfile::Builder::new()
+        .prefix("ecs-renewd-bench-")
+        .tempdir()
+        .map_err(|e| fail("temp dir", &e))?;
+    let emulator = ecs_emulator::start(
+        fleet(size, options),
+        "127.0.0.1:0".parse().expect("a valid address"),
+    )
+    .await
+    .map_err(|e| fail("starting the emulator", &e))?;
+    for name in ACCOUNTS {
+        let path = dir.path().join(format!("{name}.secret"));
+        std::fs::write(&path, format!("bench-{name}-secret"))
+            .map_err(|e| fail("writing a key file", &e))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+        }
+    }
+    let config = dir.path().join("bench.toml");
+    std::fs::write(&config, config_text(&emulator, dir.path(), options))
+        .map_err(|e| fail("writing the config", &e))?;
+    // The daemon runs from its own copy of the binary: in production no other process maps
+    // it, and the pages of a file mapped by two processes (the daemon and this one, which runs
+    // the emulator) are not the daemon's alone to hand back when it idles.
+    // The copy is synced before the daemon starts, so its writeback does not compete with the
+    // ledger's syncs during the pass.
+    let exe = dir.path().join("ecs-renewd");
+    std::env::current_exe()
+        .and_then(|this| std::fs::copy(this, &exe))
+        .and_then(|_| std::fs::File::open(&exe)?.sync_all())
+        .map_err(|e| fail("copying this executable for the daemon", &e))?;
+    // Whatever else is waiting to be written (a build that just finished, the last size's
+    // state) goes to disk now, not during the pass, where it would delay the ledger's syncs.
+    #[cfg(unix)]
+    // SAFETY: sync(2) takes no arguments and cannot fail.
+    unsafe {
+        libc::sync();
+    }
+    let mut child = Command::new(exe)
+        .args(["--log-format", "json", "run", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "info,ecs_renewd::memory=debug")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| fail("starting the daemon", &e))?;
+    let pid = child.id();
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let (tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let timestamp = |line: &str| -> Option<chrono::DateTime<chrono::Utc>> {
+        let value: serde_json::Value = serde_json::from_str(line).ok()?;
+        ecs_renewd::cloud::time::parse(value["timestamp"].as_str()?).ok()
+    };
+    let mut started = None;
+    let mut finished = None;
+    let mut phases = String::new();
+    let wait = tokio::time::timeout(Duration::from_secs(600), async {
+        while let Some(line) = lines.recv().await {
+            if line.contains("\"pass starting\"") {
+                started = timestamp(&line);
+            }
+            if line.contains("\"pass finished\"") {
+                finished = timestamp(&line);
+                phases = serde_json::from_str::<serde_json::Value>(&line)
+                    .ok()
+                    .and_then(|v| v["phases"].as_str().map(phase_text))
+                    .unwrap_or_default();
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    let at_pass_end = figures(pid);
+    if !matches!(wait, Ok(true)) {
+        let _ = child.kill();
+        return Err(Failure::runtime(format!(
+            "bench ({size} instances): the daemon's pass did not finish"
+        )));
+    }
+    let pass = match (started, finished) {
+        (Some(s), Some(f)) => (f - s).to_std().unwrap_or_default(),
+        _ => Duration::ZERO,
+    };
+    let _ = writeln!(
+        out,
+        "  {size} instances: pass done in {:.2}s; idling {}s (daemon pid {pid})...",
+        pass.as_secs_f64(),
+        options.idle.as_secs()
+    );
+    // Keep draining the daemon's log while it idles. CPU is measured over the second half of
+    // the idle time, so the pass's own wind-down (closing connections) is not counted as idle.
+    // The allocator's own account after the pass (live versus freed-but-kept) comes from the
+    // daemon's debug line, logged when it returns free memory.
+    let drain = tokio::spawn(async move {
+        let mut heap = None;
+        while let Some(line) = lines.recv().await {
+            if line.contains("\"heap after returning free memory\"") {
+                heap = serde_json::from_str::<serde_json::Value>(&line)
+                    .ok()
+                    .and_then(|v| Some((v["in_use_kib"].as_u64()?, v["free_kib"].as_u64()?)));
+            }
+        }
+        heap
+    });
+    tokio::time::sleep(options.idle / 2).await;
+    let idle_half = figures(pid);
+    tokio::time::sleep(options.idle - options.idle / 2).await;
+    let idle = figures(pid);
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+    // The daemon has exited, so its log has ended and the drain finishes.
+    let heap = drain.await.ok().flatten();
+    let stats = emulator.calls();
+    let (bound_calls, bound) = bounds(size, options);
+    let calls = bound_calls
+        .iter()
+        .map(|(action, lower)| (*action, (stats.count(*action), *lower)))
+        .collect();
+    let renewed = emulator.orders().len() as u64;
+    emulator.shutdown().await;
+    Ok(SizeReport {
+        size,
+        calls,
+        pass,
+        bound,
+        peak_rss_kib: at_pass_end.peak_rss_kib,
+        pass_cpu: at_pass_end.cpu_seconds,
+        idle_rss_kib: idle.rss_kib,
+        idle_rss_anon_kib: idle.rss_anon_kib,
+        idle_rss_file_kib: idle.rss_file_kib,
+        idle_heap_kib: heap,
+        idle_cpu_share: (idle.cpu_seconds - idle_half.cpu_seconds).max(0.0)
+            / (options.idle - options.idle / 2).as_secs_f64().max(1.0),
+        renewed,
+        phases,
+    })
+}
+
+/// Renders the reports as Markdown tables.
+pub fn render(reports: &[SizeReport], options: &BenchOptions) -> String {
+    let mut out = String::new();
+    for r in reports {
+        let _ = writeln!(out, "### {} instances ({} renewed)\n", r.size, r.renewed);
+        let _ = writeln!(out, "| action | calls | lower bound |\n|---|---:|---:|");
+        for (action, (made, lower)) in &r.calls {
+            let mark = if made == lower { "" } else { " ⚠" };
+            let _ = writeln!(out, "| {action} | {made}{mark} | {lower} |");
+        }
+        let total: (u64, u64) = r
+            .calls
+            .values()
+            .fold((0, 0), |acc, (m, l)| (acc.0 + m, acc.1 + l));
+        let _ = writeln!(out, "| **all** | **{}** | **{}** |\n", total.0, total.1);
+        let ratio = if r.bound.is_zero() {
+            0.0
+        } else {
+            r.pass.as_secs_f64() / r.bound.as_secs_f64()
+        };
+        let _ = writeln!(out, "| figure | value | target |\n|---|---:|---|");
+        let _ = writeln!(
+            out,
+            "| pass wall time | {:.3} s | bound {:.3} s (rate {}/s, latency {} ms): ratio {:.3}, target ≤ 1.15 |",
+            r.pass.as_secs_f64(),
+            r.bound.as_secs_f64(),
+            options.rate,
+            options.latency.as_millis(),
+            ratio
+        );
+        let _ = writeln!(out, "| where the pass's time went | {} | |", r.phases);
+        let _ = writeln!(
+            out,
+            "| peak RSS during the pass | {:.1} MiB | < 64 MiB at 100,000 |",
+            r.peak_rss_kib as f64 / 1024.0
+        );
+        let _ = writeln!(out, "| CPU time of the pass | {:.2} s | |", r.pass_cpu);
+        let _ = writeln!(
+            out,
+            "| RSS after {} s idle | {:.1} MiB (heap and stacks {:.1}, mapped from files {:.1}) | < 16 MiB |",
+            options.idle.as_secs(),
+            r.idle_rss_kib as f64 / 1024.0,
+            r.idle_rss_anon_kib as f64 / 1024.0,
+            r.idle_rss_file_kib as f64 / 1024.0
+        );
+        if let Some((in_use, free)) = r.idle_heap_kib {
+            let _ = writeln!(
+                out,
+                "| allocator after the pass | {:.1} MiB in use, {:.1} MiB free between live blocks | |",
+                in_use as f64 / 1024.0,
+                free as f64 / 1024.0
+            );
+        }
+        let _ = writeln!(
+            out,
+            "| CPU while idle (second half of the idle time) | {:.3} % of a core | < 0.1 % |\n",
+            r.idle_cpu_share * 100.0
+        );
+    }
+    out
+}
+
+/// Runs the benchmark and prints the tables.
+pub async fn run(
+    options: BenchOptions,
+    out: &mut (dyn std::io::Write + Send),
+) -> Result<Vec<SizeReport>, Failure> {
+    let mut reports = Vec::new();
+    for size in options.sizes.clone() {
+        reports.push(run_size(size, &options, out).await?);
+    }
+    let _ = write!(out, "\n{}", render(&reports, &options));
+    Ok(reports)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lower_bound_counts_pages_batches_and_renewals_per_source() {
+        let (calls, wall) = bounds(1_000, &BenchOptions::default());
+        // 20 sources × 50 instances: 1 page each; 2-3 renewals each; 10 drift each.
+        assert_eq!(calls[&Action::DescribeInstanceAutoRenewAttribute], 20);
+        assert_eq!(calls[&Action::RenewInstance], 60);
+        assert_eq!(calls[&Action::DescribeInstances], 20 + 2 * 20);
+        assert_eq!(calls[&Action::ModifyInstanceAutoRenewAttribute], 20);
+        assert!(
+            wall > Duration::from_millis(100) && wall < Duration::from_secs(2),
+            "{wall:?}"
+        );
+    }
+}

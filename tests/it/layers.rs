@@ -1,0 +1,321 @@
+//! The layers of `src/` point one way. Every path to another top-level module (`crate::x`, or
+//! `super::…::x` that climbs to the crate root) is an edge between top-level modules; the graph
+//! must have no cycle, and the bottom layers (`cloud`, `policy`, `ledger`, `config`) must never
+//! reach up to the daemon or the commands. Across crates: the emulator (`crates/ecs-emulator`)
+//! stands beside the product and may use only the shared wire crate (`crates/ecs-wire`); the
+//! library never uses the emulator (only the binary's demo, bench and `emulator` command do).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// Top-level module → what it may never use.
+const FORBIDDEN: &[(&str, &[&str])] = &[
+    (
+        "cloud",
+        &[
+            "policy",
+            "ledger",
+            "config",
+            "reconcile",
+            "daemon",
+            "commands",
+            "metrics",
+            "accounts",
+        ],
+    ),
+    (
+        "policy",
+        &[
+            "ledger",
+            "config",
+            "reconcile",
+            "daemon",
+            "commands",
+            "metrics",
+            "accounts",
+        ],
+    ),
+    (
+        "ledger",
+        &[
+            "config",
+            "reconcile",
+            "daemon",
+            "commands",
+            "metrics",
+            "accounts",
+        ],
+    ),
+    (
+        "config",
+        &[
+            "ledger",
+            "reconcile",
+            "daemon",
+            "commands",
+            "metrics",
+            "accounts",
+        ],
+    ),
+    ("reconcile", &["daemon", "commands"]),
+    ("daemon", &["commands"]),
+    ("metrics", &["daemon", "commands", "reconcile"]),
+];
+
+/// One use of another top-level module: where, and which.
+struct Use {
+    file: PathBuf,
+    line: usize,
+    target: String,
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// The module path of a file below `src/` (`policy/decide.rs` → [policy, decide];
+/// `daemon/admin/mod.rs` → [daemon, admin]).
+fn module_path(relative: &Path) -> Vec<String> {
+    let mut parts: Vec<String> = relative
+        .iter()
+        .map(|p| p.to_string_lossy().trim_end_matches(".rs").to_owned())
+        .collect();
+    if parts.last().is_some_and(|p| p == "mod") {
+        parts.pop();
+    }
+    parts
+}
+
+/// The identifier at the start of `text`.
+fn ident(text: &str) -> &str {
+    let end = text
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .unwrap_or(text.len());
+    &text[..end]
+}
+
+/// Every top-level module a file's paths reach, with the line.
+fn uses_in(file: &Path, module: &[String], tops: &BTreeSet<String>) -> Vec<Use> {
+    let text = std::fs::read_to_string(file).unwrap();
+    let mut found = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let code = line.split("//").next().unwrap_or("");
+        let mut rest = code;
+        while let Some(at) = rest.find("crate::") {
+            let target = ident(&rest[at + 7..]);
+            if tops.contains(target) {
+                found.push(Use {
+                    file: file.to_owned(),
+                    line: n + 1,
+                    target: target.to_owned(),
+                });
+            }
+            rest = &rest[at + 7..];
+        }
+        // `super::super::x` from depth 2 (or `super::x` from depth 1) names crate::x.
+        let mut rest = code;
+        while let Some(at) = rest.find("super::") {
+            let mut tail = &rest[at..];
+            let mut climbs = 0;
+            while let Some(next) = tail.strip_prefix("super::") {
+                climbs += 1;
+                tail = next;
+            }
+            if climbs >= module.len() {
+                let target = ident(tail);
+                if tops.contains(target) {
+                    found.push(Use {
+                        file: file.to_owned(),
+                        line: n + 1,
+                        target: target.to_owned(),
+                    });
+                }
+            }
+            rest = &rest[at + 7 * climbs..];
+        }
+    }
+    found
+}
+
+/// Top-level module → the top-level modules it uses.
+type Edges = BTreeMap<String, BTreeSet<String>>;
+
+/// The module graph and every use behind each edge (with the module it is in).
+fn graph() -> (Edges, Vec<(String, Use)>) {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let tops: BTreeSet<String> = files
+        .iter()
+        .map(|f| module_path(f.strip_prefix(&src).unwrap())[0].clone())
+        .filter(|m| m != "bin" && m != "lib")
+        .collect();
+    let mut edges = Edges::new();
+    let mut uses = Vec::new();
+    for file in &files {
+        let module = module_path(file.strip_prefix(&src).unwrap());
+        let top = module[0].clone();
+        if top == "bin" || top == "lib" {
+            continue;
+        }
+        for found in uses_in(file, &module, &tops) {
+            if found.target != top {
+                edges
+                    .entry(top.clone())
+                    .or_default()
+                    .insert(found.target.clone());
+                uses.push((top.clone(), found));
+            }
+        }
+    }
+    (edges, uses)
+}
+
+/// A cycle through `start`, if there is one.
+fn cycle_from(edges: &Edges, start: &str, path: &mut Vec<String>) -> Option<Vec<String>> {
+    for next in edges.get(path.last().unwrap()).into_iter().flatten() {
+        if next == start {
+            let mut cycle = path.clone();
+            cycle.push(next.clone());
+            return Some(cycle);
+        }
+        if !path.contains(next) {
+            path.push(next.clone());
+            if let Some(cycle) = cycle_from(edges, start, path) {
+                return Some(cycle);
+            }
+            path.pop();
+        }
+    }
+    None
+}
+
+#[test]
+fn the_module_graph_has_no_cycle() {
+    let (edges, _) = graph();
+    assert!(edges.len() >= 8, "the scan found the modules: {edges:?}");
+    for start in edges.keys() {
+        let mut path = vec![start.clone()];
+        if let Some(cycle) = cycle_from(&edges, start, &mut path) {
+            panic!("module cycle: {}", cycle.join(" -> "));
+        }
+    }
+}
+
+#[test]
+fn no_layer_reaches_up() {
+    let (_, uses) = graph();
+    let mut wrong = Vec::new();
+    for (from, found) in &uses {
+        let forbidden = FORBIDDEN
+            .iter()
+            .find(|(m, _)| m == from)
+            .is_some_and(|(_, never)| never.contains(&found.target.as_str()));
+        if forbidden {
+            wrong.push(format!(
+                "{}:{}: {from} uses {}",
+                found.file.display(),
+                found.line,
+                found.target
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "upward imports:\n{}", wrong.join("\n"));
+}
+
+#[test]
+fn the_scan_sees_an_upward_import_when_there_is_one() {
+    // The scanner itself: a path to the emulator from the policy layer, written both ways.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("decide.rs");
+    std::fs::write(
+        &file,
+        "use crate::emulator::world::x;\nfn f() { super::super::daemon::g() } // crate::commands\n",
+    )
+    .unwrap();
+    let tops: BTreeSet<String> = ["emulator", "daemon", "commands", "policy"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let module = vec!["policy".to_owned(), "decide".to_owned()];
+    let found: Vec<(usize, String)> = uses_in(&file, &module, &tops)
+        .into_iter()
+        .map(|u| (u.line, u.target))
+        .collect();
+    assert_eq!(
+        found,
+        [(1, "emulator".to_owned()), (2, "daemon".to_owned())],
+        "a comment does not count"
+    );
+}
+
+/// The `[dependencies]` section of a manifest, as text.
+fn dependencies_of(manifest: &str) -> String {
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(manifest)).unwrap();
+    let start = text
+        .find("[dependencies]")
+        .expect("a [dependencies] section");
+    let rest = &text[start + "[dependencies]".len()..];
+    rest[..rest.find("\n[").unwrap_or(rest.len())].to_owned()
+}
+
+#[test]
+fn the_emulator_stands_apart_from_the_product() {
+    // The emulator and the wire crate never depend on the daemon; the wire crate not on the
+    // emulator either (the emulator is built on it, not the other way round).
+    let emulator = dependencies_of("crates/ecs-emulator/Cargo.toml");
+    assert!(emulator.contains("ecs-wire"), "{emulator}");
+    assert!(!emulator.contains("ecs-renewd"), "{emulator}");
+    let wire = dependencies_of("crates/ecs-wire/Cargo.toml");
+    assert!(
+        !wire.contains("ecs-renewd") && !wire.contains("ecs-emulator"),
+        "{wire}"
+    );
+    // No source of the emulator or the wire crate names the daemon's library.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    rust_files(&root.join("crates"), &mut files);
+    assert!(
+        files.len() >= 10,
+        "the scan found the crates' files: {files:?}"
+    );
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        assert!(
+            !text.contains("ecs_renewd"),
+            "{} names ecs_renewd",
+            file.display()
+        );
+    }
+    // The library (all of src/ but the binary) never names the emulator: the product does not
+    // carry it, and no decision can depend on it.
+    let mut files = Vec::new();
+    rust_files(&root.join("src"), &mut files);
+    let library: Vec<_> = files
+        .iter()
+        .filter(|f| !f.starts_with(root.join("src/bin")))
+        .collect();
+    assert!(
+        library.len() >= 30,
+        "the scan found the library: {library:?}"
+    );
+    let wrong: Vec<String> = library
+        .iter()
+        .filter(|f| {
+            std::fs::read_to_string(f)
+                .unwrap()
+                .lines()
+                .any(|l| l.split("//").next().unwrap_or("").contains("ecs_emulator"))
+        })
+        .map(|f| f.display().to_string())
+        .collect();
+    assert!(wrong.is_empty(), "the library uses the emulator: {wrong:?}");
+}

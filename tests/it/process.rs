@@ -1,0 +1,179 @@
+//! The real binary against the emulator: a process killed (SIGKILL) between its intent and the
+//! answer resends the same ClientToken after a restart and the cloud has one order; a second
+//! process on the same state directory refuses to start.
+
+use crate::support;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use ecs_emulator::settings::InstanceSpec;
+use ecs_emulator::{EmulatorConfig, EmulatorHandle, FaultKind, FaultSpec};
+use ecs_renewd::cloud::Action;
+use ecs_renewd::ledger::Ledger;
+use support::{HARNESS_KEY, harness_fleet, instance_spec};
+
+/// An emulator following real time (the binary signs with the wall clock) with one instance
+/// due in 3 days; renewals show after an hour, so the expiry stands still during the test.
+async fn emulator() -> EmulatorHandle {
+    let mut fleet: EmulatorConfig = harness_fleet("2000-01-01T00:00:00Z", 1000.0, vec![]);
+    fleet.settings.clock_start = None;
+    fleet.settings.clock_speed = 1.0;
+    fleet.settings.renew_visibility_delay = Duration::from_secs(3600);
+    fleet.instances = vec![InstanceSpec {
+        expires_at: None,
+        expires_in: Some("3d".into()),
+        ..instance_spec("i-due", "2000-01-01T00:00Z")
+    }];
+    ecs_emulator::start(fleet, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap()
+}
+
+fn write_config(dir: &Path, emulator: &EmulatorHandle) -> std::path::PathBuf {
+    let path = dir.join("config.toml");
+    let state = dir.join("state");
+    std::fs::write(
+        &path,
+        format!(
+            "[daemon]\nstate_dir = \"{}\"\n[scan]\nregions = [\"cn-hangzhou\"]\n[retry]\nverify_timeout = \"1s\"\nverify_interval = \"200ms\"\n[[accounts]]\nname = \"main\"\nendpoint = \"{}\"\n[accounts.credentials]\nsource = \"env\"\n[accounts.call_retry]\nmax_attempts = 1\n[[policies]]\nname = \"renew-all\"\naction = \"renew\"\n",
+            state.display(),
+            emulator.url()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn once(config: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ecs-renewd"));
+    cmd.args(["--log-format", "json", "once", "--config"])
+        .arg(config)
+        .env("ALIBABA_CLOUD_ACCESS_KEY_ID", HARNESS_KEY.0)
+        .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", HARNESS_KEY.1)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+async fn wait(child: std::process::Child) -> std::process::Output {
+    tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_killed_between_intent_and_answer_resends_the_same_token_after_restart() {
+    let emulator = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &emulator);
+    // Hold the renewal in the emulator long enough to kill the process while it waits.
+    emulator.add_fault(FaultSpec::next(
+        Action::RenewInstance,
+        1,
+        FaultKind::Latency { ms: 1500 },
+    ));
+    let mut child = once(&config).spawn().unwrap();
+    assert!(
+        emulator
+            .wait_for(
+                |c| c.count(Action::RenewInstance) >= 1,
+                Duration::from_secs(60)
+            )
+            .await,
+        "the renewal never arrived"
+    );
+    child.kill().unwrap(); // SIGKILL
+    let killed = wait(child).await;
+    assert!(!killed.status.success());
+    // The emulator finishes the held request: the charge happened, the answer was lost.
+    assert!(
+        emulator
+            .wait_for(|c| c.answered() >= 4, Duration::from_secs(30))
+            .await
+    );
+    let orders = emulator.orders();
+    assert_eq!(orders.len(), 1);
+    {
+        let ledger = Ledger::open_read_only(&dir.path().join("state"))
+            .unwrap()
+            .unwrap();
+        let records = ledger.money_records(Some("i-due")).unwrap();
+        assert_eq!(records.len(), 1);
+        assert_eq!(
+            records[0].status, "sent",
+            "the intent was written before the request left"
+        );
+        assert_eq!(records[0].client_token, orders[0].client_token);
+    }
+    // Restart: the open intent is resent with its token; the cloud returns the same order.
+    let rerun = wait(once(&config).spawn().unwrap()).await;
+    let stdout = String::from_utf8_lossy(&rerun.stdout);
+    assert_eq!(
+        rerun.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&rerun.stderr)
+    );
+    assert!(stdout.contains("1 renewed"), "{stdout}");
+    assert_eq!(emulator.calls().count(Action::RenewInstance), 2);
+    let orders_after = emulator.orders();
+    assert_eq!(orders_after, orders, "one order, no second charge");
+    let ledger = Ledger::open_read_only(&dir.path().join("state"))
+        .unwrap()
+        .unwrap();
+    let records = ledger.money_records(Some("i-due")).unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(
+        records[0].order_id.as_deref(),
+        Some(orders[0].order_id.as_str())
+    );
+    assert_eq!(records[0].attempts, 2);
+    let logs = String::from_utf8_lossy(&rerun.stderr);
+    assert!(
+        logs.contains("\"message\":\"renewed\""),
+        "one info line per money-moving action: {logs}"
+    );
+    assert!(logs.contains(&orders[0].order_id), "{logs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_on_the_same_state_directory_refuses_to_start() {
+    let emulator = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &emulator);
+    emulator.add_fault(FaultSpec::next(
+        Action::RenewInstance,
+        1,
+        FaultKind::Latency { ms: 1500 },
+    ));
+    let first = once(&config).spawn().unwrap();
+    assert!(
+        emulator
+            .wait_for(
+                |c| c.count(Action::RenewInstance) >= 1,
+                Duration::from_secs(60)
+            )
+            .await
+    );
+    let second = wait(once(&config).spawn().unwrap()).await;
+    assert_eq!(second.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        stderr.contains("another ecs-renewd already uses the state directory"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("run one daemon per state directory"),
+        "{stderr}"
+    );
+    let first = wait(first).await;
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert_eq!(emulator.orders().len(), 1);
+}
