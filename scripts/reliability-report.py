@@ -4,7 +4,8 @@
 The figures are produced by the tests themselves, never typed in:
   soak-<variant>.json   tests/it/soak.rs, chaos soak (in process)
   kills-<variant>.json  tests/it/soak.rs, SIGKILL-and-restart run of the real binary
-  bad-inputs.json       tests/it/bad_input.rs, every bad input with its exact answer
+  bad-inputs-<group>.json  tests/it/bad_input.rs (config, credentials, ledger, api), every
+                        bad input with its exact answer
   state-machine-<variant>.json  tests/money_safety/state_machine.rs, the model-based test
   fuzz-<variant>.log    the output of the fuzz run (`cargo test --test it fuzz:: ... | tee`)
 
@@ -225,7 +226,12 @@ def main():
 
     soak = load(f"soak-{args.variant}.json")
     kills = load(f"kills-{args.variant}.json")
-    bad = load("bad-inputs.json")
+    # One file per group of tests/it/bad_input.rs, joined in the table's order.
+    bad = [
+        case
+        for group in ("config", "credentials", "ledger", "api")
+        for case in load(f"bad-inputs-{group}.json")
+    ]
     fuzz_log = FIGURES / f"fuzz-{args.variant}.log"
     sm_path = FIGURES / f"state-machine-{args.variant}.json"
     sm = json.loads(sm_path.read_text()) if sm_path.exists() else None

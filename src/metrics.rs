@@ -112,205 +112,367 @@ fn name(suffix: &str) -> String {
     format!("{PREFIX}_{suffix}")
 }
 
-impl Metrics {
-    /// Creates and registers every metric; closed label sets are pre-filled with zeros so
-    /// `increase()` works from the first failure.
-    pub fn new(clock: Arc<dyn Clock>) -> Metrics {
-        let registry = Registry::new();
-        let mut names: Vec<String> = INSTANCE_FAMILIES.iter().map(|f| name(f.0)).collect();
-        macro_rules! register {
-            ($metric:expr) => {{
-                let metric = $metric.expect("metric definitions are static and valid");
-                names.extend(
-                    prometheus::core::Collector::desc(&metric)
-                        .iter()
-                        .map(|d| d.fq_name.clone()),
-                );
-                registry
-                    .register(Box::new(metric.clone()))
-                    .expect("each metric is registered once");
-                metric
-            }};
+/// The registry being filled, and the name of every family the daemon exports so far.
+struct Registrar {
+    registry: Registry,
+    names: Vec<String>,
+}
+
+impl Registrar {
+    /// An empty registry; the names start with the per-instance families, which are rendered
+    /// from the ledger rather than registered.
+    fn new() -> Registrar {
+        Registrar {
+            registry: Registry::new(),
+            names: INSTANCE_FAMILIES.iter().map(|f| name(f.0)).collect(),
         }
-        let renewals_total = register!(IntCounterVec::new(
+    }
+
+    /// Registers `metric` (whose definition must be valid), notes its names and returns it.
+    fn register<M>(&mut self, metric: prometheus::Result<M>) -> M
+    where
+        M: prometheus::core::Collector + Clone + 'static,
+    {
+        let metric = metric.expect("metric definitions are static and valid");
+        self.names.extend(
+            prometheus::core::Collector::desc(&metric)
+                .iter()
+                .map(|d| d.fq_name.clone()),
+        );
+        self.registry
+            .register(Box::new(metric.clone()))
+            .expect("each metric is registered once");
+        metric
+    }
+}
+
+/// What renewals and auto-renew changes did and cost.
+struct RenewalMetrics {
+    renewals_total: IntCounterVec,
+    auto_renew_changes_total: IntCounterVec,
+    renewal_spend_total: CounterVec,
+}
+
+impl RenewalMetrics {
+    /// Registers `renewals_total`, `auto_renew_changes_total` and `renewal_spend_total`.
+    fn register(registrar: &mut Registrar) -> RenewalMetrics {
+        let renewals_total = registrar.register(IntCounterVec::new(
             Opts::new(
                 name("renewals_total"),
-                "RenewInstance outcomes: result ok, failed or unknown (outcome not known yet), with the failure class"
+                "RenewInstance outcomes: result ok, failed or unknown (outcome not known yet), with the failure class",
             ),
-            &["result", "class"]
+            &["result", "class"],
         ));
-        let auto_renew_changes_total = register!(IntCounterVec::new(
+        let auto_renew_changes_total = registrar.register(IntCounterVec::new(
             Opts::new(
                 name("auto_renew_changes_total"),
-                "ModifyInstanceAutoRenewAttribute changes per instance, by result"
+                "ModifyInstanceAutoRenewAttribute changes per instance, by result",
             ),
-            &["result"]
+            &["result"],
         ));
-        let renewal_spend_total = register!(CounterVec::new(
+        let renewal_spend_total = registrar.register(CounterVec::new(
             Opts::new(
                 name("renewal_spend_total"),
-                "Money spent on renewals that were priced, in currency units"
+                "Money spent on renewals that were priced, in currency units",
             ),
-            &["currency"]
+            &["currency"],
         ));
-        let source_up = register!(IntGaugeVec::new(
-            Opts::new(
-                name("source_up"),
-                "1 when the last scan of the (account, region) source succeeded completely"
-            ),
-            &["account", "region"]
-        ));
-        let scan_last_success = register!(GaugeVec::new(
-            Opts::new(
-                name("scan_last_success_timestamp_seconds"),
-                "When the source was last scanned completely"
-            ),
-            &["account", "region"]
-        ));
-        let scan_duration = register!(GaugeVec::new(
-            Opts::new(
-                name("scan_duration_seconds"),
-                "How long the source's last scan took"
-            ),
-            &["account", "region"]
-        ));
-        let api_requests_total = register!(IntCounterVec::new(
-            Opts::new(
-                name("api_requests_total"),
-                "ECS API attempts by action, region and outcome class (ok or a failure class)"
-            ),
-            &["action", "region", "class"]
-        ));
-        let api_request_duration = register!(HistogramVec::new(
-            HistogramOpts::new(
-                name("api_request_duration_seconds"),
-                "ECS API attempt latency"
-            )
-            .buckets(vec![
-                0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0
-            ]),
-            &["action"]
-        ));
-        let limit_trips_total = register!(IntCounterVec::new(
-            Opts::new(
-                name("limit_trips_total"),
-                "Safety belts that tripped and held renewals"
-            ),
-            &["limit"]
-        ));
-        let passes_total = register!(IntCounterVec::new(
-            Opts::new(name("passes_total"), "Reconcile passes by result"),
-            &["result"]
-        ));
-        let admin_connections_closed_total = register!(IntCounterVec::new(
-            Opts::new(
-                name("admin_connections_closed_total"),
-                "Admin HTTP connections closed by a limit: header_timeout (no complete request head in time, idle keep-alive connections included), write_timeout (the client took nothing of an answer), answer_timeout (an answer took too long), evicted (closed at the connection cap to let a new one in)"
-            ),
-            &["reason"]
-        ));
-        for reason in [
-            "header_timeout",
-            "write_timeout",
-            "answer_timeout",
-            "evicted",
-        ] {
-            admin_connections_closed_total.with_label_values(&[reason]);
-        }
-        let ticks_coalesced_total = register!(IntCounter::new(
-            name("ticks_coalesced_total"),
-            "Ticks that arrived while a pass was running and were folded into the next one"
-        ));
-        let scheduler_missed_ticks_total = register!(IntCounter::new(
-            name("scheduler_missed_ticks_total"),
-            "Cron ticks the scheduler did not deliver in time; the watchdog ran the pass itself"
-        ));
-        let config_last_reload_successful = register!(IntGauge::new(
-            name("config_last_reload_successful"),
-            "1 when the last config reload (SIGHUP) succeeded"
-        ));
-        let clock_time_seconds = register!(Gauge::new(
-            name("clock_time_seconds"),
-            "The daemon's wall clock at scrape time, to detect clock skew"
-        ));
-        let dry_run = register!(IntGauge::new(
-            name("dry_run"),
-            "1 when dry-run is on: nothing is changed"
-        ));
-        let schedule_interval_seconds = register!(Gauge::new(
-            name("schedule_interval_seconds"),
-            "The typical interval between scheduled passes"
-        ));
-        let undecodable_total = register!(IntCounter::new(
-            name("instances_undecodable_total"),
-            "Instance records from ECS that could not be understood (they are not managed until they can be)"
-        ));
-        let renewals_refused = register!(IntGaugeVec::new(
-            Opts::new(
-                name("renewals_refused"),
-                "Instances whose renewal the service refused for a reason only a person can fix (class permission, clock or invalid), as of the last pass"
-            ),
-            &["account", "class"]
-        ));
-        let source_duplicate_instances = register!(IntGaugeVec::new(
-            Opts::new(
-                name("source_duplicate_instances"),
-                "Instances this source listed that another config entry listed first in the last pass: two entries reach one cloud account"
-            ),
-            &["account", "region"]
-        ));
-        let build_info = register!(IntGaugeVec::new(
-            Opts::new(name("build_info"), "Build information"),
-            &["version"]
-        ));
-        build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION")])
-            .set(1);
-        config_last_reload_successful.set(1);
-        registry
-            .register(Box::new(
-                prometheus::process_collector::ProcessCollector::for_self(),
-            ))
-            .expect("the process collector is registered once");
-
-        for class in ErrorClass::ALL {
-            renewals_total.with_label_values(&[RESULT_FAILED, class.as_str()]);
-            renewals_total.with_label_values(&[RESULT_UNKNOWN, class.as_str()]);
-        }
-        renewals_total.with_label_values(&[RESULT_OK, "none"]);
-        for result in ["ok", "failed"] {
-            auto_renew_changes_total.with_label_values(&[result]);
-        }
-        for limit in LimitKind::ALL {
-            limit_trips_total.with_label_values(&[limit.as_str()]);
-        }
-        for result in [PassResult::Ok, PassResult::Partial, PassResult::Failed] {
-            passes_total.with_label_values(&[result.as_str()]);
-        }
-        Metrics {
-            registry,
+        RenewalMetrics {
             renewals_total,
             auto_renew_changes_total,
             renewal_spend_total,
+        }
+    }
+
+    /// Pre-fills every (result, class) of `renewals_total` and every result of
+    /// `auto_renew_changes_total` with zero.
+    fn prefill(&self) {
+        for class in ErrorClass::ALL {
+            self.renewals_total
+                .with_label_values(&[RESULT_FAILED, class.as_str()]);
+            self.renewals_total
+                .with_label_values(&[RESULT_UNKNOWN, class.as_str()]);
+        }
+        self.renewals_total.with_label_values(&[RESULT_OK, "none"]);
+        for result in ["ok", "failed"] {
+            self.auto_renew_changes_total.with_label_values(&[result]);
+        }
+    }
+}
+
+/// The health of each (account, region) source's scan.
+struct SourceMetrics {
+    source_up: IntGaugeVec,
+    scan_last_success: GaugeVec,
+    scan_duration: GaugeVec,
+}
+
+impl SourceMetrics {
+    /// Registers `source_up`, `scan_last_success_timestamp_seconds` and `scan_duration_seconds`.
+    fn register(registrar: &mut Registrar) -> SourceMetrics {
+        let source_up = registrar.register(IntGaugeVec::new(
+            Opts::new(
+                name("source_up"),
+                "1 when the last scan of the (account, region) source succeeded completely",
+            ),
+            &["account", "region"],
+        ));
+        let scan_last_success = registrar.register(GaugeVec::new(
+            Opts::new(
+                name("scan_last_success_timestamp_seconds"),
+                "When the source was last scanned completely",
+            ),
+            &["account", "region"],
+        ));
+        let scan_duration = registrar.register(GaugeVec::new(
+            Opts::new(
+                name("scan_duration_seconds"),
+                "How long the source's last scan took",
+            ),
+            &["account", "region"],
+        ));
+        SourceMetrics {
             source_up,
             scan_last_success,
             scan_duration,
+        }
+    }
+}
+
+/// The ECS API attempts.
+struct ApiMetrics {
+    api_requests_total: IntCounterVec,
+    api_request_duration: HistogramVec,
+}
+
+impl ApiMetrics {
+    /// Registers `api_requests_total` and `api_request_duration_seconds`.
+    fn register(registrar: &mut Registrar) -> ApiMetrics {
+        let api_requests_total = registrar.register(IntCounterVec::new(
+            Opts::new(
+                name("api_requests_total"),
+                "ECS API attempts by action, region and outcome class (ok or a failure class)",
+            ),
+            &["action", "region", "class"],
+        ));
+        let api_request_duration = registrar.register(HistogramVec::new(
+            HistogramOpts::new(
+                name("api_request_duration_seconds"),
+                "ECS API attempt latency",
+            )
+            .buckets(vec![
+                0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0,
+            ]),
+            &["action"],
+        ));
+        ApiMetrics {
             api_requests_total,
             api_request_duration,
+        }
+    }
+}
+
+/// Reconcile passes and the safety belts that tripped in them.
+struct PassMetrics {
+    limit_trips_total: IntCounterVec,
+    passes_total: IntCounterVec,
+}
+
+impl PassMetrics {
+    /// Registers `limit_trips_total` and `passes_total`.
+    fn register(registrar: &mut Registrar) -> PassMetrics {
+        let limit_trips_total = registrar.register(IntCounterVec::new(
+            Opts::new(
+                name("limit_trips_total"),
+                "Safety belts that tripped and held renewals",
+            ),
+            &["limit"],
+        ));
+        let passes_total = registrar.register(IntCounterVec::new(
+            Opts::new(name("passes_total"), "Reconcile passes by result"),
+            &["result"],
+        ));
+        PassMetrics {
             limit_trips_total,
             passes_total,
+        }
+    }
+
+    /// Pre-fills every limit of `limit_trips_total` and every result of `passes_total` with
+    /// zero.
+    fn prefill(&self) {
+        for limit in LimitKind::ALL {
+            self.limit_trips_total.with_label_values(&[limit.as_str()]);
+        }
+        for result in [PassResult::Ok, PassResult::Partial, PassResult::Failed] {
+            self.passes_total.with_label_values(&[result.as_str()]);
+        }
+    }
+}
+
+/// Registers `admin_connections_closed_total` with every reason pre-filled with zero.
+fn register_admin(registrar: &mut Registrar) -> IntCounterVec {
+    let admin_connections_closed_total = registrar.register(IntCounterVec::new(
+        Opts::new(
+            name("admin_connections_closed_total"),
+            "Admin HTTP connections closed by a limit: header_timeout (no complete request head in time, idle keep-alive connections included), write_timeout (the client took nothing of an answer), answer_timeout (an answer took too long), evicted (closed at the connection cap to let a new one in)",
+        ),
+        &["reason"],
+    ));
+    for reason in [
+        "header_timeout",
+        "write_timeout",
+        "answer_timeout",
+        "evicted",
+    ] {
+        admin_connections_closed_total.with_label_values(&[reason]);
+    }
+    admin_connections_closed_total
+}
+
+/// The scheduler, the config and the daemon's clock.
+struct DaemonMetrics {
+    ticks_coalesced_total: IntCounter,
+    scheduler_missed_ticks_total: IntCounter,
+    config_last_reload_successful: IntGauge,
+    clock_time_seconds: Gauge,
+    dry_run: IntGauge,
+    schedule_interval_seconds: Gauge,
+}
+
+impl DaemonMetrics {
+    /// Registers the tick counters, `config_last_reload_successful`, `clock_time_seconds`,
+    /// `dry_run` and `schedule_interval_seconds`.
+    fn register(registrar: &mut Registrar) -> DaemonMetrics {
+        let ticks_coalesced_total = registrar.register(IntCounter::new(
+            name("ticks_coalesced_total"),
+            "Ticks that arrived while a pass was running and were folded into the next one",
+        ));
+        let scheduler_missed_ticks_total = registrar.register(IntCounter::new(
+            name("scheduler_missed_ticks_total"),
+            "Cron ticks the scheduler did not deliver in time; the watchdog ran the pass itself",
+        ));
+        let config_last_reload_successful = registrar.register(IntGauge::new(
+            name("config_last_reload_successful"),
+            "1 when the last config reload (SIGHUP) succeeded",
+        ));
+        let clock_time_seconds = registrar.register(Gauge::new(
+            name("clock_time_seconds"),
+            "The daemon's wall clock at scrape time, to detect clock skew",
+        ));
+        let dry_run = registrar.register(IntGauge::new(
+            name("dry_run"),
+            "1 when dry-run is on: nothing is changed",
+        ));
+        let schedule_interval_seconds = registrar.register(Gauge::new(
+            name("schedule_interval_seconds"),
+            "The typical interval between scheduled passes",
+        ));
+        DaemonMetrics {
             ticks_coalesced_total,
             scheduler_missed_ticks_total,
             config_last_reload_successful,
             clock_time_seconds,
             dry_run,
             schedule_interval_seconds,
+        }
+    }
+}
+
+/// Instances that need a person: undecodable records, refused renewals, duplicates.
+struct FleetMetrics {
+    undecodable_total: IntCounter,
+    renewals_refused: IntGaugeVec,
+    source_duplicate_instances: IntGaugeVec,
+}
+
+impl FleetMetrics {
+    /// Registers `instances_undecodable_total`, `renewals_refused` and
+    /// `source_duplicate_instances`.
+    fn register(registrar: &mut Registrar) -> FleetMetrics {
+        let undecodable_total = registrar.register(IntCounter::new(
+            name("instances_undecodable_total"),
+            "Instance records from ECS that could not be understood (they are not managed until they can be)",
+        ));
+        let renewals_refused = registrar.register(IntGaugeVec::new(
+            Opts::new(
+                name("renewals_refused"),
+                "Instances whose renewal the service refused for a reason only a person can fix (class permission, clock or invalid), as of the last pass",
+            ),
+            &["account", "class"],
+        ));
+        let source_duplicate_instances = registrar.register(IntGaugeVec::new(
+            Opts::new(
+                name("source_duplicate_instances"),
+                "Instances this source listed that another config entry listed first in the last pass: two entries reach one cloud account",
+            ),
+            &["account", "region"],
+        ));
+        FleetMetrics {
             undecodable_total,
             renewals_refused,
             source_duplicate_instances,
+        }
+    }
+}
+
+/// Registers `build_info` and sets its series for this version to 1.
+fn register_build_info(registrar: &mut Registrar) {
+    let build_info = registrar.register(IntGaugeVec::new(
+        Opts::new(name("build_info"), "Build information"),
+        &["version"],
+    ));
+    build_info
+        .with_label_values(&[env!("CARGO_PKG_VERSION")])
+        .set(1);
+}
+
+impl Metrics {
+    /// Creates and registers every metric; closed label sets are pre-filled with zeros so
+    /// `increase()` works from the first failure.
+    pub fn new(clock: Arc<dyn Clock>) -> Metrics {
+        let mut registrar = Registrar::new();
+        let renewals = RenewalMetrics::register(&mut registrar);
+        let sources = SourceMetrics::register(&mut registrar);
+        let api = ApiMetrics::register(&mut registrar);
+        let passes = PassMetrics::register(&mut registrar);
+        let admin_connections_closed_total = register_admin(&mut registrar);
+        let daemon = DaemonMetrics::register(&mut registrar);
+        let fleet = FleetMetrics::register(&mut registrar);
+        register_build_info(&mut registrar);
+        daemon.config_last_reload_successful.set(1);
+        registrar
+            .registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("the process collector is registered once");
+        renewals.prefill();
+        passes.prefill();
+        Metrics {
+            registry: registrar.registry,
+            renewals_total: renewals.renewals_total,
+            auto_renew_changes_total: renewals.auto_renew_changes_total,
+            renewal_spend_total: renewals.renewal_spend_total,
+            source_up: sources.source_up,
+            scan_last_success: sources.scan_last_success,
+            scan_duration: sources.scan_duration,
+            api_requests_total: api.api_requests_total,
+            api_request_duration: api.api_request_duration,
+            limit_trips_total: passes.limit_trips_total,
+            passes_total: passes.passes_total,
+            ticks_coalesced_total: daemon.ticks_coalesced_total,
+            scheduler_missed_ticks_total: daemon.scheduler_missed_ticks_total,
+            config_last_reload_successful: daemon.config_last_reload_successful,
+            clock_time_seconds: daemon.clock_time_seconds,
+            dry_run: daemon.dry_run,
+            schedule_interval_seconds: daemon.schedule_interval_seconds,
+            undecodable_total: fleet.undecodable_total,
+            renewals_refused: fleet.renewals_refused,
+            source_duplicate_instances: fleet.source_duplicate_instances,
             admin_connections_closed_total,
             clock,
-            names,
+            names: registrar.names,
         }
     }
 

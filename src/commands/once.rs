@@ -13,7 +13,7 @@ use crate::cloud::credentials::Environment;
 use crate::config::Config;
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;
-use crate::reconcile::pass::{Engine, PassSummary};
+use crate::reconcile::pass::{Engine, EngineBase, PassSummary};
 
 /// Builds the engine: config, ledger (with its lock), metrics, clients.
 pub async fn engine(
@@ -25,25 +25,13 @@ pub async fn engine(
     let ledger = Ledger::open(&config.state_dir).map_err(Failure::runtime)?;
     let metrics = Arc::new(Metrics::new(clock.clone()));
     metrics.dry_run.set(i64::from(config.dry_run));
-    let (accounts, warnings) =
-        crate::accounts::connect(&config, env, clock.clone(), metrics.clone(), cancel.clone())
-            .await?;
-    for warning in config
-        .warnings
-        .iter()
-        .map(ToString::to_string)
-        .chain(warnings)
-    {
-        tracing::warn!(%warning, "configuration warning");
-    }
-    Ok(Engine {
-        config: Arc::new(config),
-        accounts,
+    let base = EngineBase {
         ledger: Arc::new(ledger),
         metrics,
         clock,
         cancel,
-    })
+    };
+    Ok(Engine::connect(config, env, base).await?)
 }
 
 /// Runs one pass; `cancel` stops new calls (SIGTERM).

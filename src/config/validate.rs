@@ -7,7 +7,7 @@ use std::ops::Range;
 use std::path::Path;
 use std::time::Duration;
 
-use super::schema::{ActionKind, ConfigFile, PolicySection};
+use super::schema::{AccountSection, ActionKind, ConfigFile, PolicySection};
 use super::{Account, AdminSettings, Config, ConfigError, Limits, Problem, RetrySettings, Scan};
 use crate::cloud::credentials::{Environment, SourceKind};
 use crate::cloud::ecs::AutoRenewTarget;
@@ -301,118 +301,157 @@ fn check_accounts(file: &ConfigFile, report: &mut Report) -> (Vec<Account>, Hash
     let mut names = HashSet::new();
     for (i, section) in file.accounts.iter().enumerate() {
         let key = format!("accounts[{i}]");
-        let name = section.name.get_ref().clone();
-        if name.is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        {
-            report.error(
-                Some(section.name.span()),
-                &format!("{key}.name"),
-                format!("{name:?} is not a usable account name"),
-                "use letters, digits, '-', '_' or '.'",
-            );
-        }
-        if !names.insert(name.clone()) {
-            report.error(
-                Some(section.name.span()),
-                &format!("{key}.name"),
-                format!("account {name:?} is defined twice"),
-                "give each account its own name",
-            );
-        }
-        let endpoint = match &section.endpoint {
-            None => Endpoint::Public,
-            Some(text) => match Endpoint::parse(text.get_ref()) {
-                Ok(e) => e,
-                Err(e) => {
-                    report.error(
-                        Some(text.span()),
-                        &format!("{key}.endpoint"),
-                        e.to_string(),
-                        "write \"public\", \"vpc\" or an https:// URL",
-                    );
-                    Endpoint::Public
-                }
-            },
-        };
-        let credentials = &section.credentials;
-        if credentials.source == SourceKind::File && credentials.access_key_secret_file.is_none() {
-            report.error(
-                Some(section.name.span()),
-                &format!("{key}.credentials"),
-                "source = \"file\" needs access_key_id and access_key_secret_file".into(),
-                "point access_key_secret_file at a file holding only the secret (mode 600)",
-            );
-        }
-        if credentials.access_key_secret_file.is_some()
-            && credentials
-                .access_key_id
-                .as_deref()
-                .is_none_or(str::is_empty)
-        {
-            report.error(
-                Some(section.name.span()),
-                &format!("{key}.credentials.access_key_id"),
-                "access_key_secret_file is set but access_key_id is not".into(),
-                "add access_key_id (the ID is not a secret)",
-            );
-        }
-        if let Err(why) = crate::cloud::credentials::check_metadata_url(&credentials.metadata_url) {
-            report.error(
-                Some(section.name.span()),
-                &format!("{key}.credentials.metadata_url"),
-                why,
-                "leave it unset (http://100.100.100.200 is the service on every ECS instance)",
-            );
-        }
-        let currency = match &section.currency {
-            None => match section.site {
-                Site::China => "CNY".to_owned(),
-                Site::International => "USD".to_owned(),
-            },
-            Some(code) => {
-                if !is_currency_code(code.get_ref()) {
-                    report.error(
-                        Some(code.span()),
-                        &format!("{key}.currency"),
-                        format!("{:?} is not a currency code", code.get_ref()),
-                        "use the code ECS quotes prices in, e.g. CNY or USD",
-                    );
-                }
-                code.get_ref().clone()
-            }
-        };
-        if section.rate_limit.per_second <= 0.0 || section.rate_limit.burst == 0 {
-            report.error(
-                None,
-                &format!("{key}.rate_limit"),
-                "per_second must be above 0 and burst at least 1".into(),
-                "",
-            );
-        }
-        accounts.push(Account {
-            name,
-            credentials: credentials.clone(),
-            endpoint,
-            site: section.site,
-            currency,
-            location: line_col(report.text, section.name.span().start),
-            regions: section
-                .regions
-                .clone()
-                .unwrap_or_else(|| file.scan.regions.clone()),
-            rate_limit: section.rate_limit.clone(),
-            call_retry: section.call_retry.clone(),
-            read_timeouts: section
-                .read_timeouts
-                .iter()
-                .map(|(action, t)| (*action, t.0))
-                .collect(),
-        });
+        check_account_name(section, &key, &mut names, report);
+        accounts.push(compile_account(section, &key, file, report));
     }
     (accounts, names)
+}
+
+/// An account's name: usable characters, and not taken by an earlier account (it is added to
+/// `names`).
+fn check_account_name(
+    section: &AccountSection,
+    key: &str,
+    names: &mut HashSet<String>,
+    report: &mut Report,
+) {
+    let name = section.name.get_ref().clone();
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        report.error(
+            Some(section.name.span()),
+            &format!("{key}.name"),
+            format!("{name:?} is not a usable account name"),
+            "use letters, digits, '-', '_' or '.'",
+        );
+    }
+    if !names.insert(name.clone()) {
+        report.error(
+            Some(section.name.span()),
+            &format!("{key}.name"),
+            format!("account {name:?} is defined twice"),
+            "give each account its own name",
+        );
+    }
+}
+
+/// One `[[accounts]]` entry compiled: its endpoint, credentials, currency and rate limit
+/// checked, problems reported.
+fn compile_account(
+    section: &AccountSection,
+    key: &str,
+    file: &ConfigFile,
+    report: &mut Report,
+) -> Account {
+    let endpoint = account_endpoint(section, key, report);
+    check_credentials(section, key, report);
+    let currency = account_currency(section, key, report);
+    if section.rate_limit.per_second <= 0.0 || section.rate_limit.burst == 0 {
+        report.error(
+            None,
+            &format!("{key}.rate_limit"),
+            "per_second must be above 0 and burst at least 1".into(),
+            "",
+        );
+    }
+    Account {
+        name: section.name.get_ref().clone(),
+        credentials: section.credentials.clone(),
+        endpoint,
+        site: section.site,
+        currency,
+        location: line_col(report.text, section.name.span().start),
+        regions: section
+            .regions
+            .clone()
+            .unwrap_or_else(|| file.scan.regions.clone()),
+        rate_limit: section.rate_limit.clone(),
+        call_retry: section.call_retry.clone(),
+        read_timeouts: section
+            .read_timeouts
+            .iter()
+            .map(|(action, t)| (*action, t.0))
+            .collect(),
+    }
+}
+
+/// An account's endpoint: public when not given, and public (with a problem reported) when
+/// it cannot be parsed.
+fn account_endpoint(section: &AccountSection, key: &str, report: &mut Report) -> Endpoint {
+    match &section.endpoint {
+        None => Endpoint::Public,
+        Some(text) => match Endpoint::parse(text.get_ref()) {
+            Ok(e) => e,
+            Err(e) => {
+                report.error(
+                    Some(text.span()),
+                    &format!("{key}.endpoint"),
+                    e.to_string(),
+                    "write \"public\", \"vpc\" or an https:// URL",
+                );
+                Endpoint::Public
+            }
+        },
+    }
+}
+
+/// An account's credentials: a secret file with its key ID, and a usable metadata URL.
+fn check_credentials(section: &AccountSection, key: &str, report: &mut Report) {
+    let credentials = &section.credentials;
+    if credentials.source == SourceKind::File && credentials.access_key_secret_file.is_none() {
+        report.error(
+            Some(section.name.span()),
+            &format!("{key}.credentials"),
+            "source = \"file\" needs access_key_id and access_key_secret_file".into(),
+            "point access_key_secret_file at a file holding only the secret (mode 600)",
+        );
+    }
+    if credentials.access_key_secret_file.is_some()
+        && credentials
+            .access_key_id
+            .as_deref()
+            .is_none_or(str::is_empty)
+    {
+        report.error(
+            Some(section.name.span()),
+            &format!("{key}.credentials.access_key_id"),
+            "access_key_secret_file is set but access_key_id is not".into(),
+            "add access_key_id (the ID is not a secret)",
+        );
+    }
+    if let Err(why) = crate::cloud::credentials::check_metadata_url(&credentials.metadata_url) {
+        report.error(
+            Some(section.name.span()),
+            &format!("{key}.credentials.metadata_url"),
+            why,
+            "leave it unset (http://100.100.100.200 is the service on every ECS instance)",
+        );
+    }
+}
+
+/// An account's billing currency: the one given (a problem reported if it is not a currency
+/// code), else the site's default (CNY on the China site, USD on the international site).
+fn account_currency(section: &AccountSection, key: &str, report: &mut Report) -> String {
+    match &section.currency {
+        None => match section.site {
+            Site::China => "CNY".to_owned(),
+            Site::International => "USD".to_owned(),
+        },
+        Some(code) => {
+            if !is_currency_code(code.get_ref()) {
+                report.error(
+                    Some(code.span()),
+                    &format!("{key}.currency"),
+                    format!("{:?} is not a currency code", code.get_ref()),
+                    "use the code ECS quotes prices in, e.g. CNY or USD",
+                );
+            }
+            code.get_ref().clone()
+        }
+    }
 }
 
 /// `[limits]`: the safety belts, spend limits in cents per currency.
@@ -746,6 +785,8 @@ fn check_period(
     false
 }
 
+/// One `[[policies]]` entry compiled: its keys checked against its action, its matcher and
+/// action compiled; `None` when any of it is wrong (every problem is reported).
 fn compile_policy(
     section: &PolicySection,
     key: &str,
@@ -755,7 +796,27 @@ fn compile_policy(
     report: &mut Report,
 ) -> Option<Policy> {
     let name = section.name.get_ref().clone();
-    let present: Vec<(&str, Option<Range<usize>>)> = vec![
+    let mut ok = check_action_keys(section, key, report);
+    let matcher = compile_matcher(section, key, report)?;
+    let compiled = compile_action(section, key, covered, file, limits, report);
+    ok &= compiled.ok;
+    let override_not_renewal = section
+        .override_not_renewal
+        .as_ref()
+        .map(|b| *b.get_ref())
+        .unwrap_or(false);
+    ok.then_some(Policy {
+        name,
+        matcher,
+        action: compiled.action,
+        override_not_renewal,
+    })
+}
+
+/// Where each action-specific key is written in a policy entry (`None`: not given), in the
+/// order their problems are reported.
+fn action_key_spans(section: &PolicySection) -> Vec<(&'static str, Option<Range<usize>>)> {
+    vec![
         ("period", section.period.as_ref().map(|s| s.span())),
         (
             "renew_before",
@@ -783,9 +844,13 @@ fn compile_policy(
             "override_not_renewal",
             section.override_not_renewal.as_ref().map(|s| s.span()),
         ),
-    ];
+    ]
+}
+
+/// Reports each key a policy entry sets that its action does not use; whether there was none.
+fn check_action_keys(section: &PolicySection, key: &str, report: &mut Report) -> bool {
     let mut ok = true;
-    for (field, span) in present {
+    for (field, span) in action_key_spans(section) {
         let Some(span) = span else { continue };
         let allowed = ACTION_KEYS
             .iter()
@@ -806,8 +871,14 @@ fn compile_policy(
             ok = false;
         }
     }
-    let matcher = match Matcher::compile(&section.matcher) {
-        Ok(m) => m,
+    ok
+}
+
+/// A policy's `[policies.match]` compiled; `None` (with the problem reported) when its name
+/// glob is invalid.
+fn compile_matcher(section: &PolicySection, key: &str, report: &mut Report) -> Option<Matcher> {
+    match Matcher::compile(&section.matcher) {
+        Ok(m) => Some(m),
         Err(message) => {
             let span = section.matcher.name.as_ref().map(|n| n.span());
             report.error(
@@ -816,9 +887,28 @@ fn compile_policy(
                 message,
                 "a glob uses *, ? and [...]",
             );
-            return None;
+            None
         }
-    };
+    }
+}
+
+/// A policy's compiled action, and whether every value it took was fine.
+struct CompiledAction {
+    action: PolicyAction,
+    ok: bool,
+}
+
+/// A policy's action compiled from its entry: the period unit, `max_price` and the keys of
+/// the action itself.
+fn compile_action(
+    section: &PolicySection,
+    key: &str,
+    covered: &PolicyAccounts,
+    file: &ConfigFile,
+    limits: &Limits,
+    report: &mut Report,
+) -> CompiledAction {
+    let mut ok = true;
     let unit = section
         .period_unit
         .as_ref()
@@ -829,7 +919,6 @@ fn compile_policy(
         .as_ref()
         .map(|u| u.span())
         .unwrap_or(section.name.span());
-    let site = covered.site;
     let max_price = match &section.max_price {
         None => None,
         Some(value) => {
@@ -843,40 +932,25 @@ fn compile_policy(
             price
         }
     };
-    let override_not_renewal = section
-        .override_not_renewal
-        .as_ref()
-        .map(|b| *b.get_ref())
-        .unwrap_or(false);
     let input = ActionInput {
         section,
         key,
         unit,
         unit_span,
-        site,
+        site: covered.site,
         max_price,
     };
-    let action = match section.action {
-        ActionKind::Renew => {
-            let (action, fine) = compile_renew(input, file, limits, report);
-            ok &= fine;
-            action
-        }
-        ActionKind::AutoRenew => {
-            let (action, fine) = compile_auto_renew(input, report);
-            ok &= fine;
-            action
-        }
-        ActionKind::NotRenewal => PolicyAction::NotRenewal,
-        ActionKind::Observe => PolicyAction::Observe,
-        ActionKind::Skip => PolicyAction::Skip,
+    let (action, fine) = match section.action {
+        ActionKind::Renew => compile_renew(input, file, limits, report),
+        ActionKind::AutoRenew => compile_auto_renew(input, report),
+        ActionKind::NotRenewal => (PolicyAction::NotRenewal, true),
+        ActionKind::Observe => (PolicyAction::Observe, true),
+        ActionKind::Skip => (PolicyAction::Skip, true),
     };
-    ok.then_some(Policy {
-        name,
-        matcher,
+    CompiledAction {
         action,
-        override_not_renewal,
-    })
+        ok: ok && fine,
+    }
 }
 
 /// What compiling a policy's action needs from the rest of its entry.

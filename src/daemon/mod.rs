@@ -26,13 +26,13 @@ use sd_notify::NotifyState;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::accounts::{AccountError, connect};
+use crate::accounts::AccountError;
 use crate::clock::Clock;
 use crate::cloud::credentials::Environment;
 use crate::config::Config;
 use crate::ledger::{Ledger, LedgerError};
 use crate::metrics::Metrics;
-use crate::reconcile::pass::{Engine, PassSummary};
+use crate::reconcile::pass::{Engine, EngineBase, PassSummary};
 use health::Health;
 use scheduler::{CronSource, SchedulerError, Tick, TickReason, Watchdog, typical_interval};
 
@@ -143,23 +143,14 @@ pub async fn start(setup: Setup) -> Result<Running, DaemonError> {
     metrics
         .schedule_interval_seconds
         .set(interval.as_secs_f64());
-    let cancel = CancellationToken::new();
-    let (accounts, warnings) = connect(
-        &config,
-        &env,
-        clock.clone(),
-        metrics.clone(),
-        cancel.clone(),
-    )
-    .await?;
-    for warning in config
-        .warnings
-        .iter()
-        .map(ToString::to_string)
-        .chain(warnings)
-    {
-        tracing::warn!(%warning, "configuration warning");
-    }
+    let base = EngineBase {
+        ledger: ledger.clone(),
+        metrics: metrics.clone(),
+        clock: clock.clone(),
+        cancel: CancellationToken::new(),
+    };
+    let engine = Arc::new(Engine::connect(config, &env, base).await?);
+    let config = engine.config.clone();
     let listener = match admin_listener {
         Some(listener) => listener,
         None => admin::bind(config.admin_listen)
@@ -177,7 +168,7 @@ pub async fn start(setup: Setup) -> Result<Running, DaemonError> {
     let reader = Ledger::open_read_only(&config.state_dir)?
         .map(Arc::new)
         .unwrap_or_else(|| ledger.clone());
-    let shared_accounts = Arc::new(RwLock::new(accounts.clone()));
+    let shared_accounts = Arc::new(RwLock::new(engine.accounts.clone()));
     let admin_stop = CancellationToken::new();
     let admin_task = tokio::spawn(admin::serve(
         listener,
@@ -207,14 +198,6 @@ pub async fn start(setup: Setup) -> Result<Running, DaemonError> {
     tracing::info!(admin = %admin_addr, schedule = %config.schedule.text, timezone = %config.timezone,
         state = %config.state_dir.display(), dry_run = config.dry_run, "ecs-renewd started");
     let engine_floor = config.retry.backoff_floor;
-    let engine = Arc::new(Engine {
-        config: Arc::new(config),
-        accounts,
-        ledger: ledger.clone(),
-        metrics: metrics.clone(),
-        clock: clock.clone(),
-        cancel,
-    });
     let (tick_tx, tick_rx, use_cron) = match ticks {
         Ticks::Cron => {
             let (tx, rx) = mpsc::channel(1);
@@ -284,16 +267,83 @@ fn jitter() -> f64 {
 /// Why a pass runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Wake {
+    /// The first pass after start (the last successful one is not recent).
     Startup,
+    /// A cron tick, or the watchdog standing in for a missed one.
     Tick(TickReason),
+    /// A retry the last pass planned for is due.
     Retry,
+}
+
+/// What waiting between passes ended with.
+enum Waited {
+    /// A stop was requested.
+    Stop,
+    /// A pass is to run.
+    Wake(Wake),
+    /// Something was handled (a reload, a ping, a trim); wait again.
+    Nothing,
+}
+
+/// The timers the loop waits on between passes.
+struct Timers {
+    /// The cron job, unless ticks come from elsewhere (tests, the demo).
+    cron: Option<CronSource>,
+    /// Catches a scheduler that stopped ticking.
+    watchdog: Watchdog,
+    /// When the cron job last fired (milliseconds since the epoch; 0 before the first).
+    last_fire: Arc<AtomicI64>,
+    /// systemd's watchdog ping.
+    ping: tokio::time::Interval,
+    /// Half of systemd's watchdog interval, when systemd asks for pings.
+    ping_every: Option<Duration>,
+    /// How often the schedule is checked (offset changes, missed ticks).
+    check: tokio::time::Interval,
+    /// When to return the last pass's memory to the OS.
+    trim_at: Option<tokio::time::Instant>,
 }
 
 impl LoopState {
     async fn run(mut self) -> Result<(), DaemonError> {
+        let mut timers = self.start_timers().await?;
+        notify(&[
+            NotifyState::Ready,
+            NotifyState::Status("started; waiting for the first pass"),
+        ]);
+        let mut pending = self.first_wake()?;
+        let mut result = Ok(());
+        loop {
+            if let Some(wake) = pending.take() {
+                let ping_enabled = timers.ping_every.is_some();
+                if let Some(error) = self
+                    .run_pass(wake, &mut timers.ping, ping_enabled, &mut timers.watchdog)
+                    .await
+                {
+                    result = Err(error);
+                    break;
+                }
+                if self.stop.is_cancelled() {
+                    break;
+                }
+                pending = self.fold_ticks(&mut timers);
+                continue;
+            }
+            match self.wait_for_wake(&mut timers).await {
+                Waited::Stop => break,
+                Waited::Wake(wake) => pending = Some(wake),
+                Waited::Nothing => {}
+            }
+        }
+        self.shut_down(timers.cron).await;
+        result
+    }
+
+    /// The cron job (unless ticks come from elsewhere), the watchdog and the other timers the
+    /// loop waits on.
+    async fn start_timers(&self) -> Result<Timers, DaemonError> {
         let config = self.engine.config.clone();
         let last_fire = Arc::new(AtomicI64::new(0));
-        let mut cron = if self.use_cron {
+        let cron = if self.use_cron {
             Some(
                 CronSource::start(
                     config.schedule.clone(),
@@ -308,15 +358,22 @@ impl LoopState {
         } else {
             None
         };
-        let mut watchdog = Watchdog::new(config.schedule.clone(), config.timezone, self.wall.now());
         let ping_every = sd_notify::watchdog_enabled().map(|d| d / 2);
-        let mut ping = tokio::time::interval(ping_every.unwrap_or(Duration::from_secs(3600)));
-        let mut check = tokio::time::interval(self.check_every);
-        notify(&[
-            NotifyState::Ready,
-            NotifyState::Status("started; waiting for the first pass"),
-        ]);
+        Ok(Timers {
+            cron,
+            watchdog: Watchdog::new(config.schedule.clone(), config.timezone, self.wall.now()),
+            last_fire,
+            ping: tokio::time::interval(ping_every.unwrap_or(Duration::from_secs(3600))),
+            ping_every,
+            check: tokio::time::interval(self.check_every),
+            trim_at: None,
+        })
+    }
 
+    /// A start-up pass unless the last successful one is recent; and the retry the last pass
+    /// planned for, kept across a restart.
+    fn first_wake(&mut self) -> Result<Option<Wake>, LedgerError> {
+        let config = &self.engine.config;
         let interval = chrono::Duration::from_std(typical_interval(
             &config.schedule,
             config.timezone,
@@ -325,108 +382,132 @@ impl LoopState {
         .unwrap_or(chrono::Duration::minutes(15));
         let last_ok = self.engine.ledger.last_successful_pass()?;
         let now = self.engine.clock.now();
-        let mut pending = match last_ok {
+        let pending = match last_ok {
             Some(at) if now - at < interval => {
                 tracing::info!(last_success = %at, "the last successful pass is recent: waiting for the schedule");
                 None
             }
             _ => Some(Wake::Startup),
         };
-        // A restart keeps the retry the last pass planned for.
         if let Some(last) = self.engine.ledger.last_pass()? {
             self.wakes
                 .after_pass(last.started_at, last.next_retry_at, jitter());
         }
-        // A second return of free memory once the pass's pooled connections have closed: their
-        // buffers are freed after the first one, and glibc returns freed memory only when asked.
-        // The code the pass ran is handed back then too (not after every scrape, whose own
-        // code would only be read back in at the next one).
-        let mut trim_at: Option<tokio::time::Instant> = None;
-        let mut result = Ok(());
+        Ok(pending)
+    }
 
-        loop {
-            if let Some(wake) = pending.take() {
-                if let Some(error) = self
-                    .run_pass(wake, &mut ping, ping_every.is_some(), &mut watchdog)
-                    .await
-                {
-                    result = Err(error);
-                    break;
-                }
-                if self.stop.is_cancelled() {
-                    break;
-                }
-                // Ticks that arrived during the pass are folded into one follow-up pass.
-                let mut arrived = 0;
-                while let Ok(tick) = self.tick_rx.try_recv() {
-                    watchdog.fired(tick.at);
-                    arrived += 1;
-                }
-                if arrived > 0 {
-                    self.engine.metrics.ticks_coalesced_total.inc_by(arrived);
-                    pending = Some(Wake::Tick(TickReason::Cron));
-                }
-                trim_at = Some(
-                    tokio::time::Instant::now()
-                        + crate::cloud::client::POOL_IDLE_TIMEOUT
-                        + Duration::from_secs(5),
-                );
-                continue;
+    /// After a pass: ticks that arrived during it are folded into one follow-up pass (and
+    /// counted), and the memory trim is scheduled.
+    fn fold_ticks(&mut self, timers: &mut Timers) -> Option<Wake> {
+        let mut arrived = 0;
+        while let Ok(tick) = self.tick_rx.try_recv() {
+            timers.watchdog.fired(tick.at);
+            arrived += 1;
+        }
+        // A second return of free memory once the pass's pooled connections have closed: their
+        // buffers are freed after the first one, and glibc returns freed memory only when
+        // asked. The code the pass ran is handed back then too (not after every scrape, whose
+        // own code would only be read back in at the next one).
+        timers.trim_at = Some(
+            tokio::time::Instant::now()
+                + crate::cloud::client::POOL_IDLE_TIMEOUT
+                + Duration::from_secs(5),
+        );
+        (arrived > 0).then(|| {
+            self.engine.metrics.ticks_coalesced_total.inc_by(arrived);
+            Wake::Tick(TickReason::Cron)
+        })
+    }
+
+    /// Waits for the next thing to do between passes: a stop, a tick, a due retry, a reload,
+    /// the scheduler's check, a systemd watchdog ping or the memory trim.
+    async fn wait_for_wake(&mut self, timers: &mut Timers) -> Waited {
+        let retry_wait = self
+            .wakes
+            .next()
+            .map(|at| self.engine.clock.real_wait_until(at));
+        let trim_at = timers.trim_at;
+        tokio::select! {
+            _ = self.stop.cancelled() => Waited::Stop,
+            Some(tick) = self.tick_rx.recv() => {
+                timers.watchdog.fired(tick.at);
+                Waited::Wake(Wake::Tick(tick.reason))
             }
-            let retry_wait = self
-                .wakes
-                .next()
-                .map(|at| self.engine.clock.real_wait_until(at));
-            tokio::select! {
-                _ = self.stop.cancelled() => break,
-                Some(tick) = self.tick_rx.recv() => {
-                    watchdog.fired(tick.at);
-                    pending = Some(Wake::Tick(tick.reason));
-                }
-                _ = tokio::time::sleep(retry_wait.unwrap_or(Duration::from_secs(3600))), if retry_wait.is_some() => {
-                    pending = Some(Wake::Retry);
-                }
-                Some(()) = self.reload.recv() => {
-                    if let Some((schedule, tz)) = self.reload_config().await {
-                        if let Some(cron) = cron.as_mut()
-                            && let Err(error) = cron.replace(schedule.clone(), tz, self.wall.now()).await
-                        {
-                            tracing::error!(%error, "re-arming the cron job after a reload failed; the watchdog keeps passes running");
-                        }
-                        watchdog = Watchdog::new(schedule, tz, self.wall.now());
-                    }
-                }
-                _ = check.tick() => {
-                    let now = self.wall.now();
-                    if let Some(cron) = cron.as_mut()
-                        && let Err(error) = cron.rearm_if_offset_changed(now).await
-                    {
-                        tracing::error!(%error, "re-arming the cron job after a timezone offset change failed");
-                    }
-                    let fired = last_fire.load(Ordering::SeqCst);
-                    if fired > 0 && let Some(at) = DateTime::<Utc>::from_timestamp_millis(fired) {
-                        watchdog.fired(at);
-                    }
-                    if let Some(expected) = watchdog.check(now) {
-                        self.engine.metrics.scheduler_missed_ticks_total.inc();
-                        tracing::warn!(expected = %expected, "the scheduler did not tick in time: running the pass anyway");
-                        pending = Some(Wake::Tick(TickReason::Watchdog));
-                    }
-                }
-                _ = ping.tick(), if ping_every.is_some() => notify(&[NotifyState::Watchdog]),
-                _ = tokio::time::sleep_until(trim_at.unwrap_or_else(tokio::time::Instant::now)), if trim_at.is_some() => {
-                    trim_at = None;
-                    let ledger = self.engine.ledger.clone();
-                    let _ = tokio::task::spawn_blocking(move || {
-                        ledger.shrink_memory();
-                        crate::memory::release_free_memory();
-                        crate::memory::release_code_pages();
-                    })
-                    .await;
-                }
+            _ = tokio::time::sleep(retry_wait.unwrap_or(Duration::from_secs(3600))), if retry_wait.is_some() => {
+                Waited::Wake(Wake::Retry)
+            }
+            Some(()) = self.reload.recv() => {
+                self.reload_and_rearm(timers).await;
+                Waited::Nothing
+            }
+            _ = timers.check.tick() => self.check_schedule(timers).await,
+            _ = timers.ping.tick(), if timers.ping_every.is_some() => {
+                notify(&[NotifyState::Watchdog]);
+                Waited::Nothing
+            }
+            _ = tokio::time::sleep_until(trim_at.unwrap_or_else(tokio::time::Instant::now)), if trim_at.is_some() => {
+                timers.trim_at = None;
+                self.trim_memory().await;
+                Waited::Nothing
             }
         }
+    }
 
+    /// SIGHUP: reloads the config and, when the schedule changed, re-arms the cron job and the
+    /// watchdog.
+    async fn reload_and_rearm(&mut self, timers: &mut Timers) {
+        let Some((schedule, tz)) = self.reload_config().await else {
+            return;
+        };
+        if let Some(cron) = timers.cron.as_mut()
+            && let Err(error) = cron.replace(schedule.clone(), tz, self.wall.now()).await
+        {
+            tracing::error!(%error, "re-arming the cron job after a reload failed; the watchdog keeps passes running");
+        }
+        timers.watchdog = Watchdog::new(schedule, tz, self.wall.now());
+    }
+
+    /// The periodic check: re-arms cron after a timezone offset change, and runs the pass the
+    /// scheduler missed.
+    async fn check_schedule(&self, timers: &mut Timers) -> Waited {
+        let now = self.wall.now();
+        if let Some(cron) = timers.cron.as_mut()
+            && let Err(error) = cron.rearm_if_offset_changed(now).await
+        {
+            tracing::error!(%error, "re-arming the cron job after a timezone offset change failed");
+        }
+        let fired = timers.last_fire.load(Ordering::SeqCst);
+        if fired > 0
+            && let Some(at) = DateTime::<Utc>::from_timestamp_millis(fired)
+        {
+            timers.watchdog.fired(at);
+        }
+        match timers.watchdog.check(now) {
+            Some(expected) => {
+                self.engine.metrics.scheduler_missed_ticks_total.inc();
+                tracing::warn!(expected = %expected, "the scheduler did not tick in time: running the pass anyway");
+                Waited::Wake(Wake::Tick(TickReason::Watchdog))
+            }
+            None => Waited::Nothing,
+        }
+    }
+
+    /// Returns freed memory and the pass's code pages to the OS.
+    async fn trim_memory(&self) {
+        let _ = self
+            .engine
+            .ledger
+            .blocking("releasing memory after a pass", |ledger| {
+                ledger.shrink_memory();
+                crate::memory::release_free_memory();
+                crate::memory::release_code_pages();
+                Ok(())
+            })
+            .await;
+    }
+
+    /// Tells systemd, stops the cron job and the admin server.
+    async fn shut_down(&mut self, cron: Option<CronSource>) {
         notify(&[NotifyState::Stopping]);
         tracing::info!("stopping");
         if let Some(cron) = cron {
@@ -436,7 +517,6 @@ impl LoopState {
         if let Some(task) = self.admin_task.take() {
             let _ = task.await;
         }
-        result
     }
 
     /// Runs one pass as its own task, so a stop request can bound how long it may finish.
@@ -588,30 +668,15 @@ impl LoopState {
                 return None;
             }
         };
-        let (accounts, warnings) = match connect(
-            &config,
-            &self.env,
-            self.engine.clock.clone(),
-            metrics.clone(),
-            self.engine.cancel.clone(),
-        )
-        .await
-        {
-            Ok(connected) => connected,
+        let engine = match Engine::connect(config, &self.env, self.engine.base()).await {
+            Ok(engine) => engine,
             Err(error) => {
                 metrics.config_last_reload_successful.set(0);
                 tracing::error!(%error, "config reload failed: keeping the running config");
                 return None;
             }
         };
-        for warning in config
-            .warnings
-            .iter()
-            .map(ToString::to_string)
-            .chain(warnings)
-        {
-            tracing::warn!(%warning, "configuration warning");
-        }
+        let config = engine.config.clone();
         let schedule_changed =
             config.schedule.text != old.schedule.text || config.timezone != old.timezone;
         let interval = typical_interval(&config.schedule, config.timezone, self.wall.now());
@@ -629,16 +694,9 @@ impl LoopState {
         *self
             .shared_accounts
             .write()
-            .unwrap_or_else(|p| p.into_inner()) = accounts.clone();
+            .unwrap_or_else(|p| p.into_inner()) = engine.accounts.clone();
         let schedule = (config.schedule.clone(), config.timezone);
-        self.engine = Arc::new(Engine {
-            config: Arc::new(config),
-            accounts,
-            ledger: self.engine.ledger.clone(),
-            metrics: metrics.clone(),
-            clock: self.engine.clock.clone(),
-            cancel: self.engine.cancel.clone(),
-        });
+        self.engine = Arc::new(engine);
         metrics.config_last_reload_successful.set(1);
         tracing::info!("config reloaded");
         schedule_changed.then_some(schedule)

@@ -1,13 +1,23 @@
 use super::*;
 use crate::cloud::ecs::AutoRenewTarget;
+use crate::cloud::error::ErrorClass;
 use crate::cloud::time;
-use crate::cloud::types::RenewalStatus;
+use crate::cloud::types::{PeriodUnit, RenewalStatus};
+use crate::money::Money;
+use crate::policy::{HistorySource, IntentStatus};
 
 fn t(text: &str) -> DateTime<Utc> {
     time::parse(text).unwrap()
 }
 
 const DAY: &str = "2026-03-10";
+
+fn settle(intent_id: i64, new_expiry: DateTime<Utc>) -> Settle {
+    Settle {
+        intent_id,
+        new_expiry,
+    }
+}
 
 fn funds() -> FailureRecord {
     FailureRecord {
@@ -137,7 +147,7 @@ fn an_intent_is_prepared_once_per_token_and_its_order_counted_once() {
         ledger
             .settle(id, t("2026-04-15T16:00:00Z"), DAY, now)
             .unwrap(),
-        "verified"
+        Settlement::Verified
     );
     assert!(ledger.histories().unwrap().history("i-1").intent.is_none());
     let records = ledger.money_records(Some("i-1")).unwrap();
@@ -456,7 +466,7 @@ fn a_round_of_settlements_is_all_or_nothing_and_answers_in_order() {
 
     // One id that does not exist spoils the round: nothing of it is kept.
     let error = ledger
-        .settle_all(&[(ordered, expiry), (9_999, expiry)], DAY, now)
+        .settle_all(&[settle(ordered, expiry), settle(9_999, expiry)], DAY, now)
         .unwrap_err();
     assert!(error.to_string().contains("settling a renewal"), "{error}");
     assert_eq!(ledger.histories().unwrap().open.len(), 3);
@@ -464,12 +474,23 @@ fn a_round_of_settlements_is_all_or_nothing_and_answers_in_order() {
 
     let outcomes = ledger
         .settle_all(
-            &[(prepared, expiry), (ordered, expiry), (failed, expiry)],
+            &[
+                settle(prepared, expiry),
+                settle(ordered, expiry),
+                settle(failed, expiry),
+            ],
             DAY,
             now,
         )
         .unwrap();
-    assert_eq!(outcomes, vec!["superseded", "verified", "superseded"]);
+    assert_eq!(
+        outcomes,
+        vec![
+            Settlement::Superseded,
+            Settlement::Verified,
+            Settlement::Superseded
+        ]
+    );
     assert!(ledger.histories().unwrap().open.is_empty());
     let raw = ledger
         .conn()

@@ -245,6 +245,64 @@ fn when(t: DateTime<Utc>) -> String {
     crate::cloud::time::format_minutes(t)
 }
 
+/// The instance's expiry as seen at `now`.
+#[derive(Debug, Clone, Copy)]
+struct Timing {
+    /// The time of the decision.
+    now: DateTime<Utc>,
+    /// The instance's current expiry.
+    expiry: DateTime<Utc>,
+    /// Whether `now` is at or past the expiry.
+    expired: bool,
+}
+
+impl Timing {
+    /// The timing of an instance expiring at `expiry`, seen at `now`.
+    fn new(expiry: DateTime<Utc>, now: DateTime<Utc>) -> Timing {
+        Timing {
+            now,
+            expiry,
+            expired: now >= expiry,
+        }
+    }
+
+    /// The state to report when nothing is renewing the instance: expired or ok.
+    fn unrenewed_state(&self) -> InstanceState {
+        if self.expired {
+            InstanceState::Expired
+        } else {
+            InstanceState::Ok
+        }
+    }
+}
+
+/// What a renewing policy (`renew` or `auto-renew`) wants for an instance, before the ledger's
+/// history and the hold checks are considered.
+#[derive(Debug)]
+struct PolicyWants {
+    /// The renewal to make now, if one is due.
+    plan: Option<RenewPlan>,
+    /// The auto-renew attributes to keep.
+    target: Option<AutoRenewTarget>,
+    /// When the next action is due.
+    due_at: Option<DateTime<Utc>>,
+    /// Whether the provider's deduction should have happened by now and has not.
+    overdue: bool,
+    /// Why, in words.
+    reason: String,
+}
+
+/// When an `auto-renew` policy acts next and why.
+#[derive(Debug)]
+struct Schedule {
+    /// The fallback renewal to make now, if its point has passed.
+    plan: Option<RenewPlan>,
+    /// When the provider's deduction or the fallback is due.
+    due: DateTime<Utc>,
+    /// Why, in words.
+    reason: String,
+}
+
 /// Decides what should happen to one instance at `now`.
 pub fn decide(
     ctx: &DecideContext,
@@ -253,43 +311,27 @@ pub fn decide(
     now: DateTime<Utc>,
 ) -> Decision {
     let instance = subject.instance;
-    if instance.charge_type == ChargeType::PostPaid {
-        return Decision::new(
-            None,
-            InstanceState::Excluded,
-            "PostPaid: pay-as-you-go instances do not expire",
-        );
-    }
-    if instance.tags.iter().any(|(k, _)| k == ctx.skip_tag) {
-        return Decision::new(
-            None,
-            InstanceState::Excluded,
-            format!(
-                "tagged {}: excluded whatever the policies say",
-                ctx.skip_tag
-            ),
-        );
+    if let Some(excluded) = excluded_instance(instance, ctx.skip_tag) {
+        return excluded;
     }
     let policy = ctx
         .policies
         .iter()
         .find(|p| p.matcher.matches(subject.account, instance));
-    let expiry = instance.expired_time;
-    let expired = now >= expiry;
-    let unrenewed_state = if expired {
-        InstanceState::Expired
-    } else {
-        InstanceState::Ok
-    };
+    let at = Timing::new(instance.expired_time, now);
     let Some(policy) = policy else {
-        let mut d = Decision::new(None, unrenewed_state, "no policy matches: observed only");
-        d.due_at = Some(expiry);
+        let mut d = Decision::new(
+            None,
+            at.unrenewed_state(),
+            "no policy matches: observed only",
+        );
+        d.due_at = Some(at.expiry);
         return d;
     };
     let status = subject.auto_renew.map(|a| a.renewal_status);
 
     // What the policy wants: a renewal plan (if due), attribute target, due time.
-    let (wanted, target, due_at, overdue, reason) = match &policy.action {
+    let wants = match &policy.action {
         PolicyAction::Skip => {
             return Decision::new(
                 Some(policy),
@@ -297,122 +339,257 @@ pub fn decide(
                 format!("policy {} skips it", policy.name),
             );
         }
-        PolicyAction::Observe => {
-            let mut d = Decision::new(
-                Some(policy),
-                unrenewed_state,
-                format!("policy {} observes it only", policy.name),
-            );
-            d.due_at = Some(expiry);
-            return d;
-        }
-        PolicyAction::NotRenewal => {
-            let target = AutoRenewTarget {
-                status: RenewalStatus::NotRenewal,
-                duration: 0,
-                unit: PeriodUnit::Month,
-            };
-            let mut d = Decision::new(
-                Some(policy),
-                InstanceState::Excluded,
-                format!("policy {} lets it lapse (NotRenewal)", policy.name),
-            );
-            d.drift = differs(subject.auto_renew, &target);
-            d.auto_renew_change = d.drift.then_some(target);
-            return d;
-        }
+        PolicyAction::Observe => return observed(policy, at),
+        PolicyAction::NotRenewal => return lapsing(policy, subject.auto_renew),
         PolicyAction::Renew {
             period,
             unit,
             renew_before,
             max_price,
             keep_auto_renew,
-        } => {
-            let due = expiry - chrono::Duration::from_std(*renew_before).unwrap_or_default();
-            let plan = (now >= due).then_some(RenewPlan {
-                period: *period,
-                unit: *unit,
-                max_price: max_price.clone(),
+        } => renew_wants(
+            *period,
+            *unit,
+            *renew_before,
+            max_price,
+            *keep_auto_renew,
+            at,
+        ),
+        PolicyAction::AutoRenew { target, fallback } => {
+            auto_renew_wants(*target, fallback.as_ref(), status, at)
+        }
+    };
+    decide_renewal(ctx, subject, history, policy, wants, at)
+}
+
+/// The decision for an instance no policy may manage: pay-as-you-go, or carrying the skip tag.
+fn excluded_instance(instance: &Instance, skip_tag: &str) -> Option<Decision> {
+    if instance.charge_type == ChargeType::PostPaid {
+        return Some(Decision::new(
+            None,
+            InstanceState::Excluded,
+            "PostPaid: pay-as-you-go instances do not expire",
+        ));
+    }
+    if instance.tags.iter().any(|(k, _)| k == skip_tag) {
+        return Some(Decision::new(
+            None,
+            InstanceState::Excluded,
+            format!("tagged {skip_tag}: excluded whatever the policies say"),
+        ));
+    }
+    None
+}
+
+/// The decision under an `observe` policy: reported only, due at expiry.
+fn observed(policy: &Policy, at: Timing) -> Decision {
+    let mut d = Decision::new(
+        Some(policy),
+        at.unrenewed_state(),
+        format!("policy {} observes it only", policy.name),
+    );
+    d.due_at = Some(at.expiry);
+    d
+}
+
+/// The decision under a `NotRenewal` policy: excluded, with a switch to NotRenewal when the
+/// provider's auto-renew setting differs.
+fn lapsing(policy: &Policy, auto_renew: Option<&AutoRenewAttribute>) -> Decision {
+    let target = AutoRenewTarget {
+        status: RenewalStatus::NotRenewal,
+        duration: 0,
+        unit: PeriodUnit::Month,
+    };
+    let mut d = Decision::new(
+        Some(policy),
+        InstanceState::Excluded,
+        format!("policy {} lets it lapse (NotRenewal)", policy.name),
+    );
+    d.drift = differs(auto_renew, &target);
+    d.auto_renew_change = d.drift.then_some(target);
+    d
+}
+
+/// What a `renew` policy wants: a renewal of `period` `unit`s once within `renew_before` of
+/// expiry (or once expired), and its `keep_auto_renew` attributes.
+fn renew_wants(
+    period: u32,
+    unit: PeriodUnit,
+    renew_before: Duration,
+    max_price: &Option<Money>,
+    keep_auto_renew: Option<AutoRenewTarget>,
+    at: Timing,
+) -> PolicyWants {
+    let Timing {
+        now,
+        expiry,
+        expired,
+    } = at;
+    let due = expiry - chrono::Duration::from_std(renew_before).unwrap_or_default();
+    let plan = (now >= due).then_some(RenewPlan {
+        period,
+        unit,
+        max_price: max_price.clone(),
+        reuse_token: None,
+        why: if expired {
+            RenewWhy::Expired
+        } else {
+            RenewWhy::Due
+        },
+    });
+    let reason = if expired {
+        format!(
+            "expired at {} and not released: renew {period} {unit}",
+            when(expiry)
+        )
+    } else if plan.is_some() {
+        format!(
+            "expires {}, within renew_before: renew {period} {unit}",
+            when(expiry)
+        )
+    } else {
+        format!("renews {period} {unit} from {}", when(due))
+    };
+    PolicyWants {
+        plan,
+        target: keep_auto_renew,
+        due_at: Some(due),
+        overdue: false,
+        reason,
+    }
+}
+
+/// What an `auto-renew` policy wants: its attributes kept (unless expired), and the fallback
+/// renewal once the provider's deduction is overdue.
+fn auto_renew_wants(
+    target: AutoRenewTarget,
+    fallback: Option<&Fallback>,
+    status: Option<RenewalStatus>,
+    at: Timing,
+) -> PolicyWants {
+    let Timing {
+        now,
+        expiry,
+        expired,
+    } = at;
+    let first = first_deduction(expiry);
+    let overdue_at = match fallback {
+        Some(Fallback { after, .. }) => fallback_point(expiry, *after),
+        None => first + chrono::Duration::days(1),
+    };
+    let overdue = now >= overdue_at && status == Some(RenewalStatus::AutoRenewal) || expired;
+    let schedule = auto_renew_schedule(fallback, first, at);
+    // Auto-renew cannot be switched on for an expired instance.
+    let target = (!expired).then_some(target);
+    PolicyWants {
+        plan: schedule.plan,
+        target,
+        due_at: Some(schedule.due),
+        overdue,
+        reason: schedule.reason,
+    }
+}
+
+/// When an `auto-renew` policy acts and why: the fallback renewal once its point has passed,
+/// else the fallback point, the expiry or the provider's first deduction.
+fn auto_renew_schedule(fallback: Option<&Fallback>, first: DateTime<Utc>, at: Timing) -> Schedule {
+    let Timing {
+        now,
+        expiry,
+        expired,
+    } = at;
+    match fallback {
+        Some(f) if now >= fallback_point(expiry, f.after) => Schedule {
+            plan: Some(RenewPlan {
+                period: f.period,
+                unit: f.unit,
+                max_price: f.max_price.clone(),
                 reuse_token: None,
                 why: if expired {
                     RenewWhy::Expired
                 } else {
-                    RenewWhy::Due
+                    RenewWhy::MissedDeduction
                 },
-            });
-            let reason = if expired {
-                format!(
-                    "expired at {} and not released: renew {period} {unit}",
-                    when(expiry)
-                )
-            } else if plan.is_some() {
-                format!(
-                    "expires {}, within renew_before: renew {period} {unit}",
-                    when(expiry)
-                )
-            } else {
-                format!("renews {period} {unit} from {}", when(due))
-            };
-            (plan, *keep_auto_renew, Some(due), false, reason)
-        }
-        PolicyAction::AutoRenew { target, fallback } => {
-            let first = first_deduction(expiry);
-            let overdue_at = match fallback {
-                Some(Fallback { after, .. }) => fallback_point(expiry, *after),
-                None => first + chrono::Duration::days(1),
-            };
-            let overdue =
-                now >= overdue_at && status == Some(RenewalStatus::AutoRenewal) || expired;
-            let (plan, due, reason) = match fallback {
-                Some(f) if now >= fallback_point(expiry, f.after) => (
-                    Some(RenewPlan {
-                        period: f.period,
-                        unit: f.unit,
-                        max_price: f.max_price.clone(),
-                        reuse_token: None,
-                        why: if expired {
-                            RenewWhy::Expired
-                        } else {
-                            RenewWhy::MissedDeduction
-                        },
-                    }),
-                    fallback_point(expiry, f.after),
-                    format!(
-                        "the provider's deduction has not extended the expiry ({}) by the fallback point: renew {} {}",
-                        when(expiry),
-                        f.period,
-                        f.unit
-                    ),
-                ),
-                Some(f) => (
-                    None,
-                    fallback_point(expiry, f.after),
-                    format!(
-                        "auto-renew; falls back to renewing at {}",
-                        when(fallback_point(expiry, f.after))
-                    ),
-                ),
-                None if expired => (
-                    None,
-                    expiry,
-                    format!("auto-renew did not renew it: expired at {}", when(expiry)),
-                ),
-                None => (
-                    None,
-                    first,
-                    format!("auto-renew; the provider deducts from {}", when(first)),
-                ),
-            };
-            // Auto-renew cannot be switched on for an expired instance.
-            let target = (!expired).then_some(*target);
-            (plan, target, Some(due), overdue, reason)
-        }
-    };
+            }),
+            due: fallback_point(expiry, f.after),
+            reason: format!(
+                "the provider's deduction has not extended the expiry ({}) by the fallback point: renew {} {}",
+                when(expiry),
+                f.period,
+                f.unit
+            ),
+        },
+        Some(f) => Schedule {
+            plan: None,
+            due: fallback_point(expiry, f.after),
+            reason: format!(
+                "auto-renew; falls back to renewing at {}",
+                when(fallback_point(expiry, f.after))
+            ),
+        },
+        None if expired => Schedule {
+            plan: None,
+            due: expiry,
+            reason: format!("auto-renew did not renew it: expired at {}", when(expiry)),
+        },
+        None => Schedule {
+            plan: None,
+            due: first,
+            reason: format!("auto-renew; the provider deducts from {}", when(first)),
+        },
+    }
+}
 
-    let mut decision = Decision::new(Some(policy), unrenewed_state, reason);
-    decision.drift = target.is_some_and(|t| differs(subject.auto_renew, &t));
-    decision.auto_renew_change = target.filter(|t| differs(subject.auto_renew, t));
+/// The decision under a renewing policy: what it wants, unless a hold check stops it or an open
+/// intent for this expiry decides how (and whether) to act.
+fn decide_renewal(
+    ctx: &DecideContext,
+    subject: Subject,
+    history: &History,
+    policy: &Policy,
+    wants: PolicyWants,
+    at: Timing,
+) -> Decision {
+    let mut decision = Decision::new(Some(policy), at.unrenewed_state(), wants.reason);
+    decision.drift = wants
+        .target
+        .is_some_and(|t| differs(subject.auto_renew, &t));
+    decision.auto_renew_change = wants.target.filter(|t| differs(subject.auto_renew, t));
 
+    let wanted = wants.plan.is_some();
+    if held_back(&mut decision, ctx, subject, policy, wanted, at) {
+        return decision;
+    }
+
+    // An open intent for this very expiry decides how (and whether) to act.
+    if let Some(intent) = history
+        .intent
+        .as_ref()
+        .filter(|i| i.old_expiry == at.expiry)
+    {
+        return with_open_intent(decision, intent, wants.plan, history, at.now);
+    }
+
+    decision.deduction_overdue = wants.overdue;
+    if let Some(plan) = wants.plan {
+        decision.state = InstanceState::Due;
+        decision.renew = Some(plan);
+    }
+    decision.due_at = wants.due_at;
+    decision
+}
+
+/// Applies the checks that hold a renewing policy back before any history counts: a NotRenewal
+/// setting it respects, unreadable attributes, an expiry beyond the horizon. True when one did.
+fn held_back(
+    decision: &mut Decision,
+    ctx: &DecideContext,
+    subject: Subject,
+    policy: &Policy,
+    wanted: bool,
+    at: Timing,
+) -> bool {
+    let status = subject.auto_renew.map(|a| a.renewal_status);
     if status == Some(RenewalStatus::NotRenewal) && !policy.override_not_renewal {
         decision.state = InstanceState::Excluded;
         decision.auto_renew_change = None;
@@ -421,33 +598,33 @@ pub fn decide(
             "RenewalStatus is NotRenewal and policy {} does not set override_not_renewal: left to lapse",
             policy.name
         );
-        return decision;
+        return true;
     }
-    if wanted.is_some() && subject.auto_renew.is_none() && !policy.override_not_renewal {
+    if wanted && subject.auto_renew.is_none() && !policy.override_not_renewal {
         decision.state = InstanceState::Failed;
         decision.reason = "auto-renew attributes could not be read, so a NotRenewal setting cannot be ruled out: renewal held until they can".into();
-        decision.due_at = Some(now);
-        return decision;
+        decision.due_at = Some(at.now);
+        return true;
     }
-    if expiry - now > chrono::Duration::from_std(ctx.horizon).unwrap_or_default() {
+    if at.expiry - at.now > chrono::Duration::from_std(ctx.horizon).unwrap_or_default() {
         decision.state = InstanceState::Ok;
-        decision.reason = format!("expires {}, beyond the horizon", when(expiry));
+        decision.reason = format!("expires {}, beyond the horizon", when(at.expiry));
         decision.deduction_overdue = false;
-        return decision;
+        return true;
     }
+    false
+}
 
-    // An open intent for this very expiry decides how (and whether) to act.
-    if let Some(intent) = history.intent.as_ref().filter(|i| i.old_expiry == expiry) {
-        return with_open_intent(decision, intent, wanted, history, now);
-    }
-
-    decision.deduction_overdue = overdue;
-    if let Some(plan) = wanted {
-        decision.state = InstanceState::Due;
-        decision.renew = Some(plan);
-    }
-    decision.due_at = due_at;
-    decision
+/// An open renewal intent for the instance's current expiry, with what deciding about it needs.
+struct OpenIntent<'a> {
+    /// The intent.
+    intent: &'a IntentView,
+    /// The renewal the policy wants now, if any.
+    wanted: Option<RenewPlan>,
+    /// What the ledger knows about the instance.
+    history: &'a History,
+    /// The time of the decision.
+    now: DateTime<Utc>,
 }
 
 /// The decision when an intent for the instance's current expiry is open. Every attempt for
@@ -461,7 +638,34 @@ fn with_open_intent(
     history: &History,
     now: DateTime<Utc>,
 ) -> Decision {
-    let resend = |plan: &RenewPlan, why: RenewWhy| RenewPlan {
+    let open = OpenIntent {
+        intent,
+        wanted,
+        history,
+        now,
+    };
+    match &intent.status {
+        IntentStatus::Ordered { order_id } => {
+            decision.state = InstanceState::PendingVerification;
+            decision.reason =
+                format!("order {order_id} placed; waiting for the new expiry to show");
+            decision.deduction_overdue = false;
+            decision
+        }
+        IntentStatus::Unknown
+            if open.wanted.is_some() && history.retry_at.is_some_and(|r| now < r) =>
+        {
+            unknown_in_backoff(decision, &open)
+        }
+        IntentStatus::Prepared | IntentStatus::Unknown => unknown_outcome(decision, &open),
+        IntentStatus::Failed { class, code } => after_failure(decision, &open, *class, code),
+    }
+}
+
+/// The renewal that resends `intent` with its token: with the intent's period when an attempt
+/// may have charged, else with the plan's.
+fn resend(intent: &IntentView, plan: &RenewPlan, why: RenewWhy) -> RenewPlan {
+    RenewPlan {
         period: if intent.maybe_charged {
             intent.period
         } else {
@@ -475,89 +679,106 @@ fn with_open_intent(
         max_price: plan.max_price.clone(),
         reuse_token: Some(intent.token.clone()),
         why,
-    };
-    match &intent.status {
-        IntentStatus::Ordered { order_id } => {
-            decision.state = InstanceState::PendingVerification;
-            decision.reason =
-                format!("order {order_id} placed; waiting for the new expiry to show");
-            decision.deduction_overdue = false;
-        }
-        IntentStatus::Unknown if wanted.is_some() && history.retry_at.is_some_and(|r| now < r) => {
-            // Unanswered, or answered busy: resent with its token once its backoff is over (a
-            // charge may be in flight; sending again at once would only be answered busy).
-            let retry_at = history.retry_at.unwrap_or(now);
-            decision.state = InstanceState::Backoff;
-            decision.due_at = Some(retry_at);
-            decision.retry_at = Some(retry_at);
+    }
+}
+
+/// The decision when an intent went unanswered (or was answered busy) and its backoff is not
+/// over: it is resent with its token once it is.
+fn unknown_in_backoff(mut decision: Decision, open: &OpenIntent) -> Decision {
+    // Unanswered, or answered busy: resent with its token once its backoff is over (a
+    // charge may be in flight; sending again at once would only be answered busy).
+    let retry_at = open.history.retry_at.unwrap_or(open.now);
+    decision.state = InstanceState::Backoff;
+    decision.due_at = Some(retry_at);
+    decision.retry_at = Some(retry_at);
+    decision.reason = format!(
+        "an earlier renewal's outcome is unknown: resent with its ClientToken {} at {}",
+        open.intent.token,
+        when(retry_at)
+    );
+    decision
+}
+
+/// The decision when an intent's outcome is unknown: resend it with its token and period if the
+/// policy still renews, else wait for the expiry to tell.
+fn unknown_outcome(mut decision: Decision, open: &OpenIntent) -> Decision {
+    let intent = open.intent;
+    match &open.wanted {
+        Some(plan) => {
+            decision.state = InstanceState::Due;
+            decision.renew = Some(RenewPlan {
+                period: intent.period,
+                unit: intent.unit,
+                ..resend(intent, plan, RenewWhy::Resume)
+            });
             decision.reason = format!(
-                "an earlier renewal's outcome is unknown: resent with its ClientToken {} at {}",
-                intent.token,
+                "an earlier renewal's outcome is unknown: resend it with its ClientToken {}",
+                intent.token
+            );
+        }
+        None => {
+            decision.state = InstanceState::PendingVerification;
+            decision.reason = "an earlier renewal's outcome is unknown and the policy no longer renews: the expiry will tell".into();
+        }
+    }
+    decision
+}
+
+/// The decision after an intent's last attempt failed with `code` (`class`): wait out its
+/// backoff, retry with its token, or report the failure when the policy no longer renews.
+fn after_failure(
+    mut decision: Decision,
+    open: &OpenIntent,
+    class: ErrorClass,
+    code: &str,
+) -> Decision {
+    let OpenIntent {
+        intent,
+        wanted,
+        history,
+        now,
+    } = open;
+    decision.refused = wanted.as_ref().and_then(|_| Refusal::of(class, code));
+    let charged = if intent.maybe_charged {
+        " (an earlier attempt may have charged: resent with the same token and period)"
+    } else {
+        ""
+    };
+    match (history.retry_at.filter(|r| now < r), wanted) {
+        (Some(retry_at), _) => {
+            decision.state = if class.retry_later() || intent.maybe_charged {
+                InstanceState::Backoff
+            } else {
+                InstanceState::Failed
+            };
+            decision.due_at = Some(retry_at);
+            // Not-applicable answers get their next look at a scheduled pass: the
+            // daemon does not wake for them.
+            decision.retry_at =
+                (wanted.is_some() && class != ErrorClass::NotApplicable).then_some(retry_at);
+            decision.reason = format!(
+                "renewal failed {} time(s), last with {code} ({class}){charged}; next attempt at {}",
+                history.failed_attempts,
                 when(retry_at)
             );
         }
-        IntentStatus::Prepared | IntentStatus::Unknown => match &wanted {
-            Some(plan) => {
-                decision.state = InstanceState::Due;
-                decision.renew = Some(RenewPlan {
-                    period: intent.period,
-                    unit: intent.unit,
-                    ..resend(plan, RenewWhy::Resume)
-                });
-                decision.reason = format!(
-                    "an earlier renewal's outcome is unknown: resend it with its ClientToken {}",
-                    intent.token
-                );
-            }
-            None => {
-                decision.state = InstanceState::PendingVerification;
-                decision.reason = "an earlier renewal's outcome is unknown and the policy no longer renews: the expiry will tell".into();
-            }
-        },
-        IntentStatus::Failed { class, code } => {
-            decision.refused = wanted.as_ref().and_then(|_| Refusal::of(*class, code));
-            let charged = if intent.maybe_charged {
-                " (an earlier attempt may have charged: resent with the same token and period)"
+        (None, Some(plan)) => {
+            decision.state = InstanceState::Due;
+            decision.renew = Some(resend(intent, plan, RenewWhy::Retry));
+            decision.reason = format!(
+                "retry after {code} ({class}){charged}, attempt {}",
+                history.failed_attempts + 1
+            );
+        }
+        (None, None) => {
+            decision.state = if intent.maybe_charged {
+                InstanceState::PendingVerification
             } else {
-                ""
+                InstanceState::Ok
             };
-            match (history.retry_at.filter(|r| now < *r), &wanted) {
-                (Some(retry_at), _) => {
-                    decision.state = if class.retry_later() || intent.maybe_charged {
-                        InstanceState::Backoff
-                    } else {
-                        InstanceState::Failed
-                    };
-                    decision.due_at = Some(retry_at);
-                    // Not-applicable answers get their next look at a scheduled pass: the
-                    // daemon does not wake for them.
-                    decision.retry_at = (wanted.is_some() && *class != ErrorClass::NotApplicable)
-                        .then_some(retry_at);
-                    decision.reason = format!(
-                        "renewal failed {} time(s), last with {code} ({class}){charged}; next attempt at {}",
-                        history.failed_attempts,
-                        when(retry_at)
-                    );
-                }
-                (None, Some(plan)) => {
-                    decision.state = InstanceState::Due;
-                    decision.renew = Some(resend(plan, RenewWhy::Retry));
-                    decision.reason = format!(
-                        "retry after {code} ({class}){charged}, attempt {}",
-                        history.failed_attempts + 1
-                    );
-                }
-                (None, None) => {
-                    decision.state = if intent.maybe_charged {
-                        InstanceState::PendingVerification
-                    } else {
-                        InstanceState::Ok
-                    };
-                    decision.reason = format!(
-                        "the last renewal attempt failed with {code} ({class}){charged} and the policy no longer renews now"
-                    );
-                }
-            }
+            decision.reason = format!(
+                "the last renewal attempt failed with {code} ({class}){charged} and the policy no longer renews now"
+            );
         }
     }
     decision

@@ -11,16 +11,15 @@ use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
+use super::PassContext;
 use super::assess::{HistorySource, RenewCandidate};
 use super::token::client_token;
 use crate::accounts::AccountClient;
-use crate::clock::Clock;
 use crate::cloud::ecs::ClientToken;
 use crate::cloud::error::{CloudError, ErrorClass};
 use crate::cloud::types::Instance;
-use crate::config::Config;
-use crate::ledger::{FailureRecord, Ledger, LedgerError, NewIntent, StoredIntent};
-use crate::metrics::{Metrics, RESULT_FAILED, RESULT_OK, RESULT_UNKNOWN};
+use crate::ledger::{FailureRecord, LedgerError, NewIntent, StoredIntent};
+use crate::metrics::{RESULT_FAILED, RESULT_OK, RESULT_UNKNOWN};
 use crate::money::Money;
 use crate::policy::{RenewWhy, Subject, backoff_delay, deadline_of, decide};
 
@@ -76,31 +75,23 @@ pub struct RenewalResult {
     pub outcome: RenewOutcome,
 }
 
-/// What acting needs.
-pub struct ActContext<'a> {
-    /// The config in force for the pass (dry run, retry and scan settings).
-    pub config: &'a Config,
-    /// One API client per config account entry, found by the candidate's account name.
-    pub accounts: &'a [AccountClient],
-    /// Ledger (shared with the blocking pool, where its writes run).
-    pub ledger: &'a Arc<Ledger>,
-    /// Where renewal outcomes and spend are counted.
-    pub metrics: &'a Metrics,
-    /// The time source for ledger timestamps and retry times.
-    pub clock: &'a dyn Clock,
-    /// Histories loaded at the start of the pass.
-    pub histories: &'a (dyn HistorySource + Sync),
-    /// Stops new calls.
-    pub cancel: &'a CancellationToken,
-    /// The day key for spend accounting.
-    pub day: String,
+/// A ledger write that failed while renewing, with the outcome to report for the renewal it
+/// was part of: `NotSent` when the request never left, `Unknown` when it did (the intent stays
+/// open and is resent with its token, never taken for uncharged).
+#[derive(Debug)]
+pub struct Unrecorded {
+    /// What to report for the renewal.
+    pub outcome: RenewOutcome,
+    /// The ledger's failure, which ends the pass.
+    pub error: LedgerError,
 }
 
 /// Renews the allowed candidates; sources in parallel, one renewal at a time per source.
 /// A ledger write failure stops all acting and is returned: nothing is charged without
 /// its record.
 pub async fn renew_all(
-    ctx: &ActContext<'_>,
+    ctx: &PassContext<'_>,
+    histories: &(dyn HistorySource + Sync),
     candidates: Vec<RenewCandidate>,
 ) -> (Vec<RenewalResult>, Option<LedgerError>) {
     let mut groups: BTreeMap<(Arc<str>, String), Vec<RenewCandidate>> = BTreeMap::new();
@@ -117,7 +108,7 @@ pub async fn renew_all(
                 let stop = stop.clone();
                 async move {
                     group.sort_by_key(|c| c.instance.expired_time);
-                    renew_source(ctx, &account, &region, group, &stop).await
+                    renew_source(ctx, histories, &account, &region, group, &stop).await
                 }
             })
             .buffer_unordered(ctx.config.scan.concurrency.max(1))
@@ -133,7 +124,8 @@ pub async fn renew_all(
 }
 
 async fn renew_source(
-    ctx: &ActContext<'_>,
+    ctx: &PassContext<'_>,
+    histories: &(dyn HistorySource + Sync),
     account: &Arc<str>,
     region: &str,
     group: Vec<RenewCandidate>,
@@ -153,7 +145,7 @@ async fn renew_source(
             .map(|c| result(c, RenewOutcome::Skipped(why.clone())))
             .collect()
     };
-    let Some(client) = ctx.accounts.iter().find(|a| *a.name == **account) else {
+    let Some(client) = ctx.account(account) else {
         return (skip_all("account no longer configured".into()), None);
     };
     // Re-read right before acting (≤100 per call).
@@ -184,9 +176,17 @@ async fn renew_source(
             results.push(result(candidate, RenewOutcome::NotSent));
             continue;
         }
-        match renew_one(ctx, client, candidate, fresh.get(&candidate.instance.id)).await {
+        match renew_one(
+            ctx,
+            histories,
+            client,
+            candidate,
+            fresh.get(&candidate.instance.id),
+        )
+        .await
+        {
             Ok(outcome) => results.push(result(candidate, outcome)),
-            Err((outcome, error)) => {
+            Err(Unrecorded { outcome, error }) => {
                 stop.cancel();
                 results.push(result(candidate, outcome));
                 return (results, Some(error));
@@ -199,11 +199,12 @@ async fn renew_source(
 /// One renewal: decide again on the fresh read, write the intent and its attempt, send, record
 /// the outcome. A ledger failure comes back with the outcome to report for this candidate.
 async fn renew_one(
-    ctx: &ActContext<'_>,
+    ctx: &PassContext<'_>,
+    histories: &(dyn HistorySource + Sync),
     client: &AccountClient,
     candidate: &RenewCandidate,
     fresh: Option<&Instance>,
-) -> Result<RenewOutcome, (RenewOutcome, LedgerError)> {
+) -> Result<RenewOutcome, Unrecorded> {
     let Some(instance) = fresh else {
         return Ok(RenewOutcome::Skipped(
             "not listed any more (released?)".into(),
@@ -217,7 +218,7 @@ async fn renew_one(
         )));
     }
     let now = ctx.clock.now();
-    let history = ctx.histories.history(&instance.id);
+    let history = histories.history(&instance.id);
     // Decide again on what was just read, with the attributes seen in the scan.
     let decision = decide(
         &super::decide_context(ctx.config),
@@ -265,17 +266,21 @@ async fn renew_one(
     };
     // Intent before act: both records are durable before the request leaves. The request
     // carries the period the intent holds (one that may have charged keeps its own).
-    let (stored, attempt_id) = match write_off_task(
-        ctx.ledger,
-        "recording a renewal intent and its attempt",
-        move |ledger| ledger.prepare_and_begin(&intent, now),
-    )
-    .await
+    let (stored, attempt_id) = match ctx
+        .ledger
+        .blocking(
+            "recording a renewal intent and its attempt",
+            move |ledger| ledger.prepare_and_begin(&intent, now),
+        )
+        .await
     {
         Ok(ids) => ids,
         Err(error) => {
             tracing::error!(error = %error, instance = %instance.id, "ledger write failed: no renewal is sent");
-            return Err((RenewOutcome::NotSent, error));
+            return Err(Unrecorded {
+                outcome: RenewOutcome::NotSent,
+                error,
+            });
         }
     };
     let sent = client
@@ -296,11 +301,15 @@ async fn renew_one(
         Ok(receipt) => record_order(ctx, &sent_as, receipt).await,
         Err(error) if error.not_sent() => {
             let now = ctx.clock.now();
-            write_off_task(ctx.ledger, "recording a renewal not sent", move |ledger| {
-                ledger.finish_not_sent(stored.id, attempt_id, now)
-            })
-            .await
-            .map_err(|e| (RenewOutcome::NotSent, e))?;
+            ctx.ledger
+                .blocking("recording a renewal not sent", move |ledger| {
+                    ledger.finish_not_sent(stored.id, attempt_id, now)
+                })
+                .await
+                .map_err(|error| Unrecorded {
+                    outcome: RenewOutcome::NotSent,
+                    error,
+                })?;
             Ok(RenewOutcome::NotSent)
         }
         Err(error) => record_failure(ctx, &sent_as, error).await,
@@ -320,10 +329,10 @@ struct Sent<'a> {
 }
 
 async fn record_order(
-    ctx: &ActContext<'_>,
+    ctx: &PassContext<'_>,
     sent: &Sent<'_>,
     receipt: crate::cloud::ecs::RenewReceipt,
-) -> Result<RenewOutcome, (RenewOutcome, LedgerError)> {
+) -> Result<RenewOutcome, Unrecorded> {
     let now = ctx.clock.now();
     let (intent_id, attempt_id) = (sent.stored.id, sent.attempt_id);
     let (order_id, request_id, day) = (
@@ -331,16 +340,21 @@ async fn record_order(
         receipt.request_id.clone(),
         ctx.day.clone(),
     );
-    if let Err(error) = write_off_task(ctx.ledger, "recording a renewal's order", move |ledger| {
-        ledger.finish_ordered(intent_id, attempt_id, &order_id, &request_id, &day, now)
-    })
-    .await
+    if let Err(error) = ctx
+        .ledger
+        .blocking("recording a renewal's order", move |ledger| {
+            ledger.finish_ordered(intent_id, attempt_id, &order_id, &request_id, &day, now)
+        })
+        .await
     {
         // The order exists; its record could not be completed. The intent stays 'sent', is
         // marked unknown at the next pass and resent with the same token, which returns
         // this order.
         tracing::error!(error = %error, order_id = %receipt.order_id, "ledger write failed after an order");
-        return Err((RenewOutcome::Unknown { retry_at: now }, error));
+        return Err(Unrecorded {
+            outcome: RenewOutcome::Unknown { retry_at: now },
+            error,
+        });
     }
     ctx.metrics
         .renewals_total
@@ -365,7 +379,7 @@ async fn record_order(
 
 /// The wait before the next attempt after a failure of `class`.
 fn retry_wait(
-    ctx: &ActContext<'_>,
+    ctx: &PassContext<'_>,
     class: ErrorClass,
     unknown: bool,
     failures: u32,
@@ -385,10 +399,10 @@ fn retry_wait(
 }
 
 async fn record_failure(
-    ctx: &ActContext<'_>,
+    ctx: &PassContext<'_>,
     sent: &Sent<'_>,
     error: CloudError,
-) -> Result<RenewOutcome, (RenewOutcome, LedgerError)> {
+) -> Result<RenewOutcome, Unrecorded> {
     let now = ctx.clock.now();
     let class = error.class();
     // A busy answer means a request with this token (or another order) is still being
@@ -411,13 +425,17 @@ async fn record_failure(
     };
     let kept = record.clone();
     let (intent_id, attempt_id, day) = (sent.stored.id, sent.attempt_id, ctx.day.clone());
-    if let Err(ledger_error) =
-        write_off_task(ctx.ledger, "recording a failed renewal", move |ledger| {
+    if let Err(ledger_error) = ctx
+        .ledger
+        .blocking("recording a failed renewal", move |ledger| {
             ledger.finish_failed(intent_id, attempt_id, &kept, unknown, retry_at, &day, now)
         })
         .await
     {
-        return Err((RenewOutcome::Unknown { retry_at }, ledger_error));
+        return Err(Unrecorded {
+            outcome: RenewOutcome::Unknown { retry_at },
+            error: ledger_error,
+        });
     }
     let label = if unknown {
         RESULT_UNKNOWN
@@ -442,23 +460,4 @@ async fn record_failure(
         code: record.code,
         retry_at,
     })
-}
-
-/// Runs a ledger write on the blocking pool. Every source's renewals run inside this one task,
-/// so a write made here directly would hold all other sources' requests while it syncs to disk.
-async fn write_off_task<T, F>(
-    ledger: &Arc<Ledger>,
-    what: &'static str,
-    write: F,
-) -> Result<T, LedgerError>
-where
-    T: Send + 'static,
-    F: FnOnce(&Ledger) -> Result<T, LedgerError> + Send + 'static,
-{
-    let ledger = Arc::clone(ledger);
-    match tokio::task::spawn_blocking(move || write(&ledger)).await {
-        Ok(result) => result,
-        Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
-        Err(_) => Err(LedgerError::Interrupted { what }),
-    }
 }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
+use super::PassContext;
 use super::assess::AutoRenewChange;
 use crate::accounts::AccountClient;
 use crate::cloud::ecs::{AutoRenewTarget, BatchResult};
@@ -72,15 +73,13 @@ fn group(changes: Vec<AutoRenewChange>) -> Vec<Group> {
         .collect()
 }
 
-/// Applies the changes (nothing when `dry_run`).
+/// Applies the changes (nothing in dry run).
 pub async fn apply(
-    accounts: &[AccountClient],
-    ledger: &Ledger,
-    metrics: &Metrics,
+    ctx: &PassContext<'_>,
     changes: Vec<AutoRenewChange>,
-    dry_run: bool,
-    now: DateTime<Utc>,
 ) -> Result<ChangeReport, LedgerError> {
+    let (accounts, ledger, metrics) = (ctx.accounts, ctx.ledger.as_ref(), ctx.metrics);
+    let (dry_run, now) = (ctx.config.dry_run, ctx.clock.now());
     let mut groups = group(changes);
     if dry_run {
         for g in &groups {

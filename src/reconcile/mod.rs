@@ -9,7 +9,9 @@ pub mod act;
 pub mod assess;
 pub mod auto_renew;
 pub mod belts;
+pub mod context;
 pub mod observe;
+pub mod outcome;
 pub mod pass;
 pub mod price;
 pub mod token;
@@ -25,6 +27,7 @@ use crate::accounts::AccountClient;
 use crate::config::Config;
 use crate::policy::DecideContext;
 use assess::{Assessment, HistorySource};
+pub use context::PassContext;
 use observe::SourceReport;
 
 /// The expiry window scanned at `now`: from `grace` behind to `horizon` ahead.

@@ -7,12 +7,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::PassContext;
+use crate::ledger::{LedgerError, Settle, Settlement};
 use chrono::{DateTime, Utc};
-use tokio_util::sync::CancellationToken;
-
-use crate::accounts::AccountClient;
-use crate::clock::Clock;
-use crate::ledger::{Ledger, LedgerError};
 
 /// An intent to verify.
 #[derive(Debug, Clone)]
@@ -36,22 +33,20 @@ pub struct Verified {
     pub target: VerifyTarget,
     /// The expiry now shown.
     pub new_expiry: DateTime<Utc>,
-    /// `verified` (our order) or `superseded`.
-    pub settled: String,
+    /// What the intent became: verified (our order) or superseded.
+    pub settled: Settlement,
 }
 
 /// Polls every `interval` until every target shows a later expiry, `timeout` passes, or
-/// shutdown begins; one round only when `timeout` is zero. Settlements count toward `day`'s
-/// belts any charge not counted yet.
+/// shutdown begins; one round only when `timeout` is zero. Settlements count toward the pass's
+/// day's belts any charge not counted yet.
 pub async fn verify(
-    accounts: &[AccountClient],
-    ledger: &Ledger,
-    clock: &dyn Clock,
+    ctx: &PassContext<'_>,
     mut targets: Vec<VerifyTarget>,
     (timeout, interval): (Duration, Duration),
-    day: &str,
-    cancel: &CancellationToken,
 ) -> Result<Vec<Verified>, LedgerError> {
+    let (accounts, ledger, clock, cancel) = (ctx.accounts, ctx.ledger, ctx.clock, ctx.cancel);
+    let day = ctx.day.as_str();
     let deadline = tokio::time::Instant::now() + timeout;
     let mut done = Vec::new();
     loop {
@@ -96,7 +91,10 @@ pub async fn verify(
         let settled = ledger.settle_all(
             &shown_later
                 .iter()
-                .map(|(target, expiry)| (target.intent_id, *expiry))
+                .map(|(target, expiry)| Settle {
+                    intent_id: target.intent_id,
+                    new_expiry: *expiry,
+                })
                 .collect::<Vec<_>>(),
             day,
             clock.now(),

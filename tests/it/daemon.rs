@@ -137,15 +137,13 @@ async fn a_tick_storm_never_runs_two_passes_at_once() {
     )
     .await;
     let startup = next_pass(&mut d.passes).await;
-    // Slow every scan down, then storm the loop with ticks while a pass runs.
-    emulator.add_fault(FaultSpec {
-        action: Some(Action::DescribeInstances),
-        region: None,
-        account: None,
-        count: Some(50),
-        until: None,
-        kind: FaultKind::Latency { ms: 300 },
-    });
+    // Hold the next pass's scan in the emulator, then storm the loop with ticks while that
+    // pass runs: the pass lasts exactly as long as the storm, whatever the machine's speed.
+    emulator.add_fault(FaultSpec::next(
+        Action::DescribeInstances,
+        1,
+        FaultKind::Hold,
+    ));
     d.ticks
         .send(Tick {
             reason: TickReason::Cron,
@@ -154,9 +152,7 @@ async fn a_tick_storm_never_runs_two_passes_at_once() {
         .await
         .unwrap();
     assert!(
-        emulator
-            .wait_for(|c| c.count(Action::DescribeInstances) >= 2, WAIT)
-            .await,
+        emulator.wait_for_held(1, WAIT).await,
         "the second pass started"
     );
     // The tick above may have arrived while the loop was still winding up the start-up pass,
@@ -178,6 +174,7 @@ async fn a_tick_storm_never_runs_two_passes_at_once() {
             sent += 1;
         }
     }
+    emulator.release_held();
     let second = next_pass(&mut d.passes).await;
     let third = next_pass(&mut d.passes).await;
     assert!(
@@ -213,14 +210,11 @@ async fn queued_ticks_are_coalesced_and_counted() {
     )
     .await;
     next_pass(&mut d.passes).await;
-    emulator.add_fault(FaultSpec {
-        action: Some(Action::DescribeInstances),
-        region: None,
-        account: None,
-        count: Some(1),
-        until: None,
-        kind: FaultKind::Latency { ms: 500 },
-    });
+    emulator.add_fault(FaultSpec::next(
+        Action::DescribeInstances,
+        1,
+        FaultKind::Hold,
+    ));
     d.ticks
         .send(Tick {
             reason: TickReason::Cron,
@@ -229,9 +223,8 @@ async fn queued_ticks_are_coalesced_and_counted() {
         .await
         .unwrap();
     assert!(
-        emulator
-            .wait_for(|c| c.count(Action::DescribeInstances) >= 2, WAIT)
-            .await
+        emulator.wait_for_held(1, WAIT).await,
+        "the second pass started"
     );
     // The tick above may have been folded into a follow-up of the start-up pass (it can arrive
     // while the loop winds that pass up); count from here.
@@ -248,6 +241,7 @@ async fn queued_ticks_are_coalesced_and_counted() {
         })
         .await
         .unwrap();
+    emulator.release_held();
     next_pass(&mut d.passes).await;
     next_pass(&mut d.passes).await;
     assert_eq!(
@@ -567,19 +561,16 @@ async fn sigterm_in_the_middle_of_a_pass_leaves_the_ledger_consistent_and_the_ne
         .map(|n| relative(&format!("i-{n}"), &format!("{}d", n + 1)))
         .collect();
     let emulator = real_time_emulator(instances, 1000.0).await;
-    emulator.add_fault(FaultSpec::next(
-        Action::RenewInstance,
-        1,
-        FaultKind::Latency { ms: 1500 },
-    ));
+    // The first renewal is held in the emulator until the daemon has taken the stop request.
+    emulator.add_fault(FaultSpec::next(Action::RenewInstance, 1, FaultKind::Hold));
     let dir = tempfile::tempdir().unwrap();
-    let daemon = spawn_run(dir.path(), &emulator, RENEW);
-    assert!(
-        emulator
-            .wait_for(|c| c.count(Action::RenewInstance) >= 1, WAIT)
-            .await
-    );
+    let mut daemon = spawn_run(dir.path(), &emulator, RENEW);
+    assert!(emulator.wait_for_held(1, WAIT).await);
     daemon.signal("TERM");
+    daemon
+        .wait_for_log("stop requested during a pass: no new ECS call starts")
+        .await;
+    emulator.release_held();
     let (config, state, admin) = (
         daemon.config.clone(),
         daemon.state.clone(),

@@ -69,26 +69,18 @@ async fn a_process_killed_between_intent_and_answer_resends_the_same_token_after
     let emulator = emulator().await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &emulator);
-    // Hold the renewal in the emulator long enough to kill the process while it waits.
-    emulator.add_fault(FaultSpec::next(
-        Action::RenewInstance,
-        1,
-        FaultKind::Latency { ms: 1500 },
-    ));
+    // Hold the renewal in the emulator and kill the process while it waits.
+    emulator.add_fault(FaultSpec::next(Action::RenewInstance, 1, FaultKind::Hold));
     let mut child = once(&config).spawn().unwrap();
     assert!(
-        emulator
-            .wait_for(
-                |c| c.count(Action::RenewInstance) >= 1,
-                Duration::from_secs(60)
-            )
-            .await,
+        emulator.wait_for_held(1, Duration::from_secs(60)).await,
         "the renewal never arrived"
     );
     child.kill().unwrap(); // SIGKILL
     let killed = wait(child).await;
     assert!(!killed.status.success());
     // The emulator finishes the held request: the charge happened, the answer was lost.
+    emulator.release_held();
     assert!(
         emulator
             .wait_for(|c| c.answered() >= 4, Duration::from_secs(30))
@@ -144,20 +136,9 @@ async fn a_second_process_on_the_same_state_directory_refuses_to_start() {
     let emulator = emulator().await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &emulator);
-    emulator.add_fault(FaultSpec::next(
-        Action::RenewInstance,
-        1,
-        FaultKind::Latency { ms: 1500 },
-    ));
+    emulator.add_fault(FaultSpec::next(Action::RenewInstance, 1, FaultKind::Hold));
     let first = once(&config).spawn().unwrap();
-    assert!(
-        emulator
-            .wait_for(
-                |c| c.count(Action::RenewInstance) >= 1,
-                Duration::from_secs(60)
-            )
-            .await
-    );
+    assert!(emulator.wait_for_held(1, Duration::from_secs(60)).await);
     let second = wait(once(&config).spawn().unwrap()).await;
     assert_eq!(second.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&second.stderr);
@@ -169,6 +150,7 @@ async fn a_second_process_on_the_same_state_directory_refuses_to_start() {
         stderr.contains("run one daemon per state directory"),
         "{stderr}"
     );
+    emulator.release_held();
     let first = wait(first).await;
     assert!(
         first.status.success(),

@@ -60,29 +60,20 @@ async fn a_renewal_is_charged_once_verified_and_recorded_as_the_cloud_says() {
 #[tokio::test]
 async fn invariant_1_the_intent_is_durable_before_the_request_arrives() {
     let h = Arc::new(Harness::start(due_fleet(1000.0), RENEW_ALL).await);
-    h.emulator.add_fault(FaultSpec::next(
-        Action::RenewInstance,
-        1,
-        FaultKind::Latency { ms: 1000 },
-    ));
+    h.emulator
+        .add_fault(FaultSpec::next(Action::RenewInstance, 1, FaultKind::Hold));
     let running = tokio::spawn({
         let h = h.clone();
         async move { h.pass().await }
     });
-    assert!(
-        h.emulator
-            .wait_for(
-                |c| c.count(Action::RenewInstance) >= 1,
-                Duration::from_secs(20)
-            )
-            .await
-    );
+    assert!(h.emulator.wait_for_held(1, Duration::from_secs(20)).await);
     // The request is held in the emulator, unprocessed: another reader already sees the intent.
     let reader = Ledger::open_read_only(h.state.path()).unwrap().unwrap();
     let records = reader.money_records(Some("i-due")).unwrap();
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].status, "sent");
     assert!(h.emulator.orders().is_empty());
+    h.emulator.release_held();
     running.await.unwrap();
     assert_eq!(
         h.emulator.orders()[0].client_token,
@@ -197,18 +188,10 @@ async fn invariant_3_an_expiry_that_moved_after_the_scan_is_not_renewed() {
         )
         .unwrap()
     });
-    let act = ecs_renewd::reconcile::act::ActContext {
-        config: &config,
-        accounts: &h.engine.accounts,
-        ledger: &h.engine.ledger,
-        metrics: &h.engine.metrics,
-        clock: h.engine.clock.as_ref(),
-        histories: &histories,
-        cancel: &h.engine.cancel,
-        day: "2026-03-10".into(),
-    };
+    let ctx = h.engine.context(now);
+    assert_eq!(ctx.day, "2026-03-10");
     let (results, error) =
-        ecs_renewd::reconcile::act::renew_all(&act, assessment.renewals.clone()).await;
+        ecs_renewd::reconcile::act::renew_all(&ctx, &histories, assessment.renewals.clone()).await;
     assert!(error.is_none());
     match &results[0].outcome {
         ecs_renewd::reconcile::act::RenewOutcome::Skipped(why) => assert!(

@@ -2,13 +2,14 @@
 //! codes and statuses (docs/ecs-api.md §3), then the world's rules, then the real response shapes
 //! built from the shared wire types.
 
+use std::collections::BTreeMap;
 use std::ops::Bound;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::auth::{Caller, Params};
-use super::settings::UnitCase;
+use super::settings::{Settings, UnitCase};
 use super::world::{Fault, Instance, World};
 use ecs_wire::Action;
 use ecs_wire::periods;
@@ -291,94 +292,90 @@ fn instance_record(instance: &Instance, world: &World, now: DateTime<Utc>) -> In
     }
 }
 
-fn describe_instances(
-    world: &World,
-    caller: &Caller,
-    params: &Params,
-    now: DateTime<Utc>,
-) -> Result<Value, Fault> {
-    let region = required(params, "RegionId")?;
+/// DescribeInstances' parameters, validated in the order ECS checks them.
+struct InstancesRequest<'a> {
+    region: &'a str,
+    filter: InstanceFilter,
+    /// The `InstanceIds` JSON array, when given.
+    ids: Option<Vec<String>>,
+    paging: Paging,
+}
+
+/// Which page of DescribeInstances results to answer.
+struct Paging {
+    size: usize,
+    /// 1 in NextToken mode.
+    page_number: usize,
+    /// The instance id a NextToken continues after.
+    after: Option<String>,
+}
+
+/// One page of matching instances, with the counts the response reports.
+struct InstancesPage {
+    records: Vec<InstanceRecord>,
+    /// Matches on all pages.
+    total: usize,
+    /// Whether matches follow this page (then a NextToken is answered).
+    more: bool,
+}
+
+impl<'a> InstancesRequest<'a> {
+    /// Validates the parameters; `denied` decides a DryRun's answer, so a caller without
+    /// permission learns it from a DryRun too.
+    fn parse(world: &World, params: &'a Params, denied: bool) -> Result<Self, Fault> {
+        let region = required(params, "RegionId")?;
+        reject_dry_run(world, params, denied)?;
+        let filter = InstanceFilter::from_params(params, &world.settings)?;
+        let ids = instance_ids(params)?;
+        let paging = Paging::from_params(params)?;
+        Ok(InstancesRequest {
+            region,
+            filter,
+            ids,
+            paging,
+        })
+    }
+}
+
+/// A DryRun request never runs: it fails with Forbidden.RAM for a denied caller, otherwise with
+/// DryRunOperation (at the configured status).
+fn reject_dry_run(world: &World, params: &Params, denied: bool) -> Result<(), Fault> {
     let dry_run = params
         .non_empty("DryRun")
         .and_then(parse_bool)
         .unwrap_or(false);
-    let denied = caller.denied_actions.contains(&Action::DescribeInstances);
-    if dry_run {
-        return Err(if denied {
-            forbidden()
-        } else {
-            Fault::new(
-                world.settings.dry_run_status,
-                "DryRunOperation",
-                "Request validation has been passed with DryRun flag set.",
-            )
-        });
+    if !dry_run {
+        return Ok(());
     }
-    let charge_type = match params.non_empty("InstanceChargeType") {
-        None => None,
-        Some(text) => Some(ChargeType::parse(text).ok_or_else(|| {
+    Err(if denied {
+        forbidden()
+    } else {
+        Fault::new(
+            world.settings.dry_run_status,
+            "DryRunOperation",
+            "Request validation has been passed with DryRun flag set.",
+        )
+    })
+}
+
+/// The optional `InstanceChargeType` parameter.
+fn charge_type_param(params: &Params) -> Result<Option<ChargeType>, Fault> {
+    match params.non_empty("InstanceChargeType") {
+        None => Ok(None),
+        Some(text) => Ok(Some(ChargeType::parse(text).ok_or_else(|| {
             Fault::new(
                 404,
                 "InvalidInstanceChargeType.NotFound",
                 format!("The InstanceChargeType {text:?} does not exist."),
             )
-        })?),
-    };
-    let mut filter = InstanceFilter {
-        charge_type,
-        status: params.non_empty("Status").map(str::to_owned),
-        expired_start: None,
-        expired_end: None,
-        tags: Vec::new(),
-        security_group: params.non_empty("SecurityGroupId").map(str::to_owned),
-        zone: params.non_empty("ZoneId").map(str::to_owned),
-        name_pattern: params.non_empty("InstanceName").map(str::to_owned),
-        instance_type: params.non_empty("InstanceType").map(str::to_owned),
-        type_family: params.non_empty("InstanceTypeFamily").map(str::to_owned),
-        resource_group: params.non_empty("ResourceGroupId").map(str::to_owned),
-        lock_reason: params.non_empty("LockReason").map(str::to_owned),
-        inclusive: world.settings.expiry_filter_inclusive,
-    };
-    for (name, key) in params.pairs() {
-        // Filters are matched by Key, whatever N is (the Tea SDK numbers them 1..n).
-        let Some(n) = name
-            .strip_prefix("Filter.")
-            .and_then(|r| r.strip_suffix(".Key"))
-        else {
-            continue;
-        };
-        let value = params.get(&format!("Filter.{n}.Value")).unwrap_or_default();
-        match key.as_str() {
-            "ExpiredStartTime" => {
-                filter.expired_start =
-                    Some(filter_time(value, world.settings.reject_filter_seconds)?)
-            }
-            "ExpiredEndTime" => {
-                filter.expired_end = Some(filter_time(value, world.settings.reject_filter_seconds)?)
-            }
-            "CreationStartTime" | "CreationEndTime" => {}
-            other => {
-                return Err(Fault::new(
-                    404,
-                    "InvalidFilterKey.NotFound",
-                    format!("The filter key {other:?} is not supported."),
-                ));
-            }
-        }
+        })?)),
     }
-    for n in 1..=20 {
-        let key = params
-            .non_empty(&format!("Tag.{n}.Key"))
-            .or_else(|| params.non_empty(&format!("Tag.{n}.key")));
-        if let Some(key) = key {
-            let value = params
-                .get(&format!("Tag.{n}.Value"))
-                .or_else(|| params.get(&format!("Tag.{n}.value")));
-            filter.tags.push((key.to_owned(), value.map(str::to_owned)));
-        }
-    }
-    let ids: Option<Vec<String>> = match params.get("InstanceIds") {
-        None | Some("") => None,
+}
+
+/// The optional `InstanceIds` JSON array (at most 100 ids).
+fn instance_ids(params: &Params) -> Result<Option<Vec<String>>, Fault> {
+    match params.get("InstanceIds") {
+        None | Some("") => Ok(None),
         Some(text) => {
             let ids: Vec<String> = serde_json::from_str(text).map_err(|_| {
                 Fault::new(
@@ -394,24 +391,104 @@ fn describe_instances(
                     "The specified InstanceIds has more than 100 ids.",
                 ));
             }
-            Some(ids)
+            Ok(Some(ids))
         }
-    };
-    let token_mode =
-        params.non_empty("NextToken").is_some() || params.non_empty("MaxResults").is_some();
-    let size = if token_mode {
-        // Below 10 or unset → 10; above 100 → 100 (the current SDK doc).
-        params
-            .non_empty("MaxResults")
-            .and_then(|m| m.parse::<usize>().ok())
-            .map(|m| m.clamp(10, MAX_IDS))
-            .unwrap_or(10)
-    } else {
-        page_size(params, "PageSize", 10)?
-    };
-    let page_number = match params.non_empty("PageNumber") {
-        Some(text) if !token_mode => {
-            text.parse::<usize>()
+    }
+}
+
+impl InstanceFilter {
+    /// Builds the filter from DescribeInstances' parameters: the plain ones, then the
+    /// `Filter.N` keys, then the `Tag.N` pairs.
+    fn from_params(params: &Params, settings: &Settings) -> Result<Self, Fault> {
+        let charge_type = charge_type_param(params)?;
+        let mut filter = InstanceFilter {
+            charge_type,
+            status: params.non_empty("Status").map(str::to_owned),
+            expired_start: None,
+            expired_end: None,
+            tags: Vec::new(),
+            security_group: params.non_empty("SecurityGroupId").map(str::to_owned),
+            zone: params.non_empty("ZoneId").map(str::to_owned),
+            name_pattern: params.non_empty("InstanceName").map(str::to_owned),
+            instance_type: params.non_empty("InstanceType").map(str::to_owned),
+            type_family: params.non_empty("InstanceTypeFamily").map(str::to_owned),
+            resource_group: params.non_empty("ResourceGroupId").map(str::to_owned),
+            lock_reason: params.non_empty("LockReason").map(str::to_owned),
+            inclusive: settings.expiry_filter_inclusive,
+        };
+        filter.apply_filter_keys(params, settings.reject_filter_seconds)?;
+        filter.tags = tag_filters(params);
+        Ok(filter)
+    }
+
+    /// Applies the `Filter.N.Key`/`Filter.N.Value` pairs in the order they came; only the
+    /// expiry times filter, creation times are accepted and ignored, other keys fail.
+    fn apply_filter_keys(&mut self, params: &Params, reject_seconds: bool) -> Result<(), Fault> {
+        for (name, key) in params.pairs() {
+            // Filters are matched by Key, whatever N is (the Tea SDK numbers them 1..n).
+            let Some(n) = name
+                .strip_prefix("Filter.")
+                .and_then(|r| r.strip_suffix(".Key"))
+            else {
+                continue;
+            };
+            let value = params.get(&format!("Filter.{n}.Value")).unwrap_or_default();
+            match key.as_str() {
+                "ExpiredStartTime" => {
+                    self.expired_start = Some(filter_time(value, reject_seconds)?)
+                }
+                "ExpiredEndTime" => self.expired_end = Some(filter_time(value, reject_seconds)?),
+                "CreationStartTime" | "CreationEndTime" => {}
+                other => {
+                    return Err(Fault::new(
+                        404,
+                        "InvalidFilterKey.NotFound",
+                        format!("The filter key {other:?} is not supported."),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The `Tag.N.Key`/`Tag.N.Value` pairs for N in 1..=20 (either case of `key`/`value`); a tag
+/// without a value matches any value.
+fn tag_filters(params: &Params) -> Vec<(String, Option<String>)> {
+    let mut tags = Vec::new();
+    for n in 1..=20 {
+        let key = params
+            .non_empty(&format!("Tag.{n}.Key"))
+            .or_else(|| params.non_empty(&format!("Tag.{n}.key")));
+        if let Some(key) = key {
+            let value = params
+                .get(&format!("Tag.{n}.Value"))
+                .or_else(|| params.get(&format!("Tag.{n}.value")));
+            tags.push((key.to_owned(), value.map(str::to_owned)));
+        }
+    }
+    tags
+}
+
+impl Paging {
+    /// Reads the paging parameters: NextToken mode (NextToken or MaxResults given) ignores
+    /// PageSize and PageNumber; page-number mode validates them.
+    fn from_params(params: &Params) -> Result<Self, Fault> {
+        let token_mode =
+            params.non_empty("NextToken").is_some() || params.non_empty("MaxResults").is_some();
+        let size = if token_mode {
+            // Below 10 or unset → 10; above 100 → 100 (the current SDK doc).
+            params
+                .non_empty("MaxResults")
+                .and_then(|m| m.parse::<usize>().ok())
+                .map(|m| m.clamp(10, MAX_IDS))
+                .unwrap_or(10)
+        } else {
+            page_size(params, "PageSize", 10)?
+        };
+        let page_number = match params.non_empty("PageNumber") {
+            Some(text) if !token_mode => text
+                .parse::<usize>()
                 .ok()
                 .filter(|n| *n >= 1)
                 .ok_or_else(|| {
@@ -420,13 +497,23 @@ fn describe_instances(
                         "InvalidParameter.PageNumber",
                         "The specified PageNumber is not valid.",
                     )
-                })?
-        }
-        _ => 1,
-    };
-    let after: Option<String> = match params.non_empty("NextToken") {
-        None => None,
-        Some(token) => Some(
+                })?,
+            _ => 1,
+        };
+        let after = next_token_param(params)?;
+        Ok(Paging {
+            size,
+            page_number,
+            after,
+        })
+    }
+}
+
+/// The instance id an `nt.`-prefixed NextToken continues after.
+fn next_token_param(params: &Params) -> Result<Option<String>, Fault> {
+    match params.non_empty("NextToken") {
+        None => Ok(None),
+        Some(token) => Ok(Some(
             token
                 .strip_prefix("nt.")
                 .ok_or_else(|| {
@@ -437,20 +524,18 @@ fn describe_instances(
                     )
                 })?
                 .to_owned(),
-        ),
-    };
+        )),
+    }
+}
 
-    let empty = Default::default();
-    let source = if denied {
-        &empty
-    } else {
-        world.source(&caller.account, region).unwrap_or(&empty)
-    };
-    let lower = match &after {
-        Some(id) => Bound::Excluded(id.clone()),
-        None => Bound::Unbounded,
-    };
-    let candidates: Box<dyn Iterator<Item = &Instance>> = match &ids {
+/// The instances to consider, in id order, after the NextToken's id: the requested ids
+/// (sorted, deduplicated, unknown ones dropped) or the whole source.
+fn candidates<'a>(
+    source: &'a BTreeMap<String, Instance>,
+    ids: Option<&'a [String]>,
+    after: Option<&'a str>,
+) -> Box<dyn Iterator<Item = &'a Instance> + 'a> {
+    match ids {
         Some(ids) => {
             let mut wanted: Vec<&String> = ids.iter().collect();
             wanted.sort();
@@ -458,47 +543,95 @@ fn describe_instances(
             Box::new(
                 wanted
                     .into_iter()
-                    .filter(move |id| match &after {
-                        Some(a) => id.as_str() > a.as_str(),
+                    .filter(move |id| match after {
+                        Some(a) => id.as_str() > a,
                         None => true,
                     })
                     .filter_map(|id| source.get(id)),
             )
         }
-        None => Box::new(source.range((lower, Bound::Unbounded)).map(|(_, i)| i)),
-    };
-    let visible =
-        |i: &&Instance| i.lifecycle(now, &world.settings) != super::world::Lifecycle::Released;
-    let skip = (page_number - 1) * size;
-    let mut page = Vec::with_capacity(size);
-    let mut total = 0usize;
-    let mut more = false;
-    for instance in candidates
-        .filter(visible)
-        .filter(|i| filter.matches(i, world, now))
-    {
-        total += 1;
-        if total <= skip {
-            continue;
-        }
-        if page.len() < size {
-            page.push(instance_record(instance, world, now));
-        } else {
-            more = true;
+        None => {
+            let lower = match after {
+                Some(id) => Bound::Excluded(id.to_owned()),
+                None => Bound::Unbounded,
+            };
+            Box::new(source.range((lower, Bound::Unbounded)).map(|(_, i)| i))
         }
     }
-    let next_token = match (more, page.last()) {
+}
+
+/// Walks the unreleased candidates that match the filter, counting them all and keeping the
+/// requested page's records.
+fn find_page(
+    world: &World,
+    source: &BTreeMap<String, Instance>,
+    request: &InstancesRequest,
+    now: DateTime<Utc>,
+) -> InstancesPage {
+    let paging = &request.paging;
+    let visible =
+        |i: &&Instance| i.lifecycle(now, &world.settings) != super::world::Lifecycle::Released;
+    let skip = (paging.page_number - 1) * paging.size;
+    let mut page = InstancesPage {
+        records: Vec::with_capacity(paging.size),
+        total: 0,
+        more: false,
+    };
+    for instance in candidates(source, request.ids.as_deref(), paging.after.as_deref())
+        .filter(visible)
+        .filter(|i| request.filter.matches(i, world, now))
+    {
+        page.total += 1;
+        if page.total <= skip {
+            continue;
+        }
+        if page.records.len() < paging.size {
+            page.records.push(instance_record(instance, world, now));
+        } else {
+            page.more = true;
+        }
+    }
+    page
+}
+
+/// The DescribeInstances body for a page; a NextToken names the page's last id when more
+/// matches follow.
+fn instances_response(page: InstancesPage, paging: &Paging) -> Value {
+    let next_token = match (page.more, page.records.last()) {
         (true, Some(last)) => format!("nt.{}", last.instance_id),
         _ => String::new(),
     };
-    Ok(to_value(&DescribeInstancesResponse {
+    to_value(&DescribeInstancesResponse {
         request_id: String::new(),
-        total_count: total as u64,
-        page_number: page_number as u64,
-        page_size: size as u64,
+        total_count: page.total as u64,
+        page_number: paging.page_number as u64,
+        page_size: paging.size as u64,
         next_token,
-        instances: InstanceSet { instance: page },
-    }))
+        instances: InstanceSet {
+            instance: page.records,
+        },
+    })
+}
+
+/// DescribeInstances: a caller denied this action passes validation but sees no instances.
+fn describe_instances(
+    world: &World,
+    caller: &Caller,
+    params: &Params,
+    now: DateTime<Utc>,
+) -> Result<Value, Fault> {
+    let denied = caller.denied_actions.contains(&Action::DescribeInstances);
+    let request = InstancesRequest::parse(world, params, denied)?;
+    let empty = BTreeMap::new();
+    let source = if denied {
+        &empty
+    } else {
+        world
+            .source(&caller.account, request.region)
+            .unwrap_or(&empty)
+    };
+    let page = find_page(world, source, &request, now);
+    Ok(instances_response(page, &request.paging))
 }
 
 fn comma_ids(params: &Params) -> Result<Vec<String>, Fault> {

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Duration, Utc};
 
-use super::world::{Fault, World};
+use super::world::{AccessKey, Fault, World};
 use ecs_wire::Action;
 use ecs_wire::signer;
 use ecs_wire::time;
@@ -101,6 +101,41 @@ pub fn authenticate(
     auth_now: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Result<Caller, Fault> {
+    check_required(params)?;
+    check_signature_scheme(params)?;
+    let window = check_timestamp(params, world, auth_now)?;
+    let key_id = param(params, "AccessKeyId");
+    let key = world.key(key_id).ok_or_else(|| {
+        Fault::new(
+            world.settings.unknown_key_status,
+            "InvalidAccessKeyId.NotFound",
+            "Specified access key is not found.",
+        )
+    })?;
+    check_signature(method, params, key)?;
+    check_security_token(params, key, now)?;
+    if !nonces.record(param(params, "SignatureNonce"), auth_now, window) {
+        return Err(Fault::new(
+            400,
+            "SignatureNonceUsed",
+            "Specified signature nonce was used already.",
+        ));
+    }
+    Ok(Caller {
+        account: key.account.clone(),
+        key_id: key_id.to_owned(),
+        denied_actions: key.denied_actions.clone(),
+    })
+}
+
+/// The first value of `name`, or the empty string when the request has none.
+fn param<'a>(params: &'a Params, name: &str) -> &'a str {
+    params.get(name).unwrap_or_default()
+}
+
+/// Fails with `MissingParameter` for the first required common parameter that is absent or
+/// empty, in the service's order.
+fn check_required(params: &Params) -> Result<(), Fault> {
     for name in [
         "Action",
         "AccessKeyId",
@@ -115,22 +150,36 @@ pub fn authenticate(
             return Err(missing(name));
         }
     }
-    let get = |name| params.get(name).unwrap_or_default();
-    if get("SignatureMethod") != signer::SIGNATURE_METHOD {
+    Ok(())
+}
+
+/// Checks that the request names the one signature method and version the service supports.
+fn check_signature_scheme(params: &Params) -> Result<(), Fault> {
+    if param(params, "SignatureMethod") != signer::SIGNATURE_METHOD {
         return Err(Fault::new(
             400,
             "InvalidParamater.SignatureMethod",
             "The specified SignatureMethod is not supported.",
         ));
     }
-    if get("SignatureVersion") != signer::SIGNATURE_VERSION {
+    if param(params, "SignatureVersion") != signer::SIGNATURE_VERSION {
         return Err(Fault::new(
             400,
             "InvalidParamater.SignatureVersion",
             "The specified SignatureVersion is not supported.",
         ));
     }
-    let timestamp = time::parse(get("Timestamp")).map_err(|_| {
+    Ok(())
+}
+
+/// Checks that `Timestamp` parses and lies within the timestamp window of `auth_now`; returns
+/// the window, which also bounds nonce replay.
+fn check_timestamp(
+    params: &Params,
+    world: &World,
+    auth_now: DateTime<Utc>,
+) -> Result<Duration, Fault> {
+    let timestamp = time::parse(param(params, "Timestamp")).map_err(|_| {
         Fault::new(
             400,
             "InvalidTimeStamp.Format",
@@ -145,26 +194,24 @@ pub fn authenticate(
             "InvalidTimeStamp.Expired",
             format!(
                 "Specified time stamp or date value is expired. The request time {} is more than {} minutes away from the server time {}.",
-                get("Timestamp"),
+                param(params, "Timestamp"),
                 window.num_minutes(),
                 time::format_seconds(auth_now)
             ),
         ));
     }
-    let key_id = get("AccessKeyId");
-    let key = world.key(key_id).ok_or_else(|| {
-        Fault::new(
-            world.settings.unknown_key_status,
-            "InvalidAccessKeyId.NotFound",
-            "Specified access key is not found.",
-        )
-    })?;
+    Ok(window)
+}
+
+/// Recomputes the signature over the decoded parameters with the method actually used and the
+/// key's secret, and fails with `SignatureDoesNotMatch` when the request's differs.
+fn check_signature(method: &str, params: &Params, key: &AccessKey) -> Result<(), Fault> {
     let server = signer::sign(
         method,
         params.pairs().iter().map(|(n, v)| (n.as_str(), v.as_str())),
         &key.secret,
     );
-    if server.signature != get("Signature") {
+    if server.signature != param(params, "Signature") {
         return Err(Fault::new(
             400,
             "SignatureDoesNotMatch",
@@ -174,6 +221,12 @@ pub fn authenticate(
             ),
         ));
     }
+    Ok(())
+}
+
+/// For an STS key: checks that the request carries the key's security token, then that the key
+/// has not expired at the emulated time `now`.
+fn check_security_token(params: &Params, key: &AccessKey, now: DateTime<Utc>) -> Result<(), Fault> {
     if let Some(expected) = &key.security_token {
         match params.non_empty("SecurityToken") {
             None => {
@@ -202,16 +255,5 @@ pub fn authenticate(
             "Specified SecurityToken is expired.",
         ));
     }
-    if !nonces.record(get("SignatureNonce"), auth_now, window) {
-        return Err(Fault::new(
-            400,
-            "SignatureNonceUsed",
-            "Specified signature nonce was used already.",
-        ));
-    }
-    Ok(Caller {
-        account: key.account.clone(),
-        key_id: key_id.to_owned(),
-        denied_actions: key.denied_actions.clone(),
-    })
+    Ok(())
 }

@@ -35,6 +35,7 @@ pub fn routes() -> axum::Router<Arc<Emulator>> {
             "/_emulator/faults",
             get(list_faults).post(add_fault).delete(clear_faults),
         )
+        .route("/_emulator/release", post(release_held))
         .route("/_emulator/clock", get(clock).post(move_clock))
         .route("/_emulator/balance", post(balance))
         .route("/_emulator/keys", post(put_key))
@@ -164,6 +165,13 @@ async fn calls(State(emulator): State<Arc<Emulator>>) -> Json<CallStats> {
 async fn reset_calls(State(emulator): State<Arc<Emulator>>) -> Json<Value> {
     emulator.lock().calls = CallStats::default();
     Json(json!({"ok": true}))
+}
+
+/// Releases every call a `hold` fault is holding; answers how many were held.
+async fn release_held(State(emulator): State<Arc<Emulator>>) -> Json<Value> {
+    let held = emulator.held.load(std::sync::atomic::Ordering::SeqCst);
+    emulator.releases.send_modify(|generation| *generation += 1);
+    Json(json!({"released": held}))
 }
 
 async fn list_faults(State(emulator): State<Arc<Emulator>>) -> Json<Vec<FaultSpec>> {

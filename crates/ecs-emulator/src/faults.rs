@@ -42,6 +42,10 @@ pub enum FaultKind {
         /// Milliseconds.
         ms: u64,
     },
+    /// Hold the call, unprocessed, until the test releases it (`EmulatorHandle::release_held`
+    /// or `POST /_emulator/release`), then process normally: a call in flight for exactly as
+    /// long as a test needs, without guessing a latency.
+    Hold,
 }
 
 /// A fault rule: which calls it hits and how often.

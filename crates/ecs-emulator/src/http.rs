@@ -16,9 +16,9 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::actions;
-use super::auth::{NonceStore, Params, authenticate};
+use super::auth::{Caller, NonceStore, Params, authenticate};
 use super::faults::{FaultKind, Faults, Throttler};
-use super::settings::AuthClock;
+use super::settings::{AuthClock, ThrottleSettings};
 use super::world::{Fault, World};
 use ecs_wire::Action;
 use ecs_wire::clock::{Clock, SystemClock, VirtualClock};
@@ -78,6 +78,10 @@ pub struct Emulator {
     pub throttler: Throttler,
     /// Bumped whenever a call arrives or is answered (tests wait on it instead of sleeping).
     pub activity: tokio::sync::watch::Sender<u64>,
+    /// Bumped by each release: a call held by a `Hold` fault waits until it moves on.
+    pub releases: tokio::sync::watch::Sender<u64>,
+    /// Calls held by a `Hold` fault right now.
+    pub held: std::sync::atomic::AtomicU64,
 }
 
 impl Emulator {
@@ -166,6 +170,30 @@ pub async fn ecs_endpoint(
     }
 }
 
+/// What the locked first stage of a call decided, with the settings the unlocked rest needs.
+struct Admission {
+    /// The admitted call, or the fault (authentication, unknown action) to answer with.
+    result: Result<Call, Fault>,
+    throttle: ThrottleSettings,
+    latency: Duration,
+}
+
+/// An authenticated call of a known action, with the injected fault it drew, if any.
+struct Call {
+    caller: Caller,
+    action: Action,
+    region: String,
+    fault: Option<FaultKind>,
+}
+
+/// A response and the outcome it is counted under in [`CallStats::by_outcome`].
+struct Answer {
+    response: Response,
+    label: String,
+}
+
+/// Answers one ECS call: admission under the lock, throttling, latency and injected faults,
+/// then the action itself and the (possibly broken) answer.
 async fn handle(
     emulator: Arc<Emulator>,
     method: Method,
@@ -173,57 +201,18 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let is_form = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-    let params = Params::decode(uri.query(), is_form.then_some(&body[..]));
+    let params = decode_params(&uri, &headers, &body);
     let request_id = request_id();
     let now = emulator.clock.now();
-
-    // Authenticate and pick a fault under the lock; sleep and answer outside it.
-    let prepared = {
-        let mut state = emulator.lock();
-        state.world.run_provider_deductions(now);
-        let action_name = params.get("Action").unwrap_or("").to_owned();
-        *state
-            .calls
-            .by_action
-            .entry(action_name.clone())
-            .or_default() += 1;
-        let auth_now = match state.world.settings.auth_clock {
-            AuthClock::Emulated => now,
-            AuthClock::Wall => SystemClock.now(),
-        };
-        let State_ {
-            world,
-            nonces,
-            faults,
-            ..
-        } = &mut *state;
-        let result = authenticate(method.as_str(), &params, world, nonces, auth_now, now).and_then(
-            |caller| {
-                let action = Action::parse(&action_name).ok_or_else(|| {
-                    Fault::new(
-                        404,
-                        "InvalidAction.NotFound",
-                        "Specified api is not found, please check your url and method.",
-                    )
-                })?;
-                let region = params.get("RegionId").unwrap_or("").to_owned();
-                let fault = faults.take(Some(action), &region, &caller.account, now);
-                Ok((caller, action, region, fault))
-            },
-        );
-        let throttle = world.settings.throttle.clone();
-        let latency = world.settings.latency;
-        (result, throttle, latency)
-    };
-    let (result, throttle, latency) = prepared;
+    let Admission {
+        result,
+        throttle,
+        latency,
+    } = admit(&emulator, &method, &params, now);
     // Outside the state lock: waiters read the state while holding the watch.
     emulator.activity.send_modify(|n| *n += 1);
-    let (caller, action, region, fault) = match result {
-        Ok(ok) => ok,
+    let call = match result {
+        Ok(call) => call,
         Err(fault) => {
             return finish(
                 &emulator,
@@ -232,36 +221,146 @@ async fn handle(
             );
         }
     };
-    if let Err(wait) = emulator
-        .throttler
-        .check(&throttle, &caller.account, &region, action)
-    {
-        let fault = Fault::new(
-            400,
-            "Throttling",
-            "Request was denied due to request throttling.",
-        );
-        let advice = throttle.retry_after_header.then_some(wait);
-        return finish(
-            &emulator,
-            fault_response(&fault, &request_id, advice),
-            "Throttling",
-        );
+    if let Some(response) = throttle_response(&emulator, &throttle, &call, &request_id) {
+        return response;
     }
+    emulate_latency(latency, call.fault.as_ref()).await;
+    if call.fault == Some(FaultKind::Hold) {
+        hold_until_released(&emulator).await;
+    }
+    if let Some(response) = refusal_response(&emulator, call.fault.as_ref(), &request_id) {
+        return response;
+    }
+    let answer = run_action(&emulator, &call, &params, &request_id);
+    deliver(&emulator, call.fault, answer).await
+}
+
+/// Decodes the query string and, when the body is a form, the body's parameters too.
+fn decode_params(uri: &Uri, headers: &HeaderMap, body: &Bytes) -> Params {
+    let is_form = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    Params::decode(uri.query(), is_form.then_some(&body[..]))
+}
+
+/// Under the state lock: runs due provider deductions, counts the call, authenticates it and
+/// draws an injected fault. Sleeping and answering happen outside the lock.
+fn admit(emulator: &Emulator, method: &Method, params: &Params, now: DateTime<Utc>) -> Admission {
+    let mut state = emulator.lock();
+    state.world.run_provider_deductions(now);
+    let action_name = params.get("Action").unwrap_or("").to_owned();
+    *state
+        .calls
+        .by_action
+        .entry(action_name.clone())
+        .or_default() += 1;
+    let auth_now = match state.world.settings.auth_clock {
+        AuthClock::Emulated => now,
+        AuthClock::Wall => SystemClock.now(),
+    };
+    let State_ {
+        world,
+        nonces,
+        faults,
+        ..
+    } = &mut *state;
+    let result = authenticate(method.as_str(), params, world, nonces, auth_now, now)
+        .and_then(|caller| resolve_call(caller, &action_name, params, faults, now));
+    Admission {
+        result,
+        throttle: world.settings.throttle.clone(),
+        latency: world.settings.latency,
+    }
+}
+
+/// Resolves an authenticated caller's action (unknown names fail) and takes the first injected
+/// fault matching the action, region and account.
+fn resolve_call(
+    caller: Caller,
+    action_name: &str,
+    params: &Params,
+    faults: &mut Faults,
+    now: DateTime<Utc>,
+) -> Result<Call, Fault> {
+    let action = Action::parse(action_name).ok_or_else(|| {
+        Fault::new(
+            404,
+            "InvalidAction.NotFound",
+            "Specified api is not found, please check your url and method.",
+        )
+    })?;
+    let region = params.get("RegionId").unwrap_or("").to_owned();
+    let fault = faults.take(Some(action), &region, &caller.account, now);
+    Ok(Call {
+        caller,
+        action,
+        region,
+        fault,
+    })
+}
+
+/// The (counted) Throttling answer when the call exceeds its real-time rate, else `None`.
+fn throttle_response(
+    emulator: &Emulator,
+    throttle: &ThrottleSettings,
+    call: &Call,
+    request_id: &str,
+) -> Option<Response> {
+    let wait = emulator
+        .throttler
+        .check(throttle, &call.caller.account, &call.region, call.action)
+        .err()?;
+    let fault = Fault::new(
+        400,
+        "Throttling",
+        "Request was denied due to request throttling.",
+    );
+    let advice = throttle.retry_after_header.then_some(wait);
+    Some(finish(
+        emulator,
+        fault_response(&fault, request_id, advice),
+        "Throttling",
+    ))
+}
+
+/// Waits, unprocessed, until the next release (one that happens after the call arrived).
+async fn hold_until_released(emulator: &Emulator) {
+    use std::sync::atomic::Ordering;
+    let mut releases = emulator.releases.subscribe();
+    let arrived = *releases.borrow_and_update();
+    emulator.held.fetch_add(1, Ordering::SeqCst);
+    // Waiters on `activity` see the held count change.
+    emulator.activity.send_modify(|n| *n += 1);
+    let _ = releases.wait_for(|generation| *generation > arrived).await;
+    emulator.held.fetch_sub(1, Ordering::SeqCst);
+}
+
+/// Sleeps for the configured latency plus any injected latency fault.
+async fn emulate_latency(latency: Duration, fault: Option<&FaultKind>) {
     let mut delay = latency;
-    if let Some(FaultKind::Latency { ms }) = &fault {
+    if let Some(FaultKind::Latency { ms }) = fault {
         delay += Duration::from_millis(*ms);
     }
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
-    match &fault {
-        Some(FaultKind::Error {
+}
+
+/// The (counted) answer for an injected fault that replaces the action, so nothing is
+/// processed: an error, a reset connection or a gateway's HTML page. `None` otherwise.
+fn refusal_response(
+    emulator: &Emulator,
+    fault: Option<&FaultKind>,
+    request_id: &str,
+) -> Option<Response> {
+    match fault? {
+        FaultKind::Error {
             code,
             status,
             message,
             retry_after_ms,
-        }) => {
+        } => {
             let fault = Fault::new(
                 *status,
                 code,
@@ -270,46 +369,56 @@ async fn handle(
                     .unwrap_or_else(|| format!("Injected fault {code}.")),
             );
             let advice = retry_after_ms.map(Duration::from_millis);
-            return finish(
-                &emulator,
-                fault_response(&fault, &request_id, advice),
+            Some(finish(
+                emulator,
+                fault_response(&fault, request_id, advice),
                 &fault.code,
-            );
+            ))
         }
-        Some(FaultKind::Reset) => return finish(&emulator, broken_response(), "Reset"),
-        Some(FaultKind::Html) => {
+        FaultKind::Reset => Some(finish(emulator, broken_response(), "Reset")),
+        FaultKind::Html => {
             let response = (
                 StatusCode::BAD_GATEWAY,
                 [(header::CONTENT_TYPE, "text/html")],
                 HTML_502,
             )
                 .into_response();
-            return finish(&emulator, response, "Html");
+            Some(finish(emulator, response, "Html"))
         }
-        _ => {}
+        _ => None,
     }
+}
 
-    // The action runs at the clock's time now (after any latency).
+/// Runs the action at the clock's time now (after any latency) and builds its JSON answer.
+fn run_action(emulator: &Emulator, call: &Call, params: &Params, request_id: &str) -> Answer {
     let now = emulator.clock.now();
     let outcome = {
         let mut state = emulator.lock();
         state.world.run_provider_deductions(now);
-        actions::dispatch(&mut state.world, &caller, action, &params, now)
+        actions::dispatch(&mut state.world, &call.caller, call.action, params, now)
     };
-    let (response, label) = match outcome {
+    match outcome {
         Ok(mut value) => {
-            value["RequestId"] = Value::String(request_id.clone());
-            (json_response(200, &value, &request_id), "OK".to_owned())
+            value["RequestId"] = Value::String(request_id.to_owned());
+            Answer {
+                response: json_response(200, &value, request_id),
+                label: "OK".to_owned(),
+            }
         }
-        Err(fault) => (
-            fault_response(&fault, &request_id, None),
-            fault.code.clone(),
-        ),
-    };
+        Err(fault) => Answer {
+            response: fault_response(&fault, request_id, None),
+            label: fault.code.clone(),
+        },
+    }
+}
+
+/// Counts and sends the action's answer, or breaks it as an injected fault asks (the action
+/// has taken effect either way): a dropped connection or a truncated body.
+async fn deliver(emulator: &Emulator, fault: Option<FaultKind>, answer: Answer) -> Response {
     match fault {
-        Some(FaultKind::CommitThenDrop) => finish(&emulator, broken_response(), "CommitThenDrop"),
+        Some(FaultKind::CommitThenDrop) => finish(emulator, broken_response(), "CommitThenDrop"),
         Some(FaultKind::Malformed) => {
-            let text = response_text(response).await;
+            let text = response_text(answer.response).await;
             let cut = text.len() / 2;
             let truncated = (
                 StatusCode::OK,
@@ -317,9 +426,9 @@ async fn handle(
                 text[..cut].to_owned(),
             )
                 .into_response();
-            finish(&emulator, truncated, "Malformed")
+            finish(emulator, truncated, "Malformed")
         }
-        _ => finish(&emulator, response, &label),
+        _ => finish(emulator, answer.response, &answer.label),
     }
 }
 

@@ -124,6 +124,26 @@ impl EmulatorHandle {
         self.wait_for(|calls| calls.answered() >= n, timeout).await
     }
 
+    /// Releases every call a `Hold` fault is holding now; they are processed as usual.
+    pub fn release_held(&self) {
+        self.emulator
+            .releases
+            .send_modify(|generation| *generation += 1);
+    }
+
+    /// Waits until `n` calls are held by a `Hold` fault at once, or `timeout` passes; returns
+    /// whether they were.
+    pub async fn wait_for_held(&self, n: u64, timeout: std::time::Duration) -> bool {
+        let mut activity = self.emulator.activity.subscribe();
+        let emulator = self.emulator.clone();
+        tokio::time::timeout(
+            timeout,
+            activity.wait_for(|_| emulator.held.load(std::sync::atomic::Ordering::SeqCst) >= n),
+        )
+        .await
+        .is_ok_and(|r| r.is_ok())
+    }
+
     /// Adds a fault rule.
     pub fn add_fault(&self, spec: FaultSpec) {
         self.emulator.lock().faults.add(spec);
@@ -178,6 +198,8 @@ pub async fn start_with_clock(
         }),
         clock,
         throttler: Default::default(),
+        releases: tokio::sync::watch::Sender::new(0),
+        held: Default::default(),
         activity: tokio::sync::watch::channel(0).0,
     });
     let listener = tokio::net::TcpListener::bind(listen)

@@ -8,7 +8,10 @@ use std::collections::{BTreeMap, HashMap};
 use chrono::{DateTime, Datelike, Duration, Months, Utc};
 use serde::Serialize;
 
-use super::settings::{EmulatorConfig, FleetFileError, Settings};
+use super::settings::{
+    AccessKeySpec, AccountSpec, EmulatorConfig, FleetFileError, GeneratorSpec, InstanceSpec,
+    Settings,
+};
 use ecs_wire::Action;
 use ecs_wire::secret::Secret;
 use ecs_wire::time::{start_of_day_utc8, utc8};
@@ -268,6 +271,82 @@ fn fingerprint(instance_id: &str, period: u32, unit: PeriodUnit) -> String {
     format!("RenewInstance|{instance_id}|{period}|{unit}")
 }
 
+/// The expiry a fleet-file instance starts with: the PostPaid sentinel, or for PrePaid its
+/// `expires_at`, `expires_in` (end of that UTC+8 day) or `expired_ago` (start of that day).
+fn initial_expiry(
+    spec: &InstanceSpec,
+    id: &str,
+    now: DateTime<Utc>,
+) -> Result<DateTime<Utc>, String> {
+    match spec.charge_type {
+        ChargeType::PostPaid => Ok(ecs_wire::time::parse(ecs_wire::time::POSTPAID_EXPIRED_TIME)
+            .expect("the PostPaid constant parses")),
+        ChargeType::PrePaid => {
+            if let Some(at) = spec.expires_at {
+                Ok(at)
+            } else if let Some(text) = &spec.expires_in {
+                let d = ecs_wire::duration::parse(text)
+                    .map_err(|e| format!("instance {id}: expires_in: {e}"))?;
+                Ok(
+                    start_of_day_utc8(now + Duration::from_std(d).unwrap_or_default())
+                        + Duration::days(1),
+                )
+            } else if let Some(text) = &spec.expired_ago {
+                let d = ecs_wire::duration::parse(text)
+                    .map_err(|e| format!("instance {id}: expired_ago: {e}"))?;
+                Ok(start_of_day_utc8(
+                    now - Duration::from_std(d).unwrap_or_default(),
+                ))
+            } else {
+                Err(format!(
+                    "instance {id}: a PrePaid instance needs expires_at, expires_in or expired_ago"
+                ))
+            }
+        }
+    }
+}
+
+/// Builds the `n`th (0-based) fleet-file instance for `account`; an instance without an id
+/// gets `i-fleetNNNNNN` from its 1-based position.
+fn instance_from_spec(
+    spec: &InstanceSpec,
+    n: usize,
+    account: String,
+    now: DateTime<Utc>,
+) -> Result<Instance, String> {
+    let id = spec
+        .id
+        .clone()
+        .unwrap_or_else(|| format!("i-fleet{:06}", n + 1));
+    let expiry = initial_expiry(spec, &id, now)?;
+    Ok(Instance {
+        id: id.clone(),
+        account,
+        name: spec.name.clone().unwrap_or_else(|| id.clone()),
+        region: spec.region.clone(),
+        zone: spec
+            .zone
+            .clone()
+            .unwrap_or_else(|| format!("{}-a", spec.region)),
+        charge_type: spec.charge_type,
+        expiry: vec![(DateTime::<Utc>::MIN_UTC, expiry)],
+        tags: spec
+            .tags
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        security_groups: spec.security_groups.clone(),
+        instance_type: spec.instance_type.clone(),
+        resource_group_id: spec.resource_group_id.clone(),
+        monthly_price_cents: (spec.monthly_price * 100.0).round() as i64,
+        renewal_status: spec.renewal_status,
+        auto_renew_duration: spec.auto_renew_duration,
+        auto_renew_unit: spec.auto_renew_unit,
+        deduction_fails: spec.deduction_fails,
+        failed_deductions: 0,
+    })
+}
+
 impl World {
     /// Builds the world from a fleet file at clock time `now`.
     pub fn from_config(
@@ -279,7 +358,23 @@ impl World {
             path: origin.to_owned(),
             message,
         };
-        let mut world = World {
+        let mut world = World::empty(config, now);
+        world.add_accounts(&config.accounts).map_err(invalid)?;
+        // `add_accounts` has checked that there is at least one account.
+        let first_account = &config.accounts[0].name;
+        world
+            .add_instances(&config.instances, first_account, now)
+            .map_err(invalid)?;
+        world
+            .add_generated(&config.generate, first_account, now)
+            .map_err(invalid)?;
+        Ok(world)
+    }
+
+    /// A world with the fleet file's settings and regions but no accounts, keys or instances;
+    /// the provider's deductions start from `now`.
+    fn empty(config: &EmulatorConfig, now: DateTime<Utc>) -> World {
+        World {
             settings: config.settings.clone(),
             accounts: BTreeMap::new(),
             keys: HashMap::new(),
@@ -291,18 +386,23 @@ impl World {
             next_order: 230_000_000_001,
             deductions_through: now,
             failed_deductions: 0,
-        };
-        if config.accounts.is_empty() {
-            return Err(invalid(
+        }
+    }
+
+    /// Adds the fleet file's accounts with their access keys; fails when there are none or an
+    /// account or key name repeats.
+    fn add_accounts(&mut self, specs: &[AccountSpec]) -> Result<(), String> {
+        if specs.is_empty() {
+            return Err(
                 "no [[accounts]]: the emulator needs at least one account with an access key"
                     .into(),
-            ));
+            );
         }
-        for spec in &config.accounts {
-            if world.accounts.contains_key(&spec.name) {
-                return Err(invalid(format!("account {:?} is listed twice", spec.name)));
+        for spec in specs {
+            if self.accounts.contains_key(&spec.name) {
+                return Err(format!("account {:?} is listed twice", spec.name));
             }
-            world.accounts.insert(
+            self.accounts.insert(
                 spec.name.clone(),
                 Account {
                     name: spec.name.clone(),
@@ -310,105 +410,77 @@ impl World {
                     currency: spec.currency.clone(),
                 },
             );
-            for key in &spec.access_keys {
-                if world.keys.contains_key(&key.id) {
-                    return Err(invalid(format!("access key {:?} is listed twice", key.id)));
-                }
-                world.keys.insert(
-                    key.id.clone(),
-                    AccessKey {
-                        account: spec.name.clone(),
-                        secret: Secret::new(key.secret.clone()),
-                        security_token: key.security_token.clone(),
-                        expires_at: key.expires_at,
-                        denied_actions: key.denied_actions.clone(),
-                    },
-                );
-            }
+            self.add_access_keys(&spec.name, &spec.access_keys)?;
         }
-        let first_account = config.accounts[0].name.clone();
-        for (n, spec) in config.instances.iter().enumerate() {
+        Ok(())
+    }
+
+    /// Adds `account`'s access keys; fails when a key id is already known.
+    fn add_access_keys(&mut self, account: &str, specs: &[AccessKeySpec]) -> Result<(), String> {
+        for key in specs {
+            if self.keys.contains_key(&key.id) {
+                return Err(format!("access key {:?} is listed twice", key.id));
+            }
+            self.keys.insert(
+                key.id.clone(),
+                AccessKey {
+                    account: account.to_owned(),
+                    secret: Secret::new(key.secret.clone()),
+                    security_token: key.security_token.clone(),
+                    expires_at: key.expires_at,
+                    denied_actions: key.denied_actions.clone(),
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Adds the fleet file's listed instances; one without an account belongs to
+    /// `first_account`.
+    fn add_instances(
+        &mut self,
+        specs: &[InstanceSpec],
+        first_account: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), String> {
+        for (n, spec) in specs.iter().enumerate() {
             let account = spec
                 .account
                 .clone()
-                .unwrap_or_else(|| first_account.clone());
-            if !world.accounts.contains_key(&account) {
-                return Err(invalid(format!(
+                .unwrap_or_else(|| first_account.to_owned());
+            if !self.accounts.contains_key(&account) {
+                return Err(format!(
                     "instance #{} names unknown account {account:?}",
                     n + 1
-                )));
+                ));
             }
-            let id = spec
-                .id
-                .clone()
-                .unwrap_or_else(|| format!("i-fleet{:06}", n + 1));
-            let expiry = match spec.charge_type {
-                ChargeType::PostPaid => {
-                    ecs_wire::time::parse(ecs_wire::time::POSTPAID_EXPIRED_TIME)
-                        .expect("the PostPaid constant parses")
-                }
-                ChargeType::PrePaid => {
-                    if let Some(at) = spec.expires_at {
-                        at
-                    } else if let Some(text) = &spec.expires_in {
-                        let d = ecs_wire::duration::parse(text)
-                            .map_err(|e| invalid(format!("instance {id}: expires_in: {e}")))?;
-                        start_of_day_utc8(now + Duration::from_std(d).unwrap_or_default())
-                            + Duration::days(1)
-                    } else if let Some(text) = &spec.expired_ago {
-                        let d = ecs_wire::duration::parse(text)
-                            .map_err(|e| invalid(format!("instance {id}: expired_ago: {e}")))?;
-                        start_of_day_utc8(now - Duration::from_std(d).unwrap_or_default())
-                    } else {
-                        return Err(invalid(format!(
-                            "instance {id}: a PrePaid instance needs expires_at, expires_in or expired_ago"
-                        )));
-                    }
-                }
-            };
-            let instance = Instance {
-                id: id.clone(),
-                account: account.clone(),
-                name: spec.name.clone().unwrap_or_else(|| id.clone()),
-                region: spec.region.clone(),
-                zone: spec
-                    .zone
-                    .clone()
-                    .unwrap_or_else(|| format!("{}-a", spec.region)),
-                charge_type: spec.charge_type,
-                expiry: vec![(DateTime::<Utc>::MIN_UTC, expiry)],
-                tags: spec
-                    .tags
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
-                security_groups: spec.security_groups.clone(),
-                instance_type: spec.instance_type.clone(),
-                resource_group_id: spec.resource_group_id.clone(),
-                monthly_price_cents: (spec.monthly_price * 100.0).round() as i64,
-                renewal_status: spec.renewal_status,
-                auto_renew_duration: spec.auto_renew_duration,
-                auto_renew_unit: spec.auto_renew_unit,
-                deduction_fails: spec.deduction_fails,
-                failed_deductions: 0,
-            };
-            world.insert(instance).map_err(invalid)?;
+            let instance = instance_from_spec(spec, n, account, now)?;
+            self.insert(instance)?;
         }
-        for spec in &config.generate {
+        Ok(())
+    }
+
+    /// Adds the instances the fleet file's generators describe; a generator without an
+    /// account generates for `first_account`.
+    fn add_generated(
+        &mut self,
+        specs: &[GeneratorSpec],
+        first_account: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), String> {
+        for spec in specs {
             let account = spec
                 .account
                 .clone()
-                .unwrap_or_else(|| first_account.clone());
-            if !world.accounts.contains_key(&account) {
-                return Err(invalid(format!(
-                    "a generator names unknown account {account:?}"
-                )));
+                .unwrap_or_else(|| first_account.to_owned());
+            if !self.accounts.contains_key(&account) {
+                return Err(format!("a generator names unknown account {account:?}"));
             }
-            for instance in super::fleet::generate(spec, &account, now).map_err(invalid)? {
-                world.insert(instance).map_err(invalid)?;
+            for instance in super::fleet::generate(spec, &account, now)? {
+                self.insert(instance)?;
             }
         }
-        Ok(world)
+        Ok(())
     }
 
     /// Adds an instance.

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -299,47 +299,132 @@ fn phase_text(json: &str) -> String {
         .join(", ")
 }
 
+/// The error for a step of the run at `size` instances that failed with `e`.
+fn failure(size: usize, what: &str, e: &dyn std::fmt::Display) -> Failure {
+    Failure::runtime(format!("bench ({size} instances): {what}: {e}"))
+}
+
+/// What one size's run works with: the running emulator and the daemon's files.
+struct BenchSetup {
+    /// The emulator serving the fleet, in this process.
+    emulator: EmulatorHandle,
+    /// The temporary directory holding the files and the daemon's state (removed when dropped).
+    dir: tempfile::TempDir,
+}
+
+impl BenchSetup {
+    /// The daemon's config file.
+    fn config(&self) -> PathBuf {
+        self.dir.path().join("bench.toml")
+    }
+
+    /// The daemon's own copy of this executable.
+    fn exe(&self) -> PathBuf {
+        self.dir.path().join("ecs-renewd")
+    }
+}
+
+/// The daemon, running as a child process, and the lines of its (JSON) log.
+struct DaemonProcess {
+    child: std::process::Child,
+    pid: u32,
+    lines: tokio::sync::mpsc::UnboundedReceiver<String>,
+}
+
+/// What the daemon's log said about its first pass.
+#[derive(Debug, Default)]
+struct PassLog {
+    /// Whether "pass finished" was logged in time.
+    completed: bool,
+    started: Option<chrono::DateTime<chrono::Utc>>,
+    finished: Option<chrono::DateTime<chrono::Utc>>,
+    /// The pass's phase timings as text.
+    phases: String,
+}
+
+/// The figures of the pass itself.
+struct PassFigures {
+    /// Its wall time, from the log's timestamps.
+    wall: Duration,
+    /// Where its time went.
+    phases: String,
+    /// The daemon's process figures right after it.
+    at_end: ProcessFigures,
+}
+
+/// The daemon's figures while it idled after the pass.
+struct IdleFigures {
+    /// Halfway through the idle time.
+    half: ProcessFigures,
+    /// At the end of the idle time.
+    end: ProcessFigures,
+    /// The allocator's heap, KiB: (in use, free but kept), when the daemon logged it.
+    heap: Option<(u64, u64)>,
+}
+
+/// Runs the daemon's first pass over a fleet of `size` instances, then lets it idle, and
+/// measures both.
 async fn run_size(
     size: usize,
     options: &BenchOptions,
     out: &mut (dyn std::io::Write + Send),
 ) -> Result<SizeReport, Failure> {
-    let fail = |what: &str, e: &dyn std::fmt::Display| {
-        Failure::runtime(format!("bench ({size} instances): {what}: {e}"))
+    let setup = prepare(size, options).await?;
+    let mut daemon = spawn_daemon(size, &setup.exe(), &setup.config())?;
+    let log = await_pass(&mut daemon.lines).await;
+    let at_pass_end = figures(daemon.pid);
+    if !log.completed {
+        let _ = daemon.child.kill();
+        return Err(Failure::runtime(format!(
+            "bench ({size} instances): the daemon's pass did not finish"
+        )));
+    }
+    let pass = PassFigures {
+        wall: log.wall_time(),
+        phases: log.phases,
+        at_end: at_pass_end,
     };
+    let _ = writeln!(
+        out,
+        "  {size} instances: pass done in {:.2}s; idling {}s (daemon pid {})...",
+        pass.wall.as_secs_f64(),
+        options.idle.as_secs(),
+        daemon.pid
+    );
+    let idle = idle_then_stop(daemon, options).await;
+    Ok(finish(size, options, setup, pass, idle).await)
+}
+
+/// Starts the emulator with the fleet and writes what the daemon needs into a new temporary
+/// directory: the key files, its config and its own synced copy of this executable.
+async fn prepare(size: usize, options: &BenchOptions) -> Result<BenchSetup, Failure> {
     let dir = tempfile::Builder::new()
         .prefix("ecs-renewd-bench-")
         .tempdir()
-        .map_err(|e| fail("temp dir", &e))?;
+        .map_err(|e| failure(size, "temp dir", &e))?;
     let emulator = ecs_emulator::start(
         fleet(size, options),
         "127.0.0.1:0".parse().expect("a valid address"),
     )
     .await
-    .map_err(|e| fail("starting the emulator", &e))?;
-    for name in ACCOUNTS {
-        let path = dir.path().join(format!("{name}.secret"));
-        std::fs::write(&path, format!("bench-{name}-secret"))
-            .map_err(|e| fail("writing a key file", &e))?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
-        }
-    }
-    let config = dir.path().join("bench.toml");
-    std::fs::write(&config, config_text(&emulator, dir.path(), options))
-        .map_err(|e| fail("writing the config", &e))?;
+    .map_err(|e| failure(size, "starting the emulator", &e))?;
+    let setup = BenchSetup { emulator, dir };
+    write_key_files(size, setup.dir.path())?;
+    std::fs::write(
+        setup.config(),
+        config_text(&setup.emulator, setup.dir.path(), options),
+    )
+    .map_err(|e| failure(size, "writing the config", &e))?;
     // The daemon runs from its own copy of the binary: in production no other process maps
     // it, and the pages of a file mapped by two processes (the daemon and this one, which runs
     // the emulator) are not the daemon's alone to hand back when it idles.
     // The copy is synced before the daemon starts, so its writeback does not compete with the
     // ledger's syncs during the pass.
-    let exe = dir.path().join("ecs-renewd");
+    let exe = setup.exe();
     std::env::current_exe()
         .and_then(|this| std::fs::copy(this, &exe))
         .and_then(|_| std::fs::File::open(&exe)?.sync_all())
-        .map_err(|e| fail("copying this executable for the daemon", &e))?;
+        .map_err(|e| failure(size, "copying this executable for the daemon", &e))?;
     // Whatever else is waiting to be written (a build that just finished, the last size's
     // state) goes to disk now, not during the pass, where it would delay the ledger's syncs.
     #[cfg(unix)]
@@ -347,17 +432,38 @@ async fn run_size(
     unsafe {
         libc::sync();
     }
+    Ok(setup)
+}
+
+/// Writes each account's secret into `<dir>/<account>.secret`, readable by its owner only.
+fn write_key_files(size: usize, dir: &Path) -> Result<(), Failure> {
+    for name in ACCOUNTS {
+        let path = dir.join(format!("{name}.secret"));
+        std::fs::write(&path, format!("bench-{name}-secret"))
+            .map_err(|e| failure(size, "writing a key file", &e))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+        }
+    }
+    Ok(())
+}
+
+/// Starts the daemon (`run` with JSON logs) from `exe` and forwards its log lines, read on a
+/// thread of their own, to a channel.
+fn spawn_daemon(size: usize, exe: &Path, config: &Path) -> Result<DaemonProcess, Failure> {
     let mut child = Command::new(exe)
         .args(["--log-format", "json", "run", "--config"])
-        .arg(&config)
+        .arg(config)
         .env("RUST_LOG", "info,ecs_renewd::memory=debug")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| fail("starting the daemon", &e))?;
+        .map_err(|e| failure(size, "starting the daemon", &e))?;
     let pid = child.id();
     let stderr = child.stderr.take().expect("stderr is piped");
-    let (tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let (tx, lines) = tokio::sync::mpsc::unbounded_channel::<String>();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if tx.send(line).is_err() {
@@ -365,21 +471,27 @@ async fn run_size(
             }
         }
     });
-    let timestamp = |line: &str| -> Option<chrono::DateTime<chrono::Utc>> {
-        let value: serde_json::Value = serde_json::from_str(line).ok()?;
-        ecs_renewd::cloud::time::parse(value["timestamp"].as_str()?).ok()
-    };
-    let mut started = None;
-    let mut finished = None;
-    let mut phases = String::new();
+    Ok(DaemonProcess { child, pid, lines })
+}
+
+/// The `timestamp` of a JSON log line.
+fn log_timestamp(line: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    let value: serde_json::Value = serde_json::from_str(line).ok()?;
+    ecs_renewd::cloud::time::parse(value["timestamp"].as_str()?).ok()
+}
+
+/// Reads the daemon's log until its first pass finishes (up to ten minutes), noting when the
+/// pass started and finished and where its time went.
+async fn await_pass(lines: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> PassLog {
+    let mut log = PassLog::default();
     let wait = tokio::time::timeout(Duration::from_secs(600), async {
         while let Some(line) = lines.recv().await {
             if line.contains("\"pass starting\"") {
-                started = timestamp(&line);
+                log.started = log_timestamp(&line);
             }
             if line.contains("\"pass finished\"") {
-                finished = timestamp(&line);
-                phases = serde_json::from_str::<serde_json::Value>(&line)
+                log.finished = log_timestamp(&line);
+                log.phases = serde_json::from_str::<serde_json::Value>(&line)
                     .ok()
                     .and_then(|v| v["phases"].as_str().map(phase_text))
                     .unwrap_or_default();
@@ -389,48 +501,70 @@ async fn run_size(
         false
     })
     .await;
-    let at_pass_end = figures(pid);
-    if !matches!(wait, Ok(true)) {
-        let _ = child.kill();
-        return Err(Failure::runtime(format!(
-            "bench ({size} instances): the daemon's pass did not finish"
-        )));
+    log.completed = matches!(wait, Ok(true));
+    log
+}
+
+impl PassLog {
+    /// The pass's wall time from its start and finish timestamps (zero when one is missing).
+    fn wall_time(&self) -> Duration {
+        match (self.started, self.finished) {
+            (Some(s), Some(f)) => (f - s).to_std().unwrap_or_default(),
+            _ => Duration::ZERO,
+        }
     }
-    let pass = match (started, finished) {
-        (Some(s), Some(f)) => (f - s).to_std().unwrap_or_default(),
-        _ => Duration::ZERO,
-    };
-    let _ = writeln!(
-        out,
-        "  {size} instances: pass done in {:.2}s; idling {}s (daemon pid {pid})...",
-        pass.as_secs_f64(),
-        options.idle.as_secs()
-    );
+}
+
+/// Lets the daemon idle, measuring it halfway and at the end, then stops it (SIGTERM) and waits
+/// for it to exit.
+async fn idle_then_stop(daemon: DaemonProcess, options: &BenchOptions) -> IdleFigures {
+    let DaemonProcess {
+        mut child,
+        pid,
+        lines,
+    } = daemon;
     // Keep draining the daemon's log while it idles. CPU is measured over the second half of
     // the idle time, so the pass's own wind-down (closing connections) is not counted as idle.
     // The allocator's own account after the pass (live versus freed-but-kept) comes from the
     // daemon's debug line, logged when it returns free memory.
-    let drain = tokio::spawn(async move {
-        let mut heap = None;
-        while let Some(line) = lines.recv().await {
-            if line.contains("\"heap after returning free memory\"") {
-                heap = serde_json::from_str::<serde_json::Value>(&line)
-                    .ok()
-                    .and_then(|v| Some((v["in_use_kib"].as_u64()?, v["free_kib"].as_u64()?)));
-            }
-        }
-        heap
-    });
+    let drain = tokio::spawn(drain_heap(lines));
     tokio::time::sleep(options.idle / 2).await;
-    let idle_half = figures(pid);
+    let half = figures(pid);
     tokio::time::sleep(options.idle - options.idle / 2).await;
-    let idle = figures(pid);
+    let end = figures(pid);
     let _ = Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status();
     let _ = tokio::task::spawn_blocking(move || child.wait()).await;
     // The daemon has exited, so its log has ended and the drain finishes.
     let heap = drain.await.ok().flatten();
+    IdleFigures { half, end, heap }
+}
+
+/// Reads the daemon's log to its end; returns the last heap figures it logged, KiB: (in use,
+/// free but kept).
+async fn drain_heap(mut lines: tokio::sync::mpsc::UnboundedReceiver<String>) -> Option<(u64, u64)> {
+    let mut heap = None;
+    while let Some(line) = lines.recv().await {
+        if line.contains("\"heap after returning free memory\"") {
+            heap = serde_json::from_str::<serde_json::Value>(&line)
+                .ok()
+                .and_then(|v| Some((v["in_use_kib"].as_u64()?, v["free_kib"].as_u64()?)));
+        }
+    }
+    heap
+}
+
+/// Reads the calls and renewals from the emulator, shuts it down and puts the size's report
+/// together.
+async fn finish(
+    size: usize,
+    options: &BenchOptions,
+    setup: BenchSetup,
+    pass: PassFigures,
+    idle: IdleFigures,
+) -> SizeReport {
+    let emulator = setup.emulator;
     let stats = emulator.calls();
     let (bound_calls, bound) = bounds(size, options);
     let calls = bound_calls
@@ -439,22 +573,22 @@ async fn run_size(
         .collect();
     let renewed = emulator.orders().len() as u64;
     emulator.shutdown().await;
-    Ok(SizeReport {
+    SizeReport {
         size,
         calls,
-        pass,
+        pass: pass.wall,
         bound,
-        peak_rss_kib: at_pass_end.peak_rss_kib,
-        pass_cpu: at_pass_end.cpu_seconds,
-        idle_rss_kib: idle.rss_kib,
-        idle_rss_anon_kib: idle.rss_anon_kib,
-        idle_rss_file_kib: idle.rss_file_kib,
-        idle_heap_kib: heap,
-        idle_cpu_share: (idle.cpu_seconds - idle_half.cpu_seconds).max(0.0)
+        peak_rss_kib: pass.at_end.peak_rss_kib,
+        pass_cpu: pass.at_end.cpu_seconds,
+        idle_rss_kib: idle.end.rss_kib,
+        idle_rss_anon_kib: idle.end.rss_anon_kib,
+        idle_rss_file_kib: idle.end.rss_file_kib,
+        idle_heap_kib: idle.heap,
+        idle_cpu_share: (idle.end.cpu_seconds - idle.half.cpu_seconds).max(0.0)
             / (options.idle - options.idle / 2).as_secs_f64().max(1.0),
         renewed,
-        phases,
-    })
+        phases: pass.phases,
+    }
 }
 
 /// Renders the reports as Markdown tables.

@@ -15,14 +15,14 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use ecs_emulator::settings::{AccessKeySpec, AccountSpec, GeneratorSpec, InstanceSpec};
-use ecs_emulator::{EmulatorConfig, EmulatorHandle};
+use ecs_emulator::{EmulatorConfig, EmulatorHandle, Order};
 use ecs_renewd::clock::{Clock, SystemClock, VirtualClock};
 use ecs_renewd::cloud::credentials::Environment;
 use ecs_renewd::cloud::types::{ChargeType, PeriodUnit, RenewalStatus};
 use ecs_renewd::commands::Failure;
 use ecs_renewd::config::Config;
 use ecs_renewd::daemon::{self, Setup, Ticks};
-use ecs_renewd::ledger::Ledger;
+use ecs_renewd::ledger::{HistoryEntry, Ledger, StatusRow};
 
 /// Demo settings.
 #[derive(Debug, Clone)]
@@ -362,6 +362,8 @@ pub async fn run(
     Ok(())
 }
 
+/// The end summary: what ecs-renewd renewed and set, what it skipped and spent, and the checks
+/// that no cycle was charged twice and every order has a ledger record.
 fn summarize(
     emulator: &EmulatorHandle,
     ledger: &Ledger,
@@ -373,22 +375,28 @@ fn summarize(
     let orders = emulator.orders();
     let records = ledger.money_records(None).unwrap_or_default();
     let status = ledger.status_rows().unwrap_or_default();
-    let renewals: Vec<_> = records.iter().filter(|r| r.kind == "renewal").collect();
+    let renewals: Vec<&HistoryEntry> = records.iter().filter(|r| r.kind == "renewal").collect();
+    let _ = writeln!(out, "\n=== summary after {passes} passes ===");
+    write_renewals(&mut out, &renewals, funds_failures);
+    write_auto_renew(&mut out, &records, &orders);
+    write_skipped(&mut out, &status);
+    write_policies(&mut out, &status);
+    write_spend(&mut out, &orders);
+    write_double_charges(&mut out, &orders, &renewals);
+    let _ = writeln!(
+        out,
+        "ledger: {}  (ecs-renewd status|history --config {})",
+        state.join(ecs_renewd::ledger::LEDGER_FILE).display(),
+        state.join("demo.toml").display()
+    );
+    out
+}
+
+/// Writes the renewals ecs-renewd ordered: how many and whether all were verified, how many
+/// were card-declined fallbacks, and which succeeded only on a later attempt.
+fn write_renewals(out: &mut String, renewals: &[&HistoryEntry], funds_failures: usize) {
     let ordered: Vec<_> = renewals.iter().filter(|r| r.order_id.is_some()).collect();
     let retried: Vec<_> = ordered.iter().filter(|r| r.attempts > 1).collect();
-    let auto_renew_set: HashSet<&str> = records
-        .iter()
-        .filter(|r| r.kind == "auto_renew" && r.status != "failed")
-        .map(|r| r.instance_id.as_str())
-        .collect();
-    let by_policy = status.iter().filter(|r| r.policy.is_some()).fold(
-        BTreeMap::<&str, usize>::new(),
-        |mut m, r| {
-            *m.entry(r.policy.as_deref().unwrap_or("-")).or_default() += 1;
-            m
-        },
-    );
-    let _ = writeln!(out, "\n=== summary after {passes} passes ===");
     let _ = writeln!(
         out,
         "renewed by ecs-renewd: {} instance(s), every one verified by its new expiry: {}",
@@ -418,6 +426,16 @@ fn summarize(
             r.order_id.as_deref().unwrap_or("-")
         );
     }
+}
+
+/// Writes how many instances ecs-renewd set to auto-renew, and how many the provider's own
+/// auto-renew deduction renewed meanwhile.
+fn write_auto_renew(out: &mut String, records: &[HistoryEntry], orders: &[Order]) {
+    let auto_renew_set: HashSet<&str> = records
+        .iter()
+        .filter(|r| r.kind == "auto_renew" && r.status != "failed")
+        .map(|r| r.instance_id.as_str())
+        .collect();
     let _ = writeln!(
         out,
         "auto-renew set (RenewalStatus=AutoRenewal) on {} instance(s)",
@@ -428,6 +446,10 @@ fn summarize(
         out,
         "renewed by the provider's own auto-renew deduction meanwhile: {provider}"
     );
+}
+
+/// Writes the instances excluded on purpose, counted by a short form of the reason.
+fn write_skipped(out: &mut String, status: &[StatusRow]) {
     let mut skipped: BTreeMap<String, usize> = BTreeMap::new();
     for row in status.iter().filter(|r| r.state == "excluded") {
         let why = if row.reason.starts_with("tagged") {
@@ -454,6 +476,17 @@ fn summarize(
                 .join(", ")
         }
     );
+}
+
+/// Writes how many instances each policy matched in the last pass.
+fn write_policies(out: &mut String, status: &[StatusRow]) {
+    let by_policy = status.iter().filter(|r| r.policy.is_some()).fold(
+        BTreeMap::<&str, usize>::new(),
+        |mut m, r| {
+            *m.entry(r.policy.as_deref().unwrap_or("-")).or_default() += 1;
+            m
+        },
+    );
     let _ = writeln!(
         out,
         "instances per policy in the last pass: {}",
@@ -463,6 +496,10 @@ fn summarize(
             .collect::<Vec<_>>()
             .join(", ")
     );
+}
+
+/// Writes what ecs-renewd's own renewal orders cost, one line per currency.
+fn write_spend(out: &mut String, orders: &[Order]) {
     let mut spend: BTreeMap<&str, i64> = BTreeMap::new();
     for order in orders.iter().filter(|o| o.kind == "renew") {
         *spend.entry(order.currency.as_str()).or_default() += order.price_cents;
@@ -477,8 +514,13 @@ fn summarize(
             }
         );
     }
+}
+
+/// Writes the money-safety checks: expiry cycles charged more than once, and renewal orders
+/// whose ClientToken no ledger record holds.
+fn write_double_charges(out: &mut String, orders: &[Order], renewals: &[&HistoryEntry]) {
     let mut per_cycle: BTreeMap<(String, chrono::DateTime<chrono::Utc>), usize> = BTreeMap::new();
-    for order in &orders {
+    for order in orders {
         *per_cycle
             .entry((order.instance_id.clone(), order.old_expiry))
             .or_default() += 1;
@@ -502,11 +544,4 @@ fn summarize(
         out,
         "double charges (orders per instance and expiry cycle > 1): {doubles}; orders without a ledger record: {unrecorded}"
     );
-    let _ = writeln!(
-        out,
-        "ledger: {}  (ecs-renewd status|history --config {})",
-        state.join(ecs_renewd::ledger::LEDGER_FILE).display(),
-        state.join("demo.toml").display()
-    );
-    out
 }

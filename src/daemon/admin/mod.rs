@@ -122,24 +122,20 @@ async fn metrics(State(state): State<AdminState>) -> Response {
         }
         let mut pages = InstancePages::default();
         loop {
-            let ledger = state.ledger.clone();
-            let read = tokio::task::spawn_blocking(move || {
-                let mut out = String::with_capacity(64 * 1024);
-                let more = pages.next_page(&ledger, ROWS_PER_PAGE, &mut out);
-                (pages, out, more)
-            })
-            .await;
+            let read = state
+                .ledger
+                .blocking("reading per-instance metrics", move |ledger| {
+                    let mut out = String::with_capacity(64 * 1024);
+                    let more = pages.next_page(ledger, ROWS_PER_PAGE, &mut out)?;
+                    Ok((pages, out, more))
+                })
+                .await;
             let (next, out, more) = match read {
-                Ok((next, out, Ok(more))) => (next, out, more),
-                Ok((_, _, Err(error))) => {
+                Ok(page) => page,
+                Err(error) => {
                     tracing::error!(%error, "reading per-instance metrics failed");
                     // An error ends the answer abruptly: Prometheus records a failed scrape
                     // instead of a silently shortened one.
-                    let _ = tx.send(Err(std::io::Error::other(error.to_string()))).await;
-                    return;
-                }
-                Err(error) => {
-                    tracing::error!(%error, "reading per-instance metrics stopped");
                     let _ = tx.send(Err(std::io::Error::other(error.to_string()))).await;
                     return;
                 }
@@ -153,12 +149,14 @@ async fn metrics(State(state): State<AdminState>) -> Response {
             }
         }
         drop(tx);
-        let ledger = state.ledger.clone();
-        let _ = tokio::task::spawn_blocking(move || {
-            ledger.shrink_memory();
-            crate::memory::release_free_memory();
-        })
-        .await;
+        let _ = state
+            .ledger
+            .blocking("releasing memory after a scrape", |ledger| {
+                ledger.shrink_memory();
+                crate::memory::release_free_memory();
+                Ok(())
+            })
+            .await;
     });
     let body = Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
@@ -258,23 +256,19 @@ async fn status(
         )
             .into_response();
     };
-    let ledger = state.ledger.clone();
-    let answer = tokio::task::spawn_blocking(move || {
-        let _permit = permit;
-        ledger
-            .status_report(&query)
-            .map(|report| serde_json::to_vec(&report))
-    })
-    .await;
-    match answer {
-        Ok(Ok(Ok(json))) => (
+    let answer = state
+        .ledger
+        .blocking("reading the status report", move |ledger| {
+            let _permit = permit;
+            ledger.status_report(&query)
+        })
+        .await;
+    match answer.map(|report| serde_json::to_vec(&report)) {
+        Ok(Ok(json)) => (
             [(header::CONTENT_TYPE, "application/json")],
             Body::from(json),
         )
             .into_response(),
-        Ok(Ok(Err(error))) => {
-            (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response()
-        }
         Ok(Err(error)) => (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response(),
         Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response(),
     }

@@ -534,24 +534,11 @@ impl Model {
         self.knobs = knobs;
         let config = self.config();
         let old = self.engine.take().unwrap();
-        let (accounts, _) = ecs_renewd::accounts::connect(
-            &config,
-            &env(),
-            self.clock.clone(),
-            old.metrics.clone(),
-            old.cancel.clone(),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
         self.wakes.set_floor(config.retry.backoff_floor);
-        self.engine = Some(Engine {
-            config: Arc::new(config),
-            accounts,
-            ledger: old.ledger.clone(),
-            metrics: old.metrics.clone(),
-            clock: self.clock.clone(),
-            cancel: old.cancel.clone(),
-        });
+        let engine = Engine::connect(config, &env(), old.base())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        self.engine = Some(engine);
     }
 
     /// Waits until the emulator has answered every request that reached it (one a client

@@ -1,0 +1,277 @@
+//! The status table: one line per instance, written by each pass, pruned of instances no
+//! longer listed, and read page by page for the per-instance metrics.
+
+use chrono::{DateTime, Utc};
+use rusqlite::params;
+use serde::Serialize;
+
+use super::{Ledger, LedgerError, exec};
+
+/// One instance's line in the status table (the latest pass's view of it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StatusRow {
+    /// Name of the config account entry the instance was listed through.
+    pub account: String,
+    /// The region the instance was scanned in, e.g. cn-hangzhou.
+    pub region: String,
+    /// The ECS instance id (with `account`, the line's key).
+    pub instance_id: String,
+    /// The instance's display name, as ECS lists it.
+    pub name: String,
+    /// When the instance's paid period ends, as last observed or verified.
+    pub expires_at: DateTime<Utc>,
+    /// Name of the policy that matched the instance (`None`: no policy matched).
+    pub policy: Option<String>,
+    /// The instance's state word (an `InstanceState`, e.g. `due`, `backoff`, `excluded`).
+    pub state: String,
+    /// Decision word.
+    pub decision: String,
+    /// When the next action is due.
+    pub due_at: Option<DateTime<Utc>>,
+    /// Why the instance is in this state, in words (from `decide` or the pass's outcome).
+    pub reason: String,
+    /// Failed attempts in a row.
+    pub failed_attempts: u32,
+    /// Next retry, when backing off.
+    pub next_retry_at: Option<DateTime<Utc>>,
+    /// The provider's auto-renew settings differ from the policy.
+    pub drift: bool,
+    /// The provider's deduction should have extended the expiry by now.
+    pub deduction_overdue: bool,
+    /// The last money-moving outcome, in words (filled in when read).
+    pub last_outcome: Option<String>,
+    /// When this line was written.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A change to one instance's status line after the pass acted on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusUpdate {
+    /// Name of the config account entry; with `instance_id`, which line to change.
+    pub account: String,
+    /// The ECS instance id whose line changes.
+    pub instance_id: String,
+    /// New state.
+    pub state: String,
+    /// New decision word.
+    pub decision: String,
+    /// New reason.
+    pub reason: String,
+    /// New due time.
+    pub due_at: Option<DateTime<Utc>>,
+    /// Failed attempts in a row.
+    pub failed_attempts: u32,
+    /// Next retry.
+    pub next_retry_at: Option<DateTime<Utc>>,
+    /// New expiry, when verified.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// The per-instance fields metrics need, borrowed from a status row.
+#[derive(Debug, Clone, Copy)]
+pub struct MetricRow<'a> {
+    /// Name of the config account entry (the series' `account` label).
+    pub account: &'a str,
+    /// The instance's region (the series' `region` label).
+    pub region: &'a str,
+    /// The ECS instance id (the series' `instance_id` label).
+    pub instance_id: &'a str,
+    /// Policy (`none` when no policy matched).
+    pub policy: &'a str,
+    /// Expiry, unix seconds.
+    pub expires_at: i64,
+    /// Next action, unix seconds.
+    pub next_action_at: Option<i64>,
+    /// The instance's state word (the `state` label of `instance_state`).
+    pub state: &'a str,
+    /// Failed attempts.
+    pub failed_attempts: i64,
+    /// Whether auto-renew settings differ from the policy (`instance_auto_renew_drift`).
+    pub drift: bool,
+    /// Deduction overdue.
+    pub deduction_overdue: bool,
+}
+
+impl Ledger {
+    /// Writes (or overwrites) status lines in one transaction, tagged with the
+    /// pass's `generation`.
+    pub fn write_status(&self, rows: &[StatusRow], generation: i64) -> Result<(), LedgerError> {
+        let write = |source| LedgerError::Write {
+            what: "writing status lines",
+            source,
+        };
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(write)?;
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO instance_status (account, region, instance_id, name, expires_at, policy, state, decision,
+                         due_at, reason, failed_attempts, next_retry_at, drift, deduction_overdue, updated_at, generation)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                )
+                .map_err(write)?;
+            for row in rows {
+                insert
+                    .execute(params![
+                        row.account,
+                        row.region,
+                        row.instance_id,
+                        row.name,
+                        row.expires_at.timestamp(),
+                        row.policy,
+                        row.state,
+                        row.decision,
+                        row.due_at.map(|t| t.timestamp()),
+                        row.reason,
+                        row.failed_attempts,
+                        row.next_retry_at.map(|t| t.timestamp()),
+                        row.drift,
+                        row.deduction_overdue,
+                        row.updated_at.timestamp(),
+                        generation,
+                    ])
+                    .map_err(write)?;
+            }
+        }
+        tx.commit().map_err(write)?;
+        drop(conn);
+        // Fifty status lines fill about as many pages as one renewal's record.
+        self.committed((rows.len() / 50) as u32 + 1);
+        Ok(())
+    }
+
+    /// Applies what the pass did to the lines of the instances it acted on.
+    pub fn update_status(
+        &self,
+        updates: &[StatusUpdate],
+        now: DateTime<Utc>,
+    ) -> Result<(), LedgerError> {
+        let write = |source| LedgerError::Write {
+            what: "updating status lines",
+            source,
+        };
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(write)?;
+        {
+            let mut update = tx
+                .prepare_cached(
+                    "UPDATE instance_status SET state = ?3, decision = ?4, reason = ?5, due_at = ?6, failed_attempts = ?7,
+                         next_retry_at = ?8, expires_at = COALESCE(?9, expires_at), updated_at = ?10
+                     WHERE account = ?1 AND instance_id = ?2",
+                )
+                .map_err(write)?;
+            for u in updates {
+                update
+                    .execute(params![
+                        u.account,
+                        u.instance_id,
+                        u.state,
+                        u.decision,
+                        u.reason,
+                        u.due_at.map(|t| t.timestamp()),
+                        u.failed_attempts,
+                        u.next_retry_at.map(|t| t.timestamp()),
+                        u.expires_at.map(|t| t.timestamp()),
+                        now.timestamp(),
+                    ])
+                    .map_err(write)?;
+            }
+        }
+        tx.commit().map_err(write)?;
+        drop(conn);
+        self.committed((updates.len() / 50) as u32 + 1);
+        Ok(())
+    }
+
+    /// Drops the lines of instances the pass with `generation` did not see (released, or out
+    /// of the window) in the sources it scanned completely.
+    pub fn prune_status(
+        &self,
+        generation: i64,
+        complete: &[(String, String)],
+    ) -> Result<(), LedgerError> {
+        let write = |source| LedgerError::Write {
+            what: "pruning status lines",
+            source,
+        };
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(write)?;
+        for (account, region) in complete {
+            exec(
+                &tx,
+                "DELETE FROM instance_status WHERE generation < ?1 AND account = ?2 AND region = ?3",
+                params![generation, account, region],
+            )
+            .map_err(write)?;
+        }
+        tx.commit().map_err(write)
+    }
+
+    /// The fields metrics need for up to `limit` status lines after the key `after` (account,
+    /// instance), in key order, one at a time. Returns the last key when the page was full
+    /// (more may follow). The read connection is held only for the page: a scrape that pages
+    /// through the fleet never keeps it (or a read snapshot) while its client is slow.
+    pub fn metric_rows_page(
+        &self,
+        after: Option<(&str, &str)>,
+        limit: usize,
+        mut each: impl FnMut(MetricRow<'_>),
+    ) -> Result<Option<(String, String)>, LedgerError> {
+        let read = |source| LedgerError::Read {
+            what: "reading status lines for metrics",
+            source,
+        };
+        // Two statements, so SQLite starts each later page at its key in the primary-key index
+        // (`?1 IS NULL OR ...` in one statement would scan from the start on every page). Both
+        // number the limit ?3, so they bind the same parameters.
+        let sql = match after {
+            None => {
+                "SELECT account, region, instance_id, COALESCE(policy, 'none'), expires_at, due_at, state, failed_attempts,
+                        drift, deduction_overdue
+                 FROM instance_status
+                 WHERE ?1 IS NULL AND ?2 IS NULL
+                 ORDER BY account, instance_id LIMIT ?3"
+            }
+            Some(_) => {
+                "SELECT account, region, instance_id, COALESCE(policy, 'none'), expires_at, due_at, state, failed_attempts,
+                        drift, deduction_overdue
+                 FROM instance_status
+                 WHERE (account, instance_id) > (?1, ?2)
+                 ORDER BY account, instance_id LIMIT ?3"
+            }
+        };
+        let conn = self.conn();
+        let mut statement = conn.prepare_cached(sql).map_err(read)?;
+        let (after_account, after_instance) = after.unzip();
+        let mut rows = statement
+            .query(rusqlite::params![
+                after_account,
+                after_instance,
+                limit as i64
+            ])
+            .map_err(read)?;
+        let mut count = 0;
+        let mut last = None;
+        while let Some(r) = rows.next().map_err(read)? {
+            let text = |i| r.get_ref(i).and_then(|v| v.as_str().map_err(Into::into));
+            let row = MetricRow {
+                account: text(0).map_err(read)?,
+                region: text(1).map_err(read)?,
+                instance_id: text(2).map_err(read)?,
+                policy: text(3).map_err(read)?,
+                expires_at: r.get(4).map_err(read)?,
+                next_action_at: r.get(5).map_err(read)?,
+                state: text(6).map_err(read)?,
+                failed_attempts: r.get(7).map_err(read)?,
+                drift: r.get(8).map_err(read)?,
+                deduction_overdue: r.get(9).map_err(read)?,
+            };
+            count += 1;
+            if count == limit {
+                last = Some((row.account.to_owned(), row.instance_id.to_owned()));
+            }
+            each(row);
+        }
+        Ok(last)
+    }
+}

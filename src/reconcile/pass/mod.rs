@@ -1,0 +1,200 @@
+//! One reconcile pass from start to finish. The phases, in order (the README's pass diagram),
+//! each a function taking what the ones before it produced and returning what the ones after
+//! it need, all reading one `PassContext`:
+//!
+//! 1. [`observe`]: attempts a stopped process left out, histories, scan and decide per
+//!    instance, source health.
+//! 2. [`settle`]: intents whose expiry moved; earlier auto-renew changes checked.
+//! 3. [`price_and_belts`]: prices where a limit needs them; the safety belts over the batch.
+//! 4. [`act`]: the renewals sent (intent before act) and their outcomes' meaning.
+//! 5. [`verify_and_auto_renew`]: new expiries seen; auto-renew attributes set meanwhile.
+//! 6. [`publish`]: status lines, refusals, the pass's result and its record.
+//!
+//! A ledger failure ends the pass at once and is returned: nothing is charged without its
+//! record.
+
+pub mod act;
+pub mod observe;
+pub mod price_and_belts;
+pub mod publish;
+pub mod settle;
+pub mod summary;
+pub mod verify_and_auto_renew;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
+
+use crate::accounts::{AccountClient, AccountError};
+use crate::clock::Clock;
+use crate::cloud::credentials::Environment;
+use crate::config::Config;
+use crate::ledger::{Ledger, LedgerError, StatusUpdate};
+use crate::metrics::Metrics;
+use crate::policy::InstanceState;
+use crate::reconcile::PassContext;
+use crate::reconcile::assess::RenewCandidate;
+pub use crate::reconcile::context::day_key;
+pub use summary::{DuplicateSources, PassSummary, SourceResult};
+
+/// Everything a pass needs; built by [`Engine::connect`] for `once`, `run`, a reload and the
+/// tests.
+pub struct Engine {
+    /// The config the passes run with (a reload builds a new engine).
+    pub config: Arc<Config>,
+    /// One API client per config account entry.
+    pub accounts: Vec<AccountClient>,
+    /// The durable record every charge is written to before it is sent.
+    pub ledger: Arc<Ledger>,
+    /// The daemon's metrics (kept across reloads).
+    pub metrics: Arc<Metrics>,
+    /// The time source (the wall clock, or a virtual one in tests and the demo).
+    pub clock: Arc<dyn Clock>,
+    /// Shutdown: no new call starts once it fires.
+    pub cancel: CancellationToken,
+}
+
+/// What an engine is built over: the parts that outlive a reload.
+#[derive(Clone)]
+pub struct EngineBase {
+    /// The ledger, opened (and locked) once per process.
+    pub ledger: Arc<Ledger>,
+    /// The metrics, registered once per process.
+    pub metrics: Arc<Metrics>,
+    /// The time source.
+    pub clock: Arc<dyn Clock>,
+    /// Shutdown.
+    pub cancel: CancellationToken,
+}
+
+impl Engine {
+    /// The engine for `config` over `base`: every account's credentials resolved and its
+    /// client built, the config's and the credentials' warnings logged. The first account
+    /// that cannot be connected stops it (`check-config` shows them all).
+    pub async fn connect(
+        config: Config,
+        env: &Environment,
+        base: EngineBase,
+    ) -> Result<Engine, AccountError> {
+        let (accounts, warnings) = crate::accounts::connect(
+            &config,
+            env,
+            base.clock.clone(),
+            base.metrics.clone(),
+            base.cancel.clone(),
+        )
+        .await?;
+        for warning in config
+            .warnings
+            .iter()
+            .map(ToString::to_string)
+            .chain(warnings)
+        {
+            tracing::warn!(%warning, "configuration warning");
+        }
+        Ok(Engine {
+            config: Arc::new(config),
+            accounts,
+            ledger: base.ledger,
+            metrics: base.metrics,
+            clock: base.clock,
+            cancel: base.cancel,
+        })
+    }
+
+    /// The parts a reloaded engine keeps.
+    pub fn base(&self) -> EngineBase {
+        EngineBase {
+            ledger: self.ledger.clone(),
+            metrics: self.metrics.clone(),
+            clock: self.clock.clone(),
+            cancel: self.cancel.clone(),
+        }
+    }
+
+    /// Runs one pass. A ledger failure ends the pass early (nothing is charged without its
+    /// record) and is returned.
+    pub async fn run_pass(&self) -> Result<PassSummary, LedgerError> {
+        let started = self.clock.now();
+        let span =
+            tracing::info_span!("pass", started = %crate::cloud::time::format_seconds(started));
+        tracing::Instrument::instrument(self.pass(started), span).await
+    }
+
+    /// The context of a pass that begins at `started`.
+    pub fn context(&self, started: DateTime<Utc>) -> PassContext<'_> {
+        PassContext {
+            config: &self.config,
+            accounts: &self.accounts,
+            ledger: &self.ledger,
+            metrics: &self.metrics,
+            clock: self.clock.as_ref(),
+            cancel: &self.cancel,
+            started,
+            day: day_key(&self.config, started),
+            generation: started.timestamp_millis(),
+        }
+    }
+
+    /// The phases, in order.
+    async fn pass(&self, started: DateTime<Utc>) -> Result<PassSummary, LedgerError> {
+        let ctx = self.context(started);
+        let mut summary = PassSummary::starting(started);
+        let mut phases = summary::Phases::start();
+
+        let mut observed = observe::observe(&ctx, &mut summary).await?;
+        phases.lap("observe");
+        let settled = settle::settle(&ctx, &observed, &mut summary)?;
+        phases.lap("settle");
+        let cleared =
+            price_and_belts::price_and_belts(&ctx, &mut observed.assessment, &mut summary).await?;
+        phases.lap("price_and_belts");
+        let by_state = observed.assessment.by_state.clone();
+        let mut acted =
+            act::act(&ctx, &observed.histories, by_state, cleared, &mut summary).await?;
+        phases.lap("act");
+        let changes = std::mem::take(&mut observed.assessment.changes);
+        verify_and_auto_renew::verify_and_auto_renew(
+            &ctx,
+            &observed.histories,
+            settled.out_of_window,
+            changes,
+            &mut acted,
+            &mut summary,
+        )
+        .await?;
+        phases.lap("verify_and_auto_renew");
+        publish::publish(&ctx, observed, acted, summary, phases)
+    }
+}
+
+/// The earlier of two optional times.
+fn earliest(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The status change of one renewal candidate.
+fn update_for(
+    c: &RenewCandidate,
+    state: InstanceState,
+    decision: &str,
+    reason: String,
+    retry_at: Option<DateTime<Utc>>,
+    failed_attempts: u32,
+) -> StatusUpdate {
+    StatusUpdate {
+        account: c.account.to_string(),
+        instance_id: c.instance.id.clone(),
+        state: state.as_str().to_owned(),
+        decision: decision.to_owned(),
+        reason,
+        due_at: retry_at,
+        failed_attempts,
+        next_retry_at: retry_at,
+        expires_at: None,
+    }
+}

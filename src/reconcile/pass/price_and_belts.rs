@@ -1,0 +1,109 @@
+//! Phase 3, price and belts: quote the renewals where a limit needs the price (and today's
+//! unpriced charges when a spend limit is set), then apply the safety belts to the whole
+//! batch — renewals and switching auto-renew on — before anything is sent.
+
+use std::collections::HashSet;
+
+use super::summary::PassSummary;
+use super::update_for;
+use crate::ledger::{LedgerError, StatusUpdate};
+use crate::policy::{InstanceState, Trip, apply_belts, auto_renew_enables_belt};
+use crate::reconcile::PassContext;
+use crate::reconcile::assess::{Assessment, AutoRenewChange, RenewCandidate};
+use crate::reconcile::belts::belt_inputs;
+use crate::reconcile::price::{price_candidates, price_charges};
+
+/// What the belts let through.
+pub struct Cleared {
+    /// The renewals allowed, to be acted on.
+    pub to_renew: Vec<RenewCandidate>,
+    /// The status lines of the renewals held.
+    pub held: Vec<StatusUpdate>,
+}
+
+/// Runs the phase. Auto-renew changes held by their belt are removed from `assessment`.
+pub async fn price_and_belts(
+    ctx: &PassContext<'_>,
+    assessment: &mut Assessment,
+    summary: &mut PassSummary,
+) -> Result<Cleared, LedgerError> {
+    let config = ctx.config;
+    let needs_price =
+        |c: &RenewCandidate| c.plan.max_price.is_some() || config.limits.has_spend_limits();
+    price_candidates(
+        ctx.accounts,
+        &mut assessment.renewals,
+        config.scan.concurrency,
+        needs_price,
+    )
+    .await;
+    let mut today = ctx.ledger.day_totals(&ctx.day)?;
+    if config.limits.has_spend_limits() && today.unpriced > 0 {
+        // A spend limit switched on later in the day: the day's earlier charges were made
+        // unpriced. Their price now is what they cost (same instance, same period).
+        let unpriced = ctx.ledger.unpriced_charges(&ctx.day)?;
+        for (intent_id, price) in price_charges(ctx.accounts, &unpriced).await {
+            ctx.ledger.price_charge(intent_id, &price)?;
+        }
+        today = ctx.ledger.day_totals(&ctx.day)?;
+    }
+    let (candidates, input) =
+        belt_inputs(config, &assessment.renewals, &today, assessment.instances);
+    let belts = apply_belts(&candidates, &input);
+    let mut trips = belts.trips.clone();
+    if let Some(trip) = hold_auto_renew_enables(ctx, assessment) {
+        trips.push(trip);
+    }
+    publish_trips(ctx, &trips, summary);
+    let mut held = Vec::new();
+    for (key, limit) in &belts.held {
+        let c = &assessment.renewals[*key];
+        summary.held += 1;
+        summary.refused.extend(c.refused.clone());
+        held.push(update_for(
+            c,
+            InstanceState::Due,
+            "hold",
+            format!("{} — held: the {limit} limit tripped", c.reason),
+            None,
+            c.failed_attempts,
+        ));
+    }
+    let allowed: HashSet<usize> = belts.allowed.iter().copied().collect();
+    let to_renew = assessment
+        .renewals
+        .iter()
+        .enumerate()
+        .filter(|(key, _)| allowed.contains(key))
+        .map(|(_, c)| c.clone())
+        .collect();
+    Ok(Cleared { to_renew, held })
+}
+
+/// Each belt that tripped: counted once per pass, logged, and listed in the summary.
+fn publish_trips(ctx: &PassContext<'_>, trips: &[Trip], summary: &mut PassSummary) {
+    let mut tripped = HashSet::new();
+    for trip in trips {
+        if tripped.insert(trip.limit) {
+            ctx.metrics
+                .limit_trips_total
+                .with_label_values(&[trip.limit.as_str()])
+                .inc();
+        }
+        tracing::error!(limit = trip.limit.as_str(), detail = %trip.detail, "safety belt tripped: what it covers is not done");
+        summary
+            .trips
+            .push(format!("{}: {}", trip.limit, trip.detail));
+    }
+}
+
+/// Switching auto-renew on commits the provider to charge at every deduction day: a batch
+/// larger than `max_auto_renew_enables_per_run` is held whole (switching it off never is).
+fn hold_auto_renew_enables(ctx: &PassContext<'_>, assessment: &mut Assessment) -> Option<Trip> {
+    let enabling =
+        |c: &AutoRenewChange| c.target.status == crate::cloud::types::RenewalStatus::AutoRenewal;
+    let enables = assessment.changes.iter().filter(|c| enabling(c)).count();
+    let trip = auto_renew_enables_belt(enables, ctx.config.limits.max_auto_renew_enables_per_run)?;
+    assessment.changes.retain(|c| !enabling(c));
+    Some(trip)
+}
