@@ -298,8 +298,8 @@ impl PassMetrics {
         }
     }
 
-    /// Pre-fills every limit of `limit_trips_total` and every result of `passes_total` with
-    /// zero.
+    /// Pre-fills every limit of `limit_trips_total` and every result of `passes_total`
+    /// with zero.
     fn prefill(&self) {
         for limit in LimitKind::ALL {
             self.limit_trips_total.with_label_values(&[limit.as_str()]);
@@ -387,8 +387,8 @@ struct FleetMetrics {
 }
 
 impl FleetMetrics {
-    /// Registers `instances_undecodable_total`, `renewals_refused` and
-    /// `source_duplicate_instances`.
+    /// Registers `instances_undecodable_total`, `renewals_refused`
+    /// and `source_duplicate_instances`.
     fn register(registrar: &mut Registrar) -> FleetMetrics {
         let undecodable_total = registrar.register(IntCounter::new(
             name("instances_undecodable_total"),

@@ -16,7 +16,7 @@ use ecs_renewd::cloud::credentials::{
     Credentials, CredentialsConfig, Environment, SourceKind, resolve,
 };
 use ecs_renewd::cloud::signer;
-use ecs_renewd::secret::{Secret, read_secret_file};
+use ecs_wire::secret::{Secret, read_secret_file};
 
 /// Unreserved characters only, so the percent-encoded forms (the form body, the string to
 /// sign) spell them the same way.

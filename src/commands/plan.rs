@@ -272,7 +272,7 @@ fn decision_word(row: &Row, held: bool) -> &'static str {
     if row.renew && held {
         "hold"
     } else {
-        row.decision()
+        row.decision().as_str()
     }
 }
 

@@ -9,10 +9,13 @@
 //! - `admin`: /metrics, /healthz, /readyz, /status.
 //! - `wake`: when a retry justifies a pass before the schedule.
 
-pub mod admin;
-pub mod health;
-pub mod scheduler;
-pub mod wake;
+pub(crate) mod admin;
+pub(crate) mod health;
+pub(crate) mod scheduler;
+pub(crate) mod wake;
+
+pub use scheduler::{Tick, TickReason, next_fire};
+pub use wake::RetryWakes;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -34,7 +37,7 @@ use crate::ledger::{Ledger, LedgerError};
 use crate::metrics::Metrics;
 use crate::reconcile::pass::{Engine, EngineBase, PassSummary};
 use health::Health;
-use scheduler::{CronSource, SchedulerError, Tick, TickReason, Watchdog, typical_interval};
+use scheduler::{CronSource, SchedulerError, Watchdog, typical_interval};
 
 /// Why the daemon could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -453,8 +456,8 @@ impl LoopState {
         }
     }
 
-    /// SIGHUP: reloads the config and, when the schedule changed, re-arms the cron job and the
-    /// watchdog.
+    /// SIGHUP: reloads the config and, when the schedule changed, re-arms the cron job and
+    /// the watchdog.
     async fn reload_and_rearm(&mut self, timers: &mut Timers) {
         let Some((schedule, tz)) = self.reload_config().await else {
             return;

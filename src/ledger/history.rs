@@ -239,12 +239,10 @@ impl Ledger {
                     (Some(cents), Some(currency)) => Some(Money { cents, currency }.to_string()),
                     _ => None,
                 },
-                error: optional(13)?.map(|code| {
-                    format!(
-                        "{code} ({})",
-                        optional(14).ok().flatten().unwrap_or_default()
-                    )
-                }),
+                error: match (optional(13)?, optional(14)?) {
+                    (Some(code), class) => Some(format!("{code} ({})", class.unwrap_or_default())),
+                    (None, _) => None,
+                },
                 attempts: r.get(15).map_err(read)?,
                 old_expiry: Some(cell.time("old_expiry", &text(16)?)?),
                 new_expiry: optional(17)?
@@ -296,12 +294,10 @@ impl Ledger {
                 order_id: None,
                 request_id: optional(9)?,
                 price: None,
-                error: optional(10)?.map(|code| {
-                    format!(
-                        "{code} ({})",
-                        optional(11).ok().flatten().unwrap_or_default()
-                    )
-                }),
+                error: match (optional(10)?, optional(11)?) {
+                    (Some(code), class) => Some(format!("{code} ({})", class.unwrap_or_default())),
+                    (None, _) => None,
+                },
                 attempts: 1,
                 old_expiry: None,
                 new_expiry: None,

@@ -11,6 +11,7 @@ use super::LedgerError;
 use crate::cloud::error::ErrorClass;
 use crate::cloud::time;
 use crate::cloud::types::{PeriodUnit, RenewalStatus};
+use crate::policy::{InstanceState, NextAction};
 
 /// Where a value was read from, for the error.
 #[derive(Debug, Clone, Copy)]
@@ -62,6 +63,16 @@ impl Cell<'_> {
         text: &str,
     ) -> Result<RenewalStatus, LedgerError> {
         RenewalStatus::parse(text).ok_or_else(|| self.unreadable(column, text))
+    }
+
+    /// An instance state word (`due`, `backoff`, ...).
+    pub fn state(&self, column: &'static str, text: &str) -> Result<InstanceState, LedgerError> {
+        InstanceState::parse(text).ok_or_else(|| self.unreadable(column, text))
+    }
+
+    /// A next-action word (`renew`, `verify`, ...).
+    pub fn next_action(&self, column: &'static str, text: &str) -> Result<NextAction, LedgerError> {
+        NextAction::parse(text).ok_or_else(|| self.unreadable(column, text))
     }
 
     /// A value that must be present for this row's status.

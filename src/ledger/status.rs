@@ -6,6 +6,7 @@ use rusqlite::params;
 use serde::Serialize;
 
 use super::{Ledger, LedgerError, exec};
+use crate::policy::{InstanceState, NextAction};
 
 /// One instance's line in the status table (the latest pass's view of it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -22,10 +23,10 @@ pub struct StatusRow {
     pub expires_at: DateTime<Utc>,
     /// Name of the policy that matched the instance (`None`: no policy matched).
     pub policy: Option<String>,
-    /// The instance's state word (an `InstanceState`, e.g. `due`, `backoff`, `excluded`).
-    pub state: String,
-    /// Decision word.
-    pub decision: String,
+    /// The instance's state (e.g. `due`, `backoff`, `excluded`).
+    pub state: InstanceState,
+    /// What a pass does next with it.
+    pub decision: NextAction,
     /// When the next action is due.
     pub due_at: Option<DateTime<Utc>>,
     /// Why the instance is in this state, in words (from `decide` or the pass's outcome).
@@ -52,9 +53,9 @@ pub struct StatusUpdate {
     /// The ECS instance id whose line changes.
     pub instance_id: String,
     /// New state.
-    pub state: String,
-    /// New decision word.
-    pub decision: String,
+    pub state: InstanceState,
+    /// What a pass does next with the instance.
+    pub decision: NextAction,
     /// New reason.
     pub reason: String,
     /// New due time.
@@ -119,8 +120,8 @@ impl Ledger {
                         row.name,
                         row.expires_at.timestamp(),
                         row.policy,
-                        row.state,
-                        row.decision,
+                        row.state.as_str(),
+                        row.decision.as_str(),
                         row.due_at.map(|t| t.timestamp()),
                         row.reason,
                         row.failed_attempts,
@@ -165,8 +166,8 @@ impl Ledger {
                     .execute(params![
                         u.account,
                         u.instance_id,
-                        u.state,
-                        u.decision,
+                        u.state.as_str(),
+                        u.decision.as_str(),
                         u.reason,
                         u.due_at.map(|t| t.timestamp()),
                         u.failed_attempts,

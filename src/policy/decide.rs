@@ -16,6 +16,30 @@ use crate::cloud::types::{AutoRenewAttribute, ChargeType, Instance, PeriodUnit, 
 use crate::money::Money;
 
 closed_enum! {
+    /// What a pass does next with an instance: the word `status` and `plan` show.
+    pub enum NextAction {
+        /// Renew it now.
+        Renew => "renew",
+        /// Set its auto-renew attributes.
+        SetAutoRenew => "set-auto-renew",
+        /// Nothing to do now.
+        Nothing => "none",
+        /// Wait for a renewal's new expiry to show.
+        Verify => "verify",
+        /// Wait for the retry after a failed or unanswered attempt.
+        Backoff => "backoff",
+        /// Nothing retrying can fix: a person has to look.
+        Failed => "failed",
+        /// It expired and is not renewed.
+        Expired => "expired",
+        /// Not managed for renewal on purpose.
+        Exclude => "exclude",
+        /// Due, but held by a safety belt.
+        Hold => "hold",
+    }
+}
+
+closed_enum! {
     /// What an instance's state is, for metrics and status (one-hot `instance_state{state}`).
     pub enum InstanceState {
         /// Nothing to do now.
@@ -617,7 +641,7 @@ fn held_back(
 
 /// An open renewal intent for the instance's current expiry, with what deciding about it needs.
 struct OpenIntent<'a> {
-    /// The intent.
+    /// The open intent: its token, period and where its attempts stand.
     intent: &'a IntentView,
     /// The renewal the policy wants now, if any.
     wanted: Option<RenewPlan>,

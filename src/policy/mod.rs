@@ -11,12 +11,10 @@ use std::time::Duration;
 
 pub use backoff::RetrySettings;
 pub use backoff::{backoff_delay, deadline_of};
-pub use belts::{
-    BeltInput, BeltOutcome, Candidate, LimitKind, Trip, apply_belts, auto_renew_enables_belt,
-};
+pub use belts::{BeltInput, Candidate, LimitKind, Trip, apply_belts, auto_renew_enables_belt};
 pub use decide::{
-    DecideContext, Decision, History, InstanceState, IntentStatus, IntentView, Refusal, RenewPlan,
-    RenewWhy, Subject, decide, fallback_point, first_deduction,
+    DecideContext, Decision, History, InstanceState, IntentStatus, IntentView, NextAction, Refusal,
+    RenewPlan, RenewWhy, Subject, decide, first_deduction,
 };
 pub use matcher::{MatchSection, Matcher};
 

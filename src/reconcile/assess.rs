@@ -10,7 +10,9 @@ use chrono::{DateTime, Utc};
 use super::observe::Observed;
 use crate::cloud::ecs::{AutoRenewTarget, PriceQuote};
 use crate::cloud::types::Instance;
-use crate::policy::{DecideContext, Decision, History, InstanceState, RenewPlan, Subject, decide};
+use crate::policy::{
+    DecideContext, Decision, History, InstanceState, NextAction, RenewPlan, Subject, decide,
+};
 pub use crate::policy::{HistorySource, NoHistory};
 
 /// One instance's assessment, kept for metrics, status and plan.
@@ -47,17 +49,17 @@ pub struct Row {
 }
 
 impl Row {
-    /// The word `plan` and `status` use for what a pass does with the instance.
-    pub fn decision(&self) -> &'static str {
+    /// What a pass does with the instance (the word `plan` and `status` show).
+    pub fn decision(&self) -> NextAction {
         match self.state {
-            InstanceState::Due if self.renew => "renew",
-            _ if self.auto_renew_change => "set-auto-renew",
-            InstanceState::Ok | InstanceState::Due | InstanceState::Renewing => "none",
-            InstanceState::PendingVerification => "verify",
-            InstanceState::Backoff => "backoff",
-            InstanceState::Failed => "failed",
-            InstanceState::Expired => "expired",
-            InstanceState::Excluded => "exclude",
+            InstanceState::Due if self.renew => NextAction::Renew,
+            _ if self.auto_renew_change => NextAction::SetAutoRenew,
+            InstanceState::Ok | InstanceState::Due | InstanceState::Renewing => NextAction::Nothing,
+            InstanceState::PendingVerification => NextAction::Verify,
+            InstanceState::Backoff => NextAction::Backoff,
+            InstanceState::Failed => NextAction::Failed,
+            InstanceState::Expired => NextAction::Expired,
+            InstanceState::Excluded => NextAction::Exclude,
         }
     }
 
@@ -70,8 +72,8 @@ impl Row {
             name: self.name.clone(),
             expires_at: self.expires_at,
             policy: self.policy.clone(),
-            state: self.state.as_str().to_owned(),
-            decision: self.decision().to_owned(),
+            state: self.state,
+            decision: self.decision(),
             due_at: self.due_at,
             reason: self.reason.clone(),
             failed_attempts: self.failed_attempts,

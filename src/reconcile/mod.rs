@@ -5,17 +5,17 @@
 //! - `assess`: decide per instance as pages arrive; keep rows and wanted actions.
 //! - `price`: quote the renewals where a limit needs the price.
 
-pub mod act;
-pub mod assess;
-pub mod auto_renew;
-pub mod belts;
-pub mod context;
-pub mod observe;
-pub mod outcome;
-pub mod pass;
-pub mod price;
-pub mod token;
-pub mod verify;
+pub(crate) mod act;
+pub(crate) mod assess;
+pub(crate) mod auto_renew;
+pub(crate) mod belts;
+pub(crate) mod context;
+pub(crate) mod observe;
+pub(crate) mod outcome;
+pub(crate) mod pass;
+pub(crate) mod price;
+pub(crate) mod token;
+pub(crate) mod verify;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -26,9 +26,13 @@ use futures_util::StreamExt;
 use crate::accounts::AccountClient;
 use crate::config::Config;
 use crate::policy::DecideContext;
-use assess::{Assessment, HistorySource};
+pub use act::{RenewOutcome, renew_all};
+use assess::Assessment;
+pub use assess::{HistorySource, NoHistory};
 pub use context::PassContext;
 use observe::SourceReport;
+pub use pass::{Engine, EngineBase, PassSummary};
+pub use token::client_token;
 
 /// The expiry window scanned at `now`: from `grace` behind to `horizon` ahead.
 pub fn window(config: &Config, now: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {

@@ -7,15 +7,15 @@ use chrono::{DateTime, Utc};
 
 use super::act::RenewOutcome;
 use crate::cloud::time::format_minutes;
-use crate::policy::InstanceState;
+use crate::policy::{InstanceState, NextAction};
 
 /// An instance's status after its renewal outcome.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateAfter {
     /// The state the instance moves to (from `Due`).
     pub state: InstanceState,
-    /// The next action its status line shows: `verify`, `backoff`, `failed` or `renew`.
-    pub next_action: &'static str,
+    /// The next action its status line shows: verify, backoff, failed or renew.
+    pub next_action: NextAction,
     /// Why, in words, for the status line.
     pub reason: String,
     /// When the renewal is tried again (`None`: at the next pass as usual, or never needed).
@@ -29,7 +29,7 @@ pub struct StateAfter {
 pub fn state_after(outcome: &RenewOutcome, reason: &str, failed_attempts: u32) -> StateAfter {
     let stays_due = |reason: String| StateAfter {
         state: InstanceState::Due,
-        next_action: "renew",
+        next_action: NextAction::Renew,
         reason,
         retry_at: None,
         failed_attempts,
@@ -37,7 +37,7 @@ pub fn state_after(outcome: &RenewOutcome, reason: &str, failed_attempts: u32) -
     match outcome {
         RenewOutcome::Ordered { order_id, .. } => StateAfter {
             state: InstanceState::PendingVerification,
-            next_action: "verify",
+            next_action: NextAction::Verify,
             reason: format!("renewed: order {order_id}; waiting for the new expiry to show"),
             retry_at: None,
             failed_attempts,
@@ -50,9 +50,9 @@ pub fn state_after(outcome: &RenewOutcome, reason: &str, failed_attempts: u32) -
             // A class that retrying can fix waits in backoff; the others (permission, clock,
             // invalid, not applicable) are failed until a person or the service changes.
             let (state, next_action) = if class.retry_later() {
-                (InstanceState::Backoff, "backoff")
+                (InstanceState::Backoff, NextAction::Backoff)
             } else {
-                (InstanceState::Failed, "failed")
+                (InstanceState::Failed, NextAction::Failed)
             };
             StateAfter {
                 state,
@@ -68,7 +68,7 @@ pub fn state_after(outcome: &RenewOutcome, reason: &str, failed_attempts: u32) -
         // Maybe charged: never "failed", always resent with the same token.
         RenewOutcome::Unknown { retry_at } => StateAfter {
             state: InstanceState::Backoff,
-            next_action: "backoff",
+            next_action: NextAction::Backoff,
             reason: format!(
                 "renewal outcome unknown; resent with the same ClientToken at {}",
                 format_minutes(*retry_at)
@@ -104,7 +104,7 @@ mod tests {
             2,
         );
         assert_eq!(after.state, InstanceState::PendingVerification);
-        assert_eq!(after.next_action, "verify");
+        assert_eq!(after.next_action, NextAction::Verify);
         assert_eq!(
             after.reason,
             "renewed: order O-1; waiting for the new expiry to show"
@@ -126,9 +126,9 @@ mod tests {
                 1,
             );
             let expected = if class.retry_later() {
-                (InstanceState::Backoff, "backoff")
+                (InstanceState::Backoff, NextAction::Backoff)
             } else {
-                (InstanceState::Failed, "failed")
+                (InstanceState::Failed, NextAction::Failed)
             };
             assert_eq!((after.state, after.next_action), expected, "{class}");
             assert_eq!(after.retry_at, Some(retry_at), "{class}");
@@ -148,7 +148,7 @@ mod tests {
         let retry_at = at("2026-03-10T05:00:00Z");
         let after = state_after(&RenewOutcome::Unknown { retry_at }, "due", 0);
         assert_eq!(after.state, InstanceState::Backoff);
-        assert_eq!(after.next_action, "backoff");
+        assert_eq!(after.next_action, NextAction::Backoff);
         assert_eq!(after.retry_at, Some(retry_at));
         assert_eq!(after.failed_attempts, 1);
         assert!(
@@ -182,7 +182,7 @@ mod tests {
                 after,
                 StateAfter {
                     state: InstanceState::Due,
-                    next_action: "renew",
+                    next_action: NextAction::Renew,
                     reason,
                     retry_at: None,
                     failed_attempts: 3,

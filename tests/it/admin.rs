@@ -12,12 +12,12 @@ use std::time::Duration;
 
 use chrono::TimeZone;
 use ecs_emulator::EmulatorHandle;
-use ecs_renewd::clock::SystemClock;
 use ecs_renewd::cloud::credentials::Environment;
 use ecs_renewd::config::Config;
 use ecs_renewd::daemon::{self, Setup, Ticks};
 use ecs_renewd::ledger::{Ledger, StatusRow};
-use ecs_renewd::reconcile::pass::PassSummary;
+use ecs_renewd::reconcile::PassSummary;
+use ecs_wire::clock::SystemClock;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -34,7 +34,7 @@ const SEEDED: usize = 20_000;
 
 struct Admin {
     addr: SocketAddr,
-    metrics: Arc<ecs_renewd::metrics::Metrics>,
+    metrics: Arc<ecs_renewd::Metrics>,
     passes: mpsc::UnboundedReceiver<PassSummary>,
     reload: mpsc::Sender<()>,
     stop: CancellationToken,
@@ -62,12 +62,11 @@ fn seeded_row(i: usize) -> StatusRow {
         expires_at: at(1_900_000_000 + i as i64),
         policy: Some("renew".into()),
         state: if i.is_multiple_of(2) {
-            "failed"
+            ecs_renewd::InstanceState::Failed
         } else {
-            "backoff"
-        }
-        .into(),
-        decision: "renew".into(),
+            ecs_renewd::InstanceState::Backoff
+        },
+        decision: ecs_renewd::NextAction::Renew,
         due_at: Some(at(1_899_000_000)),
         reason: "seeded for the admin tests".into(),
         failed_attempts: 3,

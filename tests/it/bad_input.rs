@@ -21,7 +21,6 @@ use std::time::Duration;
 
 use ecs_emulator::settings::AccessKeySpec;
 use ecs_emulator::{EmulatorHandle, FaultKind, FaultSpec};
-use ecs_renewd::clock::VirtualClock;
 use ecs_renewd::cloud::Action;
 use ecs_renewd::cloud::credentials::Environment;
 use ecs_renewd::cloud::ecs::{ClientToken, InstanceQuery};
@@ -29,7 +28,8 @@ use ecs_renewd::cloud::error::{CloudError, ErrorClass};
 use ecs_renewd::cloud::types::PeriodUnit;
 use ecs_renewd::config::{Config, ConfigError};
 use ecs_renewd::ledger::{LEDGER_FILE, Ledger, NewIntent};
-use ecs_renewd::reconcile::pass::Engine;
+use ecs_renewd::reconcile::Engine;
+use ecs_wire::clock::VirtualClock;
 use serde_json::json;
 use support::{HARNESS_KEY, Reply, Stub, client_with, harness_fleet, instance_spec};
 use tokio_util::sync::CancellationToken;
@@ -331,7 +331,7 @@ async fn connect(config_text: &str, env: &Environment) -> Result<Vec<String>, St
     ecs_renewd::accounts::connect(
         &config,
         env,
-        Arc::new(ecs_renewd::clock::SystemClock),
+        Arc::new(ecs_wire::clock::SystemClock),
         Arc::new(ecs_renewd::cloud::client::NoObserver),
         CancellationToken::new(),
     )
@@ -1215,9 +1215,7 @@ async fn a_sent_intent_whose_instance_left_the_window_is_settled_without_a_resen
 }
 
 /// Runs one pass in its own task so that a panic is caught and reported, not propagated.
-async fn pass_without_panic(
-    engine: Engine,
-) -> Result<ecs_renewd::reconcile::pass::PassSummary, String> {
+async fn pass_without_panic(engine: Engine) -> Result<ecs_renewd::reconcile::PassSummary, String> {
     match tokio::spawn(async move { engine.run_pass().await }).await {
         Ok(result) => result.map_err(|e| e.to_string()),
         Err(join) => Err(format!("the pass panicked: {join}")),

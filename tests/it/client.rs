@@ -11,7 +11,7 @@ use ecs_renewd::cloud::error::{CloudError, ErrorClass};
 use ecs_renewd::cloud::signer;
 use ecs_renewd::cloud::time;
 use ecs_renewd::cloud::types::{PeriodUnit, RenewalStatus};
-use ecs_renewd::secret::Secret;
+use ecs_wire::secret::Secret;
 use serde_json::json;
 use support::{LogCapture, Recorded, Reply, Stub, TEST_SECRET, TEST_TOKEN, client_for, fast_retry};
 

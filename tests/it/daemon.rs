@@ -12,29 +12,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ecs_emulator::settings::InstanceSpec;
-use ecs_emulator::{EmulatorConfig, EmulatorHandle, FaultKind, FaultSpec};
-use ecs_renewd::clock::{Clock, SystemClock, VirtualClock};
+use ecs_emulator::{EmulatorConfig, EmulatorHandle, FaultSpec};
 use ecs_renewd::cloud::Action;
 use ecs_renewd::cloud::credentials::Environment;
 use ecs_renewd::config::Config;
-use ecs_renewd::daemon::scheduler::{Tick, TickReason};
 use ecs_renewd::daemon::{self, Setup, Ticks};
+use ecs_renewd::daemon::{Tick, TickReason};
 use ecs_renewd::ledger::Ledger;
-use ecs_renewd::reconcile::pass::PassSummary;
+use ecs_renewd::reconcile::PassSummary;
+use ecs_wire::clock::{Clock, SystemClock, VirtualClock};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use support::{HARNESS_KEY, harness_fleet, instance_spec};
+use support::{HARNESS_KEY, harness_fleet};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-fn relative(id: &str, days: &str) -> InstanceSpec {
-    InstanceSpec {
-        expires_at: None,
-        expires_in: Some(days.into()),
-        ..instance_spec(id, "2000-01-01T00:00Z")
-    }
-}
 
 /// An emulator on real time (the binary signs with the wall clock).
 async fn real_time_emulator(instances: Vec<InstanceSpec>, balance: f64) -> EmulatorHandle {
@@ -128,7 +120,8 @@ async fn next_pass(passes: &mut mpsc::UnboundedReceiver<PassSummary>) -> PassSum
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tick_storm_never_runs_two_passes_at_once() {
-    let emulator = real_time_emulator(vec![relative("i-a", "20d")], 1000.0).await;
+    let emulator =
+        real_time_emulator(vec![InstanceSpec::prepaid("i-a").expires_in("20d")], 1000.0).await;
     let mut d = in_process(
         &emulator,
         Arc::new(SystemClock),
@@ -139,11 +132,7 @@ async fn a_tick_storm_never_runs_two_passes_at_once() {
     let startup = next_pass(&mut d.passes).await;
     // Hold the next pass's scan in the emulator, then storm the loop with ticks while that
     // pass runs: the pass lasts exactly as long as the storm, whatever the machine's speed.
-    emulator.add_fault(FaultSpec::next(
-        Action::DescribeInstances,
-        1,
-        FaultKind::Hold,
-    ));
+    emulator.add_fault(FaultSpec::hold(Action::DescribeInstances));
     d.ticks
         .send(Tick {
             reason: TickReason::Cron,
@@ -201,7 +190,8 @@ async fn a_tick_storm_never_runs_two_passes_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queued_ticks_are_coalesced_and_counted() {
-    let emulator = real_time_emulator(vec![relative("i-a", "20d")], 1000.0).await;
+    let emulator =
+        real_time_emulator(vec![InstanceSpec::prepaid("i-a").expires_in("20d")], 1000.0).await;
     let mut d = in_process(
         &emulator,
         Arc::new(SystemClock),
@@ -210,11 +200,7 @@ async fn queued_ticks_are_coalesced_and_counted() {
     )
     .await;
     next_pass(&mut d.passes).await;
-    emulator.add_fault(FaultSpec::next(
-        Action::DescribeInstances,
-        1,
-        FaultKind::Hold,
-    ));
+    emulator.add_fault(FaultSpec::hold(Action::DescribeInstances));
     d.ticks
         .send(Tick {
             reason: TickReason::Cron,
@@ -259,8 +245,11 @@ async fn queued_ticks_are_coalesced_and_counted() {
 async fn a_due_retry_wakes_the_daemon_without_a_tick() {
     // The business clock runs 600x: the 5-minute backoff passes in half a second.
     let clock = Arc::new(VirtualClock::running(SystemClock.now(), 600.0));
-    let mut fleet: EmulatorConfig =
-        harness_fleet("2000-01-01T00:00:00Z", 0.0, vec![relative("i-poor", "3d")]);
+    let mut fleet: EmulatorConfig = harness_fleet(
+        "2000-01-01T00:00:00Z",
+        0.0,
+        vec![InstanceSpec::prepaid("i-poor").expires_in("3d")],
+    );
     fleet.settings.clock_start = None;
     fleet.settings.renew_visibility_delay = Duration::ZERO;
     let emulator =
@@ -281,7 +270,8 @@ async fn a_due_retry_wakes_the_daemon_without_a_tick() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scheduler_that_stops_ticking_is_caught_by_the_watchdog() {
-    let emulator = real_time_emulator(vec![relative("i-a", "20d")], 1000.0).await;
+    let emulator =
+        real_time_emulator(vec![InstanceSpec::prepaid("i-a").expires_in("20d")], 1000.0).await;
     // The cron wall clock is virtual and frozen: the test moves it.
     let wall = Arc::new(VirtualClock::frozen(
         ecs_renewd::cloud::time::parse("2026-03-10T00:01:00Z").unwrap(),
@@ -319,18 +309,10 @@ struct Process {
     state: PathBuf,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn spawn_run(dir: &Path, emulator: &EmulatorHandle, extra: &str) -> Process {
     let state = dir.join("state");
     let config = dir.join("config.toml");
-    let admin = format!("127.0.0.1:{}", free_port());
+    let admin = format!("127.0.0.1:{}", support::free_port());
     std::fs::write(
         &config,
         config_text(emulator, &state, "*/2 * * * * *", &admin, extra),
@@ -408,10 +390,14 @@ fn metric(text: &str, series: &str) -> Option<f64> {
 async fn scraped_metrics_show_renewed_failing_and_excluded_instances() {
     let skip = InstanceSpec {
         tags: [("ecs-renewd:skip".to_string(), String::new())].into(),
-        ..relative("i-skip", "3d")
+        ..InstanceSpec::prepaid("i-skip").expires_in("3d")
     };
     let emulator = real_time_emulator(
-        vec![relative("i-fail", "2d"), relative("i-ok", "4d"), skip],
+        vec![
+            InstanceSpec::prepaid("i-fail").expires_in("2d"),
+            InstanceSpec::prepaid("i-ok").expires_in("4d"),
+            skip,
+        ],
         1000.0,
     )
     .await;
@@ -528,7 +514,8 @@ async fn scraped_metrics_show_renewed_failing_and_excluded_instances() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_turns_unready_when_credentials_are_revoked() {
-    let emulator = real_time_emulator(vec![relative("i-a", "20d")], 1000.0).await;
+    let emulator =
+        real_time_emulator(vec![InstanceSpec::prepaid("i-a").expires_in("20d")], 1000.0).await;
     let dir = tempfile::tempdir().unwrap();
     let mut daemon = spawn_run(dir.path(), &emulator, RENEW);
     daemon.wait_for_log("pass finished").await;
@@ -558,11 +545,11 @@ async fn readyz_turns_unready_when_credentials_are_revoked() {
 async fn sigterm_in_the_middle_of_a_pass_leaves_the_ledger_consistent_and_the_next_start_finishes()
 {
     let instances = (1..=4)
-        .map(|n| relative(&format!("i-{n}"), &format!("{}d", n + 1)))
+        .map(|n| InstanceSpec::prepaid(&format!("i-{n}")).expires_in(&format!("{}d", n + 1)))
         .collect();
     let emulator = real_time_emulator(instances, 1000.0).await;
     // The first renewal is held in the emulator until the daemon has taken the stop request.
-    emulator.add_fault(FaultSpec::next(Action::RenewInstance, 1, FaultKind::Hold));
+    emulator.add_fault(FaultSpec::hold(Action::RenewInstance));
     let dir = tempfile::tempdir().unwrap();
     let mut daemon = spawn_run(dir.path(), &emulator, RENEW);
     assert!(emulator.wait_for_held(1, WAIT).await);
@@ -608,7 +595,8 @@ async fn sigterm_in_the_middle_of_a_pass_leaves_the_ledger_consistent_and_the_ne
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_with_a_broken_file_keeps_serving_the_old_config() {
-    let emulator = real_time_emulator(vec![relative("i-a", "20d")], 1000.0).await;
+    let emulator =
+        real_time_emulator(vec![InstanceSpec::prepaid("i-a").expires_in("20d")], 1000.0).await;
     let dir = tempfile::tempdir().unwrap();
     let mut daemon = spawn_run(dir.path(), &emulator, RENEW);
     daemon.wait_for_log("pass finished").await;

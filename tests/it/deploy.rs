@@ -6,9 +6,9 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 
-use ecs_renewd::clock::SystemClock;
+use ecs_renewd::Metrics;
 use ecs_renewd::cloud::Action;
-use ecs_renewd::metrics::Metrics;
+use ecs_wire::clock::SystemClock;
 
 const PREFIX: &str = "ecs_renewd_";
 const HISTOGRAM_SUFFIXES: [&str; 3] = ["_bucket", "_sum", "_count"];

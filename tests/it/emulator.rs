@@ -13,12 +13,12 @@ use chrono::{DateTime, Utc};
 use ecs_emulator::control::{ClockChange, KeySpec};
 use ecs_emulator::settings::{AccessKeySpec, AccountSpec, AuthClock, GeneratorSpec, InstanceSpec};
 use ecs_emulator::{EmulatorConfig, EmulatorHandle, FaultKind, FaultSpec};
-use ecs_renewd::clock::{Clock, SystemClock};
 use ecs_renewd::cloud::ecs::{AutoRenewTarget, ClientToken, InstanceQuery};
 use ecs_renewd::cloud::error::{CloudError, ErrorClass};
 use ecs_renewd::cloud::types::{ChargeType, PeriodUnit, RenewalStatus};
 use ecs_renewd::cloud::{Action, EcsClient, signer, time};
-use ecs_renewd::secret::Secret;
+use ecs_wire::clock::{Clock, SystemClock};
+use ecs_wire::secret::Secret;
 use support::fast_retry;
 
 const KEY: &str = "LTAIemulatortest";
@@ -411,11 +411,7 @@ async fn a_timeout_is_retried_with_the_same_token_and_charges_once() {
     let emulator = start(fleet()).await;
     let client =
         client(&emulator).with_read_timeout(Action::RenewInstance, Duration::from_millis(300));
-    emulator.add_fault(FaultSpec::next(
-        Action::RenewInstance,
-        1,
-        FaultKind::Latency { ms: 1500 },
-    ));
+    emulator.add_fault(FaultSpec::latency(Action::RenewInstance, 1500));
     let receipt = client
         .renew_instance(
             "cn-hangzhou",
@@ -476,7 +472,7 @@ async fn authentication_fails_like_the_service() {
         other => panic!("{other:?}"),
     }
 
-    let skewed_clock = Arc::new(ecs_renewd::clock::VirtualClock::frozen(
+    let skewed_clock = Arc::new(ecs_wire::clock::VirtualClock::frozen(
         SystemClock.now() + chrono::Duration::minutes(20),
     ));
     let skewed = support::client_with(&url, fast_retry(3), KEY, SECRET, None, skewed_clock);
@@ -691,7 +687,7 @@ async fn the_provider_auto_renew_deduction_runs_on_the_virtual_clock() {
             .unwrap()
             .true_expiry()
     });
-    let first = ecs_renewd::policy::first_deduction(expiry);
+    let first = ecs_renewd::first_deduction(expiry);
     emulator.clock().set(first - chrono::Duration::minutes(1));
     assert!(emulator.orders().is_empty(), "not before T-9 08:00 UTC+8");
     emulator.clock().set(first + chrono::Duration::minutes(1));

@@ -35,6 +35,7 @@ use chrono::{DateTime, Utc};
 use ecs_emulator::World;
 use ecs_emulator::auth::{NonceStore, Params, authenticate};
 use ecs_emulator::settings::AccessKeySpec;
+use ecs_renewd::Money;
 use ecs_renewd::cloud::Action;
 use ecs_renewd::cloud::client::signed_parameters;
 use ecs_renewd::cloud::credentials::{Credentials, Environment};
@@ -46,8 +47,7 @@ use ecs_renewd::cloud::types::{
     InstanceRecord, PeriodUnit, RenewAttributeRecord, RenewInstanceResponse,
 };
 use ecs_renewd::config::{Config, ConfigError};
-use ecs_renewd::money::Money;
-use ecs_renewd::secret::Secret;
+use ecs_wire::secret::Secret;
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{RngSeed, TestRng, TestRunner};

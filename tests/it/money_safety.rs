@@ -15,13 +15,13 @@ use std::time::Duration;
 
 use ecs_emulator::settings::AccessKeySpec;
 use ecs_emulator::{EmulatorHandle, FaultKind, FaultSpec};
-use ecs_renewd::clock::{Clock, VirtualClock};
 use ecs_renewd::cloud::Action;
 use ecs_renewd::cloud::credentials::Environment;
 use ecs_renewd::config::Config;
-use ecs_renewd::daemon::scheduler::Tick;
+use ecs_renewd::daemon::Tick;
 use ecs_renewd::daemon::{self, Setup, Ticks};
-use ecs_renewd::reconcile::pass::PassSummary;
+use ecs_renewd::reconcile::PassSummary;
+use ecs_wire::clock::{Clock, VirtualClock};
 use support::{HARNESS_KEY, Harness, harness_fleet, instance_spec};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -127,7 +127,7 @@ impl Daemon {
         self.ticks
             .send(Tick {
                 at: self.wall.now(),
-                reason: ecs_renewd::daemon::scheduler::TickReason::Cron,
+                reason: ecs_renewd::daemon::TickReason::Cron,
             })
             .await
             .unwrap();
@@ -371,11 +371,8 @@ async fn a_timeout_then_a_busy_answer_is_an_unknown_outcome() {
             ),
         )
         .await;
-        h.emulator.add_fault(FaultSpec::next(
-            Action::RenewInstance,
-            1,
-            FaultKind::Latency { ms: 600 },
-        ));
+        h.emulator
+            .add_fault(FaultSpec::latency(Action::RenewInstance, 600));
         h.emulator
             .add_fault(FaultSpec::fail_next(Action::RenewInstance, 1, second, 400));
         let first = h.pass().await;
@@ -548,10 +545,9 @@ async fn an_auto_renew_change_is_recorded_before_it_is_sent() {
         )
         .await,
     );
-    h.emulator.add_fault(FaultSpec::next(
+    h.emulator.add_fault(FaultSpec::latency(
         Action::ModifyInstanceAutoRenewAttribute,
-        1,
-        FaultKind::Latency { ms: 1000 },
+        1000,
     ));
     let running = tokio::spawn({
         let h = h.clone();
@@ -709,7 +705,7 @@ async fn shutdown_while_the_retry_waits(
         let credentials = CredentialProvider::fixed(
             Credentials {
                 access_key_id: support::TEST_KEY_ID.into(),
-                access_key_secret: ecs_renewd::secret::Secret::new(support::TEST_SECRET),
+                access_key_secret: ecs_wire::secret::Secret::new(support::TEST_SECRET),
                 security_token: None,
                 expiration: None,
             },
@@ -719,11 +715,11 @@ async fn shutdown_while_the_retry_waits(
             settings,
             shared_http_client(Duration::from_secs(2)),
             Arc::new(credentials),
-            Arc::new(ecs_renewd::clock::SystemClock),
+            Arc::new(ecs_wire::clock::SystemClock),
         )
         .with_cancellation(cancel.clone())
     };
-    let token = ecs_renewd::reconcile::token::client_token("i-1", chrono::DateTime::UNIX_EPOCH);
+    let token = ecs_renewd::reconcile::client_token("i-1", chrono::DateTime::UNIX_EPOCH);
     let call = tokio::spawn(async move {
         client
             .renew_instance(

@@ -8,13 +8,13 @@ use std::sync::Arc;
 
 use ecs_emulator::settings::{AccessKeySpec, AccountSpec, InstanceSpec};
 use ecs_emulator::{EmulatorConfig, EmulatorHandle};
-use ecs_renewd::clock::VirtualClock;
 use ecs_renewd::cloud::credentials::Environment;
 use ecs_renewd::cloud::time;
 use ecs_renewd::cloud::types::{ChargeType, PeriodUnit, RenewalStatus};
 use ecs_renewd::commands::plan;
 use ecs_renewd::config::Config;
-use ecs_renewd::reconcile::assess::NoHistory;
+use ecs_renewd::reconcile::NoHistory;
+use ecs_wire::clock::VirtualClock;
 use serde_json::json;
 
 const NOW: &str = "2026-03-10T04:00:00Z";

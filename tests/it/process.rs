@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use ecs_emulator::settings::InstanceSpec;
-use ecs_emulator::{EmulatorConfig, EmulatorHandle, FaultKind, FaultSpec};
+use ecs_emulator::{EmulatorConfig, EmulatorHandle, FaultSpec};
 use ecs_renewd::cloud::Action;
 use ecs_renewd::ledger::Ledger;
 use support::{HARNESS_KEY, harness_fleet, instance_spec};
@@ -70,7 +70,7 @@ async fn a_process_killed_between_intent_and_answer_resends_the_same_token_after
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &emulator);
     // Hold the renewal in the emulator and kill the process while it waits.
-    emulator.add_fault(FaultSpec::next(Action::RenewInstance, 1, FaultKind::Hold));
+    emulator.add_fault(FaultSpec::hold(Action::RenewInstance));
     let mut child = once(&config).spawn().unwrap();
     assert!(
         emulator.wait_for_held(1, Duration::from_secs(60)).await,
@@ -136,7 +136,7 @@ async fn a_second_process_on_the_same_state_directory_refuses_to_start() {
     let emulator = emulator().await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &emulator);
-    emulator.add_fault(FaultSpec::next(Action::RenewInstance, 1, FaultKind::Hold));
+    emulator.add_fault(FaultSpec::hold(Action::RenewInstance));
     let first = once(&config).spawn().unwrap();
     assert!(emulator.wait_for_held(1, Duration::from_secs(60)).await);
     let second = wait(once(&config).spawn().unwrap()).await;

@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use ecs_emulator::settings::InstanceSpec;
 use ecs_emulator::{FaultKind, FaultSpec};
-use ecs_renewd::clock::Clock;
 use ecs_renewd::cloud::Action;
 use ecs_renewd::cloud::types::{ChargeType, RenewalStatus};
 use ecs_renewd::ledger::Ledger;
+use ecs_wire::clock::Clock;
 use support::{Harness, harness_fleet, instance_spec};
 
 const NOW: &str = "2026-03-10T04:00:00Z";
@@ -60,8 +60,7 @@ async fn a_renewal_is_charged_once_verified_and_recorded_as_the_cloud_says() {
 #[tokio::test]
 async fn invariant_1_the_intent_is_durable_before_the_request_arrives() {
     let h = Arc::new(Harness::start(due_fleet(1000.0), RENEW_ALL).await);
-    h.emulator
-        .add_fault(FaultSpec::next(Action::RenewInstance, 1, FaultKind::Hold));
+    h.emulator.add_fault(FaultSpec::hold(Action::RenewInstance));
     let running = tokio::spawn({
         let h = h.clone();
         async move { h.pass().await }
@@ -191,10 +190,10 @@ async fn invariant_3_an_expiry_that_moved_after_the_scan_is_not_renewed() {
     let ctx = h.engine.context(now);
     assert_eq!(ctx.day, "2026-03-10");
     let (results, error) =
-        ecs_renewd::reconcile::act::renew_all(&ctx, &histories, assessment.renewals.clone()).await;
+        ecs_renewd::reconcile::renew_all(&ctx, &histories, assessment.renewals.clone()).await;
     assert!(error.is_none());
     match &results[0].outcome {
-        ecs_renewd::reconcile::act::RenewOutcome::Skipped(why) => assert!(
+        ecs_renewd::reconcile::RenewOutcome::Skipped(why) => assert!(
             why.starts_with("expiry moved from 2026-03-13T16:00Z to 2026-04-13T16:00Z"),
             "{why}"
         ),
@@ -300,15 +299,15 @@ async fn invariant_6_instances_outside_policy_are_never_renewed() {
         status
             .iter()
             .find(|r| r.instance_id == id)
-            .map(|r| r.state.clone())
+            .map(|r| r.state.as_str())
     };
     assert_eq!(
-        state("i-unmatched").as_deref(),
+        state("i-unmatched"),
         Some("ok"),
         "unmatched: observed, alerts still apply"
     );
-    assert_eq!(state("i-notrenewal").as_deref(), Some("excluded"));
-    assert_eq!(state("i-skiptag").as_deref(), Some("excluded"));
+    assert_eq!(state("i-notrenewal"), Some("excluded"));
+    assert_eq!(state("i-skiptag"), Some("excluded"));
     assert_eq!(
         state("i-postpaid"),
         None,
@@ -351,7 +350,7 @@ async fn insufficient_balance_backs_off_on_schedule_then_renews_after_a_top_up()
     let first = h.pass().await;
     assert_eq!(first.renew_failed, 1, "{first:?}");
     let history = h.engine.ledger.histories().unwrap();
-    let record = ecs_renewd::reconcile::assess::HistorySource::history(&history, "i-due");
+    let record = ecs_renewd::reconcile::HistorySource::history(&history, "i-due");
     assert_eq!(record.failed_attempts, 1);
     let first_retry = record.retry_at.unwrap();
     assert_eq!(
@@ -368,7 +367,7 @@ async fn insufficient_balance_backs_off_on_schedule_then_renews_after_a_top_up()
     let second = h.pass().await;
     assert_eq!(second.renew_failed, 1);
     assert_eq!(h.renew_calls(), 2);
-    let record = ecs_renewd::reconcile::assess::HistorySource::history(
+    let record = ecs_renewd::reconcile::HistorySource::history(
         &h.engine.ledger.histories().unwrap(),
         "i-due",
     );
@@ -562,7 +561,7 @@ async fn permission_errors_stop_retrying_and_are_surfaced() {
     h.pass().await;
     assert_eq!(h.renew_calls(), 1, "no retry an hour later either");
     let status = h.engine.ledger.status_rows().unwrap();
-    assert_eq!(status[0].state, "failed");
+    assert_eq!(status[0].state.as_str(), "failed");
     assert!(
         h.engine
             .metrics

@@ -25,12 +25,12 @@ use std::time::Duration;
 
 use ecs_emulator::settings::{AccessKeySpec, InstanceSpec};
 use ecs_emulator::{EmulatorConfig, EmulatorHandle, FaultKind, FaultSpec};
-use ecs_renewd::clock::VirtualClock;
 use ecs_renewd::cloud::Action;
 use ecs_renewd::cloud::credentials::Environment;
 use ecs_renewd::cloud::signer;
 use ecs_renewd::config::{Config, ConfigError};
 use ecs_renewd::ledger::LEDGER_FILE;
+use ecs_wire::clock::VirtualClock;
 use support::{harness_fleet, instance_spec};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -309,7 +309,7 @@ async fn no_secret_or_token_reaches_logs_metrics_status_ledger_or_errors() {
     let signed = signer::sign(
         "POST",
         [("SecurityToken", STS_TOKEN), ("Action", "RenewInstance")],
-        &ecs_renewd::secret::Secret::new(STS_SECRET),
+        &ecs_wire::secret::Secret::new(STS_SECRET),
     );
     shown.push(("Signed Debug".into(), format!("{signed:?}")));
     // check-config's report on these key files, and its refusal of a token file open to others.
@@ -359,7 +359,7 @@ async fn no_secret_or_token_reaches_logs_metrics_status_ledger_or_errors() {
         STS_ID,
         STS_SECRET,
         Some(STS_TOKEN),
-        Arc::new(ecs_renewd::clock::SystemClock),
+        Arc::new(ecs_wire::clock::SystemClock),
     );
     let redirected = client.describe_regions("cn-hangzhou").await.unwrap_err();
     assert!(
@@ -495,14 +495,6 @@ fn the_search_reports_each_encoding_of_each_secret() {
 
 const WAIT: Duration = Duration::from_secs(60);
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// An emulator on real time (the binary signs with the wall clock).
 async fn real_time_emulator() -> EmulatorHandle {
     let mut fleet = harness_fleet(
@@ -586,7 +578,7 @@ impl Drop for Daemon {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_admin_address_beyond_loopback_is_logged_at_start_up() {
     let emulator = real_time_emulator().await;
-    let port = free_port();
+    let port = support::free_port();
     let mut daemon = Daemon::start(&emulator, &format!("0.0.0.0:{port}"));
     let lines = daemon.lines_until("listens beyond loopback").await;
     let line = lines.last().unwrap();
@@ -610,7 +602,7 @@ async fn an_admin_address_beyond_loopback_is_logged_at_start_up() {
     write_secret_file(&token_file, "a-token-long-enough-0123456789");
     let mut daemon = Daemon::start_with(
         &emulator,
-        &format!("0.0.0.0:{}", free_port()),
+        &format!("0.0.0.0:{}", support::free_port()),
         &format!("bearer_token_file = \"{}\"\n", token_file.display()),
     );
     let lines = daemon.lines_until("ecs-renewd started").await;
@@ -621,7 +613,7 @@ async fn an_admin_address_beyond_loopback_is_logged_at_start_up() {
     drop(daemon);
 
     // On loopback the daemon starts without that warning.
-    let mut daemon = Daemon::start(&emulator, &format!("127.0.0.1:{}", free_port()));
+    let mut daemon = Daemon::start(&emulator, &format!("127.0.0.1:{}", support::free_port()));
     let lines = daemon.lines_until("ecs-renewd started").await;
     assert!(
         lines.iter().all(|l| !l.contains("beyond loopback")),

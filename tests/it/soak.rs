@@ -24,13 +24,13 @@ use chrono::{DateTime, Utc};
 use ecs_emulator::settings::{AccessKeySpec, AccountSpec, InstanceSpec};
 use ecs_emulator::world::{AccessKey, Lifecycle};
 use ecs_emulator::{EmulatorConfig, EmulatorHandle, FaultKind, FaultSpec};
-use ecs_renewd::clock::{Clock, VirtualClock};
 use ecs_renewd::cloud::Action;
 use ecs_renewd::cloud::credentials::Environment;
 use ecs_renewd::cloud::types::{ChargeType, PeriodUnit, RenewalStatus};
 use ecs_renewd::config::Config;
 use ecs_renewd::ledger::Ledger;
-use ecs_renewd::secret::Secret;
+use ecs_wire::clock::{Clock, VirtualClock};
+use ecs_wire::secret::Secret;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde_json::json;
@@ -387,10 +387,7 @@ async fn a_chaos_soak_keeps_every_promise() {
             } else {
                 Action::DescribeInstances
             };
-            add(
-                "timeout",
-                FaultSpec::next(action, 1, FaultKind::Latency { ms: 450 }),
-            );
+            add("timeout", FaultSpec::latency(action, 450));
         }
         if rng.random_bool(0.1) {
             let spec = FaultSpec {

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 pub struct Recorded {
     /// `GET`, `POST`, `PUT`...
     pub method: String,
-    /// The path.
+    /// The URL path, without the query string.
     pub path: String,
     /// Lower-cased header names.
     pub headers: HashMap<String, String>,
@@ -43,7 +43,7 @@ pub struct Reply {
     pub status: u16,
     /// Extra headers.
     pub headers: Vec<(String, String)>,
-    /// Body.
+    /// The body text, sent as is.
     pub body: String,
     /// Delay before answering.
     pub delay: Duration,
@@ -210,7 +210,7 @@ pub fn client_for(
         TEST_KEY_ID,
         TEST_SECRET,
         Some(TEST_TOKEN),
-        Arc::new(ecs_renewd::clock::SystemClock),
+        Arc::new(ecs_wire::clock::SystemClock),
     )
 }
 
@@ -221,13 +221,13 @@ pub fn client_with(
     key_id: &str,
     secret: &str,
     token: Option<&str>,
-    clock: Arc<dyn ecs_renewd::clock::Clock>,
+    clock: Arc<dyn ecs_wire::clock::Clock>,
 ) -> ecs_renewd::cloud::EcsClient {
     use ecs_renewd::cloud::client::{ClientSettings, shared_http_client};
     use ecs_renewd::cloud::credentials::{CredentialProvider, Credentials};
     use ecs_renewd::cloud::endpoint::Endpoint;
     use ecs_renewd::cloud::rate_limit::RateLimitConfig;
-    use ecs_renewd::secret::Secret;
+    use ecs_wire::secret::Secret;
 
     let settings = ClientSettings {
         account: "main".into(),
@@ -404,12 +404,12 @@ impl Drop for AllThreadLogs {
 
 /// An in-process emulator and engine sharing one frozen virtual clock.
 pub struct Harness {
-    /// The emulator.
+    /// The running emulator; the config's one account (`main`) points at it.
     pub emulator: ecs_emulator::EmulatorHandle,
     /// The shared clock.
-    pub clock: Arc<ecs_renewd::clock::VirtualClock>,
-    /// The engine.
-    pub engine: ecs_renewd::reconcile::pass::Engine,
+    pub clock: Arc<ecs_wire::clock::VirtualClock>,
+    /// The engine built over the emulator, with its ledger in `state`.
+    pub engine: ecs_renewd::reconcile::Engine,
     /// The state directory.
     pub state: tempfile::TempDir,
 }
@@ -446,29 +446,19 @@ pub fn harness_fleet(
     config
 }
 
-/// A PrePaid instance in cn-hangzhou expiring at `expires`.
+/// A PrePaid instance in cn-hangzhou expiring at `expires` (`2026-03-12T16:00Z`).
 pub fn instance_spec(id: &str, expires: &str) -> ecs_emulator::settings::InstanceSpec {
-    use ecs_renewd::cloud::types::{ChargeType, PeriodUnit, RenewalStatus};
-    ecs_emulator::settings::InstanceSpec {
-        id: Some(id.into()),
-        account: None,
-        region: "cn-hangzhou".into(),
-        zone: None,
-        name: Some(id.into()),
-        charge_type: ChargeType::PrePaid,
-        expires_at: Some(ecs_renewd::cloud::time::parse(expires).unwrap()),
-        expires_in: None,
-        expired_ago: None,
-        tags: Default::default(),
-        security_groups: vec![],
-        instance_type: "ecs.g6.large".into(),
-        resource_group_id: String::new(),
-        monthly_price: 100.0,
-        renewal_status: RenewalStatus::Normal,
-        auto_renew_duration: 1,
-        auto_renew_unit: PeriodUnit::Month,
-        deduction_fails: false,
-    }
+    ecs_emulator::settings::InstanceSpec::prepaid(id)
+        .expires_at(ecs_wire::time::parse(expires).unwrap())
+}
+
+/// A loopback port free at the time of asking, for a process that binds it itself.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl Harness {
@@ -479,7 +469,7 @@ impl Harness {
             .settings
             .clock_start
             .expect("harness fleets set clock_start");
-        let clock = Arc::new(ecs_renewd::clock::VirtualClock::frozen(start));
+        let clock = Arc::new(ecs_wire::clock::VirtualClock::frozen(start));
         let emulator =
             ecs_emulator::start_with_clock(fleet, "127.0.0.1:0".parse().unwrap(), clock.clone())
                 .await
@@ -527,10 +517,10 @@ impl Harness {
     /// Builds an engine (as a restarted daemon would).
     pub async fn engine(
         emulator: &ecs_emulator::EmulatorHandle,
-        clock: &Arc<ecs_renewd::clock::VirtualClock>,
+        clock: &Arc<ecs_wire::clock::VirtualClock>,
         state: &std::path::Path,
         extra: &str,
-    ) -> ecs_renewd::reconcile::pass::Engine {
+    ) -> ecs_renewd::reconcile::Engine {
         let text = Self::config_text(emulator, state, extra);
         let config = ecs_renewd::config::Config::parse(
             &text,
@@ -560,7 +550,7 @@ impl Harness {
     }
 
     /// One pass.
-    pub async fn pass(&self) -> ecs_renewd::reconcile::pass::PassSummary {
+    pub async fn pass(&self) -> ecs_renewd::reconcile::PassSummary {
         self.engine.run_pass().await.unwrap()
     }
 

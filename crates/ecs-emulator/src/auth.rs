@@ -51,7 +51,7 @@ impl Params {
 /// Who is calling.
 #[derive(Debug, Clone)]
 pub struct Caller {
-    /// The account.
+    /// The account that owns the signing AccessKey; the call sees only its instances.
     pub account: String,
     /// The AccessKey ID.
     pub key_id: String,

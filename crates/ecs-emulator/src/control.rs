@@ -72,11 +72,11 @@ async fn state(State(emulator): State<Arc<Emulator>>) -> Json<Value> {
 /// One instance as the control API shows it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct InstanceView {
-    /// Id.
+    /// The instance id, as DescribeInstances reports it.
     pub id: String,
-    /// Account.
+    /// The name of the account that owns the instance.
     pub account: String,
-    /// Region.
+    /// The region the instance lives in, e.g. cn-hangzhou.
     pub region: String,
     /// `PrePaid` / `PostPaid`.
     pub charge_type: String,
@@ -235,7 +235,7 @@ async fn move_clock(
 /// A balance change.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct BalanceChange {
-    /// Account.
+    /// The name of the account to change; an unknown name answers 400.
     pub account: String,
     /// New balance.
     #[serde(default)]
@@ -275,12 +275,12 @@ pub struct KeySpec {
     pub id: String,
     /// Owning account.
     pub account: String,
-    /// Secret.
+    /// The AccessKey secret that requests must be signed with.
     pub secret: String,
     /// STS token.
     #[serde(default)]
     pub security_token: Option<String>,
-    /// Expiry.
+    /// When the key stops working (STS expiry); absent, it never does.
     #[serde(default)]
     pub expires_at: Option<DateTime<Utc>>,
     /// Denied actions.

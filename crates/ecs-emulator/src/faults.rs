@@ -18,11 +18,11 @@ use ecs_wire::Action;
 pub enum FaultKind {
     /// Answer with this error; nothing is processed.
     Error {
-        /// Code.
+        /// The error code the answer's body carries, e.g. `Throttling`.
         code: String,
         /// HTTP status.
         status: u16,
-        /// Message.
+        /// The body's message (default: `Injected fault <code>.`).
         #[serde(default)]
         message: Option<String>,
         /// `x-acs-retry-after`, milliseconds.
@@ -39,7 +39,7 @@ pub enum FaultKind {
     CommitThenDrop,
     /// Wait, then process normally (longer than the client's timeout: a timeout).
     Latency {
-        /// Milliseconds.
+        /// How long to wait, in milliseconds, on top of the `latency` setting.
         ms: u64,
     },
     /// Hold the call, unprocessed, until the test releases it (`EmulatorHandle::release_held`
@@ -99,6 +99,17 @@ impl FaultSpec {
             kind,
         }
     }
+
+    /// Delays the next call of `action` by `ms` milliseconds (a timeout when that is longer
+    /// than the client waits).
+    pub fn latency(action: Action, ms: u64) -> FaultSpec {
+        FaultSpec::next(action, 1, FaultKind::Latency { ms })
+    }
+
+    /// Holds the next call of `action`, unprocessed, until it is released.
+    pub fn hold(action: Action) -> FaultSpec {
+        FaultSpec::next(action, 1, FaultKind::Hold)
+    }
 }
 
 /// The active rules.
@@ -118,7 +129,7 @@ impl Faults {
         self.rules.clear();
     }
 
-    /// The rules.
+    /// Every rule held, in the order added; `take` uses the first that matches.
     pub fn rules(&self) -> &[FaultSpec] {
         &self.rules
     }

@@ -57,7 +57,7 @@ impl CallStats {
 /// Everything behind the emulator's lock.
 #[derive(Debug)]
 pub struct State_ {
-    /// The cloud.
+    /// The emulated cloud: accounts, keys, instances, orders and settings.
     pub world: World,
     /// Used nonces.
     pub nonces: NonceStore,

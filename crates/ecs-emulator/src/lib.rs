@@ -43,9 +43,9 @@ pub enum StartError {
     /// The address cannot be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
-        /// The address.
+        /// The address the emulator was asked to listen on.
         addr: SocketAddr,
-        /// Why.
+        /// The I/O error binding it failed with.
         #[source]
         source: std::io::Error,
     },

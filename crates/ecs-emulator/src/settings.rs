@@ -50,9 +50,9 @@ closed_enum! {
     /// How PeriodUnit is spelled in DescribeInstanceAutoRenewAttribute answers (UNCERTAIN:
     /// the docs show both).
     pub enum UnitCase {
-        /// `Month`.
+        /// The default: capitalised as the API names units, `Week`, `Month`, `Year`.
         Title => "title",
-        /// `month`.
+        /// All lower case: `week`, `month`, `year`.
         Lower => "lower",
     }
 }
@@ -208,7 +208,7 @@ impl Default for ProviderAutoRenew {
     }
 }
 
-/// An account.
+/// One `[[accounts]]` entry: a name, a balance and the AccessKeys that act for it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AccountSpec {
@@ -262,12 +262,12 @@ pub struct InstanceSpec {
     /// Owning account (default: the first).
     #[serde(default)]
     pub account: Option<String>,
-    /// Region.
+    /// The region the instance lives in, e.g. cn-hangzhou.
     pub region: String,
     /// Zone (default: `<region>-a`).
     #[serde(default)]
     pub zone: Option<String>,
-    /// Name.
+    /// The InstanceName DescribeInstances shows (default: the id).
     #[serde(default)]
     pub name: Option<String>,
     /// Billing method.
@@ -282,13 +282,13 @@ pub struct InstanceSpec {
     /// Expired this long before the clock start (already expired, not yet released).
     #[serde(default)]
     pub expired_ago: Option<String>,
-    /// Tags.
+    /// Tags, key to value; DescribeInstances shows them and its `Tag.N` filters match.
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
     /// Security groups.
     #[serde(default)]
     pub security_groups: Vec<String>,
-    /// Type.
+    /// The instance type (default: ecs.g6.large); InstanceTypeFamily is derived from it.
     #[serde(default = "default_type")]
     pub instance_type: String,
     /// Resource group.
@@ -309,6 +309,68 @@ pub struct InstanceSpec {
     /// Makes the provider's deductions for this instance fail.
     #[serde(default)]
     pub deduction_fails: bool,
+}
+
+/// Builders for tests and tools: `InstanceSpec::prepaid("i-1").expires_in("3d")`.
+impl InstanceSpec {
+    /// A PrePaid instance named after its id in cn-hangzhou: ecs.g6.large at 100 a month, no
+    /// auto-renew, no tags, expiring at the clock start until an expiry is set.
+    pub fn prepaid(id: &str) -> InstanceSpec {
+        InstanceSpec {
+            id: Some(id.into()),
+            account: None,
+            region: "cn-hangzhou".into(),
+            zone: None,
+            name: Some(id.into()),
+            charge_type: default_charge(),
+            expires_at: None,
+            expires_in: None,
+            expired_ago: None,
+            tags: BTreeMap::new(),
+            security_groups: Vec::new(),
+            instance_type: default_type(),
+            resource_group_id: String::new(),
+            monthly_price: default_price(),
+            renewal_status: default_renewal(),
+            auto_renew_duration: default_one(),
+            auto_renew_unit: default_month(),
+            deduction_fails: false,
+        }
+    }
+
+    /// Expires at `at`.
+    pub fn expires_at(self, at: DateTime<Utc>) -> InstanceSpec {
+        InstanceSpec {
+            expires_at: Some(at),
+            expires_in: None,
+            expired_ago: None,
+            ..self
+        }
+    }
+
+    /// Expires this long after the clock start (`"3d"`), aligned to 00:00 UTC+8.
+    pub fn expires_in(self, after: &str) -> InstanceSpec {
+        InstanceSpec {
+            expires_at: None,
+            expires_in: Some(after.into()),
+            expired_ago: None,
+            ..self
+        }
+    }
+
+    /// Carries the tag `key` = `value`.
+    pub fn tagged(mut self, key: &str, value: &str) -> InstanceSpec {
+        self.tags.insert(key.into(), value.into());
+        self
+    }
+
+    /// Lives in `region`.
+    pub fn in_region(self, region: &str) -> InstanceSpec {
+        InstanceSpec {
+            region: region.into(),
+            ..self
+        }
+    }
 }
 
 fn default_charge() -> ChargeType {
@@ -384,16 +446,16 @@ pub enum FleetFileError {
     /// Cannot read it.
     #[error("cannot read the fleet file {path}: {source}")]
     Read {
-        /// The file.
+        /// The path that could not be read.
         path: String,
-        /// Why.
+        /// The I/O error reading it failed with.
         #[source]
         source: std::io::Error,
     },
     /// Not valid TOML for the schema.
     #[error("fleet file {path}: {message}")]
     Parse {
-        /// The file.
+        /// Names the fleet file: its path, or the `origin` given to `parse`.
         path: String,
         /// What toml said (with line and column).
         message: String,
@@ -401,7 +463,7 @@ pub enum FleetFileError {
     /// Valid TOML but inconsistent.
     #[error("fleet file {path}: {message}")]
     Invalid {
-        /// The file.
+        /// Names the fleet file: its path, or a label such as `fleet`.
         path: String,
         /// What is wrong.
         message: String,

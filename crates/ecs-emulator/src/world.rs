@@ -24,7 +24,7 @@ pub struct Fault {
     pub status: u16,
     /// Error code.
     pub code: String,
-    /// Message.
+    /// The human-readable text sent as `Message` in the error body.
     pub message: String,
 }
 
@@ -39,14 +39,14 @@ impl Fault {
     }
 }
 
-/// An account.
+/// An emulated account: the balance renewals are charged to, and its currency.
 #[derive(Debug, Clone, Serialize)]
 pub struct Account {
-    /// Name.
+    /// The account's name from the fleet file; instances and keys refer to it by this name.
     pub name: String,
     /// Balance in cents.
     pub balance_cents: i64,
-    /// Currency.
+    /// The currency of the balance and of the orders charged to it, e.g. `CNY`.
     pub currency: String,
 }
 
@@ -55,7 +55,7 @@ pub struct Account {
 pub struct AccessKey {
     /// The owning account.
     pub account: String,
-    /// The secret.
+    /// The AccessKey secret that requests must be signed with.
     pub secret: Secret,
     /// The STS token it must come with.
     pub security_token: Option<String>,
@@ -65,29 +65,29 @@ pub struct AccessKey {
     pub denied_actions: Vec<Action>,
 }
 
-/// An instance.
+/// An emulated ECS instance: where it lives, its expiry history, billing and auto-renew state.
 #[derive(Debug, Clone, Serialize)]
 pub struct Instance {
-    /// Id.
+    /// The instance id; unique across every account and region.
     pub id: String,
     /// Owning account.
     pub account: String,
-    /// Name.
+    /// The InstanceName DescribeInstances shows (fleet-file default: the id).
     pub name: String,
-    /// Region.
+    /// The region the instance lives in, e.g. cn-hangzhou.
     pub region: String,
-    /// Zone.
+    /// The zone within the region (ZoneId); fleet-file instances default to `<region>-a`.
     pub zone: String,
     /// Billing method.
     pub charge_type: ChargeType,
     /// (visible from, expiry): the expiry history; the last entry is the true expiry, the last
     /// one visible at `now` is what DescribeInstances shows.
     pub expiry: Vec<(DateTime<Utc>, DateTime<Utc>)>,
-    /// Tags.
+    /// Tags as (key, value) pairs; DescribeInstances shows them and its `Tag.N` filters match.
     pub tags: Vec<(String, String)>,
     /// Security groups.
     pub security_groups: Vec<String>,
-    /// Type.
+    /// The instance type, e.g. ecs.g6.large; InstanceTypeFamily is derived from it.
     pub instance_type: String,
     /// Resource group.
     pub resource_group_id: String,
@@ -112,7 +112,7 @@ pub enum Lifecycle {
     Active,
     /// Past expiry, not yet released.
     Expired,
-    /// Gone.
+    /// `release_after` (default 15 days) past expiry: ECS calls no longer find it.
     Released,
 }
 
@@ -201,36 +201,36 @@ impl Instance {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OrderKind {
-    /// RenewInstance.
+    /// A RenewInstance call from a client (recorded as `renew`).
     Renew,
     /// The provider's auto-renew deduction.
     AutoRenew,
 }
 
-/// A charge.
+/// A charge that extended an instance, as `/_emulator/orders` lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Order {
     /// Order id.
     pub order_id: String,
-    /// Why.
+    /// What charged it: `renew` (RenewInstance) or `auto_renew` (the provider's deduction).
     pub kind: String,
-    /// Account.
+    /// The name of the account charged.
     pub account: String,
-    /// Region.
+    /// The region of the renewed instance.
     pub region: String,
-    /// Instance.
+    /// The id of the renewed instance.
     pub instance_id: String,
-    /// Period.
+    /// How many `unit`s the instance was extended by.
     pub period: u32,
-    /// Unit.
+    /// The unit of `period`: Week, Month or Year.
     pub unit: PeriodUnit,
     /// Charged, in cents.
     pub price_cents: i64,
-    /// Currency.
+    /// The account's currency, which `price_cents` is in.
     pub currency: String,
     /// The ClientToken it was made with.
     pub client_token: Option<String>,
-    /// When.
+    /// When it was charged, in emulated time (for a provider deduction, its daily slot).
     pub at: DateTime<Utc>,
     /// Expiry before.
     pub old_expiry: DateTime<Utc>,
@@ -435,8 +435,8 @@ impl World {
         Ok(())
     }
 
-    /// Adds the fleet file's listed instances; one without an account belongs to
-    /// `first_account`.
+    /// Adds the fleet file's listed instances; one without an account belongs
+    /// to `first_account`.
     fn add_instances(
         &mut self,
         specs: &[InstanceSpec],
@@ -513,7 +513,7 @@ impl World {
         self.keys.remove(id).is_some()
     }
 
-    /// An account.
+    /// The account with this name, if there is one.
     pub fn account(&self, name: &str) -> Option<&Account> {
         self.accounts.get(name)
     }

@@ -76,7 +76,7 @@ pub enum SecretFileError {
     Unreadable {
         /// What the file should hold.
         what: &'static str,
-        /// The file.
+        /// The path of the secret file, as it was given.
         path: std::path::PathBuf,
         /// The I/O error.
         #[source]
@@ -87,7 +87,7 @@ pub enum SecretFileError {
     Empty {
         /// What the file should hold.
         what: &'static str,
-        /// The file.
+        /// The path of the secret file, as it was given.
         path: std::path::PathBuf,
     },
     /// Group or other users have some access to the file (read, write or execute), so the
@@ -98,7 +98,7 @@ pub enum SecretFileError {
     OpenToOthers {
         /// What the file holds.
         what: &'static str,
-        /// The file.
+        /// The path of the secret file, as it was given.
         path: std::path::PathBuf,
         /// Its permission bits.
         mode: u32,

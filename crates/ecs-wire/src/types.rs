@@ -42,18 +42,6 @@ closed_enum! {
     }
 }
 
-impl PeriodUnit {
-    /// An approximate length in days, for ordering and sanity checks only (the service does
-    /// the real calendar arithmetic).
-    pub fn approx_days(self) -> i64 {
-        match self {
-            PeriodUnit::Week => 7,
-            PeriodUnit::Month => 30,
-            PeriodUnit::Year => 365,
-        }
-    }
-}
-
 /// Accepts a JSON string or number (`OrderId` is documented as a string; be tolerant).
 fn string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     #[derive(Deserialize)]
@@ -117,7 +105,7 @@ pub struct DescribeInstancesResponse {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct InstanceSet {
-    /// The instances.
+    /// The instances on this page; empty when none match or the field is absent.
     #[serde(default)]
     pub instance: Vec<InstanceRecord>,
 }
@@ -161,7 +149,7 @@ pub struct InstanceRecord {
     /// `month`, `week`, ... (empty for PostPaid).
     #[serde(default)]
     pub sale_cycle: String,
-    /// Tags.
+    /// The instance's tags; empty when it has none.
     #[serde(default)]
     pub tags: TagSet,
     /// Security groups.
@@ -176,7 +164,7 @@ pub struct InstanceRecord {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct TagSet {
-    /// The tags.
+    /// One record per tag; empty when the field is absent.
     #[serde(default)]
     pub tag: Vec<TagRecord>,
 }
@@ -185,9 +173,9 @@ pub struct TagSet {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct TagRecord {
-    /// Key.
+    /// The tag's key; required in every tag record.
     pub tag_key: String,
-    /// Value.
+    /// The tag's value; empty when the tag has none or the field is absent.
     #[serde(default)]
     pub tag_value: String,
 }
@@ -196,7 +184,7 @@ pub struct TagRecord {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct SecurityGroupIdSet {
-    /// The ids.
+    /// The ids of the security groups the instance belongs to (`sg-...`).
     #[serde(default)]
     pub security_group_id: Vec<String>,
 }
@@ -205,7 +193,7 @@ pub struct SecurityGroupIdSet {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct OperationLocks {
-    /// The locks.
+    /// Why the instance is locked; empty when it is not (expired: `financial`).
     #[serde(default)]
     pub lock_reason: Vec<LockRecord>,
 }
@@ -237,7 +225,7 @@ pub struct DescribeAutoRenewResponse {
     /// Page size.
     #[serde(default)]
     pub page_size: u64,
-    /// The attributes.
+    /// The auto-renew attributes on this page, one record per instance.
     #[serde(default)]
     pub instance_renew_attributes: RenewAttributeSet,
 }
@@ -246,7 +234,7 @@ pub struct DescribeAutoRenewResponse {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct RenewAttributeSet {
-    /// The attributes.
+    /// One record per instance; empty when the field is absent.
     #[serde(default)]
     pub instance_renew_attribute: Vec<RenewAttributeRecord>,
 }
@@ -299,15 +287,15 @@ pub struct DescribeRenewalPriceResponse {
     /// Request id.
     #[serde(default)]
     pub request_id: String,
-    /// The price.
+    /// The quote for the requested renewal; required (no default).
     pub price_info: PriceInfo,
 }
 
-/// `PriceInfo`.
+/// `PriceInfo: {Price: {...}}`, the quote in a DescribeRenewalPrice answer.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct PriceInfo {
-    /// The price.
+    /// The amounts (list, discount, charged) and their currency.
     pub price: PriceRecord,
 }
 
@@ -320,7 +308,7 @@ pub struct PriceRecord {
     /// List price.
     #[serde(default)]
     pub original_price: f64,
-    /// Discount.
+    /// The amount taken off the list price (an amount, not a rate); 0 when absent.
     #[serde(default)]
     pub discount_price: f64,
     /// What is charged: original − discount.
@@ -334,7 +322,7 @@ pub struct DescribeRegionsResponse {
     /// Request id.
     #[serde(default)]
     pub request_id: String,
-    /// The regions.
+    /// Every region the service lists; empty when the field is absent.
     #[serde(default)]
     pub regions: RegionSet,
 }
@@ -343,7 +331,7 @@ pub struct DescribeRegionsResponse {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct RegionSet {
-    /// The regions.
+    /// One record per region; empty when the field is absent.
     #[serde(default)]
     pub region: Vec<RegionRecord>,
 }
@@ -404,7 +392,7 @@ pub enum InstanceDecodeError {
     ExpiredTime {
         /// Which instance.
         instance_id: String,
-        /// Why.
+        /// Why the `ExpiredTime` text did not parse.
         #[source]
         source: time::InvalidTime,
     },
@@ -413,7 +401,7 @@ pub enum InstanceDecodeError {
     ChargeType {
         /// Which instance.
         instance_id: String,
-        /// The value.
+        /// The `InstanceChargeType` text as received.
         value: String,
     },
 }
@@ -480,7 +468,7 @@ pub fn type_family_of(instance_type: &str) -> String {
 pub struct AutoRenewAttribute {
     /// Instance id.
     pub instance_id: String,
-    /// The switch.
+    /// The auto-renew switch; from `AutoRenewEnabled` when `RenewalStatus` is absent.
     pub renewal_status: RenewalStatus,
     /// Length per automatic renewal (0 when not auto-renewing).
     pub duration: u32,

@@ -251,13 +251,13 @@ fn figures(pid: u32) -> ProcessFigures {
 /// The figures for one fleet size.
 #[derive(Debug, Clone)]
 pub struct SizeReport {
-    /// Instances.
+    /// How many instances the emulated fleet holds.
     pub size: usize,
     /// Calls per action: (made, lower bound).
     pub calls: BTreeMap<Action, (u64, u64)>,
     /// Pass wall time.
     pub pass: Duration,
-    /// The bound.
+    /// The wall time the rate limit and per-call latency allow the pass (see `bounds`).
     pub bound: Duration,
     /// Peak RSS (KiB) by the end of the pass.
     pub peak_rss_kib: u64,
@@ -555,8 +555,8 @@ async fn drain_heap(mut lines: tokio::sync::mpsc::UnboundedReceiver<String>) -> 
     heap
 }
 
-/// Reads the calls and renewals from the emulator, shuts it down and puts the size's report
-/// together.
+/// Reads the calls and renewals from the emulator, shuts it down and puts the size's
+/// report together.
 async fn finish(
     size: usize,
     options: &BenchOptions,

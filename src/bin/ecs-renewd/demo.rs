@@ -16,13 +16,13 @@ use tokio_util::sync::CancellationToken;
 
 use ecs_emulator::settings::{AccessKeySpec, AccountSpec, GeneratorSpec, InstanceSpec};
 use ecs_emulator::{EmulatorConfig, EmulatorHandle, Order};
-use ecs_renewd::clock::{Clock, SystemClock, VirtualClock};
 use ecs_renewd::cloud::credentials::Environment;
 use ecs_renewd::cloud::types::{ChargeType, PeriodUnit, RenewalStatus};
 use ecs_renewd::commands::Failure;
 use ecs_renewd::config::Config;
 use ecs_renewd::daemon::{self, Setup, Ticks};
 use ecs_renewd::ledger::{HistoryEntry, Ledger, StatusRow};
+use ecs_wire::clock::{Clock, SystemClock, VirtualClock};
 
 /// Demo settings.
 #[derive(Debug, Clone)]
@@ -307,7 +307,7 @@ pub async fn run(
          the daemon runs every 2 s while the clock runs {:.0}x ({} per second)\n  metrics: http://{}/metrics   status: http://{}/status   (RUST_LOG=info shows the daemon's own logs)\n",
         emulator.url(),
         options.speed,
-        ecs_renewd::duration::format(Duration::from_secs_f64(options.speed)),
+        ecs_wire::duration::format(Duration::from_secs_f64(options.speed)),
         running.admin_addr,
         running.admin_addr
     );
@@ -451,7 +451,10 @@ fn write_auto_renew(out: &mut String, records: &[HistoryEntry], orders: &[Order]
 /// Writes the instances excluded on purpose, counted by a short form of the reason.
 fn write_skipped(out: &mut String, status: &[StatusRow]) {
     let mut skipped: BTreeMap<String, usize> = BTreeMap::new();
-    for row in status.iter().filter(|r| r.state == "excluded") {
+    for row in status
+        .iter()
+        .filter(|r| r.state == ecs_renewd::InstanceState::Excluded)
+    {
         let why = if row.reason.starts_with("tagged") {
             "skip tag".to_owned()
         } else if row.reason.contains("lets it lapse") {
@@ -508,7 +511,7 @@ fn write_spend(out: &mut String, orders: &[Order]) {
         let _ = writeln!(
             out,
             "spend by ecs-renewd: {}",
-            ecs_renewd::money::Money {
+            ecs_renewd::Money {
                 cents,
                 currency: currency.to_owned()
             }

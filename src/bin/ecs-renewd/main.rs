@@ -11,10 +11,10 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod demo;
 
-use ecs_renewd::clock::SystemClock;
 use ecs_renewd::cloud::credentials::Environment;
 use ecs_renewd::commands::{self, Failure};
-use ecs_renewd::telemetry::{self, LogFormat};
+use ecs_renewd::{LogFormat, init_logging};
+use ecs_wire::clock::SystemClock;
 
 #[derive(Parser)]
 #[command(
@@ -136,7 +136,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    ecs_renewd::memory::tune_allocator();
+    ecs_renewd::tune_allocator();
     let cli = Cli::parse();
     // The demo narrates what the daemon does; its logs stay off unless RUST_LOG asks.
     let default_filter = if matches!(cli.command, Command::Demo { .. }) {
@@ -144,7 +144,7 @@ fn main() -> ExitCode {
     } else {
         "info"
     };
-    telemetry::init(cli.log_format, default_filter);
+    init_logging(cli.log_format, default_filter);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -13,13 +13,13 @@
 //! A ledger failure ends the pass at once and is returned: nothing is charged without its
 //! record.
 
-pub mod act;
-pub mod observe;
-pub mod price_and_belts;
-pub mod publish;
-pub mod settle;
-pub mod summary;
-pub mod verify_and_auto_renew;
+pub(crate) mod act;
+pub(crate) mod observe;
+pub(crate) mod price_and_belts;
+pub(crate) mod publish;
+pub(crate) mod settle;
+pub(crate) mod summary;
+pub(crate) mod verify_and_auto_renew;
 
 use std::sync::Arc;
 
@@ -32,14 +32,14 @@ use crate::cloud::credentials::Environment;
 use crate::config::Config;
 use crate::ledger::{Ledger, LedgerError, StatusUpdate};
 use crate::metrics::Metrics;
-use crate::policy::InstanceState;
+use crate::policy::{InstanceState, NextAction};
 use crate::reconcile::PassContext;
 use crate::reconcile::assess::RenewCandidate;
 pub use crate::reconcile::context::day_key;
-pub use summary::{DuplicateSources, PassSummary, SourceResult};
+pub use summary::PassSummary;
 
-/// Everything a pass needs; built by [`Engine::connect`] for `once`, `run`, a reload and the
-/// tests.
+/// Everything a pass needs; built by [`Engine::connect`] for `once`, `run`, a reload and
+/// the tests.
 pub struct Engine {
     /// The config the passes run with (a reload builds a new engine).
     pub config: Arc<Config>,
@@ -64,7 +64,7 @@ pub struct EngineBase {
     pub metrics: Arc<Metrics>,
     /// The time source.
     pub clock: Arc<dyn Clock>,
-    /// Shutdown.
+    /// Shutdown: no new call starts once it fires; a reloaded engine keeps the same token.
     pub cancel: CancellationToken,
 }
 
@@ -181,7 +181,7 @@ fn earliest(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTi
 fn update_for(
     c: &RenewCandidate,
     state: InstanceState,
-    decision: &str,
+    decision: NextAction,
     reason: String,
     retry_at: Option<DateTime<Utc>>,
     failed_attempts: u32,
@@ -189,8 +189,8 @@ fn update_for(
     StatusUpdate {
         account: c.account.to_string(),
         instance_id: c.instance.id.clone(),
-        state: state.as_str().to_owned(),
-        decision: decision.to_owned(),
+        state,
+        decision,
         reason,
         due_at: retry_at,
         failed_attempts,

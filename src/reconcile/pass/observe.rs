@@ -70,8 +70,8 @@ pub async fn observe(
     })
 }
 
-/// Per source: metrics, logs and the summary's source results; returns the sources scanned
-/// completely.
+/// Per source: metrics, logs and the summary's source results; returns the sources
+/// scanned completely.
 fn record_sources<'r>(
     ctx: &PassContext<'_>,
     reports: &'r [SourceReport],

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use super::summary::PassSummary;
 use super::update_for;
 use crate::ledger::{LedgerError, StatusUpdate};
-use crate::policy::{InstanceState, Trip, apply_belts, auto_renew_enables_belt};
+use crate::policy::{InstanceState, NextAction, Trip, apply_belts, auto_renew_enables_belt};
 use crate::reconcile::PassContext;
 use crate::reconcile::assess::{Assessment, AutoRenewChange, RenewCandidate};
 use crate::reconcile::belts::belt_inputs;
@@ -63,7 +63,7 @@ pub async fn price_and_belts(
         held.push(update_for(
             c,
             InstanceState::Due,
-            "hold",
+            NextAction::Hold,
             format!("{} — held: the {limit} limit tripped", c.reason),
             None,
             c.failed_attempts,

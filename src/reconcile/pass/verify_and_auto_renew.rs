@@ -9,7 +9,7 @@ use super::act::{Acted, move_state};
 use super::settle::warn_if_outcome_unrecorded;
 use super::summary::PassSummary;
 use crate::ledger::{Histories, LedgerError, Settlement, StatusUpdate};
-use crate::policy::InstanceState;
+use crate::policy::{InstanceState, NextAction};
 use crate::reconcile::assess::AutoRenewChange;
 use crate::reconcile::verify::{Verified, VerifyTarget, verify};
 use crate::reconcile::{PassContext, auto_renew};
@@ -107,8 +107,8 @@ fn apply_verified(verified: Vec<Verified>, acted: &mut Acted, summary: &mut Pass
                     InstanceState::PendingVerification,
                     InstanceState::Ok,
                 );
-                update.state = InstanceState::Ok.as_str().to_owned();
-                update.decision = "none".to_owned();
+                update.state = InstanceState::Ok;
+                update.decision = NextAction::Nothing;
                 update.reason = reason;
                 update.due_at = None;
                 update.expires_at = Some(v.new_expiry);
@@ -116,8 +116,8 @@ fn apply_verified(verified: Vec<Verified>, acted: &mut Acted, summary: &mut Pass
             None => acted.updates.push(StatusUpdate {
                 account: v.target.account.to_string(),
                 instance_id: v.target.instance_id.clone(),
-                state: InstanceState::Ok.as_str().to_owned(),
-                decision: "none".to_owned(),
+                state: InstanceState::Ok,
+                decision: NextAction::Nothing,
                 reason,
                 due_at: None,
                 failed_attempts: 0,

@@ -37,14 +37,14 @@ use chrono::{DateTime, Utc};
 use ecs_emulator::settings::{AccessKeySpec, AccountSpec, InstanceSpec};
 use ecs_emulator::world::Lifecycle;
 use ecs_emulator::{EmulatorConfig, EmulatorHandle, FaultKind, FaultSpec};
-use ecs_renewd::clock::{Clock, VirtualClock};
 use ecs_renewd::cloud::Action;
 use ecs_renewd::cloud::credentials::Environment;
 use ecs_renewd::cloud::types::{ChargeType, PeriodUnit, RenewalStatus};
 use ecs_renewd::config::Config;
-use ecs_renewd::daemon::wake::RetryWakes;
-use ecs_renewd::reconcile::assess::HistorySource;
-use ecs_renewd::reconcile::pass::{Engine, PassSummary};
+use ecs_renewd::daemon::RetryWakes;
+use ecs_renewd::reconcile::HistorySource;
+use ecs_renewd::reconcile::{Engine, PassSummary};
+use ecs_wire::clock::{Clock, VirtualClock};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, RngSeed};
 use rand::rngs::StdRng;
@@ -693,8 +693,7 @@ impl Model {
         loop {
             let now = self.clock.now();
             let tick =
-                ecs_renewd::daemon::scheduler::next_fire(&config.schedule, config.timezone, now)
-                    .unwrap();
+                ecs_renewd::daemon::next_fire(&config.schedule, config.timezone, now).unwrap();
             let (at, kind) = match self.wakes.next() {
                 Some(retry) if retry < tick => (retry.max(now), Kind::Retry),
                 _ => (tick, Kind::Cron),
@@ -752,11 +751,8 @@ impl Model {
     /// emulator then carries the request out. The next process must neither lose nor repeat
     /// the charge.
     async fn kill_during_renewal(&mut self, totals: &Totals) -> Check {
-        self.emulator.add_fault(FaultSpec::next(
-            Action::RenewInstance,
-            1,
-            FaultKind::Latency { ms: 150 },
-        ));
+        self.emulator
+            .add_fault(FaultSpec::latency(Action::RenewInstance, 150));
         let renewals = self.emulator.calls().count(Action::RenewInstance);
         {
             let engine = self.engine.as_ref().unwrap();
