@@ -56,6 +56,10 @@ pub enum RenewOutcome {
     },
     /// Shutdown began first; nothing was sent.
     NotSent,
+    /// A ledger write failed while renewing it, and the pass stopped. Whatever was written
+    /// stays: an intent whose request may have left is resent with its token next pass, never
+    /// taken for uncharged.
+    Unrecorded,
 }
 
 /// One renewal's result.
@@ -73,17 +77,6 @@ pub struct RenewalResult {
     pub old_expiry: DateTime<Utc>,
     /// What happened.
     pub outcome: RenewOutcome,
-}
-
-/// A ledger write that failed while renewing, with the outcome to report for the renewal it
-/// was part of: `NotSent` when the request never left, `Unknown` when it did (the intent stays
-/// open and is resent with its token, never taken for uncharged).
-#[derive(Debug)]
-pub struct Unrecorded {
-    /// What to report for the renewal.
-    pub outcome: RenewOutcome,
-    /// The ledger's failure, which ends the pass.
-    pub error: LedgerError,
 }
 
 /// Renews the allowed candidates; sources in parallel, one renewal at a time per source.
@@ -186,9 +179,11 @@ async fn renew_source(
         .await
         {
             Ok(outcome) => results.push(result(candidate, outcome)),
-            Err(Unrecorded { outcome, error }) => {
+            // Every ledger failure takes this one path: acting stops everywhere, and the
+            // failure ends the pass.
+            Err(error) => {
                 stop.cancel();
-                results.push(result(candidate, outcome));
+                results.push(result(candidate, RenewOutcome::Unrecorded));
                 return (results, Some(error));
             }
         }
@@ -197,14 +192,15 @@ async fn renew_source(
 }
 
 /// One renewal: decide again on the fresh read, write the intent and its attempt, send, record
-/// the outcome. A ledger failure comes back with the outcome to report for this candidate.
+/// the outcome. A ledger failure is returned as it is: the caller reports the renewal as
+/// `Unrecorded` and stops acting.
 async fn renew_one(
     ctx: &PassContext<'_>,
     histories: &(dyn HistorySource + Sync),
     client: &AccountClient,
     candidate: &RenewCandidate,
     fresh: Option<&Instance>,
-) -> Result<RenewOutcome, Unrecorded> {
+) -> Result<RenewOutcome, LedgerError> {
     let Some(instance) = fresh else {
         return Ok(RenewOutcome::Skipped(
             "not listed any more (released?)".into(),
@@ -277,10 +273,7 @@ async fn renew_one(
         Ok(ids) => ids,
         Err(error) => {
             tracing::error!(error = %error, instance = %instance.id, "ledger write failed: no renewal is sent");
-            return Err(Unrecorded {
-                outcome: RenewOutcome::NotSent,
-                error,
-            });
+            return Err(error);
         }
     };
     let sent = client
@@ -305,11 +298,7 @@ async fn renew_one(
                 .blocking("recording a renewal not sent", move |ledger| {
                     ledger.finish_not_sent(stored.id, attempt_id, now)
                 })
-                .await
-                .map_err(|error| Unrecorded {
-                    outcome: RenewOutcome::NotSent,
-                    error,
-                })?;
+                .await?;
             Ok(RenewOutcome::NotSent)
         }
         Err(error) => record_failure(ctx, &sent_as, error).await,
@@ -332,7 +321,7 @@ async fn record_order(
     ctx: &PassContext<'_>,
     sent: &Sent<'_>,
     receipt: crate::cloud::ecs::RenewReceipt,
-) -> Result<RenewOutcome, Unrecorded> {
+) -> Result<RenewOutcome, LedgerError> {
     let now = ctx.clock.now();
     let (intent_id, attempt_id) = (sent.stored.id, sent.attempt_id);
     let (order_id, request_id, day) = (
@@ -351,10 +340,7 @@ async fn record_order(
         // marked unknown at the next pass and resent with the same token, which returns
         // this order.
         tracing::error!(error = %error, order_id = %receipt.order_id, "ledger write failed after an order");
-        return Err(Unrecorded {
-            outcome: RenewOutcome::Unknown { retry_at: now },
-            error,
-        });
+        return Err(error);
     }
     ctx.metrics
         .renewals_total
@@ -402,7 +388,7 @@ async fn record_failure(
     ctx: &PassContext<'_>,
     sent: &Sent<'_>,
     error: CloudError,
-) -> Result<RenewOutcome, Unrecorded> {
+) -> Result<RenewOutcome, LedgerError> {
     let now = ctx.clock.now();
     let class = error.class();
     // A busy answer means a request with this token (or another order) is still being
@@ -425,18 +411,12 @@ async fn record_failure(
     };
     let kept = record.clone();
     let (intent_id, attempt_id, day) = (sent.stored.id, sent.attempt_id, ctx.day.clone());
-    if let Err(ledger_error) = ctx
-        .ledger
+    // The attempt stays out if this fails: the next pass marks it unknown and resends.
+    ctx.ledger
         .blocking("recording a failed renewal", move |ledger| {
             ledger.finish_failed(intent_id, attempt_id, &kept, unknown, retry_at, &day, now)
         })
-        .await
-    {
-        return Err(Unrecorded {
-            outcome: RenewOutcome::Unknown { retry_at },
-            error: ledger_error,
-        });
-    }
+        .await?;
     let label = if unknown {
         RESULT_UNKNOWN
     } else {

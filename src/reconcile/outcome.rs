@@ -81,6 +81,10 @@ pub fn state_after(outcome: &RenewOutcome, reason: &str, failed_attempts: u32) -
             stays_due(format!("{reason} (dry run: not sent; ClientToken {token})"))
         }
         RenewOutcome::NotSent => stays_due(format!("{reason} (not sent: shutting down)")),
+        RenewOutcome::Unrecorded => stays_due(format!(
+            "{reason} (the ledger could not record this renewal and the pass stopped; an intent \
+             written for it is resent with its ClientToken next pass)"
+        )),
     }
 }
 
@@ -159,7 +163,7 @@ mod tests {
     }
 
     #[test]
-    fn skipped_dry_run_and_not_sent_stay_due_and_count_nothing() {
+    fn skipped_dry_run_not_sent_and_unrecorded_stay_due_and_count_nothing() {
         let cases = [
             (
                 RenewOutcome::Skipped("expiry moved".into()),
@@ -174,6 +178,12 @@ mod tests {
             (
                 RenewOutcome::NotSent,
                 "due in 3 days (not sent: shutting down)".to_owned(),
+            ),
+            (
+                RenewOutcome::Unrecorded,
+                "due in 3 days (the ledger could not record this renewal and the pass stopped; \
+                 an intent written for it is resent with its ClientToken next pass)"
+                    .to_owned(),
             ),
         ];
         for (outcome, reason) in cases {

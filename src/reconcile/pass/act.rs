@@ -149,7 +149,7 @@ fn count_outcome(
             summary.renew_unknown += 1;
             acted.next_retry = earliest(acted.next_retry, Some(*retry_at));
         }
-        RenewOutcome::Skipped(_) | RenewOutcome::NotSent => {
+        RenewOutcome::Skipped(_) | RenewOutcome::NotSent | RenewOutcome::Unrecorded => {
             summary.skipped += 1;
             acted.refused.extend(c.refused.clone());
         }
