@@ -10,13 +10,13 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use chrono::TimeZone;
-use ecs_renewd::cloud::Action;
-use ecs_renewd::cloud::client::{form_body, signed_parameters};
 use ecs_renewd::cloud::credentials::{
     Credentials, CredentialsConfig, Environment, SourceKind, resolve,
 };
-use ecs_renewd::cloud::signer;
+use ecs_renewd::cloud::{form_body, signed_parameters};
+use ecs_wire::Action;
 use ecs_wire::secret::{Secret, read_secret_file};
+use ecs_wire::signer;
 
 /// Unreserved characters only, so the percent-encoded forms (the form body, the string to
 /// sign) spell them the same way.

@@ -194,7 +194,7 @@ pub fn run_history(
                 .map(|e| {
                     vec![
                         e.at.format("%Y-%m-%d %H:%M:%S").to_string(),
-                        e.kind.clone(),
+                        e.kind.to_string(),
                         e.account.clone(),
                         e.region.clone(),
                         e.instance_id.clone(),
@@ -202,7 +202,7 @@ pub fn run_history(
                         if e.maybe_charged && e.status != "unknown" {
                             format!("{} (may have charged)", e.status)
                         } else {
-                            e.status.clone()
+                            e.status.to_string()
                         },
                         e.attempts.to_string(),
                         e.order_id.clone().unwrap_or_else(|| "-".into()),

@@ -10,6 +10,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use crate::ledger::SourceStatus;
 use crate::reconcile::pass::PassSummary;
 
 #[derive(Debug, Clone, Default)]
@@ -47,14 +48,14 @@ const REFUSALS_NAMED: usize = 5;
 
 impl Health {
     /// Starts from the ledger's record of complete scans.
-    pub fn new(interval: Duration, successes: Vec<(String, String, DateTime<Utc>)>) -> Health {
+    pub fn new(interval: Duration, successes: Vec<SourceStatus>) -> Health {
         let sources = successes
             .into_iter()
-            .map(|(account, region, at)| {
+            .map(|s| {
                 (
-                    (account, region),
+                    (s.account, s.region),
                     SourceHealth {
-                        last_success: Some(at),
+                        last_success: Some(s.last_success),
                         last_failure: None,
                     },
                 )

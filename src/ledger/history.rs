@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::{Ledger, LedgerError, rows};
+use crate::closed_enum;
 use crate::money::Money;
 use crate::policy::{History, HistorySource, IntentStatus, IntentView};
 
@@ -35,13 +36,59 @@ pub struct Histories {
     pub open: Vec<OpenIntent>,
 }
 
+closed_enum! {
+    /// What a money-moving record is.
+    pub enum RecordKind {
+        /// A RenewInstance intent and its attempts.
+        Renewal => "renewal",
+        /// A ModifyInstanceAutoRenewAttribute change.
+        AutoRenew => "auto_renew",
+    }
+}
+
+closed_enum! {
+    /// Where a record stands: a renewal intent's status or an auto-renew change's result, as
+    /// the ledger stores them.
+    pub enum RecordStatus {
+        /// Written, not sent yet.
+        Prepared => "prepared",
+        /// An attempt is out (or was, when the process stopped).
+        Sent => "sent",
+        /// Sent without an answer: may have charged; resent with its token.
+        Unknown => "unknown",
+        /// The service answered with an order.
+        Ordered => "ordered",
+        /// Refused; retried after its backoff.
+        Failed => "failed",
+        /// The new expiry showed after our order.
+        Verified => "verified",
+        /// The expiry moved without our order.
+        Superseded => "superseded",
+        /// An auto-renew change written, its answer not recorded yet.
+        Pending => "pending",
+        /// An auto-renew change the service accepted.
+        Accepted => "ok",
+        /// An auto-renew change that a later scan did not see in effect.
+        Mismatch => "mismatch",
+    }
+}
+
+/// A stored status or result word; one this build does not know is an error naming the row.
+fn record_status(
+    cell: &rows::Cell<'_>,
+    column: &'static str,
+    text: &str,
+) -> Result<RecordStatus, LedgerError> {
+    RecordStatus::parse(text).ok_or_else(|| cell.other(column, text))
+}
+
 /// One money-moving record for `history`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HistoryEntry {
     /// When it happened.
     pub at: DateTime<Utc>,
-    /// `renewal` or `auto_renew`.
-    pub kind: String,
+    /// A renewal or an auto-renew change.
+    pub kind: RecordKind,
     /// Name of the config account entry the record was made through.
     pub account: String,
     /// The instance's region, e.g. cn-hangzhou.
@@ -52,8 +99,8 @@ pub struct HistoryEntry {
     pub request: String,
     /// ClientToken (renewals).
     pub client_token: Option<String>,
-    /// Status / result.
-    pub status: String,
+    /// Where the record stands (the intent's status, or the change's result).
+    pub status: RecordStatus,
     /// Order id.
     pub order_id: Option<String>,
     /// Request id.
@@ -79,6 +126,18 @@ impl HistorySource for Histories {
             .cloned()
             .unwrap_or_default()
     }
+}
+
+/// One intent's ClientToken, its order (when one is recorded) and its status word, for
+/// checks that every charge in the cloud has its record and every record its charge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    /// The ClientToken the intent's requests carried.
+    pub client_token: String,
+    /// The order the service returned, when one was recorded.
+    pub order_id: Option<String>,
+    /// The intent's status as stored (`ordered`, `verified`, `failed`, ...).
+    pub status: String,
 }
 
 impl Ledger {
@@ -222,7 +281,7 @@ impl Ledger {
             let price: Option<i64> = r.get(11).map_err(read)?;
             entries.push(HistoryEntry {
                 at: cell.time("created_at", &text(1)?)?,
-                kind: "renewal".into(),
+                kind: RecordKind::Renewal,
                 account: text(2)?,
                 region: text(3)?,
                 instance_id: text(4)?,
@@ -232,7 +291,7 @@ impl Ledger {
                     cell.unit("unit", &text(6)?)?
                 ),
                 client_token: Some(text(7)?),
-                status: text(8)?,
+                status: record_status(&cell, "status", &text(8)?)?,
                 order_id: optional(9)?,
                 request_id: optional(10)?,
                 price: match (price, optional(12)?) {
@@ -279,7 +338,7 @@ impl Ledger {
             let optional = |i: usize| r.get::<_, Option<String>>(i).map_err(read);
             entries.push(HistoryEntry {
                 at: cell.time("at", &text(1)?)?,
-                kind: "auto_renew".into(),
+                kind: RecordKind::AutoRenew,
                 account: text(2)?,
                 region: text(3)?,
                 instance_id: text(4)?,
@@ -290,7 +349,7 @@ impl Ledger {
                     cell.unit("unit", &text(7)?)?
                 ),
                 client_token: None,
-                status: text(8)?,
+                status: record_status(&cell, "result", &text(8)?)?,
                 order_id: None,
                 request_id: optional(9)?,
                 price: None,
@@ -308,7 +367,7 @@ impl Ledger {
     }
 
     /// Every intent's token and order id (for invariant checks against the cloud's orders).
-    pub fn tokens_and_orders(&self) -> Result<Vec<(String, Option<String>, String)>, LedgerError> {
+    pub fn tokens_and_orders(&self) -> Result<Vec<TokenRecord>, LedgerError> {
         let read = |source| LedgerError::Read {
             what: "reading tokens",
             source,
@@ -318,7 +377,13 @@ impl Ledger {
             .prepare("SELECT client_token, order_id, status FROM intents ORDER BY id")
             .map_err(read)?;
         let rows = statement
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .query_map([], |r| {
+                Ok(TokenRecord {
+                    client_token: r.get(0)?,
+                    order_id: r.get(1)?,
+                    status: r.get(2)?,
+                })
+            })
             .map_err(read)?
             .collect::<Result<Vec<_>, _>>()
             .map_err(read)?;

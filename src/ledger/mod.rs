@@ -37,7 +37,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OpenFlags};
 
 pub use auto_renew::{AutoRenewAnswer, ChangeCheck, PendingAutoRenew, UncheckedChange};
-pub use history::{Histories, HistoryEntry, OpenIntent};
+pub use history::{Histories, HistoryEntry, OpenIntent, RecordKind, RecordStatus, TokenRecord};
 pub use intents::StoredIntent;
 pub use lock::{LOCK_FILE, LockError, StateLock};
 pub use passes::PassRecord;

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, params};
 
-use super::{Ledger, LedgerError, rows, ts};
+use super::{Ledger, LedgerError, SourceStatus, rows, ts};
 
 /// A pass as recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,7 +123,7 @@ impl Ledger {
     }
 
     /// When each source was last scanned completely.
-    pub fn source_successes(&self) -> Result<Vec<(String, String, DateTime<Utc>)>, LedgerError> {
+    pub fn source_successes(&self) -> Result<Vec<SourceStatus>, LedgerError> {
         let read = |source| LedgerError::Read {
             what: "reading source scans",
             source,
@@ -144,7 +144,11 @@ impl Ledger {
                 row: &key,
             }
             .time("last_success", &r.get::<_, String>(2).map_err(read)?)?;
-            out.push((account, region, at));
+            out.push(SourceStatus {
+                account,
+                region,
+                last_success: at,
+            });
         }
         Ok(out)
     }

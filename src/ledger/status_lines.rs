@@ -123,15 +123,7 @@ impl Ledger {
                 result: p.result,
                 summary: serde_json::from_str(&p.summary).unwrap_or(serde_json::Value::Null),
             }),
-            sources: self
-                .source_successes()?
-                .into_iter()
-                .map(|(account, region, last_success)| SourceStatus {
-                    account,
-                    region,
-                    last_success,
-                })
-                .collect(),
+            sources: self.source_successes()?,
             instances,
             next_after: next.map(|cursor| cursor.to_string()),
         })

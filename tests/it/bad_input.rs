@@ -21,15 +21,15 @@ use std::time::Duration;
 
 use ecs_emulator::settings::AccessKeySpec;
 use ecs_emulator::{EmulatorHandle, FaultKind, FaultSpec};
-use ecs_renewd::cloud::Action;
 use ecs_renewd::cloud::credentials::Environment;
-use ecs_renewd::cloud::ecs::{ClientToken, InstanceQuery};
-use ecs_renewd::cloud::error::{CloudError, ErrorClass};
-use ecs_renewd::cloud::types::PeriodUnit;
+use ecs_renewd::cloud::{ClientToken, InstanceQuery};
+use ecs_renewd::cloud::{CloudError, ErrorClass};
 use ecs_renewd::config::{Config, ConfigError};
 use ecs_renewd::ledger::{LEDGER_FILE, Ledger, NewIntent};
 use ecs_renewd::reconcile::Engine;
+use ecs_wire::Action;
 use ecs_wire::clock::VirtualClock;
+use ecs_wire::types::PeriodUnit;
 use serde_json::json;
 use support::{HARNESS_KEY, Reply, Stub, client_with, harness_fleet, instance_spec};
 use tokio_util::sync::CancellationToken;
@@ -332,7 +332,7 @@ async fn connect(config_text: &str, env: &Environment) -> Result<Vec<String>, St
         &config,
         env,
         Arc::new(ecs_wire::clock::SystemClock),
-        Arc::new(ecs_renewd::cloud::client::NoObserver),
+        Arc::new(ecs_renewd::cloud::NoObserver),
         CancellationToken::new(),
     )
     .await
@@ -522,9 +522,7 @@ async fn emulator_with_visibility(visibility: Duration) -> (EmulatorHandle, Arc<
         denied_actions: vec![Action::DescribeInstances],
     });
     fleet.settings.renew_visibility_delay = visibility;
-    let clock = Arc::new(VirtualClock::frozen(
-        ecs_renewd::cloud::time::parse(NOW).unwrap(),
-    ));
+    let clock = Arc::new(VirtualClock::frozen(ecs_wire::time::parse(NOW).unwrap()));
     let emulator =
         ecs_emulator::start_with_clock(fleet, "127.0.0.1:0".parse().unwrap(), clock.clone())
             .await
@@ -658,7 +656,7 @@ async fn ledger_cases(table: &mut Table) {
                         account: "main".into(),
                         region: REGION.into(),
                         instance_id: "i-due".into(),
-                        old_expiry: ecs_renewd::cloud::time::parse("2026-03-13T16:00Z").unwrap(),
+                        old_expiry: ecs_wire::time::parse("2026-03-13T16:00Z").unwrap(),
                         period: 1,
                         unit: PeriodUnit::Month,
                         client_token: "token-from-the-future".into(),
@@ -666,7 +664,7 @@ async fn ledger_cases(table: &mut Table) {
                         why: "due".into(),
                         price: None,
                     },
-                    ecs_renewd::cloud::time::parse(NOW).unwrap(),
+                    ecs_wire::time::parse(NOW).unwrap(),
                 )
                 .unwrap();
         }
@@ -800,7 +798,7 @@ async fn ledger_cases(table: &mut Table) {
 
 // ------------------------------------------------------------------ answers from the service
 
-fn retry_once() -> ecs_renewd::cloud::retry::RetryPolicy {
+fn retry_once() -> ecs_renewd::cloud::RetryPolicy {
     support::fast_retry(1)
 }
 
@@ -875,7 +873,7 @@ async fn api_cases(table: &mut Table) {
     if table.wants("api: clock skew of 20 minutes") {
         // Clock skew: this host's clock is 20 minutes ahead of the service's.
         let skewed = Arc::new(VirtualClock::frozen(
-            ecs_renewd::cloud::time::parse(NOW).unwrap() + chrono::Duration::minutes(20),
+            ecs_wire::time::parse(NOW).unwrap() + chrono::Duration::minutes(20),
         ));
         let error = renew(client(HARNESS_KEY, None, skewed)).await.unwrap_err();
         let mut lost = check_error(&error, ErrorClass::Clock);

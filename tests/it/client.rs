@@ -5,13 +5,13 @@ use crate::support;
 
 use std::time::Duration;
 
-use ecs_renewd::cloud::Action;
-use ecs_renewd::cloud::ecs::{AutoRenewTarget, ClientToken, InstanceQuery};
-use ecs_renewd::cloud::error::{CloudError, ErrorClass};
-use ecs_renewd::cloud::signer;
-use ecs_renewd::cloud::time;
-use ecs_renewd::cloud::types::{PeriodUnit, RenewalStatus};
+use ecs_renewd::cloud::{AutoRenewTarget, ClientToken, InstanceQuery};
+use ecs_renewd::cloud::{CloudError, ErrorClass};
+use ecs_wire::Action;
 use ecs_wire::secret::Secret;
+use ecs_wire::signer;
+use ecs_wire::time;
+use ecs_wire::types::{PeriodUnit, RenewalStatus};
 use serde_json::json;
 use support::{LogCapture, Recorded, Reply, Stub, TEST_SECRET, TEST_TOKEN, client_for, fast_retry};
 
@@ -480,7 +480,7 @@ async fn a_slow_answer_times_out_as_a_transport_error() {
         .unwrap_err();
     match &error {
         CloudError::Transport { kind, .. } => {
-            assert_eq!(*kind, ecs_renewd::cloud::error::TransportKind::Timeout)
+            assert_eq!(*kind, ecs_renewd::cloud::TransportKind::Timeout)
         }
         other => panic!("expected a timeout, got {other:?}"),
     }

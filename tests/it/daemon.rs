@@ -13,13 +13,13 @@ use std::time::Duration;
 
 use ecs_emulator::settings::InstanceSpec;
 use ecs_emulator::{EmulatorConfig, EmulatorHandle, FaultSpec};
-use ecs_renewd::cloud::Action;
 use ecs_renewd::cloud::credentials::Environment;
 use ecs_renewd::config::Config;
 use ecs_renewd::daemon::{self, Setup, Ticks};
 use ecs_renewd::daemon::{Tick, TickReason};
 use ecs_renewd::ledger::Ledger;
 use ecs_renewd::reconcile::PassSummary;
+use ecs_wire::Action;
 use ecs_wire::clock::{Clock, SystemClock, VirtualClock};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -274,7 +274,7 @@ async fn a_scheduler_that_stops_ticking_is_caught_by_the_watchdog() {
         real_time_emulator(vec![InstanceSpec::prepaid("i-a").expires_in("20d")], 1000.0).await;
     // The cron wall clock is virtual and frozen: the test moves it.
     let wall = Arc::new(VirtualClock::frozen(
-        ecs_renewd::cloud::time::parse("2026-03-10T00:01:00Z").unwrap(),
+        ecs_wire::time::parse("2026-03-10T00:01:00Z").unwrap(),
     ));
     let mut d = in_process(&emulator, Arc::new(SystemClock), wall.clone(), RENEW).await;
     next_pass(&mut d.passes).await;
@@ -286,7 +286,7 @@ async fn a_scheduler_that_stops_ticking_is_caught_by_the_watchdog() {
     );
     // The 00:15 tick never comes; past the margin (half the interval, at most 60 s) the
     // watchdog runs the pass itself.
-    wall.set(ecs_renewd::cloud::time::parse("2026-03-10T00:16:01Z").unwrap());
+    wall.set(ecs_wire::time::parse("2026-03-10T00:16:01Z").unwrap());
     next_pass(&mut d.passes).await;
     assert!(
         d.running

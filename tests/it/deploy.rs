@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use ecs_renewd::Metrics;
-use ecs_renewd::cloud::Action;
+use ecs_wire::Action;
 use ecs_wire::clock::SystemClock;
 
 const PREFIX: &str = "ecs_renewd_";

@@ -13,12 +13,12 @@ use chrono::{DateTime, Utc};
 use ecs_emulator::control::{ClockChange, KeySpec};
 use ecs_emulator::settings::{AccessKeySpec, AccountSpec, AuthClock, GeneratorSpec, InstanceSpec};
 use ecs_emulator::{EmulatorConfig, EmulatorHandle, FaultKind, FaultSpec};
-use ecs_renewd::cloud::ecs::{AutoRenewTarget, ClientToken, InstanceQuery};
-use ecs_renewd::cloud::error::{CloudError, ErrorClass};
-use ecs_renewd::cloud::types::{ChargeType, PeriodUnit, RenewalStatus};
 use ecs_renewd::cloud::{Action, EcsClient, signer, time};
+use ecs_renewd::cloud::{AutoRenewTarget, ClientToken, InstanceQuery};
+use ecs_renewd::cloud::{CloudError, ErrorClass};
 use ecs_wire::clock::{Clock, SystemClock};
 use ecs_wire::secret::Secret;
+use ecs_wire::types::{ChargeType, PeriodUnit, RenewalStatus};
 use support::fast_retry;
 
 const KEY: &str = "LTAIemulatortest";

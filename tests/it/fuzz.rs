@@ -3,7 +3,7 @@
 //!
 //! - (a) config parsing: arbitrary text and bytes, structured garbage, and mutations of
 //!   `config/example.toml` never panic and give `Ok` or located problems with a message;
-//! - (b) response decoding: arbitrary bodies for every wire type in `ecs_renewd::cloud::types`,
+//! - (b) response decoding: arbitrary bodies for every wire type in `ecs_wire::types`,
 //!   `Instance::try_from` and `AutoRenewAttribute::from`, and the client's whole decoding
 //!   path through a loopback stub (one stub, many bodies);
 //! - (c) the emulator's request parser (`Params::decode`) and `authenticate` on arbitrary
@@ -36,18 +36,18 @@ use ecs_emulator::World;
 use ecs_emulator::auth::{NonceStore, Params, authenticate};
 use ecs_emulator::settings::AccessKeySpec;
 use ecs_renewd::Money;
-use ecs_renewd::cloud::Action;
-use ecs_renewd::cloud::client::signed_parameters;
+use ecs_renewd::cloud::CloudError;
 use ecs_renewd::cloud::credentials::{Credentials, Environment};
-use ecs_renewd::cloud::ecs::{ClientToken, InstanceQuery};
-use ecs_renewd::cloud::error::CloudError;
-use ecs_renewd::cloud::types::{
+use ecs_renewd::cloud::signed_parameters;
+use ecs_renewd::cloud::{ClientToken, InstanceQuery};
+use ecs_renewd::config::{Config, ConfigError};
+use ecs_wire::Action;
+use ecs_wire::secret::Secret;
+use ecs_wire::types::{
     AutoRenewAttribute, DescribeAutoRenewResponse, DescribeInstancesResponse,
     DescribeRegionsResponse, DescribeRenewalPriceResponse, EmptyResponse, ErrorBody, Instance,
     InstanceRecord, PeriodUnit, RenewAttributeRecord, RenewInstanceResponse,
 };
-use ecs_renewd::config::{Config, ConfigError};
-use ecs_wire::secret::Secret;
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{RngSeed, TestRng, TestRunner};
@@ -818,9 +818,9 @@ proptest! {
 
     #[test]
     fn ecs_times_in_any_shape_never_panic(text in prop_oneof![prop::sample::select(VALUES).prop_map(str::to_owned), ".{0,40}", "[0-9+-]{1,7}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}(:[0-9]{2})?Z"]) {
-        if let Ok(t) = ecs_renewd::cloud::time::parse(&text) {
+        if let Ok(t) = ecs_wire::time::parse(&text) {
             // What parses formats back into something that parses to the same minute.
-            let again = ecs_renewd::cloud::time::parse(&ecs_renewd::cloud::time::format_seconds(t));
+            let again = ecs_wire::time::parse(&ecs_wire::time::format_seconds(t));
             prop_assert_eq!(again.ok(), Some(t.with_timezone(&Utc)).map(|t| {
                 chrono::DurationRound::duration_trunc(t, chrono::TimeDelta::seconds(1)).unwrap_or(t)
             }));
@@ -935,7 +935,7 @@ const NOW: &str = "2026-03-10T04:00:00Z";
 const STS: (&str, &str, &str) = ("STS.fuzz", "fuzz-sts-secret", "fuzz-sts-token");
 
 fn now() -> DateTime<Utc> {
-    ecs_renewd::cloud::time::parse(NOW).unwrap()
+    ecs_wire::time::parse(NOW).unwrap()
 }
 
 /// The emulator's world: the harness key and an STS key.
@@ -1029,7 +1029,7 @@ fn reaches_the_signature_check(params: &Params, method: &str) -> bool {
     .all(|n| get(n).is_some())
         && get("SignatureMethod") == Some("HMAC-SHA1")
         && get("SignatureVersion") == Some("1.0")
-        && ecs_renewd::cloud::time::parse(get("Timestamp").unwrap_or_default())
+        && ecs_wire::time::parse(get("Timestamp").unwrap_or_default())
             .is_ok_and(|t| (now() - t).abs() <= chrono::TimeDelta::minutes(15))
         && matches!(get("AccessKeyId"), Some(k) if k == HARNESS_KEY.0 || k == STS.0)
         && !method.is_empty()
@@ -1192,7 +1192,7 @@ proptest! {
         }
 
         // The same request signed with another secret is refused too.
-        let wrong = ecs_renewd::cloud::signer::sign(
+        let wrong = ecs_wire::signer::sign(
             "POST",
             signed.parameters.iter().map(|(n, v)| (n.as_str(), v.as_str())),
             &Secret::new(format!("{secret}x")),

@@ -15,12 +15,12 @@ use std::time::Duration;
 
 use ecs_emulator::settings::AccessKeySpec;
 use ecs_emulator::{EmulatorHandle, FaultKind, FaultSpec};
-use ecs_renewd::cloud::Action;
 use ecs_renewd::cloud::credentials::Environment;
 use ecs_renewd::config::Config;
 use ecs_renewd::daemon::Tick;
 use ecs_renewd::daemon::{self, Setup, Ticks};
 use ecs_renewd::reconcile::PassSummary;
+use ecs_wire::Action;
 use ecs_wire::clock::{Clock, VirtualClock};
 use support::{HARNESS_KEY, Harness, harness_fleet, instance_spec};
 use tokio::sync::mpsc;
@@ -652,10 +652,7 @@ async fn shutdown_between_retries_after_an_unanswered_attempt_is_an_unknown_outc
     .await;
     assert!(error.outcome_unknown(), "{error}");
     assert!(
-        !matches!(
-            error,
-            ecs_renewd::cloud::error::CloudError::ShuttingDown { .. }
-        ),
+        !matches!(error, ecs_renewd::cloud::CloudError::ShuttingDown { .. }),
         "{error}"
     );
 }
@@ -676,9 +673,7 @@ async fn shutdown_between_retries_after_a_refused_attempt_keeps_the_refusal() {
 
 /// Sends a renewal whose first attempt gets `first`; shutdown begins while the retry waits
 /// five seconds for the rate limiter; returns how the call ended.
-async fn shutdown_while_the_retry_waits(
-    first: support::Reply,
-) -> ecs_renewd::cloud::error::CloudError {
+async fn shutdown_while_the_retry_waits(first: support::Reply) -> ecs_renewd::cloud::CloudError {
     let (arrived_tx, mut arrived) = mpsc::unbounded_channel();
     let stub = support::Stub::start(move |_, index| {
         let _ = arrived_tx.send(index);
@@ -688,12 +683,12 @@ async fn shutdown_while_the_retry_waits(
     let cancel = CancellationToken::new();
     // One call every five seconds per action: the retry waits in the limiter.
     let client = {
-        use ecs_renewd::cloud::client::{ClientSettings, shared_http_client};
+        use ecs_renewd::cloud::RateLimitConfig;
         use ecs_renewd::cloud::credentials::{CredentialProvider, Credentials};
-        use ecs_renewd::cloud::rate_limit::RateLimitConfig;
+        use ecs_renewd::cloud::{ClientSettings, shared_http_client};
         let settings = ClientSettings {
             account: "main".into(),
-            endpoint: ecs_renewd::cloud::endpoint::Endpoint::parse(&stub.url()).unwrap(),
+            endpoint: ecs_renewd::cloud::Endpoint::parse(&stub.url()).unwrap(),
             read_timeouts: Vec::new(),
             retry: support::fast_retry(3),
             rate_limit: RateLimitConfig {
@@ -726,7 +721,7 @@ async fn shutdown_while_the_retry_waits(
                 "cn-hangzhou",
                 "i-1",
                 1,
-                ecs_renewd::cloud::types::PeriodUnit::Month,
+                ecs_wire::types::PeriodUnit::Month,
                 &token,
             )
             .await

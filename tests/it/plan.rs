@@ -9,12 +9,12 @@ use std::sync::Arc;
 use ecs_emulator::settings::{AccessKeySpec, AccountSpec, InstanceSpec};
 use ecs_emulator::{EmulatorConfig, EmulatorHandle};
 use ecs_renewd::cloud::credentials::Environment;
-use ecs_renewd::cloud::time;
-use ecs_renewd::cloud::types::{ChargeType, PeriodUnit, RenewalStatus};
 use ecs_renewd::commands::plan;
 use ecs_renewd::config::Config;
 use ecs_renewd::reconcile::NoHistory;
 use ecs_wire::clock::VirtualClock;
+use ecs_wire::time;
+use ecs_wire::types::{ChargeType, PeriodUnit, RenewalStatus};
 use serde_json::json;
 
 const NOW: &str = "2026-03-10T04:00:00Z";
@@ -204,7 +204,7 @@ async fn plan_sends_no_mutating_call() {
     let calls = emulator.calls();
     assert_eq!(calls.mutating(), 0, "{calls:?}");
     assert!(
-        calls.count(ecs_renewd::cloud::Action::DescribeRenewalPrice) >= 3,
+        calls.count(ecs_wire::Action::DescribeRenewalPrice) >= 3,
         "plan prices every renewal: {calls:?}"
     );
     assert!(emulator.orders().is_empty());

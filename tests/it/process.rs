@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use ecs_emulator::settings::InstanceSpec;
 use ecs_emulator::{EmulatorConfig, EmulatorHandle, FaultSpec};
-use ecs_renewd::cloud::Action;
 use ecs_renewd::ledger::Ledger;
+use ecs_wire::Action;
 use support::{HARNESS_KEY, harness_fleet, instance_spec};
 
 /// An emulator following real time (the binary signs with the wall clock) with one instance

@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use ecs_emulator::settings::InstanceSpec;
 use ecs_emulator::{FaultKind, FaultSpec};
-use ecs_renewd::cloud::Action;
-use ecs_renewd::cloud::types::{ChargeType, RenewalStatus};
 use ecs_renewd::ledger::Ledger;
+use ecs_wire::Action;
 use ecs_wire::clock::Clock;
+use ecs_wire::types::{ChargeType, RenewalStatus};
 use support::{Harness, harness_fleet, instance_spec};
 
 const NOW: &str = "2026-03-10T04:00:00Z";
@@ -181,7 +181,7 @@ async fn invariant_3_an_expiry_that_moved_after_the_scan_is_not_renewed() {
             "main",
             "i-due",
             1,
-            ecs_renewd::cloud::types::PeriodUnit::Month,
+            ecs_wire::types::PeriodUnit::Month,
             Some("console"),
             now,
         )
@@ -425,7 +425,7 @@ async fn a_missed_provider_deduction_is_renewed_by_the_fallback_once() {
     );
     // First deduction 03-12 08:00 UTC+8 fails; fallback point 03-13 18:00 UTC+8 = 03-13T10:00Z.
     h.clock
-        .set(ecs_renewd::cloud::time::parse("2026-03-13T09:00:00Z").unwrap());
+        .set(ecs_wire::time::parse("2026-03-13T09:00:00Z").unwrap());
     let before = h.pass().await;
     assert_eq!(before.renewed, 0);
     assert!(
@@ -436,7 +436,7 @@ async fn a_missed_provider_deduction_is_renewed_by_the_fallback_once() {
         "overdue shows before the fallback acts"
     );
     h.clock
-        .set(ecs_renewd::cloud::time::parse("2026-03-13T10:05:00Z").unwrap());
+        .set(ecs_wire::time::parse("2026-03-13T10:05:00Z").unwrap());
     assert_eq!(h.pass().await.renewed, 1);
     h.advance(minutes(30));
     assert_eq!(h.pass().await.renewed, 0);

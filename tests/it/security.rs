@@ -25,12 +25,12 @@ use std::time::Duration;
 
 use ecs_emulator::settings::{AccessKeySpec, InstanceSpec};
 use ecs_emulator::{EmulatorConfig, EmulatorHandle, FaultKind, FaultSpec};
-use ecs_renewd::cloud::Action;
 use ecs_renewd::cloud::credentials::Environment;
-use ecs_renewd::cloud::signer;
 use ecs_renewd::config::{Config, ConfigError};
 use ecs_renewd::ledger::LEDGER_FILE;
+use ecs_wire::Action;
 use ecs_wire::clock::VirtualClock;
+use ecs_wire::signer;
 use support::{harness_fleet, instance_spec};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;

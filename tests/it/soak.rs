@@ -24,13 +24,13 @@ use chrono::{DateTime, Utc};
 use ecs_emulator::settings::{AccessKeySpec, AccountSpec, InstanceSpec};
 use ecs_emulator::world::{AccessKey, Lifecycle};
 use ecs_emulator::{EmulatorConfig, EmulatorHandle, FaultKind, FaultSpec};
-use ecs_renewd::cloud::Action;
 use ecs_renewd::cloud::credentials::Environment;
-use ecs_renewd::cloud::types::{ChargeType, PeriodUnit, RenewalStatus};
 use ecs_renewd::config::Config;
 use ecs_renewd::ledger::Ledger;
+use ecs_wire::Action;
 use ecs_wire::clock::{Clock, VirtualClock};
 use ecs_wire::secret::Secret;
+use ecs_wire::types::{ChargeType, PeriodUnit, RenewalStatus};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde_json::json;
@@ -98,9 +98,8 @@ fn fleet(options: &Options, start: DateTime<Utc>, rng: &mut StdRng) -> EmulatorC
         let role = role_of(n);
         // Expiries from 5 days ago to 60 days ahead, at 00:00 UTC+8.
         let days = rng.random_range(-5i64..=60);
-        let expires_at =
-            ecs_renewd::cloud::time::start_of_day_utc8(start + chrono::Duration::days(days))
-                + chrono::Duration::days(1);
+        let expires_at = ecs_wire::time::start_of_day_utc8(start + chrono::Duration::days(days))
+            + chrono::Duration::days(1);
         let mut tags: BTreeMap<String, String> = [("role".to_string(), role.to_string())].into();
         if role == "skip" {
             tags.insert("ecs-renewd:skip".into(), String::new());
@@ -261,7 +260,7 @@ async fn metadata_service(
                 w.put_key(&id, AccessKey { account: "beta".into(), secret: Secret::new(secret.clone()), security_token: Some(token.clone()), expires_at: Some(expiration), denied_actions: vec![] })
             });
             Reply::json(200, json!({"Code": "Success", "AccessKeyId": id, "AccessKeySecret": secret, "SecurityToken": token,
-                "Expiration": ecs_renewd::cloud::time::format_seconds(expiration)}))
+                "Expiration": ecs_wire::time::format_seconds(expiration)}))
         }
         _ => Reply::raw(404, ""),
     })
@@ -300,7 +299,7 @@ fn random_action(rng: &mut StdRng) -> Action {
 async fn a_chaos_soak_keeps_every_promise() {
     let options = options();
     let mut rng = StdRng::seed_from_u64(options.seed);
-    let start = ecs_renewd::cloud::time::parse("2026-01-05T02:00:00Z").unwrap();
+    let start = ecs_wire::time::parse("2026-01-05T02:00:00Z").unwrap();
     let clock = Arc::new(VirtualClock::frozen(start));
     let emulator = Arc::new(
         ecs_emulator::start_with_clock(
@@ -602,7 +601,7 @@ fn check_invariants(orders: &[ecs_emulator::Order], ledger: &Ledger) -> Checks {
         .map(|((id, expiry), n)| (id, expiry, n))
         .collect();
     let records = ledger.tokens_and_orders().unwrap();
-    let tokens: BTreeSet<&str> = records.iter().map(|(token, _, _)| token.as_str()).collect();
+    let tokens: BTreeSet<&str> = records.iter().map(|r| r.client_token.as_str()).collect();
     let cloud_orders: HashMap<&str, &str> = orders
         .iter()
         .filter_map(|o| Some((o.order_id.as_str(), o.client_token.as_deref()?)))
@@ -620,9 +619,9 @@ fn check_invariants(orders: &[ecs_emulator::Order], ledger: &Ledger) -> Checks {
         .collect();
     let records_without_order = records
         .iter()
-        .filter_map(|(token, order, _)| {
-            let order = order.as_deref()?;
-            (cloud_orders.get(order) != Some(&token.as_str())).then(|| format!("{order} ({token})"))
+        .filter_map(|r| {
+            let (order, token) = (r.order_id.as_deref()?, r.client_token.as_str());
+            (cloud_orders.get(order) != Some(&token)).then(|| format!("{order} ({token})"))
         })
         .collect();
     Checks {

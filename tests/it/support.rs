@@ -202,7 +202,7 @@ pub const TEST_TOKEN: &str = "CAES-sts-token-value-456";
 /// A client for account `main` against `base_url`, fast retries, no practical rate limit.
 pub fn client_for(
     base_url: &str,
-    retry: ecs_renewd::cloud::retry::RetryPolicy,
+    retry: ecs_renewd::cloud::RetryPolicy,
 ) -> ecs_renewd::cloud::EcsClient {
     client_with(
         base_url,
@@ -217,16 +217,16 @@ pub fn client_for(
 /// A client with the given key, token and clock.
 pub fn client_with(
     base_url: &str,
-    retry: ecs_renewd::cloud::retry::RetryPolicy,
+    retry: ecs_renewd::cloud::RetryPolicy,
     key_id: &str,
     secret: &str,
     token: Option<&str>,
     clock: Arc<dyn ecs_wire::clock::Clock>,
 ) -> ecs_renewd::cloud::EcsClient {
-    use ecs_renewd::cloud::client::{ClientSettings, shared_http_client};
+    use ecs_renewd::cloud::Endpoint;
+    use ecs_renewd::cloud::RateLimitConfig;
     use ecs_renewd::cloud::credentials::{CredentialProvider, Credentials};
-    use ecs_renewd::cloud::endpoint::Endpoint;
-    use ecs_renewd::cloud::rate_limit::RateLimitConfig;
+    use ecs_renewd::cloud::{ClientSettings, shared_http_client};
     use ecs_wire::secret::Secret;
 
     let settings = ClientSettings {
@@ -258,8 +258,8 @@ pub fn client_with(
 }
 
 /// Retries with tiny delays so tests are quick.
-pub fn fast_retry(max_attempts: u32) -> ecs_renewd::cloud::retry::RetryPolicy {
-    ecs_renewd::cloud::retry::RetryPolicy {
+pub fn fast_retry(max_attempts: u32) -> ecs_renewd::cloud::RetryPolicy {
+    ecs_renewd::cloud::RetryPolicy {
         max_attempts,
         base_delay: Duration::from_millis(5),
         max_delay: Duration::from_millis(20),
@@ -440,7 +440,7 @@ pub fn harness_fleet(
         instances,
         ..Default::default()
     };
-    config.settings.clock_start = Some(ecs_renewd::cloud::time::parse(now).unwrap());
+    config.settings.clock_start = Some(ecs_wire::time::parse(now).unwrap());
     config.settings.clock_speed = 0.0;
     config.settings.renew_visibility_delay = Duration::ZERO;
     config
@@ -561,9 +561,7 @@ impl Harness {
 
     /// RenewInstance calls the emulator received.
     pub fn renew_calls(&self) -> u64 {
-        self.emulator
-            .calls()
-            .count(ecs_renewd::cloud::Action::RenewInstance)
+        self.emulator.calls().count(ecs_wire::Action::RenewInstance)
     }
 }
 

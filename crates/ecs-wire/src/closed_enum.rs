@@ -56,6 +56,13 @@ macro_rules! closed_enum {
             }
         }
 
+        /// Compares with a spelling exactly (as stored or shown), e.g. `state == "due"`.
+        impl ::std::cmp::PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.as_str() == *other
+            }
+        }
+
         impl ::serde::Serialize for $name {
             fn serialize<S: ::serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 s.serialize_str(self.as_str())

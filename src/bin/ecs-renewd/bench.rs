@@ -15,9 +15,9 @@ use std::time::Duration;
 
 use ecs_emulator::settings::{AccessKeySpec, AccountSpec, InstanceSpec};
 use ecs_emulator::{EmulatorConfig, EmulatorHandle};
-use ecs_renewd::cloud::Action;
-use ecs_renewd::cloud::types::{ChargeType, PeriodUnit, RenewalStatus};
 use ecs_renewd::commands::Failure;
+use ecs_wire::Action;
+use ecs_wire::types::{ChargeType, PeriodUnit, RenewalStatus};
 
 /// Benchmark settings.
 #[derive(Debug, Clone)]
@@ -477,7 +477,7 @@ fn spawn_daemon(size: usize, exe: &Path, config: &Path) -> Result<DaemonProcess,
 /// The `timestamp` of a JSON log line.
 fn log_timestamp(line: &str) -> Option<chrono::DateTime<chrono::Utc>> {
     let value: serde_json::Value = serde_json::from_str(line).ok()?;
-    ecs_renewd::cloud::time::parse(value["timestamp"].as_str()?).ok()
+    ecs_wire::time::parse(value["timestamp"].as_str()?).ok()
 }
 
 /// Reads the daemon's log until its first pass finishes (up to ten minutes), noting when the

@@ -17,12 +17,12 @@ use tokio_util::sync::CancellationToken;
 use ecs_emulator::settings::{AccessKeySpec, AccountSpec, GeneratorSpec, InstanceSpec};
 use ecs_emulator::{EmulatorConfig, EmulatorHandle, Order};
 use ecs_renewd::cloud::credentials::Environment;
-use ecs_renewd::cloud::types::{ChargeType, PeriodUnit, RenewalStatus};
 use ecs_renewd::commands::Failure;
 use ecs_renewd::config::Config;
 use ecs_renewd::daemon::{self, Setup, Ticks};
 use ecs_renewd::ledger::{HistoryEntry, Ledger, StatusRow};
 use ecs_wire::clock::{Clock, SystemClock, VirtualClock};
+use ecs_wire::types::{ChargeType, PeriodUnit, RenewalStatus};
 
 /// Demo settings.
 #[derive(Debug, Clone)]

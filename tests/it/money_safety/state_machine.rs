@@ -37,14 +37,14 @@ use chrono::{DateTime, Utc};
 use ecs_emulator::settings::{AccessKeySpec, AccountSpec, InstanceSpec};
 use ecs_emulator::world::Lifecycle;
 use ecs_emulator::{EmulatorConfig, EmulatorHandle, FaultKind, FaultSpec};
-use ecs_renewd::cloud::Action;
 use ecs_renewd::cloud::credentials::Environment;
-use ecs_renewd::cloud::types::{ChargeType, PeriodUnit, RenewalStatus};
 use ecs_renewd::config::Config;
 use ecs_renewd::daemon::RetryWakes;
 use ecs_renewd::reconcile::HistorySource;
 use ecs_renewd::reconcile::{Engine, PassSummary};
+use ecs_wire::Action;
 use ecs_wire::clock::{Clock, VirtualClock};
+use ecs_wire::types::{ChargeType, PeriodUnit, RenewalStatus};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, RngSeed};
 use rand::rngs::StdRng;
@@ -185,7 +185,7 @@ fn action() -> impl Strategy<Value = Action> {
 }
 
 fn answer() -> impl Strategy<Value = Answer> {
-    let codes = ecs_renewd::cloud::error::classified_codes().len();
+    let codes = ecs_renewd::cloud::classified_codes().len();
     prop_oneof![
         6 => (0..codes).prop_map(Answer::Code),
         1 => Just(Answer::Reset),
@@ -283,12 +283,11 @@ fn role(n: usize) -> &'static str {
 }
 
 fn fleet(delayed: bool) -> EmulatorConfig {
-    let start = ecs_renewd::cloud::time::parse(START).unwrap();
+    let start = ecs_wire::time::parse(START).unwrap();
     let instances = (0..INSTANCES)
         .map(|n| {
-            let expires = ecs_renewd::cloud::time::start_of_day_utc8(
-                start + chrono::Duration::days(n as i64 * 3 + 2),
-            );
+            let expires =
+                ecs_wire::time::start_of_day_utc8(start + chrono::Duration::days(n as i64 * 3 + 2));
             InstanceSpec {
                 id: Some(format!("i-sm{n:02}")),
                 account: None,
@@ -821,7 +820,7 @@ impl Model {
             } => {
                 let kind = match answer {
                     Answer::Code(index) => {
-                        let (code, status) = ecs_renewd::cloud::error::classified_codes()[*index];
+                        let (code, status) = ecs_renewd::cloud::classified_codes()[*index];
                         FaultKind::Error {
                             code: code.into(),
                             status,
