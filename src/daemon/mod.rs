@@ -495,9 +495,11 @@ impl LoopState {
         }
     }
 
-    /// Returns freed memory and the pass's code pages to the OS.
+    /// Returns freed memory and the pass's code pages to the OS. Best effort: a panic here
+    /// must not end the loop.
     async fn trim_memory(&self) {
-        let _ = self
+        use futures_util::FutureExt as _;
+        let trim = self
             .engine
             .ledger
             .blocking("releasing memory after a pass", |ledger| {
@@ -505,8 +507,8 @@ impl LoopState {
                 crate::memory::release_free_memory();
                 crate::memory::release_code_pages();
                 Ok(())
-            })
-            .await;
+            });
+        let _ = std::panic::AssertUnwindSafe(trim).catch_unwind().await;
     }
 
     /// Tells systemd, stops the cron job and the admin server.

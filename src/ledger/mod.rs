@@ -348,7 +348,8 @@ impl Ledger {
     }
 
     /// Runs `call` on the blocking pool and waits for it (see the module's notes). A panic in
-    /// `call` is resumed here; a call cut short because the runtime is stopping is
+    /// `call` is resumed here (the admin server and the memory trim catch it: their work is
+    /// not worth ending the daemon for); a call cut short because the runtime is stopping is
     /// [`LedgerError::Interrupted`], naming `what`.
     pub async fn blocking<T, F>(
         self: &std::sync::Arc<Self>,

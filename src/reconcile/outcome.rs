@@ -81,10 +81,18 @@ pub fn state_after(outcome: &RenewOutcome, reason: &str, failed_attempts: u32) -
             stays_due(format!("{reason} (dry run: not sent; ClientToken {token})"))
         }
         RenewOutcome::NotSent => stays_due(format!("{reason} (not sent: shutting down)")),
-        RenewOutcome::Unrecorded => stays_due(format!(
-            "{reason} (the ledger could not record this renewal and the pass stopped; an intent \
-             written for it is resent with its ClientToken next pass)"
-        )),
+        // The request may have left and charged: shown as waiting, never as merely due. The
+        // next pass settles it or resends it with its token.
+        RenewOutcome::Unrecorded => StateAfter {
+            state: InstanceState::Backoff,
+            next_action: NextAction::Backoff,
+            reason: format!(
+                "{reason} (the ledger could not record this renewal and the pass stopped; it may \
+                 have been charged: the next pass settles it or resends it with its ClientToken)"
+            ),
+            retry_at: None,
+            failed_attempts,
+        },
     }
 }
 
@@ -148,6 +156,21 @@ mod tests {
     }
 
     #[test]
+    fn an_unrecorded_renewal_may_have_charged_so_it_is_never_shown_as_merely_due() {
+        let after = state_after(&RenewOutcome::Unrecorded, "due in 3 days", 2);
+        assert_eq!(
+            (after.state, after.next_action),
+            (InstanceState::Backoff, NextAction::Backoff)
+        );
+        assert_eq!((after.retry_at, after.failed_attempts), (None, 2));
+        assert!(
+            after.reason.contains("may have been charged"),
+            "{}",
+            after.reason
+        );
+    }
+
+    #[test]
     fn an_unknown_outcome_is_backoff_never_failed() {
         let retry_at = at("2026-03-10T05:00:00Z");
         let after = state_after(&RenewOutcome::Unknown { retry_at }, "due", 0);
@@ -163,7 +186,7 @@ mod tests {
     }
 
     #[test]
-    fn skipped_dry_run_not_sent_and_unrecorded_stay_due_and_count_nothing() {
+    fn skipped_dry_run_and_not_sent_stay_due_and_count_nothing() {
         let cases = [
             (
                 RenewOutcome::Skipped("expiry moved".into()),
@@ -178,12 +201,6 @@ mod tests {
             (
                 RenewOutcome::NotSent,
                 "due in 3 days (not sent: shutting down)".to_owned(),
-            ),
-            (
-                RenewOutcome::Unrecorded,
-                "due in 3 days (the ledger could not record this renewal and the pass stopped; \
-                 an intent written for it is resent with its ClientToken next pass)"
-                    .to_owned(),
             ),
         ];
         for (outcome, reason) in cases {

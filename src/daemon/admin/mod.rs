@@ -7,6 +7,7 @@ pub mod auth;
 mod listener;
 
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, RwLock};
 
 use axum::Json;
@@ -16,6 +17,7 @@ use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use futures_util::FutureExt as _;
 use serde::Deserialize;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -122,17 +124,28 @@ async fn metrics(State(state): State<AdminState>) -> Response {
         }
         let mut pages = InstancePages::default();
         loop {
-            let read = state
-                .ledger
-                .blocking("reading per-instance metrics", move |ledger| {
+            let read = AssertUnwindSafe(state.ledger.blocking(
+                "reading per-instance metrics",
+                move |ledger| {
                     let mut out = String::with_capacity(64 * 1024);
                     let more = pages.next_page(ledger, ROWS_PER_PAGE, &mut out)?;
                     Ok((pages, out, more))
-                })
-                .await;
+                },
+            ))
+            .catch_unwind()
+            .await;
             let (next, out, more) = match read {
-                Ok(page) => page,
-                Err(error) => {
+                Ok(Ok(page)) => page,
+                Err(_) => {
+                    tracing::error!("reading per-instance metrics panicked");
+                    let _ = tx
+                        .send(Err(std::io::Error::other(
+                            "reading per-instance metrics failed",
+                        )))
+                        .await;
+                    return;
+                }
+                Ok(Err(error)) => {
                     tracing::error!(%error, "reading per-instance metrics failed");
                     // An error ends the answer abruptly: Prometheus records a failed scrape
                     // instead of a silently shortened one.
@@ -149,14 +162,17 @@ async fn metrics(State(state): State<AdminState>) -> Response {
             }
         }
         drop(tx);
-        let _ = state
-            .ledger
-            .blocking("releasing memory after a scrape", |ledger| {
+        // Best effort: a panic here is not the scrape's concern.
+        let _ = AssertUnwindSafe(state.ledger.blocking(
+            "releasing memory after a scrape",
+            |ledger| {
                 ledger.shrink_memory();
                 crate::memory::release_free_memory();
                 Ok(())
-            })
-            .await;
+            },
+        ))
+        .catch_unwind()
+        .await;
     });
     let body = Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
@@ -256,14 +272,28 @@ async fn status(
         )
             .into_response();
     };
-    let answer = state
-        .ledger
-        .blocking("reading the status report", move |ledger| {
+    // The permit is held until the answer is encoded, so at most `max_status_requests` are in
+    // memory at once; a panic while building one answers 500, as a failed read does.
+    let answer = AssertUnwindSafe(state.ledger.blocking(
+        "reading the status report",
+        move |ledger| {
             let _permit = permit;
-            ledger.status_report(&query)
-        })
-        .await;
-    match answer.map(|report| serde_json::to_vec(&report)) {
+            ledger
+                .status_report(&query)
+                .map(|report| serde_json::to_vec(&report))
+        },
+    ))
+    .catch_unwind()
+    .await;
+    let Ok(answer) = answer else {
+        tracing::error!("building the status report panicked");
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "building the status report failed; see the daemon's log\n",
+        )
+            .into_response();
+    };
+    match answer {
         Ok(Ok(json)) => (
             [(header::CONTENT_TYPE, "application/json")],
             Body::from(json),
