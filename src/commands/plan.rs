@@ -387,7 +387,7 @@ pub async fn run(
             let read = |e: crate::ledger::LedgerError| Failure::runtime(e);
             let histories = ledger.histories().map_err(read)?;
             let today = ledger
-                .day_totals(&crate::reconcile::pass::day_key(&config, clock.now()))
+                .day_totals(&crate::reconcile::context::day_key(&config, clock.now()))
                 .map_err(read)?;
             build(&config, env, clock, &histories, today).await?
         }

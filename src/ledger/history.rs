@@ -73,13 +73,9 @@ closed_enum! {
     }
 }
 
-/// A stored status or result word; one this build does not know is an error naming the row.
-fn record_status(
-    cell: &rows::Cell<'_>,
-    column: &'static str,
-    text: &str,
-) -> Result<RecordStatus, LedgerError> {
-    RecordStatus::parse(text).ok_or_else(|| cell.other(column, text))
+/// A record's error as `history` shows it: the code and its class, when there is a code.
+fn error_words(code: Option<String>, class: Option<String>) -> Option<String> {
+    code.map(|code| format!("{code} ({})", class.unwrap_or_default()))
 }
 
 /// One money-moving record for `history`.
@@ -291,17 +287,14 @@ impl Ledger {
                     cell.unit("unit", &text(6)?)?
                 ),
                 client_token: Some(text(7)?),
-                status: record_status(&cell, "status", &text(8)?)?,
+                status: cell.record_status("status", &text(8)?)?,
                 order_id: optional(9)?,
                 request_id: optional(10)?,
                 price: match (price, optional(12)?) {
                     (Some(cents), Some(currency)) => Some(Money { cents, currency }.to_string()),
                     _ => None,
                 },
-                error: match (optional(13)?, optional(14)?) {
-                    (Some(code), class) => Some(format!("{code} ({})", class.unwrap_or_default())),
-                    (None, _) => None,
-                },
+                error: error_words(optional(13)?, optional(14)?),
                 attempts: r.get(15).map_err(read)?,
                 old_expiry: Some(cell.time("old_expiry", &text(16)?)?),
                 new_expiry: optional(17)?
@@ -349,14 +342,11 @@ impl Ledger {
                     cell.unit("unit", &text(7)?)?
                 ),
                 client_token: None,
-                status: record_status(&cell, "result", &text(8)?)?,
+                status: cell.record_status("result", &text(8)?)?,
                 order_id: None,
                 request_id: optional(9)?,
                 price: None,
-                error: match (optional(10)?, optional(11)?) {
-                    (Some(code), class) => Some(format!("{code} ({})", class.unwrap_or_default())),
-                    (None, _) => None,
-                },
+                error: error_words(optional(10)?, optional(11)?),
                 attempts: 1,
                 old_expiry: None,
                 new_expiry: None,

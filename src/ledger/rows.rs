@@ -75,6 +75,15 @@ impl Cell<'_> {
         NextAction::parse(text).ok_or_else(|| self.unreadable(column, text))
     }
 
+    /// A money record's status or result word (`sent`, `verified`, `ok`, ...).
+    pub fn record_status(
+        &self,
+        column: &'static str,
+        text: &str,
+    ) -> Result<super::RecordStatus, LedgerError> {
+        super::RecordStatus::parse(text).ok_or_else(|| self.unreadable(column, text))
+    }
+
     /// A value that must be present for this row's status.
     pub fn present<'v>(
         &self,

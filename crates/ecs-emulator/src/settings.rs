@@ -357,20 +357,6 @@ impl InstanceSpec {
             ..self
         }
     }
-
-    /// Carries the tag `key` = `value`.
-    pub fn tagged(mut self, key: &str, value: &str) -> InstanceSpec {
-        self.tags.insert(key.into(), value.into());
-        self
-    }
-
-    /// Lives in `region`.
-    pub fn in_region(self, region: &str) -> InstanceSpec {
-        InstanceSpec {
-            region: region.into(),
-            ..self
-        }
-    }
 }
 
 fn default_charge() -> ChargeType {

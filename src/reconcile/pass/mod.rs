@@ -35,7 +35,7 @@ use crate::metrics::Metrics;
 use crate::policy::{InstanceState, NextAction};
 use crate::reconcile::PassContext;
 use crate::reconcile::assess::RenewCandidate;
-pub use crate::reconcile::context::day_key;
+use crate::reconcile::context::day_key;
 pub use summary::PassSummary;
 
 /// Everything a pass needs; built by [`Engine::connect`] for `once`, `run`, a reload and
