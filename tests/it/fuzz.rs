@@ -33,7 +33,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use ecs_emulator::World;
-use ecs_emulator::auth::{NonceStore, Params, authenticate};
+use ecs_emulator::auth::{NonceStore, Params, Request, authenticate};
 use ecs_emulator::settings::AccessKeySpec;
 use ecs_renewd::Money;
 use ecs_renewd::cloud::CloudError;
@@ -1073,7 +1073,7 @@ proptest! {
         } else {
             Params::decode(Some(&form(&params)), None)
         };
-        let result = authenticate(&method, &decoded, &world, &mut nonces, now(), now());
+        let result = authenticate(&Request::rpc(&method, &decoded), &world, &mut nonces, now(), now());
         match result {
             Ok(caller) => prop_assert!(false, "an unsigned request got in as {:?}", caller),
             Err(fault) => {
@@ -1170,7 +1170,7 @@ proptest! {
         let world = world();
         let mut nonces = NonceStore::default();
         let decoded = Params::decode(None, Some(form(&pairs).as_bytes()));
-        let caller = authenticate("POST", &decoded, &world, &mut nonces, now(), now());
+        let caller = authenticate(&Request::rpc("POST", &decoded), &world, &mut nonces, now(), now());
         prop_assert!(caller.is_ok(), "a correctly signed request was refused: {:?}", caller.err());
         prop_assert_eq!(caller.unwrap().account, "main");
 
@@ -1182,7 +1182,7 @@ proptest! {
         prop_assert_ne!(&changed[i].1, &pairs[i].1);
         let mut nonces = NonceStore::default();
         let decoded = Params::decode(None, Some(form(&changed).as_bytes()));
-        match authenticate("POST", &decoded, &world, &mut nonces, now(), now()) {
+        match authenticate(&Request::rpc("POST", &decoded), &world, &mut nonces, now(), now()) {
             Ok(caller) => prop_assert!(false, "{} changed to {:?} was accepted as {:?}", name, changed[i].1, caller),
             Err(fault) => {
                 if !CHECKED_BEFORE_SIGNATURE.contains(&name.as_str()) {
@@ -1201,7 +1201,7 @@ proptest! {
         forged.push(("Signature".into(), wrong.signature.clone()));
         let mut nonces = NonceStore::default();
         let decoded = Params::decode(None, Some(form(&forged).as_bytes()));
-        let refused = authenticate("POST", &decoded, &world, &mut nonces, now(), now());
+        let refused = authenticate(&Request::rpc("POST", &decoded), &world, &mut nonces, now(), now());
         prop_assert_eq!(refused.err().map(|f| f.code), Some("SignatureDoesNotMatch".to_owned()));
     }
 }
@@ -1236,7 +1236,13 @@ fn every_position_of_one_signature_is_guarded() {
             changed[i].1 = change_one_char(&pairs[i].1, at, 'Z');
             let decoded = Params::decode(None, Some(form(&changed).as_bytes()));
             let mut nonces = NonceStore::default();
-            let result = authenticate("POST", &decoded, &world, &mut nonces, now(), now());
+            let result = authenticate(
+                &Request::rpc("POST", &decoded),
+                &world,
+                &mut nonces,
+                now(),
+                now(),
+            );
             assert!(
                 result.is_err(),
                 "{} changed to {:?}",
@@ -1251,8 +1257,7 @@ fn every_position_of_one_signature_is_guarded() {
     let decoded = Params::decode(None, Some(form(&pairs).as_bytes()));
     assert!(
         authenticate(
-            "POST",
-            &decoded,
+            &Request::rpc("POST", &decoded),
             &world,
             &mut NonceStore::default(),
             now(),

@@ -1,7 +1,10 @@
-//! The official Alibaba Cloud Python SDK (aliyun-python-sdk-core 2.16.1, aliyun-python-sdk-ecs
-//! 4.24.83) runs the seed guide's flows against the emulator binary with signature checking on:
-//! paging through the expiring window, a renewal with a ClientToken whose expiry moves after the
-//! delay, batch auto-renew, and a wrong secret rejected. `tests/sdk_compat/setup.sh` (run by
+//! The official Alibaba Cloud Python SDKs run the seed guide's flows against the emulator binary
+//! with signature checking on: paging through the expiring window, a renewal with a ClientToken
+//! sent twice for one order whose expiry moves after the delay, batch auto-renew, and a wrong
+//! secret rejected. Twice: with the older SDK (aliyun-python-sdk-core 2.16.1,
+//! aliyun-python-sdk-ecs 4.24.83, HMAC-SHA1) and with today's Tea SDK in its default mode
+//! (alibabacloud-ecs20140526 7.11.8 on alibabacloud-tea-openapi 0.4.6, ACS3-HMAC-SHA256 "V3",
+//! NextToken paging). `tests/sdk_compat/setup.sh` (run by
 //! `.ci/run`) prepares the venv; the script prepares it too when it is missing.
 
 use std::process::Command;
@@ -18,7 +21,7 @@ fn the_official_python_sdk_runs_the_guide_flows_against_the_emulator() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        output.status.success() && stdout.contains("SDK COMPAT OK"),
+        output.status.success() && stdout.contains("TEA SDK COMPAT OK"),
         "the SDK check failed ({}):\n{stdout}\n{stderr}",
         output.status
     );
@@ -27,6 +30,8 @@ fn the_official_python_sdk_runs_the_guide_flows_against_the_emulator() {
         "replay returned the same order",
         "auto-renew enabled for 5 instances",
         "wrong secret rejected",
+        "with NextToken (V3 signature)",
+        "wrong secret rejected: SignatureDoesNotMatch",
     ] {
         assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
     }

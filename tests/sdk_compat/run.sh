@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs the seed guide's flows with the official Alibaba Cloud Python SDK (pinned versions)
-# against the ecs-renewd emulator. Usage: tests/sdk_compat/run.sh [path/to/ecs-renewd]
+# Runs the seed guide's flows with the official Alibaba Cloud Python SDKs (pinned versions),
+# the older one (HMAC-SHA1) and today's Tea SDK (V3 signature), against the ecs-renewd emulator. Usage: tests/sdk_compat/run.sh [path/to/ecs-renewd]
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -22,3 +22,4 @@ for _ in $(seq 300); do
 done
 grep -q "ECS emulator listening" "$log" || { cat "$log"; echo "emulator did not start"; exit 1; }
 "$venv/bin/python" "$here/guide_flows.py" "http://127.0.0.1:$port"
+"$venv/bin/python" "$here/tea_flows.py" "http://127.0.0.1:$port"

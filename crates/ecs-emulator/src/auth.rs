@@ -1,6 +1,8 @@
 //! Authentication as the service does it (docs/ecs-api.md §1, §4.2): required common parameters,
 //! the timestamp window, the AccessKey, the STS token, the signature recomputed over the decoded
-//! parameters with the method actually used, and nonce replay within the window.
+//! parameters with the method actually used, and nonce replay within the window. A request
+//! signed the V3 way (an `ACS3-` `Authorization` header or `x-acs-action`) is checked by
+//! [`crate::auth_v3`], which shares the key, window, token and nonce checks here.
 
 use std::collections::HashMap;
 
@@ -48,6 +50,65 @@ impl Params {
     }
 }
 
+/// One request as authentication sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// `GET` or `POST`.
+    pub method: &'a str,
+    /// The URI path (`/` for RPC-style calls).
+    pub path: &'a str,
+    /// The query's parameters alone: the V3 signature covers these and not the body's.
+    pub query: &'a [(String, String)],
+    /// Query and form body together: what the action reads, and what the RPC signature covers.
+    pub params: &'a Params,
+    /// The headers, names lowercase, in the order received.
+    pub headers: &'a [(String, String)],
+    /// The body's bytes (V3 checks them against `x-acs-content-sha256`).
+    pub body: &'a [u8],
+}
+
+impl<'a> Request<'a> {
+    /// An RPC-style request with its parameters and nothing else (no headers, no body), as
+    /// the RPC signature sees it.
+    pub fn rpc(method: &'a str, params: &'a Params) -> Request<'a> {
+        Request {
+            method,
+            path: "/",
+            query: &[],
+            params,
+            headers: &[],
+            body: &[],
+        }
+    }
+
+    /// The first value of header `name` (lowercase).
+    pub fn header(&self, name: &str) -> Option<&'a str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Whether the request is signed the V3 way: an `ACS3-…` `Authorization` header, or the
+    /// action named in `x-acs-action` with no `Signature` parameter (then the missing
+    /// `Authorization` is reported as such). The older SDK sends `x-acs-action` too, beside its
+    /// RPC signature.
+    pub fn is_v3(&self) -> bool {
+        self.header("authorization")
+            .is_some_and(|v| v.trim_start().starts_with("ACS3-"))
+            || (self.header("x-acs-action").is_some() && self.params.get("Signature").is_none())
+    }
+
+    /// The action's name: `x-acs-action` for V3, the `Action` parameter otherwise.
+    pub fn action_name(&self) -> &'a str {
+        if self.is_v3() {
+            self.header("x-acs-action").unwrap_or_default()
+        } else {
+            self.params.get("Action").unwrap_or_default()
+        }
+    }
+}
+
 /// Who is calling.
 #[derive(Debug, Clone)]
 pub struct Caller {
@@ -81,7 +142,7 @@ impl NonceStore {
     }
 }
 
-fn missing(name: &str) -> Fault {
+pub(crate) fn missing(name: &str) -> Fault {
     Fault::new(
         400,
         "MissingParameter",
@@ -91,41 +152,66 @@ fn missing(name: &str) -> Fault {
     )
 }
 
-/// Checks a request. `auth_now` is the clock the timestamp window is checked against, `now`
-/// the emulated time (STS key expiry).
+/// Checks a request, signed either way. `auth_now` is the clock the timestamp window is
+/// checked against, `now` the emulated time (STS key expiry).
 pub fn authenticate(
-    method: &str,
-    params: &Params,
+    request: &Request<'_>,
     world: &World,
     nonces: &mut NonceStore,
     auth_now: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Result<Caller, Fault> {
+    if request.is_v3() {
+        return crate::auth_v3::authenticate(request, world, nonces, auth_now, now);
+    }
+    let params = request.params;
     check_required(params)?;
     check_signature_scheme(params)?;
-    let window = check_timestamp(params, world, auth_now)?;
+    let window = check_timestamp(param(params, "Timestamp"), world, auth_now)?;
     let key_id = param(params, "AccessKeyId");
-    let key = world.key(key_id).ok_or_else(|| {
+    let key = find_key(world, key_id)?;
+    check_signature(request.method, params, key)?;
+    check_security_token(params.non_empty("SecurityToken"), key, now)?;
+    admit_nonce(nonces, param(params, "SignatureNonce"), auth_now, window)?;
+    Ok(caller(key, key_id))
+}
+
+/// The AccessKey `key_id`, or `InvalidAccessKeyId.NotFound`.
+pub(crate) fn find_key<'w>(world: &'w World, key_id: &str) -> Result<&'w AccessKey, Fault> {
+    world.key(key_id).ok_or_else(|| {
         Fault::new(
             world.settings.unknown_key_status,
             "InvalidAccessKeyId.NotFound",
             "Specified access key is not found.",
         )
-    })?;
-    check_signature(method, params, key)?;
-    check_security_token(params, key, now)?;
-    if !nonces.record(param(params, "SignatureNonce"), auth_now, window) {
-        return Err(Fault::new(
+    })
+}
+
+/// Records the nonce, or `SignatureNonceUsed` when it was used within the window.
+pub(crate) fn admit_nonce(
+    nonces: &mut NonceStore,
+    nonce: &str,
+    auth_now: DateTime<Utc>,
+    window: Duration,
+) -> Result<(), Fault> {
+    if nonces.record(nonce, auth_now, window) {
+        Ok(())
+    } else {
+        Err(Fault::new(
             400,
             "SignatureNonceUsed",
             "Specified signature nonce was used already.",
-        ));
+        ))
     }
-    Ok(Caller {
+}
+
+/// The caller a checked key stands for.
+pub(crate) fn caller(key: &AccessKey, key_id: &str) -> Caller {
+    Caller {
         account: key.account.clone(),
         key_id: key_id.to_owned(),
         denied_actions: key.denied_actions.clone(),
-    })
+    }
 }
 
 /// The first value of `name`, or the empty string when the request has none.
@@ -172,14 +258,14 @@ fn check_signature_scheme(params: &Params) -> Result<(), Fault> {
     Ok(())
 }
 
-/// Checks that `Timestamp` parses and lies within the timestamp window of `auth_now`; returns
-/// the window, which also bounds nonce replay.
-fn check_timestamp(
-    params: &Params,
+/// Checks that the request's time (`Timestamp`, or `x-acs-date` for V3) parses and lies within
+/// the timestamp window of `auth_now`; returns the window, which also bounds nonce replay.
+pub(crate) fn check_timestamp(
+    stamp: &str,
     world: &World,
     auth_now: DateTime<Utc>,
 ) -> Result<Duration, Fault> {
-    let timestamp = time::parse(param(params, "Timestamp")).map_err(|_| {
+    let timestamp = time::parse(stamp).map_err(|_| {
         Fault::new(
             400,
             "InvalidTimeStamp.Format",
@@ -194,7 +280,7 @@ fn check_timestamp(
             "InvalidTimeStamp.Expired",
             format!(
                 "Specified time stamp or date value is expired. The request time {} is more than {} minutes away from the server time {}.",
-                param(params, "Timestamp"),
+                stamp,
                 window.num_minutes(),
                 time::format_seconds(auth_now)
             ),
@@ -224,11 +310,15 @@ fn check_signature(method: &str, params: &Params, key: &AccessKey) -> Result<(),
     Ok(())
 }
 
-/// For an STS key: checks that the request carries the key's security token, then that the key
-/// has not expired at the emulated time `now`.
-fn check_security_token(params: &Params, key: &AccessKey, now: DateTime<Utc>) -> Result<(), Fault> {
+/// For an STS key: checks that the request carries the key's security token (`SecurityToken`,
+/// or `x-acs-security-token` for V3), then that the key has not expired at the emulated time.
+pub(crate) fn check_security_token(
+    token: Option<&str>,
+    key: &AccessKey,
+    now: DateTime<Utc>,
+) -> Result<(), Fault> {
     if let Some(expected) = &key.security_token {
-        match params.non_empty("SecurityToken") {
+        match token.filter(|t| !t.is_empty()) {
             None => {
                 return Err(Fault::new(
                     400,

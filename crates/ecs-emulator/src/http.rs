@@ -16,7 +16,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::actions;
-use super::auth::{Caller, NonceStore, Params, authenticate};
+use super::auth::{Caller, NonceStore, Params, Request, authenticate};
 use super::faults::{FaultKind, Faults, Throttler};
 use super::settings::{AuthClock, ThrottleSettings};
 use super::world::{Fault, World};
@@ -202,13 +202,23 @@ async fn handle(
     body: Bytes,
 ) -> Response {
     let params = decode_params(&uri, &headers, &body);
+    let query = query_pairs(&uri);
+    let header_pairs = lowercase_headers(&headers);
+    let request = Request {
+        method: method.as_str(),
+        path: uri.path(),
+        query: &query,
+        params: &params,
+        headers: &header_pairs,
+        body: &body,
+    };
     let request_id = request_id();
     let now = emulator.clock.now();
     let Admission {
         result,
         throttle,
         latency,
-    } = admit(&emulator, &method, &params, now);
+    } = admit(&emulator, &request, now);
     // Outside the state lock: waiters read the state while holding the watch.
     emulator.activity.send_modify(|n| *n += 1);
     let call = match result {
@@ -244,12 +254,30 @@ fn decode_params(uri: &Uri, headers: &HeaderMap, body: &Bytes) -> Params {
     Params::decode(uri.query(), is_form.then_some(&body[..]))
 }
 
+/// The query's parameters alone, decoded (V3 signs these).
+fn query_pairs(uri: &Uri) -> Vec<(String, String)> {
+    uri.query()
+        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default()
+}
+
+/// The headers with lowercase names (V3 signs names lowercase); values that are not text are
+/// left out, so a signature listing them fails.
+fn lowercase_headers(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .filter_map(|(name, value)| {
+            Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
+        })
+        .collect()
+}
+
 /// Under the state lock: runs due provider deductions, counts the call, authenticates it and
 /// draws an injected fault. Sleeping and answering happen outside the lock.
-fn admit(emulator: &Emulator, method: &Method, params: &Params, now: DateTime<Utc>) -> Admission {
+fn admit(emulator: &Emulator, request: &Request<'_>, now: DateTime<Utc>) -> Admission {
     let mut state = emulator.lock();
     state.world.run_provider_deductions(now);
-    let action_name = params.get("Action").unwrap_or("").to_owned();
+    let action_name = request.action_name().to_owned();
     *state
         .calls
         .by_action
@@ -265,8 +293,8 @@ fn admit(emulator: &Emulator, method: &Method, params: &Params, now: DateTime<Ut
         faults,
         ..
     } = &mut *state;
-    let result = authenticate(method.as_str(), params, world, nonces, auth_now, now)
-        .and_then(|caller| resolve_call(caller, &action_name, params, faults, now));
+    let result = authenticate(request, world, nonces, auth_now, now)
+        .and_then(|caller| resolve_call(caller, &action_name, request.params, faults, now));
     Admission {
         result,
         throttle: world.settings.throttle.clone(),

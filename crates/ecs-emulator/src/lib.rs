@@ -1,12 +1,13 @@
 //! A faithful ECS emulator for tests, the demo and policy rehearsal: the six actions the
-//! daemon uses with the service's validation, signatures, idempotency, lifecycle, throttling and
+//! daemon uses with the service's validation, signatures (RPC and V3), idempotency, lifecycle, throttling and
 //! failures, on a controllable virtual clock, plus `/_emulator/*` to inject faults and inspect
 //! state. `start` serves it on any address (port 0 in tests).
 //!
 //! - `settings`: the fleet file (TOML) and every UNCERTAIN behaviour as a setting.
 //! - `world`: accounts, instances, orders, tokens and the lifecycle rules (no HTTP).
 //! - `fleet`: the seeded generator.
-//! - `auth`: request decoding and authentication.
+//! - `auth`: request decoding and authentication (the RPC signature).
+//! - `auth_v3`: the V3 (ACS3-HMAC-SHA256) signature today's SDKs send.
 //! - `actions`: the six actions.
 //! - `faults`: fault rules and throttling.
 //! - `http`: the ECS endpoint.
@@ -14,6 +15,7 @@
 
 pub mod actions;
 pub mod auth;
+pub mod auth_v3;
 pub mod control;
 pub mod faults;
 pub mod fleet;

@@ -8,6 +8,8 @@
 //! - [`periods`]: which renewal periods each site accepts.
 //! - [`signer`]: the RPC signature (HMAC-SHA1), used by the client to sign and the emulator to
 //!   verify.
+//! - [`signer_v3`]: the ACS3-HMAC-SHA256 ("V3") signature today's official SDKs send, which the
+//!   emulator verifies too.
 //! - [`time`]: the service's time formats and its UTC+8 calendar.
 //! - [`clock`]: time as an input (the wall clock or a virtual one tests and the demo move).
 //! - [`duration`]: human durations (`90s`, `7d`) in config and fleet files.
@@ -22,6 +24,7 @@ pub mod duration;
 pub mod periods;
 pub mod secret;
 pub mod signer;
+pub mod signer_v3;
 pub mod time;
 pub mod types;
 
