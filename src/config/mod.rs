@@ -109,6 +109,8 @@ pub struct Account {
     pub endpoint: Endpoint,
     /// Site (period rules).
     pub site: Site,
+    /// When the provider tries auto-renew deductions for this account's instances.
+    pub deduction_schedule: crate::policy::DeductionSchedule,
     /// Billing currency (a bare-number `max_price` is in it).
     pub currency: String,
     /// Where the entry starts in the file (line, column), for problems found later (two

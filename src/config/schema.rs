@@ -350,6 +350,10 @@ pub struct AccountSection {
     /// Which site's period rules apply.
     #[serde(default)]
     pub site: Site,
+    /// When the provider tries auto-renew deductions (UNCERTAIN per site, docs/v3-and-bss.md
+    /// §3.1): `t9-daily` or `t3-five-attempts`. Default: the site's documented one.
+    #[serde(default)]
+    pub deduction_schedule: Option<crate::policy::DeductionSchedule>,
     /// Regions for this account (default: `[scan] regions`).
     #[serde(default)]
     pub regions: Option<Regions>,

@@ -362,6 +362,9 @@ fn compile_account(
         credentials: section.credentials.clone(),
         endpoint,
         site: section.site,
+        deduction_schedule: section
+            .deduction_schedule
+            .unwrap_or_else(|| crate::policy::DeductionSchedule::for_site(section.site)),
         currency,
         location: line_col(report.text, section.name.span().start),
         regions: section

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Timelike, Utc};
 
-use super::{Fallback, Policy, PolicyAction};
+use super::{DeductionSchedule, Fallback, Policy, PolicyAction};
 use crate::closed_enum;
 use crate::cloud::ecs::AutoRenewTarget;
 use crate::cloud::error::ErrorClass;
@@ -138,6 +138,18 @@ pub struct DecideContext<'a> {
     pub horizon: Duration,
     /// How long after expiry an instance is released.
     pub release_after: Duration,
+    /// Each account's provider deduction schedule (an account not listed: the China site's).
+    pub schedules: Vec<(String, DeductionSchedule)>,
+}
+
+impl DecideContext<'_> {
+    /// The deduction schedule in force for `account`'s instances.
+    pub fn schedule_for(&self, account: &str) -> DeductionSchedule {
+        self.schedules
+            .iter()
+            .find(|(name, _)| name == account)
+            .map_or(DeductionSchedule::NineDaysDaily, |(_, s)| *s)
+    }
 }
 
 /// What `decide` looks at.
@@ -234,16 +246,21 @@ impl Decision {
     }
 }
 
-/// The first documented provider deduction: 08:00 UTC+8 nine days before expiry.
+/// The provider's first deduction attempt under the ECS API reference's schedule (08:00 UTC+8
+/// nine days before expiry), the China site's default and the emulator's.
 pub fn first_deduction(expiry: DateTime<Utc>) -> DateTime<Utc> {
-    start_of_day_utc8(expiry - chrono::Duration::days(9)) + chrono::Duration::hours(8)
+    DeductionSchedule::NineDaysDaily.first(expiry)
 }
 
-/// When an `auto-renew` policy's fallback renews: `after` the first deduction, moved out of the
-/// provider's deduction hours (08:00–18:00 UTC+8) so the daemon does not race a deduction whose
-/// new expiry has not shown yet.
-pub fn fallback_point(expiry: DateTime<Utc>, after: Duration) -> DateTime<Utc> {
-    let point = first_deduction(expiry)
+/// When an `auto-renew` policy's fallback renews: `after` the provider's first deduction
+/// attempt under `schedule`, moved out of the provider's deduction hours (08:00–18:00 UTC+8)
+/// so the daemon does not race a deduction whose new expiry has not shown yet.
+pub fn fallback_point(
+    expiry: DateTime<Utc>,
+    after: Duration,
+    schedule: DeductionSchedule,
+) -> DateTime<Utc> {
+    let point = schedule.first(expiry)
         + chrono::Duration::from_std(after).unwrap_or(chrono::Duration::days(1));
     let hour_utc8 = (point.hour() + 8) % 24;
     if (8..18).contains(&hour_utc8) {
@@ -380,7 +397,8 @@ pub fn decide(
             at,
         ),
         PolicyAction::AutoRenew { target, fallback } => {
-            auto_renew_wants(*target, fallback.as_ref(), status, at)
+            let schedule = ctx.schedule_for(subject.account);
+            auto_renew_wants(*target, fallback.as_ref(), schedule, status, at)
         }
     };
     decide_renewal(ctx, subject, history, policy, wants, at)
@@ -488,6 +506,7 @@ fn renew_wants(
 fn auto_renew_wants(
     target: AutoRenewTarget,
     fallback: Option<&Fallback>,
+    schedule: DeductionSchedule,
     status: Option<RenewalStatus>,
     at: Timing,
 ) -> PolicyWants {
@@ -496,13 +515,13 @@ fn auto_renew_wants(
         expiry,
         expired,
     } = at;
-    let first = first_deduction(expiry);
+    let first = schedule.first(expiry);
     let overdue_at = match fallback {
-        Some(Fallback { after, .. }) => fallback_point(expiry, *after),
+        Some(Fallback { after, .. }) => fallback_point(expiry, *after, schedule),
         None => first + chrono::Duration::days(1),
     };
     let overdue = now >= overdue_at && status == Some(RenewalStatus::AutoRenewal) || expired;
-    let schedule = auto_renew_schedule(fallback, first, at);
+    let schedule = auto_renew_schedule(fallback, schedule, at);
     // Auto-renew cannot be switched on for an expired instance.
     let target = (!expired).then_some(target);
     PolicyWants {
@@ -516,14 +535,19 @@ fn auto_renew_wants(
 
 /// When an `auto-renew` policy acts and why: the fallback renewal once its point has passed,
 /// else the fallback point, the expiry or the provider's first deduction.
-fn auto_renew_schedule(fallback: Option<&Fallback>, first: DateTime<Utc>, at: Timing) -> Schedule {
+fn auto_renew_schedule(
+    fallback: Option<&Fallback>,
+    deductions: DeductionSchedule,
+    at: Timing,
+) -> Schedule {
     let Timing {
         now,
         expiry,
         expired,
     } = at;
+    let first = deductions.first(expiry);
     match fallback {
-        Some(f) if now >= fallback_point(expiry, f.after) => Schedule {
+        Some(f) if now >= fallback_point(expiry, f.after, deductions) => Schedule {
             plan: Some(RenewPlan {
                 period: f.period,
                 unit: f.unit,
@@ -535,7 +559,7 @@ fn auto_renew_schedule(fallback: Option<&Fallback>, first: DateTime<Utc>, at: Ti
                     RenewWhy::MissedDeduction
                 },
             }),
-            due: fallback_point(expiry, f.after),
+            due: fallback_point(expiry, f.after, deductions),
             reason: format!(
                 "the provider's deduction has not extended the expiry ({}) by the fallback point: renew {} {}",
                 when(expiry),
@@ -545,10 +569,10 @@ fn auto_renew_schedule(fallback: Option<&Fallback>, first: DateTime<Utc>, at: Ti
         },
         Some(f) => Schedule {
             plan: None,
-            due: fallback_point(expiry, f.after),
+            due: fallback_point(expiry, f.after, deductions),
             reason: format!(
                 "auto-renew; falls back to renewing at {}",
-                when(fallback_point(expiry, f.after))
+                when(fallback_point(expiry, f.after, deductions))
             ),
         },
         None if expired => Schedule {

@@ -5,6 +5,7 @@
 mod backoff;
 mod belts;
 mod decide;
+mod deduction;
 mod matcher;
 
 use std::time::Duration;
@@ -16,6 +17,7 @@ pub use decide::{
     DecideContext, Decision, History, InstanceState, IntentStatus, IntentView, NextAction, Refusal,
     RenewPlan, RenewWhy, Subject, decide, first_deduction,
 };
+pub use deduction::DeductionSchedule;
 pub use matcher::{MatchSection, Matcher};
 
 use crate::cloud::ecs::AutoRenewTarget;
@@ -87,7 +89,8 @@ pub enum PolicyAction {
 /// The fallback of an `auto-renew` policy.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Fallback {
-    /// How long after the first documented deduction (T−9 days, 08:00 UTC+8).
+    /// How long after the provider's first deduction attempt (by the account's
+    /// [`DeductionSchedule`]).
     pub after: Duration,
     /// Renewal length.
     pub period: u32,

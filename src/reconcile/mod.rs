@@ -48,6 +48,11 @@ pub fn decide_context(config: &Config) -> DecideContext<'_> {
         skip_tag: &config.scan.skip_tag,
         horizon: config.scan.horizon,
         release_after: config.scan.release_after,
+        schedules: config
+            .accounts
+            .iter()
+            .map(|a| (a.name.clone(), a.deduction_schedule))
+            .collect(),
     }
 }
 

@@ -229,6 +229,46 @@ async fn a_spend_limit_that_would_trip_is_shown() {
     );
 }
 
+/// The international site's provider tries its first deduction at T−3 (docs/v3-and-bss.md §3.1),
+/// so a fallback keyed to the China site's T−9 would renew ahead of the provider every cycle.
+#[tokio::test]
+async fn the_fallback_point_follows_the_international_deduction_schedule() {
+    let clock = Arc::new(VirtualClock::frozen(time::parse(NOW).unwrap()));
+    let mut fleet = fleet();
+    fleet.instances = vec![InstanceSpec {
+        tags: [("team".to_string(), "auto".to_string())].into(),
+        renewal_status: RenewalStatus::AutoRenewal,
+        ..spec("i-intl", "2026-03-15T16:00Z")
+    }];
+    let emulator =
+        ecs_emulator::start_with_clock(fleet, "127.0.0.1:0".parse().unwrap(), clock.clone())
+            .await
+            .unwrap();
+    let text = config_text(&emulator)
+        .replace(
+            "[accounts.credentials]",
+            "site = \"international\"\n[accounts.credentials]",
+        )
+        .replace(
+            "action = \"auto-renew\"\n",
+            "action = \"auto-renew\"\nfallback_renew = true\n",
+        );
+    let config = Config::parse(&text, Path::new("plan.toml"), &env()).unwrap();
+    let report = plan::build(&config, &env(), clock, &NoHistory, Default::default())
+        .await
+        .unwrap();
+    let row = &report.instances[0];
+    // T−3 is 03-13 08:00 UTC+8; a day later is inside the provider's 08:00–18:00 run, so the
+    // fallback waits for 03-14 18:00 UTC+8 = 03-14T10:00Z.
+    assert_eq!(
+        (row.decision.as_str(), row.due_at),
+        ("none", Some(time::parse("2026-03-14T10:00:00Z").unwrap())),
+        "{}",
+        row.reason
+    );
+    assert_eq!(report.renewals, 0);
+}
+
 fn binary() -> Command {
     Command::new(env!("CARGO_BIN_EXE_ecs-renewd"))
 }

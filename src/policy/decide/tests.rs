@@ -85,6 +85,7 @@ fn ctx(policies: &[Policy]) -> DecideContext<'_> {
         skip_tag: "ecs-renewd:skip",
         horizon: Duration::from_secs(30 * 86_400),
         release_after: Duration::from_secs(15 * 86_400),
+        schedules: vec![],
     }
 }
 
@@ -518,7 +519,11 @@ fn auto_renew_keeps_the_attributes_and_falls_back_after_a_missed_deduction() {
     // the provider's 08:00–18:00 UTC+8 run: 03-13 18:00 UTC+8 = 03-13T10:00Z.
     assert_eq!(first_deduction(i.expired_time), t("2026-03-12T00:00Z"));
     assert_eq!(
-        fallback_point(i.expired_time, Duration::from_secs(86_400)),
+        fallback_point(
+            i.expired_time,
+            Duration::from_secs(86_400),
+            DeductionSchedule::NineDaysDaily
+        ),
         t("2026-03-13T10:00Z")
     );
     let drift = run(
