@@ -98,6 +98,8 @@ pub struct Metrics {
     /// `admin_connections_closed_total{reason}`: admin connections the server closed because
     /// of a limit (`header_timeout`, `write_timeout`, `answer_timeout`, `evicted`).
     pub admin_connections_closed_total: IntCounterVec,
+    /// The funds forecast's gauges.
+    pub funds: FundsMetrics,
     clock: Arc<dyn Clock>,
     names: Vec<String>,
 }
@@ -427,6 +429,74 @@ fn register_build_info(registrar: &mut Registrar) {
         .set(1);
 }
 
+/// The funds forecast: each account's available amount, the charges coming in the window, and
+/// when they first exceed it.
+pub struct FundsMetrics {
+    /// `account_available_amount{account,currency}`.
+    pub available: GaugeVec,
+    /// `upcoming_charges{account,currency,by}` (`by`: `ecs-renewd` or `auto-renew`).
+    pub upcoming: GaugeVec,
+    /// `funds_shortfall_timestamp_seconds{account,currency}`: absent when covered.
+    pub shortfall_at: GaugeVec,
+}
+
+impl FundsMetrics {
+    fn register(registrar: &mut Registrar) -> FundsMetrics {
+        let available = registrar.register(GaugeVec::new(
+            Opts::new(
+                name("account_available_amount"),
+                "The account's available amount (BSS QueryAccountBalance AvailableAmount); may be negative",
+            ),
+            &["account", "currency"],
+        ));
+        let upcoming = registrar.register(GaugeVec::new(
+            Opts::new(
+                name("upcoming_charges"),
+                "Renewal charges expected in the forecast window, by who makes them (ecs-renewd or the provider's auto-renew)",
+            ),
+            &["account", "currency", "by"],
+        ));
+        let shortfall_at = registrar.register(GaugeVec::new(
+            Opts::new(
+                name("funds_shortfall_timestamp_seconds"),
+                "When the running total of upcoming charges first exceeds the available amount; absent when covered",
+            ),
+            &["account", "currency"],
+        ));
+        FundsMetrics {
+            available,
+            upcoming,
+            shortfall_at,
+        }
+    }
+
+    /// Shows the pass's forecasts; series of accounts and currencies no longer forecast (and
+    /// shortfalls that are covered now) go away.
+    pub fn publish(&self, forecasts: &[crate::policy::Forecast]) {
+        self.available.reset();
+        self.upcoming.reset();
+        self.shortfall_at.reset();
+        for f in forecasts {
+            let labels = [f.account.as_str(), f.currency.as_str()];
+            if let Some(available) = &f.available {
+                self.available
+                    .with_label_values(&labels)
+                    .set(available.as_f64());
+            }
+            for (by, amount) in [("ecs-renewd", &f.by_daemon), ("auto-renew", &f.by_provider)] {
+                self.upcoming
+                    .with_label_values(&[labels[0], labels[1], by])
+                    .set(amount.as_f64());
+            }
+            if let Some(at) = f.shortfall_at {
+                self.shortfall_at
+                    .with_label_values(&labels)
+                    .set(at.timestamp() as f64);
+            }
+        }
+    }
+}
+
 impl Metrics {
     /// Creates and registers every metric; closed label sets are pre-filled with zeros so
     /// `increase()` works from the first failure.
@@ -439,6 +509,7 @@ impl Metrics {
         let admin_connections_closed_total = register_admin(&mut registrar);
         let daemon = DaemonMetrics::register(&mut registrar);
         let fleet = FleetMetrics::register(&mut registrar);
+        let funds = FundsMetrics::register(&mut registrar);
         register_build_info(&mut registrar);
         daemon.config_last_reload_successful.set(1);
         registrar
@@ -471,6 +542,7 @@ impl Metrics {
             renewals_refused: fleet.renewals_refused,
             source_duplicate_instances: fleet.source_duplicate_instances,
             admin_connections_closed_total,
+            funds,
             clock,
             names: registrar.names,
         }

@@ -28,9 +28,6 @@ use crate::secret::REDACTED;
 /// short enough that they (and their grown read buffers) are gone while the daemon idles.
 pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// The ECS API version ecs-renewd speaks.
-pub const API_VERSION: &str = "2014-05-26";
-
 /// Larger answers are refused (a full DescribeInstances page is a few hundred KiB).
 const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 
@@ -214,6 +211,18 @@ impl EcsClient {
                 region: region.to_owned(),
                 detail: e.to_string(),
             })?;
+        self.call_url(action, region, &url, params).await
+    }
+
+    /// [`EcsClient::call`] to a given URL (BSS calls go to the account site's billing
+    /// endpoint, not a region's).
+    pub async fn call_url<T: DeserializeOwned>(
+        &self,
+        action: Action,
+        region: &str,
+        url: &Url,
+        params: &[(&str, String)],
+    ) -> Result<Answer<T>, CloudError> {
         let has_client_token = params
             .iter()
             .any(|(name, value)| *name == "ClientToken" && !value.is_empty());
@@ -256,7 +265,7 @@ impl EcsClient {
             );
             let started = tokio::time::Instant::now();
             let result = tracing::Instrument::instrument(
-                self.attempt::<T>(action, region, &url, params),
+                self.attempt::<T>(action, region, url, params),
                 span,
             )
             .await;
@@ -344,7 +353,7 @@ impl EcsClient {
                 "application/x-www-form-urlencoded",
             )
             .header("x-acs-action", action.as_str())
-            .header("x-acs-version", API_VERSION)
+            .header("x-acs-version", action.version())
             .timeout(self.read_timeout(action))
             .body(body)
             .send()
@@ -502,7 +511,7 @@ pub fn signed_parameters(
 ) -> SignedParameters {
     let mut parameters: Vec<(String, String)> = vec![
         ("Action".into(), action.as_str().into()),
-        ("Version".into(), API_VERSION.into()),
+        ("Version".into(), action.version().into()),
         ("Format".into(), "JSON".into()),
         ("AccessKeyId".into(), credentials.access_key_id.clone()),
         ("SignatureMethod".into(), SIGNATURE_METHOD.into()),

@@ -93,6 +93,8 @@ const PERMISSION: &[&str] = &[
     "MissingSecurityToken",
     "InvalidAction.Unauthorized",
     "RealNameAuthenticationError",
+    // BSS: the key may not read the balance (docs/v3-and-bss.md §2.2).
+    "NotAuthorized",
 ];
 
 /// Every code the classification knows, with the HTTP status the service answers it with:

@@ -1,6 +1,7 @@
 //! Everything that talks to ECS: signing, credentials, endpoints, transport with rate limits
 //! and retries, typed calls, the wire format (shared with the emulator) and the error model.
 
+pub(crate) mod bss;
 pub(crate) mod client;
 pub mod credentials;
 pub(crate) mod ecs;
@@ -9,6 +10,7 @@ pub(crate) mod error;
 pub(crate) mod rate_limit;
 pub(crate) mod retry;
 
+pub use bss::{Balance, BalanceError, bss_urls};
 pub use client::{
     ClientSettings, EcsClient, NoObserver, form_body, shared_http_client, signed_parameters,
 };

@@ -111,6 +111,8 @@ pub struct Account {
     pub site: Site,
     /// When the provider tries auto-renew deductions for this account's instances.
     pub deduction_schedule: crate::policy::DeductionSchedule,
+    /// Whether the funds forecast queries this account's balance.
+    pub funds_enabled: bool,
     /// Billing currency (a bare-number `max_price` is in it).
     pub currency: String,
     /// Where the entry starts in the file (line, column), for problems found later (two
@@ -124,6 +126,19 @@ pub struct Account {
     pub call_retry: RetryPolicy,
     /// Per-action read timeout overrides.
     pub read_timeouts: Vec<(crate::cloud::Action, Duration)>,
+}
+
+/// `[funds]`: the forecast of upcoming charges against each account's balance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FundsSettings {
+    /// Whether passes and `plan` make the forecast.
+    pub enabled: bool,
+    /// How far past the next deduction morning it looks.
+    pub horizon: Duration,
+    /// The least time between two balance queries of one account.
+    pub balance_interval: Duration,
+    /// How long a price quote is reused.
+    pub price_cache: Duration,
 }
 
 /// Safety belts in whole cents.
@@ -198,6 +213,8 @@ pub struct Config {
     pub limits: Limits,
     /// Persisted backoff.
     pub retry: RetrySettings,
+    /// The funds forecast.
+    pub funds: FundsSettings,
     /// Policies in order.
     pub policies: Vec<Policy>,
     /// Things that work but look wrong.

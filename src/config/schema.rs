@@ -41,6 +41,9 @@ pub struct ConfigFile {
     /// `[retry]`.
     #[serde(default)]
     pub retry: RetrySection,
+    /// `[funds]`.
+    #[serde(default)]
+    pub funds: FundsSection,
     /// `[[policies]]`, in order: first match wins.
     #[serde(default)]
     pub policies: Vec<PolicySection>,
@@ -354,6 +357,9 @@ pub struct AccountSection {
     /// §3.1): `t9-daily` or `t3-five-attempts`. Default: the site's documented one.
     #[serde(default)]
     pub deduction_schedule: Option<crate::policy::DeductionSchedule>,
+    /// `[accounts.funds]`: this account's part in the funds forecast.
+    #[serde(default)]
+    pub funds: AccountFundsSection,
     /// Regions for this account (default: `[scan] regions`).
     #[serde(default)]
     pub regions: Option<Regions>,
@@ -467,6 +473,64 @@ pub struct RetrySection {
     /// How often to look while verifying.
     #[serde(default = "default_verify_interval", with = "serde_humantime")]
     pub verify_interval: Duration,
+}
+
+/// `[funds]`: the forecast of upcoming charges against each account's balance.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FundsSection {
+    /// Whether passes and `plan` make the forecast.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// How far past the next deduction morning (08:00 UTC+8) the forecast looks.
+    #[serde(default = "default_funds_horizon", with = "serde_humantime")]
+    pub horizon: Duration,
+    /// At most one `QueryAccountBalance` per account per this long (`0s`: every pass).
+    #[serde(default = "default_balance_interval", with = "serde_humantime")]
+    pub balance_interval: Duration,
+    /// How long a renewal price quote is reused for the forecast (per instance and period).
+    #[serde(default = "default_price_cache", with = "serde_humantime")]
+    pub price_cache: Duration,
+}
+
+/// `[accounts.funds]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountFundsSection {
+    /// Whether this account's balance is queried (turn off for a key that may not call
+    /// `QueryAccountBalance`; its charges are still listed, with the balance unknown).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+}
+
+impl Default for AccountFundsSection {
+    fn default() -> Self {
+        AccountFundsSection { enabled: true }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_funds_horizon() -> Duration {
+    Duration::from_secs(7 * 86_400)
+}
+fn default_balance_interval() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_price_cache() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+
+impl Default for FundsSection {
+    fn default() -> Self {
+        FundsSection {
+            enabled: true,
+            horizon: default_funds_horizon(),
+            balance_interval: default_balance_interval(),
+            price_cache: default_price_cache(),
+        }
+    }
 }
 
 fn default_floor() -> Duration {

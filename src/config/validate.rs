@@ -8,7 +8,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::schema::{AccountSection, ActionKind, ConfigFile, PolicySection};
-use super::{Account, AdminSettings, Config, ConfigError, Limits, Problem, RetrySettings, Scan};
+use super::{
+    Account, AdminSettings, Config, ConfigError, FundsSettings, Limits, Problem, RetrySettings,
+    Scan,
+};
 use crate::cloud::credentials::{Environment, SourceKind};
 use crate::cloud::ecs::AutoRenewTarget;
 use crate::cloud::endpoint::Endpoint;
@@ -231,6 +234,12 @@ fn check(file: ConfigFile, report: &mut Report, env: &Environment) -> Result<Con
             verify_timeout: retry.verify_timeout,
             verify_interval: retry.verify_interval,
         },
+        funds: FundsSettings {
+            enabled: file.funds.enabled,
+            horizon: file.funds.horizon,
+            balance_interval: file.funds.balance_interval,
+            price_cache: file.funds.price_cache,
+        },
         policies,
         warnings: std::mem::take(&mut report.warnings),
     })
@@ -365,6 +374,7 @@ fn compile_account(
         deduction_schedule: section
             .deduction_schedule
             .unwrap_or_else(|| crate::policy::DeductionSchedule::for_site(section.site)),
+        funds_enabled: section.funds.enabled,
         currency,
         location: line_col(report.text, section.name.span().start),
         regions: section

@@ -140,6 +140,9 @@ pub struct DecideContext<'a> {
     pub release_after: Duration,
     /// Each account's provider deduction schedule (an account not listed: the China site's).
     pub schedules: Vec<(String, DeductionSchedule)>,
+    /// The end of the funds forecast's window, when the forecast is on: the assessment then
+    /// keeps each instance's expected charge.
+    pub funds_until: Option<DateTime<Utc>>,
 }
 
 impl DecideContext<'_> {

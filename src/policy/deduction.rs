@@ -7,9 +7,9 @@
 
 use chrono::{DateTime, Duration, Utc};
 
+use crate::closed_enum;
 use crate::cloud::periods::Site;
 use crate::cloud::time::start_of_day_utc8;
-use crate::closed_enum;
 
 closed_enum! {
     /// A provider auto-renew deduction schedule.
@@ -36,12 +36,13 @@ impl DeductionSchedule {
 
     /// Every attempt for an instance expiring at `expiry`, in order.
     pub fn attempts(self, expiry: DateTime<Utc>) -> Vec<DateTime<Utc>> {
-        let at_eight = |days: i64| {
-            start_of_day_utc8(expiry + Duration::days(days)) + Duration::hours(8)
-        };
+        let at_eight =
+            |days: i64| start_of_day_utc8(expiry + Duration::days(days)) + Duration::hours(8);
         match self {
             DeductionSchedule::NineDaysDaily => (-9..=9).map(at_eight).collect(),
-            DeductionSchedule::FiveAttempts => FIVE_ATTEMPT_DAYS.iter().map(|d| at_eight(*d)).collect(),
+            DeductionSchedule::FiveAttempts => {
+                FIVE_ATTEMPT_DAYS.iter().map(|d| at_eight(*d)).collect()
+            }
         }
     }
 
@@ -86,8 +87,14 @@ mod tests {
     #[test]
     fn the_international_schedule_is_t3_t1_t_t6_t14() {
         let attempts = DeductionSchedule::FiveAttempts.attempts(t("2026-03-20T16:00:00Z"));
-        let expected = ["2026-03-18", "2026-03-20", "2026-03-21", "2026-03-27", "2026-04-04"]
-            .map(|d| t(&format!("{d}T00:00:00Z")));
+        let expected = [
+            "2026-03-18",
+            "2026-03-20",
+            "2026-03-21",
+            "2026-03-27",
+            "2026-04-04",
+        ]
+        .map(|d| t(&format!("{d}T00:00:00Z")));
         assert_eq!(attempts, expected);
     }
 
@@ -112,7 +119,10 @@ mod tests {
             schedule.next_before_expiry(expiry, t("2026-03-19T23:00:00Z")),
             Some(t("2026-03-20T00:00:00Z"))
         );
-        assert_eq!(schedule.next_before_expiry(expiry, t("2026-03-20T03:00:00Z")), None);
+        assert_eq!(
+            schedule.next_before_expiry(expiry, t("2026-03-20T03:00:00Z")),
+            None
+        );
         // Under the five-attempt schedule the T attempt (03-21 08:00 UTC+8) is after expiry.
         assert_eq!(
             DeductionSchedule::FiveAttempts.next_before_expiry(expiry, t("2026-03-19T03:00:00Z")),

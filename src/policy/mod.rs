@@ -6,6 +6,7 @@ mod backoff;
 mod belts;
 mod decide;
 mod deduction;
+mod funds;
 mod matcher;
 
 use std::time::Duration;
@@ -18,6 +19,7 @@ pub use decide::{
     RenewPlan, RenewWhy, Subject, decide, first_deduction,
 };
 pub use deduction::DeductionSchedule;
+pub use funds::{BalanceView, Charge, ChargeSeed, Forecast, charge_for, forecast, window_end};
 pub use matcher::{MatchSection, Matcher};
 
 use crate::cloud::ecs::AutoRenewTarget;

@@ -11,7 +11,8 @@ use super::observe::Observed;
 use crate::cloud::ecs::{AutoRenewTarget, PriceQuote};
 use crate::cloud::types::Instance;
 use crate::policy::{
-    DecideContext, Decision, History, InstanceState, NextAction, RenewPlan, Subject, decide,
+    ChargeSeed, DecideContext, Decision, History, InstanceState, NextAction, RenewPlan, Subject,
+    charge_for, decide,
 };
 pub use crate::policy::{HistorySource, NoHistory};
 
@@ -186,6 +187,21 @@ pub struct Assessment {
     pub refused: Vec<Refused>,
     /// Listings set aside because another source listed the same instance first.
     pub duplicates: Vec<Duplicate>,
+    /// The charges expected within the funds forecast's window (when it is on), unpriced.
+    pub upcoming: Vec<Upcoming>,
+}
+
+/// A charge expected for one instance, before it is priced.
+#[derive(Debug, Clone)]
+pub struct Upcoming {
+    /// The config account entry it was listed through.
+    pub account: Arc<str>,
+    /// Its region (prices are asked there).
+    pub region: Arc<str>,
+    /// The instance.
+    pub instance_id: String,
+    /// When, by whom, for how long.
+    pub seed: ChargeSeed,
 }
 
 impl Assessment {
@@ -233,6 +249,28 @@ impl Assessment {
             auto_renew: observed.auto_renew.as_ref(),
         };
         let decision: Decision = decide(ctx, subject, history, now);
+        if let Some(until) = ctx.funds_until {
+            let policy = decision
+                .policy
+                .as_ref()
+                .and_then(|name| ctx.policies.iter().find(|p| &p.name == name));
+            let schedule = ctx.schedule_for(&observed.account);
+            if let Some(seed) = charge_for(
+                &decision,
+                policy,
+                &observed.instance,
+                observed.auto_renew.as_ref(),
+                schedule,
+                (now, until),
+            ) {
+                self.upcoming.push(Upcoming {
+                    account: observed.account.clone(),
+                    region: Arc::from(observed.instance.region.as_str()),
+                    instance_id: observed.instance.id.clone(),
+                    seed,
+                });
+            }
+        }
         // Rows are indexed in the order they are returned (collecting callers keep that order).
         let row_index = self.instances;
         self.instances += 1;
@@ -320,6 +358,7 @@ impl Assessment {
             (a, b) => a.or(b),
         };
         self.refused.extend(other.refused);
+        self.upcoming.extend(other.upcoming);
         self.duplicates.extend(other.duplicates);
     }
 }

@@ -28,6 +28,8 @@ pub struct PassContext<'a> {
     pub clock: &'a dyn Clock,
     /// Shutdown: no new call starts once it fires.
     pub cancel: &'a CancellationToken,
+    /// Balances and price quotes the funds forecast reuses between passes.
+    pub funds: &'a super::funds::FundsMemory,
     /// When the pass began (the clock's now, UTC); decisions are made at this time.
     pub started: DateTime<Utc>,
     /// The calendar day (in the config's timezone) the pass's charges count toward.

@@ -10,6 +10,7 @@ pub(crate) mod assess;
 pub(crate) mod auto_renew;
 pub(crate) mod belts;
 pub(crate) mod context;
+pub(crate) mod funds;
 pub(crate) mod observe;
 pub(crate) mod outcome;
 pub(crate) mod pass;
@@ -53,6 +54,7 @@ pub fn decide_context(config: &Config) -> DecideContext<'_> {
             .iter()
             .map(|a| (a.name.clone(), a.deduction_schedule))
             .collect(),
+        funds_until: None,
     }
 }
 
@@ -169,7 +171,11 @@ pub async fn observe_and_assess(
 ) -> (Assessment, Vec<SourceReport>, HashMap<String, Watched>) {
     let (sources, mut reports) = observe::list_sources(accounts, &config.scan.home_region).await;
     let window = window(config, now);
-    let ctx = decide_context(config);
+    let mut ctx = decide_context(config);
+    ctx.funds_until = config
+        .funds
+        .enabled
+        .then(|| crate::policy::window_end(now, config.funds.horizon));
     let keys: Vec<observe::SourceKey> = sources
         .iter()
         .map(|(account, region)| observe::SourceKey {

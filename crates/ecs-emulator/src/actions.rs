@@ -67,6 +67,13 @@ pub fn dispatch(
     params: &Params,
     now: DateTime<Utc>,
 ) -> Result<Value, Fault> {
+    if action == Action::QueryAccountBalance && caller.denied_actions.contains(&action) {
+        return Err(Fault::new(
+            400,
+            "NotAuthorized",
+            "This API is not authorized for caller.",
+        ));
+    }
     if action != Action::DescribeInstances && caller.denied_actions.contains(&action) {
         return Err(forbidden());
     }
@@ -79,6 +86,7 @@ pub fn dispatch(
         Action::RenewInstance => renew_instance(world, caller, params, now),
         Action::DescribeRenewalPrice => describe_renewal_price(world, caller, params, now),
         Action::DescribeRegions => Ok(describe_regions(world)),
+        Action::QueryAccountBalance => query_account_balance(world, caller),
     }
 }
 
@@ -980,6 +988,35 @@ fn describe_renewal_price(
     });
     value["PriceInfo"]["Rules"] = serde_json::json!({"Rule": []});
     Ok(value)
+}
+
+/// BSS `QueryAccountBalance` (docs/v3-and-bss.md §2.2): the caller's account balance, which
+/// the emulator's charges (renewals, provider deductions) reduce, as two-decimal strings.
+fn query_account_balance(world: &World, caller: &Caller) -> Result<Value, Fault> {
+    let account = world
+        .account(&caller.account)
+        .ok_or_else(|| Fault::new(400, "InvalidOwner", "The caller's account is not known."))?;
+    let amount = cents_text(account.balance_cents);
+    Ok(serde_json::json!({
+        "Code": "200",
+        "Message": "success",
+        "Success": true,
+        "Data": {
+            "AvailableAmount": amount,
+            "AvailableCashAmount": amount,
+            "CreditAmount": "0.00",
+            "MybankCreditAmount": "0.00",
+            "Currency": account.currency,
+            "QuotaLimit": "0.00",
+        },
+    }))
+}
+
+/// Cents as the service writes amounts: `-11.19`, `10000.00`.
+fn cents_text(cents: i64) -> String {
+    let sign = if cents < 0 { "-" } else { "" };
+    let abs = cents.unsigned_abs();
+    format!("{sign}{}.{:02}", abs / 100, abs % 100)
 }
 
 fn describe_regions(world: &World) -> Value {

@@ -99,6 +99,15 @@ impl<'a> Request<'a> {
             || (self.header("x-acs-action").is_some() && self.params.get("Signature").is_none())
     }
 
+    /// The API version: `x-acs-version` for V3, the `Version` parameter otherwise.
+    pub fn version(&self) -> &'a str {
+        if self.is_v3() {
+            self.header("x-acs-version").unwrap_or_default()
+        } else {
+            self.params.get("Version").unwrap_or_default()
+        }
+    }
+
     /// The action's name: `x-acs-action` for V3, the `Action` parameter otherwise.
     pub fn action_name(&self) -> &'a str {
         if self.is_v3() {

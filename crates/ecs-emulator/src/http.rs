@@ -278,6 +278,7 @@ fn admit(emulator: &Emulator, request: &Request<'_>, now: DateTime<Utc>) -> Admi
     let mut state = emulator.lock();
     state.world.run_provider_deductions(now);
     let action_name = request.action_name().to_owned();
+    let version = request.version().to_owned();
     *state
         .calls
         .by_action
@@ -293,8 +294,15 @@ fn admit(emulator: &Emulator, request: &Request<'_>, now: DateTime<Utc>) -> Admi
         faults,
         ..
     } = &mut *state;
-    let result = authenticate(request, world, nonces, auth_now, now)
-        .and_then(|caller| resolve_call(caller, &action_name, request.params, faults, now));
+    let result = authenticate(request, world, nonces, auth_now, now).and_then(|caller| {
+        resolve_call(
+            caller,
+            (&action_name, &version),
+            request.params,
+            faults,
+            now,
+        )
+    });
     Admission {
         result,
         throttle: world.settings.throttle.clone(),
@@ -302,22 +310,25 @@ fn admit(emulator: &Emulator, request: &Request<'_>, now: DateTime<Utc>) -> Admi
     }
 }
 
-/// Resolves an authenticated caller's action (unknown names fail) and takes the first injected
-/// fault matching the action, region and account.
+/// Resolves an authenticated caller's action (unknown names, and a name asked of another API
+/// version, ECS's or BSS's, fail) and takes the first injected fault matching the action,
+/// region and account.
 fn resolve_call(
     caller: Caller,
-    action_name: &str,
+    (action_name, version): (&str, &str),
     params: &Params,
     faults: &mut Faults,
     now: DateTime<Utc>,
 ) -> Result<Call, Fault> {
-    let action = Action::parse(action_name).ok_or_else(|| {
-        Fault::new(
-            404,
-            "InvalidAction.NotFound",
-            "Specified api is not found, please check your url and method.",
-        )
-    })?;
+    let action = Action::parse(action_name)
+        .filter(|action| action.version() == version)
+        .ok_or_else(|| {
+            Fault::new(
+                404,
+                "InvalidAction.NotFound",
+                "Specified api is not found, please check your url and method.",
+            )
+        })?;
     let region = params.get("RegionId").unwrap_or("").to_owned();
     let fault = faults.take(Some(action), &region, &caller.account, now);
     Ok(Call {

@@ -1,5 +1,6 @@
-//! The ECS actions ecs-renewd calls: a closed set used for signing, timeouts, retry safety,
-//! rate-limit keys and metric labels.
+//! The actions ecs-renewd calls (ECS's, and BSS's `QueryAccountBalance` for the funds
+//! forecast): a closed set used for signing, timeouts, retry safety, rate-limit keys and metric
+//! labels.
 
 use std::time::Duration;
 
@@ -20,8 +21,15 @@ closed_enum! {
         DescribeRenewalPrice => "DescribeRenewalPrice",
         /// List regions.
         DescribeRegions => "DescribeRegions",
+        /// Read the account's available amount (BSS, docs/v3-and-bss.md §2.2).
+        QueryAccountBalance => "QueryAccountBalance",
     }
 }
+
+/// The ECS API version.
+pub const ECS_VERSION: &str = "2014-05-26";
+/// The BSS (billing) API version.
+pub const BSS_VERSION: &str = "2017-12-14";
 
 /// When a failed call may be sent again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,7 +53,33 @@ impl Action {
             Action::RenewInstance => 19,
             Action::DescribeRenewalPrice => 16,
             Action::DescribeRegions => 19,
+            Action::QueryAccountBalance => 10,
         })
+    }
+
+    /// The RAM actions a key needs to call it. For `QueryAccountBalance` the documents name
+    /// two (`bss:DescribeAcccount`, sic, and `bssapi:QueryAccountBalance`) and which one the
+    /// gateway checks is UNCERTAIN (docs/v3-and-bss.md §2.2): both are granted.
+    pub fn ram_actions(self) -> &'static [&'static str] {
+        match self {
+            Action::DescribeInstances => &["ecs:DescribeInstances"],
+            Action::DescribeInstanceAutoRenewAttribute => {
+                &["ecs:DescribeInstanceAutoRenewAttribute"]
+            }
+            Action::ModifyInstanceAutoRenewAttribute => &["ecs:ModifyInstanceAutoRenewAttribute"],
+            Action::RenewInstance => &["ecs:RenewInstance"],
+            Action::DescribeRenewalPrice => &["ecs:DescribeRenewalPrice"],
+            Action::DescribeRegions => &["ecs:DescribeRegions"],
+            Action::QueryAccountBalance => &["bss:DescribeAcccount", "bssapi:QueryAccountBalance"],
+        }
+    }
+
+    /// The API version the action belongs to (`Version` / `x-acs-version`).
+    pub fn version(self) -> &'static str {
+        match self {
+            Action::QueryAccountBalance => BSS_VERSION,
+            _ => ECS_VERSION,
+        }
     }
 
     /// Whether the action changes anything in the cloud (dry-run never sends these).

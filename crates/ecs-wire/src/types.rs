@@ -571,3 +571,47 @@ mod tests {
         assert!(serde_json::from_str::<DescribeInstancesResponse>(wrong).is_err());
     }
 }
+
+/// BSS `QueryAccountBalance` response (docs/v3-and-bss.md §2.2). Amounts are strings with two
+/// decimals ("10000.00", "-11.19"), read as exact decimals, never floats.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct QueryAccountBalanceResponse {
+    /// `"200"` on success (BSS paths differ: check `success`).
+    #[serde(default)]
+    pub code: String,
+    /// Human-readable status.
+    #[serde(default)]
+    pub message: String,
+    /// The request id.
+    #[serde(default)]
+    pub request_id: String,
+    /// Whether the call succeeded (some BSS paths answer HTTP 200 with `false`).
+    #[serde(default)]
+    pub success: bool,
+    /// The balance, absent on failure.
+    #[serde(default)]
+    pub data: Option<AccountBalance>,
+}
+
+/// The `Data` of `QueryAccountBalance`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AccountBalance {
+    /// Available credit: cash plus credit limit minus what is unsettled; may be negative.
+    pub available_amount: String,
+    /// Cash balance.
+    #[serde(default)]
+    pub available_cash_amount: String,
+    /// Credit-control limit.
+    #[serde(default)]
+    pub credit_amount: String,
+    /// MYbank credit line.
+    #[serde(default)]
+    pub mybank_credit_amount: String,
+    /// `CNY`, `USD` or `JPY`.
+    pub currency: String,
+    /// Ecosystem (reseller) quota; newer, often absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota_limit: Option<String>,
+}

@@ -86,6 +86,7 @@ fn ctx(policies: &[Policy]) -> DecideContext<'_> {
         horizon: Duration::from_secs(30 * 86_400),
         release_after: Duration::from_secs(15 * 86_400),
         schedules: vec![],
+        funds_until: None,
     }
 }
 

@@ -8,12 +8,14 @@
 //! 3. [`price_and_belts`]: prices where a limit needs them; the safety belts over the batch.
 //! 4. [`act`]: the renewals sent (intent before act) and their outcomes' meaning.
 //! 5. [`verify_and_auto_renew`]: new expiries seen; auto-renew attributes set meanwhile.
-//! 6. [`publish`]: status lines, refusals, the pass's result and its record.
+//! 6. [`forecast`]: each account's balance against the charges coming in the funds window.
+//! 7. [`publish`]: status lines, refusals, the pass's result and its record.
 //!
 //! A ledger failure ends the pass at once and is returned: nothing is charged without its
 //! record.
 
 pub(crate) mod act;
+pub(crate) mod forecast;
 pub(crate) mod observe;
 pub(crate) mod price_and_belts;
 pub(crate) mod publish;
@@ -53,6 +55,8 @@ pub struct Engine {
     pub clock: Arc<dyn Clock>,
     /// Shutdown: no new call starts once it fires.
     pub cancel: CancellationToken,
+    /// Balances and price quotes the funds forecast reuses between passes.
+    pub funds: crate::reconcile::funds::FundsMemory,
 }
 
 /// What an engine is built over: the parts that outlive a reload.
@@ -100,6 +104,7 @@ impl Engine {
             metrics: base.metrics,
             clock: base.clock,
             cancel: base.cancel,
+            funds: Default::default(),
         })
     }
 
@@ -131,6 +136,7 @@ impl Engine {
             metrics: &self.metrics,
             clock: self.clock.as_ref(),
             cancel: &self.cancel,
+            funds: &self.funds,
             started,
             day: day_key(&self.config, started),
             generation: started.timestamp_millis(),
@@ -154,6 +160,7 @@ impl Engine {
         let mut acted =
             act::act(&ctx, &observed.histories, by_state, cleared, &mut summary).await?;
         phases.lap("act");
+        let renewed = forecast::renewed_in_pass(&acted);
         let changes = std::mem::take(&mut observed.assessment.changes);
         verify_and_auto_renew::verify_and_auto_renew(
             &ctx,
@@ -165,6 +172,9 @@ impl Engine {
         )
         .await?;
         phases.lap("verify_and_auto_renew");
+        let upcoming = std::mem::take(&mut observed.assessment.upcoming);
+        forecast::forecast(&ctx, &upcoming, &renewed, &mut summary).await;
+        phases.lap("forecast");
         publish::publish(&ctx, observed, acted, summary, phases)
     }
 }

@@ -64,6 +64,8 @@ pub struct PassSummary {
     /// Attempts found still out at the start of the pass (the process had stopped): counted
     /// as possibly charged.
     pub interrupted: usize,
+    /// The funds forecast per account and currency (empty when `[funds] enabled = false`).
+    pub funds: Vec<crate::policy::Forecast>,
 }
 
 /// Instances one source listed that another listed first, in one pass.

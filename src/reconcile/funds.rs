@@ -1,0 +1,179 @@
+//! The funds forecast's I/O, shared by the pass and `plan`: each account's balance (at most one
+//! `QueryAccountBalance` per `[funds] balance_interval`), a price for each upcoming charge
+//! (`DescribeRenewalPrice`, reused for `[funds] price_cache`), then the pure
+//! [`crate::policy::forecast`] per account. A failed balance or price never fails the pass: the
+//! forecast says what is unknown and why.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+
+use chrono::{DateTime, Utc};
+
+use super::assess::Upcoming;
+use crate::accounts::AccountClient;
+use crate::cloud::bss_urls;
+use crate::cloud::types::PeriodUnit;
+use crate::config::Config;
+use crate::money::Money;
+use crate::policy::{BalanceView, Charge, Forecast, forecast, window_end};
+
+/// What the forecast remembers between passes: balances and price quotes with when they were
+/// read. Lives as long as the engine (a reload starts afresh).
+#[derive(Debug, Default)]
+pub struct FundsMemory {
+    balances: Mutex<HashMap<String, (DateTime<Utc>, BalanceView)>>,
+    prices: Mutex<HashMap<(String, u32, PeriodUnit), (DateTime<Utc>, Money)>>,
+}
+
+impl FundsMemory {
+    /// Forgets an account's balance, so the next forecast asks again (a renewal refused for
+    /// lack of funds, or a top-up the operator announces).
+    pub fn forget_balance(&self, account: &str) {
+        self.balances
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(account);
+    }
+}
+
+/// The forecast of every configured account, from the pass's upcoming charges; instances in
+/// `settled` (renewed in this pass: the balance read after it already shows the charge) are
+/// left out. Empty when `[funds] enabled = false`.
+pub async fn forecast_accounts(
+    config: &Config,
+    accounts: &[AccountClient],
+    memory: &FundsMemory,
+    upcoming: &[Upcoming],
+    settled: &HashSet<String>,
+    now: DateTime<Utc>,
+) -> Vec<Forecast> {
+    if !config.funds.enabled {
+        return Vec::new();
+    }
+    let until = window_end(now, config.funds.horizon);
+    let mut all = Vec::new();
+    for account in &config.accounts {
+        let Some(client) = accounts.iter().find(|a| a.name == account.name) else {
+            continue;
+        };
+        let balance = balance_of(config, account, client, memory, now).await;
+        let mut charges = Vec::new();
+        for item in upcoming
+            .iter()
+            .filter(|u| *u.account == *account.name && !settled.contains(&u.instance_id))
+        {
+            if let Some(amount) = price_of(config, client, memory, item, now).await {
+                charges.push(Charge {
+                    instance_id: item.instance_id.clone(),
+                    amount,
+                    at: item.seed.at,
+                    by: item.seed.by,
+                });
+            }
+        }
+        for f in forecast(&account.name, &balance, charges, until) {
+            if f.shortfall_at.is_some() {
+                tracing::warn!(account = %f.account, currency = %f.currency, "{}", f.describe());
+            } else {
+                tracing::info!(account = %f.account, currency = %f.currency, "{}", f.describe());
+            }
+            all.push(f);
+        }
+    }
+    all
+}
+
+/// The account's balance: remembered when read within `balance_interval`, else asked.
+async fn balance_of(
+    config: &Config,
+    account: &crate::config::Account,
+    client: &AccountClient,
+    memory: &FundsMemory,
+    now: DateTime<Utc>,
+) -> BalanceView {
+    if !account.funds_enabled {
+        return BalanceView::Unknown(
+            "not queried ([accounts.funds] enabled = false for this account)".into(),
+        );
+    }
+    let interval = chrono::Duration::from_std(config.funds.balance_interval).unwrap_or_default();
+    if let Some((at, view)) = memory
+        .balances
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&account.name)
+        && now - *at < interval
+    {
+        return view.clone();
+    }
+    let view = match bss_urls(&account.endpoint, account.site) {
+        Err(error) => BalanceView::Unknown(error.to_string()),
+        Ok(urls) => match client.client.query_account_balance(&urls).await {
+            Ok(balance) => BalanceView::Known(balance.available),
+            Err(error) => {
+                tracing::warn!(
+                    account = %account.name,
+                    %error,
+                    "the account's balance could not be read: its funds forecast is unknown (grant bss:DescribeAcccount and bssapi:QueryAccountBalance, or set [accounts.funds] enabled = false)"
+                );
+                BalanceView::Unknown(error.to_string())
+            }
+        },
+    };
+    memory
+        .balances
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(account.name.clone(), (now, view.clone()));
+    view
+}
+
+/// The charge's price: a quote read within `price_cache`, else `DescribeRenewalPrice`. `None`
+/// (logged) when it cannot be priced.
+async fn price_of(
+    config: &Config,
+    client: &AccountClient,
+    memory: &FundsMemory,
+    item: &Upcoming,
+    now: DateTime<Utc>,
+) -> Option<Money> {
+    let key = (item.instance_id.clone(), item.seed.period, item.seed.unit);
+    let ttl = chrono::Duration::from_std(config.funds.price_cache).unwrap_or_default();
+    if let Some((at, price)) = memory
+        .prices
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&key)
+        && now - *at < ttl
+    {
+        return Some(price.clone());
+    }
+    match client
+        .client
+        .describe_renewal_price(
+            &item.region,
+            &item.instance_id,
+            item.seed.period,
+            item.seed.unit,
+        )
+        .await
+    {
+        Ok(quote) => {
+            memory
+                .prices
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(key, (now, quote.trade_price.clone()));
+            Some(quote.trade_price)
+        }
+        Err(error) => {
+            tracing::warn!(
+                account = %client.name,
+                instance_id = %item.instance_id,
+                %error,
+                "an upcoming charge could not be priced: the funds forecast leaves it out"
+            );
+            None
+        }
+    }
+}

@@ -1,0 +1,40 @@
+//! Phase 6: the funds forecast. Each account's balance, read after this pass's renewals (so it
+//! already shows their charges), against the charges still coming in the window; the gauges
+//! and the pass record show it. Never fails the pass: what cannot be known is said so.
+
+use std::collections::HashSet;
+
+use super::PassSummary;
+use super::act::Acted;
+use crate::reconcile::PassContext;
+use crate::reconcile::assess::Upcoming;
+use crate::reconcile::funds::forecast_accounts;
+
+/// The instances this pass renewed (new orders): their charge is behind them.
+pub fn renewed_in_pass(acted: &Acted) -> HashSet<String> {
+    acted
+        .verify_targets
+        .iter()
+        .map(|t| t.instance_id.clone())
+        .collect()
+}
+
+/// Runs the phase.
+pub async fn forecast(
+    ctx: &PassContext<'_>,
+    upcoming: &[Upcoming],
+    renewed: &HashSet<String>,
+    summary: &mut PassSummary,
+) {
+    let forecasts = forecast_accounts(
+        ctx.config,
+        ctx.accounts,
+        ctx.funds,
+        upcoming,
+        renewed,
+        ctx.started,
+    )
+    .await;
+    ctx.metrics.funds.publish(&forecasts);
+    summary.funds = forecasts;
+}
