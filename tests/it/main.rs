@@ -18,6 +18,7 @@ mod daemon;
 mod demo;
 mod deploy;
 mod emulator;
+mod funds;
 mod fuzz;
 mod layers;
 mod money_safety;

@@ -1,0 +1,181 @@
+//! The funds forecast against the emulator, on its clock: a shortfall seen before the deduction
+//! day and cleared by a top-up, a negative balance, a key that may not read the balance, the
+//! other site's endpoint after `NotApplicable`, and the balance and price calls it makes.
+
+use ecs_emulator::FaultSpec;
+use ecs_wire::Action;
+use ecs_wire::time;
+use ecs_wire::types::RenewalStatus;
+
+use crate::support::{Harness, harness_fleet, instance_spec};
+
+const NOW: &str = "2026-03-10T04:00:00Z";
+
+/// A `renew` policy two days ahead and an `auto-renew` policy for `team=auto`, with the
+/// balance read on every pass.
+const POLICIES: &str = r#"
+[funds]
+balance_interval = "0s"
+[[policies]]
+name = "auto"
+action = "auto-renew"
+[policies.match]
+tags = { team = "auto" }
+[[policies]]
+name = "renew-all"
+action = "renew"
+renew_before = "2d"
+"#;
+
+/// `i-renew` is due for ecs-renewd's renewal at 03-11T16:00Z; `i-auto` is charged by the
+/// provider at T−9 = 03-13 08:00 UTC+8 = 03-13T00:00Z; each costs 500 CNY a month.
+fn fleet(balance: f64) -> ecs_emulator::EmulatorConfig {
+    let mut renew = instance_spec("i-renew", "2026-03-13T16:00Z");
+    renew.monthly_price = 500.0;
+    let mut auto = instance_spec("i-auto", "2026-03-22T16:00Z");
+    auto.monthly_price = 500.0;
+    auto.renewal_status = RenewalStatus::AutoRenewal;
+    auto.tags = [("team".to_string(), "auto".to_string())].into();
+    harness_fleet(NOW, balance, vec![renew, auto])
+}
+
+fn gauge_line(h: &Harness, name: &str) -> Option<String> {
+    h.engine
+        .metrics
+        .render_registry()
+        .lines()
+        .find(|l| l.starts_with(name))
+        .map(str::to_owned)
+}
+
+#[tokio::test]
+async fn a_short_account_is_warned_before_the_deduction_day_and_a_top_up_clears_it() {
+    let h = Harness::start(fleet(300.0), POLICIES).await;
+    let summary = h.pass().await;
+    assert_eq!(summary.renewed, 0, "nothing is due yet");
+    let f = &summary.funds[0];
+    assert_eq!((f.account.as_str(), f.currency.as_str()), ("main", "CNY"));
+    assert_eq!(f.available.as_ref().map(|m| m.cents), Some(30_000));
+    assert_eq!((f.by_daemon.cents, f.by_provider.cents), (50_000, 50_000));
+    // ecs-renewd's own renewal comes first and already exceeds 300 CNY.
+    assert_eq!(
+        f.shortfall_at,
+        Some(time::parse("2026-03-11T16:00:00Z").unwrap())
+    );
+    assert_eq!(f.short_by.as_ref().map(|m| m.cents), Some(70_000));
+    assert!(
+        f.describe()
+            .contains("1000.00 CNY of renewals due by 2026-03-18T00:00Z (1 by ecs-renewd, 1 by the provider's auto-renew), 300.00 CNY available — short by 700.00 CNY from 2026-03-11T16:00Z"),
+        "{}",
+        f.describe()
+    );
+    let at = time::parse("2026-03-11T16:00:00Z").unwrap().timestamp();
+    assert_eq!(
+        gauge_line(&h, "ecs_renewd_funds_shortfall_timestamp_seconds").as_deref(),
+        Some(
+            format!(
+                "ecs_renewd_funds_shortfall_timestamp_seconds{{account=\"main\",currency=\"CNY\"}} {at}"
+            )
+            .as_str()
+        )
+    );
+    let prices = h.emulator.calls().count(Action::DescribeRenewalPrice);
+    assert_eq!(prices, 2, "one quote per upcoming charge");
+
+    h.emulator
+        .with_world(|w| assert!(w.set_balance("main", 150_000)));
+    let summary = h.pass().await;
+    let f = &summary.funds[0];
+    assert_eq!(f.available.as_ref().map(|m| m.cents), Some(150_000));
+    assert_eq!((f.shortfall_at, f.short_by.clone()), (None, None));
+    assert_eq!(
+        gauge_line(&h, "ecs_renewd_funds_shortfall_timestamp_seconds"),
+        None,
+        "a covered account has no shortfall series"
+    );
+    assert!(
+        gauge_line(
+            &h,
+            "ecs_renewd_upcoming_charges{account=\"main\",by=\"auto-renew\",currency=\"CNY\"} 500"
+        )
+        .is_some(),
+        "{}",
+        h.engine.metrics.render_registry()
+    );
+    assert_eq!(
+        h.emulator.calls().count(Action::DescribeRenewalPrice),
+        prices,
+        "quotes are reused within price_cache"
+    );
+    assert_eq!(h.emulator.calls().count(Action::QueryAccountBalance), 2);
+    assert!(
+        h.engine
+            .metrics
+            .render_registry()
+            .contains("ecs_renewd_api_requests_total{action=\"QueryAccountBalance\""),
+        "balance calls are counted with the API calls"
+    );
+}
+
+#[tokio::test]
+async fn a_negative_balance_is_short_from_the_first_charge() {
+    let h = Harness::start(fleet(-11.19), POLICIES).await;
+    let f = &h.pass().await.funds[0];
+    assert_eq!(f.available.as_ref().map(|m| m.cents), Some(-1_119));
+    assert_eq!(
+        f.shortfall_at,
+        Some(time::parse("2026-03-11T16:00:00Z").unwrap())
+    );
+    assert_eq!(f.short_by.as_ref().map(|m| m.cents), Some(101_119));
+}
+
+#[tokio::test]
+async fn a_key_that_may_not_read_the_balance_makes_the_forecast_unknown_not_the_pass_failed() {
+    let mut fleet = fleet(300.0);
+    fleet.accounts[0].access_keys[0].denied_actions = vec![Action::QueryAccountBalance];
+    let h = Harness::start(fleet, POLICIES).await;
+    let summary = h.pass().await;
+    assert_eq!(summary.result, "ok");
+    let f = &summary.funds[0];
+    assert_eq!((f.available.clone(), f.shortfall_at), (None, None));
+    let why = f.unknown.as_deref().unwrap_or_default();
+    assert!(why.contains("NotAuthorized"), "{why}");
+    assert_eq!(f.upcoming.cents, 100_000, "the charges are still listed");
+    assert_eq!(gauge_line(&h, "ecs_renewd_account_available_amount"), None);
+}
+
+#[tokio::test]
+async fn not_applicable_on_the_sites_endpoint_asks_the_other_sites() {
+    let h = Harness::start(fleet(300.0), POLICIES).await;
+    h.emulator.add_fault(FaultSpec::fail_next(
+        Action::QueryAccountBalance,
+        1,
+        "NotApplicable",
+        400,
+    ));
+    let f = &h.pass().await.funds[0];
+    assert_eq!(f.available.as_ref().map(|m| m.cents), Some(30_000));
+    assert_eq!(h.emulator.calls().count(Action::QueryAccountBalance), 2);
+}
+
+#[tokio::test]
+async fn the_balance_is_read_at_most_once_per_interval_and_not_at_all_when_off() {
+    let h = Harness::start(fleet(300.0), &POLICIES.replace("\"0s\"", "\"1h\"")).await;
+    h.pass().await;
+    h.advance(std::time::Duration::from_secs(600));
+    h.pass().await;
+    assert_eq!(h.emulator.calls().count(Action::QueryAccountBalance), 1);
+    h.advance(std::time::Duration::from_secs(3600));
+    h.pass().await;
+    assert_eq!(h.emulator.calls().count(Action::QueryAccountBalance), 2);
+
+    let off = Harness::start(
+        fleet(300.0),
+        &format!("{POLICIES}\n[funds]\nenabled = false\n")
+            .replace("[funds]\nbalance_interval = \"0s\"\n", ""),
+    )
+    .await;
+    let summary = off.pass().await;
+    assert!(summary.funds.is_empty());
+    assert_eq!(off.emulator.calls().count(Action::QueryAccountBalance), 0);
+}
