@@ -116,6 +116,9 @@ pub struct PlanReport {
     pub totals: Vec<PlanTotal>,
     /// Belts that would trip.
     pub limits: Vec<PlanLimit>,
+    /// The funds forecast per account and currency (left out when `[funds]` is off).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub funds: Vec<crate::policy::Forecast>,
 }
 
 /// Builds the plan.
@@ -151,7 +154,31 @@ pub async fn build(
         |_| true,
     )
     .await;
-    Ok(report(config, assessment, &sources, &today, now))
+    // The quotes just read serve the forecast too: no second call for the same renewal.
+    let memory = crate::reconcile::funds::FundsMemory::default();
+    for c in &assessment.renewals {
+        if let Some(q) = &c.price {
+            memory.remember_price(
+                &c.instance.id,
+                c.plan.period,
+                c.plan.unit,
+                &q.trade_price,
+                now,
+            );
+        }
+    }
+    let funds = crate::reconcile::funds::forecast_accounts(
+        config,
+        &accounts,
+        &memory,
+        &assessment.upcoming,
+        &Default::default(),
+        now,
+    )
+    .await;
+    let mut plan = report(config, assessment, &sources, &today, now);
+    plan.funds = funds;
+    Ok(plan)
 }
 
 fn report(
@@ -265,6 +292,7 @@ fn report(
                 detail: t.detail,
             })
             .collect(),
+        funds: Vec::new(),
     }
 }
 
@@ -357,6 +385,14 @@ pub fn render_text(plan: &PlanReport) -> String {
             "  spend: {:.2} {} for {} renewal(s)\n",
             t.amount, t.currency, t.renewals
         ));
+    }
+    for f in &plan.funds {
+        let mark = if f.shortfall_at.is_some() {
+            "FUNDS SHORT"
+        } else {
+            "funds"
+        };
+        out.push_str(&format!("{mark}: {}\n", f.describe()));
     }
     if plan.limits.is_empty() {
         out.push_str("  limits: none would trip\n");

@@ -26,6 +26,21 @@ pub struct FundsMemory {
 }
 
 impl FundsMemory {
+    /// Keeps a quote read elsewhere (`plan` prices its renewals first) for the forecast.
+    pub fn remember_price(
+        &self,
+        instance_id: &str,
+        period: u32,
+        unit: PeriodUnit,
+        price: &Money,
+        now: DateTime<Utc>,
+    ) {
+        self.prices
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((instance_id.to_owned(), period, unit), (now, price.clone()));
+    }
+
     /// Forgets an account's balance, so the next forecast asks again (a renewal refused for
     /// lack of funds, or a top-up the operator announces).
     pub fn forget_balance(&self, account: &str) {

@@ -135,7 +135,9 @@ async fn start() -> (EmulatorHandle, Arc<VirtualClock>) {
 #[tokio::test]
 async fn plan_decides_prices_and_applies_belts_in_a_stable_json_shape() {
     let (emulator, clock) = start().await;
-    let config = Config::parse(&config_text(&emulator), Path::new("plan.toml"), &env()).unwrap();
+    // The forecast has its own test (below); this shape is the plan's without it.
+    let text = format!("[funds]\nenabled = false\n{}", config_text(&emulator));
+    let config = Config::parse(&text, Path::new("plan.toml"), &env()).unwrap();
     let report = plan::build(&config, &env(), clock, &NoHistory, Default::default())
         .await
         .unwrap();
@@ -267,6 +269,37 @@ async fn the_fallback_point_follows_the_international_deduction_schedule() {
         row.reason
     );
     assert_eq!(report.renewals, 0);
+}
+
+#[tokio::test]
+async fn plan_prints_the_funds_forecast_per_account() {
+    let (emulator, clock) = start().await;
+    emulator.with_world(|w| assert!(w.set_balance("main", 15_000)));
+    let config = Config::parse(&config_text(&emulator), Path::new("plan.toml"), &env()).unwrap();
+    let report = plan::build(&config, &env(), clock, &NoHistory, Default::default())
+        .await
+        .unwrap();
+    // Due now: i-expired, i-due and i-dear (100 + 100 + 5,000 CNY); the provider charges
+    // i-auto (its policy switches auto-renew on) at T−9 = 03-16T00:00Z (100 CNY); i-later is
+    // due 03-23, after the window (03-11T00:00Z + 7 days).
+    let f = &report.funds[0];
+    assert_eq!((f.by_daemon.cents, f.by_provider.cents), (520_000, 10_000));
+    assert_eq!(f.available.as_ref().map(|m| m.cents), Some(15_000));
+    assert_eq!(f.shortfall_at, Some(time::parse(NOW).unwrap()));
+    let value = serde_json::to_value(&report).unwrap();
+    assert_eq!(value["funds"][0]["short_by"]["cents"], 515_000);
+    let text = plan::render_text(&report);
+    assert!(
+        text.contains("FUNDS SHORT: account main: 5300.00 CNY of renewals due by 2026-03-18T00:00Z (3 by ecs-renewd, 1 by the provider's auto-renew), 150.00 CNY available — short by 5150.00 CNY from 2026-03-10T04:00Z"),
+        "{text}"
+    );
+    assert_eq!(
+        emulator
+            .calls()
+            .count(ecs_wire::Action::DescribeRenewalPrice),
+        4,
+        "the forecast reuses the plan's three quotes and asks only i-auto's"
+    );
 }
 
 fn binary() -> Command {
