@@ -3,13 +3,16 @@
 # the daemon (target/debug/ecs-renewd run) running against the emulator. One instance's renewal
 # is made to fail for lack of funds after Prometheus has scraped the funds-failure counter at 0.
 # Asserts through Prometheus' HTTP API that the instance expiry series is there and that
-# EcsRenewdRenewalFundsFailure is pending or firing. Everything listens on 127.0.0.1 only.
+# EcsRenewdRenewalFundsFailure is pending or firing, and that the funds forecast's
+# EcsRenewdFundsShortBeforeDeduction fires for the account (its balance no longer covers the
+# renewal still due). Everything listens on 127.0.0.1 only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . .ci/live-lib.sh
 
 deadline=${PROMETHEUS_IT_DEADLINE:-90}
 alert=EcsRenewdRenewalFundsFailure
+funds_alert=EcsRenewdFundsShortBeforeDeduction
 
 if ! command -v prometheus >/dev/null; then
   export DEBIAN_FRONTEND=noninteractive
@@ -79,12 +82,12 @@ make_funds_failure
 
 series=0
 state=none
-alert_state() { # the funds alert's state in /api/v1/alerts, or "none"
+alert_state() { # an alert's state (default: the funds-failure alert) in /api/v1/alerts, or "none"
   curl -fsS "http://$prom_addr/api/v1/alerts" | "$py" -c '
 import json, sys
 alerts = [a for a in json.load(sys.stdin)["data"]["alerts"] if a["labels"]["alertname"] == sys.argv[1]]
 states = {a["state"] for a in alerts}
-print("firing" if "firing" in states else "pending" if "pending" in states else "none")' "$alert"
+print("firing" if "firing" in states else "pending" if "pending" in states else "none")' "${1:-$alert}"
 }
 asserted() {
   alive "$prom_pid" prometheus "$live_dir/prometheus.log"
@@ -102,6 +105,21 @@ if ! wait_until "$deadline" "the expiry series and $alert pending or firing" ass
   exit 1
 fi
 
+funds_state=none
+forecast_short() {
+  alive "$prom_pid" prometheus "$live_dir/prometheus.log"
+  alive "$daemon_pid" daemon "$live_dir/daemon.log"
+  funds_state=$(alert_state "$funds_alert")
+  [ "$funds_state" = firing ]
+}
+if ! wait_until "$deadline" "$funds_alert firing" forecast_short; then
+  echo "FAILED: $funds_alert: $funds_state"
+  curl -fsS -G "http://$prom_addr/api/v1/query" \
+    --data-urlencode 'query={__name__=~"ecs_renewd_(account_available_amount|upcoming_charges|funds_shortfall_timestamp_seconds)"}' | head -c 3000
+  echo
+  exit 1
+fi
+
 # The daemon refuses scrapes without the token, so the series above came with it.
 code=$(curl -sS -o /dev/null -w '%{http_code}' "http://$admin_addr/metrics")
 [ "$code" = 401 ] || { echo "GET /metrics without the bearer token answered $code, not 401"; exit 1; }
@@ -111,7 +129,7 @@ up=$(value 'up{job="ecs-renewd"}')
 echo "ok: Prometheus $(prometheus --version 2>&1 | sed -n '1s/^prometheus, version \([^ ]*\).*/\1/p') scraped $admin_addr with the shipped config and rules"
 echo "    scraped with the bearer token from the shipped credentials_file (without it: 401)"
 echo "    ecs_renewd_instance_expiration_timestamp_seconds: $series series"
-echo "    $alert: $state (after $((SECONDS - start)) s)"
+echo "    $alert: $state, $funds_alert: $funds_state (after $((SECONDS - start)) s)"
 echo "    all alerts:"
 curl -fsS "http://$prom_addr/api/v1/alerts" | "$py" -c '
 import json, sys
