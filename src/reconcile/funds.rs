@@ -17,12 +17,15 @@ use crate::config::Config;
 use crate::money::Money;
 use crate::policy::{BalanceView, Charge, Forecast, forecast, window_end};
 
+/// A price quote by (instance, period, unit), with when it was read.
+type Quotes = HashMap<(String, u32, PeriodUnit), (DateTime<Utc>, Money)>;
+
 /// What the forecast remembers between passes: balances and price quotes with when they were
 /// read. Lives as long as the engine (a reload starts afresh).
 #[derive(Debug, Default)]
 pub struct FundsMemory {
     balances: Mutex<HashMap<String, (DateTime<Utc>, BalanceView)>>,
-    prices: Mutex<HashMap<(String, u32, PeriodUnit), (DateTime<Utc>, Money)>>,
+    prices: Mutex<Quotes>,
 }
 
 impl FundsMemory {
@@ -66,33 +69,38 @@ pub async fn forecast_accounts(
         return Vec::new();
     }
     let until = window_end(now, config.funds.horizon);
-    let mut all = Vec::new();
-    for account in &config.accounts {
-        let Some(client) = accounts.iter().find(|a| a.name == account.name) else {
-            continue;
-        };
-        let balance = balance_of(config, account, client, memory, now).await;
-        let mut charges = Vec::new();
-        for item in upcoming
-            .iter()
-            .filter(|u| *u.account == *account.name && !settled.contains(&u.instance_id))
-        {
-            if let Some(amount) = price_of(config, client, memory, item, now).await {
-                charges.push(Charge {
-                    instance_id: item.instance_id.clone(),
-                    amount,
-                    at: item.seed.at,
-                    by: item.seed.by,
-                });
+    // Accounts are forecast side by side: the pass waits for one balance call, not one each.
+    let each = config.accounts.iter().filter_map(|account| {
+        let client = accounts.iter().find(|a| a.name == account.name)?;
+        Some(async move {
+            let balance = balance_of(config, account, client, memory, now).await;
+            let mut charges = Vec::new();
+            for item in upcoming
+                .iter()
+                .filter(|u| *u.account == *account.name && !settled.contains(&u.instance_id))
+            {
+                if let Some(amount) = price_of(config, client, memory, item, now).await {
+                    charges.push(Charge {
+                        instance_id: item.instance_id.clone(),
+                        amount,
+                        at: item.seed.at,
+                        by: item.seed.by,
+                    });
+                }
             }
-        }
-        for f in forecast(&account.name, &balance, charges, until) {
-            if f.shortfall_at.is_some() {
-                tracing::warn!(account = %f.account, currency = %f.currency, "{}", f.describe());
-            } else {
-                tracing::info!(account = %f.account, currency = %f.currency, "{}", f.describe());
-            }
-            all.push(f);
+            forecast(&account.name, &balance, charges, until)
+        })
+    });
+    let all: Vec<Forecast> = futures_util::future::join_all(each)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    for f in &all {
+        if f.shortfall_at.is_some() {
+            tracing::warn!(account = %f.account, currency = %f.currency, "{}", f.describe());
+        } else {
+            tracing::info!(account = %f.account, currency = %f.currency, "{}", f.describe());
         }
     }
     all

@@ -202,6 +202,12 @@ fn bounds(size: usize, options: &BenchOptions) -> (BTreeMap<Action, u64>, Durati
     }
     calls.insert(Action::DescribeRenewalPrice, 0);
     calls.insert(Action::DescribeRegions, 0);
+    // The funds forecast: one balance call per account, side by side after the rest. Its
+    // window (the next deduction morning + 7 days) ends before the auto-renewing instances'
+    // first deduction (T−9 of a 20-day expiry) and the due ones are renewed in the pass, so
+    // nothing is left to price.
+    calls.insert(Action::QueryAccountBalance, ACCOUNTS.len() as u64);
+    wall += latency;
     (calls, wall)
 }
 
@@ -678,6 +684,7 @@ mod tests {
         assert_eq!(calls[&Action::RenewInstance], 60);
         assert_eq!(calls[&Action::DescribeInstances], 20 + 2 * 20);
         assert_eq!(calls[&Action::ModifyInstanceAutoRenewAttribute], 20);
+        assert_eq!(calls[&Action::QueryAccountBalance], 2, "one per account");
         assert!(
             wall > Duration::from_millis(100) && wall < Duration::from_secs(2),
             "{wall:?}"
