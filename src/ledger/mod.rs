@@ -18,6 +18,7 @@
 
 mod auto_renew;
 mod checkpoint;
+mod funds_holds;
 mod group_commit;
 mod history;
 mod intents;
@@ -37,6 +38,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OpenFlags};
 
 pub use auto_renew::{AutoRenewAnswer, ChangeCheck, PendingAutoRenew, UncheckedChange};
+pub use funds_holds::FundsHold;
 pub use history::{Histories, HistoryEntry, OpenIntent, RecordKind, RecordStatus, TokenRecord};
 pub use intents::StoredIntent;
 pub use lock::{LOCK_FILE, LockError, StateLock};

@@ -44,8 +44,18 @@ impl FundsMemory {
             .insert((instance_id.to_owned(), period, unit), (now, price.clone()));
     }
 
-    /// Forgets an account's balance, so the next forecast asks again (a renewal refused for
-    /// lack of funds, or a top-up the operator announces).
+    /// The most recent quote for `instance_id`, whatever its period.
+    fn latest_price(&self, instance_id: &str) -> Option<Money> {
+        self.prices
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|((id, _, _), _)| id == instance_id)
+            .max_by_key(|(_, (at, _))| *at)
+            .map(|(_, (_, price))| price.clone())
+    }
+
+    /// Forgets an account's balance, so the next forecast asks again: the pass charged it.
     pub fn forget_balance(&self, account: &str) {
         self.balances
             .lock()
@@ -199,4 +209,79 @@ async fn price_of(
             None
         }
     }
+}
+
+/// Renewals whose funds backoff a top-up ended, by account.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TopUp {
+    /// The config account entry.
+    pub account: String,
+    /// Its available amount now.
+    pub available: Money,
+    /// The instances retried in this pass instead of after their backoff, earliest expiry
+    /// first.
+    pub retried: Vec<String>,
+}
+
+/// At the start of a pass: for each account with renewals held by a funds backoff, reads the
+/// balance afresh and ends the backoff of those it now covers (earliest expiry first, at the
+/// price the forecast last quoted; one without a quote waits out its backoff), so this pass
+/// retries them. The balance read here is not reused by the forecast, which reads it after the
+/// pass's charges.
+pub async fn end_covered_holds(
+    config: &Config,
+    accounts: &[AccountClient],
+    ledger: &crate::ledger::Ledger,
+    memory: &FundsMemory,
+    now: DateTime<Utc>,
+) -> Result<Vec<TopUp>, crate::ledger::LedgerError> {
+    if !config.funds.enabled {
+        return Ok(Vec::new());
+    }
+    let holds = ledger.funds_holds(now)?;
+    let mut top_ups = Vec::new();
+    for account in config.accounts.iter().filter(|a| a.funds_enabled) {
+        let held: Vec<_> = holds.iter().filter(|h| h.account == account.name).collect();
+        let Some(client) = accounts.iter().find(|a| a.name == account.name) else {
+            continue;
+        };
+        if held.is_empty() {
+            continue;
+        }
+        let Ok(urls) = bss_urls(&account.endpoint, account.site) else {
+            continue;
+        };
+        let Ok(balance) = client.client.query_account_balance(&urls).await else {
+            continue;
+        };
+        let available = balance.available;
+        let mut left = available.cents;
+        let mut retried = Vec::new();
+        for hold in held {
+            let Some(price) = memory.latest_price(&hold.instance_id) else {
+                continue;
+            };
+            if price.currency == available.currency && price.cents <= left {
+                left -= price.cents;
+                retried.push(hold.instance_id.clone());
+            }
+        }
+        if retried.is_empty() {
+            continue;
+        }
+        ledger.end_funds_holds(&retried, now)?;
+        tracing::info!(
+            account = %account.name,
+            available = %available,
+            instances = ?retried,
+            "the account's available amount now covers {} renewal(s) held for lack of funds: retried in this pass instead of after their backoff",
+            retried.len()
+        );
+        top_ups.push(TopUp {
+            account: account.name.clone(),
+            available,
+            retried,
+        });
+    }
+    Ok(top_ups)
 }

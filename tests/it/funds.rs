@@ -179,3 +179,55 @@ async fn the_balance_is_read_at_most_once_per_interval_and_not_at_all_when_off()
     assert!(summary.funds.is_empty());
     assert_eq!(off.emulator.calls().count(Action::QueryAccountBalance), 0);
 }
+
+/// Passes an hour apart (a cron cadence) from a renewal refused for lack of funds until its
+/// order, with a top-up after `short_hours`: how long after the top-up the order came.
+async fn hours_from_top_up_to_order(extra: &str, short_hours: u32) -> (u32, Vec<String>) {
+    let mut due = instance_spec("i-held", "2026-03-16T16:00Z");
+    due.monthly_price = 500.0;
+    let h = Harness::start(harness_fleet(NOW, 10.0, vec![due]), extra).await;
+    let mut retried = Vec::new();
+    for hour in 0..48u32 {
+        if hour == short_hours {
+            h.emulator
+                .with_world(|w| assert!(w.set_balance("main", 1_000_000)));
+        }
+        let summary = h.pass().await;
+        retried.extend(summary.top_ups.iter().flat_map(|t| t.retried.clone()));
+        if !h.emulator.orders().is_empty() {
+            assert!(hour >= short_hours, "renewed before the top-up");
+            return (hour - short_hours, retried);
+        }
+        h.advance(std::time::Duration::from_secs(3600));
+    }
+    panic!("no order within 48 hours");
+}
+
+const HELD: &str = r#"
+[funds]
+balance_interval = "0s"
+[[policies]]
+name = "renew-all"
+action = "renew"
+renew_before = "7d"
+"#;
+
+/// Before: a renewal refused for lack of funds waits out its persisted backoff (doubling from
+/// 5 minutes to 6 hours) even after the account is topped up. After: the pass that sees the
+/// top-up retries it.
+#[tokio::test]
+async fn a_top_up_retries_held_renewals_in_the_next_pass_instead_of_after_their_backoff() {
+    let (with, retried) = hours_from_top_up_to_order(HELD, 10).await;
+    assert_eq!(with, 0, "the pass after the top-up renews");
+    assert_eq!(retried, vec!["i-held".to_string()]);
+    let off = HELD.replace("balance_interval = \"0s\"", "enabled = false");
+    let (without, retried) = hours_from_top_up_to_order(&off, 10).await;
+    assert!(retried.is_empty());
+    assert!(
+        without >= 2,
+        "without the forecast the backoff decides: {without} h"
+    );
+    println!(
+        "time from top-up to order with hourly passes: {with} h with the forecast, {without} h without"
+    );
+}

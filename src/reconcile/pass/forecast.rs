@@ -5,33 +5,34 @@
 use std::collections::HashSet;
 
 use super::PassSummary;
-use super::act::Acted;
 use crate::reconcile::PassContext;
 use crate::reconcile::assess::Upcoming;
 use crate::reconcile::funds::forecast_accounts;
+use crate::reconcile::verify::VerifyTarget;
 
 /// The instances this pass renewed (new orders): their charge is behind them.
-pub fn renewed_in_pass(acted: &Acted) -> HashSet<String> {
-    acted
-        .verify_targets
-        .iter()
-        .map(|t| t.instance_id.clone())
-        .collect()
+fn renewed_in_pass(orders: &[VerifyTarget]) -> HashSet<String> {
+    orders.iter().map(|t| t.instance_id.clone()).collect()
 }
 
 /// Runs the phase.
 pub async fn forecast(
     ctx: &PassContext<'_>,
     upcoming: &[Upcoming],
-    renewed: &HashSet<String>,
+    orders: &[VerifyTarget],
     summary: &mut PassSummary,
 ) {
+    let renewed = renewed_in_pass(orders);
+    // A balance remembered from before this pass's charges is stale: read it again.
+    for target in orders {
+        ctx.funds.forget_balance(&target.account);
+    }
     let forecasts = forecast_accounts(
         ctx.config,
         ctx.accounts,
         ctx.funds,
         upcoming,
-        renewed,
+        &renewed,
         ctx.started,
     )
     .await;

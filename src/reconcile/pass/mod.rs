@@ -160,7 +160,8 @@ impl Engine {
         let mut acted =
             act::act(&ctx, &observed.histories, by_state, cleared, &mut summary).await?;
         phases.lap("act");
-        let renewed = forecast::renewed_in_pass(&acted);
+        // Verification takes the new orders; the forecast needs to know them too.
+        let orders = acted.verify_targets.clone();
         let changes = std::mem::take(&mut observed.assessment.changes);
         verify_and_auto_renew::verify_and_auto_renew(
             &ctx,
@@ -173,7 +174,7 @@ impl Engine {
         .await?;
         phases.lap("verify_and_auto_renew");
         let upcoming = std::mem::take(&mut observed.assessment.upcoming);
-        forecast::forecast(&ctx, &upcoming, &renewed, &mut summary).await;
+        forecast::forecast(&ctx, &upcoming, &orders, &mut summary).await;
         phases.lap("forecast");
         publish::publish(&ctx, observed, acted, summary, phases)
     }

@@ -36,6 +36,14 @@ pub async fn observe(
             "renewal attempts were still out when the last pass or process ended: each may have charged; they are resent with their tokens and counted toward today's limits"
         );
     }
+    summary.top_ups = crate::reconcile::funds::end_covered_holds(
+        ctx.config,
+        ctx.accounts,
+        ctx.ledger,
+        ctx.funds,
+        ctx.started,
+    )
+    .await?;
     let histories = ctx.ledger.histories()?;
     let unchecked = ctx.ledger.unchecked_auto_renew_changes()?;
     let mut watch: HashSet<String> = histories

@@ -66,6 +66,8 @@ pub struct PassSummary {
     pub interrupted: usize,
     /// The funds forecast per account and currency (empty when `[funds] enabled = false`).
     pub funds: Vec<crate::policy::Forecast>,
+    /// Renewals held by a funds backoff that a top-up now covers: retried in this pass.
+    pub top_ups: Vec<crate::reconcile::funds::TopUp>,
 }
 
 /// Instances one source listed that another listed first, in one pass.
