@@ -92,6 +92,9 @@ pub struct Metrics {
     /// `renewals_refused{account,class}`: instances whose renewal stands refused for a reason
     /// only a person can fix (permission, clock, invalid request).
     pub renewals_refused: IntGaugeVec,
+    /// `auto_renew_too_late{account}`: instances relying on the provider's auto-renew with no
+    /// deduction attempt left before their expiry.
+    pub auto_renew_too_late: IntGaugeVec,
     /// `source_duplicate_instances{account,region}`: instances this source listed that another
     /// config entry listed first in the last pass (two entries reach one cloud account).
     pub source_duplicate_instances: IntGaugeVec,
@@ -385,6 +388,7 @@ impl DaemonMetrics {
 struct FleetMetrics {
     undecodable_total: IntCounter,
     renewals_refused: IntGaugeVec,
+    auto_renew_too_late: IntGaugeVec,
     source_duplicate_instances: IntGaugeVec,
 }
 
@@ -403,6 +407,13 @@ impl FleetMetrics {
             ),
             &["account", "class"],
         ));
+        let auto_renew_too_late = registrar.register(IntGaugeVec::new(
+            Opts::new(
+                name("auto_renew_too_late"),
+                "Instances relying on the provider's auto-renew with no deduction attempt left before their expiry, as of the last pass: auto-renew cannot renew them in time",
+            ),
+            &["account"],
+        ));
         let source_duplicate_instances = registrar.register(IntGaugeVec::new(
             Opts::new(
                 name("source_duplicate_instances"),
@@ -413,6 +424,7 @@ impl FleetMetrics {
         FleetMetrics {
             undecodable_total,
             renewals_refused,
+            auto_renew_too_late,
             source_duplicate_instances,
         }
     }
@@ -540,6 +552,7 @@ impl Metrics {
             schedule_interval_seconds: daemon.schedule_interval_seconds,
             undecodable_total: fleet.undecodable_total,
             renewals_refused: fleet.renewals_refused,
+            auto_renew_too_late: fleet.auto_renew_too_late,
             source_duplicate_instances: fleet.source_duplicate_instances,
             admin_connections_closed_total,
             funds,

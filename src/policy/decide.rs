@@ -74,6 +74,9 @@ closed_enum! {
         Resume => "resume",
         /// An earlier attempt failed; its backoff is over.
         Retry => "retry",
+        /// The provider has no deduction attempt left before the expiry (auto-renew switched
+        /// on too late, or the last attempt failed): the fallback renews at once.
+        NoDeductionLeft => "no_deduction_left",
     }
 }
 
@@ -196,6 +199,9 @@ pub struct Decision {
     pub drift: bool,
     /// Whether the provider's deduction should have happened by now and has not.
     pub deduction_overdue: bool,
+    /// Whether the instance relies on the provider's auto-renew but no deduction attempt is
+    /// left before its expiry: auto-renew cannot renew it in time.
+    pub auto_renew_too_late: bool,
     /// When the next action is due (renewal, fallback, retry).
     pub due_at: Option<DateTime<Utc>>,
     /// A retry that will be attempted then (the daemon may wake for it before its schedule);
@@ -241,6 +247,7 @@ impl Decision {
             auto_renew_change: None,
             drift: false,
             deduction_overdue: false,
+            auto_renew_too_late: false,
             due_at: None,
             retry_at: None,
             refused: None,
@@ -332,6 +339,8 @@ struct PolicyWants {
     due_at: Option<DateTime<Utc>>,
     /// Whether the provider's deduction should have happened by now and has not.
     overdue: bool,
+    /// Whether no provider deduction attempt is left before the expiry.
+    too_late: bool,
     /// Why, in words.
     reason: String,
 }
@@ -500,6 +509,7 @@ fn renew_wants(
         target: keep_auto_renew,
         due_at: Some(due),
         overdue: false,
+        too_late: false,
         reason,
     }
 }
@@ -524,7 +534,14 @@ fn auto_renew_wants(
         None => first + chrono::Duration::days(1),
     };
     let overdue = now >= overdue_at && status == Some(RenewalStatus::AutoRenewal) || expired;
-    let schedule = auto_renew_schedule(fallback, schedule, at);
+    let too_late = !expired
+        && target.status == RenewalStatus::AutoRenewal
+        && schedule.next_before_expiry(expiry, now).is_none();
+    let schedule = if too_late {
+        too_late_schedule(fallback, schedule, at)
+    } else {
+        auto_renew_schedule(fallback, schedule, at)
+    };
     // Auto-renew cannot be switched on for an expired instance.
     let target = (!expired).then_some(target);
     PolicyWants {
@@ -532,7 +549,54 @@ fn auto_renew_wants(
         target,
         due_at: Some(schedule.due),
         overdue,
+        too_late,
         reason: schedule.reason,
+    }
+}
+
+/// When no provider deduction attempt is left before the expiry: the fallback renews once the
+/// day's deduction run is over (18:00 UTC+8 of the last attempt's day, so it never races a
+/// deduction whose new expiry has not shown yet; at the latest at the expiry), without waiting
+/// for a fallback point still ahead; without a fallback it is said loudly.
+fn too_late_schedule(
+    fallback: Option<&Fallback>,
+    deductions: DeductionSchedule,
+    at: Timing,
+) -> Schedule {
+    let Timing { now, expiry, .. } = at;
+    let last = deductions
+        .attempts(expiry)
+        .into_iter()
+        .rfind(|a| *a < expiry);
+    let point = last
+        .map(|a| start_of_day_utc8(a) + chrono::Duration::hours(18))
+        .unwrap_or(now)
+        .min(expiry);
+    let cannot = format!(
+        "auto-renew cannot renew it in time: no deduction attempt of the provider is left before its expiry ({})",
+        when(expiry)
+    );
+    match fallback {
+        Some(f) => Schedule {
+            plan: (now >= point).then(|| RenewPlan {
+                period: f.period,
+                unit: f.unit,
+                max_price: f.max_price.clone(),
+                reuse_token: None,
+                why: RenewWhy::NoDeductionLeft,
+            }),
+            due: point,
+            reason: if now >= point {
+                format!("{cannot}: renew {} {} now", f.period, f.unit)
+            } else {
+                format!("{cannot}: renew {} {} at {}", f.period, f.unit, when(point))
+            },
+        },
+        None => Schedule {
+            plan: None,
+            due: expiry,
+            reason: format!("{cannot}; it lapses unless renewed by hand (or set fallback_renew)"),
+        },
     }
 }
 
@@ -622,6 +686,7 @@ fn decide_renewal(
     }
 
     decision.deduction_overdue = wants.overdue;
+    decision.auto_renew_too_late = wants.too_late;
     if let Some(plan) = wants.plan {
         decision.state = InstanceState::Due;
         decision.renew = Some(plan);

@@ -189,6 +189,9 @@ pub struct Assessment {
     pub duplicates: Vec<Duplicate>,
     /// The charges expected within the funds forecast's window (when it is on), unpriced.
     pub upcoming: Vec<Upcoming>,
+    /// Instances relying on the provider's auto-renew with no deduction attempt left before
+    /// their expiry: (account, instance id).
+    pub too_late: Vec<(Arc<str>, String)>,
 }
 
 /// A charge expected for one instance, before it is priced.
@@ -249,6 +252,10 @@ impl Assessment {
             auto_renew: observed.auto_renew.as_ref(),
         };
         let decision: Decision = decide(ctx, subject, history, now);
+        if decision.auto_renew_too_late {
+            self.too_late
+                .push((observed.account.clone(), observed.instance.id.clone()));
+        }
         if let Some(until) = ctx.funds_until {
             let policy = decision
                 .policy
@@ -359,6 +366,7 @@ impl Assessment {
         };
         self.refused.extend(other.refused);
         self.upcoming.extend(other.upcoming);
+        self.too_late.extend(other.too_late);
         self.duplicates.extend(other.duplicates);
     }
 }

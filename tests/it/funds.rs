@@ -231,3 +231,54 @@ async fn a_top_up_retries_held_renewals_in_the_next_pass_instead_of_after_their_
         "time from top-up to order with hourly passes: {with} h with the forecast, {without} h without"
     );
 }
+
+const AUTO_ONLY: &str = r#"
+[[policies]]
+name = "auto"
+action = "auto-renew"
+"#;
+
+/// Auto-renew switched on 13 hours before expiry, after the provider's last deduction attempt
+/// (08:00 UTC+8) before it: the provider will never charge it. The pass says so (gauge, status
+/// line) at once; with `fallback_renew` it renews once the day's deduction run is over instead
+/// of waiting for the fallback point.
+#[tokio::test]
+async fn auto_renew_switched_on_too_late_is_flagged_and_the_fallback_renews_it() {
+    // NOW is 12:00 UTC+8; the expiry 03-11 01:00 UTC+8; the last attempt was today 08:00.
+    let late = || instance_spec("i-late", "2026-03-10T17:00Z");
+    let h = Harness::start(harness_fleet(NOW, 1000.0, vec![late()]), AUTO_ONLY).await;
+    h.pass().await;
+    assert_eq!(
+        gauge_line(&h, "ecs_renewd_auto_renew_too_late").as_deref(),
+        Some("ecs_renewd_auto_renew_too_late{account=\"main\"} 1")
+    );
+    let status = h.engine.ledger.status_report(&Default::default()).unwrap();
+    let row = &status.instances[0];
+    assert!(
+        row.reason.contains("auto-renew cannot renew it in time"),
+        "{}",
+        row.reason
+    );
+    assert!(h.emulator.orders().is_empty());
+
+    let fallback = AUTO_ONLY.replace(
+        "action = \"auto-renew\"",
+        "action = \"auto-renew\"\nfallback_renew = true\nfallback_after = \"8d12h\"",
+    );
+    let h = Harness::start(harness_fleet(NOW, 1000.0, vec![late()]), &fallback).await;
+    h.pass().await;
+    assert!(
+        h.emulator.orders().is_empty(),
+        "not while the day's deduction run may still show"
+    );
+    // Renewed once the day's deduction run is over, 18:00 UTC+8 (10:00Z), not at the fallback
+    // point (T−9 08:00 UTC+8 + 8.5 days = 20:00 UTC+8, 12:00Z).
+    h.advance(std::time::Duration::from_secs(6 * 3600 + 60));
+    let summary = h.pass().await;
+    assert_eq!((summary.renewed, h.emulator.orders().len()), (1, 1));
+    assert_eq!(
+        gauge_line(&h, "ecs_renewd_auto_renew_too_late").as_deref(),
+        Some("ecs_renewd_auto_renew_too_late{account=\"main\"} 0"),
+        "renewed: nothing is too late any more"
+    );
+}

@@ -712,3 +712,75 @@ proptest! {
         }
     }
 }
+
+/// An `AutoRenewal` instance whose provider has no deduction attempt left before its expiry
+/// (auto-renew switched on after the last 08:00 UTC+8 attempt) will lapse: it is flagged, and
+/// with `fallback_renew` renewed at once rather than at a fallback point still ahead.
+#[test]
+fn auto_renew_too_late_for_any_deduction_is_flagged_and_the_fallback_renews_at_once() {
+    // Expiry 03-12 00:00 UTC+8; the last attempt before it was 03-11 08:00 UTC+8 (03-11T00:00Z).
+    let i = instance("i-late", "2026-03-11T16:00Z");
+    let mut late_fallback = auto_policy(true);
+    if let PolicyAction::AutoRenew {
+        fallback: Some(f), ..
+    } = &mut late_fallback.action
+    {
+        // T−9 08:00 UTC+8 + 8.5 days = 03-11 20:00 UTC+8 (03-11T12:00Z): still ahead at 02:00Z.
+        f.after = Duration::from_secs(8 * 86_400 + 12 * 3600);
+    }
+    // At 10:00 UTC+8 the day's deduction run may still show its result: it waits for 18:00.
+    let d = run(
+        &[late_fallback.clone()],
+        &i,
+        RenewalStatus::AutoRenewal,
+        &History::default(),
+        "2026-03-11T02:00Z",
+    );
+    assert!(d.auto_renew_too_late, "{}", d.reason);
+    assert!(d.renew.is_none(), "{}", d.reason);
+    assert_eq!(d.due_at, Some(t("2026-03-11T10:00Z")));
+    let now = "2026-03-11T10:30Z";
+    let d = run(
+        &[late_fallback],
+        &i,
+        RenewalStatus::AutoRenewal,
+        &History::default(),
+        now,
+    );
+    assert!(d.auto_renew_too_late, "{}", d.reason);
+    let plan = d
+        .renew
+        .as_ref()
+        .expect("renewed at once, before the fallback point");
+    assert_eq!(plan.why, RenewWhy::NoDeductionLeft);
+    assert!(
+        d.reason.contains("auto-renew cannot renew it in time"),
+        "{}",
+        d.reason
+    );
+
+    let d = run(
+        &[auto_policy(false)],
+        &i,
+        RenewalStatus::AutoRenewal,
+        &History::default(),
+        now,
+    );
+    assert!(d.auto_renew_too_late);
+    assert!(d.renew.is_none());
+    assert!(
+        d.reason.contains("auto-renew cannot renew it in time"),
+        "{}",
+        d.reason
+    );
+
+    // A day earlier an attempt is still ahead (03-11 08:00 UTC+8): not flagged.
+    let d = run(
+        &[auto_policy(false)],
+        &i,
+        RenewalStatus::AutoRenewal,
+        &History::default(),
+        "2026-03-10T02:00Z",
+    );
+    assert!(!d.auto_renew_too_late, "{}", d.reason);
+}

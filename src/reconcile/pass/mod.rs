@@ -8,7 +8,8 @@
 //! 3. [`price_and_belts`]: prices where a limit needs them; the safety belts over the batch.
 //! 4. [`act`]: the renewals sent (intent before act) and their outcomes' meaning.
 //! 5. [`verify_and_auto_renew`]: new expiries seen; auto-renew attributes set meanwhile.
-//! 6. [`forecast`]: each account's balance against the charges coming in the funds window.
+//! 6. [`forecast`]: each account's balance against the charges coming in the funds window;
+//!    the instances auto-renew can no longer renew in time.
 //! 7. [`publish`]: status lines, refusals, the pass's result and its record.
 //!
 //! A ledger failure ends the pass at once and is returned: nothing is charged without its
@@ -174,7 +175,8 @@ impl Engine {
         .await?;
         phases.lap("verify_and_auto_renew");
         let upcoming = std::mem::take(&mut observed.assessment.upcoming);
-        forecast::forecast(&ctx, &upcoming, &orders, &mut summary).await;
+        let too_late = std::mem::take(&mut observed.assessment.too_late);
+        forecast::forecast(&ctx, (&upcoming, &too_late), &orders, &mut summary).await;
         phases.lap("forecast");
         publish::publish(&ctx, observed, acted, summary, phases)
     }
