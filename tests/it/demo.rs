@@ -1,6 +1,7 @@
 //! `ecs-renewd demo` runs from a fresh start and ends with a summary whose money invariants
-//! hold: renewals made and verified, funds failures retried after the top-up, no double charge,
-//! every order in the ledger.
+//! hold: renewals made and verified, the lean account's shortfall forecast before its first
+//! failure, funds failures retried after the top-up, no double charge, every order in the
+//! ledger, and every instance that lapsed named with its policy and why.
 
 use std::process::Command;
 
@@ -8,7 +9,7 @@ use std::process::Command;
 fn the_demo_renews_retries_and_reports_without_double_charges() {
     let state = tempfile::tempdir().unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_ecs-renewd"))
-        .args(["demo", "--seconds", "16", "--state-dir"])
+        .args(["demo", "--seconds", "24", "--state-dir"])
         .arg(state.path())
         .output()
         .unwrap();
@@ -33,6 +34,21 @@ fn the_demo_renews_retries_and_reports_without_double_charges() {
     assert!(renewed >= 5, "{stdout}");
     assert!(
         stdout.contains("failure(s) for lack of funds before the top-up"),
+        "{stdout}"
+    );
+    // The forecast warns right after the first pass, before any of lean's renewals fails
+    // (its third is due two days in) and before the top-up.
+    let lines: Vec<&str> = stdout.lines().collect();
+    let at = |needle: &str| lines.iter().position(|l| l.contains(needle));
+    let warned = at("FUNDS SHORT: account lean").expect("the lean account's warning");
+    assert_eq!(Some(warned), at("pass  1 ").map(|p| p + 1), "{stdout}");
+    assert!(warned < at("account lean topped up").unwrap(), "{stdout}");
+    assert!(
+        stdout.contains("lapsed during the run (expired, not renewed): "),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("db-auto: auto-renew cannot renew it in time: "),
         "{stdout}"
     );
     assert!(state.path().join("ledger.db").exists());

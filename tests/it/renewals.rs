@@ -379,18 +379,21 @@ async fn insufficient_balance_backs_off_on_schedule_then_renews_after_a_top_up()
         second.next_retry_at, record.retry_at,
         "the daemon wakes for it"
     );
-    // Top up; nothing happens before the retry time, then the renewal goes through.
+    // A pass before the retry time without a top-up makes no attempt.
+    h.advance(minutes(4));
+    h.pass().await;
+    assert_eq!(h.renew_calls(), 2, "no charge attempt beyond the schedule");
+    // Top up: the next pass sees the balance cover the held renewal and retries it at once,
+    // five minutes before its backoff would have ended (issue 17).
     h.emulator
         .control()
         .set_balance("main", 500.0)
         .await
         .unwrap();
-    h.advance(minutes(9));
-    h.pass().await;
-    assert_eq!(h.renew_calls(), 2, "no charge attempt beyond the schedule");
     h.advance(minutes(1));
     let renewed = h.pass().await;
     assert_eq!((renewed.renewed, renewed.verified), (1, 1), "{renewed:?}");
+    assert_eq!(renewed.top_ups[0].retried, vec!["i-due".to_string()]);
     assert_eq!(h.renew_calls(), 3);
     assert_eq!(h.emulator.orders().len(), 1);
     let records = h.engine.ledger.money_records(Some("i-due")).unwrap();

@@ -81,7 +81,9 @@ fn named(id: &str, account: &str, region: &str, expires_in: &str) -> InstanceSpe
 }
 
 /// The demo fleet: account `prod` (300 generated instances in three regions plus named ones)
-/// and account `lean`, whose balance covers two of its six renewals until it is topped up.
+/// and account `lean`, whose balance covers two of its six renewals (due one a day from the
+/// start) until it is topped up: the funds forecast warns of it from the first pass, two days
+/// before the first renewal fails.
 pub fn fleet() -> EmulatorConfig {
     let tagged = |mut spec: InstanceSpec, tags: &[(&str, &str)]| {
         spec.tags = tags
@@ -96,7 +98,7 @@ pub fn fleet() -> EmulatorConfig {
                 &format!("i-lean-{n}"),
                 "lean",
                 REGIONS[n % 3],
-                &format!("{}d", 2 + n),
+                &format!("{}d", 6 + n),
             )
         })
         .collect();
@@ -316,6 +318,9 @@ pub async fn run(
     let mut passes = 0u32;
     let mut topped_up = false;
     let mut funds_failures_before_top_up = 0usize;
+    let mut passes_since_failure = 0u32;
+    let mut short: BTreeMap<String, bool> = BTreeMap::new();
+    let mut last_seen = LastSeen::default();
     loop {
         tokio::select! {
             _ = tokio::time::sleep_until(deadline) => break,
@@ -334,11 +339,16 @@ pub async fn run(
                     summary.auto_renew_changed,
                     if summary.result == "ok" { String::new() } else { format!("({})", summary.result) }
                 );
+                write_funds(out, &summary, &mut short);
+                last_seen.update(&running.ledger, clock.now());
                 funds_failures_before_top_up += if topped_up { 0 } else { summary.renew_failed };
-                if !topped_up && passes >= 6 {
+                passes_since_failure += u32::from(funds_failures_before_top_up > 0);
+                // Topped up a couple of passes after the first failure: the renewals wait out
+                // their backoff, until a pass sees the top-up.
+                if !topped_up && passes_since_failure >= 3 {
                     emulator.with_world(|w| w.set_balance("lean", 100_000));
                     topped_up = true;
-                    let _ = writeln!(out, "         ...account lean topped up to 1000.00 CNY: its failed renewals are retried when their backoff ends");
+                    let _ = writeln!(out, "         ...account lean topped up to 1000.00 CNY: the next pass sees it and retries the renewals held for lack of funds");
                 }
             }
         }
@@ -350,10 +360,11 @@ pub async fn run(
         Err(e) => return Err(runtime(&e)),
     }
     let ledger = running.ledger.clone();
+    let lapsed = lapsed_during_run(&emulator, &last_seen, start, clock.now());
     let summary = summarize(
         &emulator,
         &ledger,
-        funds_failures_before_top_up,
+        (funds_failures_before_top_up, &lapsed),
         passes,
         &state,
     );
@@ -362,12 +373,129 @@ pub async fn run(
     Ok(())
 }
 
+/// Prints a pass's funds forecast when an account falls short (with the charges, the balance
+/// and from when) and when it is covered again: transitions only, so the run stays readable.
+fn write_funds(
+    out: &mut (dyn std::io::Write + Send),
+    summary: &ecs_renewd::reconcile::PassSummary,
+    short: &mut BTreeMap<String, bool>,
+) {
+    for t in &summary.top_ups {
+        let _ = writeln!(
+            out,
+            "         ...account {}: {} available covers {} renewal(s) held for lack of funds: retried in this pass ({})",
+            t.account,
+            t.available,
+            t.retried.len(),
+            t.retried.join(", ")
+        );
+    }
+    for f in &summary.funds {
+        let now_short = f.shortfall_at.is_some();
+        let was_short = short
+            .insert(format!("{} {}", f.account, f.currency), now_short)
+            .unwrap_or(false);
+        if now_short && !was_short {
+            let _ = writeln!(out, "         ...FUNDS SHORT: {}", f.describe());
+        } else if !now_short && was_short {
+            let _ = writeln!(out, "         ...funds covered again: {}", f.describe());
+        }
+    }
+}
+
+/// Each instance's last status line while it had not yet expired: its policy and why, for the
+/// instances that lapse.
+#[derive(Debug, Default)]
+struct LastSeen {
+    rows: BTreeMap<String, (Option<String>, String)>,
+}
+
+impl LastSeen {
+    fn update(&mut self, ledger: &Ledger, now: chrono::DateTime<chrono::Utc>) {
+        for row in ledger.status_rows().unwrap_or_default() {
+            if row.expires_at > now {
+                self.rows.insert(
+                    row.instance_id.clone(),
+                    (row.policy.clone(), row.reason.clone()),
+                );
+            }
+        }
+    }
+}
+
+/// An instance that expired during the run and was not renewed.
+#[derive(Debug, Clone)]
+struct Lapsed {
+    instance_id: String,
+    expired_at: chrono::DateTime<chrono::Utc>,
+    policy: Option<String>,
+    why: String,
+}
+
+/// The PrePaid instances whose expiry passed during the run without a renewal, with the
+/// policy and the last reason shown before they expired.
+fn lapsed_during_run(
+    emulator: &EmulatorHandle,
+    last_seen: &LastSeen,
+    start: chrono::DateTime<chrono::Utc>,
+    end: chrono::DateTime<chrono::Utc>,
+) -> Vec<Lapsed> {
+    let mut lapsed: Vec<Lapsed> = emulator.with_world(|w| {
+        w.instances()
+            .filter(|i| i.charge_type == ChargeType::PrePaid)
+            .filter(|i| i.true_expiry() > start && i.true_expiry() <= end)
+            .map(|i| {
+                let (policy, why) = last_seen
+                    .rows
+                    .get(&i.id)
+                    .cloned()
+                    .unwrap_or((None, "never listed before it expired".into()));
+                Lapsed {
+                    instance_id: i.id.clone(),
+                    expired_at: i.true_expiry(),
+                    policy,
+                    why,
+                }
+            })
+            .collect()
+    });
+    lapsed.sort_by(|a, b| (a.expired_at, &a.instance_id).cmp(&(b.expired_at, &b.instance_id)));
+    lapsed
+}
+
+/// Writes every instance that lapsed during the run, grouped by policy and why (the reason's
+/// words before its details), each group with its instances in expiry order.
+fn write_lapsed(out: &mut String, lapsed: &[Lapsed]) {
+    let _ = writeln!(
+        out,
+        "lapsed during the run (expired, not renewed): {}",
+        lapsed.len()
+    );
+    let mut groups: BTreeMap<(String, String), Vec<&str>> = BTreeMap::new();
+    for l in lapsed {
+        let cut = [": ", " ("]
+            .iter()
+            .filter_map(|sep| l.why.find(sep))
+            .min()
+            .unwrap_or(l.why.len());
+        let why = l.why[..cut].trim().to_owned();
+        let policy = l.policy.clone().unwrap_or_else(|| "no policy".into());
+        groups
+            .entry((policy, why))
+            .or_default()
+            .push(&l.instance_id);
+    }
+    for ((policy, why), ids) in groups {
+        let _ = writeln!(out, "  {policy}: {why}: {} ({})", ids.len(), ids.join(", "));
+    }
+}
+
 /// The end summary: what ecs-renewd renewed and set, what it skipped and spent, and the checks
 /// that no cycle was charged twice and every order has a ledger record.
 fn summarize(
     emulator: &EmulatorHandle,
     ledger: &Ledger,
-    funds_failures: usize,
+    (funds_failures, lapsed): (usize, &[Lapsed]),
     passes: u32,
     state: &Path,
 ) -> String {
@@ -380,6 +508,7 @@ fn summarize(
     write_renewals(&mut out, &renewals, funds_failures);
     write_auto_renew(&mut out, &records, &orders);
     write_skipped(&mut out, &status);
+    write_lapsed(&mut out, lapsed);
     write_policies(&mut out, &status);
     write_spend(&mut out, &orders);
     write_double_charges(&mut out, &orders, &renewals);
