@@ -226,8 +226,8 @@ pub struct TopUp {
 /// At the start of a pass: for each account with renewals held by a funds backoff, reads the
 /// balance afresh and ends the backoff of those it now covers (earliest expiry first, at the
 /// price the forecast last quoted; one without a quote waits out its backoff), so this pass
-/// retries them. The balance read here is not reused by the forecast, which reads it after the
-/// pass's charges.
+/// retries them. The forecast reuses the balance read here unless the pass charged the account
+/// (then it reads it again, after the charges).
 pub async fn end_covered_holds(
     config: &Config,
     accounts: &[AccountClient],
@@ -255,6 +255,15 @@ pub async fn end_covered_holds(
             continue;
         };
         let available = balance.available;
+        // The forecast reuses it unless this pass charges the account (then it asks again).
+        memory
+            .balances
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                account.name.clone(),
+                (now, BalanceView::Known(available.clone())),
+            );
         let mut left = available.cents;
         let mut retried = Vec::new();
         for hold in held {

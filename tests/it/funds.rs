@@ -282,3 +282,20 @@ async fn auto_renew_switched_on_too_late_is_flagged_and_the_fallback_renews_it()
         "renewed: nothing is too late any more"
     );
 }
+
+/// `status --json` carries the last pass's forecast (`last_pass.summary.funds`), each charge
+/// with its instance, amount, time and who makes it.
+#[tokio::test]
+async fn the_status_report_carries_the_forecast() {
+    let h = Harness::start(fleet(300.0), POLICIES).await;
+    h.pass().await;
+    let report = h.engine.ledger.status_report(&Default::default()).unwrap();
+    let value = serde_json::to_value(&report).unwrap();
+    let funds = &value["last_pass"]["summary"]["funds"][0];
+    assert_eq!(funds["account"], "main");
+    assert_eq!(funds["shortfall_at"], "2026-03-11T16:00:00Z");
+    assert_eq!(funds["charges"][0]["instance_id"], "i-renew");
+    assert_eq!(funds["charges"][0]["by"], "ecs-renewd");
+    assert_eq!(funds["charges"][1]["by"], "auto-renew");
+    assert_eq!(funds["charges"][1]["amount"]["cents"], 50_000);
+}
