@@ -116,7 +116,8 @@ EXPORTED = {
     "limit_trips_total", "passes_total", "ticks_coalesced_total",
     "scheduler_missed_ticks_total", "config_last_reload_successful", "clock_time_seconds",
     "dry_run", "build_info", "schedule_interval_seconds", "instances_undecodable_total",
-    "renewals_refused", "source_duplicate_instances",
+    "renewals_refused", "source_duplicate_instances", "auto_renew_too_late",
+    "account_available_amount", "upcoming_charges", "funds_shortfall_timestamp_seconds",
 }
 HISTOGRAMS = {"api_request_duration_seconds"}
 def unknown_metrics(expr):
@@ -163,7 +164,7 @@ for p in panels(dash["panels"]):
     if p.get("type") != "row":
         need(p.get("datasource", {}).get("uid") == "${datasource}", f"dashboard panel {p.get('title')!r}: data source not templated")
 
-# RAM policy: exactly the six actions.
+# RAM policy: exactly the six ECS actions and the two names of the balance query.
 policy = json.load(open("deploy/ram-policy.json"))
 actions = sorted(a for s in policy["Statement"] if s["Effect"] == "Allow" for a in s["Action"])
 need(policy.get("Version") == "1", "ram-policy: Version must be \"1\"")
@@ -171,6 +172,7 @@ need(actions == sorted([
     "ecs:DescribeInstances", "ecs:DescribeInstanceAutoRenewAttribute",
     "ecs:ModifyInstanceAutoRenewAttribute", "ecs:RenewInstance",
     "ecs:DescribeRenewalPrice", "ecs:DescribeRegions",
+    "bss:DescribeAcccount", "bssapi:QueryAccountBalance",
 ]), f"ram-policy: actions are {actions}")
 
 # Kubernetes: never two daemons on one ledger; locked-down container.
