@@ -294,6 +294,7 @@ fn phase_text(json: &str) -> String {
         "price_and_belts",
         "act",
         "verify_and_auto_renew",
+        "forecast",
         "publish",
     ];
     let mut names: Vec<&String> = laps.keys().collect();
