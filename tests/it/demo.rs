@@ -52,4 +52,21 @@ fn the_demo_renews_retries_and_reports_without_double_charges() {
         "{stdout}"
     );
     assert!(state.path().join("ledger.db").exists());
+    // `history` shows the run's own (virtual, six hours a second) times: 24 s cover six days,
+    // so the last charge is days after the real time now.
+    use ecs_wire::clock::Clock as _;
+    let ledger = ecs_renewd::ledger::Ledger::open_read_only(state.path())
+        .unwrap()
+        .expect("the demo's ledger");
+    let latest = ledger
+        .money_records(None)
+        .unwrap()
+        .iter()
+        .map(|r| r.at)
+        .max()
+        .expect("charges in the history");
+    assert!(
+        latest > ecs_wire::clock::SystemClock.now() + chrono::Duration::days(2),
+        "history times follow the run's clock: the latest is {latest}"
+    );
 }
