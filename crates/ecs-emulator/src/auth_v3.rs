@@ -228,6 +228,16 @@ mod tests {
     }
 
     fn check(world: &World, nonces: &mut NonceStore, built: &Built) -> Result<Caller, Fault> {
+        check_at(world, nonces, built, DATE)
+    }
+
+    /// Authenticates `built` with the service's clock at `at`.
+    fn check_at(
+        world: &World,
+        nonces: &mut NonceStore,
+        built: &Built,
+        at: &str,
+    ) -> Result<Caller, Fault> {
         let request = Request {
             method: "POST",
             path: "/",
@@ -238,7 +248,7 @@ mod tests {
         };
         assert!(request.is_v3());
         assert_eq!(request.action_name(), "DescribeInstanceAutoRenewAttribute");
-        let now = time::parse(DATE).unwrap();
+        let now = time::parse(at).unwrap();
         authenticate(&request, world, nonces, now, now)
     }
 
@@ -321,16 +331,7 @@ mod tests {
         let world = world(None);
         let mut nonces = NonceStore::default();
         let built = build("v3-secret", "n1", &[], b"");
-        let request = Request {
-            method: "POST",
-            path: "/",
-            query: &built.query,
-            params: &built.params,
-            headers: &built.headers,
-            body: &built.body,
-        };
-        let later = time::parse("2026-03-10T04:20:00Z").unwrap();
-        let fault = authenticate(&request, &world, &mut nonces, later, later).unwrap_err();
+        let fault = check_at(&world, &mut nonces, &built, "2026-03-10T04:20:00Z").unwrap_err();
         assert_eq!(fault.code, "InvalidTimeStamp.Expired");
     }
 

@@ -314,45 +314,14 @@ pub async fn run(
         running.admin_addr
     );
 
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(options.seconds);
-    let mut passes = 0u32;
-    let mut topped_up = false;
-    let mut funds_failures_before_top_up = 0usize;
-    let mut passes_since_failure = 0u32;
-    let mut short: BTreeMap<String, bool> = BTreeMap::new();
-    let mut last_seen = LastSeen::default();
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep_until(deadline) => break,
-            summary = pass_rx.recv() => {
-                let Some(summary) = summary else { break };
-                passes += 1;
-                let elapsed = clock.now() - start;
-                let _ = writeln!(
-                    out,
-                    "pass {passes:>2}  day +{:>4.1}  {:>3} instances  renewed {:>2}  failed {:>2}  verified {:>2}  auto-renew set {:>3}  {}",
-                    elapsed.num_minutes() as f64 / 1440.0,
-                    summary.instances,
-                    summary.renewed,
-                    summary.renew_failed,
-                    summary.verified,
-                    summary.auto_renew_changed,
-                    if summary.result == "ok" { String::new() } else { format!("({})", summary.result) }
-                );
-                write_funds(out, &summary, &mut short);
-                last_seen.update(&running.ledger, clock.now());
-                funds_failures_before_top_up += if topped_up { 0 } else { summary.renew_failed };
-                passes_since_failure += u32::from(funds_failures_before_top_up > 0);
-                // Topped up a couple of passes after the first failure: the renewals wait out
-                // their backoff, until a pass sees the top-up.
-                if !topped_up && passes_since_failure >= 3 {
-                    emulator.with_world(|w| w.set_balance("lean", 100_000));
-                    topped_up = true;
-                    let _ = writeln!(out, "         ...account lean topped up to 1000.00 CNY: the next pass sees it and retries the renewals held for lack of funds");
-                }
-            }
-        }
+    let watched = Watch {
+        emulator: &emulator,
+        ledger: &running.ledger,
+        clock: clock.as_ref(),
+        start,
     }
+    .follow(out, &mut pass_rx, Duration::from_secs(options.seconds))
+    .await;
     stop.cancel();
     match running.task.await {
         Ok(Ok(())) => {}
@@ -360,17 +329,88 @@ pub async fn run(
         Err(e) => return Err(runtime(&e)),
     }
     let ledger = running.ledger.clone();
-    let lapsed = lapsed_during_run(&emulator, &last_seen, start, clock.now());
+    let lapsed = lapsed_during_run(&emulator, &watched.last_seen, start, clock.now());
     let summary = summarize(
         &emulator,
         &ledger,
-        (funds_failures_before_top_up, &lapsed),
-        passes,
+        (watched.funds_failures, &lapsed),
+        watched.passes,
         &state,
     );
     let _ = write!(out, "{summary}");
     emulator.shutdown().await;
     Ok(())
+}
+
+/// What the demo watches while the daemon runs.
+struct Watch<'a> {
+    emulator: &'a EmulatorHandle,
+    ledger: &'a Ledger,
+    clock: &'a dyn Clock,
+    start: chrono::DateTime<chrono::Utc>,
+}
+
+/// What it saw: passes, funds failures before the top-up, each instance's last status.
+struct Watched {
+    passes: u32,
+    funds_failures: usize,
+    last_seen: LastSeen,
+}
+
+impl Watch<'_> {
+    /// Prints a line per pass (and the funds forecast's changes) for `seconds`, and tops the
+    /// lean account up three passes after its first failure.
+    async fn follow(
+        &self,
+        out: &mut (dyn std::io::Write + Send),
+        passes_rx: &mut mpsc::UnboundedReceiver<ecs_renewd::reconcile::PassSummary>,
+        seconds: Duration,
+    ) -> Watched {
+        let deadline = tokio::time::Instant::now() + seconds;
+        let mut passes = 0u32;
+        let mut topped_up = false;
+        let mut funds_failures_before_top_up = 0usize;
+        let mut passes_since_failure = 0u32;
+        let mut short: BTreeMap<String, bool> = BTreeMap::new();
+        let mut last_seen = LastSeen::default();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => break,
+                summary = passes_rx.recv() => {
+                    let Some(summary) = summary else { break };
+                    passes += 1;
+                    let elapsed = self.clock.now() - self.start;
+                    let _ = writeln!(
+                        out,
+                        "pass {passes:>2}  day +{:>4.1}  {:>3} instances  renewed {:>2}  failed {:>2}  verified {:>2}  auto-renew set {:>3}  {}",
+                        elapsed.num_minutes() as f64 / 1440.0,
+                        summary.instances,
+                        summary.renewed,
+                        summary.renew_failed,
+                        summary.verified,
+                        summary.auto_renew_changed,
+                        if summary.result == "ok" { String::new() } else { format!("({})", summary.result) }
+                    );
+                    write_funds(out, &summary, &mut short);
+                    last_seen.update(self.ledger, self.clock.now());
+                    funds_failures_before_top_up += if topped_up { 0 } else { summary.renew_failed };
+                    passes_since_failure += u32::from(funds_failures_before_top_up > 0);
+                    // Topped up a couple of passes after the first failure: the renewals wait out
+                    // their backoff, until a pass sees the top-up.
+                    if !topped_up && passes_since_failure >= 3 {
+                        self.emulator.with_world(|w| w.set_balance("lean", 100_000));
+                        topped_up = true;
+                        let _ = writeln!(out, "         ...account lean topped up to 1000.00 CNY: the next pass sees it and retries the renewals held for lack of funds");
+                    }
+                }
+            }
+        }
+        Watched {
+            passes,
+            funds_failures: funds_failures_before_top_up,
+            last_seen,
+        }
+    }
 }
 
 /// Prints a pass's funds forecast when an account falls short (with the charges, the balance
