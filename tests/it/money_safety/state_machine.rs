@@ -181,6 +181,8 @@ fn action() -> impl Strategy<Value = Action> {
         Action::RenewInstance,
         Action::RenewInstance,
         Action::ModifyInstanceAutoRenewAttribute,
+        // The funds forecast's balance call (a top-up ends funds backoffs through it).
+        Action::QueryAccountBalance,
     ])
 }
 
@@ -567,15 +569,18 @@ impl Model {
 
     /// The most calls one pass may make: per source a page, its attributes, a permission
     /// probe, a re-read, verification polls, out-of-window looks and auto-renew batches; per
-    /// instance a quote, a renewal and an earlier charge's quote — each attempt up to
-    /// `MAX_ATTEMPTS` times.
+    /// entry two balance reads (the top-up check and the forecast after a charge); per
+    /// instance a quote, a renewal, an earlier charge's quote and the forecast's quote — each
+    /// attempt up to `MAX_ATTEMPTS` times.
     fn pass_budget(&self) -> u64 {
         let entries = u64::from(self.knobs.main_entry) + u64::from(self.knobs.twin_entry);
         let sources = entries * REGIONS.len() as u64;
         let verify_polls = 60 / 20 + 2;
         let per_source = 1 + 1 + 1 + 1 + verify_polls + 1 + 3;
-        let per_instance = 3;
-        MAX_ATTEMPTS * (sources * per_source + INSTANCES as u64 * per_instance)
+        let per_entry = 2;
+        let per_instance = 4;
+        MAX_ATTEMPTS
+            * (sources * per_source + entries * per_entry + INSTANCES as u64 * per_instance)
     }
 
     async fn pass(&mut self, kind: Kind, totals: &Totals) -> Check {
