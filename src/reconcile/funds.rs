@@ -29,6 +29,14 @@ pub struct FundsMemory {
 }
 
 impl FundsMemory {
+    fn quotes(&self) -> std::sync::MutexGuard<'_, Quotes> {
+        self.prices.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn balances(&self) -> std::sync::MutexGuard<'_, HashMap<String, (DateTime<Utc>, BalanceView)>> {
+        self.balances.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Keeps a quote read elsewhere (`plan` prices its renewals first) for the forecast.
     pub fn remember_price(
         &self,
@@ -38,17 +46,46 @@ impl FundsMemory {
         price: &Money,
         now: DateTime<Utc>,
     ) {
-        self.prices
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        self.quotes()
             .insert((instance_id.to_owned(), period, unit), (now, price.clone()));
+    }
+
+    /// The quote for `instance_id`, `period` and `unit` if it was read less than `ttl` ago.
+    fn price_since(
+        &self,
+        (instance_id, period, unit): (&str, u32, PeriodUnit),
+        now: DateTime<Utc>,
+        ttl: std::time::Duration,
+    ) -> Option<Money> {
+        let ttl = chrono::Duration::from_std(ttl).unwrap_or_default();
+        self.quotes()
+            .get(&(instance_id.to_owned(), period, unit))
+            .filter(|(at, _)| now - *at < ttl)
+            .map(|(_, price)| price.clone())
+    }
+
+    /// `account`'s balance if it was read less than `interval` ago.
+    fn balance_since(
+        &self,
+        account: &str,
+        now: DateTime<Utc>,
+        interval: std::time::Duration,
+    ) -> Option<BalanceView> {
+        let interval = chrono::Duration::from_std(interval).unwrap_or_default();
+        self.balances()
+            .get(account)
+            .filter(|(at, _)| now - *at < interval)
+            .map(|(_, view)| view.clone())
+    }
+
+    /// Keeps `account`'s balance as read at `now`.
+    fn remember_balance(&self, account: &str, now: DateTime<Utc>, view: BalanceView) {
+        self.balances().insert(account.to_owned(), (now, view));
     }
 
     /// The most recent quote for `instance_id`, whatever its period.
     fn latest_price(&self, instance_id: &str) -> Option<Money> {
-        self.prices
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        self.quotes()
             .iter()
             .filter(|((id, _, _), _)| id == instance_id)
             .max_by_key(|(_, (at, _))| *at)
@@ -57,10 +94,7 @@ impl FundsMemory {
 
     /// Forgets an account's balance, so the next forecast asks again: the pass charged it.
     pub fn forget_balance(&self, account: &str) {
-        self.balances
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(account);
+        self.balances().remove(account);
     }
 }
 
@@ -129,36 +163,31 @@ async fn balance_of(
             "not queried ([accounts.funds] enabled = false for this account)".into(),
         );
     }
-    let interval = chrono::Duration::from_std(config.funds.balance_interval).unwrap_or_default();
-    if let Some((at, view)) = memory
-        .balances
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(&account.name)
-        && now - *at < interval
-    {
-        return view.clone();
+    if let Some(view) = memory.balance_since(&account.name, now, config.funds.balance_interval) {
+        return view;
     }
-    let view = match bss_urls(&account.endpoint, account.site) {
-        Err(error) => BalanceView::Unknown(error.to_string()),
-        Ok(urls) => match client.client.query_account_balance(&urls).await {
-            Ok(balance) => BalanceView::Known(balance.available),
-            Err(error) => {
-                tracing::warn!(
-                    account = %account.name,
-                    %error,
-                    "the account's balance could not be read: its funds forecast is unknown (grant bss:DescribeAcccount and bssapi:QueryAccountBalance, or set [accounts.funds] enabled = false)"
-                );
-                BalanceView::Unknown(error.to_string())
-            }
-        },
-    };
-    memory
-        .balances
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(account.name.clone(), (now, view.clone()));
+    let view = ask_balance(account, client).await;
+    memory.remember_balance(&account.name, now, view.clone());
     view
+}
+
+/// `QueryAccountBalance` for `account`, the reason in words when it cannot be had (logged).
+async fn ask_balance(account: &crate::config::Account, client: &AccountClient) -> BalanceView {
+    let urls = match bss_urls(&account.endpoint, account.site) {
+        Ok(urls) => urls,
+        Err(error) => return BalanceView::Unknown(error.to_string()),
+    };
+    match client.client.query_account_balance(&urls).await {
+        Ok(balance) => BalanceView::Known(balance.available),
+        Err(error) => {
+            tracing::warn!(
+                account = %account.name,
+                %error,
+                "the account's balance could not be read: its funds forecast is unknown (grant bss:DescribeAcccount and bssapi:QueryAccountBalance, or set [accounts.funds] enabled = false)"
+            );
+            BalanceView::Unknown(error.to_string())
+        }
+    }
 }
 
 /// The charge's price: a quote read within `price_cache`, else `DescribeRenewalPrice`. `None`
@@ -170,16 +199,9 @@ async fn price_of(
     item: &Upcoming,
     now: DateTime<Utc>,
 ) -> Option<Money> {
-    let key = (item.instance_id.clone(), item.seed.period, item.seed.unit);
-    let ttl = chrono::Duration::from_std(config.funds.price_cache).unwrap_or_default();
-    if let Some((at, price)) = memory
-        .prices
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(&key)
-        && now - *at < ttl
-    {
-        return Some(price.clone());
+    let key = (item.instance_id.as_str(), item.seed.period, item.seed.unit);
+    if let Some(price) = memory.price_since(key, now, config.funds.price_cache) {
+        return Some(price);
     }
     match client
         .client
@@ -192,11 +214,7 @@ async fn price_of(
         .await
     {
         Ok(quote) => {
-            memory
-                .prices
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(key, (now, quote.trade_price.clone()));
+            memory.remember_price(key.0, key.1, key.2, &quote.trade_price, now);
             Some(quote.trade_price)
         }
         Err(error) => {
@@ -248,22 +266,12 @@ pub async fn end_covered_holds(
         if held.is_empty() {
             continue;
         }
-        let Ok(urls) = bss_urls(&account.endpoint, account.site) else {
-            continue;
-        };
-        let Ok(balance) = client.client.query_account_balance(&urls).await else {
-            continue;
-        };
-        let available = balance.available;
         // The forecast reuses it unless this pass charges the account (then it asks again).
-        memory
-            .balances
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(
-                account.name.clone(),
-                (now, BalanceView::Known(available.clone())),
-            );
+        let view = ask_balance(account, client).await;
+        memory.remember_balance(&account.name, now, view.clone());
+        let BalanceView::Known(available) = view else {
+            continue;
+        };
         let mut left = available.cents;
         let mut retried = Vec::new();
         for hold in held {
