@@ -35,15 +35,6 @@ pub fn bss_urls(endpoint: &Endpoint, site: Site) -> Result<Vec<Url>, EndpointErr
     })
 }
 
-/// What the balance query found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Balance {
-    /// `AvailableAmount`: what charges can draw on (may be negative).
-    pub available: Money,
-    /// Which endpoint answered (0: the site's own, 1: the other site's).
-    pub endpoint_index: usize,
-}
-
 /// Why no balance could be had.
 #[derive(Debug, thiserror::Error)]
 pub enum BalanceError {
@@ -56,10 +47,11 @@ pub enum BalanceError {
 }
 
 impl EcsClient {
-    /// Asks each of `urls` in turn until one is not `NotApplicable`.
-    pub async fn query_account_balance(&self, urls: &[Url]) -> Result<Balance, BalanceError> {
+    /// The account's `AvailableAmount` (what charges can draw on; may be negative), asking
+    /// each of `urls` in turn until one is not `NotApplicable`.
+    pub async fn query_account_balance(&self, urls: &[Url]) -> Result<Money, BalanceError> {
         let mut last = None;
-        for (index, url) in urls.iter().enumerate() {
+        for url in urls {
             let answer = self
                 .call_url::<QueryAccountBalanceResponse>(Action::QueryAccountBalance, "", url, &[])
                 .await;
@@ -73,7 +65,7 @@ impl EcsClient {
                     last = Some(CloudError::Api(api));
                 }
                 Err(error) => return Err(error.into()),
-                Ok(answer) => return read(answer.body, index),
+                Ok(answer) => return read(answer.body),
             }
         }
         Err(last.expect("at least one endpoint was asked").into())
@@ -82,12 +74,12 @@ impl EcsClient {
 
 /// The balance in an answer; `Success: false` (some BSS paths answer so with HTTP 200) is the
 /// error it names.
-fn read(body: QueryAccountBalanceResponse, endpoint_index: usize) -> Result<Balance, BalanceError> {
+fn read(body: QueryAccountBalanceResponse) -> Result<Money, BalanceError> {
     match body.data {
-        Some(data) if body.success => Ok(Balance {
-            available: Money::parse_decimal(&data.available_amount, &data.currency)?,
-            endpoint_index,
-        }),
+        Some(data) if body.success => Ok(Money::parse_decimal(
+            &data.available_amount,
+            &data.currency,
+        )?),
         _ => {
             let code = if body.code.is_empty() {
                 "Success.False".to_owned()

@@ -10,7 +10,7 @@ pub(crate) mod error;
 pub(crate) mod rate_limit;
 pub(crate) mod retry;
 
-pub use bss::{Balance, BalanceError, bss_urls};
+pub use bss::{BalanceError, bss_urls};
 pub use client::{
     ClientSettings, EcsClient, NoObserver, form_body, shared_http_client, signed_parameters,
 };

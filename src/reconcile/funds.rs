@@ -178,7 +178,7 @@ async fn ask_balance(account: &crate::config::Account, client: &AccountClient) -
         Err(error) => return BalanceView::Unknown(error.to_string()),
     };
     match client.client.query_account_balance(&urls).await {
-        Ok(balance) => BalanceView::Known(balance.available),
+        Ok(available) => BalanceView::Known(available),
         Err(error) => {
             tracing::warn!(
                 account = %account.name,
