@@ -712,17 +712,9 @@ fn describe_auto_renew(
             let instance = world
                 .instance(&caller.account, id, now)
                 .filter(|i| i.region == region)
-                .ok_or_else(|| {
-                    Fault::new(
-                        403,
-                        "InvalidParameter.InvalidInstanceId",
-                        format!("The specified instance id {id} is invalid."),
-                    )
-                })?;
+                .ok_or_else(|| Fault::invalid_instance_id(id))?;
             if instance.charge_type == ChargeType::PostPaid {
-                return Err(Fault::new(
-                    403,
-                    "ChargeTypeViolation",
+                return Err(Fault::charge_type_violation(
                     "Pay-As-You-Go instances do not support this operation.",
                 ));
             }
@@ -846,11 +838,7 @@ fn modify_auto_renew(
             .instance(&caller.account, id, now)
             .is_none_or(|i| i.region != region)
         {
-            return Err(Fault::new(
-                403,
-                "InvalidParameter.InvalidInstanceId",
-                format!("The specified instance id {id} is invalid."),
-            ));
+            return Err(Fault::invalid_instance_id(id));
         }
     }
     world.set_auto_renew(&caller.account, &ids, status, duration, unit, now)?;
@@ -963,9 +951,7 @@ fn describe_renewal_price(
             )
         })?;
     if instance.charge_type == ChargeType::PostPaid {
-        return Err(Fault::new(
-            403,
-            "ChargeTypeViolation",
+        return Err(Fault::charge_type_violation(
             "The operation is not permitted due to charge type of the instance.",
         ));
     }

@@ -37,6 +37,20 @@ impl Fault {
             message: message.into(),
         }
     }
+
+    /// An instance id the caller cannot see in that region.
+    pub fn invalid_instance_id(id: &str) -> Fault {
+        Fault::new(
+            403,
+            "InvalidParameter.InvalidInstanceId",
+            format!("The specified instance id {id} is invalid."),
+        )
+    }
+
+    /// An operation refused for a PostPaid instance; the service words it per action.
+    pub fn charge_type_violation(message: &str) -> Fault {
+        Fault::new(403, "ChargeTypeViolation", message)
+    }
 }
 
 /// An emulated account: the balance renewals are charged to, and its currency.
@@ -640,9 +654,7 @@ impl World {
             .instance(account, instance_id, now)
             .ok_or_else(|| Self::not_found(instance_id))?;
         if instance.charge_type == ChargeType::PostPaid {
-            return Err(Fault::new(
-                403,
-                "ChargeTypeViolation",
+            return Err(Fault::charge_type_violation(
                 "The operation is not permitted due to charge type of the instance.",
             ));
         }
@@ -762,17 +774,11 @@ impl World {
         now: DateTime<Utc>,
     ) -> Result<(), Fault> {
         for id in ids {
-            let instance = self.instance(account, id, now).ok_or_else(|| {
-                Fault::new(
-                    403,
-                    "InvalidParameter.InvalidInstanceId",
-                    format!("The specified instance id {id} is invalid."),
-                )
-            })?;
+            let instance = self
+                .instance(account, id, now)
+                .ok_or_else(|| Fault::invalid_instance_id(id))?;
             if instance.charge_type == ChargeType::PostPaid {
-                return Err(Fault::new(
-                    403,
-                    "ChargeTypeViolation",
+                return Err(Fault::charge_type_violation(
                     "Pay-As-You-Go instances do not support this operation.",
                 ));
             }
