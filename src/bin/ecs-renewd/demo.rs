@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -251,6 +252,20 @@ fn write_secret(path: &Path, secret: &str) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Where the demo's clock starts: 09:00 UTC+8 of the latest day that has begun by `now`.
+/// The fleet's generated expiries fall on UTC+8 midnights and the provider deducts at 08:00
+/// UTC+8, so a start at a fixed time of day tells the same story at any hour it is run (from
+/// the wall clock, an instance expiring within minutes of the start or an auto-renew set just
+/// before the day's deduction made each run different).
+fn clock_start(now: DateTime<Utc>) -> DateTime<Utc> {
+    let today = ecs_wire::time::start_of_day_utc8(now) + chrono::Duration::hours(9);
+    if today <= now {
+        today
+    } else {
+        today - chrono::Duration::days(1)
+    }
+}
+
 /// Runs the demo, writing progress and the summary to `out`.
 pub async fn run(
     options: DemoOptions,
@@ -264,7 +279,7 @@ pub async fn run(
     write_secret(&state.join("prod.secret"), "demo-prod-secret")?;
     write_secret(&state.join("lean.secret"), "demo-lean-secret")?;
 
-    let start = SystemClock.now();
+    let start = clock_start(SystemClock.now());
     let clock = Arc::new(VirtualClock::running(start, options.speed));
     let emulator = ecs_emulator::start_with_clock(
         fleet(),
@@ -306,10 +321,13 @@ pub async fn run(
     let _ = writeln!(
         out,
         "ecs-renewd demo: emulator at {} with {fleet_size} instances in 2 accounts and 3 regions; \
-         the daemon runs every 2 s while the clock runs {:.0}x ({} per second)\n  metrics: http://{}/metrics   status: http://{}/status   (RUST_LOG=info shows the daemon's own logs)\n",
+         the daemon runs every 2 s while the clock runs {:.0}x ({} per second) from {} UTC+8\n  metrics: http://{}/metrics   status: http://{}/status   (RUST_LOG=info shows the daemon's own logs)\n",
         emulator.url(),
         options.speed,
         ecs_wire::duration::format(Duration::from_secs_f64(options.speed)),
+        start
+            .with_timezone(&ecs_wire::time::utc8())
+            .format("%Y-%m-%d %H:%M"),
         running.admin_addr,
         running.admin_addr
     );
@@ -392,7 +410,7 @@ impl Watch<'_> {
                         if summary.result == "ok" { String::new() } else { format!("({})", summary.result) }
                     );
                     write_funds(out, &summary, &mut short);
-                    last_seen.update(self.ledger, self.clock.now());
+                    last_seen.update(self.ledger);
                     funds_failures_before_top_up += if topped_up { 0 } else { summary.renew_failed };
                     passes_since_failure += u32::from(funds_failures_before_top_up > 0);
                     // Topped up a couple of passes after the first failure: the renewals wait out
@@ -443,17 +461,20 @@ fn write_funds(
     }
 }
 
-/// Each instance's last status line while it had not yet expired: its policy and why, for the
-/// instances that lapse.
+/// Each instance's last status line written while it had not yet expired: its policy and why,
+/// for the instances that lapse.
 #[derive(Debug, Default)]
 struct LastSeen {
     rows: BTreeMap<String, (Option<String>, String)>,
 }
 
 impl LastSeen {
-    fn update(&mut self, ledger: &Ledger, now: chrono::DateTime<chrono::Utc>) {
+    /// Keeps the lines a pass wrote before the instance's expiry. A line's own write time
+    /// decides, not the time the demo reads it: on a busy machine the read comes hours of
+    /// virtual time after the pass, when an instance the pass saw may have expired.
+    fn update(&mut self, ledger: &Ledger) {
         for row in ledger.status_rows().unwrap_or_default() {
-            if row.expires_at > now {
+            if row.expires_at > row.updated_at {
                 self.rows.insert(
                     row.instance_id.clone(),
                     (row.policy.clone(), row.reason.clone()),
@@ -716,4 +737,82 @@ fn write_double_charges(out: &mut String, orders: &[Order], renewals: &[&History
         out,
         "double charges (orders per instance and expiry cycle > 1): {doubles}; orders without a ledger record: {unrecorded}"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn status_row(id: &str, expires_at: DateTime<Utc>, updated_at: DateTime<Utc>) -> StatusRow {
+        StatusRow {
+            account: "prod".into(),
+            region: "cn-hangzhou".into(),
+            instance_id: id.into(),
+            name: id.into(),
+            expires_at,
+            policy: Some("db-auto".into()),
+            state: ecs_renewd::InstanceState::Ok,
+            decision: ecs_renewd::NextAction::Nothing,
+            due_at: None,
+            reason: "auto-renew cannot renew it in time: no deduction attempt is left".into(),
+            failed_attempts: 0,
+            next_retry_at: None,
+            drift: false,
+            deduction_overdue: false,
+            last_outcome: None,
+            updated_at,
+        }
+    }
+
+    /// A busy machine reads a pass's status lines late, after an instance the pass saw has
+    /// expired: the lapse report still gives the pass's reason (CI once reported three such
+    /// instances as "never listed before it expired").
+    #[test]
+    fn a_lapse_keeps_the_reason_of_the_last_pass_that_saw_it_before_it_expired() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(dir.path()).unwrap();
+        let pass = Utc.with_ymd_and_hms(2026, 11, 30, 13, 55, 0).unwrap();
+        let expiry = Utc.with_ymd_and_hms(2026, 11, 30, 16, 0, 0).unwrap();
+        ledger
+            .write_status(&[status_row("i-late", expiry, pass)], 1)
+            .unwrap();
+        let mut seen = LastSeen::default();
+        seen.update(&ledger);
+        assert_eq!(
+            seen.rows.get("i-late").map(|(p, _)| p.as_deref()),
+            Some(Some("db-auto")),
+            "{seen:?}"
+        );
+        // A line written after the expiry says what happened afterwards, not why: not kept.
+        ledger
+            .write_status(
+                &[status_row(
+                    "i-late",
+                    expiry,
+                    expiry + chrono::Duration::hours(12),
+                )],
+                2,
+            )
+            .unwrap();
+        let mut after = LastSeen::default();
+        after.update(&ledger);
+        assert!(after.rows.is_empty(), "{after:?}");
+    }
+
+    #[test]
+    fn the_clock_starts_at_nine_utc8_of_the_day_that_has_begun() {
+        let at = |d, h, m| Utc.with_ymd_and_hms(2026, 11, d, h, m, 0).unwrap();
+        // 01:00Z is 09:00 UTC+8; UTC+8's day begins at 16:00Z the day before.
+        assert_eq!(clock_start(at(30, 1, 0)), at(30, 1, 0));
+        assert_eq!(clock_start(at(30, 13, 50)), at(30, 1, 0));
+        assert_eq!(clock_start(at(30, 15, 59)), at(30, 1, 0));
+        assert_eq!(
+            clock_start(at(30, 16, 0)),
+            at(30, 1, 0),
+            "00:00 UTC+8: 9:00 is ahead"
+        );
+        assert_eq!(clock_start(at(30, 0, 59)), at(29, 1, 0));
+        assert_eq!(clock_start(at(30, 17, 0)), at(30, 1, 0));
+    }
 }
