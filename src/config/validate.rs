@@ -193,6 +193,7 @@ fn check(file: ConfigFile, report: &mut Report, env: &Environment) -> Result<Con
     check_retry(&file, report);
     let retry = &file.retry;
     let policies = check_policies(&file, &accounts, &names, &limits, report);
+    check_funds_reach(&file, &accounts, &policies, report);
 
     if !report.problems.is_empty() {
         return Err(ConfigError::Invalid {
@@ -599,6 +600,66 @@ fn check_policies(
         );
     }
     policies
+}
+
+/// Whether `[scan] horizon` lists every instance whose charge the funds forecast must count. A
+/// charge in the forecast's window (to the next 08:00 UTC+8, plus `[funds] horizon`) can belong
+/// to an instance expiring as far past the window as the longest lead before an expiry: an
+/// account's first provider deduction, or a `renew` policy's `renew_before`. An instance the
+/// scan does not list is not forecast, so a short scan would make a short account look covered.
+fn check_funds_reach(
+    file: &ConfigFile,
+    accounts: &[Account],
+    policies: &[Policy],
+    report: &mut Report,
+) {
+    if !file.funds.enabled {
+        return;
+    }
+    let format = crate::duration::format;
+    let schedules = accounts.iter().map(|a| {
+        let lead = a
+            .deduction_schedule
+            .longest_lead()
+            .to_std()
+            .unwrap_or_default();
+        let why = format!(
+            "account {:?}: the provider's first auto-renew deduction comes up to {} before the expiry",
+            a.name,
+            format(lead)
+        );
+        (lead, why)
+    });
+    let renewals = policies.iter().filter_map(|p| match &p.action {
+        PolicyAction::Renew { renew_before, .. } => Some((
+            *renew_before,
+            format!("policy {:?}: renew_before {}", p.name, format(*renew_before)),
+        )),
+        _ => None,
+    });
+    let Some((lead, why)) = schedules.chain(renewals).max_by_key(|(lead, _)| *lead) else {
+        return;
+    };
+    let window = file.funds.horizon + Duration::from_secs(86_400);
+    let reach = window + lead;
+    if file.scan.horizon >= reach {
+        return;
+    }
+    report.warn(
+        None,
+        "scan.horizon",
+        format!(
+            "the funds forecast counts charges up to {} ahead, for instances expiring up to {} ahead ({why}), but [scan] horizon ({}) lists only instances expiring within {}: their charges would be left out and the forecast would say covered when it is not",
+            format(window),
+            format(reach),
+            format(file.scan.horizon),
+            format(file.scan.horizon)
+        ),
+        &format!(
+            "raise [scan] horizon to {} or more, or shorten [funds] horizon",
+            format(reach)
+        ),
+    );
 }
 
 /// `[admin]`: limits that leave the server usable.

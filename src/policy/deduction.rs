@@ -46,6 +46,17 @@ impl DeductionSchedule {
         }
     }
 
+    /// The longest time the first attempt can come before an expiry, in whole days: the
+    /// attempt is at 08:00 UTC+8 of a day counted from the expiry's UTC+8 day, so it comes up to
+    /// 16 hours earlier than the day count alone says.
+    pub fn longest_lead(self) -> Duration {
+        let first_day = match self {
+            DeductionSchedule::NineDaysDaily => -9,
+            DeductionSchedule::FiveAttempts => FIVE_ATTEMPT_DAYS[0],
+        };
+        Duration::days(1 - first_day)
+    }
+
     /// The first attempt.
     pub fn first(self, expiry: DateTime<Utc>) -> DateTime<Utc> {
         self.attempts(expiry)[0]
@@ -72,6 +83,23 @@ mod tests {
 
     fn t(s: &str) -> DateTime<Utc> {
         time::parse(s).unwrap()
+    }
+
+    #[test]
+    fn no_first_attempt_comes_earlier_than_the_longest_lead() {
+        for &schedule in DeductionSchedule::ALL {
+            let lead = schedule.longest_lead();
+            let mut latest = Duration::zero();
+            // Expiries at every minute of two UTC+8 days.
+            for minute in 0..2 * 24 * 60 {
+                let expiry = t("2026-03-20T16:00:00Z") + Duration::minutes(minute);
+                let before = expiry - schedule.first(expiry);
+                assert!(before <= lead, "{schedule}: {expiry} first {before}");
+                latest = latest.max(before);
+            }
+            // Whole days, and no more than the one that holds the latest.
+            assert!(lead - latest < Duration::days(1), "{schedule}: {latest} of {lead}");
+        }
     }
 
     #[test]

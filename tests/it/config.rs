@@ -334,3 +334,39 @@ async fn check_config_reports_every_account_and_the_admin_token_at_once() {
     );
     assert_eq!(lines[3], "3 problem(s)");
 }
+
+#[test]
+fn a_scan_horizon_too_short_for_the_funds_forecast_is_a_warning() {
+    let warnings = |text: &str| -> Vec<String> {
+        Config::parse(text, Path::new("test.toml"), &Environment::default())
+            .unwrap()
+            .warnings
+            .iter()
+            .map(ToString::to_string)
+            .filter(|w| w.contains("scan.horizon"))
+            .collect()
+    };
+    // The forecast looks 8 days ahead (to the next 08:00 UTC+8, plus 7 days); the provider's
+    // first deduction comes up to 10 days before the expiry: instances expiring up to 18 days
+    // ahead are charged in that window, and a 10-day scan does not list them.
+    let short = format!("[scan]\nhorizon = \"10d\"\n{BASE}");
+    assert_eq!(
+        warnings(&short),
+        [
+            "test.toml: scan.horizon: the funds forecast counts charges up to 8d ahead, for instances expiring up to 18d ahead (account \"main\": the provider's first auto-renew deduction comes up to 10d before the expiry), but [scan] horizon (10d) lists only instances expiring within 10d: their charges would be left out and the forecast would say covered when it is not (hint: raise [scan] horizon to 18d or more, or shorten [funds] horizon)"
+        ]
+    );
+    // A renew policy's renew_before reaches further than the deduction schedule.
+    let renew_early = format!(
+        "[scan]\nhorizon = \"20d\"\n{BASE}\n[[policies]]\nname = \"p\"\naction = \"renew\"\nperiod = 1\nrenew_before = \"15d\"\n"
+    );
+    let found = warnings(&renew_early);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert!(
+        found[0].contains("for instances expiring up to 23d ahead (policy \"p\": renew_before 15d)"),
+        "{found:#?}"
+    );
+    // Covered: the defaults (30 days), or no forecast.
+    assert!(warnings(BASE).is_empty());
+    assert!(warnings(&format!("[scan]\nhorizon = \"10d\"\n[funds]\nenabled = false\n{BASE}")).is_empty());
+}
