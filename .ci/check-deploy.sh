@@ -118,6 +118,7 @@ EXPORTED = {
     "dry_run", "build_info", "schedule_interval_seconds", "instances_undecodable_total",
     "renewals_refused", "source_duplicate_instances", "auto_renew_too_late",
     "account_available_amount", "upcoming_charges", "funds_shortfall_timestamp_seconds",
+    "upcoming_charges_unpriced",
 }
 HISTOGRAMS = {"api_request_duration_seconds"}
 def unknown_metrics(expr):
@@ -147,6 +148,19 @@ for t in tests["tests"]:
 for a in sorted({r["alert"] for r in alerts}):
     need(a in firing, f"{a}: no unit test where it fires")
     need(a in silent, f"{a}: no unit test where it stays silent")
+# README's alert table lists every alert with its severity.
+readme = open("README.md").read()
+table = readme[readme.index("| alert | severity |"):]
+table = table[:table.index("\n\n")]
+rows = {}
+for line in table.splitlines()[2:]:
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    rows[cells[0].strip("`")] = cells[1]
+for r in alerts:
+    a = r["alert"]
+    need(rows.get(a) == r["labels"]["severity"], f"{a}: README's alert table has no row for it with its severity ({rows.get(a)!r})")
+for a in set(rows) - {r["alert"] for r in alerts}:
+    problems.append(f"README's alert table lists {a}, which rules.yml does not have")
 
 # Dashboard: valid JSON, templated data source, known metrics only.
 dash = json.load(open("deploy/grafana/ecs-renewd.json"))

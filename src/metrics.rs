@@ -450,6 +450,9 @@ pub struct FundsMetrics {
     pub upcoming: GaugeVec,
     /// `funds_shortfall_timestamp_seconds{account,currency}`: absent when covered.
     pub shortfall_at: GaugeVec,
+    /// `upcoming_charges_unpriced{account,currency}`: charges in the window left out of
+    /// `upcoming_charges` because they could not be priced.
+    pub unpriced: IntGaugeVec,
 }
 
 impl FundsMetrics {
@@ -475,10 +478,18 @@ impl FundsMetrics {
             ),
             &["account", "currency"],
         ));
+        let unpriced = registrar.register(IntGaugeVec::new(
+            Opts::new(
+                name("upcoming_charges_unpriced"),
+                "Charges in the forecast window that could not be priced (DescribeRenewalPrice failed or cannot price the period): not in upcoming_charges, which is then a floor",
+            ),
+            &["account", "currency"],
+        ));
         FundsMetrics {
             available,
             upcoming,
             shortfall_at,
+            unpriced,
         }
     }
 
@@ -488,8 +499,12 @@ impl FundsMetrics {
         self.available.reset();
         self.upcoming.reset();
         self.shortfall_at.reset();
+        self.unpriced.reset();
         for f in forecasts {
             let labels = [f.account.as_str(), f.currency.as_str()];
+            self.unpriced
+                .with_label_values(&labels)
+                .set(f.unpriced.len() as i64);
             if let Some(available) = &f.available {
                 self.available
                     .with_label_values(&labels)

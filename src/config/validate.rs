@@ -633,7 +633,11 @@ fn check_funds_reach(
     let renewals = policies.iter().filter_map(|p| match &p.action {
         PolicyAction::Renew { renew_before, .. } => Some((
             *renew_before,
-            format!("policy {:?}: renew_before {}", p.name, format(*renew_before)),
+            format!(
+                "policy {:?}: renew_before {}",
+                p.name,
+                format(*renew_before)
+            ),
         )),
         _ => None,
     });

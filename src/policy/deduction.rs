@@ -98,7 +98,10 @@ mod tests {
                 latest = latest.max(before);
             }
             // Whole days, and no more than the one that holds the latest.
-            assert!(lead - latest < Duration::days(1), "{schedule}: {latest} of {lead}");
+            assert!(
+                lead - latest < Duration::days(1),
+                "{schedule}: {latest} of {lead}"
+            );
         }
     }
 

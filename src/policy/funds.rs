@@ -120,6 +120,39 @@ pub struct Charge {
     pub by: ChargeBy,
 }
 
+/// A charge in the window that could not be priced (`DescribeRenewalPrice` failed, or the
+/// period is one it cannot price): left out of the sums, and named, so a forecast is never
+/// taken for complete when it is not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Unpriced {
+    /// The instance.
+    pub instance_id: String,
+    /// When the charge is expected.
+    pub at: DateTime<Utc>,
+    /// Who makes it.
+    pub by: ChargeBy,
+}
+
+/// An account's charges in the forecast window, priced or not.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WindowCharges {
+    /// The charges with a price.
+    pub priced: Vec<Charge>,
+    /// The charges without one.
+    pub unpriced: Vec<Unpriced>,
+    /// The currency the account is billed in: unpriced charges are counted under it.
+    pub billing_currency: String,
+}
+
+impl From<Vec<Charge>> for WindowCharges {
+    fn from(priced: Vec<Charge>) -> Self {
+        WindowCharges {
+            priced,
+            ..WindowCharges::default()
+        }
+    }
+}
+
 /// What the account can pay with, as far as the daemon knows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BalanceView {
@@ -141,8 +174,12 @@ pub struct Forecast {
     /// Why the comparison could not be made, when it could not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unknown: Option<String>,
-    /// Every charge in the window, in time order.
+    /// Every priced charge in the window, in time order.
     pub charges: Vec<Charge>,
+    /// Charges in the window that could not be priced: not in the sums below, which are then
+    /// a floor.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unpriced: Vec<Unpriced>,
     /// Their sum.
     pub upcoming: Money,
     /// The part ecs-renewd makes.
@@ -162,12 +199,13 @@ impl Forecast {
     pub fn describe(&self) -> String {
         let count = |by: ChargeBy| self.charges.iter().filter(|c| c.by == by).count();
         let mut line = format!(
-            "account {}: {} of renewals due by {} ({} by ecs-renewd, {} by the provider's auto-renew)",
+            "account {}: {} of renewals due by {} ({} by ecs-renewd, {} by the provider's auto-renew{})",
             self.account,
             self.upcoming,
             crate::cloud::time::format_minutes(self.until),
             count(ChargeBy::Daemon),
             count(ChargeBy::Provider),
+            self.describe_unpriced(),
         );
         match (&self.available, &self.unknown) {
             (Some(available), _) => {
@@ -184,21 +222,51 @@ impl Forecast {
         }
         line
     }
+
+    /// "; 2 more not priced: i-a, i-b" (the first five named), or nothing.
+    fn describe_unpriced(&self) -> String {
+        if self.unpriced.is_empty() {
+            return String::new();
+        }
+        let mut names: Vec<&str> = self
+            .unpriced
+            .iter()
+            .take(5)
+            .map(|u| u.instance_id.as_str())
+            .collect();
+        if self.unpriced.len() > names.len() {
+            names.push("…");
+        }
+        format!(
+            "; {} more not priced: {}",
+            self.unpriced.len(),
+            names.join(", ")
+        )
+    }
 }
 
 /// The forecast of one account: one entry per currency among its charges and its balance.
 /// Currencies are never mixed: charges in a currency other than the balance's get no
-/// comparison ("unknown", saying why).
+/// comparison ("unknown", saying why). Unpriced charges go with the billing currency's entry.
 pub fn forecast(
     account: &str,
     balance: &BalanceView,
-    mut charges: Vec<Charge>,
+    charges: WindowCharges,
     until: DateTime<Utc>,
 ) -> Vec<Forecast> {
+    let WindowCharges {
+        priced: mut charges,
+        mut unpriced,
+        billing_currency,
+    } = charges;
     charges.sort_by(|a, b| (a.at, &a.instance_id).cmp(&(b.at, &b.instance_id)));
+    unpriced.sort_by(|a, b| (a.at, &a.instance_id).cmp(&(b.at, &b.instance_id)));
     let mut currencies: Vec<String> = charges.iter().map(|c| c.amount.currency.clone()).collect();
     if let BalanceView::Known(m) = balance {
         currencies.push(m.currency.clone());
+    }
+    if !unpriced.is_empty() {
+        currencies.push(billing_currency.clone());
     }
     currencies.sort();
     currencies.dedup();
@@ -210,7 +278,11 @@ pub fn forecast(
                 .filter(|c| c.amount.currency == currency)
                 .cloned()
                 .collect();
-            one_currency(account, balance, mine, currency, until)
+            let mut f = one_currency(account, balance, mine, currency, until);
+            if f.currency == billing_currency {
+                f.unpriced = std::mem::take(&mut unpriced);
+            }
+            f
         })
         .collect()
 }
@@ -267,6 +339,7 @@ fn one_currency(
         shortfall_at,
         short_by,
         charges,
+        unpriced: Vec::new(),
         until,
     }
 }
@@ -327,7 +400,7 @@ mod tests {
                 ChargeBy::Daemon,
             ),
         ];
-        let f = &forecast("prod", &cny(310_000), charges, t(UNTIL))[0];
+        let f = &forecast("prod", &cny(310_000), charges.into(), t(UNTIL))[0];
         assert_eq!(f.upcoming.cents, 1_240_000);
         assert_eq!(
             (f.by_daemon.cents, f.by_provider.cents),
@@ -351,7 +424,7 @@ mod tests {
             "2026-12-01T00:00:00Z",
             ChargeBy::Daemon,
         )];
-        let f = &forecast("prod", &cny(100_000), charges, t(UNTIL))[0];
+        let f = &forecast("prod", &cny(100_000), charges.into(), t(UNTIL))[0];
         assert_eq!((f.shortfall_at, f.short_by.clone()), (None, None));
     }
 
@@ -364,7 +437,7 @@ mod tests {
             "2026-12-01T00:00:00Z",
             ChargeBy::Provider,
         )];
-        let f = &forecast("prod", &cny(-1_119), charges, t(UNTIL))[0];
+        let f = &forecast("prod", &cny(-1_119), charges.into(), t(UNTIL))[0];
         assert_eq!(f.shortfall_at, Some(t("2026-12-01T00:00:00Z")));
         assert_eq!(f.short_by.as_ref().map(|m| m.cents), Some(1_120));
     }
@@ -387,7 +460,7 @@ mod tests {
                 ChargeBy::Daemon,
             ),
         ];
-        let all = forecast("prod", &cny(100_000), charges, t(UNTIL));
+        let all = forecast("prod", &cny(100_000), charges.into(), t(UNTIL));
         assert_eq!(all.len(), 2);
         assert_eq!(all[0].currency, "CNY");
         assert!(all[0].shortfall_at.is_some());
@@ -412,7 +485,7 @@ mod tests {
             ChargeBy::Daemon,
         )];
         let why = BalanceView::Unknown("NotAuthorized: grant bss:DescribeAcccount".into());
-        let f = &forecast("prod", &why, charges, t(UNTIL))[0];
+        let f = &forecast("prod", &why, charges.into(), t(UNTIL))[0];
         assert_eq!((f.upcoming.cents, f.shortfall_at), (100, None));
         assert!(
             f.describe().contains("balance unknown: NotAuthorized"),
@@ -422,8 +495,52 @@ mod tests {
     }
 
     #[test]
+    fn unpriced_charges_are_named_with_the_billing_currency_and_left_out_of_the_sums() {
+        let unpriced = |id: &str| Unpriced {
+            instance_id: id.into(),
+            at: t("2026-12-02T00:00:00Z"),
+            by: ChargeBy::Provider,
+        };
+        let charges = WindowCharges {
+            priced: vec![charge(
+                "i-a",
+                100,
+                "USD",
+                "2026-12-01T00:00:00Z",
+                ChargeBy::Daemon,
+            )],
+            unpriced: vec![unpriced("i-x"), unpriced("i-y")],
+            billing_currency: "CNY".into(),
+        };
+        let all = forecast("prod", &cny(500), charges, t(UNTIL));
+        assert_eq!(all.len(), 2);
+        let (cny_f, usd_f) = (&all[0], &all[1]);
+        assert_eq!((cny_f.currency.as_str(), cny_f.unpriced.len()), ("CNY", 2));
+        assert_eq!((cny_f.upcoming.cents, cny_f.shortfall_at), (0, None));
+        assert_eq!(
+            cny_f.describe(),
+            "account prod: 0.00 CNY of renewals due by 2026-12-10T00:00Z (0 by ecs-renewd, 0 by the provider's auto-renew; 2 more not priced: i-x, i-y), 5.00 CNY available"
+        );
+        assert!(usd_f.unpriced.is_empty());
+        // With the balance unknown and nothing priced, the account still has its entry.
+        let only = WindowCharges {
+            unpriced: (0..7).map(|n| unpriced(&format!("i-{n}"))).collect(),
+            billing_currency: "CNY".into(),
+            ..WindowCharges::default()
+        };
+        let why = BalanceView::Unknown("not queried".into());
+        let f = &forecast("prod", &why, only, t(UNTIL))[0];
+        assert!(
+            f.describe()
+                .contains("; 7 more not priced: i-0, i-1, i-2, i-3, i-4, …), balance unknown"),
+            "{}",
+            f.describe()
+        );
+    }
+
+    #[test]
     fn a_balance_without_charges_is_still_reported() {
-        let f = &forecast("prod", &cny(5), vec![], t(UNTIL))[0];
+        let f = &forecast("prod", &cny(5), WindowCharges::default(), t(UNTIL))[0];
         assert_eq!(
             (f.upcoming.cents, f.available.as_ref().map(|m| m.cents)),
             (0, Some(5))
@@ -460,7 +577,7 @@ mod tests {
                 by: if *daemon { ChargeBy::Daemon } else { ChargeBy::Provider },
             }).collect();
             let total: i64 = charges.iter().map(|c| c.amount.cents).sum();
-            let f = &forecast("a", &cny(balance), charges.clone(), t(UNTIL))[0];
+            let f = &forecast("a", &cny(balance), charges.clone().into(), t(UNTIL))[0];
             prop_assert_eq!(f.upcoming.cents, total);
             prop_assert_eq!(f.by_daemon.cents + f.by_provider.cents, total);
             // No charge, nothing to fall short on (even below zero).

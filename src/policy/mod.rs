@@ -19,7 +19,10 @@ pub use decide::{
     RenewPlan, RenewWhy, Subject, decide, first_deduction,
 };
 pub use deduction::DeductionSchedule;
-pub use funds::{BalanceView, Charge, ChargeSeed, Forecast, charge_for, forecast, window_end};
+pub use funds::{
+    BalanceView, Charge, ChargeSeed, Forecast, Unpriced, WindowCharges, charge_for, forecast,
+    window_end,
+};
 pub use matcher::{MatchSection, Matcher};
 
 use crate::cloud::ecs::AutoRenewTarget;

@@ -15,7 +15,7 @@ use crate::cloud::bss_urls;
 use crate::cloud::types::PeriodUnit;
 use crate::config::Config;
 use crate::money::Money;
-use crate::policy::{BalanceView, Charge, Forecast, forecast, window_end};
+use crate::policy::{BalanceView, Charge, Forecast, Unpriced, WindowCharges, forecast, window_end};
 
 /// A price quote by (instance, period, unit), with when it was read.
 type Quotes = HashMap<(String, u32, PeriodUnit), (DateTime<Utc>, Money)>;
@@ -118,18 +118,28 @@ pub async fn forecast_accounts(
         let client = accounts.iter().find(|a| a.name == account.name)?;
         Some(async move {
             let balance = balance_of(config, account, client, memory, now).await;
-            let mut charges = Vec::new();
+            let mut charges = WindowCharges {
+                billing_currency: account.currency.clone(),
+                ..WindowCharges::default()
+            };
             for item in upcoming
                 .iter()
                 .filter(|u| *u.account == *account.name && !settled.contains(&u.instance_id))
             {
-                if let Some(amount) = price_of(config, client, memory, item, now).await {
-                    charges.push(Charge {
-                        instance_id: item.instance_id.clone(),
+                let instance_id = item.instance_id.clone();
+                let (at, by) = (item.seed.at, item.seed.by);
+                match price_of(config, client, memory, item, now).await {
+                    Some(amount) => charges.priced.push(Charge {
+                        instance_id,
                         amount,
-                        at: item.seed.at,
-                        by: item.seed.by,
-                    });
+                        at,
+                        by,
+                    }),
+                    None => charges.unpriced.push(Unpriced {
+                        instance_id,
+                        at,
+                        by,
+                    }),
                 }
             }
             forecast(&account.name, &balance, charges, until)
@@ -191,7 +201,7 @@ async fn ask_balance(account: &crate::config::Account, client: &AccountClient) -
 }
 
 /// The charge's price: a quote read within `price_cache`, else `DescribeRenewalPrice`. `None`
-/// (logged) when it cannot be priced.
+/// (logged) when it cannot be priced: the forecast names it as unpriced.
 async fn price_of(
     config: &Config,
     client: &AccountClient,
@@ -222,7 +232,7 @@ async fn price_of(
                 account = %client.name,
                 instance_id = %item.instance_id,
                 %error,
-                "an upcoming charge could not be priced: the funds forecast leaves it out"
+                "an upcoming charge could not be priced: the funds forecast names it but cannot add it to the sum"
             );
             None
         }

@@ -363,10 +363,16 @@ fn a_scan_horizon_too_short_for_the_funds_forecast_is_a_warning() {
     let found = warnings(&renew_early);
     assert_eq!(found.len(), 1, "{found:#?}");
     assert!(
-        found[0].contains("for instances expiring up to 23d ahead (policy \"p\": renew_before 15d)"),
+        found[0]
+            .contains("for instances expiring up to 23d ahead (policy \"p\": renew_before 15d)"),
         "{found:#?}"
     );
     // Covered: the defaults (30 days), or no forecast.
     assert!(warnings(BASE).is_empty());
-    assert!(warnings(&format!("[scan]\nhorizon = \"10d\"\n[funds]\nenabled = false\n{BASE}")).is_empty());
+    assert!(
+        warnings(&format!(
+            "[scan]\nhorizon = \"10d\"\n[funds]\nenabled = false\n{BASE}"
+        ))
+        .is_empty()
+    );
 }

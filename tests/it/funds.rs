@@ -145,6 +145,45 @@ async fn a_key_that_may_not_read_the_balance_makes_the_forecast_unknown_not_the_
 }
 
 #[tokio::test]
+async fn a_charge_that_cannot_be_priced_is_named_and_counted_not_dropped() {
+    let h = Harness::start(fleet(3000.0), POLICIES).await;
+    h.emulator.add_fault(FaultSpec::fail_next(
+        Action::DescribeRenewalPrice,
+        1,
+        "InvalidParameter",
+        400,
+    ));
+    let summary = h.pass().await;
+    assert_eq!(summary.result, "ok");
+    let f = &summary.funds[0];
+    assert_eq!(f.upcoming.cents, 50_000, "only the priced charge is summed");
+    assert_eq!(f.unpriced.len(), 1, "{f:?}");
+    let id = f.unpriced[0].instance_id.clone();
+    assert_ne!(Some(&id), f.charges.first().map(|c| &c.instance_id));
+    assert!(
+        f.describe().contains(&format!(
+            "; 1 more not priced: {id}), 3000.00 CNY available"
+        )),
+        "{}",
+        f.describe()
+    );
+    assert_eq!(
+        gauge_line(&h, "ecs_renewd_upcoming_charges_unpriced").as_deref(),
+        Some("ecs_renewd_upcoming_charges_unpriced{account=\"main\",currency=\"CNY\"} 1")
+    );
+    let json = serde_json::to_value(&summary.funds).unwrap();
+    assert_eq!(json[0]["unpriced"][0]["instance_id"], id.as_str(), "{json}");
+    // A failed quote is not remembered: the next pass prices it.
+    let f = &h.pass().await.funds[0];
+    assert!(f.unpriced.is_empty(), "{f:?}");
+    assert_eq!(f.upcoming.cents, 100_000);
+    assert_eq!(
+        gauge_line(&h, "ecs_renewd_upcoming_charges_unpriced").as_deref(),
+        Some("ecs_renewd_upcoming_charges_unpriced{account=\"main\",currency=\"CNY\"} 0")
+    );
+}
+
+#[tokio::test]
 async fn not_applicable_on_the_sites_endpoint_asks_the_other_sites() {
     let h = Harness::start(fleet(300.0), POLICIES).await;
     h.emulator.add_fault(FaultSpec::fail_next(
