@@ -21,22 +21,40 @@ pub struct PassRecord {
     pub next_retry_at: Option<DateTime<Utc>>,
 }
 
+/// How long pass records are kept. They are operational, not money records (intents and
+/// attempts, kept for good, are): one is written every pass (96 a day at the default cadence),
+/// and only the last one and the last successful one are read.
+pub const PASS_RETENTION: chrono::Duration = chrono::Duration::days(30);
+
 impl Ledger {
-    /// Records a pass.
+    /// Records a pass, and in the same transaction drops the records that started more than
+    /// [`PASS_RETENTION`] before it — except the last successful pass, however old.
     pub fn record_pass(&self, pass: &PassRecord) -> Result<(), LedgerError> {
-        self.conn()
-            .execute(
-                "INSERT INTO passes (started_at, finished_at, result, summary, next_retry_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![
-                    ts(pass.started_at),
-                    ts(pass.finished_at),
-                    pass.result,
-                    pass.summary,
-                    pass.next_retry_at.map(ts)
-                ],
-            )
-            .map(|_| ())
-            .map_err(|source| LedgerError::Write { what: "recording a pass", source })
+        let write = |source| LedgerError::Write {
+            what: "recording a pass",
+            source,
+        };
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(write)?;
+        tx.execute(
+            "INSERT INTO passes (started_at, finished_at, result, summary, next_retry_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                ts(pass.started_at),
+                ts(pass.finished_at),
+                pass.result,
+                pass.summary,
+                pass.next_retry_at.map(ts)
+            ],
+        )
+        .map_err(write)?;
+        // Times are stored as fixed-width RFC 3339 text in UTC, so text order is time order.
+        tx.execute(
+            "DELETE FROM passes WHERE started_at < ?1
+               AND id IS NOT (SELECT MAX(id) FROM passes WHERE result = 'ok')",
+            params![ts(pass.started_at - PASS_RETENTION)],
+        )
+        .map_err(write)?;
+        tx.commit().map_err(write)
     }
 
     /// The latest pass whose result was `ok`.

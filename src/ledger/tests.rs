@@ -572,3 +572,47 @@ fn an_attempt_not_sent_leaves_the_intent_where_the_earlier_attempts_left_it() {
         "{view:?}"
     );
 }
+
+fn pass_at(started: DateTime<Utc>, result: &str) -> PassRecord {
+    PassRecord {
+        started_at: started,
+        finished_at: started,
+        result: result.into(),
+        summary: "{}".into(),
+        next_retry_at: None,
+    }
+}
+
+fn pass_starts(ledger: &Ledger) -> Vec<DateTime<Utc>> {
+    let conn = ledger.conn();
+    let mut stmt = conn
+        .prepare("SELECT started_at FROM passes ORDER BY id")
+        .unwrap();
+    stmt.query_map([], |r| r.get::<_, String>(0))
+        .unwrap()
+        .map(|s| t(&s.unwrap()))
+        .collect()
+}
+
+/// Pass records are operational, not money records (those are intents and attempts, kept for
+/// good): one is written every pass, so only the last 30 days are kept — and always the last
+/// successful one, which readiness and `status` read however old it is.
+#[test]
+fn pass_records_older_than_the_retention_are_pruned_but_the_last_success_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path()).unwrap();
+    let start = t("2026-01-01T00:00:00Z");
+    let day = chrono::Duration::days(1);
+    ledger.record_pass(&pass_at(start, "ok")).unwrap();
+    for n in 1..=40 {
+        ledger
+            .record_pass(&pass_at(start + day * n, "failed"))
+            .unwrap();
+    }
+    let kept = pass_starts(&ledger);
+    // The last ok pass (day 0), then days 10..=40 (within 30 days of the newest).
+    assert_eq!(kept.first(), Some(&start));
+    assert_eq!(kept.get(1), Some(&(start + day * 10)));
+    assert_eq!(kept.len(), 1 + 31, "{kept:?}");
+    assert_eq!(ledger.last_successful_pass().unwrap(), Some(start));
+}

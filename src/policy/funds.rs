@@ -180,6 +180,13 @@ pub struct Forecast {
     /// a floor.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub unpriced: Vec<Unpriced>,
+    /// Charges in the sums but not in `charges`: a pass record lists only the earliest (see
+    /// [`Forecast::for_record`]).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub charges_not_recorded: usize,
+    /// Unpriced charges not in `unpriced`, likewise.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub unpriced_not_recorded: usize,
     /// Their sum.
     pub upcoming: Money,
     /// The part ecs-renewd makes.
@@ -194,7 +201,24 @@ pub struct Forecast {
     pub until: DateTime<Utc>,
 }
 
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
 impl Forecast {
+    /// A copy that lists only the `keep` earliest charges and unpriced charges, counting the
+    /// rest: what a pass record keeps. The sums and the shortfall still cover every charge; a
+    /// fleet's full list (thousands of charges) would otherwise add hundreds of kilobytes to
+    /// the ledger every pass. `plan` lists every charge.
+    pub fn for_record(&self, keep: usize) -> Forecast {
+        let mut f = self.clone();
+        f.charges_not_recorded += f.charges.len().saturating_sub(keep);
+        f.charges.truncate(keep);
+        f.unpriced_not_recorded += f.unpriced.len().saturating_sub(keep);
+        f.unpriced.truncate(keep);
+        f
+    }
+
     /// One line for logs, `plan` and the demo.
     pub fn describe(&self) -> String {
         let count = |by: ChargeBy| self.charges.iter().filter(|c| c.by == by).count();
@@ -340,6 +364,8 @@ fn one_currency(
         short_by,
         charges,
         unpriced: Vec::new(),
+        charges_not_recorded: 0,
+        unpriced_not_recorded: 0,
         until,
     }
 }

@@ -338,3 +338,41 @@ async fn the_status_report_carries_the_forecast() {
     assert_eq!(funds["charges"][1]["by"], "auto-renew");
     assert_eq!(funds["charges"][1]["amount"]["cents"], 50_000);
 }
+
+/// The pass record (kept in the ledger every pass) lists a forecast's earliest charges and
+/// counts the rest: a fleet with thousands of charges in the window would otherwise add
+/// hundreds of kilobytes to the ledger each pass. The pass's own summary (metrics, logs) and
+/// `plan` keep every charge.
+#[tokio::test]
+async fn the_pass_record_keeps_the_earliest_charges_and_counts_the_rest() {
+    let instances: Vec<_> = (0..120)
+        .map(|n| {
+            let mut i = instance_spec(&format!("i-auto{n:03}"), "2026-03-22T16:00Z");
+            i.renewal_status = RenewalStatus::AutoRenewal;
+            i.tags = [("team".to_string(), "auto".to_string())].into();
+            i
+        })
+        .collect();
+    let h = Harness::start(harness_fleet(NOW, 100_000.0, instances), POLICIES).await;
+    let summary = h.pass().await;
+    assert_eq!(summary.funds[0].charges.len(), 120);
+    let record = h.engine.ledger.last_pass().unwrap().unwrap();
+    let json: serde_json::Value = serde_json::from_str(&record.summary).unwrap();
+    let funds = &json["funds"][0];
+    assert_eq!(
+        funds["charges"].as_array().map(Vec::len),
+        Some(50),
+        "{funds}"
+    );
+    assert_eq!(funds["charges_not_recorded"], 70, "{funds}");
+    assert_eq!(
+        funds["upcoming"],
+        serde_json::to_value(&summary.funds[0].upcoming).unwrap(),
+        "the sums cover every charge"
+    );
+    assert!(
+        record.summary.len() < 20_000,
+        "{} bytes",
+        record.summary.len()
+    );
+}

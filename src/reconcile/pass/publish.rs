@@ -61,7 +61,7 @@ pub fn publish(
         started_at: summary.started_at,
         finished_at: finished,
         result: result.as_str().to_owned(),
-        summary: serde_json::to_string(&summary).unwrap_or_default(),
+        summary: summary.record_json(),
         next_retry_at: summary.next_retry_at,
     })?;
     tracing::info!(

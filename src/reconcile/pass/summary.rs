@@ -96,7 +96,25 @@ pub struct SourceResult {
     pub error: Option<String>,
 }
 
+/// How many of a forecast's charges (and unpriced charges) a pass record lists, earliest first:
+/// the ones a shortfall is about. The rest are counted (`charges_not_recorded`).
+pub const RECORDED_CHARGES: usize = 50;
+
 impl PassSummary {
+    /// The JSON the ledger keeps for the pass: the summary, with each forecast's charge list
+    /// cut to its earliest [`RECORDED_CHARGES`] (a pass record is written every pass and kept).
+    pub fn record_json(&self) -> String {
+        let record = PassSummary {
+            funds: self
+                .funds
+                .iter()
+                .map(|f| f.for_record(RECORDED_CHARGES))
+                .collect(),
+            ..self.clone()
+        };
+        serde_json::to_string(&record).unwrap_or_default()
+    }
+
     /// An empty summary for a pass that began at `started`.
     pub fn starting(started: DateTime<Utc>) -> PassSummary {
         PassSummary {
