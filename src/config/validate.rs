@@ -616,7 +616,7 @@ fn check_funds_reach(
     if !file.funds.enabled {
         return;
     }
-    let format = crate::duration::format;
+    let human = crate::duration::format;
     let schedules = accounts.iter().map(|a| {
         let lead = a
             .deduction_schedule
@@ -626,18 +626,14 @@ fn check_funds_reach(
         let why = format!(
             "account {:?}: the provider's first auto-renew deduction comes up to {} before the expiry",
             a.name,
-            format(lead)
+            human(lead)
         );
         (lead, why)
     });
     let renewals = policies.iter().filter_map(|p| match &p.action {
         PolicyAction::Renew { renew_before, .. } => Some((
             *renew_before,
-            format!(
-                "policy {:?}: renew_before {}",
-                p.name,
-                format(*renew_before)
-            ),
+            format!("policy {:?}: renew_before {}", p.name, human(*renew_before)),
         )),
         _ => None,
     });
@@ -654,14 +650,14 @@ fn check_funds_reach(
         "scan.horizon",
         format!(
             "the funds forecast counts charges up to {} ahead, for instances expiring up to {} ahead ({why}), but [scan] horizon ({}) lists only instances expiring within {}: their charges would be left out and the forecast would say covered when it is not",
-            format(window),
-            format(reach),
-            format(file.scan.horizon),
-            format(file.scan.horizon)
+            human(window),
+            human(reach),
+            human(file.scan.horizon),
+            human(file.scan.horizon)
         ),
         &format!(
             "raise [scan] horizon to {} or more, or shorten [funds] horizon",
-            format(reach)
+            human(reach)
         ),
     );
 }
