@@ -5,8 +5,6 @@ Exits non-zero (with a message) on the first thing that does not behave like ECS
 """
 import datetime
 import json
-import sys
-import urllib.request
 
 from aliyunsdkcore.acs_exception.exceptions import ClientException, ServerException
 from aliyunsdkcore.client import AcsClient
@@ -19,22 +17,9 @@ from aliyunsdkecs.request.v20140526.ModifyInstanceAutoRenewAttributeRequest impo
 )
 from aliyunsdkecs.request.v20140526.RenewInstanceRequest import RenewInstanceRequest
 
-BASE = sys.argv[1].rstrip("/")
-ENDPOINT = BASE.replace("http://", "")
-KEY, SECRET = "LTAIsdkcompat", "sdk-compat-secret"
+from emulator_control import ENDPOINT, KEY, SECRET, control, failer
 
-
-def fail(message):
-    print("SDK COMPAT FAILED: " + message)
-    sys.exit(1)
-
-
-def control(path, body=None):
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(BASE + path, data=data, method="GET" if body is None else "POST")
-    req.add_header("Content-Type", "application/json")
-    with urllib.request.urlopen(req) as resp:
-        return json.loads(resp.read())
+fail = failer("SDK COMPAT")
 
 
 def send(client, request):

@@ -8,30 +8,15 @@ Exits non-zero (with a message) on the first thing that does not behave like ECS
 """
 import datetime
 import json
-import sys
-import urllib.request
 
 from alibabacloud_ecs20140526 import models as ecs
 from alibabacloud_ecs20140526.client import Client
 from alibabacloud_tea_openapi import models as openapi
 
-BASE = sys.argv[1].rstrip("/")
-ENDPOINT = BASE.replace("http://", "")
-KEY, SECRET = "LTAIsdkcompat", "sdk-compat-secret"
+from emulator_control import ENDPOINT, KEY, SECRET, control, failer
+
 REGION = "cn-beijing"
-
-
-def fail(message):
-    print("TEA SDK COMPAT FAILED: " + message)
-    sys.exit(1)
-
-
-def control(path, body=None):
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(BASE + path, data=data, method="GET" if body is None else "POST")
-    req.add_header("Content-Type", "application/json")
-    with urllib.request.urlopen(req) as resp:
-        return json.loads(resp.read())
+fail = failer("TEA SDK COMPAT")
 
 
 def client(secret=SECRET):
