@@ -144,6 +144,8 @@ pub struct WindowCharges {
     pub billing_currency: String,
 }
 
+/// Priced charges only: how the unit tests below build most windows.
+#[cfg(test)]
 impl From<Vec<Charge>> for WindowCharges {
     fn from(priced: Vec<Charge>) -> Self {
         WindowCharges {
