@@ -18,8 +18,8 @@ use crate::duration::format_relative;
 use crate::ledger::DayTotals;
 use crate::policy::{LimitKind, apply_belts};
 use crate::reconcile::assess::{Assessment, HistorySource, NoHistory, Row};
-use crate::reconcile::observe::SourceReport;
-use crate::reconcile::{observe_and_assess, price::price_candidates};
+use crate::reconcile::price::price_candidates;
+use crate::reconcile::scan::{Rows, Scanned, SourceReport, scan_and_assess};
 
 /// An amount of money in output.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -138,12 +138,16 @@ pub async fn build(
     )
     .await?;
     let now = clock.now();
-    let (mut assessment, sources, _) = observe_and_assess(
+    let Scanned {
+        mut assessment,
+        reports: sources,
+        ..
+    } = scan_and_assess(
         config,
         &accounts,
         histories,
         &Default::default(),
-        crate::reconcile::Rows::Collect,
+        Rows::Collect,
         now,
     )
     .await;

@@ -30,6 +30,7 @@ mod rows;
 mod spend;
 mod status;
 mod status_lines;
+mod status_writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -50,6 +51,7 @@ pub use status::{MetricRow, StatusRow, StatusUpdate};
 use checkpoint::Checkpointer;
 use group_commit::CommitQueue;
 pub use status_lines::{LastPass, SourceStatus, StatusCursor, StatusQuery, StatusReport};
+pub use status_writer::StatusWriter;
 
 /// The ledger's file name in the state directory.
 pub const LEDGER_FILE: &str = "ledger.db";

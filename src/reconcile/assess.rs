@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use super::observe::Observed;
+use super::scan::{Listed, SourceKey};
 use crate::cloud::ecs::{AutoRenewTarget, PriceQuote};
 use crate::cloud::types::Instance;
 use crate::policy::{
@@ -216,8 +216,8 @@ impl Assessment {
         &mut self,
         ctx: &DecideContext,
         history: &History,
-        observed: Observed,
-        (seen, sources, source): (&mut Seen, &[super::observe::SourceKey], usize),
+        observed: Listed,
+        (seen, sources, source): (&mut Seen, &[SourceKey], usize),
         now: DateTime<Utc>,
     ) -> Option<Row> {
         let first = match seen.first.entry(instance_key(&observed.instance.id)) {
@@ -243,7 +243,7 @@ impl Assessment {
         &mut self,
         ctx: &DecideContext,
         history: &History,
-        observed: Observed,
+        observed: Listed,
         now: DateTime<Utc>,
     ) -> Row {
         let subject = Subject {

@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use super::PassContext;
 use super::assess::AutoRenewChange;
+use super::context::PassContext;
 use crate::accounts::AccountClient;
 use crate::cloud::ecs::{AutoRenewTarget, BatchResult};
 use crate::ledger::{AutoRenewAnswer, Ledger, LedgerError, PendingAutoRenew};

@@ -7,11 +7,13 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
+use super::funds::FundsMemory;
 use crate::accounts::AccountClient;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;
+use crate::policy::DecideContext;
 
 /// The context of one pass, borrowed from its `Engine` for the pass's length.
 pub struct PassContext<'a> {
@@ -29,7 +31,7 @@ pub struct PassContext<'a> {
     /// Shutdown: no new call starts once it fires.
     pub cancel: &'a CancellationToken,
     /// Balances and price quotes the funds forecast reuses between passes.
-    pub funds: &'a super::funds::FundsMemory,
+    pub funds: &'a FundsMemory,
     /// When the pass began (the clock's now, UTC); decisions are made at this time.
     pub started: DateTime<Utc>,
     /// The calendar day (in the config's timezone) the pass's charges count toward.
@@ -49,4 +51,27 @@ impl PassContext<'_> {
 /// The calendar day (in the config's timezone) that daily limits count in.
 pub fn day_key(config: &Config, now: DateTime<Utc>) -> String {
     now.with_timezone(&config.timezone).date_naive().to_string()
+}
+
+/// The expiry window scanned at `now`: from `grace` behind to `horizon` ahead.
+pub fn window(config: &Config, now: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
+    let behind = chrono::Duration::from_std(config.scan.grace).unwrap_or_default();
+    let ahead = chrono::Duration::from_std(config.scan.horizon).unwrap_or_default();
+    (now - behind, now + ahead)
+}
+
+/// The settings `decide` takes from the config.
+pub fn decide_context(config: &Config) -> DecideContext<'_> {
+    DecideContext {
+        policies: &config.policies,
+        skip_tag: &config.scan.skip_tag,
+        horizon: config.scan.horizon,
+        release_after: config.scan.release_after,
+        schedules: config
+            .accounts
+            .iter()
+            .map(|a| (a.name.clone(), a.deduction_schedule))
+            .collect(),
+        funds_until: None,
+    }
 }

@@ -5,7 +5,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::act::RenewOutcome;
+use super::renew::RenewOutcome;
 use crate::cloud::time::format_minutes;
 use crate::policy::{InstanceState, NextAction};
 

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::PassContext;
-use crate::ledger::{LedgerError, Settle, Settlement};
+use super::context::PassContext;
+use crate::ledger::{LedgerError, OpenIntent, Settle, Settlement};
 use chrono::{DateTime, Utc};
 
 /// An intent to verify.
@@ -130,4 +130,20 @@ pub async fn verify(
         );
     }
     Ok(done)
+}
+
+/// An intent that was sent but whose answer never reached the ledger is settled once the
+/// expiry moves, without its order id: resending its token only to learn the id would charge
+/// again if the provider had forgotten the token. The operator is told where to look.
+pub fn warn_if_outcome_unrecorded(open: &OpenIntent, new_expiry: DateTime<Utc>) {
+    if open.maybe_charged {
+        tracing::warn!(
+            account = %open.account,
+            instance = %open.instance_id,
+            intent = open.id,
+            new_expiry = %new_expiry,
+            "a renewal whose answer was never recorded is settled: the expiry moved, so the instance is not lapsing; \
+             its order id is unknown here; `ecs-renewd history --instance` shows the ClientToken to find it in billing"
+        );
+    }
 }

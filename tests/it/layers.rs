@@ -319,3 +319,207 @@ fn the_emulator_stands_apart_from_the_product() {
         .collect();
     assert!(wrong.is_empty(), "the library uses the emulator: {wrong:?}");
 }
+
+/// The phases of a pass, in the order the roof (`pass/mod.rs`) runs them.
+const PHASES: &[&str] = &[
+    "observe",
+    "settle",
+    "price_and_belts",
+    "act",
+    "verify_and_auto_renew",
+    "forecast",
+    "publish",
+];
+
+/// Every path a file names after `prefix` (e.g. `super::`), each as its segments: `use
+/// super::{a::B, c}` gives `[a, B]` and `[c]`. Comments and the unit tests (from
+/// `#[cfg(test)]` on, where `super::` is the file itself) do not count.
+fn paths_after(text: &str, prefix: &str) -> Vec<Vec<String>> {
+    let mut found = Vec::new();
+    let code_end = text.find("#[cfg(test)]").unwrap_or(text.len());
+    for line in text[..code_end].lines() {
+        let code = line.split("//").next().unwrap_or("");
+        let mut rest = code;
+        while let Some(at) = rest.find(prefix) {
+            let before = rest[..at].chars().last();
+            rest = &rest[at + prefix.len()..];
+            if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':') {
+                continue;
+            }
+            found.extend(expand(rest));
+        }
+    }
+    found
+}
+
+/// The paths at the start of `text`: `a::b::C`, or `a::{B, c::D}` (one level of braces).
+fn expand(text: &str) -> Vec<Vec<String>> {
+    let mut head = Vec::new();
+    let mut rest = text;
+    loop {
+        if let Some(group) = rest.strip_prefix('{') {
+            let inner = &group[..group.find('}').unwrap_or(group.len())];
+            return inner
+                .split(',')
+                .map(str::trim)
+                .filter(|item| !item.is_empty())
+                .map(|item| {
+                    let mut path = head.clone();
+                    path.extend(item.split("::").map(|s| ident(s.trim()).to_owned()));
+                    path
+                })
+                .collect();
+        }
+        let name = ident(rest);
+        if name.is_empty() {
+            return vec![head];
+        }
+        head.push(name.to_owned());
+        rest = &rest[name.len()..];
+        match rest.strip_prefix("::") {
+            Some(next) => rest = next,
+            None => return vec![head],
+        }
+    }
+}
+
+/// The file stems (module names) of the `.rs` files directly in `dir`, `mod` left out.
+fn modules_in(dir: &Path) -> BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "rs"))
+        .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())
+        .filter(|m| m != "mod")
+        .collect()
+}
+
+/// What is wrong with the imports of one file under `src/reconcile/`, given its tier.
+fn tier_problems(file: &str, text: &str, steps: &BTreeSet<String>, leaves: &[&str]) -> Vec<String> {
+    let mut problems = Vec::new();
+    let phase = file
+        .strip_prefix("pass/")
+        .map(|f| f.trim_end_matches(".rs"));
+    let facade = |name: &str| !steps.contains(name) && name != "pass";
+    for path in paths_after(text, "crate::reconcile::") {
+        let first = path.first().map(String::as_str).unwrap_or("");
+        if first == "pass" && file != "pass/mod.rs" {
+            problems.push(format!(
+                "{file}: names the pass (`crate::reconcile::{}`)",
+                path.join("::")
+            ));
+        } else if facade(first) {
+            problems.push(format!(
+                "{file}: uses the facade's `{first}` instead of its module"
+            ));
+        }
+    }
+    for path in paths_after(text, "super::") {
+        let first = path.first().map(String::as_str).unwrap_or("");
+        match phase {
+            None if !steps.contains(first) && first != "*" => {
+                problems.push(format!("{file}: uses `super::{first}`, not a step module"));
+            }
+            Some("mod") | None => {}
+            Some(me) if first == "*" => {
+                problems.push(format!("{file}: glob import from the roof in phase {me}"));
+            }
+            Some(me) => {
+                let earlier = |p: &str| {
+                    let index = |x: &str| PHASES.iter().position(|q| *q == x);
+                    matches!((index(p), index(me)), (Some(a), Some(b)) if a < b)
+                };
+                if leaves.contains(&first) {
+                    continue;
+                }
+                if !PHASES.contains(&first) {
+                    problems.push(format!("{file}: uses the roof's `{first}` (a phase may use only leaves and earlier phases)"));
+                } else if !earlier(first) {
+                    problems.push(format!("{file}: uses the phase {first}, which runs later"));
+                } else if let Some(item) =
+                    path.get(1).filter(|i| !i.starts_with(char::is_uppercase))
+                {
+                    problems.push(format!("{file}: uses `{first}::{item}`, a function of another phase (a phase takes only an earlier phase's output types)"));
+                }
+            }
+        }
+    }
+    problems
+}
+
+#[test]
+fn inside_reconcile_the_arrows_point_down_phase_to_step_to_policy() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/reconcile");
+    let steps = modules_in(&dir);
+    let in_pass = modules_in(&dir.join("pass"));
+    // No name twice: a step and a phase never share a file name.
+    let twice: Vec<&String> = steps.intersection(&in_pass).collect();
+    assert!(
+        twice.is_empty(),
+        "file names used twice under src/reconcile/: {twice:?}"
+    );
+    let leaves: Vec<&str> = in_pass
+        .iter()
+        .map(String::as_str)
+        .filter(|m| !PHASES.contains(m))
+        .collect();
+    assert!(
+        PHASES.iter().all(|p| in_pass.contains(*p)),
+        "every phase has its file: {in_pass:?}"
+    );
+    let mut problems = Vec::new();
+    let mut files = Vec::new();
+    rust_files(&dir, &mut files);
+    for path in &files {
+        let file = path
+            .strip_prefix(&dir)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        let text = std::fs::read_to_string(path).unwrap();
+        if file == "mod.rs" {
+            for line in text.lines().filter(|l| !l.trim_start().starts_with("//")) {
+                let definition = ["fn ", "struct ", "enum ", "impl ", "type ", "const "]
+                    .iter()
+                    .any(|k| line.contains(k));
+                if definition {
+                    problems.push(format!("mod.rs is a facade, yet defines: {line}"));
+                }
+            }
+            continue;
+        }
+        problems.extend(tier_problems(&file, &text, &steps, &leaves));
+    }
+    assert!(
+        problems.is_empty(),
+        "arrows that point up inside src/reconcile/:\n{}",
+        problems.join("\n")
+    );
+}
+
+#[test]
+fn the_tier_check_sees_an_arrow_up_when_there_is_one() {
+    let steps: BTreeSet<String> = ["scan", "renew", "context"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let leaves = ["summary", "status_updates"];
+    let phase = "use super::{earliest, summary::PassSummary};\nuse super::act::move_state;\nuse super::publish::Published;\nuse super::observe::Observed; // super::act::x\nuse crate::reconcile::PassContext;\n";
+    assert_eq!(
+        tier_problems("pass/verify_and_auto_renew.rs", phase, &steps, &leaves),
+        [
+            "pass/verify_and_auto_renew.rs: uses the facade's `PassContext` instead of its module",
+            "pass/verify_and_auto_renew.rs: uses the roof's `earliest` (a phase may use only leaves and earlier phases)",
+            "pass/verify_and_auto_renew.rs: uses `act::move_state`, a function of another phase (a phase takes only an earlier phase's output types)",
+            "pass/verify_and_auto_renew.rs: uses the phase publish, which runs later",
+        ]
+    );
+    let step = "use super::context::PassContext;\nuse crate::reconcile::pass::summary::PassSummary;\nuse super::Rows;\n";
+    assert_eq!(
+        tier_problems("renew.rs", step, &steps, &leaves),
+        [
+            "renew.rs: names the pass (`crate::reconcile::pass::summary::PassSummary`)",
+            "renew.rs: uses `super::Rows`, not a step module",
+        ]
+    );
+}

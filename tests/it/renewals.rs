@@ -165,7 +165,7 @@ async fn invariant_3_an_expiry_that_moved_after_the_scan_is_not_renewed() {
     let config = h.engine.config.clone();
     let histories = h.engine.ledger.histories().unwrap();
     let now = h.clock.now();
-    let (assessment, _, _) = ecs_renewd::reconcile::observe_and_assess(
+    let ecs_renewd::reconcile::Scanned { assessment, .. } = ecs_renewd::reconcile::scan_and_assess(
         &config,
         &h.engine.accounts,
         &histories,

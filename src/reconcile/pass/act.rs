@@ -7,15 +7,15 @@ use std::collections::{BTreeMap, HashMap};
 use chrono::{DateTime, Utc};
 
 use super::price_and_belts::Cleared;
+use super::status_updates::{earliest, move_state, update_for};
 use super::summary::PassSummary;
-use super::{earliest, update_for};
 use crate::cloud::ErrorClass;
 use crate::ledger::{Histories, LedgerError, StatusUpdate};
 use crate::policy::{InstanceState, Refusal};
-use crate::reconcile::PassContext;
-use crate::reconcile::act::{RenewOutcome, RenewalResult, renew_all};
 use crate::reconcile::assess::{Refused, RenewCandidate};
+use crate::reconcile::context::PassContext;
 use crate::reconcile::outcome::state_after;
+use crate::reconcile::renew::{RenewOutcome, RenewalResult, renew_all};
 use crate::reconcile::verify::VerifyTarget;
 
 /// What acting leaves for the rest of the pass.
@@ -55,18 +55,6 @@ pub async fn act(
         return Err(error);
     }
     Ok(acted)
-}
-
-/// Moves one instance between state counts.
-pub fn move_state(
-    by_state: &mut BTreeMap<InstanceState, usize>,
-    from: InstanceState,
-    to: InstanceState,
-) {
-    if let Some(n) = by_state.get_mut(&from) {
-        *n = n.saturating_sub(1);
-    }
-    *by_state.entry(to).or_default() += 1;
 }
 
 /// What each renewal's outcome means: its status line (`state_after`), the summary's counts,

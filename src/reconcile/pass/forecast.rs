@@ -5,9 +5,9 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use super::PassSummary;
-use crate::reconcile::PassContext;
+use super::summary::PassSummary;
 use crate::reconcile::assess::Upcoming;
+use crate::reconcile::context::PassContext;
 use crate::reconcile::funds::forecast_accounts;
 use crate::reconcile::verify::VerifyTarget;
 

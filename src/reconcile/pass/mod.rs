@@ -21,6 +21,7 @@ pub(crate) mod observe;
 pub(crate) mod price_and_belts;
 pub(crate) mod publish;
 pub(crate) mod settle;
+pub(crate) mod status_updates;
 pub(crate) mod summary;
 pub(crate) mod verify_and_auto_renew;
 
@@ -33,12 +34,10 @@ use crate::accounts::{AccountClient, AccountError};
 use crate::clock::Clock;
 use crate::cloud::credentials::Environment;
 use crate::config::Config;
-use crate::ledger::{Ledger, LedgerError, StatusUpdate};
+use crate::ledger::{Ledger, LedgerError};
 use crate::metrics::Metrics;
-use crate::policy::{InstanceState, NextAction};
-use crate::reconcile::PassContext;
-use crate::reconcile::assess::RenewCandidate;
-use crate::reconcile::context::day_key;
+use crate::reconcile::context::{PassContext, day_key};
+use crate::reconcile::funds::FundsMemory;
 pub use summary::PassSummary;
 
 /// Everything a pass needs; built by [`Engine::connect`] for `once`, `run`, a reload and
@@ -57,7 +56,7 @@ pub struct Engine {
     /// Shutdown: no new call starts once it fires.
     pub cancel: CancellationToken,
     /// Balances and price quotes the funds forecast reuses between passes.
-    pub funds: crate::reconcile::funds::FundsMemory,
+    pub funds: FundsMemory,
 }
 
 /// What an engine is built over: the parts that outlive a reload.
@@ -179,35 +178,5 @@ impl Engine {
         forecast::forecast(&ctx, (&upcoming, &too_late), &orders, &mut summary).await;
         phases.lap("forecast");
         publish::publish(&ctx, observed, acted, summary, phases)
-    }
-}
-
-/// The earlier of two optional times.
-fn earliest(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
-}
-
-/// The status change of one renewal candidate.
-fn update_for(
-    c: &RenewCandidate,
-    state: InstanceState,
-    decision: NextAction,
-    reason: String,
-    retry_at: Option<DateTime<Utc>>,
-    failed_attempts: u32,
-) -> StatusUpdate {
-    StatusUpdate {
-        account: c.account.to_string(),
-        instance_id: c.instance.id.clone(),
-        state,
-        decision,
-        reason,
-        due_at: retry_at,
-        failed_attempts,
-        next_retry_at: retry_at,
-        expires_at: None,
     }
 }

@@ -5,10 +5,11 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::summary::{DuplicateSources, PassSummary, SourceResult};
+use crate::ledger::StatusWriter;
 use crate::ledger::{Histories, LedgerError, UncheckedChange};
 use crate::reconcile::assess::{Assessment, Duplicate};
-use crate::reconcile::observe::SourceReport;
-use crate::reconcile::{PassContext, Rows, StatusWriter, Watched, observe_and_assess};
+use crate::reconcile::context::PassContext;
+use crate::reconcile::scan::{Rows, Scanned, SourceReport, Watched, scan_and_assess};
 
 /// What the observe phase saw, for the phases after it.
 pub struct Observed {
@@ -54,7 +55,11 @@ pub async fn observe(
     watch.extend(unchecked.iter().map(|c| c.instance_id.clone()));
 
     let writer = StatusWriter::start(ctx.ledger.clone(), ctx.generation);
-    let (assessment, reports, watched) = observe_and_assess(
+    let Scanned {
+        assessment,
+        reports,
+        watched,
+    } = scan_and_assess(
         ctx.config,
         ctx.accounts,
         &histories,
@@ -65,10 +70,10 @@ pub async fn observe(
     .await;
     writer.finish().await?;
     summary.instances = assessment.instances;
-    let scanned = record_sources(ctx, &reports, summary);
+    let complete = record_sources(ctx, &reports, summary);
     summary.duplicate_sources = report_duplicates(ctx, &assessment.duplicates, &reports);
     // One transaction for all sources: each is a sync to disk, and a large fleet has many.
-    ctx.ledger.record_source_successes(&scanned, ctx.started)?;
+    ctx.ledger.record_source_successes(&complete, ctx.started)?;
     Ok(Observed {
         histories,
         unchecked,

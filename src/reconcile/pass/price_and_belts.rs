@@ -4,13 +4,13 @@
 
 use std::collections::HashSet;
 
+use super::status_updates::update_for;
 use super::summary::PassSummary;
-use super::update_for;
 use crate::ledger::{LedgerError, StatusUpdate};
 use crate::policy::{InstanceState, NextAction, Trip, apply_belts, auto_renew_enables_belt};
-use crate::reconcile::PassContext;
 use crate::reconcile::assess::{Assessment, AutoRenewChange, RenewCandidate};
 use crate::reconcile::belts::belt_inputs;
+use crate::reconcile::context::PassContext;
 use crate::reconcile::price::{price_candidates, price_charges};
 
 /// What the belts let through.

@@ -6,15 +6,15 @@ use std::collections::BTreeMap;
 
 use super::act::Acted;
 use super::observe::Observed;
+use super::status_updates::earliest;
 use super::summary::{PassSummary, Phases};
-use super::{day_key, earliest};
 use crate::cloud::ErrorClass;
 use crate::ledger::{LedgerError, PassRecord};
 use crate::metrics::PassResult;
 use crate::policy::InstanceState;
-use crate::reconcile::PassContext;
 use crate::reconcile::assess::Refused;
-use crate::reconcile::observe::SourceReport;
+use crate::reconcile::context::{PassContext, day_key};
+use crate::reconcile::scan::SourceReport;
 
 /// Runs the phase and returns the pass's summary.
 pub fn publish(

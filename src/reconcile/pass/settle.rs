@@ -4,13 +4,11 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
-
 use super::observe::Observed;
 use super::summary::PassSummary;
-use crate::ledger::{ChangeCheck, LedgerError, OpenIntent, Settle, Settlement};
-use crate::reconcile::PassContext;
-use crate::reconcile::verify::VerifyTarget;
+use crate::ledger::{ChangeCheck, LedgerError, Settle, Settlement};
+use crate::reconcile::context::PassContext;
+use crate::reconcile::verify::{VerifyTarget, warn_if_outcome_unrecorded};
 
 /// What the settle phase leaves for verification.
 pub struct Settled {
@@ -94,20 +92,4 @@ fn check_auto_renew_changes(ctx: &PassContext<'_>, observed: &Observed) -> Resul
         }
     }
     ctx.ledger.check_auto_renew_changes(&checks)
-}
-
-/// An intent that was sent but whose answer never reached the ledger is settled once the
-/// expiry moves, without its order id: resending its token only to learn the id would charge
-/// again if the provider had forgotten the token. The operator is told where to look.
-pub fn warn_if_outcome_unrecorded(open: &OpenIntent, new_expiry: DateTime<Utc>) {
-    if open.maybe_charged {
-        tracing::warn!(
-            account = %open.account,
-            instance = %open.instance_id,
-            intent = open.id,
-            new_expiry = %new_expiry,
-            "a renewal whose answer was never recorded is settled: the expiry moved, so the instance is not lapsing; \
-             its order id is unknown here; `ecs-renewd history --instance` shows the ClientToken to find it in billing"
-        );
-    }
 }

@@ -5,14 +5,15 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use super::act::{Acted, move_state};
-use super::settle::warn_if_outcome_unrecorded;
+use super::act::Acted;
+use super::status_updates::move_state;
 use super::summary::PassSummary;
 use crate::ledger::{Histories, LedgerError, Settlement, StatusUpdate};
 use crate::policy::{InstanceState, NextAction};
 use crate::reconcile::assess::AutoRenewChange;
-use crate::reconcile::verify::{Verified, VerifyTarget, verify};
-use crate::reconcile::{PassContext, auto_renew};
+use crate::reconcile::auto_renew;
+use crate::reconcile::context::PassContext;
+use crate::reconcile::verify::{Verified, VerifyTarget, verify, warn_if_outcome_unrecorded};
 
 /// Runs the phase; verified renewals' status lines become `ok` with the new expiry.
 pub async fn verify_and_auto_renew(

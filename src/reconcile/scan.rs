@@ -1,20 +1,25 @@
-//! Observe: list each (account, region) source's subscription instances in the expiry window,
+//! The scan: list each (account, region) source's subscription instances in the expiry window,
 //! page by page, with their auto-renew attributes read for the same page (one call per page of
-//! 100, the lower bound), and hand each instance on as it arrives so a large fleet streams
-//! through rather than piling up. An empty source is only trusted after a DryRun permission
-//! probe: a RAM user without permission sees an empty list, not an error.
+//! 100, the lower bound), and assess each instance (`decide`) as its page arrives, so a large
+//! fleet streams through rather than piling up. An empty source is only trusted after a DryRun
+//! permission probe: a RAM user without permission sees an empty list, not an error.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
 
+use super::assess::{Assessment, HistorySource, Seen};
+use super::context::{decide_context, window};
 use crate::accounts::AccountClient;
 use crate::cloud::ecs::InstanceQuery;
 use crate::cloud::error::CloudError;
 use crate::cloud::types::{AutoRenewAttribute, ChargeType, Instance};
-use crate::config::Regions;
+use crate::config::{Config, Regions};
+use crate::ledger::StatusWriter;
+use crate::policy::DecideContext;
 
 /// An (account, region) pair: the unit of scanning, health and metrics.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -33,7 +38,7 @@ impl std::fmt::Display for SourceKey {
 
 /// One instance as observed, with its attributes.
 #[derive(Debug, Clone)]
-pub struct Observed {
+pub struct Listed {
     /// Name of the config account entry whose source listed the instance.
     pub account: Arc<str>,
     /// The instance record as DescribeInstances returned it.
@@ -105,7 +110,7 @@ pub async fn scan_source(
     account: &AccountClient,
     region: &str,
     window: (DateTime<Utc>, DateTime<Utc>),
-    sink: &mut (dyn FnMut(Observed) + Send),
+    sink: &mut (dyn FnMut(Listed) + Send),
 ) -> SourceReport {
     let started = tokio::time::Instant::now();
     let key = SourceKey {
@@ -192,7 +197,7 @@ pub async fn scan_source(
         report.instances += current.instances.len();
         for instance in current.instances {
             let auto_renew = attributes.remove(&instance.id);
-            sink(Observed {
+            sink(Listed {
                 account: account_name.clone(),
                 instance,
                 auto_renew,
@@ -212,4 +217,143 @@ pub async fn scan_source(
     }
     report.duration = started.elapsed();
     report
+}
+
+/// What was seen of a watched instance (one with an open intent or an unchecked auto-renew
+/// change).
+#[derive(Debug, Clone)]
+pub struct Watched {
+    /// Its expiry.
+    pub expiry: DateTime<Utc>,
+    /// Its auto-renew attributes.
+    pub auto_renew: Option<AutoRenewAttribute>,
+}
+
+/// Where assessed rows go.
+pub enum Rows<'a> {
+    /// Kept in the assessment (`plan`).
+    Collect,
+    /// Written to the ledger's status table as they come (the daemon: nothing per instance
+    /// stays in memory).
+    Stream(&'a StatusWriter),
+}
+
+/// What scanning every source found.
+pub struct Scanned {
+    /// Every instance's decision, the renewals and auto-renew changes wanted.
+    pub assessment: Assessment,
+    /// Each source's scan, in source order.
+    pub reports: Vec<SourceReport>,
+    /// What was seen of the watched instances, by id.
+    pub watched: HashMap<String, Watched>,
+}
+
+/// What a scan does with each instance, shared by the sources scanned side by side.
+struct Assessor<'a> {
+    ctx: DecideContext<'a>,
+    histories: &'a (dyn HistorySource + Sync),
+    watch: &'a HashSet<String>,
+    rows: &'a Rows<'a>,
+    /// The sources, by index (to name the one that listed an instance first).
+    keys: Vec<SourceKey>,
+    /// Instances seen by any source so far: the one lock the concurrent sources share, so an
+    /// instance two sources list is assessed once.
+    seen: Mutex<Seen>,
+    now: DateTime<Utc>,
+}
+
+/// Scans every source (bounded concurrency) and assesses every instance seen; rows go to
+/// `rows`; instances whose ids are in `watch` are also reported as seen. An instance listed by
+/// two sources (two config entries reaching one cloud account) is assessed once, through the
+/// source that listed it first; the other listing is reported as a duplicate.
+pub async fn scan_and_assess(
+    config: &Config,
+    accounts: &[AccountClient],
+    histories: &(dyn HistorySource + Sync),
+    watch: &HashSet<String>,
+    rows: Rows<'_>,
+    now: DateTime<Utc>,
+) -> Scanned {
+    let (sources, mut reports) = list_sources(accounts, &config.scan.home_region).await;
+    let window = window(config, now);
+    let mut ctx = decide_context(config);
+    ctx.funds_until = config
+        .funds
+        .enabled
+        .then(|| crate::policy::window_end(now, config.funds.horizon));
+    let assessor = Assessor {
+        ctx,
+        histories,
+        watch,
+        rows: &rows,
+        keys: sources
+            .iter()
+            .map(|(account, region)| SourceKey {
+                account: account.name.clone(),
+                region: region.clone(),
+            })
+            .collect(),
+        seen: Mutex::new(Seen::default()),
+        now,
+    };
+    let results: Vec<(Assessment, SourceReport, HashMap<String, Watched>)> =
+        futures_util::stream::iter(sources.into_iter().enumerate())
+            .map(|(index, (account, region))| {
+                let assessor = &assessor;
+                async move { assessor.source(index, &account, &region, window).await }
+            })
+            .buffer_unordered(config.scan.concurrency.max(1))
+            .collect()
+            .await;
+    let mut scanned = Scanned {
+        assessment: Assessment::default(),
+        reports: Vec::new(),
+        watched: HashMap::new(),
+    };
+    for (part, report, watched) in results {
+        scanned.assessment.merge(part);
+        reports.push(report);
+        scanned.watched.extend(watched);
+    }
+    reports.sort_by(|a, b| a.key.cmp(&b.key));
+    scanned.reports = reports;
+    scanned
+}
+
+impl Assessor<'_> {
+    /// Scans one source and assesses each instance as its page arrives.
+    async fn source(
+        &self,
+        index: usize,
+        account: &AccountClient,
+        region: &str,
+        window: (DateTime<Utc>, DateTime<Utc>),
+    ) -> (Assessment, SourceReport, HashMap<String, Watched>) {
+        let mut assessment = Assessment::default();
+        let mut watched = HashMap::new();
+        let mut sink = |listed: Listed| {
+            if self.watch.contains(&listed.instance.id) {
+                watched.insert(
+                    listed.instance.id.clone(),
+                    Watched {
+                        expiry: listed.instance.expired_time,
+                        auto_renew: listed.auto_renew.clone(),
+                    },
+                );
+            }
+            let history = self.histories.history(&listed.instance.id);
+            let row = {
+                let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+                let source = (&mut *seen, self.keys.as_slice(), index);
+                assessment.add(&self.ctx, &history, listed, source, self.now)
+            };
+            match (row, self.rows) {
+                (Some(row), Rows::Collect) => assessment.rows.push(row),
+                (Some(row), Rows::Stream(writer)) => writer.push(row.status_line(self.now)),
+                (None, _) => {}
+            }
+        };
+        let report = scan_source(account, region, window, &mut sink).await;
+        (assessment, report, watched)
+    }
 }

@@ -11,8 +11,8 @@ use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use super::PassContext;
 use super::assess::{HistorySource, RenewCandidate};
+use super::context::{PassContext, decide_context};
 use super::token::client_token;
 use crate::accounts::AccountClient;
 use crate::cloud::ecs::ClientToken;
@@ -217,7 +217,7 @@ async fn renew_one(
     let history = histories.history(&instance.id);
     // Decide again on what was just read, with the attributes seen in the scan.
     let decision = decide(
-        &super::decide_context(ctx.config),
+        &decide_context(ctx.config),
         Subject {
             account: &candidate.account,
             instance,
