@@ -20,8 +20,8 @@ pub use decide::{
 };
 pub use deduction::DeductionSchedule;
 pub use funds::{
-    BalanceView, Charge, ChargeSeed, Forecast, Unpriced, WindowCharges, charge_for, forecast,
-    window_end,
+    BalanceView, Charge, ChargeBy, ChargeSeed, Forecast, Unpriced, WindowCharges, charge_for,
+    forecast, window_end,
 };
 pub use matcher::{MatchSection, Matcher};
 

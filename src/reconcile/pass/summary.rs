@@ -169,3 +169,242 @@ impl Phases {
         self.laps
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::money::Money;
+    use crate::policy::{Charge, ChargeBy, Forecast};
+    use crate::reconcile::assess::Refused;
+    use crate::reconcile::funds::TopUp;
+
+    fn at(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text)
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    fn cny(cents: i64) -> Money {
+        Money {
+            cents,
+            currency: "CNY".into(),
+        }
+    }
+
+    /// A pass with every field set, as `status --json`, `once --json` and the ledger show it.
+    fn sample() -> PassSummary {
+        PassSummary {
+            started_at: at("2026-12-01T02:00:00Z"),
+            finished_at: at("2026-12-01T02:00:07Z"),
+            result: "partial".into(),
+            instances: 6,
+            sources: 2,
+            sources_down: vec!["prod/cn-shanghai".into()],
+            renewed: 2,
+            renew_failed: 1,
+            renew_unknown: 1,
+            verified: 2,
+            pending_verification: 0,
+            held: 1,
+            skipped: 1,
+            dry_run_renewals: 0,
+            auto_renew_changed: 3,
+            auto_renew_failed: 0,
+            spend: [("CNY".to_owned(), 1234.5), ("USD".to_owned(), 10.0)].into(),
+            trips: vec!["renewals_per_run: 3 renewals, limit 2".into()],
+            by_state: [
+                ("ok".to_owned(), 3),
+                ("due".to_owned(), 1),
+                ("backoff".to_owned(), 2),
+            ]
+            .into(),
+            undecodable: 0,
+            source_results: vec![
+                SourceResult {
+                    account: "prod".into(),
+                    region: "cn-hangzhou".into(),
+                    failure_class: None,
+                    error: None,
+                },
+                SourceResult {
+                    account: "prod".into(),
+                    region: "cn-shanghai".into(),
+                    failure_class: Some("permission".into()),
+                    error: Some("Forbidden.RAM".into()),
+                },
+            ],
+            phase_seconds: [("observe".to_owned(), 1.5)].into(),
+            next_retry_at: Some(at("2026-12-01T02:05:00Z")),
+            refused: vec![Refused {
+                account: "prod".into(),
+                region: "cn-hangzhou".into(),
+                instance_id: "i-1".into(),
+                class: "permission".into(),
+                code: "Forbidden.RAM".into(),
+            }],
+            duplicate_sources: vec![DuplicateSources {
+                kept: "prod/cn-hangzhou".into(),
+                dropped: "prod-2/cn-hangzhou".into(),
+                instances: 1,
+                example: "i-2".into(),
+            }],
+            interrupted: 1,
+            funds: vec![Forecast {
+                account: "prod".into(),
+                currency: "CNY".into(),
+                available: Some(cny(10_000)),
+                unknown: None,
+                charges: vec![Charge {
+                    instance_id: "i-3".into(),
+                    amount: cny(30_000),
+                    at: at("2026-12-02T00:00:00Z"),
+                    by: ChargeBy::Provider,
+                }],
+                unpriced: Vec::new(),
+                charges_not_recorded: 0,
+                unpriced_not_recorded: 0,
+                upcoming: cny(30_000),
+                by_daemon: cny(0),
+                by_provider: cny(30_000),
+                shortfall_at: Some(at("2026-12-02T00:00:00Z")),
+                short_by: Some(cny(20_000)),
+                until: at("2026-12-09T00:00:00Z"),
+            }],
+            top_ups: vec![TopUp {
+                account: "prod".into(),
+                available: cny(10_000),
+                retried: vec!["i-4".into()],
+            }],
+        }
+    }
+
+    /// The JSON of a pass keeps its shape and words whatever the types behind it (operators'
+    /// scripts read `status --json`, and the ledger keeps every record).
+    #[test]
+    fn the_json_of_a_pass_keeps_its_shape() {
+        let json: serde_json::Value = serde_json::from_str(&sample().record_json()).unwrap();
+        let pinned: serde_json::Value = serde_json::from_str(PINNED).unwrap();
+        assert_eq!(json, pinned, "{json}");
+    }
+
+    const PINNED: &str = r#"{
+  "auto_renew_changed": 3,
+  "auto_renew_failed": 0,
+  "by_state": {
+    "backoff": 2,
+    "due": 1,
+    "ok": 3
+  },
+  "dry_run_renewals": 0,
+  "duplicate_sources": [
+    {
+      "dropped": "prod-2/cn-hangzhou",
+      "example": "i-2",
+      "instances": 1,
+      "kept": "prod/cn-hangzhou"
+    }
+  ],
+  "finished_at": "2026-12-01T02:00:07Z",
+  "funds": [
+    {
+      "account": "prod",
+      "available": {
+        "cents": 10000,
+        "currency": "CNY"
+      },
+      "by_daemon": {
+        "cents": 0,
+        "currency": "CNY"
+      },
+      "by_provider": {
+        "cents": 30000,
+        "currency": "CNY"
+      },
+      "charges": [
+        {
+          "amount": {
+            "cents": 30000,
+            "currency": "CNY"
+          },
+          "at": "2026-12-02T00:00:00Z",
+          "by": "auto-renew",
+          "instance_id": "i-3"
+        }
+      ],
+      "currency": "CNY",
+      "short_by": {
+        "cents": 20000,
+        "currency": "CNY"
+      },
+      "shortfall_at": "2026-12-02T00:00:00Z",
+      "until": "2026-12-09T00:00:00Z",
+      "upcoming": {
+        "cents": 30000,
+        "currency": "CNY"
+      }
+    }
+  ],
+  "held": 1,
+  "instances": 6,
+  "interrupted": 1,
+  "next_retry_at": "2026-12-01T02:05:00Z",
+  "pending_verification": 0,
+  "phase_seconds": {
+    "observe": 1.5
+  },
+  "refused": [
+    {
+      "account": "prod",
+      "class": "permission",
+      "code": "Forbidden.RAM",
+      "instance_id": "i-1",
+      "region": "cn-hangzhou"
+    }
+  ],
+  "renew_failed": 1,
+  "renew_unknown": 1,
+  "renewed": 2,
+  "result": "partial",
+  "skipped": 1,
+  "source_results": [
+    {
+      "account": "prod",
+      "error": null,
+      "failure_class": null,
+      "region": "cn-hangzhou"
+    },
+    {
+      "account": "prod",
+      "error": "Forbidden.RAM",
+      "failure_class": "permission",
+      "region": "cn-shanghai"
+    }
+  ],
+  "sources": 2,
+  "sources_down": [
+    "prod/cn-shanghai"
+  ],
+  "spend": {
+    "CNY": 1234.5,
+    "USD": 10.0
+  },
+  "started_at": "2026-12-01T02:00:00Z",
+  "top_ups": [
+    {
+      "account": "prod",
+      "available": {
+        "cents": 10000,
+        "currency": "CNY"
+      },
+      "retried": [
+        "i-4"
+      ]
+    }
+  ],
+  "trips": [
+    "renewals_per_run: 3 renewals, limit 2"
+  ],
+  "undecodable": 0,
+  "verified": 2
+}"#;
+}
