@@ -30,25 +30,22 @@ pub const RESULT_FAILED: &str = "failed";
 /// A renewal whose outcome is unknown.
 pub const RESULT_UNKNOWN: &str = "unknown";
 
-/// Pass results (a label).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PassResult {
-    /// Everything scanned and done.
-    Ok,
-    /// Something failed.
-    Partial,
-    /// Nothing could be done.
-    Failed,
+crate::closed_enum! {
+    /// How a pass went (the `passes_total{result}` label, and the pass summary's `result`).
+    pub enum PassResult {
+        /// Everything scanned and done.
+        Ok => "ok",
+        /// Something needs a look: a source down, a charge refused or unknown, a belt tripped.
+        Partial => "partial",
+        /// Nothing could be done: every source failed, or the pass stopped on a ledger error.
+        Failed => "failed",
+    }
 }
 
-impl PassResult {
-    /// The label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PassResult::Ok => "ok",
-            PassResult::Partial => "partial",
-            PassResult::Failed => "failed",
-        }
+impl Default for PassResult {
+    /// A pass that has not reached its end has not succeeded.
+    fn default() -> Self {
+        PassResult::Failed
     }
 }
 

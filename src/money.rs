@@ -6,7 +6,9 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 /// An amount of money in one currency.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+// Not `PartialOrd`/`Ord`: amounts in two currencies have no order, so comparisons go through
+// `cents` after the currencies were checked to be the same.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Money {
     /// Minor units (hundredths of the currency unit).
     pub cents: i64,
@@ -15,6 +17,14 @@ pub struct Money {
 }
 
 impl Money {
+    /// Nothing, in `currency` (where sums start).
+    pub fn zero(currency: &str) -> Money {
+        Money {
+            cents: 0,
+            currency: currency.to_owned(),
+        }
+    }
+
     /// Builds an amount from a price as ECS reports it (a float with two decimals at most).
     pub fn from_price(price: f64, currency: impl Into<String>) -> Self {
         Money {

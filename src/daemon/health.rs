@@ -10,13 +10,14 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use crate::cloud::ErrorClass;
 use crate::ledger::SourceStatus;
 use crate::reconcile::pass::PassSummary;
 
 #[derive(Debug, Clone, Default)]
 struct SourceHealth {
     last_success: Option<DateTime<Utc>>,
-    last_failure: Option<(String, String)>,
+    last_failure: Option<(ErrorClass, String)>,
 }
 
 /// The readiness verdict.
@@ -91,9 +92,7 @@ impl Health {
                 .entry((result.account.clone(), result.region.clone()))
                 .or_default();
             match (&result.failure_class, &result.error) {
-                (Some(class), Some(error)) => {
-                    entry.last_failure = Some((class.clone(), error.clone()))
-                }
+                (Some(class), Some(error)) => entry.last_failure = Some((*class, error.clone())),
                 _ => {
                     entry.last_success = Some(summary.started_at);
                     entry.last_failure = None;
@@ -134,7 +133,7 @@ impl Health {
             chrono::Duration::from_std(state.interval * 2).unwrap_or(chrono::Duration::hours(1));
         for ((account, region), health) in &state.sources {
             if let Some((class, error)) = &health.last_failure
-                && (class == "permission" || class == "clock")
+                && matches!(class, ErrorClass::Permission | ErrorClass::Clock)
             {
                 reasons.push(format!(
                     "source {account}/{region}: last scan failed ({class}): {error}"

@@ -34,7 +34,7 @@ use crate::clock::Clock;
 use crate::cloud::credentials::Environment;
 use crate::config::Config;
 use crate::ledger::{Ledger, LedgerError};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, PassResult};
 use crate::reconcile::pass::{Engine, EngineBase, PassSummary};
 use health::Health;
 use scheduler::{CronSource, SchedulerError, Watchdog, typical_interval};
@@ -594,7 +594,7 @@ impl LoopState {
                 self.engine
                     .metrics
                     .passes_total
-                    .with_label_values(&["failed"])
+                    .with_label_values(&[PassResult::Failed.as_str()])
                     .inc();
                 notify(&[NotifyState::Status(&format!("last pass failed: {error}"))]);
                 None
@@ -605,7 +605,7 @@ impl LoopState {
                 self.engine
                     .metrics
                     .passes_total
-                    .with_label_values(&["failed"])
+                    .with_label_values(&[PassResult::Failed.as_str()])
                     .inc();
                 None
             }

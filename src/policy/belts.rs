@@ -84,6 +84,13 @@ pub struct Trip {
     pub detail: String,
 }
 
+impl std::fmt::Display for Trip {
+    /// `limit: detail`, as logs and the pass summary show a trip.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.limit, self.detail)
+    }
+}
+
 /// The verdict on a batch.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BeltOutcome {

@@ -19,9 +19,11 @@ pub use decide::{
     RenewPlan, RenewWhy, Subject, decide, first_deduction,
 };
 pub use deduction::DeductionSchedule;
+#[cfg(test)]
+pub(crate) use funds::ChargeBy;
 pub use funds::{
-    BalanceView, Charge, ChargeBy, ChargeSeed, Forecast, Unpriced, WindowCharges, charge_for,
-    forecast, window_end,
+    BalanceView, Charge, ChargeSeed, Forecast, Unpriced, WindowCharges, charge_for, forecast,
+    window_end,
 };
 pub use matcher::{MatchSection, Matcher};
 

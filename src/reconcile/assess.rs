@@ -8,6 +8,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use super::scan::{Listed, SourceKey};
+use crate::cloud::ErrorClass;
 use crate::cloud::ecs::{AutoRenewTarget, PriceQuote};
 use crate::cloud::types::Instance;
 use crate::policy::{
@@ -156,7 +157,7 @@ pub struct Refused {
     /// The ECS instance id whose renewal was refused.
     pub instance_id: String,
     /// Permission, clock or invalid.
-    pub class: String,
+    pub class: ErrorClass,
     /// The service's code.
     pub code: String,
 }
@@ -290,7 +291,7 @@ impl Assessment {
             account: observed.account.to_string(),
             region: region.to_string(),
             instance_id: observed.instance.id.clone(),
-            class: refusal.class.as_str().to_owned(),
+            class: refusal.class,
             code: refusal.code.clone(),
         });
         if let (Some(refused), None) = (&refused, &decision.renew) {

@@ -1042,7 +1042,7 @@ async fn api_cases(table: &mut Table) {
         let before = emulator.calls().count(Action::RenewInstance);
         let summary = engine.run_pass().await.unwrap();
         let mut lost = Vec::new();
-        if summary.result == "ok" || summary.sources_down != ["main/cn-hangzhou"] {
+        if summary.result.as_str() == "ok" || summary.sources_down != ["main/cn-hangzhou"] {
             lost.push(format!("the pass says {summary:?}"));
         }
         let metrics = engine.metrics.render(&engine.ledger);
@@ -1060,7 +1060,7 @@ async fn api_cases(table: &mut Table) {
                     "source {}/{} down ({}): {}",
                     s.account,
                     s.region,
-                    s.failure_class.as_deref().unwrap_or("up"),
+                    s.failure_class.map_or("up", |c| c.as_str()),
                     s.error.as_deref().unwrap_or("-")
                 )
             })

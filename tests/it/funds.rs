@@ -135,7 +135,7 @@ async fn a_key_that_may_not_read_the_balance_makes_the_forecast_unknown_not_the_
     fleet.accounts[0].access_keys[0].denied_actions = vec![Action::QueryAccountBalance];
     let h = Harness::start(fleet, POLICIES).await;
     let summary = h.pass().await;
-    assert_eq!(summary.result, "ok");
+    assert_eq!(summary.result.as_str(), "ok");
     let f = &summary.funds[0];
     assert_eq!((f.available.clone(), f.shortfall_at), (None, None));
     let why = f.unknown.as_deref().unwrap_or_default();
@@ -154,7 +154,7 @@ async fn a_charge_that_cannot_be_priced_is_named_and_counted_not_dropped() {
         400,
     ));
     let summary = h.pass().await;
-    assert_eq!(summary.result, "ok");
+    assert_eq!(summary.result.as_str(), "ok");
     let f = &summary.funds[0];
     assert_eq!(f.upcoming.cents, 50_000, "only the priced charge is summed");
     assert_eq!(f.unpriced.len(), 1, "{f:?}");

@@ -436,7 +436,7 @@ async fn a_quote_in_another_currency_is_held_by_a_spend_limit() {
     let summary = h.pass().await;
     assert_eq!((summary.renewed, summary.held), (0, 1), "{summary:?}");
     assert!(
-        summary.trips.iter().any(|t| t.contains("USD")),
+        summary.trips.iter().any(|t| t.to_string().contains("USD")),
         "{:?}",
         summary.trips
     );
@@ -587,7 +587,7 @@ async fn switching_auto_renew_on_for_more_than_the_belt_allows_is_held() {
         summary
             .trips
             .iter()
-            .any(|t| t.starts_with("auto_renew_enables_per_run")),
+            .any(|t| t.to_string().starts_with("auto_renew_enables_per_run")),
         "{:?}",
         summary.trips
     );

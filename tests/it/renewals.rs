@@ -471,7 +471,11 @@ async fn a_spend_limit_trip_charges_nothing_it_covers() {
         "{summary:?}"
     );
     assert_eq!(
-        summary.trips,
+        summary
+            .trips
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
         ["spend_per_run: 200.00 CNY in one pass, limit 150.00 CNY"]
     );
     assert!(h.emulator.orders().is_empty());

@@ -462,7 +462,9 @@ async fn a_chaos_soak_keeps_every_promise() {
         }
 
         let summary = engine.run_pass().await.expect("no ledger failure");
-        *passes.entry(summary.result.clone()).or_default() += 1;
+        *passes
+            .entry(summary.result.as_str().to_owned())
+            .or_default() += 1;
 
         // Lapses: a renew-policy instance past its expiry.
         let now = clock.now();

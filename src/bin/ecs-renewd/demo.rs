@@ -407,7 +407,7 @@ impl Watch<'_> {
                         summary.renew_failed,
                         summary.verified,
                         summary.auto_renew_changed,
-                        if summary.result == "ok" { String::new() } else { format!("({})", summary.result) }
+                        if summary.result.as_str() == "ok" { String::new() } else { format!("({})", summary.result) }
                     );
                     write_funds(out, &summary, &mut short);
                     last_seen.update(self.ledger);

@@ -11,6 +11,7 @@ use super::status_updates::{earliest, move_state, update_for};
 use super::summary::PassSummary;
 use crate::cloud::ErrorClass;
 use crate::ledger::{Histories, LedgerError, StatusUpdate};
+use crate::money::Money;
 use crate::policy::{InstanceState, Refusal};
 use crate::reconcile::assess::{Refused, RenewCandidate};
 use crate::reconcile::context::PassContext;
@@ -69,7 +70,7 @@ fn apply_outcomes(
         .iter()
         .map(|c| (c.instance.id.as_str(), c))
         .collect();
-    let mut spend: BTreeMap<String, f64> = BTreeMap::new();
+    let mut spend: BTreeMap<String, Money> = BTreeMap::new();
     for r in results {
         let Some(c) = by_id.get(r.instance_id.as_str()).copied() else {
             continue;
@@ -97,13 +98,17 @@ fn count_outcome(
     r: &RenewalResult,
     acted: &mut Acted,
     summary: &mut PassSummary,
-    spend: &mut BTreeMap<String, f64>,
+    spend: &mut BTreeMap<String, Money>,
 ) {
     match &r.outcome {
         RenewOutcome::Ordered { intent_id, .. } => {
             summary.renewed += 1;
             if let Some(q) = &c.price {
-                *spend.entry(q.trade_price.currency.clone()).or_default() += q.trade_price.as_f64();
+                let price = &q.trade_price;
+                spend
+                    .entry(price.currency.clone())
+                    .or_insert_with(|| Money::zero(&price.currency))
+                    .cents += price.cents;
             }
             acted.verify_targets.push(VerifyTarget {
                 intent_id: *intent_id,
@@ -128,7 +133,7 @@ fn count_outcome(
                     account: r.account.to_string(),
                     region: r.region.clone(),
                     instance_id: r.instance_id.clone(),
-                    class: refusal.class.as_str().to_owned(),
+                    class: refusal.class,
                     code: refusal.code,
                 });
             }

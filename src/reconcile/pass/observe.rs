@@ -109,7 +109,7 @@ fn record_sources<'r>(
         summary.source_results.push(SourceResult {
             account: report.key.account.clone(),
             region: report.key.region.clone(),
-            failure_class: report.error.as_ref().map(|e| e.class().as_str().to_owned()),
+            failure_class: report.error.as_ref().map(|e| e.class()),
             error: report.error.as_ref().map(ToString::to_string),
         });
         match &report.error {

@@ -49,10 +49,10 @@ pub fn publish(
         .by_state
         .iter()
         .filter(|(_, n)| **n > 0)
-        .map(|(s, n)| (s.as_str().to_owned(), *n))
+        .map(|(s, n)| (*s, *n))
         .collect();
     let result = pass_result(&observed.reports, &summary);
-    summary.result = result.as_str().to_owned();
+    summary.result = result;
     ctx.metrics
         .passes_total
         .with_label_values(&[result.as_str()])
@@ -123,7 +123,7 @@ fn publish_refusals(ctx: &PassContext<'_>, refused: &[Refused]) {
         }
     }
     for r in refused {
-        *counts.entry((&r.account, &r.class)).or_default() += 1;
+        *counts.entry((&r.account, r.class.as_str())).or_default() += 1;
         tracing::error!(account = %r.account, region = %r.region, instance = %r.instance_id, class = %r.class, code = %r.code,
             "a renewal stands refused for a reason only a person can fix: the instance will lapse unless it is fixed");
     }

@@ -4,7 +4,12 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Serialize, Serializer};
+
+use crate::cloud::ErrorClass;
+use crate::metrics::PassResult;
+use crate::money::Money;
+use crate::policy::{InstanceState, Trip};
 
 /// A pass's summary (logged, stored in the ledger, shown by `once` and systemd's STATUS).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -13,8 +18,8 @@ pub struct PassSummary {
     pub started_at: DateTime<Utc>,
     /// When the pass ended, after its record was written.
     pub finished_at: DateTime<Utc>,
-    /// `ok`, `partial` or `failed` (a `PassResult` word).
-    pub result: String,
+    /// How the pass went (`ok`, `partial` or `failed` in JSON).
+    pub result: PassResult,
     /// Instances seen in the expiry window across all sources.
     pub instances: usize,
     /// Sources (account × region) scanned.
@@ -41,12 +46,16 @@ pub struct PassSummary {
     pub auto_renew_changed: usize,
     /// Auto-renew changes that failed.
     pub auto_renew_failed: usize,
-    /// Spend per currency (priced renewals only).
-    pub spend: BTreeMap<String, f64>,
-    /// Belts that tripped, as `limit: detail`.
-    pub trips: Vec<String>,
-    /// Instances per state word, states with none left out.
-    pub by_state: BTreeMap<String, usize>,
+    /// Spend per currency (priced renewals only), summed in cents; a number of currency units
+    /// per currency code in JSON.
+    #[serde(serialize_with = "amounts")]
+    pub spend: BTreeMap<String, Money>,
+    /// Belts that tripped (`limit: detail` in JSON).
+    #[serde(serialize_with = "trip_lines")]
+    pub trips: Vec<Trip>,
+    /// Instances per state, states with none left out (keyed by the state's word in JSON).
+    #[serde(serialize_with = "state_counts")]
+    pub by_state: BTreeMap<InstanceState, usize>,
     /// Instance records that could not be understood (not managed until they can be).
     pub undecodable: usize,
     /// Each source's scan: ok, or the failure class and message.
@@ -90,10 +99,33 @@ pub struct SourceResult {
     pub account: String,
     /// The region scanned, e.g. cn-hangzhou.
     pub region: String,
-    /// The failure class (an `ErrorClass` word), when it failed.
-    pub failure_class: Option<String>,
+    /// The failure class, when it failed.
+    pub failure_class: Option<ErrorClass>,
     /// The failure, in words, when it failed.
     pub error: Option<String>,
+}
+
+/// Spend as JSON has always shown it: currency code → amount in currency units.
+fn amounts<S: Serializer>(spend: &BTreeMap<String, Money>, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_map(
+        spend
+            .iter()
+            .map(|(currency, money)| (currency, money.as_f64())),
+    )
+}
+
+/// Each trip as one line, `limit: detail`.
+fn trip_lines<S: Serializer>(trips: &[Trip], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(trips.iter().map(ToString::to_string))
+}
+
+/// State words in alphabetical order, as the counts were always listed.
+fn state_counts<S: Serializer>(
+    by_state: &BTreeMap<InstanceState, usize>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    let words: BTreeMap<&str, usize> = by_state.iter().map(|(k, n)| (k.as_str(), *n)).collect();
+    s.collect_map(words)
 }
 
 /// How many of a forecast's charges (and unpriced charges) a pass record lists, earliest first:
@@ -196,7 +228,7 @@ mod tests {
         PassSummary {
             started_at: at("2026-12-01T02:00:00Z"),
             finished_at: at("2026-12-01T02:00:07Z"),
-            result: "partial".into(),
+            result: PassResult::Partial,
             instances: 6,
             sources: 2,
             sources_down: vec!["prod/cn-shanghai".into()],
@@ -210,12 +242,25 @@ mod tests {
             dry_run_renewals: 0,
             auto_renew_changed: 3,
             auto_renew_failed: 0,
-            spend: [("CNY".to_owned(), 1234.5), ("USD".to_owned(), 10.0)].into(),
-            trips: vec!["renewals_per_run: 3 renewals, limit 2".into()],
+            spend: [
+                ("CNY".to_owned(), cny(123_450)),
+                (
+                    "USD".to_owned(),
+                    Money {
+                        cents: 1000,
+                        currency: "USD".into(),
+                    },
+                ),
+            ]
+            .into(),
+            trips: vec![Trip {
+                limit: crate::policy::LimitKind::RenewalsPerRun,
+                detail: "3 renewals, limit 2".into(),
+            }],
             by_state: [
-                ("ok".to_owned(), 3),
-                ("due".to_owned(), 1),
-                ("backoff".to_owned(), 2),
+                (InstanceState::Ok, 3),
+                (InstanceState::Due, 1),
+                (InstanceState::Backoff, 2),
             ]
             .into(),
             undecodable: 0,
@@ -229,7 +274,7 @@ mod tests {
                 SourceResult {
                     account: "prod".into(),
                     region: "cn-shanghai".into(),
-                    failure_class: Some("permission".into()),
+                    failure_class: Some(ErrorClass::Permission),
                     error: Some("Forbidden.RAM".into()),
                 },
             ],
@@ -239,7 +284,7 @@ mod tests {
                 account: "prod".into(),
                 region: "cn-hangzhou".into(),
                 instance_id: "i-1".into(),
-                class: "permission".into(),
+                class: ErrorClass::Permission,
                 code: "Forbidden.RAM".into(),
             }],
             duplicate_sources: vec![DuplicateSources {
