@@ -4,7 +4,8 @@
 use chrono::{DateTime, Utc};
 use rusqlite::params;
 
-use super::{Ledger, LedgerError, rows, ts};
+use super::rows::Read;
+use super::{Ledger, LedgerError, ts};
 use crate::cloud::error::ErrorClass;
 
 /// Auto-renew changes about to be requested with one call.
@@ -126,40 +127,24 @@ impl Ledger {
     /// Auto-renew changes not yet checked against a later scan: accepted ones, and pending
     /// ones whose answer was never recorded (the process stopped while they were out).
     pub fn unchecked_auto_renew_changes(&self) -> Result<Vec<UncheckedChange>, LedgerError> {
-        let read = |source| LedgerError::Read {
-            what: "reading auto-renew changes",
-            source,
-        };
-        let conn = self.conn();
-        let mut statement = conn
-            .prepare(
-                "SELECT id, account, instance_id, status, duration, unit FROM auto_renew_changes
-                 WHERE result IN ('pending', 'ok') ORDER BY id",
-            )
-            .map_err(read)?;
-        let mut rows = statement.query([]).map_err(read)?;
-        let mut out = Vec::new();
-        while let Some(r) = rows.next().map_err(read)? {
-            let id: i64 = r.get(0).map_err(read)?;
-            let key = id.to_string();
-            let cell = rows::Cell {
-                path: &self.path,
-                table: "auto_renew_changes",
-                row: &key,
-            };
-            let target = crate::cloud::ecs::AutoRenewTarget {
-                status: cell.renewal_status("status", &r.get::<_, String>(3).map_err(read)?)?,
-                duration: r.get(4).map_err(read)?,
-                unit: cell.unit("unit", &r.get::<_, String>(5).map_err(read)?)?,
-            };
-            out.push(UncheckedChange {
-                id,
-                account: r.get(1).map_err(read)?,
-                instance_id: r.get(2).map_err(read)?,
-                target,
-            });
-        }
-        Ok(out)
+        self.rows(
+            Read::of("reading auto-renew changes", "auto_renew_changes"),
+            "SELECT id, account, instance_id, status, duration, unit FROM auto_renew_changes
+             WHERE result IN ('pending', 'ok') ORDER BY id",
+            [],
+            |r| {
+                Ok(UncheckedChange {
+                    id: r.get("id")?,
+                    account: r.get("account")?,
+                    instance_id: r.get("instance_id")?,
+                    target: crate::cloud::ecs::AutoRenewTarget {
+                        status: r.renewal_status("status")?,
+                        duration: r.get("duration")?,
+                        unit: r.unit("unit")?,
+                    },
+                })
+            },
+        )
     }
 
     /// Marks accepted auto-renew changes as seen in effect (`verified`) or not (`mismatch`),

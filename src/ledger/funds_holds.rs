@@ -6,7 +6,8 @@
 use chrono::{DateTime, Utc};
 use rusqlite::params;
 
-use super::{Ledger, LedgerError, rows, ts};
+use super::rows::Read;
+use super::{Ledger, LedgerError, ts};
 
 /// A renewal waiting out a funds backoff.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,36 +26,20 @@ impl Ledger {
     /// The renewals whose last failure was for lack of funds and whose backoff ends after
     /// `now`, earliest expiry first.
     pub fn funds_holds(&self, now: DateTime<Utc>) -> Result<Vec<FundsHold>, LedgerError> {
-        let read = |source| LedgerError::Read {
-            what: "reading renewals held for lack of funds",
-            source,
-        };
-        let conn = self.conn();
-        let mut statement = conn
-            .prepare_cached(
-                "SELECT instance_id, account, old_expiry, retry_at FROM backoff
-                 WHERE last_class = 'funds' AND retry_at > ?1 ORDER BY old_expiry, instance_id",
-            )
-            .map_err(read)?;
-        let mut found = statement.query([ts(now)]).map_err(read)?;
-        let mut holds = Vec::new();
-        while let Some(row) = found.next().map_err(read)? {
-            let instance_id: String = row.get(0).map_err(read)?;
-            let cell = rows::Cell {
-                path: &self.path,
-                table: "backoff",
-                row: &instance_id,
-            };
-            let old_expiry = cell.time("old_expiry", &row.get::<_, String>(2).map_err(read)?)?;
-            let retry_at = cell.time("retry_at", &row.get::<_, String>(3).map_err(read)?)?;
-            holds.push(FundsHold {
-                account: row.get(1).map_err(read)?,
-                instance_id,
-                old_expiry,
-                retry_at,
-            });
-        }
-        Ok(holds)
+        self.rows(
+            Read::of("reading renewals held for lack of funds", "backoff"),
+            "SELECT instance_id, account, old_expiry, retry_at FROM backoff
+             WHERE last_class = 'funds' AND retry_at > ?1 ORDER BY old_expiry, instance_id",
+            [ts(now)],
+            |r| {
+                Ok(FundsHold {
+                    account: r.get("account")?,
+                    instance_id: r.get("instance_id")?,
+                    old_expiry: r.time("old_expiry")?,
+                    retry_at: r.time("retry_at")?,
+                })
+            },
+        )
     }
 
     /// Ends the funds backoff of `instance_ids` at `now` (their failure count stays, so a new

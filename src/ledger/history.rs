@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::{Ledger, LedgerError, rows};
+use super::rows::{Read, Row};
+use super::{Ledger, LedgerError};
 use crate::closed_enum;
 use crate::money::Money;
 use crate::policy::{History, HistorySource, IntentStatus, IntentView};
@@ -141,103 +142,48 @@ impl Ledger {
     /// across accounts, and two config entries may reach one account). A row this build cannot
     /// read stops the load with an error naming it.
     pub fn histories(&self) -> Result<Histories, LedgerError> {
-        let read = |source| LedgerError::Read {
-            what: "loading open intents",
-            source,
-        };
-        let conn = self.conn();
+        let read = Read::of("loading open intents", "intents");
         let mut histories = Histories::default();
-        let mut statement = conn
-            .prepare(
-                "SELECT id, account, region, instance_id, old_expiry, period, unit, client_token, status, order_id,
-                        error_code, error_class, maybe_charged
-                 FROM intents WHERE status IN ('prepared','sent','unknown','ordered','failed') ORDER BY id",
-            )
-            .map_err(read)?;
-        let mut rows = statement.query([]).map_err(read)?;
-        while let Some(row) = rows.next().map_err(read)? {
-            let id: i64 = row.get(0).map_err(read)?;
-            let key = id.to_string();
-            let cell = rows::Cell {
-                path: &self.path,
-                table: "intents",
-                row: &key,
-            };
-            let text = |i: usize| row.get::<_, String>(i).map_err(read);
-            let optional = |i: usize| row.get::<_, Option<String>>(i).map_err(read);
-            let old_expiry = cell.time("old_expiry", &text(4)?)?;
-            let unit = cell.unit("unit", &text(6)?)?;
-            let maybe_charged: bool = row.get(12).map_err(read)?;
-            let status = match text(8)?.as_str() {
-                "prepared" => IntentStatus::Prepared,
-                "sent" | "unknown" => IntentStatus::Unknown,
-                "ordered" => IntentStatus::Ordered {
-                    order_id: cell
-                        .present("order_id", optional(9)?.as_deref())?
-                        .to_owned(),
-                },
-                "failed" => IntentStatus::Failed {
-                    class: cell.class(
-                        "error_class",
-                        cell.present("error_class", optional(11)?.as_deref())?,
-                    )?,
-                    code: cell
-                        .present("error_code", optional(10)?.as_deref())?
-                        .to_owned(),
-                },
-                other => return Err(cell.other("status", other)),
-            };
-            let instance_id = text(3)?;
-            let history = histories
-                .by_instance
-                .entry(instance_id.clone())
-                .or_default();
-            // The latest intent wins (rows come in id order).
-            history.intent = Some(IntentView {
-                token: text(7)?,
-                old_expiry,
-                period: row.get(5).map_err(read)?,
-                unit,
-                status,
-                maybe_charged,
-            });
-            histories.open.push(OpenIntent {
-                id,
-                account: text(1)?,
-                region: text(2)?,
-                instance_id,
-                old_expiry,
-                maybe_charged,
-            });
-        }
-        drop(rows);
-        drop(statement);
-        let mut statement = conn
-            .prepare("SELECT instance_id, old_expiry, failures, retry_at FROM backoff")
-            .map_err(read)?;
-        let mut rows = statement.query([]).map_err(read)?;
-        while let Some(row) = rows.next().map_err(read)? {
-            let instance_id: String = row.get(0).map_err(read)?;
-            let cell = rows::Cell {
-                path: &self.path,
-                table: "backoff",
-                row: &instance_id,
-            };
-            let old_expiry = cell.time("old_expiry", &row.get::<_, String>(1).map_err(read)?)?;
-            let retry_at = cell.time("retry_at", &row.get::<_, String>(3).map_err(read)?)?;
-            let failures: u32 = row.get(2).map_err(read)?;
-            let Some(history) = histories.by_instance.get_mut(&instance_id) else {
-                continue;
-            };
-            if history
-                .intent
-                .as_ref()
-                .is_some_and(|i| i.old_expiry == old_expiry)
-            {
-                history.failed_attempts = failures;
-                history.retry_at = Some(retry_at);
-            }
-        }
+        self.each_row(
+            read,
+            "SELECT id, account, region, instance_id, old_expiry, period, unit, client_token, status, order_id,
+                    error_code, error_class, maybe_charged
+             FROM intents WHERE status IN ('prepared','sent','unknown','ordered','failed') ORDER BY id",
+            [],
+            |r| {
+                let (open, intent) = open_intent(r)?;
+                // The latest intent wins (rows come in id order).
+                histories
+                    .by_instance
+                    .entry(open.instance_id.clone())
+                    .or_default()
+                    .intent = Some(intent);
+                histories.open.push(open);
+                Ok(())
+            },
+        )?;
+        self.each_row(
+            Read::of("loading open intents", "backoff"),
+            "SELECT instance_id, old_expiry, failures, retry_at FROM backoff",
+            [],
+            |r| {
+                let (old_expiry, retry_at) = (r.time("old_expiry")?, r.time("retry_at")?);
+                let failures: u32 = r.get("failures")?;
+                let instance_id: String = r.get("instance_id")?;
+                let Some(history) = histories.by_instance.get_mut(&instance_id) else {
+                    return Ok(());
+                };
+                if history
+                    .intent
+                    .as_ref()
+                    .is_some_and(|i| i.old_expiry == old_expiry)
+                {
+                    history.failed_attempts = failures;
+                    history.retry_at = Some(retry_at);
+                }
+                Ok(())
+            },
+        )?;
         Ok(histories)
     }
 
@@ -251,132 +197,121 @@ impl Ledger {
     }
 
     fn renewal_records(&self, instance: Option<&str>) -> Result<Vec<HistoryEntry>, LedgerError> {
-        let read = |source| LedgerError::Read {
-            what: "reading history",
-            source,
-        };
-        let conn = self.conn();
-        let mut statement = conn
-            .prepare(
-                "SELECT id, created_at, account, region, instance_id, period, unit, client_token, status, order_id, request_id,
-                        price_cents, currency, error_code, error_class, attempts, old_expiry, new_expiry, maybe_charged
-                 FROM intents WHERE ?1 IS NULL OR instance_id = ?1 ORDER BY id",
-            )
-            .map_err(read)?;
-        let mut rows = statement.query([instance]).map_err(read)?;
-        let mut entries = Vec::new();
-        while let Some(r) = rows.next().map_err(read)? {
-            let key = r.get::<_, i64>(0).map_err(read)?.to_string();
-            let cell = rows::Cell {
-                path: &self.path,
-                table: "intents",
-                row: &key,
-            };
-            let text = |i: usize| r.get::<_, String>(i).map_err(read);
-            let optional = |i: usize| r.get::<_, Option<String>>(i).map_err(read);
-            let price: Option<i64> = r.get(11).map_err(read)?;
-            entries.push(HistoryEntry {
-                at: cell.time("created_at", &text(1)?)?,
-                kind: RecordKind::Renewal,
-                account: text(2)?,
-                region: text(3)?,
-                instance_id: text(4)?,
-                request: format!(
-                    "{} {}",
-                    r.get::<_, u32>(5).map_err(read)?,
-                    cell.unit("unit", &text(6)?)?
-                ),
-                client_token: Some(text(7)?),
-                status: cell.record_status("status", &text(8)?)?,
-                order_id: optional(9)?,
-                request_id: optional(10)?,
-                price: match (price, optional(12)?) {
+        self.rows(
+            Read::of("reading history", "intents"),
+            "SELECT id, created_at, account, region, instance_id, period, unit, client_token, status, order_id, request_id,
+                    price_cents, currency, error_code, error_class, attempts, old_expiry, new_expiry, maybe_charged
+             FROM intents WHERE ?1 IS NULL OR instance_id = ?1 ORDER BY id",
+            [instance],
+            |r| {
+                let price = match (r.get("price_cents")?, r.get("currency")?) {
                     (Some(cents), Some(currency)) => Some(Money { cents, currency }.to_string()),
                     _ => None,
-                },
-                error: error_words(optional(13)?, optional(14)?),
-                attempts: r.get(15).map_err(read)?,
-                old_expiry: Some(cell.time("old_expiry", &text(16)?)?),
-                new_expiry: optional(17)?
-                    .map(|t| cell.time("new_expiry", &t))
-                    .transpose()?,
-                maybe_charged: r.get(18).map_err(read)?,
-            });
-        }
-        Ok(entries)
+                };
+                Ok(HistoryEntry {
+                    at: r.time("created_at")?,
+                    kind: RecordKind::Renewal,
+                    account: r.get("account")?,
+                    region: r.get("region")?,
+                    instance_id: r.get("instance_id")?,
+                    request: format!("{} {}", r.get::<u32>("period")?, r.unit("unit")?),
+                    client_token: Some(r.get("client_token")?),
+                    status: r.record_status("status")?,
+                    order_id: r.get("order_id")?,
+                    request_id: r.get("request_id")?,
+                    price,
+                    error: error_words(r.get("error_code")?, r.get("error_class")?),
+                    attempts: r.get("attempts")?,
+                    old_expiry: Some(r.time("old_expiry")?),
+                    new_expiry: r.opt_time("new_expiry")?,
+                    maybe_charged: r.get("maybe_charged")?,
+                })
+            },
+        )
     }
 
     fn auto_renew_records(&self, instance: Option<&str>) -> Result<Vec<HistoryEntry>, LedgerError> {
-        let read = |source| LedgerError::Read {
-            what: "reading history",
-            source,
-        };
-        let conn = self.conn();
-        let mut statement = conn
-            .prepare(
-                "SELECT id, at, account, region, instance_id, status, duration, unit, result, request_id, error_code, error_class
-                 FROM auto_renew_changes WHERE ?1 IS NULL OR instance_id = ?1 ORDER BY id",
-            )
-            .map_err(read)?;
-        let mut rows = statement.query([instance]).map_err(read)?;
-        let mut entries = Vec::new();
-        while let Some(r) = rows.next().map_err(read)? {
-            let key = r.get::<_, i64>(0).map_err(read)?.to_string();
-            let cell = rows::Cell {
-                path: &self.path,
-                table: "auto_renew_changes",
-                row: &key,
-            };
-            let text = |i: usize| r.get::<_, String>(i).map_err(read);
-            let optional = |i: usize| r.get::<_, Option<String>>(i).map_err(read);
-            entries.push(HistoryEntry {
-                at: cell.time("at", &text(1)?)?,
-                kind: RecordKind::AutoRenew,
-                account: text(2)?,
-                region: text(3)?,
-                instance_id: text(4)?,
-                request: format!(
-                    "{} {} {}",
-                    cell.renewal_status("status", &text(5)?)?,
-                    r.get::<_, u32>(6).map_err(read)?,
-                    cell.unit("unit", &text(7)?)?
-                ),
-                client_token: None,
-                status: cell.record_status("result", &text(8)?)?,
-                order_id: None,
-                request_id: optional(9)?,
-                price: None,
-                error: error_words(optional(10)?, optional(11)?),
-                attempts: 1,
-                old_expiry: None,
-                new_expiry: None,
-                maybe_charged: false,
-            });
-        }
-        Ok(entries)
+        self.rows(
+            Read::of("reading history", "auto_renew_changes"),
+            "SELECT id, at, account, region, instance_id, status, duration, unit, result, request_id, error_code, error_class
+             FROM auto_renew_changes WHERE ?1 IS NULL OR instance_id = ?1 ORDER BY id",
+            [instance],
+            |r| {
+                Ok(HistoryEntry {
+                    at: r.time("at")?,
+                    kind: RecordKind::AutoRenew,
+                    account: r.get("account")?,
+                    region: r.get("region")?,
+                    instance_id: r.get("instance_id")?,
+                    request: format!(
+                        "{} {} {}",
+                        r.renewal_status("status")?,
+                        r.get::<u32>("duration")?,
+                        r.unit("unit")?
+                    ),
+                    client_token: None,
+                    status: r.record_status("result")?,
+                    order_id: None,
+                    request_id: r.get("request_id")?,
+                    price: None,
+                    error: error_words(r.get("error_code")?, r.get("error_class")?),
+                    attempts: 1,
+                    old_expiry: None,
+                    new_expiry: None,
+                    maybe_charged: false,
+                })
+            },
+        )
     }
 
     /// Every intent's token and order id (for invariant checks against the cloud's orders).
     pub fn tokens_and_orders(&self) -> Result<Vec<TokenRecord>, LedgerError> {
-        let read = |source| LedgerError::Read {
-            what: "reading tokens",
-            source,
-        };
-        let conn = self.conn();
-        let mut statement = conn
-            .prepare("SELECT client_token, order_id, status FROM intents ORDER BY id")
-            .map_err(read)?;
-        let rows = statement
-            .query_map([], |r| {
+        self.rows(
+            Read::of("reading tokens", "intents"),
+            "SELECT id, client_token, order_id, status FROM intents ORDER BY id",
+            [],
+            |r| {
                 Ok(TokenRecord {
-                    client_token: r.get(0)?,
-                    order_id: r.get(1)?,
-                    status: r.get(2)?,
+                    client_token: r.get("client_token")?,
+                    order_id: r.get("order_id")?,
+                    status: r.get("status")?,
                 })
-            })
-            .map_err(read)?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(read)?;
-        Ok(rows)
+            },
+        )
     }
+}
+
+/// An open intent's row: the intent as the pass sees it, and as `decide` sees it.
+fn open_intent(r: &Row<'_>) -> Result<(OpenIntent, IntentView), LedgerError> {
+    let status = match r.text("status")? {
+        "prepared" => IntentStatus::Prepared,
+        "sent" | "unknown" => IntentStatus::Unknown,
+        "ordered" => IntentStatus::Ordered {
+            order_id: r.required("order_id")?,
+        },
+        "failed" => IntentStatus::Failed {
+            class: r.class("error_class")?,
+            code: r.required("error_code")?,
+        },
+        other => return Err(r.unreadable("status", other)),
+    };
+    let old_expiry = r.time("old_expiry")?;
+    let maybe_charged: bool = r.get("maybe_charged")?;
+    let open = OpenIntent {
+        id: r.get("id")?,
+        account: r.get("account")?,
+        region: r.get("region")?,
+        instance_id: r.get("instance_id")?,
+        old_expiry,
+        maybe_charged,
+    };
+    let intent = IntentView {
+        token: r.get("client_token")?,
+        old_expiry,
+        period: r.get("period")?,
+        unit: r.unit("unit")?,
+        status,
+        maybe_charged,
+    };
+    Ok((open, intent))
 }

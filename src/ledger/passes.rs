@@ -2,9 +2,10 @@
 //! for), and each source's last complete scan (what readiness is judged by).
 
 use chrono::{DateTime, Utc};
-use rusqlite::{OptionalExtension, params};
+use rusqlite::params;
 
-use super::{Ledger, LedgerError, SourceStatus, rows, ts};
+use super::rows::Read;
+use super::{Ledger, LedgerError, SourceStatus, ts};
 
 /// A pass as recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,64 +60,31 @@ impl Ledger {
 
     /// The latest pass whose result was `ok`.
     pub fn last_successful_pass(&self) -> Result<Option<DateTime<Utc>>, LedgerError> {
-        let found: Option<(i64, String)> = self
-            .conn()
-            .query_row(
-                "SELECT id, finished_at FROM passes WHERE result = 'ok' ORDER BY id DESC LIMIT 1",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()
-            .map_err(|source| LedgerError::Read {
-                what: "reading the last pass",
-                source,
-            })?;
-        let Some((id, finished)) = found else {
-            return Ok(None);
-        };
-        let key = id.to_string();
-        rows::Cell {
-            path: &self.path,
-            table: "passes",
-            row: &key,
-        }
-        .time("finished_at", &finished)
-        .map(Some)
+        self.first_row(
+            Read::of("reading the last pass", "passes"),
+            "SELECT id, finished_at FROM passes WHERE result = 'ok' ORDER BY id DESC LIMIT 1",
+            [],
+            |r| r.time("finished_at"),
+        )
     }
 
     /// The latest pass of any result.
     pub fn last_pass(&self) -> Result<Option<PassRecord>, LedgerError> {
-        type Row = (i64, String, String, String, String, Option<String>);
-        let found: Option<Row> = self
-            .conn()
-            .query_row(
-                "SELECT id, started_at, finished_at, result, summary, next_retry_at FROM passes ORDER BY id DESC LIMIT 1",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
-            )
-            .optional()
-            .map_err(|source| LedgerError::Read {
-                what: "reading the last pass",
-                source,
-            })?;
-        let Some((id, started, finished, result, summary, next_retry)) = found else {
-            return Ok(None);
-        };
-        let key = id.to_string();
-        let cell = rows::Cell {
-            path: &self.path,
-            table: "passes",
-            row: &key,
-        };
-        Ok(Some(PassRecord {
-            started_at: cell.time("started_at", &started)?,
-            finished_at: cell.time("finished_at", &finished)?,
-            result,
-            summary,
-            next_retry_at: next_retry
-                .map(|t| cell.time("next_retry_at", &t))
-                .transpose()?,
-        }))
+        self.first_row(
+            Read::of("reading the last pass", "passes"),
+            "SELECT id, started_at, finished_at, result, summary, next_retry_at FROM passes
+             ORDER BY id DESC LIMIT 1",
+            [],
+            |r| {
+                Ok(PassRecord {
+                    started_at: r.time("started_at")?,
+                    finished_at: r.time("finished_at")?,
+                    result: r.get("result")?,
+                    summary: r.get("summary")?,
+                    next_retry_at: r.opt_time("next_retry_at")?,
+                })
+            },
+        )
     }
 
     /// Records complete scans of sources (account, region), all in one transaction.
@@ -142,32 +110,18 @@ impl Ledger {
 
     /// When each source was last scanned completely.
     pub fn source_successes(&self) -> Result<Vec<SourceStatus>, LedgerError> {
-        let read = |source| LedgerError::Read {
-            what: "reading source scans",
-            source,
-        };
-        let conn = self.conn();
-        let mut statement = conn
-            .prepare("SELECT account, region, last_success FROM sources ORDER BY account, region")
-            .map_err(read)?;
-        let mut rows = statement.query([]).map_err(read)?;
-        let mut out = Vec::new();
-        while let Some(r) = rows.next().map_err(read)? {
-            let (account, region): (String, String) =
-                (r.get(0).map_err(read)?, r.get(1).map_err(read)?);
-            let key = format!("{account}/{region}");
-            let at = rows::Cell {
-                path: &self.path,
-                table: "sources",
-                row: &key,
-            }
-            .time("last_success", &r.get::<_, String>(2).map_err(read)?)?;
-            out.push(SourceStatus {
-                account,
-                region,
-                last_success: at,
-            });
-        }
-        Ok(out)
+        self.rows(
+            Read::of("reading source scans", "sources"),
+            "SELECT account || '/' || region AS key, account, region, last_success FROM sources
+             ORDER BY account, region",
+            [],
+            |r| {
+                Ok(SourceStatus {
+                    account: r.get("account")?,
+                    region: r.get("region")?,
+                    last_success: r.time("last_success")?,
+                })
+            },
+        )
     }
 }

@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use rusqlite::params;
 
-use super::{Ledger, LedgerError, StoredIntent, exec, intents, query_one, ts};
+use super::rows::Read;
+use super::{Ledger, LedgerError, StoredIntent, exec, intents, ts};
 use crate::closed_enum;
 use crate::cloud::error::ErrorClass;
 use crate::cloud::types::PeriodUnit;
@@ -167,16 +168,14 @@ impl Ledger {
     /// the start of a pass, when no attempt of this writer can be out.
     pub fn mark_interrupted(&self, day: &str, now: DateTime<Utc>) -> Result<usize, LedgerError> {
         // Nearly always there is none: a read, not a write transaction (a sync to disk) per pass.
-        let any: bool = query_one(
-            &self.conn(),
-            "SELECT EXISTS (SELECT 1 FROM intents WHERE status = 'sent')",
-            [],
-            |r| r.get(0),
-        )
-        .map_err(|source| LedgerError::Read {
-            what: "looking for interrupted renewal attempts",
-            source,
-        })?;
+        let any: bool = self
+            .first_row(
+                Read::of("looking for interrupted renewal attempts", "intents"),
+                "SELECT EXISTS (SELECT 1 FROM intents WHERE status = 'sent') AS any",
+                [],
+                |r| r.get("any"),
+            )?
+            .unwrap_or_default();
         if !any {
             return Ok(0);
         }

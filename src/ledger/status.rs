@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::params;
 use serde::Serialize;
 
+use super::rows::Read;
 use super::{Ledger, LedgerError, exec};
 use crate::policy::{InstanceState, NextAction};
 
@@ -218,61 +219,53 @@ impl Ledger {
         limit: usize,
         mut each: impl FnMut(MetricRow<'_>),
     ) -> Result<Option<(String, String)>, LedgerError> {
-        let read = |source| LedgerError::Read {
-            what: "reading status lines for metrics",
-            source,
-        };
         // Two statements, so SQLite starts each later page at its key in the primary-key index
         // (`?1 IS NULL OR ...` in one statement would scan from the start on every page). Both
         // number the limit ?3, so they bind the same parameters.
         let sql = match after {
             None => {
-                "SELECT account, region, instance_id, COALESCE(policy, 'none'), expires_at, due_at, state, failed_attempts,
-                        drift, deduction_overdue
+                "SELECT account, region, instance_id, COALESCE(policy, 'none') AS policy, expires_at, due_at, state,
+                        failed_attempts, drift, deduction_overdue
                  FROM instance_status
                  WHERE ?1 IS NULL AND ?2 IS NULL
                  ORDER BY account, instance_id LIMIT ?3"
             }
             Some(_) => {
-                "SELECT account, region, instance_id, COALESCE(policy, 'none'), expires_at, due_at, state, failed_attempts,
-                        drift, deduction_overdue
+                "SELECT account, region, instance_id, COALESCE(policy, 'none') AS policy, expires_at, due_at, state,
+                        failed_attempts, drift, deduction_overdue
                  FROM instance_status
                  WHERE (account, instance_id) > (?1, ?2)
                  ORDER BY account, instance_id LIMIT ?3"
             }
         };
-        let conn = self.conn();
-        let mut statement = conn.prepare_cached(sql).map_err(read)?;
         let (after_account, after_instance) = after.unzip();
-        let mut rows = statement
-            .query(rusqlite::params![
-                after_account,
-                after_instance,
-                limit as i64
-            ])
-            .map_err(read)?;
         let mut count = 0;
         let mut last = None;
-        while let Some(r) = rows.next().map_err(read)? {
-            let text = |i| r.get_ref(i).and_then(|v| v.as_str().map_err(Into::into));
-            let row = MetricRow {
-                account: text(0).map_err(read)?,
-                region: text(1).map_err(read)?,
-                instance_id: text(2).map_err(read)?,
-                policy: text(3).map_err(read)?,
-                expires_at: r.get(4).map_err(read)?,
-                next_action_at: r.get(5).map_err(read)?,
-                state: text(6).map_err(read)?,
-                failed_attempts: r.get(7).map_err(read)?,
-                drift: r.get(8).map_err(read)?,
-                deduction_overdue: r.get(9).map_err(read)?,
-            };
-            count += 1;
-            if count == limit {
-                last = Some((row.account.to_owned(), row.instance_id.to_owned()));
-            }
-            each(row);
-        }
+        self.each_row(
+            Read::of("reading status lines for metrics", "instance_status"),
+            sql,
+            params![after_account, after_instance, limit as i64],
+            |r| {
+                let row = MetricRow {
+                    account: r.text("account")?,
+                    region: r.text("region")?,
+                    instance_id: r.text("instance_id")?,
+                    policy: r.text("policy")?,
+                    expires_at: r.get("expires_at")?,
+                    next_action_at: r.get("due_at")?,
+                    state: r.text("state")?,
+                    failed_attempts: r.get("failed_attempts")?,
+                    drift: r.get("drift")?,
+                    deduction_overdue: r.get("deduction_overdue")?,
+                };
+                count += 1;
+                if count == limit {
+                    last = Some((row.account.to_owned(), row.instance_id.to_owned()));
+                }
+                each(row);
+                Ok(())
+            },
+        )?;
         Ok(last)
     }
 }

@@ -11,7 +11,8 @@ use std::str::FromStr;
 use rusqlite::params;
 use serde::Serialize;
 
-use super::{Ledger, LedgerError, StatusRow, rows};
+use super::rows::{Read, Row};
+use super::{Ledger, LedgerError, StatusRow};
 
 /// Which status lines, and where to start.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -140,40 +141,27 @@ impl Ledger {
         &self,
         query: &StatusQuery,
     ) -> Result<(Vec<StatusRow>, Option<StatusCursor>), LedgerError> {
-        let read = |source| LedgerError::Read {
-            what: "reading the status lines",
-            source,
-        };
-        let mut out = Vec::new();
-        {
-            let conn = self.conn();
-            let mut statement = conn
-                .prepare_cached(
-                    "SELECT account, region, instance_id, name, expires_at, policy, state, decision, due_at, reason, failed_attempts,
-                            next_retry_at, drift, deduction_overdue, updated_at
-                     FROM instance_status
-                     WHERE (?1 IS NULL OR account = ?1) AND (?2 IS NULL OR region = ?2) AND (?3 IS NULL OR state = ?3)
-                       AND (?4 IS NULL OR (expires_at, instance_id, account) > (?4, ?5, ?6))
-                     ORDER BY expires_at, instance_id, account LIMIT ?7",
-                )
-                .map_err(read)?;
-            let after = query.after.as_ref();
-            let limit = query.limit.map_or(-1, |l| l as i64);
-            let mut rows = statement
-                .query(params![
-                    query.account,
-                    query.region,
-                    query.state,
-                    after.map(|a| a.expires_at),
-                    after.map(|a| &a.instance_id),
-                    after.map(|a| &a.account),
-                    limit
-                ])
-                .map_err(read)?;
-            while let Some(r) = rows.next().map_err(read)? {
-                out.push(self.status_row(r)?);
-            }
-        }
+        let after = query.after.as_ref();
+        let mut out = self.rows(
+            Read::of("reading the status lines", "instance_status"),
+            "SELECT account || '/' || instance_id AS key, account, region, instance_id, name, expires_at, policy,
+                    state, decision, due_at, reason, failed_attempts, next_retry_at, drift, deduction_overdue,
+                    updated_at
+             FROM instance_status
+             WHERE (?1 IS NULL OR account = ?1) AND (?2 IS NULL OR region = ?2) AND (?3 IS NULL OR state = ?3)
+               AND (?4 IS NULL OR (expires_at, instance_id, account) > (?4, ?5, ?6))
+             ORDER BY expires_at, instance_id, account LIMIT ?7",
+            params![
+                query.account,
+                query.region,
+                query.state,
+                after.map(|a| a.expires_at),
+                after.map(|a| &a.instance_id),
+                after.map(|a| &a.account),
+                query.limit.map_or(-1, |l| l as i64)
+            ],
+            status_row,
+        )?;
         let outcomes = self.last_outcomes_of(&out)?;
         for row in &mut out {
             row.last_outcome = outcomes
@@ -191,57 +179,11 @@ impl Ledger {
         Ok((out, next))
     }
 
-    fn status_row(&self, r: &rusqlite::Row<'_>) -> Result<StatusRow, LedgerError> {
-        let read = |source| LedgerError::Read {
-            what: "reading the status lines",
-            source,
-        };
-        let account: String = r.get(0).map_err(read)?;
-        let instance_id: String = r.get(2).map_err(read)?;
-        let key = format!("{account}/{instance_id}");
-        let cell = rows::Cell {
-            path: &self.path,
-            table: "instance_status",
-            row: &key,
-        };
-        let at = |column: &'static str, i: usize| -> Result<_, LedgerError> {
-            cell.seconds(column, r.get(i).map_err(read)?)
-        };
-        let optional_at = |column: &'static str, i: usize| -> Result<_, LedgerError> {
-            r.get::<_, Option<i64>>(i)
-                .map_err(read)?
-                .map(|secs| cell.seconds(column, secs))
-                .transpose()
-        };
-        Ok(StatusRow {
-            region: r.get(1).map_err(read)?,
-            name: r.get(3).map_err(read)?,
-            expires_at: at("expires_at", 4)?,
-            policy: r.get(5).map_err(read)?,
-            state: cell.state("state", &r.get::<_, String>(6).map_err(read)?)?,
-            decision: cell.next_action("decision", &r.get::<_, String>(7).map_err(read)?)?,
-            due_at: optional_at("due_at", 8)?,
-            reason: r.get(9).map_err(read)?,
-            failed_attempts: r.get(10).map_err(read)?,
-            next_retry_at: optional_at("next_retry_at", 11)?,
-            drift: r.get(12).map_err(read)?,
-            deduction_overdue: r.get(13).map_err(read)?,
-            last_outcome: None,
-            updated_at: at("updated_at", 14)?,
-            account,
-            instance_id,
-        })
-    }
-
     /// The last money-moving outcome of each of `lines`' instances, in words.
     fn last_outcomes_of(
         &self,
         lines: &[StatusRow],
     ) -> Result<HashMap<(String, String), String>, LedgerError> {
-        let read = |source| LedgerError::Read {
-            what: "reading last outcomes",
-            source,
-        };
         if lines.is_empty() {
             return Ok(HashMap::new());
         }
@@ -252,36 +194,50 @@ impl Ledger {
                 .collect::<Vec<_>>(),
         )
         .expect("a list of string pairs always serializes");
-        let conn = self.conn();
-        let mut statement = conn
-            .prepare_cached(
-                "SELECT account, instance_id, status, order_id, error_code, error_class, updated_at FROM intents
-                 WHERE id IN (SELECT (SELECT MAX(i.id) FROM intents i
-                                      WHERE i.account = k.value ->> 0 AND i.instance_id = k.value ->> 1)
-                              FROM json_each(?1) k)",
-            )
-            .map_err(read)?;
-        let rows = statement
-            .query_map([keys], |r| {
-                let status: String = r.get(2)?;
-                let order: Option<String> = r.get(3)?;
-                let code: Option<String> = r.get(4)?;
-                let class: Option<String> = r.get(5)?;
-                let at: String = r.get(6)?;
-                let words = match (status.as_str(), order, code) {
-                    (s, Some(order), _) => format!("{s} (order {order}) at {at}"),
-                    (s, None, Some(code)) => {
-                        format!("{s}: {code} ({}) at {at}", class.unwrap_or_default())
+        let rows = self.rows(
+            Read::of("reading last outcomes", "intents"),
+            "SELECT id, account, instance_id, status, order_id, error_code, error_class, updated_at FROM intents
+             WHERE id IN (SELECT (SELECT MAX(i.id) FROM intents i
+                                  WHERE i.account = k.value ->> 0 AND i.instance_id = k.value ->> 1)
+                          FROM json_each(?1) k)",
+            [keys],
+            |r| {
+                let (status, at) = (r.text("status")?, r.text("updated_at")?);
+                let words = match (r.get::<Option<String>>("order_id")?, r.get::<Option<String>>("error_code")?) {
+                    (Some(order), _) => format!("{status} (order {order}) at {at}"),
+                    (None, Some(code)) => {
+                        let class: Option<String> = r.get("error_class")?;
+                        format!("{status}: {code} ({}) at {at}", class.unwrap_or_default())
                     }
-                    (s, None, None) => format!("{s} at {at}"),
+                    (None, None) => format!("{status} at {at}"),
                 };
-                Ok(((r.get::<_, String>(0)?, r.get::<_, String>(1)?), words))
-            })
-            .map_err(read)?
-            .collect::<Result<HashMap<_, _>, _>>()
-            .map_err(read)?;
-        Ok(rows)
+                Ok(((r.get("account")?, r.get("instance_id")?), words))
+            },
+        )?;
+        Ok(rows.into_iter().collect())
     }
+}
+
+/// One status line as the status table holds it (times in unix seconds).
+fn status_row(r: &Row<'_>) -> Result<StatusRow, LedgerError> {
+    Ok(StatusRow {
+        account: r.get("account")?,
+        region: r.get("region")?,
+        instance_id: r.get("instance_id")?,
+        name: r.get("name")?,
+        expires_at: r.seconds("expires_at")?,
+        policy: r.get("policy")?,
+        state: r.state("state")?,
+        decision: r.next_action("decision")?,
+        due_at: r.opt_seconds("due_at")?,
+        reason: r.get("reason")?,
+        failed_attempts: r.get("failed_attempts")?,
+        next_retry_at: r.opt_seconds("next_retry_at")?,
+        drift: r.get("drift")?,
+        deduction_overdue: r.get("deduction_overdue")?,
+        last_outcome: None,
+        updated_at: r.seconds("updated_at")?,
+    })
 }
 
 #[cfg(test)]
