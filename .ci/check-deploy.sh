@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Static checks of the deployment artifacts: systemd units, Prometheus config, rules and their
-# unit tests, the Grafana dashboard, the RAM policy, the Kubernetes manifests and the Dockerfile.
+# unit tests, the alert table and runbook sections in docs/operations.md, the Grafana dashboard,
+# the RAM policy, the Kubernetes manifests and the Dockerfile.
 # Installs what it needs once (promtool from apt, hadolint and PyYAML in target/ci-venv); every
 # check runs even after one fails, and the exit status is non-zero if any failed.
 set -euo pipefail
@@ -135,7 +136,7 @@ alerts = [r for g in rules["groups"] for r in g["rules"] if "alert" in r]
 for r in alerts:
     a = r["alert"]
     need(r.get("labels", {}).get("severity") in ("warning", "critical"), f"{a}: severity label")
-    for key in ("summary", "description", "runbook"):
+    for key in ("summary", "description", "runbook", "runbook_url"):
         need(r.get("annotations", {}).get(key), f"{a}: annotation {key}")
     for m in unknown_metrics(r["expr"]):
         problems.append(f"{a}: {m} is not exported by the daemon")
@@ -148,19 +149,51 @@ for t in tests["tests"]:
 for a in sorted({r["alert"] for r in alerts}):
     need(a in firing, f"{a}: no unit test where it fires")
     need(a in silent, f"{a}: no unit test where it stays silent")
-# README's alert table lists every alert with its severity.
-readme = open("README.md").read()
-table = readme[readme.index("| alert | severity |"):]
+# docs/operations.md: its alert table lists every alert with its severity and links it to the
+# alert's runbook section (a heading named after the alert); every rule's runbook_url points at
+# that section. Anchors follow GitHub's slugs: the heading's text in lower case, punctuation
+# other than - and _ dropped, spaces to -, a repeated slug numbered -1, -2, ...
+OPS = "docs/operations.md"
+ops = open(OPS, encoding="utf-8").read()
+def slug(text):
+    text = re.sub(r"`|\*\*?|\[([^\]]*)\]\([^)]*\)", lambda m: m.group(1) or "", text.strip()).lower()
+    return "".join(c for c in text if c.isalnum() or c in "-_ ").replace(" ", "-")
+headings, fence, seen = {}, None, {}
+for line in ops.splitlines():
+    m = re.match(r" {0,3}(`{3,}|~{3,})", line)
+    if m:  # a code fence opens, or closes the one open; no heading inside
+        if fence is None:
+            fence = m.group(1)
+        elif m.group(1)[0] == fence[0] and len(m.group(1)) >= len(fence):
+            fence = None
+        continue
+    m = None if fence else re.match(r" {0,3}#{1,6}\s+(.*?)(\s+#+)?\s*$", line)
+    if m:
+        s = slug(m.group(1))
+        n = seen.get(s, 0)
+        seen[s] = n + 1
+        headings[s if n == 0 else f"{s}-{n}"] = m.group(1).strip()
+table = ops[ops.index("| alert | severity |"):]
 table = table[:table.index("\n\n")]
 rows = {}
 for line in table.splitlines()[2:]:
-    cells = [c.strip() for c in line.strip("|").split("|")]
-    rows[cells[0].strip("`")] = cells[1]
+    cells = [c.strip() for c in line.strip().strip("|").split("|")]
+    m = re.fullmatch(r"\[`(\w+)`\]\(#([^)\s]+)\)", cells[0])
+    if not m:
+        problems.append(f"{OPS}: alert table row {cells[0]!r} is not [`Alert`](#its-runbook-section)")
+        continue
+    name, anchor = m.groups()
+    rows[name] = cells[1]
+    need(headings.get(anchor) == name, f"{OPS}: the alert table links {name} to #{anchor}, which is not a heading named {name}")
 for r in alerts:
     a = r["alert"]
-    need(rows.get(a) == r["labels"]["severity"], f"{a}: README's alert table has no row for it with its severity ({rows.get(a)!r})")
+    need(rows.get(a) == r["labels"]["severity"], f"{a}: the alert table in {OPS} has no row for it with its severity ({rows.get(a)!r})")
+    url = r.get("annotations", {}).get("runbook_url", "")
+    want = next((f"{OPS}#{k}" for k, v in headings.items() if v == a), None)
+    need(want is not None and url == want,
+         f"{a}: runbook_url is {url!r}; " + (f"its section is {want}" if want else f"{OPS} has no heading {a}"))
 for a in set(rows) - {r["alert"] for r in alerts}:
-    problems.append(f"README's alert table lists {a}, which rules.yml does not have")
+    problems.append(f"the alert table in {OPS} lists {a}, which rules.yml does not have")
 
 # Dashboard: valid JSON, templated data source, known metrics only.
 dash = json.load(open("deploy/grafana/ecs-renewd.json"))

@@ -1,6 +1,6 @@
 //! What can go wrong talking to ECS, and the closed failure class that decides what happens
-//! next (retry now, back off, stop and alert, skip). The classes are listed in README
-//! (*Talking to ECS*), from the error codes in docs/ecs-api.md §4.
+//! next (retry now, back off, stop and alert, skip). The classes are listed in
+//! docs/how-it-works.md (*Failure classes*), from the error codes in docs/ecs-api.md §4.
 
 use std::fmt;
 use std::time::Duration;

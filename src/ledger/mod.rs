@@ -75,7 +75,7 @@ pub enum LedgerError {
     Lock(#[from] LockError),
     /// The file is not a usable SQLite database.
     #[error(
-        "ledger {path} cannot be opened: {source} — if the file is damaged, stop the daemon and restore it from a backup (see README, Backups)"
+        "ledger {path} cannot be opened: {source} — if the file is damaged, stop the daemon and restore it from a backup (see docs/operations.md, The ledger and its backup)"
     )]
     Open {
         /// Path of the ledger database file (`ledger.db` in the state directory).
@@ -118,7 +118,7 @@ pub enum LedgerError {
     /// A value in the ledger that this build cannot understand (changed by hand or by
     /// another program, or damaged): the pass stops rather than misread a money record.
     #[error(
-        "ledger {path}: table {table}, row {row}: column {column} holds {value:?}, which this ecs-renewd cannot read — the pass stops rather than guess; if the file was edited or damaged, stop the daemon and restore it from a backup (see README, Backups), or correct the row with sqlite3"
+        "ledger {path}: table {table}, row {row}: column {column} holds {value:?}, which this ecs-renewd cannot read — the pass stops rather than guess; if the file was edited or damaged, stop the daemon and restore it from a backup (see docs/operations.md, The ledger and its backup), or correct the row with sqlite3"
     )]
     Unreadable {
         /// Path of the ledger database file the value was read from.

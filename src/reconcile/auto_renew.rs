@@ -4,7 +4,7 @@
 //! Each accepted change is checked against the next pass's attributes (which every pass reads
 //! anyway), so verification costs no extra calls; a change that did not take is recorded as a
 //! mismatch and keeps the drift metric up. There is no re-read right before the call: the
-//! README says why (*Auto-renew changes and the money-safety rules*).
+//! docs/how-it-works.md says why (*Auto-renew changes and the money-safety rules*).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -637,7 +637,7 @@ async fn ledger_cases(table: &mut Table) {
         table.record(
             "ledger: a corrupted ledger file",
             "ledger.db holds 91 bytes of garbage",
-            &format!("ledger {}/{LEDGER_FILE} cannot be opened: file is not a database — if the file is damaged, stop the daemon and restore it from a backup (see README, Backups)", dir.path().display()),
+            &format!("ledger {}/{LEDGER_FILE} cannot be opened: file is not a database — if the file is damaged, stop the daemon and restore it from a backup (see docs/operations.md, The ledger and its backup)", dir.path().display()),
             &answer.unwrap_or_default(),
             lost,
         );

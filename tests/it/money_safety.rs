@@ -1,5 +1,5 @@
 //! Money safety, second round: each defect that was found outside the soak's fault menu has a
-//! regression test here that failed before its fix (the README's invariants table names them),
+//! regression test here that failed before its fix (the invariants table in docs/how-it-works.md names them),
 //! and `state_machine` drives the engine and the daemon's wake-up rule through random
 //! sequences of passes, time, every classified error, config reloads and restarts, checking the
 //! money invariants and the API-call budget after every step.

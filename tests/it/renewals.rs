@@ -1,6 +1,6 @@
 //! Money-safe execution against the emulator, in process with a shared virtual clock: every
-//! test asserts the emulator's order list. Each design invariant has a test here (the README's
-//! "Invariants" table names them).
+//! test asserts the emulator's order list. Each design invariant has a test here (the invariants
+//! table in docs/how-it-works.md names them).
 
 use crate::support;
 

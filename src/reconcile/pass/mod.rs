@@ -1,4 +1,5 @@
-//! One reconcile pass from start to finish. The phases, in order (the README's pass diagram),
+//! One reconcile pass from start to finish. The phases, in order (the pass diagram in
+//! docs/how-it-works.md),
 //! each a function taking what the ones before it produced and returning what the ones after
 //! it need, all reading one `PassContext`:
 //!
