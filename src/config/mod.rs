@@ -3,6 +3,8 @@
 //! Nothing here talks to the network; resolving credentials is the caller's job.
 
 mod collect;
+mod compile;
+mod report;
 mod schema;
 mod validate;
 
