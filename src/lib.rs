@@ -1,19 +1,21 @@
 //! ecs-renewd keeps Alibaba Cloud ECS subscription (PrePaid) instances from expiring.
 //!
 //! # Layout
-//! From the bottom up (`tests/it/layers.rs` checks that no layer reaches up):
-//! - [`cloud`]: the ECS OpenAPI client (credentials, transport with rate limits and retries,
-//!   typed calls, errors); the wire types, the signer and the small leaves (clock, secret,
-//!   duration) are the `ecs-wire` crate's, shared with the emulator.
-//! - `policy`: pure decisions — matching, `decide` per instance, the safety belts, backoff.
-//! - [`config`]: the TOML file, read and checked with file:line:col, compiled to a [`Config`].
-//! - [`ledger`]: the durable SQLite record of every intent and outcome.
-//! - [`accounts`]: config accounts → resolved credentials → API clients.
-//! - [`reconcile`]: one pass, in phases, over every source; [`reconcile::Engine`] runs it.
-//! - `metrics`, `telemetry`, `memory`: what the daemon exports and logs, and how it gives
-//!   memory back.
-//! - [`daemon`]: the loop — ticks, retries, reloads, shutdown, systemd, the admin server.
-//! - [`commands`]: the subcommands' bodies the binary calls.
+//! Floor by floor from the bottom; a module uses only the floors below it
+//! (`tests/it/layers.rs` checks that none reaches up and that the graph has no cycle):
+//! 1. `money`, and the `ecs-wire` crate's leaves (clock, secret, duration, the closed enums,
+//!    the wire types and the signers, shared with the emulator).
+//! 2. [`cloud`]: the ECS and BSS OpenAPI client (credentials, transport with rate limits and
+//!    retries, typed calls, errors).
+//! 3. `policy`: pure decisions — matching, `decide` per instance, the safety belts, backoff,
+//!    the funds forecast's arithmetic.
+//! 4. [`config`]: the TOML file, read and checked with file:line:col, compiled to a
+//!    [`Config`]; and [`ledger`]: the durable SQLite record of every intent and outcome.
+//! 5. [`accounts`]: config accounts → resolved credentials → API clients; and `metrics`,
+//!    `telemetry`, `memory`: what the daemon exports and logs, and how it gives memory back.
+//! 6. [`reconcile`]: one pass, in phases over steps over policy; [`reconcile::Engine`] runs it.
+//! 7. [`daemon`]: the loop — ticks, retries, reloads, shutdown, systemd, the admin server.
+//! 8. [`commands`]: the subcommands' bodies the binary calls.
 //!
 //! Only what the binary and the integration tests use is public (the modules above in links,
 //! and the items re-exported here); the rest is crate-private, so the compiler reports what

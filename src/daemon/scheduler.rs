@@ -37,19 +37,18 @@ pub struct Tick {
 
 /// The scheduler could not be set up.
 #[derive(Debug, thiserror::Error)]
-#[error("the cron scheduler failed while {what}: {detail}")]
+#[error("the cron scheduler failed while {what}: {source}")]
 pub struct SchedulerError {
     what: &'static str,
-    detail: String,
+    /// The library's error (a fieldless enum: its name is all it says).
+    #[source]
+    source: tokio_cron_scheduler::JobSchedulerError,
 }
 
 fn scheduler_error(
     what: &'static str,
 ) -> impl Fn(tokio_cron_scheduler::JobSchedulerError) -> SchedulerError {
-    move |e| SchedulerError {
-        what,
-        detail: format!("{e:?}"),
-    }
+    move |source| SchedulerError { what, source }
 }
 
 /// The zone's UTC offset at `now`, in seconds.

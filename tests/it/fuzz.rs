@@ -33,7 +33,8 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use ecs_emulator::World;
-use ecs_emulator::auth::{NonceStore, Params, Request, authenticate};
+use ecs_emulator::auth::authenticate;
+use ecs_emulator::request::{NonceStore, Params, Request};
 use ecs_emulator::settings::AccessKeySpec;
 use ecs_renewd::Money;
 use ecs_renewd::cloud::CloudError;

@@ -1,4 +1,4 @@
-//! The six ECS actions as the emulator answers them: parameter validation with the documented
+//! The actions as the emulator answers them (six of ECS, and BSS `QueryAccountBalance`): parameter validation with the documented
 //! codes and statuses (docs/ecs-api.md §3), then the world's rules, then the real response shapes
 //! built from the shared wire types.
 
@@ -8,9 +8,10 @@ use std::ops::Bound;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use super::auth::{Caller, Params};
+use super::instance::{Instance, Lifecycle};
+use super::request::{Caller, Params};
 use super::settings::{Settings, UnitCase};
-use super::world::{Fault, Instance, World};
+use super::world::{Fault, World};
 use ecs_wire::Action;
 use ecs_wire::periods;
 use ecs_wire::time;
@@ -577,8 +578,7 @@ fn find_page(
     now: DateTime<Utc>,
 ) -> InstancesPage {
     let paging = &request.paging;
-    let visible =
-        |i: &&Instance| i.lifecycle(now, &world.settings) != super::world::Lifecycle::Released;
+    let visible = |i: &&Instance| i.lifecycle(now, &world.settings) != Lifecycle::Released;
     let skip = (paging.page_number - 1) * paging.size;
     let mut page = InstancesPage {
         records: Vec::with_capacity(paging.size),
@@ -704,7 +704,7 @@ fn describe_auto_renew(
         if let Some(source) = world.source(&caller.account, region) {
             selected.extend(source.values().filter(|i| {
                 i.charge_type == ChargeType::PrePaid
-                    && i.lifecycle(now, &world.settings) != super::world::Lifecycle::Released
+                    && i.lifecycle(now, &world.settings) != Lifecycle::Released
             }));
         }
     } else {

@@ -7,7 +7,7 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::auth::{
+use crate::request::{
     Caller, NonceStore, Request, admit_nonce, caller, check_security_token, check_timestamp,
     find_key, missing,
 };
@@ -160,7 +160,7 @@ fn check_signature(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::Params;
+    use crate::request::Params;
     use crate::settings::EmulatorConfig;
     use ecs_wire::secret::Secret;
     use ecs_wire::time;

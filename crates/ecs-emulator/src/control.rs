@@ -112,7 +112,7 @@ async fn instances(State(emulator): State<Arc<Emulator>>) -> Json<Vec<InstanceVi
                 status: i.status(now, settings).0.into(),
                 renewal_status: i.renewal_status.as_str().into(),
                 failed_deductions: i.failed_deductions,
-                released: i.lifecycle(now, settings) == super::world::Lifecycle::Released,
+                released: i.lifecycle(now, settings) == super::instance::Lifecycle::Released,
             })
             .collect(),
     )

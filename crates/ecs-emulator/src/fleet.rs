@@ -5,8 +5,8 @@ use chrono::{DateTime, Duration, Utc};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
+use super::instance::Instance;
 use super::settings::GeneratorSpec;
-use super::world::Instance;
 use ecs_wire::time;
 use ecs_wire::time::start_of_day_utc8;
 use ecs_wire::types::{ChargeType, PeriodUnit, RenewalStatus};

@@ -16,8 +16,9 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::actions;
-use super::auth::{Caller, NonceStore, Params, Request, authenticate};
+use super::auth::authenticate;
 use super::faults::{FaultKind, Faults, Throttler};
+use super::request::{Caller, NonceStore, Params, Request};
 use super::settings::{AuthClock, ThrottleSettings};
 use super::world::{Fault, World};
 use ecs_wire::Action;

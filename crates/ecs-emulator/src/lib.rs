@@ -1,14 +1,16 @@
-//! A faithful ECS emulator for tests, the demo and policy rehearsal: the six actions the
-//! daemon uses with the service's validation, signatures (RPC and V3), idempotency, lifecycle, throttling and
+//! A faithful ECS emulator for tests, the demo and policy rehearsal: the seven actions the
+//! daemon uses (six of ECS, and BSS `QueryAccountBalance`) with the service's validation, signatures (RPC and V3), idempotency, lifecycle, throttling and
 //! failures, on a controllable virtual clock, plus `/_emulator/*` to inject faults and inspect
 //! state. `start` serves it on any address (port 0 in tests).
 //!
 //! - `settings`: the fleet file (TOML) and every UNCERTAIN behaviour as a setting.
-//! - `world`: accounts, instances, orders, tokens and the lifecycle rules (no HTTP).
-//! - `fleet`: the seeded generator.
-//! - `auth`: request decoding and authentication (the RPC signature).
+//! - `instance`: one emulated instance, its expiry history and lifecycle.
+//! - `fleet`: the seeded generator of instances.
+//! - `world`: accounts, balances, instances, orders, tokens and the rules between them (no HTTP).
+//! - `request`: a request as received, and the checks both signatures share.
+//! - `auth`: authentication, the RPC signature.
 //! - `auth_v3`: the V3 (ACS3-HMAC-SHA256) signature today's SDKs send.
-//! - `actions`: the six actions.
+//! - `actions`: the seven actions (six of ECS, and BSS `QueryAccountBalance`).
 //! - `faults`: fault rules and throttling.
 //! - `http`: the ECS endpoint.
 //! - `control`: `/_emulator/*` and its Rust client.
@@ -20,6 +22,8 @@ pub mod control;
 pub mod faults;
 pub mod fleet;
 pub mod http;
+pub mod instance;
+pub mod request;
 pub mod settings;
 pub mod world;
 

@@ -34,8 +34,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use ecs_emulator::instance::Lifecycle;
 use ecs_emulator::settings::{AccessKeySpec, AccountSpec, InstanceSpec};
-use ecs_emulator::world::Lifecycle;
 use ecs_emulator::{EmulatorConfig, EmulatorHandle, FaultKind, FaultSpec};
 use ecs_renewd::cloud::credentials::Environment;
 use ecs_renewd::config::Config;
