@@ -12,7 +12,7 @@ use super::Failure;
 use crate::clock::SystemClock;
 use crate::cloud::credentials::Environment;
 use crate::config::Config;
-use crate::daemon::{self, DaemonError, Setup, Ticks};
+use crate::daemon::{self, Clocks, ConfigSource, DaemonError, Setup, Signals, TickSource, Ticks};
 
 /// Forwards stop signals to `stop` and SIGHUP to `reload`.
 pub fn wire_signals(stop: CancellationToken, reload: mpsc::Sender<()>) {
@@ -52,15 +52,25 @@ pub async fn run(path: &Path, env: Environment) -> Result<(), Failure> {
     let (reload_tx, reload_rx) = mpsc::channel(1);
     wire_signals(stop.clone(), reload_tx);
     let running = daemon::start(Setup {
-        config,
-        config_path: path.to_owned(),
-        env,
-        clock: Arc::new(SystemClock),
-        wall: Arc::new(SystemClock),
-        stop,
-        reload: reload_rx,
-        ticks: Ticks::Cron,
-        check_every: Duration::from_secs(5),
+        config: ConfigSource {
+            config,
+            path: path.to_owned(),
+            env,
+        },
+        clocks: Clocks {
+            business: Arc::new(SystemClock),
+            wall: Arc::new(SystemClock),
+        },
+        signals: Signals {
+            stop,
+            reload: reload_rx,
+        },
+        ticks: Ticks {
+            source: TickSource::Cron,
+            // A missed fire is caught within a minute past its margin; looking more often would
+            // cost idle wake-ups (BENCHMARKS.md).
+            watchdog_every: Duration::from_secs(60),
+        },
         admin_listener: None,
         passes: None,
     })

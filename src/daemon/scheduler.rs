@@ -1,20 +1,30 @@
-//! When passes run. The only importer of tokio-cron-scheduler, kept to what it does well: its
-//! async cron job only pushes a `Tick` into a bounded channel that one loop consumes (a tick
-//! that finds the channel full is coalesced and counted). Its known defects are handled here:
-//! a timezone job keeps the UTC offset it was created with, so the job is re-armed when the
-//! zone's offset changes (DST); repeated jobs are never used; and a `Watchdog` computes the next
-//! fire time independently with croner and reports a tick that did not come in time.
+//! When passes run, and the one place that knows cron. A `CronSource` task sleeps until the
+//! schedule's next fire time — computed by croner in the configured zone for every fire, so a
+//! DST change moves the next fire and nothing has to be re-armed — and pushes a `Tick` into a
+//! bounded channel that one loop consumes (a tick that finds the channel full is coalesced and
+//! counted). A `Watchdog` computes the expected fire independently and reports one that did
+//! not come.
+//!
+//! The cron library used before (tokio-cron-scheduler) is gone: it polls every 500 ms, and on
+//! tokio's timer wheel each poll is two wake-ups (the slot cascade, then the deadline) — four a
+//! second while the daemon idles, above its budget of three (BENCHMARKS.md) on its own — and
+//! its known defects all had to be worked around here: a timezone job kept the UTC offset it
+//! was created with (re-armed at every DST change), repeated jobs could stop for good after a
+//! stall, a panicking sync job never ran again, ticks came up to 500 ms late. Sleeping until
+//! the next fire costs a few wake-ups a minute. The sleep is taken in slices of at most
+//! [`MAX_SLEEP`], each re-reading the wall clock, so a clock stepped by NTP or a host that was
+//! suspended delays a fire by one slice at most; fires missed while the process was down are
+//! not replayed (the daemon's start-up pass covers them).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use chrono::{DateTime, Offset, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use prometheus::IntCounter;
-use tokio::sync::mpsc;
-use tokio_cron_scheduler::{Job, JobScheduler};
-use uuid::Uuid;
+use tokio::sync::{mpsc, watch};
 
+use crate::clock::Clock;
 use crate::config::Schedule;
 
 /// Why a pass starts.
@@ -35,28 +45,8 @@ pub struct Tick {
     pub at: DateTime<Utc>,
 }
 
-/// The scheduler could not be set up.
-#[derive(Debug, thiserror::Error)]
-#[error("the cron scheduler failed while {what}: {source}")]
-pub struct SchedulerError {
-    what: &'static str,
-    /// The library's error (a fieldless enum: its name is all it says).
-    #[source]
-    source: tokio_cron_scheduler::JobSchedulerError,
-}
-
-fn scheduler_error(
-    what: &'static str,
-) -> impl Fn(tokio_cron_scheduler::JobSchedulerError) -> SchedulerError {
-    move |source| SchedulerError { what, source }
-}
-
-/// The zone's UTC offset at `now`, in seconds.
-pub fn offset_at(tz: chrono_tz::Tz, now: DateTime<Utc>) -> i32 {
-    tz.offset_from_utc_datetime(&now.naive_utc())
-        .fix()
-        .local_minus_utc()
-}
+/// The longest the cron source sleeps before it reads the wall clock again.
+pub const MAX_SLEEP: Duration = Duration::from_secs(60);
 
 /// The first fire time strictly after `after`, evaluated in `tz` (croner handles DST gaps
 /// and repeats).
@@ -82,133 +72,85 @@ pub fn typical_interval(schedule: &Schedule, tz: chrono_tz::Tz, now: DateTime<Ut
     }
 }
 
-/// The running cron job.
+/// A schedule in its zone.
+type Timetable = (Schedule, chrono_tz::Tz);
+
+/// The running cron source: a task that ticks at the schedule's fire times.
 pub struct CronSource {
-    scheduler: JobScheduler,
-    job: Option<Uuid>,
-    schedule: Schedule,
-    tz: chrono_tz::Tz,
-    armed_offset: i32,
-    tx: mpsc::Sender<Tick>,
-    coalesced: IntCounter,
-    last_fire: Arc<AtomicI64>,
+    timetable: watch::Sender<Timetable>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Where a cron source sends its ticks, and what it counts.
+pub struct TickSink {
+    /// The loop's bounded channel (capacity one: ticks during a pass fold into one).
+    pub tx: mpsc::Sender<Tick>,
+    /// Ticks that found the channel full.
+    pub coalesced: IntCounter,
+    /// When the source last fired (milliseconds since the epoch; 0 before the first), for the
+    /// watchdog: a coalesced tick fired too.
+    pub last_fire: Arc<AtomicI64>,
 }
 
 impl CronSource {
-    /// Starts the scheduler with one async job for `schedule` in `tz`.
-    pub async fn start(
+    /// Starts ticking at `schedule`'s fire times in `tz`, read off `wall`.
+    pub fn start(
         schedule: Schedule,
         tz: chrono_tz::Tz,
-        tx: mpsc::Sender<Tick>,
-        coalesced: IntCounter,
-        last_fire: Arc<AtomicI64>,
-        now: DateTime<Utc>,
-    ) -> Result<CronSource, SchedulerError> {
-        let scheduler = JobScheduler::new()
-            .await
-            .map_err(scheduler_error("starting"))?;
-        let mut source = CronSource {
-            scheduler,
-            job: None,
-            schedule,
-            tz,
-            armed_offset: offset_at(tz, now),
-            tx,
-            coalesced,
-            last_fire,
-        };
-        source.arm(now).await?;
-        source
-            .scheduler
-            .start()
-            .await
-            .map_err(scheduler_error("starting"))?;
-        Ok(source)
+        wall: Arc<dyn Clock>,
+        sink: TickSink,
+    ) -> CronSource {
+        let (timetable, changes) = watch::channel((schedule, tz));
+        let task = tokio::spawn(fire(changes, wall, sink));
+        CronSource { timetable, task }
     }
 
-    async fn arm(&mut self, now: DateTime<Utc>) -> Result<(), SchedulerError> {
-        if let Some(old) = self.job.take() {
-            self.scheduler
-                .remove(&old)
-                .await
-                .map_err(scheduler_error("removing the old job"))?;
-        }
-        let tx = self.tx.clone();
-        let coalesced = self.coalesced.clone();
-        let last_fire = self.last_fire.clone();
-        // An async job: a panic in it cannot poison the scheduler (sync jobs never run again).
-        let job = Job::new_async_tz(self.schedule.text.as_str(), self.tz, move |_, _| {
-            let tx = tx.clone();
-            let coalesced = coalesced.clone();
-            let last_fire = last_fire.clone();
-            Box::pin(async move {
-                #[allow(clippy::disallowed_methods)] // the wall clock is what cron is about
-                let at = Utc::now();
-                last_fire.store(at.timestamp_millis(), Ordering::SeqCst);
-                match tx.try_send(Tick {
-                    reason: TickReason::Cron,
-                    at,
-                }) {
-                    Ok(()) => {}
-                    Err(mpsc::error::TrySendError::Full(_)) => coalesced.inc(),
-                    Err(mpsc::error::TrySendError::Closed(_)) => {}
+    /// Switches to a new schedule or timezone (config reload); the next fire is computed anew.
+    pub fn replace(&self, schedule: Schedule, tz: chrono_tz::Tz) {
+        self.timetable.send_replace((schedule, tz));
+    }
+
+    /// Stops ticking.
+    pub async fn shutdown(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+}
+
+/// The cron source's task: sleep until the next fire (in slices), tick, repeat.
+async fn fire(mut changes: watch::Receiver<Timetable>, wall: Arc<dyn Clock>, sink: TickSink) {
+    let mut after = wall.now();
+    loop {
+        let (schedule, tz) = changes.borrow_and_update().clone();
+        let next = next_fire(&schedule, tz, after);
+        let wait = next.map_or(MAX_SLEEP, |at| wall.real_wait_until(at).min(MAX_SLEEP));
+        tokio::select! {
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    return;
                 }
-            })
-        })
-        .map_err(scheduler_error("creating the job"))?;
-        self.job = Some(
-            self.scheduler
-                .add(job)
-                .await
-                .map_err(scheduler_error("adding the job"))?,
-        );
-        self.armed_offset = offset_at(self.tz, now);
-        tracing::debug!(schedule = %self.schedule.text, tz = %self.tz, offset = self.armed_offset, "cron job armed");
-        Ok(())
-    }
-
-    /// Re-arms the job when the zone's offset differs from the one it was armed with (a DST
-    /// change); returns whether it did.
-    pub async fn rearm_if_offset_changed(
-        &mut self,
-        now: DateTime<Utc>,
-    ) -> Result<bool, SchedulerError> {
-        if offset_at(self.tz, now) == self.armed_offset {
-            return Ok(false);
+                after = wall.now();
+                continue;
+            }
+            _ = tokio::time::sleep(wait) => {}
         }
-        tracing::info!(tz = %self.tz, old_offset = self.armed_offset, new_offset = offset_at(self.tz, now), "timezone offset changed: re-arming the cron job");
-        self.arm(now).await?;
-        Ok(true)
-    }
-
-    /// Switches to a new schedule or timezone (config reload).
-    pub async fn replace(
-        &mut self,
-        schedule: Schedule,
-        tz: chrono_tz::Tz,
-        now: DateTime<Utc>,
-    ) -> Result<(), SchedulerError> {
-        self.schedule = schedule;
-        self.tz = tz;
-        self.arm(now).await
-    }
-
-    /// For tests: pretend the job was armed with another offset.
-    #[cfg(test)]
-    pub fn set_armed_offset_for_test(&mut self, offset: i32) {
-        self.armed_offset = offset;
-    }
-
-    /// The current job id (tests check that a re-arm made a new job).
-    #[cfg(test)]
-    pub fn job_id(&self) -> Option<Uuid> {
-        self.job
-    }
-
-    /// Stops the scheduler.
-    pub async fn shutdown(mut self) {
-        if let Err(error) = self.scheduler.shutdown().await {
-            tracing::warn!(?error, "stopping the cron scheduler failed");
+        let now = wall.now();
+        let Some(due) = next.filter(|at| *at <= now) else {
+            continue;
+        };
+        // Fires passed while the host slept are not made up one by one: one tick stands for
+        // them, and the next fire is the first after now.
+        after = due.max(now);
+        sink.last_fire
+            .store(now.timestamp_millis(), Ordering::SeqCst);
+        let tick = Tick {
+            reason: TickReason::Cron,
+            at: now,
+        };
+        match sink.tx.try_send(tick) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => sink.coalesced.inc(),
+            Err(mpsc::error::TrySendError::Closed(_)) => return,
         }
     }
 }
@@ -284,8 +226,6 @@ mod tests {
             next_fire(&schedule, ny, t("2026-03-08T00:00:00Z")),
             Some(t("2026-03-08T13:00:00Z"))
         );
-        assert_eq!(offset_at(ny, t("2026-03-08T06:00:00Z")), -5 * 3600);
-        assert_eq!(offset_at(ny, t("2026-03-08T08:00:00Z")), -4 * 3600);
     }
 
     #[test]
@@ -339,31 +279,81 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn the_job_is_re_armed_when_the_offset_changes() {
-        let schedule = Schedule::parse("0 0 9 * * *").unwrap();
-        let (tx, _rx) = mpsc::channel(1);
-        let now = t("2026-03-08T12:00:00Z");
-        let counter = IntCounter::new("c", "c").unwrap();
-        let mut source = CronSource::start(
-            schedule,
-            chrono_tz::America::New_York,
+    use crate::clock::VirtualClock;
+
+    /// A cron source over a virtual wall clock that runs with tokio's (paused) time.
+    fn source(
+        schedule: &str,
+        wall: Arc<VirtualClock>,
+    ) -> (CronSource, mpsc::Receiver<Tick>, IntCounter) {
+        let (tx, rx) = mpsc::channel(1);
+        let coalesced = IntCounter::new("c", "c").unwrap();
+        let sink = TickSink {
             tx,
-            counter,
-            Arc::new(AtomicI64::new(0)),
-            now,
-        )
-        .await
-        .unwrap();
-        let first = source.job_id();
-        assert!(
-            !source.rearm_if_offset_changed(now).await.unwrap(),
-            "same offset: kept"
+            coalesced: coalesced.clone(),
+            last_fire: Arc::new(AtomicI64::new(0)),
+        };
+        let cron = CronSource::start(
+            Schedule::parse(schedule).unwrap(),
+            chrono_tz::UTC,
+            wall,
+            sink,
         );
-        // As if the job had been armed before the change (UTC-5).
-        source.set_armed_offset_for_test(-5 * 3600);
-        assert!(source.rearm_if_offset_changed(now).await.unwrap());
-        assert_ne!(source.job_id(), first, "a new job with the new offset");
-        source.shutdown().await;
+        (cron, rx, coalesced)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_source_ticks_at_each_fire_time_and_follows_a_new_schedule() {
+        let wall = Arc::new(VirtualClock::running(t("2026-03-10T00:00:50Z"), 1.0));
+        let (cron, mut rx, _) = source("0 */15 * * * *", wall.clone());
+        let first = rx.recv().await.unwrap();
+        assert_eq!(first.reason, TickReason::Cron);
+        assert_eq!(
+            first.at,
+            t("2026-03-10T00:15:00Z"),
+            "on time, to the second"
+        );
+        let second = rx.recv().await.unwrap();
+        assert_eq!(second.at, t("2026-03-10T00:30:00Z"));
+        cron.replace(Schedule::parse("0 0 * * * *").unwrap(), chrono_tz::UTC);
+        let third = rx.recv().await.unwrap();
+        assert_eq!(third.at, t("2026-03-10T01:00:00Z"), "the new schedule");
+        cron.shutdown().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_tick_that_finds_the_channel_full_is_coalesced_and_a_clock_jump_is_one_tick() {
+        let wall = Arc::new(VirtualClock::running(t("2026-03-10T00:00:00Z"), 1.0));
+        let (cron, mut rx, coalesced) = source("0 * * * * *", wall.clone());
+        // Nobody reads for three minutes: one tick waits, two are coalesced.
+        tokio::time::sleep(Duration::from_secs(185)).await;
+        assert_eq!(coalesced.get(), 2);
+        assert_eq!(rx.recv().await.unwrap().at, t("2026-03-10T00:01:00Z"));
+        // The wall clock jumps two hours (a suspended host): one tick, not 120.
+        wall.advance(Duration::from_secs(7200));
+        let tick = tokio::time::timeout(MAX_SLEEP * 2, rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(tick.at >= t("2026-03-10T02:03:00Z"), "{tick:?}");
+        assert_eq!(coalesced.get(), 2, "the jump made no pile of ticks");
+        cron.shutdown().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn across_a_dst_change_the_source_fires_at_the_same_local_hour() {
+        let wall = Arc::new(VirtualClock::running(t("2026-03-07T13:00:00Z"), 1.0));
+        let (tx, mut rx) = mpsc::channel(1);
+        let sink = TickSink {
+            tx,
+            coalesced: IntCounter::new("c", "c").unwrap(),
+            last_fire: Arc::new(AtomicI64::new(0)),
+        };
+        let schedule = Schedule::parse("0 0 9 * * *").unwrap();
+        let cron = CronSource::start(schedule, chrono_tz::America::New_York, wall, sink);
+        // 09:00 in New York: UTC-5 before 2026-03-08 02:00 local, UTC-4 after.
+        assert_eq!(rx.recv().await.unwrap().at, t("2026-03-07T14:00:00Z"));
+        assert_eq!(rx.recv().await.unwrap().at, t("2026-03-08T13:00:00Z"));
+        cron.shutdown().await;
     }
 }

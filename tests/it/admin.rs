@@ -14,7 +14,7 @@ use chrono::TimeZone;
 use ecs_emulator::EmulatorHandle;
 use ecs_renewd::cloud::credentials::Environment;
 use ecs_renewd::config::Config;
-use ecs_renewd::daemon::{self, Setup, Ticks};
+use ecs_renewd::daemon::{self, Clocks, ConfigSource, Setup, Signals, TickSource, Ticks};
 use ecs_renewd::ledger::{Ledger, StatusRow};
 use ecs_renewd::reconcile::PassSummary;
 use ecs_wire::clock::SystemClock;
@@ -38,7 +38,7 @@ struct Admin {
     passes: mpsc::UnboundedReceiver<PassSummary>,
     reload: mpsc::Sender<()>,
     stop: CancellationToken,
-    task: Option<tokio::task::JoinHandle<Result<(), daemon::DaemonError>>>,
+    task: Option<tokio::task::JoinHandle<Result<(), ecs_renewd::ledger::LedgerError>>>,
     _dir: tempfile::TempDir,
     _emulator: EmulatorHandle,
 }
@@ -132,15 +132,23 @@ async fn start_with(admin_extra: &str, seed: usize) -> Result<Admin, daemon::Dae
     let (reload, reload_rx) = mpsc::channel(1);
     let stop = CancellationToken::new();
     let running = daemon::start(Setup {
-        config,
-        config_path: path,
-        env: env(),
-        clock: Arc::new(SystemClock),
-        wall: Arc::new(SystemClock),
-        stop: stop.clone(),
-        reload: reload_rx,
-        ticks: Ticks::Manual(tick_tx, tick_rx),
-        check_every: Duration::from_millis(50),
+        config: ConfigSource {
+            config,
+            path,
+            env: env(),
+        },
+        clocks: Clocks {
+            business: Arc::new(SystemClock),
+            wall: Arc::new(SystemClock),
+        },
+        signals: Signals {
+            stop: stop.clone(),
+            reload: reload_rx,
+        },
+        ticks: Ticks {
+            source: TickSource::Manual(tick_tx, tick_rx),
+            watchdog_every: Duration::from_millis(50),
+        },
         admin_listener: Some(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()),
         passes: Some(pass_tx),
     })

@@ -15,7 +15,7 @@ use ecs_emulator::settings::InstanceSpec;
 use ecs_emulator::{EmulatorConfig, EmulatorHandle, FaultSpec};
 use ecs_renewd::cloud::credentials::Environment;
 use ecs_renewd::config::Config;
-use ecs_renewd::daemon::{self, Setup, Ticks};
+use ecs_renewd::daemon::{self, Clocks, ConfigSource, Setup, Signals, TickSource, Ticks};
 use ecs_renewd::daemon::{Tick, TickReason};
 use ecs_renewd::ledger::Ledger;
 use ecs_renewd::reconcile::PassSummary;
@@ -88,15 +88,23 @@ async fn in_process(
     let (_reload_tx, reload_rx) = mpsc::channel(1);
     let stop = CancellationToken::new();
     let running = daemon::start(Setup {
-        config,
-        config_path: PathBuf::from("daemon.toml"),
-        env,
-        clock,
-        wall,
-        stop: stop.clone(),
-        reload: reload_rx,
-        ticks: Ticks::Manual(tick_tx.clone(), tick_rx),
-        check_every: Duration::from_millis(50),
+        config: ConfigSource {
+            config,
+            path: PathBuf::from("daemon.toml"),
+            env,
+        },
+        clocks: Clocks {
+            business: clock,
+            wall,
+        },
+        signals: Signals {
+            stop: stop.clone(),
+            reload: reload_rx,
+        },
+        ticks: Ticks {
+            source: TickSource::Manual(tick_tx.clone(), tick_rx),
+            watchdog_every: Duration::from_millis(50),
+        },
         admin_listener: Some(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()),
         passes: Some(pass_tx),
     })

@@ -18,7 +18,7 @@ use ecs_emulator::{EmulatorHandle, FaultKind, FaultSpec};
 use ecs_renewd::cloud::credentials::Environment;
 use ecs_renewd::config::Config;
 use ecs_renewd::daemon::Tick;
-use ecs_renewd::daemon::{self, Setup, Ticks};
+use ecs_renewd::daemon::{self, Clocks, ConfigSource, Setup, Signals, TickSource, Ticks};
 use ecs_renewd::reconcile::PassSummary;
 use ecs_wire::Action;
 use ecs_wire::clock::{Clock, VirtualClock};
@@ -78,15 +78,23 @@ async fn start_daemon(emulator: &EmulatorHandle, clock: Arc<VirtualClock>, extra
     let stop = CancellationToken::new();
     let wall = Arc::new(VirtualClock::frozen(clock.now()));
     let running = daemon::start(Setup {
-        config,
-        config_path: PathBuf::from("daemon.toml"),
-        env,
-        clock,
-        wall: wall.clone(),
-        stop: stop.clone(),
-        reload: reload_rx,
-        ticks: Ticks::Manual(tick_tx.clone(), tick_rx),
-        check_every: Duration::from_millis(50),
+        config: ConfigSource {
+            config,
+            path: PathBuf::from("daemon.toml"),
+            env,
+        },
+        clocks: Clocks {
+            business: clock,
+            wall: wall.clone(),
+        },
+        signals: Signals {
+            stop: stop.clone(),
+            reload: reload_rx,
+        },
+        ticks: Ticks {
+            source: TickSource::Manual(tick_tx.clone(), tick_rx),
+            watchdog_every: Duration::from_millis(50),
+        },
         admin_listener: Some(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()),
         passes: Some(pass_tx),
     })

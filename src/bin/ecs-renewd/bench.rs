@@ -28,7 +28,8 @@ pub struct BenchOptions {
     pub latency: Duration,
     /// Calls per second per (account, region, action).
     pub rate: f64,
-    /// How long to idle after the pass before measuring.
+    /// How long to idle after the pass; CPU and wake-ups are measured over all of it but the
+    /// first [`SETTLE`] (the pass's wind-down: pooled connections closing, the memory trim).
     pub idle: Duration,
 }
 
@@ -38,8 +39,20 @@ impl Default for BenchOptions {
             sizes: vec![1_000, 10_000, 100_000],
             latency: Duration::from_millis(30),
             rate: 20.0,
-            idle: Duration::from_secs(60),
+            idle: Duration::from_secs(90),
         }
+    }
+}
+
+/// The part of the idle time left out of the idle figures: the daemon closes the pass's
+/// pooled connections after 20 s and returns memory 5 s later.
+pub const SETTLE: Duration = Duration::from_secs(30);
+
+impl BenchOptions {
+    /// How long the idle figures are measured: the idle time after the settling part (at
+    /// least half the idle time when it is short).
+    pub fn idle_window(&self) -> Duration {
+        (self.idle.saturating_sub(SETTLE)).max(self.idle / 2)
     }
 }
 
@@ -221,6 +234,27 @@ struct ProcessFigures {
     rss_file_kib: u64,
     peak_rss_kib: u64,
     cpu_seconds: f64,
+    /// Context switches of all the process's threads so far (voluntary and not): each is a
+    /// thread that slept and was woken.
+    switches: u64,
+}
+
+/// Context switches of every thread of `pid` so far.
+fn context_switches(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("status")).ok())
+        .flat_map(|status| {
+            status
+                .lines()
+                .filter(|l| l.contains("voluntary_ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum()
 }
 
 fn figures(pid: u32) -> ProcessFigures {
@@ -251,6 +285,7 @@ fn figures(pid: u32) -> ProcessFigures {
         rss_file_kib: field("RssFile:"),
         peak_rss_kib: field("VmHWM:"),
         cpu_seconds: ticks / 100.0,
+        switches: context_switches(pid),
     }
 }
 
@@ -279,6 +314,8 @@ pub struct SizeReport {
     pub idle_heap_kib: Option<(u64, u64)>,
     /// CPU share of one core while idling.
     pub idle_cpu_share: f64,
+    /// Thread wake-ups per second while idle (context switches over the idle window).
+    pub idle_wakeups: f64,
     /// Renewals made.
     pub renewed: u64,
     /// Where the pass's time went, e.g. "observe 0.10 s, act 0.20 s".
@@ -361,7 +398,7 @@ struct PassFigures {
 
 /// The daemon's figures while it idled after the pass.
 struct IdleFigures {
-    /// Halfway through the idle time.
+    /// When the idle window begins (after [`SETTLE`]).
     half: ProcessFigures,
     /// At the end of the idle time.
     end: ProcessFigures,
@@ -530,14 +567,15 @@ async fn idle_then_stop(daemon: DaemonProcess, options: &BenchOptions) -> IdleFi
         pid,
         lines,
     } = daemon;
-    // Keep draining the daemon's log while it idles. CPU is measured over the second half of
-    // the idle time, so the pass's own wind-down (closing connections) is not counted as idle.
+    // Keep draining the daemon's log while it idles. CPU and wake-ups are measured after the
+    // settling part, so the pass's own wind-down (closing connections) is not counted as idle.
     // The allocator's own account after the pass (live versus freed-but-kept) comes from the
     // daemon's debug line, logged when it returns free memory.
     let drain = tokio::spawn(drain_heap(lines));
-    tokio::time::sleep(options.idle / 2).await;
+    let window = options.idle_window();
+    tokio::time::sleep(options.idle - window).await;
     let half = figures(pid);
-    tokio::time::sleep(options.idle - options.idle / 2).await;
+    tokio::time::sleep(window).await;
     let end = figures(pid);
     let _ = Command::new("kill")
         .args(["-TERM", &pid.to_string()])
@@ -592,7 +630,9 @@ async fn finish(
         idle_rss_file_kib: idle.end.rss_file_kib,
         idle_heap_kib: idle.heap,
         idle_cpu_share: (idle.end.cpu_seconds - idle.half.cpu_seconds).max(0.0)
-            / (options.idle - options.idle / 2).as_secs_f64().max(1.0),
+            / options.idle_window().as_secs_f64().max(1.0),
+        idle_wakeups: idle.end.switches.saturating_sub(idle.half.switches) as f64
+            / options.idle_window().as_secs_f64().max(1.0),
         renewed,
         phases: pass.phases,
     }
@@ -651,10 +691,16 @@ pub fn render(reports: &[SizeReport], options: &BenchOptions) -> String {
                 free as f64 / 1024.0
             );
         }
+        let window = options.idle_window().as_secs();
         let _ = writeln!(
             out,
-            "| CPU while idle (second half of the idle time) | {:.3} % of a core | < 0.1 % |\n",
+            "| CPU while idle (the last {window} s) | {:.3} % of a core | < 0.1 % |",
             r.idle_cpu_share * 100.0
+        );
+        let _ = writeln!(
+            out,
+            "| wake-ups while idle (context switches of its threads, the last {window} s) | {:.2} per second | ≤ 3 |\n",
+            r.idle_wakeups
         );
     }
     out

@@ -20,7 +20,7 @@ use ecs_emulator::{EmulatorConfig, EmulatorHandle, Order};
 use ecs_renewd::cloud::credentials::Environment;
 use ecs_renewd::commands::Failure;
 use ecs_renewd::config::Config;
-use ecs_renewd::daemon::{self, Setup, Ticks};
+use ecs_renewd::daemon::{self, Clocks, ConfigSource, Setup, Signals, TickSource, Ticks};
 use ecs_renewd::ledger::{HistoryEntry, Ledger, StatusRow};
 use ecs_wire::clock::{Clock, SystemClock, VirtualClock};
 use ecs_wire::types::{ChargeType, PeriodUnit, RenewalStatus};
@@ -303,15 +303,23 @@ pub async fn run(
     let (_reload_tx, reload_rx) = mpsc::channel(1);
     let (pass_tx, mut pass_rx) = mpsc::unbounded_channel();
     let running = daemon::start(Setup {
-        config,
-        config_path,
-        env: Environment::default(),
-        clock: clock.clone(),
-        wall: Arc::new(SystemClock),
-        stop: stop.clone(),
-        reload: reload_rx,
-        ticks: Ticks::Cron,
-        check_every: Duration::from_secs(1),
+        config: ConfigSource {
+            config,
+            path: config_path,
+            env: Environment::default(),
+        },
+        clocks: Clocks {
+            business: clock.clone(),
+            wall: Arc::new(SystemClock),
+        },
+        signals: Signals {
+            stop: stop.clone(),
+            reload: reload_rx,
+        },
+        ticks: Ticks {
+            source: TickSource::Cron,
+            watchdog_every: Duration::from_secs(1),
+        },
         admin_listener: Some(admin),
         passes: Some(pass_tx),
     })

@@ -117,8 +117,9 @@ enum Command {
         /// Calls per second per (account, region, action).
         #[arg(long, default_value_t = 20.0)]
         rate: f64,
-        /// Seconds to idle after the pass before measuring idle RSS and CPU.
-        #[arg(long, default_value_t = 60)]
+        /// Seconds to idle after the pass; idle RSS is read at the end, idle CPU and wake-ups
+        /// over all of it but the first 30 s.
+        #[arg(long, default_value_t = 90)]
         idle_seconds: u64,
     },
     /// Serve the ECS emulator (for tests, the demo and policy rehearsal).

@@ -22,11 +22,14 @@ use serde::Deserialize;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use chrono::{DateTime, Utc};
+
 use super::health::Health;
 use crate::accounts::AccountClient;
 use crate::clock::Clock;
 use crate::ledger::{Ledger, StatusQuery};
 use crate::metrics::{InstancePages, Metrics, ROWS_PER_PAGE};
+use crate::reconcile::Engine;
 pub use listener::Limits;
 
 /// Status lines per `/status` page unless `limit` says otherwise.
@@ -54,24 +57,131 @@ pub struct AdminState {
     pub status_slots: Arc<Semaphore>,
 }
 
-/// Whether the admin server is reachable from the network without a token: worth a warning
-/// at start-up and again at every pass while it lasts.
-pub fn exposed(addr: SocketAddr, guard: &auth::Guard) -> bool {
-    !addr.ip().is_loopback() && !guard.is_protected()
+/// The admin address could not be bound.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "cannot listen on {addr} for the admin HTTP server: {source} — change [admin] listen or ECS_RENEWD_ADMIN_LISTEN"
+)]
+pub struct BindError {
+    /// The configured admin address (`[admin] listen` or ECS_RENEWD_ADMIN_LISTEN).
+    pub addr: SocketAddr,
+    /// The I/O error from binding the address or reading the listener's address.
+    #[source]
+    pub source: std::io::Error,
 }
 
-/// The warning for an exposed admin server.
-pub fn warn_exposed(addr: SocketAddr) {
-    tracing::warn!(%addr, "the admin HTTP server listens beyond loopback without a bearer token: anyone who can reach it can read /metrics and /status (instance names, order ids, errors) — set [admin] bearer_token_file or listen on 127.0.0.1");
+/// What the server reads besides the engine's parts.
+pub struct Serving {
+    /// A read-only connection to the ledger (the writer's own when none can be opened).
+    pub ledger: Arc<Ledger>,
+    /// Readiness inputs.
+    pub health: Arc<Health>,
+    /// The bearer token /metrics and /status require, if any.
+    pub guard: auth::Guard,
+    /// A pre-bound listener (port 0 in tests); `None` binds `[admin] listen`.
+    pub listener: Option<tokio::net::TcpListener>,
 }
 
-/// Binds the admin address.
-pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(addr).await
+/// The running admin server as the daemon's loop holds it: its address, what a reload swaps
+/// (the token, the account clients), the exposure warning, and its task.
+pub struct AdminServer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    guard: auth::Guard,
+    accounts: Arc<RwLock<Vec<AccountClient>>>,
+    /// When the exposure warning was last given (business time).
+    warned_at: Option<DateTime<Utc>>,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// When the exposure warning is given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Warn {
+    /// Now, if exposed: at start and after a reload.
+    Now,
+    /// After a pass, at most once an hour: a start-up line scrolls away.
+    Hourly,
+}
+
+impl AdminServer {
+    /// Binds (unless given a listener) and serves the engine's metrics, ledger and accounts.
+    pub async fn start(engine: &Engine, serving: Serving) -> Result<AdminServer, BindError> {
+        let config = &engine.config;
+        let bind_error = |source| BindError {
+            addr: config.admin_listen,
+            source,
+        };
+        let listener = match serving.listener {
+            Some(listener) => listener,
+            None => tokio::net::TcpListener::bind(config.admin_listen)
+                .await
+                .map_err(bind_error)?,
+        };
+        let addr = listener.local_addr().map_err(bind_error)?;
+        let accounts = Arc::new(RwLock::new(engine.accounts.clone()));
+        let state = AdminState {
+            metrics: engine.metrics.clone(),
+            ledger: serving.ledger,
+            health: serving.health,
+            accounts: accounts.clone(),
+            clock: engine.clock.clone(),
+            guard: serving.guard.clone(),
+            status_slots: Arc::new(Semaphore::new(config.admin.max_status_requests)),
+        };
+        let limits = Limits {
+            header_read_timeout: config.admin.header_read_timeout,
+            write_timeout: config.admin.write_timeout,
+            answer_timeout: config.admin.answer_timeout,
+            max_connections: config.admin.max_connections,
+        };
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(serve(listener, state, limits, stop.clone()));
+        let mut server = AdminServer {
+            addr,
+            guard: serving.guard,
+            accounts,
+            warned_at: None,
+            stop,
+            task,
+        };
+        server.warn_if_exposed(engine.clock.now(), Warn::Now);
+        Ok(server)
+    }
+
+    /// Whether the server is reachable from the network without a token.
+    pub fn exposed(&self) -> bool {
+        !self.addr.ip().is_loopback() && !self.guard.is_protected()
+    }
+
+    /// Warns that the server is exposed, if it is: now, or at most hourly.
+    pub fn warn_if_exposed(&mut self, now: DateTime<Utc>, when: Warn) {
+        let recent = self
+            .warned_at
+            .is_some_and(|at| now - at < chrono::Duration::hours(1));
+        if !self.exposed() || (when == Warn::Hourly && recent) {
+            return;
+        }
+        tracing::warn!(addr = %self.addr, "the admin HTTP server listens beyond loopback without a bearer token: anyone who can reach it can read /metrics and /status (instance names, order ids, errors) — set [admin] bearer_token_file or listen on 127.0.0.1");
+        self.warned_at = Some(now);
+    }
+
+    /// A reloaded config's token and account clients (the server's limits change only with a
+    /// restart).
+    pub fn reloaded(&mut self, token: Option<crate::secret::Secret>, accounts: &[AccountClient]) {
+        self.guard.set(token);
+        *self.accounts.write().unwrap_or_else(|p| p.into_inner()) = accounts.to_vec();
+    }
+
+    /// Stops serving and waits for the server to finish.
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
 }
 
 /// Serves until `shutdown` fires.
-pub async fn serve(
+async fn serve(
     listener: tokio::net::TcpListener,
     state: AdminState,
     limits: Limits,
