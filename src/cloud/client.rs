@@ -226,102 +226,90 @@ impl EcsClient {
         let has_client_token = params
             .iter()
             .any(|(name, value)| *name == "ClientToken" && !value.is_empty());
-        let mut attempt = 0;
-        // Once an attempt may have been carried out (no answer, or a 5xx), every later way out
-        // of this call says so: the caller must treat a charge as possibly made.
-        let mut unanswered = false;
-        let ending = |error: CloudError, unanswered: bool| {
-            if unanswered {
-                error.after_unanswered()
-            } else {
-                error
-            }
-        };
-        // Shutdown before a retry ends the call with the last attempt's answer: only a call
-        // that sent nothing ends "not sent".
-        let mut last: Option<CloudError> = None;
-        let stopped = |last: Option<CloudError>, unanswered: bool| match last {
-            Some(error) => ending(error, unanswered),
-            None => CloudError::ShuttingDown {
-                action,
-                region: region.to_owned(),
-            },
-        };
+        let mut call = CallState::new(action, region);
         loop {
-            attempt += 1;
+            call.attempt += 1;
             if self.cancel.is_cancelled() {
-                return Err(stopped(last, unanswered));
+                return Err(call.stopped());
             }
             tokio::select! {
                 _ = self.limiter.acquire(region, action) => {}
-                _ = self.cancel.cancelled() => return Err(stopped(last, unanswered)),
+                _ = self.cancel.cancelled() => return Err(call.stopped()),
             }
-            let span = tracing::debug_span!(
-                "ecs_call",
-                account = %self.settings.account,
-                action = %action,
-                region = %region,
-                attempt
-            );
-            let started = tokio::time::Instant::now();
-            let result = tracing::Instrument::instrument(
-                self.attempt::<T>(action, region, url, params),
-                span,
-            )
-            .await;
-            // Only requests that were sent count (credentials can fail before sending).
-            if !matches!(result, Err(CloudError::Credentials { .. })) {
-                self.observer.attempt_finished(
-                    &self.settings.account,
-                    action,
-                    region,
-                    result.as_ref().map(|_| ()).map_err(CloudError::class),
-                    started.elapsed(),
-                );
-            }
-            if let Err(CloudError::Api(api)) = &result
-                && (api.code.starts_with("InvalidAccessKeyId")
-                    || api.code.starts_with("InvalidSecurityToken"))
-            {
-                // Temporary credentials can be revoked or expire early: fetch fresh ones next time.
-                self.credentials.invalidate().await;
-            }
-            let error = match result {
+            let attempted = self.observed_attempt::<T>(action, region, url, params, call.attempt);
+            let error = match attempted.await {
                 Ok(body) => {
                     return Ok(Answer {
                         body,
-                        attempts: attempt,
+                        attempts: call.attempt,
                     });
                 }
                 Err(error) => error,
             };
             let jitter: f64 = rand::rng().random_range(0.0..=1.0);
-            let step =
-                self.settings
-                    .retry
-                    .next_step(action, has_client_token, attempt, &error, jitter);
-            unanswered |= error.outcome_unknown();
-            match step {
-                NextStep::GiveUp => return Err(ending(error, unanswered)),
-                NextStep::RetryAfter(delay) => {
-                    tracing::warn!(
-                        account = %self.settings.account,
-                        action = %action,
-                        region = %region,
-                        attempt,
-                        class = %error.class(),
-                        error = %error,
-                        retry_in_ms = delay.as_millis() as u64,
-                        "ECS call failed; retrying"
-                    );
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = self.cancel.cancelled() => return Err(ending(error, unanswered)),
-                    }
-                    last = Some(error);
-                }
+            let retry = &self.settings.retry;
+            let step = retry.next_step(action, has_client_token, call.attempt, &error, jitter);
+            call.unanswered |= error.outcome_unknown();
+            let NextStep::RetryAfter(delay) = step else {
+                return Err(call.ending(error));
+            };
+            tracing::warn!(
+                account = %self.settings.account,
+                action = %action,
+                region = %region,
+                attempt = call.attempt,
+                class = %error.class(),
+                error = %error,
+                retry_in_ms = delay.as_millis() as u64,
+                "ECS call failed; retrying"
+            );
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = self.cancel.cancelled() => return Err(call.ending(error)),
             }
+            call.last = Some(error);
         }
+    }
+
+    /// One attempt in its span, counted by the observer when it was sent; credentials the
+    /// service no longer knows are dropped so the next attempt fetches fresh ones.
+    async fn observed_attempt<T: DeserializeOwned>(
+        &self,
+        action: Action,
+        region: &str,
+        url: &Url,
+        params: &[(&str, String)],
+        attempt: u32,
+    ) -> Result<T, CloudError> {
+        let span = tracing::debug_span!(
+            "ecs_call",
+            account = %self.settings.account,
+            action = %action,
+            region = %region,
+            attempt
+        );
+        let started = tokio::time::Instant::now();
+        let result =
+            tracing::Instrument::instrument(self.attempt::<T>(action, region, url, params), span)
+                .await;
+        // Only requests that were sent count (credentials can fail before sending).
+        if !matches!(result, Err(CloudError::Credentials { .. })) {
+            self.observer.attempt_finished(
+                &self.settings.account,
+                action,
+                region,
+                result.as_ref().map(|_| ()).map_err(CloudError::class),
+                started.elapsed(),
+            );
+        }
+        if let Err(CloudError::Api(api)) = &result
+            && (api.code.starts_with("InvalidAccessKeyId")
+                || api.code.starts_with("InvalidSecurityToken"))
+        {
+            // Temporary credentials can be revoked or expire early: fetch fresh ones next time.
+            self.credentials.invalidate().await;
+        }
+        result
     }
 
     /// One signed attempt.
@@ -343,8 +331,6 @@ impl EcsClient {
                 })?;
         let nonce = new_nonce();
         let signed = signed_parameters(action, region, params, &credentials, &nonce, now);
-        let body = form_body(&signed);
-
         let response = self
             .http
             .post(url.clone())
@@ -355,7 +341,7 @@ impl EcsClient {
             .header("x-acs-action", action.as_str())
             .header("x-acs-version", action.version())
             .timeout(self.read_timeout(action))
-            .body(body)
+            .body(form_body(&signed))
             .send()
             .await
             .map_err(|e| self.transport_error(action, region, url, e))?;
@@ -372,57 +358,15 @@ impl EcsClient {
         let bytes = read_body(response)
             .await
             .map_err(|e| self.transport_error(action, region, url, e))?;
-        let scrub = |text: &str| scrub_secrets(text, &credentials);
-
-        if (200..300).contains(&status) {
-            return serde_json::from_slice::<T>(&bytes).map_err(|e| CloudError::Decode {
-                action,
-                region: region.to_owned(),
-                http_status: status,
-                request_id: request_id_in(&bytes),
-                detail: e.to_string(),
-                snippet: scrub(&snippet(&bytes)),
-            });
-        }
-        let body: ErrorBody = match serde_json::from_slice::<ErrorBody>(&bytes) {
-            Ok(body) if !body.code.is_empty() => body,
-            Ok(_) | Err(_) => {
-                return Err(CloudError::Decode {
-                    action,
-                    region: region.to_owned(),
-                    http_status: status,
-                    request_id: request_id_in(&bytes),
-                    detail: "an error answer without a JSON Code".into(),
-                    snippet: scrub(&snippet(&bytes)),
-                });
-            }
-        };
-        let class = classify(&body.code, status);
-        let mut hint = hint_for(&body.code, class);
-        let mut message = body.message.clone();
-        if body.code == "SignatureDoesNotMatch" {
-            // The service quotes its string to sign; it holds the STS token, so it is cut off
-            // here after comparing it with ours, as the official SDKs do.
-            if let Some((text, server_string)) = message.split_once("server string to sign is:") {
-                hint = if server_string.trim() == signed.string_to_sign {
-                    "the service computed the same string to sign, so the AccessKey secret is wrong: check the secret configured for this account".into()
-                } else {
-                    "the service computed a different string to sign: a proxy may have changed the request, or this is a signing bug".into()
-                };
-                message = text.trim().to_owned();
-            }
-        }
-        Err(CloudError::Api(Box::new(ApiError {
+        let answer = Received {
             action,
-            region: region.to_owned(),
-            http_status: status,
-            code: body.code,
-            message: scrub(&message),
-            request_id: body.request_id,
-            class,
+            region,
+            status,
             retry_after,
-            hint,
-        })))
+            bytes: &bytes,
+            string_to_sign: &signed.string_to_sign,
+        };
+        answer.decode(|text| scrub_secrets(text, &credentials))
     }
 
     fn transport_error(
@@ -452,6 +396,114 @@ impl EcsClient {
             kind,
             source: error.without_url(),
         }
+    }
+}
+
+/// Where one call stands across its attempts.
+struct CallState<'a> {
+    action: Action,
+    region: &'a str,
+    attempt: u32,
+    /// Once an attempt may have been carried out (no answer, or a 5xx), every later way out of
+    /// the call says so: the caller must treat a charge as possibly made.
+    unanswered: bool,
+    /// The last attempt's error: shutdown before a retry ends the call with it, so only a call
+    /// that sent nothing ends "not sent".
+    last: Option<CloudError>,
+}
+
+impl<'a> CallState<'a> {
+    fn new(action: Action, region: &'a str) -> CallState<'a> {
+        CallState {
+            action,
+            region,
+            attempt: 0,
+            unanswered: false,
+            last: None,
+        }
+    }
+
+    /// The call ends with `error`, marked unknown once an attempt went unanswered.
+    fn ending(&self, error: CloudError) -> CloudError {
+        if self.unanswered {
+            error.after_unanswered()
+        } else {
+            error
+        }
+    }
+
+    /// Shutdown came before the next attempt.
+    fn stopped(&mut self) -> CloudError {
+        match self.last.take() {
+            Some(error) => self.ending(error),
+            None => CloudError::ShuttingDown {
+                action: self.action,
+                region: self.region.to_owned(),
+            },
+        }
+    }
+}
+
+/// An answer as it came back, to be decoded.
+struct Received<'a> {
+    action: Action,
+    region: &'a str,
+    status: u16,
+    retry_after: Option<Duration>,
+    bytes: &'a [u8],
+    /// What this request signed (the service quotes its own on `SignatureDoesNotMatch`).
+    string_to_sign: &'a str,
+}
+
+impl Received<'_> {
+    /// The body as `T` (2xx), or the error it says; `scrub` takes secrets out of quoted text.
+    fn decode<T: DeserializeOwned>(&self, scrub: impl Fn(&str) -> String) -> Result<T, CloudError> {
+        let decode_error = |detail: String| CloudError::Decode {
+            action: self.action,
+            region: self.region.to_owned(),
+            http_status: self.status,
+            request_id: request_id_in(self.bytes),
+            detail,
+            snippet: scrub(&snippet(self.bytes)),
+        };
+        if (200..300).contains(&self.status) {
+            return serde_json::from_slice::<T>(self.bytes)
+                .map_err(|e| decode_error(e.to_string()));
+        }
+        match serde_json::from_slice::<ErrorBody>(self.bytes) {
+            Ok(body) if !body.code.is_empty() => Err(self.api_error(body, &scrub)),
+            Ok(_) | Err(_) => Err(decode_error("an error answer without a JSON Code".into())),
+        }
+    }
+
+    /// An error answer with its class and a hint.
+    fn api_error(&self, body: ErrorBody, scrub: &impl Fn(&str) -> String) -> CloudError {
+        let class = classify(&body.code, self.status);
+        let mut hint = hint_for(&body.code, class);
+        let mut message = body.message.clone();
+        if body.code == "SignatureDoesNotMatch" {
+            // The service quotes its string to sign; it holds the STS token, so it is cut off
+            // here after comparing it with ours, as the official SDKs do.
+            if let Some((text, server_string)) = message.split_once("server string to sign is:") {
+                hint = if server_string.trim() == self.string_to_sign {
+                    "the service computed the same string to sign, so the AccessKey secret is wrong: check the secret configured for this account".into()
+                } else {
+                    "the service computed a different string to sign: a proxy may have changed the request, or this is a signing bug".into()
+                };
+                message = text.trim().to_owned();
+            }
+        }
+        CloudError::Api(Box::new(ApiError {
+            action: self.action,
+            region: self.region.to_owned(),
+            http_status: self.status,
+            code: body.code,
+            message: scrub(&message),
+            request_id: body.request_id,
+            class,
+            retry_after: self.retry_after,
+            hint,
+        }))
     }
 }
 

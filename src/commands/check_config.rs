@@ -26,8 +26,37 @@ pub async fn run(
         )),
         other => other.into(),
     })?;
+    let providers = resolve_or_report(&config, env).await?;
+    let credential_warnings: Vec<String> = config
+        .accounts
+        .iter()
+        .zip(&providers)
+        .flat_map(|(account, provider)| {
+            provider
+                .warnings()
+                .iter()
+                .map(move |w| format!("account {}: {w}", account.name))
+        })
+        .collect();
+    for warning in config
+        .warnings
+        .iter()
+        .map(ToString::to_string)
+        .chain(credential_warnings)
+    {
+        let _ = writeln!(out, "warning: {warning}");
+    }
+    describe(&config, &providers, out);
+    Ok(())
+}
+
+/// Every account's credentials resolved, and the admin token read; every problem, by line.
+async fn resolve_or_report(
+    config: &Config,
+    env: &Environment,
+) -> Result<Vec<crate::cloud::credentials::CredentialProvider>, Failure> {
     let mut problems: Vec<(usize, String)> = Vec::new();
-    let providers = match crate::accounts::resolve_all(&config, env).await {
+    let providers = match crate::accounts::resolve_all(config, env).await {
         Ok(providers) => providers,
         Err((first, rest)) => {
             problems.extend(
@@ -42,72 +71,54 @@ pub async fn run(
     if let Err(error) = crate::daemon::admin::auth::configured_token(token_file, env) {
         problems.push((usize::MAX, format!("{}: {error}", config.path.display())));
     }
-    if !problems.is_empty() {
-        problems.sort_by_key(|(line, _)| *line);
-        let count = problems.len();
-        let lines: Vec<String> = problems.into_iter().map(|(_, text)| text).collect();
-        return Err(Failure::config(format!(
-            "{}\n{count} problem(s)",
-            lines.join("\n")
-        )));
+    if problems.is_empty() {
+        return Ok(providers);
     }
-    let credential_warnings: Vec<String> = config
-        .accounts
-        .iter()
-        .zip(&providers)
-        .flat_map(|(account, provider)| {
-            provider
-                .warnings()
-                .iter()
-                .map(move |w| format!("account {}: {w}", account.name))
-        })
-        .collect();
-    let write = |out: &mut dyn std::io::Write, line: String| {
+    problems.sort_by_key(|(line, _)| *line);
+    let count = problems.len();
+    let lines: Vec<String> = problems.into_iter().map(|(_, text)| text).collect();
+    Err(Failure::config(format!(
+        "{}\n{count} problem(s)",
+        lines.join("\n")
+    )))
+}
+
+/// What would run: the schedule, each account's credential source and regions, each policy.
+fn describe(
+    config: &Config,
+    providers: &[crate::cloud::credentials::CredentialProvider],
+    out: &mut impl std::io::Write,
+) {
+    let mut write = |line: String| {
         let _ = writeln!(out, "{line}");
     };
-    for warning in &config.warnings {
-        write(out, format!("warning: {warning}"));
-    }
-    for warning in &credential_warnings {
-        write(out, format!("warning: {warning}"));
-    }
-    write(out, format!("{}: OK", config.path.display()));
-    write(
-        out,
-        format!(
-            "  schedule {:?} in {}, jitter {}, state in {}, admin on {}{}{}",
-            config.schedule.text,
-            config.timezone,
-            crate::duration::format(config.jitter),
-            config.state_dir.display(),
-            config.admin_listen,
-            if config.admin.bearer_token_file.is_some() {
-                " (bearer token for /metrics and /status)"
-            } else {
-                ""
-            },
-            if config.dry_run { ", DRY RUN" } else { "" }
-        ),
-    );
-    for (account, provider) in config.accounts.iter().zip(&providers) {
+    write(format!("{}: OK", config.path.display()));
+    write(format!(
+        "  schedule {:?} in {}, jitter {}, state in {}, admin on {}{}{}",
+        config.schedule.text,
+        config.timezone,
+        crate::duration::format(config.jitter),
+        config.state_dir.display(),
+        config.admin_listen,
+        if config.admin.bearer_token_file.is_some() {
+            " (bearer token for /metrics and /status)"
+        } else {
+            ""
+        },
+        if config.dry_run { ", DRY RUN" } else { "" }
+    ));
+    for (account, provider) in config.accounts.iter().zip(providers) {
         let regions = match &account.regions {
             Regions::All => "all regions".to_owned(),
             Regions::List(list) => list.join(", "),
         };
-        write(
-            out,
-            format!(
-                "  account {}: credentials from {}; {regions}",
-                account.name,
-                provider.origin()
-            ),
-        );
+        write(format!(
+            "  account {}: credentials from {}; {regions}",
+            account.name,
+            provider.origin()
+        ));
     }
     for policy in &config.policies {
-        write(
-            out,
-            format!("  policy {}: {:?}", policy.name, policy.action),
-        );
+        write(format!("  policy {}: {:?}", policy.name, policy.action));
     }
-    Ok(())
 }

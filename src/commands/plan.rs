@@ -221,43 +221,7 @@ fn report(
             t.1 += q.trade_price.cents;
         }
     }
-    let mut reasons: BTreeMap<usize, String> = BTreeMap::new();
-    for c in &assessment.renewals {
-        if let Some(e) = &c.price_error {
-            reasons.insert(
-                c.row,
-                format!("{}; price unavailable: {e}", assessment.rows[c.row].reason),
-            );
-        }
-    }
-    let mut instances: Vec<PlanRow> = assessment
-        .rows
-        .iter()
-        .enumerate()
-        .map(|(i, row)| PlanRow {
-            account: row.account.to_string(),
-            region: row.region.to_string(),
-            instance_id: row.instance_id.clone(),
-            name: row.name.clone(),
-            expires_at: row.expires_at,
-            expires_in_seconds: (row.expires_at - now).num_seconds(),
-            policy: row.policy.clone(),
-            decision: decision_word(row, held_rows.contains(&i)).to_owned(),
-            state: row.state.as_str().to_owned(),
-            due_at: row.due_at,
-            price: price_of.get(&i).cloned(),
-            reason: match (
-                held.iter().find(|(k, _)| assessment.renewals[**k].row == i),
-                reasons.get(&i),
-            ) {
-                (Some((_, limit)), _) => {
-                    format!("{} — held: the {limit} limit would trip", row.reason)
-                }
-                (None, Some(r)) => r.clone(),
-                (None, None) => row.reason.clone(),
-            },
-        })
-        .collect();
+    let mut instances = plan_rows(&assessment, &held, &held_rows, &price_of, now);
     instances.sort_by(|a, b| {
         a.expires_at
             .cmp(&b.expires_at)
@@ -298,6 +262,54 @@ fn report(
             .collect(),
         funds: Vec::new(),
     }
+}
+
+/// Each assessed instance as a plan row, with its price and why (a belt that would hold it,
+/// or a price that could not be had).
+fn plan_rows(
+    assessment: &Assessment,
+    held: &BTreeMap<usize, LimitKind>,
+    held_rows: &std::collections::HashSet<usize>,
+    price_of: &BTreeMap<usize, Amount>,
+    now: DateTime<Utc>,
+) -> Vec<PlanRow> {
+    let mut reasons: BTreeMap<usize, String> = BTreeMap::new();
+    for c in &assessment.renewals {
+        if let Some(e) = &c.price_error {
+            reasons.insert(
+                c.row,
+                format!("{}; price unavailable: {e}", assessment.rows[c.row].reason),
+            );
+        }
+    }
+    assessment
+        .rows
+        .iter()
+        .enumerate()
+        .map(|(i, row)| PlanRow {
+            account: row.account.to_string(),
+            region: row.region.to_string(),
+            instance_id: row.instance_id.clone(),
+            name: row.name.clone(),
+            expires_at: row.expires_at,
+            expires_in_seconds: (row.expires_at - now).num_seconds(),
+            policy: row.policy.clone(),
+            decision: decision_word(row, held_rows.contains(&i)).to_owned(),
+            state: row.state.as_str().to_owned(),
+            due_at: row.due_at,
+            price: price_of.get(&i).cloned(),
+            reason: match (
+                held.iter().find(|(k, _)| assessment.renewals[**k].row == i),
+                reasons.get(&i),
+            ) {
+                (Some((_, limit)), _) => {
+                    format!("{} — held: the {limit} limit would trip", row.reason)
+                }
+                (None, Some(r)) => r.clone(),
+                (None, None) => row.reason.clone(),
+            },
+        })
+        .collect()
 }
 
 fn decision_word(row: &Row, held: bool) -> &'static str {
@@ -369,6 +381,13 @@ pub fn render_text(plan: &PlanReport) -> String {
         out.push_str(&line(row));
     }
     out.push('\n');
+    out.push_str(&render_summary(plan));
+    out
+}
+
+/// The lines under the table: sources down, counts, spend, funds, limits, dry run.
+fn render_summary(plan: &PlanReport) -> String {
+    let mut out = String::new();
     for s in plan.sources.iter().filter(|s| !s.ok) {
         out.push_str(&format!(
             "SOURCE DOWN {}/{}: {}\n",

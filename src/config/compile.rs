@@ -537,23 +537,9 @@ fn compile_renew(
     let keep_auto_renew = match &section.keep_auto_renew {
         None => None,
         Some(keep) => {
-            let k = *keep.get_ref();
-            if k.status == RenewalStatus::AutoRenewal {
-                ok &= check_period(
-                    report,
-                    &periods::auto_renew_rule(site),
-                    k.duration,
-                    k.period_unit,
-                    keep.span(),
-                    &format!("{key}.keep_auto_renew"),
-                    "auto-renew duration",
-                );
-            }
-            Some(AutoRenewTarget {
-                status: k.status,
-                duration: k.duration,
-                unit: k.period_unit,
-            })
+            let (target, fine) = compile_keep_auto_renew(keep, key, site, report);
+            ok &= fine;
+            Some(target)
         }
     };
     let action = PolicyAction::Renew {
@@ -564,6 +550,33 @@ fn compile_renew(
         keep_auto_renew,
     };
     (action, ok)
+}
+
+/// A renew policy's `keep_auto_renew`: the auto-renew state to keep beside the renewals, its
+/// duration checked when it is AutoRenewal; whether it was fine.
+fn compile_keep_auto_renew(
+    keep: &toml::Spanned<super::schema::KeepAutoRenew>,
+    key: &str,
+    site: Site,
+    report: &mut Report,
+) -> (AutoRenewTarget, bool) {
+    let k = *keep.get_ref();
+    let ok = k.status != RenewalStatus::AutoRenewal
+        || check_period(
+            report,
+            &periods::auto_renew_rule(site),
+            k.duration,
+            k.period_unit,
+            keep.span(),
+            &format!("{key}.keep_auto_renew"),
+            "auto-renew duration",
+        );
+    let target = AutoRenewTarget {
+        status: k.status,
+        duration: k.duration,
+        unit: k.period_unit,
+    };
+    (target, ok)
 }
 
 /// `action = "auto-renew"`: the duration and the optional fallback renewal; whether every

@@ -35,49 +35,89 @@ pub(super) fn upsert(
     intent: &NewIntent,
     now: DateTime<Utc>,
 ) -> rusqlite::Result<StoredIntent> {
-    type Existing = (i64, u32, String, bool, String, Option<i64>, Option<String>);
     let existing: Option<Existing> = tx
         .prepare_cached(
             "SELECT id, period, unit, maybe_charged, status, price_cents, counted_day FROM intents WHERE client_token = ?1",
         )?
         .query_row([&intent.client_token], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+            Ok(Existing {
+                id: r.get(0)?,
+                period: r.get(1)?,
+                unit: r.get(2)?,
+                maybe_charged: r.get(3)?,
+                status: r.get(4)?,
+                price_cents: r.get(5)?,
+                counted_day: r.get(6)?,
+            })
         })
         .optional()?;
+    match existing {
+        None => insert(tx, intent, now),
+        Some(existing) => take_existing(tx, existing, intent, now),
+    }
+}
+
+/// The intent already written for a token.
+struct Existing {
+    id: i64,
+    period: u32,
+    unit: String,
+    maybe_charged: bool,
+    status: String,
+    price_cents: Option<i64>,
+    counted_day: Option<String>,
+}
+
+/// A new intent, `prepared`.
+fn insert(
+    tx: &Transaction<'_>,
+    intent: &NewIntent,
+    now: DateTime<Utc>,
+) -> rusqlite::Result<StoredIntent> {
+    exec(
+        tx,
+        "INSERT INTO intents (account, region, instance_id, old_expiry, period, unit, client_token, policy, why,
+                              price_cents, currency, status, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'prepared', ?12, ?12)",
+        params![
+            intent.account,
+            intent.region,
+            intent.instance_id,
+            ts(intent.old_expiry),
+            intent.period,
+            intent.unit.as_str(),
+            intent.client_token,
+            intent.policy,
+            intent.why,
+            intent.price.as_ref().map(|p| p.cents),
+            intent.price.as_ref().map(|p| p.currency.clone()),
+            ts(now),
+        ],
+    )?;
+    Ok(StoredIntent {
+        id: tx.last_insert_rowid(),
+        period: intent.period,
+        unit: intent.unit,
+    })
+}
+
+/// The intent already written for the token: its period replaced when no attempt can have
+/// charged, else kept; a first quote for the stored period kept (and counted as spend when
+/// the intent already counts).
+fn take_existing(
+    tx: &Transaction<'_>,
+    existing: Existing,
+    intent: &NewIntent,
+    now: DateTime<Utc>,
+) -> rusqlite::Result<StoredIntent> {
+    let Existing { id, period, .. } = existing;
     let price_cents = intent.price.as_ref().map(|p| p.cents);
     let currency = intent.price.as_ref().map(|p| p.currency.clone());
-    let Some((id, period, unit, maybe_charged, status, stored_price, counted_day)) = existing
-    else {
-        exec(
-            tx,
-            "INSERT INTO intents (account, region, instance_id, old_expiry, period, unit, client_token, policy, why,
-                                  price_cents, currency, status, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'prepared', ?12, ?12)",
-            params![
-                intent.account,
-                intent.region,
-                intent.instance_id,
-                ts(intent.old_expiry),
-                intent.period,
-                intent.unit.as_str(),
-                intent.client_token,
-                intent.policy,
-                intent.why,
-                price_cents,
-                currency,
-                ts(now),
-            ],
-        )?;
-        return Ok(StoredIntent {
-            id: tx.last_insert_rowid(),
-            period: intent.period,
-            unit: intent.unit,
-        });
-    };
-    let stored_unit = PeriodUnit::parse(&unit)
-        .ok_or_else(|| unreadable(2, format!("intent {id}: unit {unit:?}")))?;
+    let stored_unit = PeriodUnit::parse(&existing.unit)
+        .ok_or_else(|| unreadable(2, format!("intent {id}: unit {:?}", existing.unit)))?;
     let same = period == intent.period && stored_unit == intent.unit;
-    let may_change = !maybe_charged && matches!(status.as_str(), "prepared" | "failed");
+    let may_change =
+        !existing.maybe_charged && matches!(existing.status.as_str(), "prepared" | "failed");
     if !same && may_change {
         exec(
             tx,
@@ -100,7 +140,7 @@ pub(super) fn upsert(
             unit: intent.unit,
         });
     }
-    if same && stored_price.is_none() && intent.price.is_some() {
+    if same && existing.price_cents.is_none() && intent.price.is_some() {
         // A quote for the stored period: keep it, and if the intent was already counted, its
         // spend now counts too.
         exec(
@@ -108,8 +148,8 @@ pub(super) fn upsert(
             "UPDATE intents SET price_cents = ?2, currency = ?3 WHERE id = ?1",
             params![id, price_cents, currency],
         )?;
-        if let (Some(day), Some(price)) = (counted_day, &intent.price) {
-            add_spend(tx, &day, price)?;
+        if let (Some(day), Some(price)) = (&existing.counted_day, &intent.price) {
+            add_spend(tx, day, price)?;
         }
     }
     exec(

@@ -245,42 +245,54 @@ fn spend_belts(
         }
     }
     for (currency, (total, keys)) in by_currency {
-        for (limits, kind, which) in [
-            (&input.max_spend_per_run, LimitKind::SpendPerRun, "per pass"),
-            (&input.max_spend_per_day, LimitKind::SpendPerDay, "per day"),
-        ] {
-            if !limits.is_empty() && !limits.contains_key(currency) {
-                let named: Vec<&str> = limits.keys().map(String::as_str).collect();
-                let detail = format!(
-                    "{} renewal(s) quoted in {currency}, but the spend limit {which} is set only in {}: add a {currency} amount to it",
-                    keys.len(),
-                    named.join(", ")
-                );
-                hold(held, trips, keys.clone(), kind, detail);
-            }
-        }
-        if let Some(max) = input.max_spend_per_run.get(currency)
-            && total > *max
-        {
+        currency_belts(currency, (total, keys), input, held, trips);
+    }
+}
+
+/// One currency's spend against the limits: held when a limit is set but not in this
+/// currency, or when the pass's or the day's spend would pass it.
+fn currency_belts(
+    currency: &str,
+    (total, keys): (i64, Vec<usize>),
+    input: &BeltInput,
+    held: &mut BTreeMap<usize, LimitKind>,
+    trips: &mut Vec<Trip>,
+) {
+    for (limits, kind, which) in [
+        (&input.max_spend_per_run, LimitKind::SpendPerRun, "per pass"),
+        (&input.max_spend_per_day, LimitKind::SpendPerDay, "per day"),
+    ] {
+        if !limits.is_empty() && !limits.contains_key(currency) {
+            let named: Vec<&str> = limits.keys().map(String::as_str).collect();
             let detail = format!(
-                "{} in one pass, limit {}",
-                money(total, currency),
-                money(*max, currency)
+                "{} renewal(s) quoted in {currency}, but the spend limit {which} is set only in {}: add a {currency} amount to it",
+                keys.len(),
+                named.join(", ")
             );
-            hold(held, trips, keys.clone(), LimitKind::SpendPerRun, detail);
+            hold(held, trips, keys.clone(), kind, detail);
         }
-        let today = input.spent_today.get(currency).copied().unwrap_or(0);
-        if let Some(max) = input.max_spend_per_day.get(currency)
-            && today.saturating_add(total) > *max
-        {
-            let detail = format!(
-                "{} spent today plus {} now exceeds the daily limit {}",
-                money(today, currency),
-                money(total, currency),
-                money(*max, currency)
-            );
-            hold(held, trips, keys, LimitKind::SpendPerDay, detail);
-        }
+    }
+    if let Some(max) = input.max_spend_per_run.get(currency)
+        && total > *max
+    {
+        let detail = format!(
+            "{} in one pass, limit {}",
+            money(total, currency),
+            money(*max, currency)
+        );
+        hold(held, trips, keys.clone(), LimitKind::SpendPerRun, detail);
+    }
+    let today = input.spent_today.get(currency).copied().unwrap_or(0);
+    if let Some(max) = input.max_spend_per_day.get(currency)
+        && today.saturating_add(total) > *max
+    {
+        let detail = format!(
+            "{} spent today plus {} now exceeds the daily limit {}",
+            money(today, currency),
+            money(total, currency),
+            money(*max, currency)
+        );
+        hold(held, trips, keys, LimitKind::SpendPerDay, detail);
     }
 }
 

@@ -91,6 +91,28 @@ impl Row {
     }
 }
 
+impl Row {
+    /// The row of an instance `decide` has just decided on.
+    fn of(observed: &Listed, region: &Arc<str>, decision: &Decision, failed_attempts: u32) -> Row {
+        Row {
+            account: observed.account.clone(),
+            region: region.clone(),
+            instance_id: observed.instance.id.clone(),
+            name: observed.instance.name.clone(),
+            expires_at: observed.instance.expired_time,
+            policy: decision.policy.clone(),
+            state: decision.state,
+            due_at: decision.due_at,
+            reason: decision.reason.clone(),
+            failed_attempts,
+            drift: decision.drift,
+            deduction_overdue: decision.deduction_overdue,
+            renew: decision.renew.is_some(),
+            auto_renew_change: decision.auto_renew_change.is_some(),
+        }
+    }
+}
+
 /// A renewal to price, check against the belts and make.
 #[derive(Debug, Clone)]
 pub struct RenewCandidate {
@@ -118,6 +140,36 @@ pub struct RenewCandidate {
     pub price: Option<PriceQuote>,
     /// Why it could not be priced.
     pub price_error: Option<String>,
+}
+
+impl RenewCandidate {
+    /// The renewal `decide` wants for an instance (row `row`, its ledger `history`).
+    fn of(
+        observed: Listed,
+        (row, history): (usize, &History),
+        plan: RenewPlan,
+        reason: String,
+        refused: Option<Refused>,
+    ) -> RenewCandidate {
+        // A resend of an intent that may have charged for this very expiry is already counted.
+        let counted = history
+            .intent
+            .as_ref()
+            .is_some_and(|i| i.maybe_charged && i.old_expiry == observed.instance.expired_time);
+        RenewCandidate {
+            row,
+            counted,
+            refused,
+            failed_attempts: history.failed_attempts,
+            reason,
+            account: observed.account,
+            instance: observed.instance,
+            auto_renew: observed.auto_renew,
+            plan,
+            price: None,
+            price_error: None,
+        }
+    }
 }
 
 /// An auto-renew change to make.
@@ -257,28 +309,7 @@ impl Assessment {
             self.too_late
                 .push((observed.account.clone(), observed.instance.id.clone()));
         }
-        if let Some(until) = ctx.funds_until {
-            let policy = decision
-                .policy
-                .as_ref()
-                .and_then(|name| ctx.policies.iter().find(|p| &p.name == name));
-            let schedule = ctx.schedule_for(&observed.account);
-            if let Some(seed) = charge_for(
-                &decision,
-                policy,
-                &observed.instance,
-                observed.auto_renew.as_ref(),
-                schedule,
-                (now, until),
-            ) {
-                self.upcoming.push(Upcoming {
-                    account: observed.account.clone(),
-                    region: Arc::from(observed.instance.region.as_str()),
-                    instance_id: observed.instance.id.clone(),
-                    seed,
-                });
-            }
-        }
+        self.add_upcoming(ctx, &decision, &observed, now);
         // Rows are indexed in the order they are returned (collecting callers keep that order).
         let row_index = self.instances;
         self.instances += 1;
@@ -297,22 +328,7 @@ impl Assessment {
         if let (Some(refused), None) = (&refused, &decision.renew) {
             self.refused.push(refused.clone());
         }
-        let row = Row {
-            account: observed.account.clone(),
-            region: region.clone(),
-            instance_id: observed.instance.id.clone(),
-            name: observed.instance.name.clone(),
-            expires_at: observed.instance.expired_time,
-            policy: decision.policy.clone(),
-            state: decision.state,
-            due_at: decision.due_at,
-            reason: decision.reason.clone(),
-            failed_attempts: history.failed_attempts,
-            drift: decision.drift,
-            deduction_overdue: decision.deduction_overdue,
-            renew: decision.renew.is_some(),
-            auto_renew_change: decision.auto_renew_change.is_some(),
-        };
+        let row = Row::of(&observed, &region, &decision, history.failed_attempts);
         if let Some(target) = decision.auto_renew_change {
             self.changes.push(AutoRenewChange {
                 row: row_index,
@@ -323,25 +339,49 @@ impl Assessment {
             });
         }
         if let Some(plan) = decision.renew {
-            let counted = history
-                .intent
-                .as_ref()
-                .is_some_and(|i| i.maybe_charged && i.old_expiry == observed.instance.expired_time);
-            self.renewals.push(RenewCandidate {
-                row: row_index,
-                counted,
-                refused,
-                failed_attempts: history.failed_attempts,
-                reason: decision.reason,
-                account: observed.account,
-                instance: observed.instance,
-                auto_renew: observed.auto_renew,
+            self.renewals.push(RenewCandidate::of(
+                observed,
+                (row_index, history),
                 plan,
-                price: None,
-                price_error: None,
-            });
+                decision.reason,
+                refused,
+            ));
         }
         row
+    }
+
+    /// The instance's next charge, when it falls in the funds forecast's window.
+    fn add_upcoming(
+        &mut self,
+        ctx: &DecideContext,
+        decision: &Decision,
+        observed: &Listed,
+        now: DateTime<Utc>,
+    ) {
+        let Some(until) = ctx.funds_until else {
+            return;
+        };
+        let policy = decision
+            .policy
+            .as_ref()
+            .and_then(|name| ctx.policies.iter().find(|p| &p.name == name));
+        let schedule = ctx.schedule_for(&observed.account);
+        let seed = charge_for(
+            decision,
+            policy,
+            &observed.instance,
+            observed.auto_renew.as_ref(),
+            schedule,
+            (now, until),
+        );
+        if let Some(seed) = seed {
+            self.upcoming.push(Upcoming {
+                account: observed.account.clone(),
+                region: Arc::from(observed.instance.region.as_str()),
+                instance_id: observed.instance.id.clone(),
+                seed,
+            });
+        }
     }
 
     /// Appends another source's assessment (rows are re-indexed).

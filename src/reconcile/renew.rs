@@ -21,7 +21,7 @@ use crate::cloud::types::Instance;
 use crate::ledger::{FailureRecord, LedgerError, NewIntent, StoredIntent};
 use crate::metrics::{RESULT_FAILED, RESULT_OK, RESULT_UNKNOWN};
 use crate::money::Money;
-use crate::policy::{RenewWhy, Subject, backoff_delay, deadline_of, decide};
+use crate::policy::{RenewPlan, RenewWhy, Subject, backoff_delay, deadline_of, decide};
 
 /// What happened to one renewal.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -201,108 +201,145 @@ async fn renew_one(
     candidate: &RenewCandidate,
     fresh: Option<&Instance>,
 ) -> Result<RenewOutcome, LedgerError> {
-    let Some(instance) = fresh else {
-        return Ok(RenewOutcome::Skipped(
-            "not listed any more (released?)".into(),
-        ));
-    };
-    if instance.expired_time != candidate.instance.expired_time {
-        return Ok(RenewOutcome::Skipped(format!(
-            "expiry moved from {} to {} since the scan (provider auto-renew or a person): not renewed",
-            crate::cloud::time::format_minutes(candidate.instance.expired_time),
-            crate::cloud::time::format_minutes(instance.expired_time)
-        )));
-    }
     let now = ctx.clock.now();
-    let history = histories.history(&instance.id);
-    // Decide again on what was just read, with the attributes seen in the scan.
-    let decision = decide(
-        &decide_context(ctx.config),
-        Subject {
-            account: &candidate.account,
-            instance,
-            auto_renew: candidate.auto_renew.as_ref(),
-        },
-        &history,
-        now,
-    );
-    let Some(plan) = decision.renew else {
-        return Ok(RenewOutcome::Skipped(format!(
-            "decided again: {}",
-            decision.reason
-        )));
+    let checked = match recheck(ctx, histories, candidate, fresh, now) {
+        Ok(checked) => checked,
+        Err(skipped) => return Ok(skipped),
     };
-    let token = match &plan.reuse_token {
-        Some(existing) => match ClientToken::new(existing.clone()) {
-            Ok(token) => token,
-            Err(e) => return Ok(RenewOutcome::Skipped(e)),
-        },
-        None => client_token(&instance.id, instance.expired_time),
-    };
-    let region = instance.region.as_str();
+    let instance = checked.instance;
     if ctx.config.dry_run {
-        tracing::info!(account = %candidate.account, region, instance = %instance.id, client_token = token.as_str(),
-            period = plan.period, unit = %plan.unit, "dry run: would renew");
+        tracing::info!(account = %candidate.account, region = %instance.region, instance = %instance.id,
+            client_token = checked.token.as_str(), period = checked.plan.period, unit = %checked.plan.unit,
+            "dry run: would renew");
         return Ok(RenewOutcome::DryRun {
-            token: token.as_str().to_owned(),
+            token: checked.token.as_str().to_owned(),
         });
     }
     let price = candidate.price.as_ref().map(|q| q.trade_price.clone());
-    let intent = NewIntent {
-        account: candidate.account.to_string(),
-        region: region.to_owned(),
-        instance_id: instance.id.clone(),
-        old_expiry: instance.expired_time,
-        period: plan.period,
-        unit: plan.unit,
-        client_token: token.as_str().to_owned(),
-        policy: decision.policy.clone(),
-        why: plan.why.as_str().to_owned(),
-        price: price.clone(),
-    };
-    // Intent before act: both records are durable before the request leaves. The request
-    // carries the period the intent holds (one that may have charged keeps its own).
-    let (stored, attempt_id) = match ctx
-        .ledger
-        .blocking(
-            "recording a renewal intent and its attempt",
-            move |ledger| ledger.prepare_and_begin(&intent, now),
-        )
-        .await
-    {
-        Ok(ids) => ids,
-        Err(error) => {
-            tracing::error!(error = %error, instance = %instance.id, "ledger write failed: no renewal is sent");
-            return Err(error);
-        }
-    };
+    let (stored, attempt_id) = write_intent(ctx, candidate, &checked, price.clone(), now).await?;
+    // The request carries the period the intent holds (one that may have charged keeps its own).
     let sent = client
         .client
-        .renew_instance(region, &instance.id, stored.period, stored.unit, &token)
+        .renew_instance(
+            &instance.region,
+            &instance.id,
+            stored.period,
+            stored.unit,
+            &checked.token,
+        )
         .await;
     let sent_as = Sent {
         candidate,
         instance,
         stored,
         attempt_id,
-        token: &token,
+        token: &checked.token,
         price: price.as_ref(),
-        why: plan.why,
-        failed_attempts: history.failed_attempts,
+        why: checked.plan.why,
+        failed_attempts: checked.failed_attempts,
     };
     match sent {
         Ok(receipt) => record_order(ctx, &sent_as, receipt).await,
         Err(error) if error.not_sent() => {
             let now = ctx.clock.now();
+            let (intent_id, attempt_id) = (sent_as.stored.id, sent_as.attempt_id);
             ctx.ledger
                 .blocking("recording a renewal not sent", move |ledger| {
-                    ledger.finish_not_sent(stored.id, attempt_id, now)
+                    ledger.finish_not_sent(intent_id, attempt_id, now)
                 })
                 .await?;
             Ok(RenewOutcome::NotSent)
         }
         Err(error) => record_failure(ctx, &sent_as, error).await,
     }
+}
+
+/// A renewal that still stands on the fresh read.
+struct Checked<'a> {
+    instance: &'a Instance,
+    plan: RenewPlan,
+    policy: Option<String>,
+    token: ClientToken,
+    failed_attempts: u32,
+}
+
+/// Decides again on what was just read (with the attributes seen in the scan): the renewal
+/// and its token, or why it is not made now.
+fn recheck<'a>(
+    ctx: &PassContext<'_>,
+    histories: &(dyn HistorySource + Sync),
+    candidate: &RenewCandidate,
+    fresh: Option<&'a Instance>,
+    now: DateTime<Utc>,
+) -> Result<Checked<'a>, RenewOutcome> {
+    let Some(instance) = fresh else {
+        return Err(RenewOutcome::Skipped(
+            "not listed any more (released?)".into(),
+        ));
+    };
+    if instance.expired_time != candidate.instance.expired_time {
+        return Err(RenewOutcome::Skipped(format!(
+            "expiry moved from {} to {} since the scan (provider auto-renew or a person): not renewed",
+            crate::cloud::time::format_minutes(candidate.instance.expired_time),
+            crate::cloud::time::format_minutes(instance.expired_time)
+        )));
+    }
+    let history = histories.history(&instance.id);
+    let subject = Subject {
+        account: &candidate.account,
+        instance,
+        auto_renew: candidate.auto_renew.as_ref(),
+    };
+    let decision = decide(&decide_context(ctx.config), subject, &history, now);
+    let Some(plan) = decision.renew else {
+        return Err(RenewOutcome::Skipped(format!(
+            "decided again: {}",
+            decision.reason
+        )));
+    };
+    let token = match &plan.reuse_token {
+        Some(existing) => ClientToken::new(existing.clone()).map_err(RenewOutcome::Skipped)?,
+        None => client_token(&instance.id, instance.expired_time),
+    };
+    Ok(Checked {
+        instance,
+        plan,
+        policy: decision.policy,
+        token,
+        failed_attempts: history.failed_attempts,
+    })
+}
+
+/// Intent before act: the intent and its attempt are durable before the request leaves.
+async fn write_intent(
+    ctx: &PassContext<'_>,
+    candidate: &RenewCandidate,
+    checked: &Checked<'_>,
+    price: Option<Money>,
+    now: DateTime<Utc>,
+) -> Result<(StoredIntent, i64), LedgerError> {
+    let instance = checked.instance;
+    let intent = NewIntent {
+        account: candidate.account.to_string(),
+        region: instance.region.clone(),
+        instance_id: instance.id.clone(),
+        old_expiry: instance.expired_time,
+        period: checked.plan.period,
+        unit: checked.plan.unit,
+        client_token: checked.token.as_str().to_owned(),
+        policy: checked.policy.clone(),
+        why: checked.plan.why.as_str().to_owned(),
+        price,
+    };
+    ctx.ledger
+        .blocking(
+            "recording a renewal intent and its attempt",
+            move |ledger| ledger.prepare_and_begin(&intent, now),
+        )
+        .await
+        .inspect_err(|error| {
+            tracing::error!(error = %error, instance = %instance.id, "ledger write failed: no renewal is sent");
+        })
 }
 
 /// A renewal request that left the process.

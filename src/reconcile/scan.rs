@@ -14,7 +14,7 @@ use futures_util::StreamExt;
 use super::assess::{Assessment, HistorySource, Seen};
 use super::context::{decide_context, window};
 use crate::accounts::AccountClient;
-use crate::cloud::ecs::InstanceQuery;
+use crate::cloud::ecs::{InstancePage, InstanceQuery};
 use crate::cloud::error::CloudError;
 use crate::cloud::types::{AutoRenewAttribute, ChargeType, Instance};
 use crate::config::{Config, Regions};
@@ -113,101 +113,35 @@ pub async fn scan_source(
     sink: &mut (dyn FnMut(Listed) + Send),
 ) -> SourceReport {
     let started = tokio::time::Instant::now();
-    let key = SourceKey {
-        account: account.name.clone(),
-        region: region.to_owned(),
-    };
-    let account_name: Arc<str> = Arc::from(account.name.as_str());
-    let query = InstanceQuery::expiring_prepaid(window.0, window.1);
     let mut report = SourceReport {
-        key,
+        key: SourceKey {
+            account: account.name.clone(),
+            region: region.to_owned(),
+        },
         instances: 0,
         undecodable: Vec::new(),
         auto_renew_errors: Vec::new(),
         duration: Duration::ZERO,
         error: None,
     };
+    let mut pages = Pages {
+        account,
+        region,
+        query: InstanceQuery::expiring_prepaid(window.0, window.1),
+        seen_tokens: HashSet::new(),
+    };
+    let account_name: Arc<str> = Arc::from(account.name.as_str());
     // Pipelined: while a page's auto-renew attributes are read, the next page is fetched, so a
     // source's scan runs at the rate limit rather than at two round trips per page.
-    let mut seen_tokens = std::collections::HashSet::new();
-    let mut page = match account
-        .client
-        .describe_instances_page(region, &query, None)
-        .await
-    {
-        Ok(page) => Some(page),
-        Err(error) => {
-            report.error = Some(error);
-            None
-        }
-    };
-    while let Some(current) = page.take() {
-        report
-            .undecodable
-            .extend(current.undecodable.iter().map(ToString::to_string));
-        let prepaid: Vec<String> = current
-            .instances
-            .iter()
-            .filter(|i| i.charge_type == ChargeType::PrePaid)
-            .map(|i| i.id.clone())
-            .collect();
-        let next_token = match &current.next_token {
-            Some(next) if !seen_tokens.insert(next.clone()) => {
-                report.error = Some(CloudError::Decode {
-                    action: crate::cloud::Action::DescribeInstances,
-                    region: region.to_owned(),
-                    http_status: 200,
-                    request_id: current.request_id.clone(),
-                    detail: format!("NextToken {next:?} came back twice; paging would never end"),
-                    snippet: String::new(),
-                });
-                None
-            }
-            other => other.clone(),
-        };
-        let attributes_call = async {
-            if prepaid.is_empty() {
-                Ok(Vec::new())
-            } else {
-                account.client.describe_auto_renew(region, &prepaid).await
-            }
-        };
-        let next_call = async {
-            match &next_token {
-                Some(token) => Some(
-                    account
-                        .client
-                        .describe_instances_page(region, &query, Some(token))
-                        .await,
-                ),
-                None => None,
-            }
-        };
-        let (attributes, next) = tokio::join!(attributes_call, next_call);
-        let mut attributes: HashMap<String, AutoRenewAttribute> = match attributes {
-            Ok(list) => list
-                .into_iter()
-                .map(|a| (a.instance_id.clone(), a))
-                .collect(),
-            Err(error) => {
-                report.auto_renew_errors.push(error);
-                HashMap::new()
-            }
-        };
-        report.instances += current.instances.len();
-        for instance in current.instances {
-            let auto_renew = attributes.remove(&instance.id);
-            sink(Listed {
-                account: account_name.clone(),
-                instance,
-                auto_renew,
-            });
-        }
-        match next {
-            None => {}
-            Some(Ok(next_page)) => page = Some(next_page),
-            Some(Err(error)) => report.error = Some(error),
-        }
+    let mut page = pages.first().await;
+    while let Some(current) = take_page(&mut page, &mut report) {
+        let next_token = pages.next_token(&current, &mut report);
+        let (attributes, next) = tokio::join!(
+            auto_renew_of(account, region, &current),
+            pages.after(next_token.as_deref())
+        );
+        hand_on(current, attributes, &account_name, &mut report, sink);
+        page = next;
     }
     if report.error.is_none()
         && report.instances == 0
@@ -217,6 +151,120 @@ pub async fn scan_source(
     }
     report.duration = started.elapsed();
     report
+}
+
+/// A source's pages of DescribeInstances, and the NextTokens seen (a token that comes back
+/// would page for ever).
+struct Pages<'a> {
+    account: &'a AccountClient,
+    region: &'a str,
+    query: InstanceQuery,
+    seen_tokens: HashSet<String>,
+}
+
+/// A page fetched, none (the last page was the last), or the error that ends the scan.
+type Fetched = Option<Result<InstancePage, CloudError>>;
+
+impl Pages<'_> {
+    /// The first page.
+    async fn first(&self) -> Fetched {
+        Some(
+            self.account
+                .client
+                .describe_instances_page(self.region, &self.query, None)
+                .await,
+        )
+    }
+
+    /// The page at `token`; nothing when there is no token to follow (the last page).
+    async fn after(&self, token: Option<&str>) -> Fetched {
+        let token = token?;
+        Some(
+            self.account
+                .client
+                .describe_instances_page(self.region, &self.query, Some(token))
+                .await,
+        )
+    }
+
+    /// The token of the page after `page`, unless it came back before (then the scan fails).
+    fn next_token(&mut self, page: &InstancePage, report: &mut SourceReport) -> Option<String> {
+        let next = page.next_token.clone()?;
+        if self.seen_tokens.insert(next.clone()) {
+            return Some(next);
+        }
+        report.error = Some(CloudError::Decode {
+            action: crate::cloud::Action::DescribeInstances,
+            region: self.region.to_owned(),
+            http_status: 200,
+            request_id: page.request_id.clone(),
+            detail: format!("NextToken {next:?} came back twice; paging would never end"),
+            snippet: String::new(),
+        });
+        None
+    }
+}
+
+/// The fetched page to work on, if any; a failed fetch ends the scan with its error.
+fn take_page(fetched: &mut Fetched, report: &mut SourceReport) -> Option<InstancePage> {
+    match fetched.take()? {
+        Ok(page) => Some(page),
+        Err(error) => {
+            report.error = Some(error);
+            None
+        }
+    }
+}
+
+/// The auto-renew attributes of a page's subscription instances (one call for up to 100).
+async fn auto_renew_of(
+    account: &AccountClient,
+    region: &str,
+    page: &InstancePage,
+) -> Result<Vec<AutoRenewAttribute>, CloudError> {
+    let prepaid: Vec<String> = page
+        .instances
+        .iter()
+        .filter(|i| i.charge_type == ChargeType::PrePaid)
+        .map(|i| i.id.clone())
+        .collect();
+    if prepaid.is_empty() {
+        return Ok(Vec::new());
+    }
+    account.client.describe_auto_renew(region, &prepaid).await
+}
+
+/// Hands a page's instances, each with its attributes, to `sink`; counts them and keeps the
+/// page's undecodable records and an attribute call's failure in the report.
+fn hand_on(
+    page: InstancePage,
+    attributes: Result<Vec<AutoRenewAttribute>, CloudError>,
+    account: &Arc<str>,
+    report: &mut SourceReport,
+    sink: &mut (dyn FnMut(Listed) + Send),
+) {
+    report
+        .undecodable
+        .extend(page.undecodable.iter().map(ToString::to_string));
+    let mut attributes: HashMap<String, AutoRenewAttribute> = match attributes {
+        Ok(list) => list
+            .into_iter()
+            .map(|a| (a.instance_id.clone(), a))
+            .collect(),
+        Err(error) => {
+            report.auto_renew_errors.push(error);
+            HashMap::new()
+        }
+    };
+    report.instances += page.instances.len();
+    for instance in page.instances {
+        let auto_renew = attributes.remove(&instance.id);
+        sink(Listed {
+            account: account.clone(),
+            instance,
+            auto_renew,
+        });
+    }
 }
 
 /// What was seen of a watched instance (one with an open intent or an unchecked auto-renew

@@ -45,39 +45,10 @@ pub async fn verify(
     mut targets: Vec<VerifyTarget>,
     (timeout, interval): (Duration, Duration),
 ) -> Result<Vec<Verified>, LedgerError> {
-    let (accounts, ledger, clock, cancel) = (ctx.accounts, ctx.ledger, ctx.clock, ctx.cancel);
-    let day = ctx.day.as_str();
     let deadline = tokio::time::Instant::now() + timeout;
     let mut done = Vec::new();
     loop {
-        let mut groups: BTreeMap<(Arc<str>, String), Vec<String>> = BTreeMap::new();
-        for t in &targets {
-            groups
-                .entry((t.account.clone(), t.region.clone()))
-                .or_default()
-                .push(t.instance_id.clone());
-        }
-        // Sources are read in parallel (each has its own rate limit).
-        let reads = groups.into_iter().map(|((account, region), ids)| async move {
-            let client = accounts.iter().find(|a| *a.name == *account)?;
-            match client.client.describe_instances_by_id(&region, &ids).await {
-                Ok(listing) => Some((account, listing.instances)),
-                Err(error) => {
-                    tracing::warn!(account = %account, region, error = %error, "verification read failed; retried later");
-                    None
-                }
-            }
-        });
-        let mut shown: BTreeMap<(Arc<str>, String), DateTime<Utc>> = BTreeMap::new();
-        for (account, instances) in futures_util::future::join_all(reads)
-            .await
-            .into_iter()
-            .flatten()
-        {
-            for instance in instances {
-                shown.insert((account.clone(), instance.id), instance.expired_time);
-            }
-        }
+        let shown = shown_expiries(ctx, &targets).await;
         let mut remaining = Vec::new();
         let mut shown_later = Vec::new();
         for target in targets {
@@ -86,28 +57,7 @@ pub async fn verify(
                 _ => remaining.push(target),
             }
         }
-        // One transaction for the round: a thousand renewals verified at once are one sync
-        // to disk, not a thousand.
-        let settled = ledger.settle_all(
-            &shown_later
-                .iter()
-                .map(|(target, expiry)| Settle {
-                    intent_id: target.intent_id,
-                    new_expiry: *expiry,
-                })
-                .collect::<Vec<_>>(),
-            day,
-            clock.now(),
-        )?;
-        for ((target, expiry), settled) in shown_later.into_iter().zip(settled) {
-            tracing::info!(account = %target.account, instance = %target.instance_id,
-                old_expiry = %target.old_expiry, new_expiry = %expiry, "renewal verified: the new expiry shows");
-            done.push(Verified {
-                target,
-                new_expiry: expiry,
-                settled,
-            });
-        }
+        done.extend(settle_round(ctx, shown_later)?);
         targets = remaining;
         if targets.is_empty()
             || timeout.is_zero()
@@ -117,7 +67,7 @@ pub async fn verify(
         }
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
-            _ = cancel.cancelled() => break,
+            _ = ctx.cancel.cancelled() => break,
         }
     }
     for target in &targets {
@@ -130,6 +80,72 @@ pub async fn verify(
         );
     }
     Ok(done)
+}
+
+/// The expiry each target's instance shows now, by (account, instance id); sources are read in
+/// parallel (each has its own rate limit), ≤100 ids per call. A failed read is retried in the
+/// next round.
+async fn shown_expiries(
+    ctx: &PassContext<'_>,
+    targets: &[VerifyTarget],
+) -> BTreeMap<(Arc<str>, String), DateTime<Utc>> {
+    let mut groups: BTreeMap<(Arc<str>, String), Vec<String>> = BTreeMap::new();
+    for t in targets {
+        groups
+            .entry((t.account.clone(), t.region.clone()))
+            .or_default()
+            .push(t.instance_id.clone());
+    }
+    let reads = groups.into_iter().map(|((account, region), ids)| async move {
+        let client = ctx.account(&account)?;
+        match client.client.describe_instances_by_id(&region, &ids).await {
+            Ok(listing) => Some((account, listing.instances)),
+            Err(error) => {
+                tracing::warn!(account = %account, region, error = %error, "verification read failed; retried later");
+                None
+            }
+        }
+    });
+    let mut shown = BTreeMap::new();
+    for (account, instances) in futures_util::future::join_all(reads)
+        .await
+        .into_iter()
+        .flatten()
+    {
+        for instance in instances {
+            shown.insert((account.clone(), instance.id), instance.expired_time);
+        }
+    }
+    shown
+}
+
+/// Settles the intents whose new expiry shows, in one transaction for the round: a thousand
+/// renewals verified at once are one sync to disk, not a thousand.
+fn settle_round(
+    ctx: &PassContext<'_>,
+    shown_later: Vec<(VerifyTarget, DateTime<Utc>)>,
+) -> Result<Vec<Verified>, LedgerError> {
+    let settles: Vec<Settle> = shown_later
+        .iter()
+        .map(|(target, expiry)| Settle {
+            intent_id: target.intent_id,
+            new_expiry: *expiry,
+        })
+        .collect();
+    let settled = ctx.ledger.settle_all(&settles, &ctx.day, ctx.clock.now())?;
+    Ok(shown_later
+        .into_iter()
+        .zip(settled)
+        .map(|((target, expiry), settled)| {
+            tracing::info!(account = %target.account, instance = %target.instance_id,
+                old_expiry = %target.old_expiry, new_expiry = %expiry, "renewal verified: the new expiry shows");
+            Verified {
+                target,
+                new_expiry: expiry,
+                settled,
+            }
+        })
+        .collect())
 }
 
 /// An intent that was sent but whose answer never reached the ledger is settled once the

@@ -110,25 +110,26 @@ struct InstanceFilter {
 
 impl InstanceFilter {
     fn matches(&self, instance: &Instance, world: &World, now: DateTime<Utc>) -> bool {
-        if self.charge_type.is_some_and(|c| c != instance.charge_type) {
-            return false;
-        }
+        self.charge_type.is_none_or(|c| c == instance.charge_type)
+            && self.matches_status(instance, world, now)
+            && self.matches_expiry(instance.shown_expiry(now))
+            && self.matches_attributes(instance)
+    }
+
+    /// `Status` and `LockReason`.
+    fn matches_status(&self, instance: &Instance, world: &World, now: DateTime<Utc>) -> bool {
         let (status, locks) = instance.status(now, &world.settings);
-        if self
-            .status
+        self.status
             .as_deref()
-            .is_some_and(|s| !s.eq_ignore_ascii_case(status))
-        {
-            return false;
-        }
-        if self
-            .lock_reason
-            .as_deref()
-            .is_some_and(|r| !locks.contains(&r))
-        {
-            return false;
-        }
-        let expiry = instance.shown_expiry(now);
+            .is_none_or(|s| s.eq_ignore_ascii_case(status))
+            && self
+                .lock_reason
+                .as_deref()
+                .is_none_or(|r| locks.contains(&r))
+    }
+
+    /// `ExpiredStartTime` and `ExpiredEndTime`, inclusive or not (a setting: UNCERTAIN).
+    fn matches_expiry(&self, expiry: DateTime<Utc>) -> bool {
         let after_start = |start: DateTime<Utc>| {
             if self.inclusive {
                 expiry >= start
@@ -143,57 +144,37 @@ impl InstanceFilter {
                 expiry < end
             }
         };
-        if self.expired_start.is_some_and(|s| !after_start(s))
-            || self.expired_end.is_some_and(|e| !before_end(e))
-        {
-            return false;
-        }
-        for (key, value) in &self.tags {
-            let found = instance
+        self.expired_start.is_none_or(after_start) && self.expired_end.is_none_or(before_end)
+    }
+
+    /// Tags (every one given must match), security group, zone, type, family, resource
+    /// group and name.
+    fn matches_attributes(&self, instance: &Instance) -> bool {
+        let tags = self.tags.iter().all(|(key, value)| {
+            instance
                 .tags
                 .iter()
-                .any(|(k, v)| k == key && value.as_deref().is_none_or(|want| want == v));
-            if !found {
-                return false;
-            }
-        }
-        if self
+                .any(|(k, v)| k == key && value.as_deref().is_none_or(|want| want == v))
+        });
+        let family = ecs_wire::types::type_family_of(&instance.instance_type);
+        tags && self
             .security_group
             .as_deref()
-            .is_some_and(|g| !instance.security_groups.iter().any(|s| s == g))
-        {
-            return false;
-        }
-        if self.zone.as_deref().is_some_and(|z| z != instance.zone) {
-            return false;
-        }
-        if self
-            .instance_type
-            .as_deref()
-            .is_some_and(|t| t != instance.instance_type)
-        {
-            return false;
-        }
-        if self
-            .type_family
-            .as_deref()
-            .is_some_and(|f| f != ecs_wire::types::type_family_of(&instance.instance_type))
-        {
-            return false;
-        }
-        if self
-            .resource_group
-            .as_deref()
-            .is_some_and(|g| g != instance.resource_group_id)
-        {
-            return false;
-        }
-        if let Some(pattern) = &self.name_pattern
-            && !wildcard_match(pattern, &instance.name)
-        {
-            return false;
-        }
-        true
+            .is_none_or(|g| instance.security_groups.iter().any(|s| s == g))
+            && self.zone.as_deref().is_none_or(|z| z == instance.zone)
+            && self
+                .instance_type
+                .as_deref()
+                .is_none_or(|t| t == instance.instance_type)
+            && self.type_family.as_deref().is_none_or(|f| f == family)
+            && self
+                .resource_group
+                .as_deref()
+                .is_none_or(|g| g == instance.resource_group_id)
+            && self
+                .name_pattern
+                .as_ref()
+                .is_none_or(|pattern| wildcard_match(pattern, &instance.name))
     }
 }
 
@@ -661,6 +642,20 @@ fn comma_ids(params: &Params) -> Result<Vec<String>, Fault> {
     Ok(ids)
 }
 
+/// An optional parameter read by `parse`: absent (or empty) is `None`, a value `parse` refuses
+/// is `fault(value)`.
+fn optional<T>(
+    params: &Params,
+    name: &str,
+    parse: impl FnOnce(&str) -> Option<T>,
+    fault: impl FnOnce(&str) -> Fault,
+) -> Result<Option<T>, Fault> {
+    match params.non_empty(name) {
+        None => Ok(None),
+        Some(text) => parse(text).map(Some).ok_or_else(|| fault(text)),
+    }
+}
+
 fn unit_text(unit: PeriodUnit, case: UnitCase) -> String {
     match case {
         UnitCase::Title => unit.as_str().to_owned(),
@@ -676,16 +671,13 @@ fn describe_auto_renew(
 ) -> Result<Value, Fault> {
     let region = required(params, "RegionId")?;
     let ids = comma_ids(params)?;
-    let status_filter = match params.non_empty("RenewalStatus") {
-        None => None,
-        Some(text) => Some(RenewalStatus::parse(text).ok_or_else(|| {
-            Fault::new(
-                403,
-                "InvalidParameter.RenewalStatus",
-                format!("The specified RenewalStatus {text:?} is not valid."),
-            )
-        })?),
-    };
+    let status_filter = optional(params, "RenewalStatus", RenewalStatus::parse, |text| {
+        Fault::new(
+            403,
+            "InvalidParameter.RenewalStatus",
+            format!("The specified RenewalStatus {text:?} is not valid."),
+        )
+    })?;
     if ids.is_empty() && status_filter.is_none() {
         return Err(Fault::new(
             403,
@@ -699,50 +691,17 @@ fn describe_auto_renew(
         .and_then(|p| p.parse::<usize>().ok())
         .filter(|p| *p >= 1)
         .unwrap_or(1);
-    let mut selected: Vec<&Instance> = Vec::new();
-    if ids.is_empty() {
-        if let Some(source) = world.source(&caller.account, region) {
-            selected.extend(source.values().filter(|i| {
-                i.charge_type == ChargeType::PrePaid
-                    && i.lifecycle(now, &world.settings) != Lifecycle::Released
-            }));
-        }
-    } else {
-        for id in &ids {
-            let instance = world
-                .instance(&caller.account, id, now)
-                .filter(|i| i.region == region)
-                .ok_or_else(|| Fault::invalid_instance_id(id))?;
-            if instance.charge_type == ChargeType::PostPaid {
-                return Err(Fault::charge_type_violation(
-                    "Pay-As-You-Go instances do not support this operation.",
-                ));
-            }
-            selected.push(instance);
-        }
-    }
+    let mut selected = attribute_subjects(world, caller, region, &ids, now)?;
     if let Some(status) = status_filter {
         selected.retain(|i| i.renewal_status == status);
     }
     let total = selected.len();
+    let case = world.settings.auto_renew_unit_case;
     let records: Vec<RenewAttributeRecord> = selected
         .into_iter()
         .skip((page_number - 1) * size)
         .take(size)
-        .map(|i| {
-            let on = i.renewal_status == RenewalStatus::AutoRenewal;
-            RenewAttributeRecord {
-                instance_id: i.id.clone(),
-                auto_renew_enabled: on,
-                duration: if on {
-                    i64::from(i.auto_renew_duration)
-                } else {
-                    0
-                },
-                period_unit: unit_text(i.auto_renew_unit, world.settings.auto_renew_unit_case),
-                renewal_status: i.renewal_status.as_str().into(),
-            }
-        })
+        .map(|i| attribute_record(i, case))
         .collect();
     Ok(to_value(&DescribeAutoRenewResponse {
         request_id: String::new(),
@@ -753,6 +712,58 @@ fn describe_auto_renew(
             instance_renew_attribute: records,
         },
     }))
+}
+
+/// The instances whose attributes are asked: those named (each must be a subscription
+/// instance of the caller in `region`), or every subscription instance of the region.
+fn attribute_subjects<'w>(
+    world: &'w World,
+    caller: &Caller,
+    region: &str,
+    ids: &[String],
+    now: DateTime<Utc>,
+) -> Result<Vec<&'w Instance>, Fault> {
+    if ids.is_empty() {
+        let source = world.source(&caller.account, region);
+        return Ok(source
+            .into_iter()
+            .flat_map(|s| s.values())
+            .filter(|i| {
+                i.charge_type == ChargeType::PrePaid
+                    && i.lifecycle(now, &world.settings) != Lifecycle::Released
+            })
+            .collect());
+    }
+    let mut selected = Vec::with_capacity(ids.len());
+    for id in ids {
+        let instance = world
+            .instance(&caller.account, id, now)
+            .filter(|i| i.region == region)
+            .ok_or_else(|| Fault::invalid_instance_id(id))?;
+        if instance.charge_type == ChargeType::PostPaid {
+            return Err(Fault::charge_type_violation(
+                "Pay-As-You-Go instances do not support this operation.",
+            ));
+        }
+        selected.push(instance);
+    }
+    Ok(selected)
+}
+
+/// One instance's auto-renew attributes as the service writes them.
+fn attribute_record(i: &Instance, case: UnitCase) -> RenewAttributeRecord {
+    let on = i.renewal_status == RenewalStatus::AutoRenewal;
+    RenewAttributeRecord {
+        instance_id: i.id.clone(),
+        auto_renew_enabled: on,
+        duration: if on {
+            i64::from(i.auto_renew_duration)
+        } else {
+            0
+        },
+        period_unit: unit_text(i.auto_renew_unit, case),
+        renewal_status: i.renewal_status.as_str().into(),
+    }
 }
 
 fn modify_auto_renew(
@@ -770,68 +781,49 @@ fn modify_auto_renew(
             "The input parameter \"InstanceId\" that is mandatory for processing this request is not supplied.",
         ));
     }
-    let auto_renew = match params.non_empty("AutoRenew") {
-        None => false,
-        Some(text) => parse_bool(text).ok_or_else(|| {
-            Fault::new(
-                400,
-                "InvalidParameter.AutoRenew",
-                format!("The specified AutoRenew {text:?} is not a boolean."),
-            )
-        })?,
-    };
+    let auto_renew = optional(params, "AutoRenew", parse_bool, |text| {
+        Fault::new(
+            400,
+            "InvalidParameter.AutoRenew",
+            format!("The specified AutoRenew {text:?} is not a boolean."),
+        )
+    })?
+    .unwrap_or(false);
     // RenewalStatus takes precedence over AutoRenew.
-    let status = match params.non_empty("RenewalStatus") {
-        Some(text) => RenewalStatus::parse(text).ok_or_else(|| {
-            Fault::new(
-                403,
-                "InvalidParameter.RenewalStatus",
-                format!("The specified RenewalStatus {text:?} is not valid."),
-            )
-        })?,
-        None if auto_renew => RenewalStatus::AutoRenewal,
-        None => RenewalStatus::Normal,
-    };
-    let unit = match params.non_empty("PeriodUnit") {
-        None => PeriodUnit::Month,
-        Some(text) => PeriodUnit::parse(text).ok_or_else(|| {
-            Fault::new(
-                403,
-                "InvalidPeriodUnit.ValueNotSupported",
-                format!("The specified PeriodUnit {text:?} is not supported."),
-            )
-        })?,
-    };
-    let duration = match params.non_empty("Duration") {
-        None => None,
-        Some(text) => Some(text.parse::<u32>().map_err(|_| {
+    let status = optional(params, "RenewalStatus", RenewalStatus::parse, |text| {
+        Fault::new(
+            403,
+            "InvalidParameter.RenewalStatus",
+            format!("The specified RenewalStatus {text:?} is not valid."),
+        )
+    })?
+    .unwrap_or(if auto_renew {
+        RenewalStatus::AutoRenewal
+    } else {
+        RenewalStatus::Normal
+    });
+    let unit = optional(params, "PeriodUnit", PeriodUnit::parse, |text| {
+        Fault::new(
+            403,
+            "InvalidPeriodUnit.ValueNotSupported",
+            format!("The specified PeriodUnit {text:?} is not supported."),
+        )
+    })?
+    .unwrap_or(PeriodUnit::Month);
+    let duration = optional(
+        params,
+        "Duration",
+        |t| t.parse::<u32>().ok(),
+        |text| {
             Fault::new(
                 403,
                 "InvalidParameter.Duration",
                 format!("The specified Duration {text:?} is not valid."),
             )
-        })?),
-    };
+        },
+    )?;
     if status == RenewalStatus::AutoRenewal {
-        let rule = world.settings.auto_renew_rule();
-        let value = duration.unwrap_or(1);
-        if rule.values(unit).is_empty() {
-            return Err(Fault::new(
-                403,
-                "InvalidPeriodUnit.ValueNotSupported",
-                format!("The PeriodUnit {unit} is not supported on this site."),
-            ));
-        }
-        if !rule.allows(value, unit) {
-            return Err(Fault::new(
-                403,
-                "InvalidParameter.Duration",
-                format!(
-                    "The specified Duration {value} is not valid for {unit} (allowed {}).",
-                    rule.describe()
-                ),
-            ));
-        }
+        check_auto_renew_length(world, duration.unwrap_or(1), unit)?;
     }
     for id in &ids {
         if world
@@ -843,6 +835,29 @@ fn modify_auto_renew(
     }
     world.set_auto_renew(&caller.account, &ids, status, duration, unit, now)?;
     Ok(serde_json::json!({}))
+}
+
+/// An auto-renew duration and unit the site allows.
+fn check_auto_renew_length(world: &World, value: u32, unit: PeriodUnit) -> Result<(), Fault> {
+    let rule = world.settings.auto_renew_rule();
+    if rule.values(unit).is_empty() {
+        return Err(Fault::new(
+            403,
+            "InvalidPeriodUnit.ValueNotSupported",
+            format!("The PeriodUnit {unit} is not supported on this site."),
+        ));
+    }
+    if !rule.allows(value, unit) {
+        return Err(Fault::new(
+            403,
+            "InvalidParameter.Duration",
+            format!(
+                "The specified Duration {value} is not valid for {unit} (allowed {}).",
+                rule.describe()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn renew_instance(
@@ -909,28 +924,28 @@ fn describe_renewal_price(
             format!("The ResourceType {kind:?} is not supported."),
         ));
     }
-    let unit = match params.non_empty("PriceUnit") {
-        None => PeriodUnit::Month,
-        Some(text) => PeriodUnit::parse(text)
-            .filter(|u| *u != PeriodUnit::Week)
-            .ok_or_else(|| {
-                Fault::new(
-                    400,
-                    "InvalidPriceUnit.ValueNotSupported",
-                    format!("The PriceUnit {text:?} is not supported."),
-                )
-            })?,
-    };
-    let period: u32 = match params.non_empty("Period") {
-        None => 1,
-        Some(text) => text.parse().map_err(|_| {
+    let priceable = |t: &str| PeriodUnit::parse(t).filter(|u| *u != PeriodUnit::Week);
+    let unit = optional(params, "PriceUnit", priceable, |text| {
+        Fault::new(
+            400,
+            "InvalidPriceUnit.ValueNotSupported",
+            format!("The PriceUnit {text:?} is not supported."),
+        )
+    })?
+    .unwrap_or(PeriodUnit::Month);
+    let period = optional(
+        params,
+        "Period",
+        |t| t.parse::<u32>().ok(),
+        |text| {
             Fault::new(
                 400,
                 "InvalidPeriod",
                 format!("The specified period {text:?} is not valid."),
             )
-        })?,
-    };
+        },
+    )?
+    .unwrap_or(1);
     if !periods::price_rule().allows(period, unit) {
         return Err(Fault::new(
             400,
@@ -955,11 +970,15 @@ fn describe_renewal_price(
             "The operation is not permitted due to charge type of the instance.",
         ));
     }
-    let (trade, original) = instance.price_cents(period, unit);
     let currency = world
         .account(&caller.account)
         .map(|a| a.currency.clone())
         .unwrap_or_else(|| "CNY".into());
+    Ok(price_answer(instance.price_cents(period, unit), currency))
+}
+
+/// A DescribeRenewalPrice answer for (trade, original) prices in cents.
+fn price_answer((trade, original): (i64, i64), currency: String) -> Value {
     let as_float = |cents: i64| cents as f64 / 100.0;
     let mut value = to_value(&DescribeRenewalPriceResponse {
         request_id: String::new(),
@@ -973,7 +992,7 @@ fn describe_renewal_price(
         },
     });
     value["PriceInfo"]["Rules"] = serde_json::json!({"Rule": []});
-    Ok(value)
+    value
 }
 
 /// BSS `QueryAccountBalance` (docs/v3-and-bss.md §2.2): the caller's account balance, which

@@ -25,9 +25,29 @@ pub fn generate(
     account: &str,
     now: DateTime<Utc>,
 ) -> Result<Vec<Instance>, String> {
+    let spread_days = checked_spread_days(spec)?;
+    let regions: Vec<String> = if spec.regions.is_empty() {
+        vec!["cn-hangzhou".into()]
+    } else {
+        spec.regions.clone()
+    };
+    let mut draw = Draw {
+        spec,
+        rng: StdRng::seed_from_u64(spec.seed),
+        spread_days,
+        today: start_of_day_utc8(now),
+        postpaid_expiry: time::parse(time::POSTPAID_EXPIRED_TIME)
+            .expect("the PostPaid constant parses"),
+    };
+    Ok((0..spec.count)
+        .map(|n| draw.instance(n, account, &regions[n % regions.len()]))
+        .collect())
+}
+
+/// The spec's expiry spread in whole days (at least one), once its shares are checked.
+fn checked_spread_days(spec: &GeneratorSpec) -> Result<i64, String> {
     let spread = ecs_wire::duration::parse(&spec.expiry_spread)
         .map_err(|e| format!("generator expiry_spread: {e}"))?;
-    let spread_days = (spread.as_secs() / 86_400).max(1) as i64;
     for (name, share) in [
         ("expired_share", spec.expired_share),
         ("postpaid_share", spec.postpaid_share),
@@ -40,32 +60,38 @@ pub fn generate(
             ));
         }
     }
-    let regions: Vec<String> = if spec.regions.is_empty() {
-        vec!["cn-hangzhou".into()]
-    } else {
-        spec.regions.clone()
-    };
-    let mut rng = StdRng::seed_from_u64(spec.seed);
-    let postpaid_expiry =
-        time::parse(time::POSTPAID_EXPIRED_TIME).expect("the PostPaid constant parses");
-    let today = start_of_day_utc8(now);
-    let mut out = Vec::with_capacity(spec.count);
-    for n in 0..spec.count {
-        let region = &regions[n % regions.len()];
-        let id = format!("{}{:07}", spec.id_prefix, n + 1);
-        let charge_type = if rng.random_bool(spec.postpaid_share) {
+    Ok((spread.as_secs() / 86_400).max(1) as i64)
+}
+
+/// The seeded draws that make a generator's instances (in a fixed order, so a seed always
+/// makes the same fleet).
+struct Draw<'a> {
+    spec: &'a GeneratorSpec,
+    rng: StdRng,
+    spread_days: i64,
+    today: DateTime<Utc>,
+    postpaid_expiry: DateTime<Utc>,
+}
+
+impl Draw<'_> {
+    /// Instance number `n` (from 0).
+    fn instance(&mut self, n: usize, account: &str, region: &str) -> Instance {
+        let spec = self.spec;
+        let charge_type = if self.rng.random_bool(spec.postpaid_share) {
             ChargeType::PostPaid
         } else {
             ChargeType::PrePaid
         };
         let expiry = match charge_type {
-            ChargeType::PostPaid => postpaid_expiry,
-            ChargeType::PrePaid if rng.random_bool(spec.expired_share) => {
-                today - Duration::days(rng.random_range(1..=10))
+            ChargeType::PostPaid => self.postpaid_expiry,
+            ChargeType::PrePaid if self.rng.random_bool(spec.expired_share) => {
+                self.today - Duration::days(self.rng.random_range(1..=10))
             }
-            ChargeType::PrePaid => today + Duration::days(rng.random_range(1..=spread_days)),
+            ChargeType::PrePaid => {
+                self.today + Duration::days(self.rng.random_range(1..=self.spread_days))
+            }
         };
-        let roll: f64 = rng.random();
+        let roll: f64 = self.rng.random();
         let renewal_status = if charge_type == ChargeType::PostPaid {
             RenewalStatus::Normal
         } else if roll < spec.auto_renew_share {
@@ -80,17 +106,15 @@ pub fn generate(
             .iter()
             .filter(|(_, values)| !values.is_empty())
             .map(|(key, values)| {
-                (
-                    key.clone(),
-                    values[rng.random_range(0..values.len())].clone(),
-                )
+                let value = values[self.rng.random_range(0..values.len())].clone();
+                (key.clone(), value)
             })
             .collect();
-        out.push(Instance {
-            id: id.clone(),
+        Instance {
+            id: format!("{}{:07}", spec.id_prefix, n + 1),
             account: account.to_owned(),
             name: format!("gen-{}", n + 1),
-            region: region.clone(),
+            region: region.to_owned(),
             zone: format!("{region}-{}", ["a", "b", "c"][n % 3]),
             charge_type,
             expiry: vec![(DateTime::<Utc>::MIN_UTC, expiry)],
@@ -104,7 +128,6 @@ pub fn generate(
             auto_renew_unit: PeriodUnit::Month,
             deduction_fails: false,
             failed_deductions: 0,
-        });
+        }
     }
-    Ok(out)
 }

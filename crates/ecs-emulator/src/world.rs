@@ -80,6 +80,14 @@ pub struct AccessKey {
     pub denied_actions: Vec<Action>,
 }
 
+/// A renewal the world would carry out, before the balance is checked.
+struct PricedRenewal {
+    price: i64,
+    old_expiry: DateTime<Utc>,
+    new_expiry: DateTime<Utc>,
+    region: String,
+}
+
 /// Why money moved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -496,29 +504,88 @@ impl World {
     ) -> Result<String, Fault> {
         self.expire_tokens(now);
         let fp = fingerprint(instance_id, period, unit);
-        if let Some(token) = client_token
-            && let Some(record) = self.tokens.get(&(account.to_owned(), token.to_owned()))
-        {
-            if record.fingerprint == fp {
-                return Ok(record.order_id.clone());
-            }
+        if let Some(replayed) = self.replay_token(account, client_token, &fp) {
+            return replayed;
+        }
+        let renewal = self.priced_renewal(account, instance_id, (period, unit), now)?;
+        let balance = self
+            .accounts
+            .get(account)
+            .map(|a| a.balance_cents)
+            .unwrap_or(0);
+        if balance < renewal.price {
             return Err(Fault::new(
-                400,
-                "IdempotenceParamNotMatch",
-                "Request uses a client token in a previous request but is not identical to that request.",
+                self.settings.funds_error_status,
+                &self.settings.funds_error_code,
+                "Your account does not have enough balance.",
             ));
         }
-        if !self.settings.renew_rule().allows(period, unit) {
+        let order_id = self.charge(
+            account,
+            &renewal.region,
+            instance_id,
+            period,
+            unit,
+            renewal.price,
+            client_token,
+            OrderKind::Renew,
+            now,
+            renewal.old_expiry,
+            renewal.new_expiry,
+        );
+        if let Some(token) = client_token {
+            self.tokens.insert(
+                (account.to_owned(), token.to_owned()),
+                TokenRecord {
+                    fingerprint: fp,
+                    order_id: order_id.clone(),
+                    at: now,
+                },
+            );
+        }
+        Ok(order_id)
+    }
+
+    /// The answer a ClientToken already used gives: its order again, or
+    /// `IdempotenceParamNotMatch` when the request differs; `None` for a new token.
+    fn replay_token(
+        &self,
+        account: &str,
+        client_token: Option<&str>,
+        fingerprint: &str,
+    ) -> Option<Result<String, Fault>> {
+        let token = client_token?;
+        let record = self.tokens.get(&(account.to_owned(), token.to_owned()))?;
+        if record.fingerprint == fingerprint {
+            return Some(Ok(record.order_id.clone()));
+        }
+        Some(Err(Fault::new(
+            400,
+            "IdempotenceParamNotMatch",
+            "Request uses a client token in a previous request but is not identical to that request.",
+        )))
+    }
+
+    /// A renewal the service would accept (ahead of the balance check): its price and the
+    /// expiry it moves, or the fault it is refused with.
+    fn priced_renewal(
+        &self,
+        account: &str,
+        instance_id: &str,
+        (period, unit): (u32, PeriodUnit),
+        now: DateTime<Utc>,
+    ) -> Result<PricedRenewal, Fault> {
+        let settings = &self.settings;
+        if !settings.renew_rule().allows(period, unit) {
             return Err(Fault::new(
                 400,
                 "InvalidPeriod",
                 format!(
                     "The specified period is not valid: {period} {unit} (allowed {}).",
-                    self.settings.renew_rule().describe()
+                    settings.renew_rule().describe()
                 ),
             ));
         }
-        let settings = self.settings.clone();
         let instance = self
             .instance(account, instance_id, now)
             .ok_or_else(|| Self::not_found(instance_id))?;
@@ -543,43 +610,12 @@ impl World {
                 "The renewal would exceed the maximum expiration date; shorten the period.",
             ));
         }
-        let region = instance.region.clone();
-        let balance = self
-            .accounts
-            .get(account)
-            .map(|a| a.balance_cents)
-            .unwrap_or(0);
-        if balance < price {
-            return Err(Fault::new(
-                settings.funds_error_status,
-                &settings.funds_error_code,
-                "Your account does not have enough balance.",
-            ));
-        }
-        let order_id = self.charge(
-            account,
-            &region,
-            instance_id,
-            period,
-            unit,
+        Ok(PricedRenewal {
             price,
-            client_token,
-            OrderKind::Renew,
-            now,
             old_expiry,
             new_expiry,
-        );
-        if let Some(token) = client_token {
-            self.tokens.insert(
-                (account.to_owned(), token.to_owned()),
-                TokenRecord {
-                    fingerprint: fp,
-                    order_id: order_id.clone(),
-                    at: now,
-                },
-            );
-        }
-        Ok(order_id)
+            region: instance.region.clone(),
+        })
     }
 
     #[allow(clippy::too_many_arguments)]

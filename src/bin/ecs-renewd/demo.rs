@@ -288,43 +288,7 @@ pub async fn run(
     )
     .await
     .map_err(|e| runtime(&e))?;
-    let text = config_text(&emulator, &state);
-    let config_path = state.join("demo.toml");
-    std::fs::write(&config_path, &text).map_err(|e| runtime(&e))?;
-    let config =
-        Config::parse(&text, &config_path, &Environment::default()).map_err(|e| runtime(&e))?;
-    let admin = match tokio::net::TcpListener::bind("127.0.0.1:9469").await {
-        Ok(listener) => listener,
-        Err(_) => tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .map_err(|e| runtime(&e))?,
-    };
-    let stop = CancellationToken::new();
-    let (_reload_tx, reload_rx) = mpsc::channel(1);
-    let (pass_tx, mut pass_rx) = mpsc::unbounded_channel();
-    let running = daemon::start(Setup {
-        config: ConfigSource {
-            config,
-            path: config_path,
-            env: Environment::default(),
-        },
-        clocks: Clocks {
-            business: clock.clone(),
-            wall: Arc::new(SystemClock),
-        },
-        signals: Signals {
-            stop: stop.clone(),
-            reload: reload_rx,
-        },
-        ticks: Ticks {
-            source: TickSource::Cron,
-            watchdog_every: Duration::from_secs(1),
-        },
-        admin_listener: Some(admin),
-        passes: Some(pass_tx),
-    })
-    .await
-    .map_err(|e| runtime(&e))?;
+    let (running, stop, mut pass_rx) = start_daemon(&emulator, &state, clock.clone()).await?;
     let fleet_size = emulator.with_world(|w| w.instance_count());
     let _ = writeln!(
         out,
@@ -366,6 +330,61 @@ pub async fn run(
     let _ = write!(out, "{summary}");
     emulator.shutdown().await;
     Ok(())
+}
+
+/// The daemon over the demo's config: cron every 2 s on the wall clock, business time on the
+/// demo's virtual clock, the admin server on 127.0.0.1:9469 when it is free.
+async fn start_daemon(
+    emulator: &EmulatorHandle,
+    state: &Path,
+    clock: Arc<VirtualClock>,
+) -> Result<
+    (
+        daemon::Running,
+        CancellationToken,
+        mpsc::UnboundedReceiver<ecs_renewd::reconcile::PassSummary>,
+    ),
+    Failure,
+> {
+    let runtime = |e: &dyn std::fmt::Display| Failure::runtime(e.to_string());
+    let text = config_text(emulator, state);
+    let config_path = state.join("demo.toml");
+    std::fs::write(&config_path, &text).map_err(|e| runtime(&e))?;
+    let config =
+        Config::parse(&text, &config_path, &Environment::default()).map_err(|e| runtime(&e))?;
+    let admin = match tokio::net::TcpListener::bind("127.0.0.1:9469").await {
+        Ok(listener) => listener,
+        Err(_) => tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| runtime(&e))?,
+    };
+    let stop = CancellationToken::new();
+    let (_reload_tx, reload_rx) = mpsc::channel(1);
+    let (pass_tx, pass_rx) = mpsc::unbounded_channel();
+    let running = daemon::start(Setup {
+        config: ConfigSource {
+            config,
+            path: config_path,
+            env: Environment::default(),
+        },
+        clocks: Clocks {
+            business: clock,
+            wall: Arc::new(SystemClock),
+        },
+        signals: Signals {
+            stop: stop.clone(),
+            reload: reload_rx,
+        },
+        ticks: Ticks {
+            source: TickSource::Cron,
+            watchdog_every: Duration::from_secs(1),
+        },
+        admin_listener: Some(admin),
+        passes: Some(pass_tx),
+    })
+    .await
+    .map_err(|e| runtime(&e))?;
+    Ok((running, stop, pass_rx))
 }
 
 /// What the demo watches while the daemon runs.

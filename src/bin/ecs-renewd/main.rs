@@ -205,29 +205,7 @@ async fn try_main(command: Command) -> Result<ExitCode, Failure> {
             commands::check_config::run(&config.config, &env, &mut stdout).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Once { config, json } => {
-            let cancel = tokio_util::sync::CancellationToken::new();
-            let stop = cancel.clone();
-            tokio::spawn(async move {
-                wait_for_stop_signal().await;
-                tracing::warn!("stop signal: no new ECS call starts; the one in flight finishes");
-                stop.cancel();
-            });
-            let ok = commands::once::run(
-                &config.config,
-                &env,
-                Arc::new(SystemClock),
-                cancel,
-                json,
-                &mut stdout,
-            )
-            .await?;
-            Ok(if ok {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
-        }
+        Command::Once { config, json } => run_once(&config.config, &env, json, &mut stdout).await,
         Command::Status { config, json } => {
             commands::status::run_status(&config.config, &env, json, &mut stdout)?;
             Ok(ExitCode::SUCCESS)
@@ -255,17 +233,40 @@ async fn try_main(command: Command) -> Result<ExitCode, Failure> {
                 &mut stdout,
             )
             .await?;
-            Ok(if complete {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
+            Ok(exit_code(complete))
         }
         Command::Emulator {
             listen,
             fleet,
             generate,
         } => run_emulator(listen, fleet, generate).await,
+    }
+}
+
+/// `once`: one pass, stopped early (no new ECS call) by SIGTERM or SIGINT.
+async fn run_once(
+    config: &std::path::Path,
+    env: &Environment,
+    json: bool,
+    stdout: &mut std::io::Stdout,
+) -> Result<ExitCode, Failure> {
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let stop = cancel.clone();
+    tokio::spawn(async move {
+        wait_for_stop_signal().await;
+        tracing::warn!("stop signal: no new ECS call starts; the one in flight finishes");
+        stop.cancel();
+    });
+    let ok = commands::once::run(config, env, Arc::new(SystemClock), cancel, json, stdout).await?;
+    Ok(exit_code(ok))
+}
+
+/// 0 when everything went well, 1 when something needs a look.
+fn exit_code(ok: bool) -> ExitCode {
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }
 

@@ -49,28 +49,8 @@ pub(crate) fn from_cli_profile(
         (None, Some(home)) => home.join(".aliyun").join("config.json"),
         (None, None) => return Ok(Attempt::Absent("HOME is unset".into())),
     };
-    // The profile file holds AccessKey secrets: held to the same rule as a key file.
-    let private = env.credentials_directory();
-    let content = match crate::secret::read_private(&path, private.as_deref()) {
-        Ok((_, Some(mode))) => {
-            return Err(crate::secret::SecretFileError::OpenToOthers {
-                what: "aliyun CLI config",
-                path,
-                mode,
-            }
-            .into());
-        }
-        Ok((content, None)) => content,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && config.cli_config_path.is_none() => {
-            return Ok(Attempt::Absent(format!("no {}", path.display())));
-        }
-        Err(source) => {
-            return Err(CredentialError::Unreadable {
-                what: "aliyun CLI config",
-                path,
-                source,
-            });
-        }
+    let Some(content) = read_cli_config(config, env, &path)? else {
+        return Ok(Attempt::Absent(format!("no {}", path.display())));
     };
     let parsed: CliConfig = serde_json::from_str(&content)
         .map_err(|e| cli_error(&path, format!("not valid JSON: {e}")))?;
@@ -83,33 +63,9 @@ pub(crate) fn from_cli_profile(
         return Err(cli_error(&path, format!("no profile named {wanted:?}")));
     };
     let origin = format!("aliyun CLI profile {wanted:?} in {}", path.display());
-    let fixed = |with_token: bool, profile: CliProfile| -> Result<Attempt, CredentialError> {
-        if profile.access_key_id.is_empty() || profile.access_key_secret.is_empty() {
-            return Err(cli_error(
-                &path,
-                format!("profile {wanted:?} lacks access_key_id or access_key_secret"),
-            ));
-        }
-        if with_token && profile.sts_token.is_empty() {
-            return Err(cli_error(
-                &path,
-                format!("StsToken profile {wanted:?} lacks sts_token"),
-            ));
-        }
-        let credentials = Credentials {
-            access_key_id: profile.access_key_id,
-            access_key_secret: profile.access_key_secret,
-            security_token: with_token.then_some(profile.sts_token),
-            expiration: None,
-        };
-        Ok(Attempt::found(CredentialProvider::fixed(
-            credentials,
-            origin.clone(),
-        )))
-    };
     match profile.mode.as_str() {
-        "AK" => fixed(false, profile),
-        "StsToken" => fixed(true, profile),
+        "AK" => fixed_profile(&path, origin, false, profile),
+        "StsToken" => fixed_profile(&path, origin, true, profile),
         "EcsRamRole" => {
             let role = (!profile.ram_role_name.is_empty()).then_some(profile.ram_role_name);
             let provider = ImdsProvider::new(
@@ -127,6 +83,65 @@ pub(crate) fn from_cli_profile(
             ),
         )),
     }
+}
+
+/// The CLI config's text, held to a key file's rule (it holds AccessKey secrets); `None` when
+/// the default file does not exist (a file named in the config must).
+fn read_cli_config(
+    config: &CredentialsConfig,
+    env: &Environment,
+    path: &std::path::Path,
+) -> Result<Option<zeroize::Zeroizing<String>>, CredentialError> {
+    let private = env.credentials_directory();
+    match crate::secret::read_private(path, private.as_deref()) {
+        Ok((_, Some(mode))) => Err(crate::secret::SecretFileError::OpenToOthers {
+            what: "aliyun CLI config",
+            path: path.to_owned(),
+            mode,
+        }
+        .into()),
+        Ok((content, None)) => Ok(Some(content)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && config.cli_config_path.is_none() => {
+            Ok(None)
+        }
+        Err(source) => Err(CredentialError::Unreadable {
+            what: "aliyun CLI config",
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// An `AK` or `StsToken` profile's fixed keys.
+fn fixed_profile(
+    path: &std::path::Path,
+    origin: String,
+    with_token: bool,
+    profile: CliProfile,
+) -> Result<Attempt, CredentialError> {
+    let name = &profile.name;
+    if profile.access_key_id.is_empty() || profile.access_key_secret.is_empty() {
+        return Err(cli_error(
+            path,
+            format!("profile {name:?} lacks access_key_id or access_key_secret"),
+        ));
+    }
+    if with_token && profile.sts_token.is_empty() {
+        return Err(cli_error(
+            path,
+            format!("StsToken profile {name:?} lacks sts_token"),
+        ));
+    }
+    let credentials = Credentials {
+        access_key_id: profile.access_key_id,
+        access_key_secret: profile.access_key_secret,
+        security_token: with_token.then_some(profile.sts_token),
+        expiration: None,
+    };
+    Ok(Attempt::found(CredentialProvider::fixed(
+        credentials,
+        origin,
+    )))
 }
 
 fn cli_error(path: &std::path::Path, detail: String) -> CredentialError {
