@@ -2,11 +2,11 @@
 //! billing and auto-renew state, and what its life looks like at a moment (active, expired with
 //! a `financial` lock, released). The world keeps instances; the fleet generator makes them.
 
-use chrono::{DateTime, Duration, Months, Utc};
+use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 
 use super::settings::Settings;
-use ecs_wire::time::utc8;
+pub use ecs_wire::time::add_period;
 use ecs_wire::types::{ChargeType, PeriodUnit, RenewalStatus};
 
 /// An emulated ECS instance: where it lives, its expiry history, billing and auto-renew state.
@@ -58,18 +58,6 @@ pub enum Lifecycle {
     Expired,
     /// `release_after` (default 15 days) past expiry: ECS calls no longer find it.
     Released,
-}
-
-/// `t` plus `period` × `unit`, computed on the UTC+8 calendar so expiries stay at 00:00 UTC+8
-/// (month ends clamp: Jan 31 + 1 month = Feb 28/29; docs/ecs-api.md §8.2 marks this UNCERTAIN).
-pub fn add_period(t: DateTime<Utc>, period: u32, unit: PeriodUnit) -> DateTime<Utc> {
-    let local = t.with_timezone(&utc8());
-    let moved = match unit {
-        PeriodUnit::Week => Some(local + Duration::weeks(i64::from(period))),
-        PeriodUnit::Month => local.checked_add_months(Months::new(period)),
-        PeriodUnit::Year => local.checked_add_months(Months::new(period * 12)),
-    };
-    moved.unwrap_or(local).with_timezone(&Utc)
 }
 
 impl Instance {
@@ -125,9 +113,13 @@ impl Instance {
         }
     }
 
-    /// The price of a renewal in cents: months at the monthly price, years at 12 months less
-    /// 15 %, weeks at a quarter month. Returns (trade, original).
+    /// The price of a renewal in cents: months at the monthly price, years (and whole years
+    /// of months: 12 months are one year, as the price API, which takes 1-9 months, quotes
+    /// them) at 12 months less 15 %, weeks at a quarter month. Returns (trade, original).
     pub fn price_cents(&self, period: u32, unit: PeriodUnit) -> (i64, i64) {
+        if unit == PeriodUnit::Month && period >= 12 && period.is_multiple_of(12) {
+            return self.price_cents(period / 12, PeriodUnit::Year);
+        }
         let monthly = self.monthly_price_cents;
         let period = i64::from(period);
         match unit {

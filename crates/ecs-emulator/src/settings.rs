@@ -57,6 +57,19 @@ closed_enum! {
     }
 }
 
+closed_enum! {
+    /// What a ClientToken whose request was refused (an error answer: no order) does when it
+    /// comes again. Alibaba's idempotence guide says a retried token "generates the same result
+    /// as the last request" and is silent on failed ones (docs/ecs-api.md §6: UNCERTAIN).
+    pub enum FailedTokens {
+        /// The default: a refused request leaves nothing behind; the token is processed anew.
+        ProcessedAnew => "processed-anew",
+        /// A refused request's token is remembered with its failure, which every repeat within
+        /// `client_token_ttl` gets again (a held renewal sent with it after a top-up fails).
+        ReplayFailure => "replay-failure",
+    }
+}
+
 /// Behaviour settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -82,6 +95,8 @@ pub struct Settings {
     /// How long a ClientToken is remembered (UNCERTAIN, undocumented).
     #[serde(with = "serde_humantime")]
     pub client_token_ttl: Duration,
+    /// What a refused request's ClientToken does when it comes again (UNCERTAIN).
+    pub failed_tokens: FailedTokens,
     /// The code RenewInstance answers when the balance is short (UNCERTAIN).
     pub funds_error_code: String,
     /// Its HTTP status.
@@ -122,6 +137,7 @@ impl Default for Settings {
             renew_visibility_delay: Duration::from_secs(10),
             release_after: Duration::from_secs(15 * 86_400),
             client_token_ttl: Duration::from_secs(24 * 3600),
+            failed_tokens: FailedTokens::ProcessedAnew,
             funds_error_code: "InvalidAccountStatus.NotEnoughBalance".into(),
             funds_error_status: 403,
             dry_run_status: 400,
@@ -194,6 +210,10 @@ pub struct ProviderAutoRenew {
     pub retry_daily: bool,
     /// Makes every deduction fail (an account whose card is declined).
     pub fail: bool,
+    /// The days the provider tries, relative to the expiry's UTC+8 day, instead of
+    /// `days_before` and `retry_daily` (`[-3, -1, 0, 6, 14]`: the international user guide's
+    /// schedule, docs/v3-and-bss.md §3.1). Only attempts before the expiry are made.
+    pub attempt_days: Option<Vec<i64>>,
 }
 
 impl Default for ProviderAutoRenew {
@@ -204,6 +224,7 @@ impl Default for ProviderAutoRenew {
             hour_utc8: 8,
             retry_daily: true,
             fail: false,
+            attempt_days: None,
         }
     }
 }

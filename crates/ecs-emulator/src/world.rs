@@ -10,8 +10,8 @@ use serde::Serialize;
 
 use super::instance::{Instance, Lifecycle, add_period};
 use super::settings::{
-    AccessKeySpec, AccountSpec, EmulatorConfig, FleetFileError, GeneratorSpec, InstanceSpec,
-    Settings,
+    AccessKeySpec, AccountSpec, EmulatorConfig, FailedTokens, FleetFileError, GeneratorSpec,
+    InstanceSpec, Settings,
 };
 use ecs_wire::Action;
 use ecs_wire::secret::Secret;
@@ -133,8 +133,18 @@ pub struct Order {
 #[derive(Debug, Clone)]
 struct TokenRecord {
     fingerprint: String,
-    order_id: String,
+    /// What the request with this token came to.
+    outcome: TokenOutcome,
     at: DateTime<Utc>,
+}
+
+/// What a request with a ClientToken came to.
+#[derive(Debug, Clone)]
+enum TokenOutcome {
+    /// An order: a repeat gets it again.
+    Ordered(String),
+    /// Refused (kept only under `FailedTokens::ReplayFailure`): a repeat gets the same fault.
+    Refused(Fault),
 }
 
 /// The emulated cloud.
@@ -507,6 +517,39 @@ impl World {
         if let Some(replayed) = self.replay_token(account, client_token, &fp) {
             return replayed;
         }
+        let charged = self.charge_renewal(account, instance_id, (period, unit), client_token, now);
+        if let Some(token) = client_token {
+            let outcome = match &charged {
+                Ok(order_id) => Some(TokenOutcome::Ordered(order_id.clone())),
+                Err(fault) if self.settings.failed_tokens == FailedTokens::ReplayFailure => {
+                    Some(TokenOutcome::Refused(fault.clone()))
+                }
+                Err(_) => None,
+            };
+            if let Some(outcome) = outcome {
+                self.tokens.insert(
+                    (account.to_owned(), token.to_owned()),
+                    TokenRecord {
+                        fingerprint: fp,
+                        outcome,
+                        at: now,
+                    },
+                );
+            }
+        }
+        charged
+    }
+
+    /// A renewal checked, priced and charged against the balance: the order id, or the fault
+    /// it is refused with.
+    fn charge_renewal(
+        &mut self,
+        account: &str,
+        instance_id: &str,
+        (period, unit): (u32, PeriodUnit),
+        client_token: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<String, Fault> {
         let renewal = self.priced_renewal(account, instance_id, (period, unit), now)?;
         let balance = self
             .accounts
@@ -520,7 +563,7 @@ impl World {
                 "Your account does not have enough balance.",
             ));
         }
-        let order_id = self.charge(
+        Ok(self.charge(
             account,
             &renewal.region,
             instance_id,
@@ -532,22 +575,12 @@ impl World {
             now,
             renewal.old_expiry,
             renewal.new_expiry,
-        );
-        if let Some(token) = client_token {
-            self.tokens.insert(
-                (account.to_owned(), token.to_owned()),
-                TokenRecord {
-                    fingerprint: fp,
-                    order_id: order_id.clone(),
-                    at: now,
-                },
-            );
-        }
-        Ok(order_id)
+        ))
     }
 
-    /// The answer a ClientToken already used gives: its order again, or
-    /// `IdempotenceParamNotMatch` when the request differs; `None` for a new token.
+    /// The answer a ClientToken already used gives: its order (or, under
+    /// `FailedTokens::ReplayFailure`, its refusal) again, or `IdempotenceParamNotMatch` when the
+    /// request differs; `None` for a new token.
     fn replay_token(
         &self,
         account: &str,
@@ -557,7 +590,10 @@ impl World {
         let token = client_token?;
         let record = self.tokens.get(&(account.to_owned(), token.to_owned()))?;
         if record.fingerprint == fingerprint {
-            return Some(Ok(record.order_id.clone()));
+            return Some(match &record.outcome {
+                TokenOutcome::Ordered(order_id) => Ok(order_id.clone()),
+                TokenOutcome::Refused(fault) => Err(fault.clone()),
+            });
         }
         Some(Err(Fault::new(
             400,
@@ -740,11 +776,20 @@ impl World {
                 continue;
             }
             let expiry = instance.true_expiry();
-            let first_slot =
-                start_of_day_utc8(expiry - window) + Duration::hours(i64::from(schedule.hour_utc8));
-            let in_window = slot >= first_slot && slot < expiry;
-            let tried_before = instance.failed_deductions > 0;
-            if in_window && (schedule.retry_daily || !tried_before || slot == first_slot) {
+            let tries = match &schedule.attempt_days {
+                Some(days) => {
+                    let day = (start_of_day_utc8(slot) - start_of_day_utc8(expiry)).num_days();
+                    slot < expiry && days.contains(&day)
+                }
+                None => {
+                    let first_slot = start_of_day_utc8(expiry - window)
+                        + Duration::hours(i64::from(schedule.hour_utc8));
+                    let in_window = slot >= first_slot && slot < expiry;
+                    let tried_before = instance.failed_deductions > 0;
+                    in_window && (schedule.retry_daily || !tried_before || slot == first_slot)
+                }
+            };
+            if tries {
                 due.push((instance.account.clone(), instance.id.clone()));
             }
         }

@@ -73,6 +73,20 @@ pub fn ceil_minute(t: DateTime<Utc>) -> DateTime<Utc> {
     }
 }
 
+/// `t` plus `period` × `unit`, computed on the UTC+8 calendar so expiries stay at 00:00 UTC+8
+/// (month ends clamp: Jan 31 + 1 month = Feb 28/29; docs/ecs-api.md §8.2 marks this UNCERTAIN).
+pub fn add_period(t: DateTime<Utc>, period: u32, unit: crate::types::PeriodUnit) -> DateTime<Utc> {
+    let local = t.with_timezone(&utc8());
+    let moved = match unit {
+        crate::types::PeriodUnit::Week => Some(local + chrono::Duration::weeks(i64::from(period))),
+        crate::types::PeriodUnit::Month => local.checked_add_months(chrono::Months::new(period)),
+        crate::types::PeriodUnit::Year => {
+            local.checked_add_months(chrono::Months::new(period * 12))
+        }
+    };
+    moved.unwrap_or(local).with_timezone(&Utc)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
