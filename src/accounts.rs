@@ -106,18 +106,40 @@ pub async fn resolve_all(
     config: &Config,
     env: &Environment,
 ) -> Result<Vec<credentials::CredentialProvider>, (AccountError, Vec<AccountError>)> {
-    let mut providers = Vec::with_capacity(config.accounts.len());
+    let accounts: Vec<(usize, &crate::config::Account)> =
+        config.accounts.iter().enumerate().collect();
+    let (providers, problems) = resolve_accounts(&config.path, &accounts, env).await;
+    let mut problems = problems.into_iter();
+    match problems.next() {
+        None => Ok(providers.into_iter().map(|(_, p)| p).collect()),
+        Some(first) => Err((first, problems.collect())),
+    }
+}
+
+/// Resolves the credentials of `accounts` (each with its index in the file at `path`): the
+/// providers of those that resolve, and every problem.
+pub async fn resolve_accounts(
+    path: &std::path::Path,
+    accounts: &[(usize, &crate::config::Account)],
+    env: &Environment,
+) -> (
+    Vec<(usize, credentials::CredentialProvider)>,
+    Vec<AccountError>,
+) {
+    let mut providers = Vec::with_capacity(accounts.len());
     let mut problems = Vec::new();
     // Two entries with one AccessKey reach one cloud account: refused. (Two RAM users of one
     // account cannot be told apart here; each instance is then managed once per pass, through
     // the entry that lists it first, and the overlap is reported.)
-    let mut key_ids: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
-    for (index, account) in config.accounts.iter().enumerate() {
+    let mut key_ids: std::collections::HashMap<String, &crate::config::Account> =
+        std::collections::HashMap::new();
+    let mut first_index: std::collections::HashMap<String, usize> = Default::default();
+    for (index, account) in accounts.iter().copied() {
         let provider = match credentials::resolve(&account.credentials, env).await {
             Ok(provider) => provider,
             Err(source) => {
                 problems.push(AccountError::Credentials {
-                    path: config.path.display().to_string(),
+                    path: path.display().to_string(),
                     index,
                     account: account.name.clone(),
                     line: account.location.0,
@@ -128,15 +150,14 @@ pub async fn resolve_all(
             }
         };
         if let Some(key_id) = provider.fixed_key_id() {
-            if let Some(&first_index) = key_ids.get(key_id) {
-                let first: &crate::config::Account = &config.accounts[first_index];
+            if let Some(first) = key_ids.get(key_id) {
                 problems.push(AccountError::SharedKey {
-                    path: config.path.display().to_string(),
+                    path: path.display().to_string(),
                     index,
                     account: account.name.clone(),
                     line: account.location.0,
                     column: account.location.1,
-                    first_index,
+                    first_index: first_index[key_id],
                     first_account: first.name.clone(),
                     first_line: first.location.0,
                     first_column: first.location.1,
@@ -144,15 +165,12 @@ pub async fn resolve_all(
                 });
                 continue;
             }
-            key_ids.insert(key_id.to_owned(), index);
+            key_ids.insert(key_id.to_owned(), account);
+            first_index.insert(key_id.to_owned(), index);
         }
-        providers.push(provider);
+        providers.push((index, provider));
     }
-    let mut problems = problems.into_iter();
-    match problems.next() {
-        None => Ok(providers),
-        Some(first) => Err((first, problems.collect())),
-    }
+    (providers, problems)
 }
 
 /// Builds a client for every account; credential warnings (the IMDSv1 fallback, say) are

@@ -40,5 +40,5 @@ pub use config::Config;
 pub use memory::tune_allocator;
 pub use metrics::Metrics;
 pub use money::Money;
-pub use policy::{InstanceState, NextAction, first_deduction};
+pub use policy::{ChargeBy, Forecast, InstanceState, NextAction, first_deduction};
 pub use telemetry::{LogFormat, init as init_logging};

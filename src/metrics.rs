@@ -450,6 +450,9 @@ pub struct FundsMetrics {
     /// `upcoming_charges_unpriced{account,currency}`: charges in the window left out of
     /// `upcoming_charges` because they could not be priced.
     pub unpriced: IntGaugeVec,
+    /// `funds_forecast_incomplete{account,reason}`: 1 while the account's forecast cannot see
+    /// something (a source down, unpriced charges, the balance), 0 otherwise.
+    pub incomplete: IntGaugeVec,
 }
 
 impl FundsMetrics {
@@ -482,21 +485,43 @@ impl FundsMetrics {
             ),
             &["account", "currency"],
         ));
+        let incomplete = registrar.register(IntGaugeVec::new(
+            Opts::new(
+                name("funds_forecast_incomplete"),
+                "1 while the account's funds forecast cannot see something, by reason (source_down: a source could not be scanned; unpriced: charges without a price; balance_unknown: the balance could not be read): never read as covered",
+            ),
+            &["account", "reason"],
+        ));
         FundsMetrics {
             available,
             upcoming,
             shortfall_at,
             unpriced,
+            incomplete,
         }
     }
 
     /// Shows the pass's forecasts; series of accounts and currencies no longer forecast (and
-    /// shortfalls that are covered now) go away.
-    pub fn publish(&self, forecasts: &[crate::policy::Forecast]) {
+    /// shortfalls that are covered now) go away. `accounts` (those with the forecast on) get
+    /// an incomplete series per reason, 0 when complete.
+    pub fn publish(&self, forecasts: &[crate::policy::Forecast], accounts: &[&str]) {
         self.available.reset();
         self.upcoming.reset();
         self.shortfall_at.reset();
         self.unpriced.reset();
+        self.incomplete.reset();
+        for account in accounts {
+            for gap in crate::policy::Gap::ALL {
+                let gaps = forecasts
+                    .iter()
+                    .filter(|f| f.account == *account)
+                    .flat_map(|f| f.gaps());
+                let open = gaps.into_iter().any(|g| g == *gap);
+                self.incomplete
+                    .with_label_values(&[account, gap.as_str()])
+                    .set(i64::from(open));
+            }
+        }
         for f in forecasts {
             let labels = [f.account.as_str(), f.currency.as_str()];
             self.unpriced

@@ -6,27 +6,49 @@ use crate::cloud::credentials::Environment;
 use crate::config::{Config, ConfigError, Regions};
 use std::path::Path;
 
-/// Runs the check; the report goes to `out`. Every problem is reported, in file order: the
-/// file's own first (the credentials cannot be checked before the file reads), then each
-/// account's credentials and the admin token.
+/// Runs the check; the report goes to `out`. Every problem is reported in one run, in file
+/// order: the file's own, each account's credentials (of the entries that read without a
+/// problem, even when other keys have problems) and the admin token file.
 pub async fn run(
     path: &Path,
     env: &Environment,
     out: &mut impl std::io::Write,
 ) -> Result<(), Failure> {
-    let config = Config::load(path, env).map_err(|error| match error {
-        ConfigError::Invalid { problems } => Failure::config(format!(
-            "{}\n{} problem(s); the credentials and the admin token are checked once the file itself has none",
-            problems
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("\n"),
-            problems.len()
-        )),
-        other => other.into(),
-    })?;
-    let providers = resolve_or_report(&config, env).await?;
+    let (checked, readable) = Config::check(path, env)?;
+    let mut problems: Vec<(usize, String)> = match &checked {
+        Ok(_) => Vec::new(),
+        Err(ConfigError::Invalid { problems }) => problems
+            .iter()
+            .map(|p| (line_or_last(p.line), p.to_string()))
+            .collect(),
+        Err(other) => vec![(usize::MAX, other.to_string())],
+    };
+    let accounts: Vec<(usize, &crate::config::Account)> =
+        readable.accounts.iter().map(|(i, a)| (*i, a)).collect();
+    let (providers, credential_problems) =
+        crate::accounts::resolve_accounts(path, &accounts, env).await;
+    problems.extend(
+        credential_problems
+            .iter()
+            .map(|p| (p.line(), p.to_string())),
+    );
+    let token_file = readable.bearer_token_file.as_deref();
+    if let Err(error) = crate::daemon::admin::auth::configured_token(token_file, env) {
+        problems.push((usize::MAX, format!("{}: {error}", path.display())));
+    }
+    let config = match checked {
+        Ok(config) if problems.is_empty() => config,
+        _ => {
+            problems.sort_by_key(|(line, _)| *line);
+            let count = problems.len();
+            let lines: Vec<String> = problems.into_iter().map(|(_, text)| text).collect();
+            return Err(Failure::config(format!(
+                "{}\n{count} problem(s)",
+                lines.join("\n")
+            )));
+        }
+    };
+    let providers: Vec<_> = providers.into_iter().map(|(_, p)| p).collect();
     let credential_warnings: Vec<String> = config
         .accounts
         .iter()
@@ -50,37 +72,9 @@ pub async fn run(
     Ok(())
 }
 
-/// Every account's credentials resolved, and the admin token read; every problem, by line.
-async fn resolve_or_report(
-    config: &Config,
-    env: &Environment,
-) -> Result<Vec<crate::cloud::credentials::CredentialProvider>, Failure> {
-    let mut problems: Vec<(usize, String)> = Vec::new();
-    let providers = match crate::accounts::resolve_all(config, env).await {
-        Ok(providers) => providers,
-        Err((first, rest)) => {
-            problems.extend(
-                std::iter::once(first)
-                    .chain(rest)
-                    .map(|p| (p.line(), p.to_string())),
-            );
-            Vec::new()
-        }
-    };
-    let token_file = config.admin.bearer_token_file.as_deref();
-    if let Err(error) = crate::daemon::admin::auth::configured_token(token_file, env) {
-        problems.push((usize::MAX, format!("{}: {error}", config.path.display())));
-    }
-    if problems.is_empty() {
-        return Ok(providers);
-    }
-    problems.sort_by_key(|(line, _)| *line);
-    let count = problems.len();
-    let lines: Vec<String> = problems.into_iter().map(|(_, text)| text).collect();
-    Err(Failure::config(format!(
-        "{}\n{count} problem(s)",
-        lines.join("\n")
-    )))
+/// A problem without a place comes after those with one.
+fn line_or_last(line: usize) -> usize {
+    if line == 0 { usize::MAX - 1 } else { line }
 }
 
 /// What would run: the schedule, each account's credential source and regions, each policy.

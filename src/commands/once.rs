@@ -79,10 +79,10 @@ pub fn render(summary: &PassSummary) -> String {
     for (currency, amount) in &summary.spend {
         out.push_str(&format!("  spend: {amount:.2} {currency}\n"));
     }
-    if summary.dry_run_renewals > 0 {
+    if summary.dry_run_renewals + summary.dry_run_auto_renew_changes > 0 {
         out.push_str(&format!(
-            "  dry run: {} renewal(s) not sent\n",
-            summary.dry_run_renewals
+            "  dry run: {} renewal(s) and {} auto-renew change(s) not sent\n",
+            summary.dry_run_renewals, summary.dry_run_auto_renew_changes
         ));
     }
     out

@@ -1,5 +1,7 @@
-//! `ecs-renewd plan`: scan like the daemon, decide, price every renewal, apply the safety belts,
-//! and print what a pass would do, sorted by expiry — changing nothing (only Describe* calls).
+//! `ecs-renewd plan`: what the next pass would do, sorted by expiry — the pass's own phases up to
+//! the forecast (scan and decide, settle, price every renewal and apply the safety belts, the
+//! funds forecast) over a scratch copy of the ledger, stopping before anything is charged or
+//! changed (only `Describe*` calls and the balance).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -11,15 +13,15 @@ use tokio_util::sync::CancellationToken;
 
 use super::Failure;
 use crate::clock::Clock;
-use crate::cloud::client::NoObserver;
 use crate::cloud::credentials::Environment;
 use crate::config::Config;
 use crate::duration::format_relative;
-use crate::ledger::DayTotals;
-use crate::policy::{LimitKind, apply_belts};
-use crate::reconcile::assess::{Assessment, HistorySource, NoHistory, Row};
-use crate::reconcile::price::price_candidates;
-use crate::reconcile::scan::{Rows, Scanned, SourceReport, scan_and_assess};
+use crate::ledger::Ledger;
+use crate::metrics::Metrics;
+use crate::policy::LimitKind;
+use crate::reconcile::assess::{Assessment, Row};
+use crate::reconcile::pass::Planned;
+use crate::reconcile::{Engine, EngineBase};
 
 /// An amount of money in output.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -121,89 +123,37 @@ pub struct PlanReport {
     pub funds: Vec<crate::policy::Forecast>,
 }
 
-/// Builds the plan.
+/// Builds the plan: the pass's own phases up to the forecast (`Engine::plan`), over a scratch
+/// copy of the daemon's ledger, so the plan and the next pass decide, hold, trip and forecast
+/// alike.
 pub async fn build(
     config: &Config,
     env: &Environment,
     clock: Arc<dyn Clock>,
-    histories: &(dyn HistorySource + Sync),
-    today: DayTotals,
 ) -> Result<PlanReport, Failure> {
-    let (accounts, _) = crate::accounts::connect(
-        config,
-        env,
-        clock.clone(),
-        Arc::new(NoObserver),
-        CancellationToken::new(),
-    )
-    .await?;
-    let now = clock.now();
-    let Scanned {
-        mut assessment,
-        reports: sources,
-        ..
-    } = scan_and_assess(
-        config,
-        &accounts,
-        histories,
-        &Default::default(),
-        Rows::Collect,
-        now,
-    )
-    .await;
-    price_candidates(
-        &accounts,
-        &mut assessment.renewals,
-        config.scan.concurrency,
-        |_| true,
-    )
-    .await;
-    // The quotes just read serve the forecast too: no second call for the same renewal.
-    let memory = crate::reconcile::funds::FundsMemory::default();
-    for c in &assessment.renewals {
-        if let Some(q) = &c.price {
-            memory.remember_price(
-                &c.instance.id,
-                c.plan.period,
-                c.plan.unit,
-                &q.trade_price,
-                now,
-            );
-        }
-    }
-    let funds = crate::reconcile::funds::forecast_accounts(
-        config,
-        &accounts,
-        &memory,
-        &assessment.upcoming,
-        &Default::default(),
-        now,
-    )
-    .await;
-    let mut plan = report(config, assessment, &sources, &today, now);
-    plan.funds = funds;
-    Ok(plan)
+    let scratch = Ledger::scratch_copy(&config.state_dir).map_err(Failure::runtime)?;
+    let base = EngineBase {
+        ledger: scratch.ledger.clone(),
+        metrics: Arc::new(Metrics::new(clock.clone())),
+        clock: clock.clone(),
+        cancel: CancellationToken::new(),
+    };
+    let engine = Engine::connect(config.clone(), env, base).await?;
+    let planned = engine.plan().await.map_err(Failure::runtime)?;
+    Ok(report(config, planned, clock.now()))
 }
 
-fn report(
-    config: &Config,
-    assessment: Assessment,
-    sources: &[SourceReport],
-    today: &DayTotals,
-    now: DateTime<Utc>,
-) -> PlanReport {
-    let (candidates, input) = crate::reconcile::belts::belt_inputs(
-        config,
-        &assessment.renewals,
-        today,
-        assessment.rows.len(),
-    );
-    let belts = apply_belts(&candidates, &input);
-    let held: BTreeMap<usize, LimitKind> = belts.held.iter().copied().collect();
+fn report(config: &Config, planned: Planned, now: DateTime<Utc>) -> PlanReport {
+    let Planned {
+        observed,
+        cleared,
+        summary,
+    } = planned;
+    let assessment = &observed.assessment;
+    let held: BTreeMap<usize, LimitKind> = cleared.holds.iter().copied().collect();
     let mut price_of: BTreeMap<usize, Amount> = BTreeMap::new();
-    let mut held_rows = std::collections::HashSet::new();
     let mut totals: BTreeMap<String, (usize, i64)> = BTreeMap::new();
-    for (key, c) in assessment.renewals.iter().enumerate() {
+    for c in &assessment.renewals {
         if let Some(q) = &c.price {
             price_of.insert(
                 c.row,
@@ -212,16 +162,14 @@ fn report(
                     currency: q.trade_price.currency.clone(),
                 },
             );
-        }
-        if held.contains_key(&key) {
-            held_rows.insert(c.row);
-        } else if let Some(q) = &c.price {
-            let t = totals.entry(q.trade_price.currency.clone()).or_default();
-            t.0 += 1;
-            t.1 += q.trade_price.cents;
+            if !held.contains_key(&c.row) {
+                let t = totals.entry(q.trade_price.currency.clone()).or_default();
+                t.0 += 1;
+                t.1 += q.trade_price.cents;
+            }
         }
     }
-    let mut instances = plan_rows(&assessment, &held, &held_rows, &price_of, now);
+    let mut instances = plan_rows(assessment, &held, &price_of, now);
     instances.sort_by(|a, b| {
         a.expires_at
             .cmp(&b.expires_at)
@@ -230,7 +178,8 @@ fn report(
     PlanReport {
         generated_at: now,
         dry_run: config.dry_run,
-        sources: sources
+        sources: observed
+            .reports
             .iter()
             .map(|s| PlanSource {
                 account: s.key.account.clone(),
@@ -241,8 +190,8 @@ fn report(
             })
             .collect(),
         instances,
-        renewals: belts.allowed.len(),
-        held: belts.held.len(),
+        renewals: cleared.to_renew.len(),
+        held: cleared.held.len(),
         auto_renew_changes: assessment.changes.len(),
         totals: totals
             .into_iter()
@@ -252,15 +201,15 @@ fn report(
                 amount: cents as f64 / 100.0,
             })
             .collect(),
-        limits: belts
+        limits: summary
             .trips
-            .into_iter()
+            .iter()
             .map(|t| PlanLimit {
                 limit: t.limit.as_str().to_owned(),
-                detail: t.detail,
+                detail: t.detail.clone(),
             })
             .collect(),
-        funds: Vec::new(),
+        funds: summary.funds,
     }
 }
 
@@ -269,7 +218,6 @@ fn report(
 fn plan_rows(
     assessment: &Assessment,
     held: &BTreeMap<usize, LimitKind>,
-    held_rows: &std::collections::HashSet<usize>,
     price_of: &BTreeMap<usize, Amount>,
     now: DateTime<Utc>,
 ) -> Vec<PlanRow> {
@@ -294,17 +242,12 @@ fn plan_rows(
             expires_at: row.expires_at,
             expires_in_seconds: (row.expires_at - now).num_seconds(),
             policy: row.policy.clone(),
-            decision: decision_word(row, held_rows.contains(&i)).to_owned(),
+            decision: decision_word(row, held.contains_key(&i)).to_owned(),
             state: row.state.as_str().to_owned(),
             due_at: row.due_at,
             price: price_of.get(&i).cloned(),
-            reason: match (
-                held.iter().find(|(k, _)| assessment.renewals[**k].row == i),
-                reasons.get(&i),
-            ) {
-                (Some((_, limit)), _) => {
-                    format!("{} — held: the {limit} limit would trip", row.reason)
-                }
+            reason: match (held.get(&i), reasons.get(&i)) {
+                (Some(limit), _) => format!("{} — held: the {limit} limit would trip", row.reason),
                 (None, Some(r)) => r.clone(),
                 (None, None) => row.reason.clone(),
             },
@@ -438,20 +381,7 @@ pub async fn run(
     out: &mut impl std::io::Write,
 ) -> Result<bool, Failure> {
     let config = Config::load(path, env)?;
-    // The daemon's ledger, read-only, when there is one: open intents and today's totals.
-    let ledger =
-        crate::ledger::Ledger::open_read_only(&config.state_dir).map_err(Failure::runtime)?;
-    let plan = match &ledger {
-        Some(ledger) => {
-            let read = |e: crate::ledger::LedgerError| Failure::runtime(e);
-            let histories = ledger.histories().map_err(read)?;
-            let today = ledger
-                .day_totals(&crate::reconcile::context::day_key(&config, clock.now()))
-                .map_err(read)?;
-            build(&config, env, clock, &histories, today).await?
-        }
-        None => build(&config, env, clock, &NoHistory, DayTotals::default()).await?,
-    };
+    let plan = build(&config, env, clock).await?;
     let text = if json {
         serde_json::to_string_pretty(&plan).map_err(Failure::runtime)? + "\n"
     } else {

@@ -233,3 +233,34 @@ fn put(root: &mut DeTable<'_>, segments: &[Segment], field: Option<&str>, value:
     );
     true
 }
+
+/// Where the value at `key` (`scan.concurrency`, `limits.max_spend_per_day.CNY`,
+/// `accounts[0].rate_limit`) is written in the file, when it is.
+pub(super) fn span_of(root: &DeTable<'_>, key: &str) -> Option<Range<usize>> {
+    let mut parts = key.split('.').flat_map(|part| {
+        // `accounts[0]` is a table key then an index.
+        let (name, index) = match part.split_once('[') {
+            Some((name, rest)) => (name, rest.trim_end_matches(']').parse::<usize>().ok()),
+            None => (part, None),
+        };
+        std::iter::once(Step::Key(name)).chain(index.map(Step::Index))
+    });
+    let Some(Step::Key(first)) = parts.next() else {
+        return None;
+    };
+    let mut value = root.get(first)?;
+    for step in parts {
+        value = match (step, value.get_ref()) {
+            (Step::Key(name), DeValue::Table(t)) => t.get(name)?,
+            (Step::Index(i), DeValue::Array(a)) => a.get(i)?,
+            _ => return None,
+        };
+    }
+    Some(value.span())
+}
+
+/// One step of a key path.
+enum Step<'k> {
+    Key(&'k str),
+    Index(usize),
+}

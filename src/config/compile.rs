@@ -35,7 +35,7 @@ pub(super) fn compile_account(
             None,
             &format!("{key}.rate_limit"),
             "per_second must be above 0 and burst at least 1".into(),
-            "",
+            "e.g. per_second = 20 and burst = 5 (ECS throttles per account, region and action)",
         );
     }
     Account {
@@ -231,7 +231,12 @@ fn max_price_of(
         }
     };
     if !(amount.is_finite() && amount > 0.0) {
-        report.error(span, key, format!("{amount} is not a positive price"), "");
+        report.error(
+            span,
+            key,
+            format!("{amount} is not a positive price"),
+            "write the most one renewal may cost, e.g. 300 or \"300 CNY\"",
+        );
         return None;
     }
     Some(Money {
@@ -664,9 +669,11 @@ mod tests {
     fn report(text: &str) -> Report<'_> {
         Report {
             text,
+            parsed: None,
             path: std::path::Path::new("t.toml"),
             problems: Vec::new(),
             warnings: Vec::new(),
+            readable: Default::default(),
         }
     }
 

@@ -100,6 +100,16 @@ pub enum ConfigError {
     },
 }
 
+/// The parts of a config file that read without a problem, even when other keys have
+/// problems: `check-config` checks their credentials and the admin token in the same run.
+#[derive(Debug, Clone, Default)]
+pub struct Readable {
+    /// Account entries without a problem, with their index in the file.
+    pub accounts: Vec<(usize, Account)>,
+    /// `[admin] bearer_token_file`, unless it has a problem.
+    pub bearer_token_file: Option<PathBuf>,
+}
+
 /// One account, compiled.
 #[derive(Debug, Clone)]
 pub struct Account {
@@ -141,6 +151,8 @@ pub struct FundsSettings {
     pub balance_interval: Duration,
     /// How long a price quote is reused.
     pub price_cache: Duration,
+    /// While renewals are held for funds, the least time between two balance queries.
+    pub top_up_check_interval: Duration,
 }
 
 /// Safety belts in whole cents.
@@ -237,6 +249,20 @@ impl Config {
     /// Checks config text; `path` names it in problems.
     pub fn parse(text: &str, path: &Path, env: &Environment) -> Result<Config, ConfigError> {
         validate::parse_and_check(text, path, env)
+    }
+
+    /// Reads and checks `path` as `check-config` does: the config or every problem, and the
+    /// parts that read without a problem either way. Only a file that cannot be read is an
+    /// error here.
+    pub fn check(
+        path: &Path,
+        env: &Environment,
+    ) -> Result<(Result<Config, ConfigError>, Readable), ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Ok(validate::check_text(&text, path, env))
     }
 
     /// The account with this name.

@@ -26,12 +26,17 @@ pub(super) fn line_col(text: &str, offset: usize) -> (usize, usize) {
 pub(super) struct Report<'a> {
     /// The file's text (spans are offsets into it).
     pub text: &'a str,
+    /// The file as parsed, to locate a key a check names without a span of its own.
+    pub parsed: Option<toml::de::DeTable<'a>>,
     /// The file, named in every problem.
     pub path: &'a Path,
     /// The errors found so far.
     pub problems: Vec<Problem>,
     /// The warnings found so far.
     pub warnings: Vec<Problem>,
+    /// What read without a problem, for `check-config` to check further when other keys
+    /// have problems.
+    pub readable: super::Readable,
 }
 
 impl Report<'_> {
@@ -42,6 +47,13 @@ impl Report<'_> {
         message: String,
         hint: &str,
     ) -> Problem {
+        // A check of a value (a range, a rule between keys) names its key: it is located
+        // where the key is written.
+        let span = span.or_else(|| {
+            self.parsed
+                .as_ref()
+                .and_then(|root| super::collect::span_of(root, key))
+        });
         let (line, column) = span.map(|s| line_col(self.text, s.start)).unwrap_or((0, 0));
         Problem {
             file: self.path.to_owned(),

@@ -491,6 +491,10 @@ pub struct FundsSection {
     /// How long a renewal price quote is reused for the forecast (per instance and period).
     #[serde(default = "default_price_cache", with = "serde_humantime")]
     pub price_cache: Duration,
+    /// While renewals are held for lack of funds: at most one `QueryAccountBalance` per
+    /// account per this long, to see a top-up (`0s`: every pass).
+    #[serde(default = "default_top_up_check_interval", with = "serde_humantime")]
+    pub top_up_check_interval: Duration,
 }
 
 /// `[accounts.funds]`.
@@ -512,6 +516,10 @@ impl Default for AccountFundsSection {
 fn default_true() -> bool {
     true
 }
+fn default_top_up_check_interval() -> Duration {
+    Duration::from_secs(15 * 60)
+}
+
 fn default_funds_horizon() -> Duration {
     Duration::from_secs(7 * 86_400)
 }
@@ -529,6 +537,7 @@ impl Default for FundsSection {
             horizon: default_funds_horizon(),
             balance_interval: default_balance_interval(),
             price_cache: default_price_cache(),
+            top_up_check_interval: default_top_up_check_interval(),
         }
     }
 }

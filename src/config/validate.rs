@@ -14,7 +14,8 @@ use super::compile::{
 use super::report::{Report, hint_for_serde, in_file_order};
 use super::schema::{AccountSection, ConfigFile};
 use super::{
-    Account, AdminSettings, Config, ConfigError, FundsSettings, Limits, RetrySettings, Scan,
+    Account, AdminSettings, Config, ConfigError, FundsSettings, Limits, Readable, RetrySettings,
+    Scan,
 };
 use crate::cloud::credentials::Environment;
 use crate::policy::{Policy, PolicyAction};
@@ -24,12 +25,32 @@ pub(super) fn parse_and_check(
     path: &Path,
     env: &Environment,
 ) -> Result<Config, ConfigError> {
+    check_text(text, path, env).0
+}
+
+/// The config, or every problem of the file; and either way the parts that read without a
+/// problem (account entries, the admin token file), whose credentials `check-config` checks
+/// too.
+pub(super) fn check_text(
+    text: &str,
+    path: &Path,
+    env: &Environment,
+) -> (Result<Config, ConfigError>, Readable) {
     let mut report = Report {
         text,
         path,
+        parsed: None,
         problems: Vec::new(),
         warnings: Vec::new(),
+        readable: Readable::default(),
     };
+    let result = check_report(&mut report, env);
+    (result, report.readable)
+}
+
+/// Reads and checks the report's text.
+fn check_report(report: &mut Report<'_>, env: &Environment) -> Result<Config, ConfigError> {
+    let text = report.text;
     let (root, syntax) = toml::de::DeTable::parse_recoverable(text);
     if !syntax.is_empty() {
         for e in &syntax {
@@ -47,9 +68,10 @@ pub(super) fn parse_and_check(
             "fix the syntax and run check-config again to see any other problems",
         );
         return Err(ConfigError::Invalid {
-            problems: report.problems,
+            problems: std::mem::take(&mut report.problems),
         });
     }
+    report.parsed = Some(root.get_ref().clone());
     let collected = super::collect::deserialize(root);
     for problem in collected.problems {
         let hint = hint_for_serde(&problem.message);
@@ -63,11 +85,12 @@ pub(super) fn parse_and_check(
             "fix the problems above and run check-config again",
         );
         return Err(ConfigError::Invalid {
-            problems: in_file_order(report.problems),
+            problems: in_file_order(std::mem::take(&mut report.problems)),
         });
     };
     let serde_found = report.problems.len();
-    match check(file, &mut report, env) {
+    let set_aside = collected.set_aside.clone();
+    match check(file, report, env, &set_aside) {
         Ok(config) => Ok(config),
         Err(ConfigError::Invalid { problems }) => {
             // The first problems are serde's; a cross-key problem about a key that was set
@@ -93,7 +116,12 @@ pub(super) fn parse_and_check(
     }
 }
 
-fn check(file: ConfigFile, report: &mut Report, env: &Environment) -> Result<Config, ConfigError> {
+fn check(
+    file: ConfigFile,
+    report: &mut Report,
+    env: &Environment,
+    set_aside: &[String],
+) -> Result<Config, ConfigError> {
     let (state_dir, admin_listen) = check_daemon(&file, report, env);
     check_admin(&file.admin, report);
     check_scan(&file, report);
@@ -104,6 +132,7 @@ fn check(file: ConfigFile, report: &mut Report, env: &Environment) -> Result<Con
     let policies = check_policies(&file, &accounts, &names, &limits, report);
     check_funds_reach(&file, &accounts, &policies, report);
 
+    report.readable = readable(&file, &accounts, report, set_aside);
     if !report.problems.is_empty() {
         return Err(ConfigError::Invalid {
             problems: std::mem::take(&mut report.problems),
@@ -149,10 +178,42 @@ fn check(file: ConfigFile, report: &mut Report, env: &Environment) -> Result<Con
             horizon: file.funds.horizon,
             balance_interval: file.funds.balance_interval,
             price_cache: file.funds.price_cache,
+            top_up_check_interval: file.funds.top_up_check_interval,
         },
         policies,
         warnings: std::mem::take(&mut report.warnings),
     })
+}
+
+/// The parts that read without a problem: the account entries none of whose keys has one (or
+/// was set aside), and the admin token file unless its key has one.
+fn readable(
+    file: &ConfigFile,
+    accounts: &[Account],
+    report: &Report,
+    set_aside: &[String],
+) -> Readable {
+    let troubled = |key: &str| {
+        report
+            .problems
+            .iter()
+            .map(|p| p.key.as_str())
+            .chain(set_aside.iter().map(String::as_str))
+            .any(|k| k == key || super::collect::is_within(k, key))
+    };
+    Readable {
+        accounts: accounts
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !troubled(&format!("accounts[{i}]")))
+            .map(|(i, a)| (i, a.clone()))
+            .collect(),
+        bearer_token_file: file
+            .admin
+            .bearer_token_file
+            .clone()
+            .filter(|_| !troubled("admin.bearer_token_file")),
+    }
 }
 
 /// `[daemon]`, and the state directory and admin address the environment may override.
@@ -194,7 +255,12 @@ fn check_daemon(
 /// `[scan]`.
 fn check_scan(file: &ConfigFile, report: &mut Report) {
     if file.scan.concurrency == 0 {
-        report.error(None, "scan.concurrency", "must be at least 1".into(), "");
+        report.error(
+            None,
+            "scan.concurrency",
+            "must be at least 1".into(),
+            "the number of sources scanned at once; the default is 10",
+        );
     }
     if file.scan.horizon.is_zero() {
         report.error(
@@ -267,7 +333,7 @@ fn check_limits(file: &ConfigFile, report: &mut Report) -> Limits {
                     None,
                     &format!("limits.{key}.{currency}"),
                     format!("{amount} is not a positive amount"),
-                    "",
+                    "write the most to spend as a positive number, e.g. { CNY = 5000.0 }; leave the key out for no limit",
                 );
             }
             if !is_currency_code(currency) {
@@ -313,7 +379,7 @@ fn check_retry(file: &ConfigFile, report: &mut Report) {
                 crate::duration::format(retry.backoff_floor),
                 crate::duration::format(retry.backoff_ceiling)
             ),
-            "",
+            "the defaults are 5m and 6h; raise backoff_ceiling or lower backoff_floor",
         );
     }
     if retry.attempts_before_deadline == 0 {
@@ -321,7 +387,7 @@ fn check_retry(file: &ConfigFile, report: &mut Report) {
             None,
             "retry.attempts_before_deadline",
             "must be at least 1".into(),
-            "",
+            "how many attempts must still fit before the deadline; the default is 3",
         );
     }
     if retry.verify_interval.is_zero() || retry.verify_interval > retry.verify_timeout {
@@ -329,7 +395,7 @@ fn check_retry(file: &ConfigFile, report: &mut Report) {
             None,
             "retry.verify_interval",
             "must be above zero and at most verify_timeout".into(),
-            "",
+            "the defaults are 5s (interval) and 60s (timeout)",
         );
     }
 }

@@ -101,33 +101,37 @@ impl Health {
         }
     }
 
-    /// The verdict at `now`, given each account's credential check.
+    /// The verdict at `now`, given each account's credential check. `detailed`: the reasons
+    /// name accounts, instances, regions and error codes (for a caller with the admin token, or
+    /// when none is set); otherwise they say only what kind of problem and how many, so an open
+    /// probe learns nothing of the fleet.
     pub fn readiness(
         &self,
         now: DateTime<Utc>,
         credentials: &[(String, Result<(), String>)],
+        detailed: bool,
     ) -> Readiness {
         let state = self.lock();
-        let mut reasons = Vec::new();
+        let mut reasons = Reasons::default();
         for (account, check) in credentials {
             if let Err(error) = check {
-                reasons.push(format!("account {account}: credentials unusable: {error}"));
+                reasons.add(
+                    "accounts whose credentials are unusable",
+                    format!("account {account}: credentials unusable: {error}"),
+                );
             }
         }
-        for r in state.refused.iter().take(REFUSALS_NAMED) {
-            reasons.push(format!(
-                "account {}: the renewal of {} in {} was refused ({}: {}): the instance will lapse unless this is fixed",
-                r.account, r.instance_id, r.region, r.class, r.code
-            ));
-        }
-        if state.refused.len() > REFUSALS_NAMED {
-            reasons.push(format!(
-                "and {} more refused renewal(s): see `ecs-renewd status`",
-                state.refused.len() - REFUSALS_NAMED
-            ));
+        for r in &state.refused {
+            reasons.add(
+                &format!("{REFUSED}{}", r.class),
+                format!(
+                    "account {}: the renewal of {} in {} was refused ({}: {}): the instance will lapse unless this is fixed",
+                    r.account, r.instance_id, r.region, r.class, r.code
+                ),
+            );
         }
         if state.sources.is_empty() {
-            reasons.push("no source has been scanned yet".into());
+            reasons.add(NOTHING_SCANNED, NOTHING_SCANNED.into());
         }
         let stale_after =
             chrono::Duration::from_std(state.interval * 2).unwrap_or(chrono::Duration::hours(1));
@@ -135,23 +139,105 @@ impl Health {
             if let Some((class, error)) = &health.last_failure
                 && matches!(class, ErrorClass::Permission | ErrorClass::Clock)
             {
-                reasons.push(format!(
-                    "source {account}/{region}: last scan failed ({class}): {error}"
-                ));
+                reasons.add(
+                    &format!("sources failing for {class}"),
+                    format!("source {account}/{region}: last scan failed ({class}): {error}"),
+                );
                 continue;
             }
             match health.last_success {
                 Some(at) if now - at <= stale_after => {}
-                Some(at) => reasons.push(format!(
-                    "source {account}/{region}: last complete scan at {} is older than two cadences",
-                    crate::cloud::time::format_seconds(at)
-                )),
-                None => reasons.push(format!("source {account}/{region}: never scanned completely")),
+                Some(at) => reasons.add(
+                    "sources not scanned completely within two cadences",
+                    format!(
+                        "source {account}/{region}: last complete scan at {} is older than two cadences",
+                        crate::cloud::time::format_seconds(at)
+                    ),
+                ),
+                None => reasons.add(
+                    "sources not scanned completely within two cadences",
+                    format!("source {account}/{region}: never scanned completely"),
+                ),
             }
         }
         Readiness {
             ready: reasons.is_empty(),
-            reasons,
+            reasons: if detailed {
+                reasons.named()
+            } else {
+                reasons.counted()
+            },
         }
     }
 }
+
+/// Why a daemon is not ready: each reason with its kind, for the two forms.
+#[derive(Debug, Default)]
+struct Reasons {
+    /// (kind, the reason with its names), in order.
+    all: Vec<(String, String)>,
+}
+
+/// The kind of reason a refused renewal is (its count is capped when named).
+const REFUSED: &str = "renewals refused for ";
+
+impl Reasons {
+    fn add(&mut self, kind: &str, detail: String) {
+        self.all.push((kind.to_owned(), detail));
+    }
+
+    fn is_empty(&self) -> bool {
+        self.all.is_empty()
+    }
+
+    /// The reasons one by one; refused renewals named up to `REFUSALS_NAMED`.
+    fn named(self) -> Vec<String> {
+        let refused = self
+            .all
+            .iter()
+            .filter(|(k, _)| k.starts_with(REFUSED))
+            .count();
+        let mut named = 0;
+        let mut out = Vec::new();
+        for (kind, detail) in self.all {
+            if kind.starts_with(REFUSED) {
+                named += 1;
+                if named > REFUSALS_NAMED {
+                    continue;
+                }
+            }
+            out.push(detail);
+        }
+        if refused > REFUSALS_NAMED {
+            out.push(format!(
+                "and {} more refused renewal(s): see `ecs-renewd status`",
+                refused - REFUSALS_NAMED
+            ));
+        }
+        out
+    }
+
+    /// One line per kind, with how many, in the order first seen.
+    fn counted(self) -> Vec<String> {
+        let mut kinds: Vec<(String, usize)> = Vec::new();
+        for (kind, _) in self.all {
+            match kinds.iter_mut().find(|(k, _)| *k == kind) {
+                Some((_, n)) => *n += 1,
+                None => kinds.push((kind, 1)),
+            }
+        }
+        kinds
+            .into_iter()
+            .map(|(kind, n)| {
+                if kind == NOTHING_SCANNED {
+                    kind
+                } else {
+                    format!("{kind}: {n}")
+                }
+            })
+            .collect()
+    }
+}
+
+/// The reason a daemon that has scanned nothing gives.
+const NOTHING_SCANNED: &str = "no source has been scanned yet";

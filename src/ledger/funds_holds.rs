@@ -8,6 +8,8 @@ use rusqlite::params;
 
 use super::rows::Read;
 use super::{Ledger, LedgerError, ts};
+use crate::cloud::types::PeriodUnit;
+use crate::money::Money;
 
 /// A renewal waiting out a funds backoff.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,6 +22,15 @@ pub struct FundsHold {
     pub old_expiry: DateTime<Utc>,
     /// When its backoff ends.
     pub retry_at: DateTime<Utc>,
+    /// The region its intent renews in.
+    pub region: String,
+    /// The period its intent renews for.
+    pub period: u32,
+    /// Its unit.
+    pub unit: PeriodUnit,
+    /// The price its intent recorded, if it was priced: what a top-up must cover (a restart
+    /// or a reload keeps it, while the forecast's quotes start afresh).
+    pub price: Option<Money>,
 }
 
 impl Ledger {
@@ -28,15 +39,27 @@ impl Ledger {
     pub fn funds_holds(&self, now: DateTime<Utc>) -> Result<Vec<FundsHold>, LedgerError> {
         self.rows(
             Read::of("reading renewals held for lack of funds", "backoff"),
-            "SELECT instance_id, account, old_expiry, retry_at FROM backoff
-             WHERE last_class = 'funds' AND retry_at > ?1 ORDER BY old_expiry, instance_id",
+            "SELECT b.instance_id, b.account, b.old_expiry, b.retry_at, i.region, i.period, i.unit,
+                    i.price_cents, i.currency
+             FROM backoff b
+             JOIN intents i ON i.id = (SELECT MAX(id) FROM intents
+                                       WHERE instance_id = b.instance_id AND old_expiry = b.old_expiry)
+             WHERE b.last_class = 'funds' AND b.retry_at > ?1 ORDER BY b.old_expiry, b.instance_id",
             [ts(now)],
             |r| {
+                let price = match (r.get("price_cents")?, r.get("currency")?) {
+                    (Some(cents), Some(currency)) => Some(Money { cents, currency }),
+                    _ => None,
+                };
                 Ok(FundsHold {
                     account: r.get("account")?,
                     instance_id: r.get("instance_id")?,
                     old_expiry: r.time("old_expiry")?,
                     retry_at: r.time("retry_at")?,
+                    region: r.get("region")?,
+                    period: r.get("period")?,
+                    unit: r.unit("unit")?,
+                    price,
                 })
             },
         )

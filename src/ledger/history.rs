@@ -144,6 +144,9 @@ impl Ledger {
     pub fn histories(&self) -> Result<Histories, LedgerError> {
         let read = Read::of("loading open intents", "intents");
         let mut histories = Histories::default();
+        // Intents refused outright, per (instance, expiry cycle): the next token is derived
+        // from their count.
+        let mut refusals: HashMap<(String, DateTime<Utc>), u32> = HashMap::new();
         self.each_row(
             read,
             "SELECT id, account, region, instance_id, old_expiry, period, unit, client_token, status, order_id,
@@ -152,12 +155,14 @@ impl Ledger {
             [],
             |r| {
                 let (open, intent) = open_intent(r)?;
+                let cycle = (open.instance_id.clone(), open.old_expiry);
+                if matches!(intent.status, IntentStatus::Failed { .. }) && !intent.maybe_charged {
+                    *refusals.entry(cycle.clone()).or_default() += 1;
+                }
                 // The latest intent wins (rows come in id order).
-                histories
-                    .by_instance
-                    .entry(open.instance_id.clone())
-                    .or_default()
-                    .intent = Some(intent);
+                let history = histories.by_instance.entry(cycle.0.clone()).or_default();
+                history.refusals = refusals.get(&cycle).copied().unwrap_or(0);
+                history.intent = Some(intent);
                 histories.open.push(open);
                 Ok(())
             },

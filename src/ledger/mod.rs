@@ -163,6 +163,15 @@ fn query_one<T>(
     conn.prepare_cached(sql)?.query_row(params, row)
 }
 
+/// A scratch copy of a ledger (`Ledger::scratch_copy`), removed with it.
+#[derive(Debug)]
+pub struct Scratch {
+    /// The copy, writable.
+    pub ledger: std::sync::Arc<Ledger>,
+    /// Its directory, removed when the copy is dropped.
+    _dir: tempfile::TempDir,
+}
+
 /// The SQLite ledger in a state directory, opened for writing (locked) or read-only.
 #[derive(Debug)]
 pub struct Ledger {
@@ -211,6 +220,36 @@ impl Ledger {
         };
         ledger.migrate()?;
         Ok(ledger)
+    }
+
+    /// A writable copy of the ledger in `state_dir` (an empty ledger when there is none) in a
+    /// directory of its own, removed when the copy is dropped: `plan` runs the pass's phases
+    /// over it, so what a pass would write (status lines, a top-up's ended backoffs) changes
+    /// nothing of the daemon's. The copy is one consistent snapshot (`VACUUM INTO`), taken
+    /// through a read-only connection while the daemon may be writing.
+    pub fn scratch_copy(state_dir: &Path) -> Result<Scratch, LedgerError> {
+        let dir = tempfile::Builder::new()
+            .prefix("ecs-renewd-plan-")
+            .tempdir()
+            .map_err(|source| LedgerError::StateDir {
+                path: std::env::temp_dir().display().to_string(),
+                source,
+            })?;
+        if let Some(reader) = Ledger::open_read_only(state_dir)? {
+            let target = dir.path().join(LEDGER_FILE);
+            reader
+                .conn()
+                .execute("VACUUM INTO ?1", [target.display().to_string()])
+                .map_err(|source| LedgerError::Read {
+                    what: "copying the ledger for plan",
+                    source,
+                })?;
+        }
+        let ledger = Ledger::open(dir.path())?;
+        Ok(Scratch {
+            ledger: std::sync::Arc::new(ledger),
+            _dir: dir,
+        })
     }
 
     /// Opens an existing ledger read-only (no lock); `None` when there is none yet.

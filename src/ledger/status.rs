@@ -191,6 +191,7 @@ impl Ledger {
         &self,
         generation: i64,
         complete: &[(String, String)],
+        down: &[(String, String)],
     ) -> Result<(), LedgerError> {
         let write = |source| LedgerError::Write {
             what: "pruning status lines",
@@ -202,6 +203,19 @@ impl Ledger {
             exec(
                 &tx,
                 "DELETE FROM instance_status WHERE generation < ?1 AND account = ?2 AND region = ?3",
+                params![generation, account, region],
+            )
+            .map_err(write)?;
+        }
+        // A source that could not be scanned keeps its lines (its instances are not known to be
+        // gone), except those of instances another entry listed in this pass: instance ids are
+        // unique across Alibaba Cloud, so the newer line stands for the instance.
+        for (account, region) in down {
+            exec(
+                &tx,
+                "DELETE FROM instance_status WHERE account = ?2 AND region = ?3 AND generation < ?1
+                   AND instance_id IN (SELECT s.instance_id FROM instance_status s
+                                       WHERE s.generation = ?1 AND s.account <> ?2)",
                 params![generation, account, region],
             )
             .map_err(write)?;

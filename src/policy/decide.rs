@@ -128,6 +128,9 @@ pub struct History {
     pub failed_attempts: u32,
     /// Not before this time (persisted backoff).
     pub retry_at: Option<DateTime<Utc>>,
+    /// Intents of the current expiry cycle refused outright (an error answer, no attempt left
+    /// unanswered): the next fresh token is derived from this count.
+    pub refusals: u32,
 }
 
 /// Settings `decide` needs besides the policies.
@@ -178,10 +181,29 @@ pub struct RenewPlan {
     pub unit: PeriodUnit,
     /// Most it may cost, in the currency it is set in.
     pub max_price: Option<Money>,
-    /// The token of an open intent to reuse (never a new one for the same expiry).
-    pub reuse_token: Option<String>,
+    /// Which ClientToken the renewal carries.
+    pub token: TokenChoice,
     /// Why the renewal happens (due, expired, missed deduction, resume, retry).
     pub why: RenewWhy,
+}
+
+/// Which ClientToken a renewal carries. The same token for as long as any attempt of the
+/// intent may have charged (no answer, a 5xx, a busy answer: the service keeps the token's
+/// order); a fresh one, derived from the instance, its expiry cycle and the number of this
+/// cycle's intents refused outright, only after an error answer proved that no order exists —
+/// so a provider that remembers a failed token with its failure cannot hold a renewal after a
+/// top-up for ever (docs/ecs-api.md §6: UNCERTAIN), and two hosts or two config entries still
+/// derive the same token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenChoice {
+    /// Resend the open intent's token.
+    Reuse(String),
+    /// Derive the token: `refusals` earlier intents of this cycle were refused outright (0 for
+    /// the cycle's first intent).
+    Derive {
+        /// Intents of the current expiry cycle refused outright so far.
+        refusals: u32,
+    },
 }
 
 /// What `decide` concluded for one instance: its state, what to do now, why and when.
@@ -372,6 +394,7 @@ pub fn decide(
         .iter()
         .find(|p| p.matcher.matches(subject.account, instance));
     let at = Timing::new(instance.expired_time, now);
+    let schedule = ctx.schedule_for(subject.account);
     let Some(policy) = policy else {
         let mut d = Decision::new(
             None,
@@ -379,7 +402,7 @@ pub fn decide(
             "no policy matches: observed only",
         );
         d.due_at = Some(at.expiry);
-        return d;
+        return flag_too_late(d, subject.auto_renew, schedule, at);
     };
     let status = subject.auto_renew.map(|a| a.renewal_status);
 
@@ -392,7 +415,9 @@ pub fn decide(
                 format!("policy {} skips it", policy.name),
             );
         }
-        PolicyAction::Observe => return observed(policy, at),
+        PolicyAction::Observe => {
+            return flag_too_late(observed(policy, at), subject.auto_renew, schedule, at);
+        }
         PolicyAction::NotRenewal => return lapsing(policy, subject.auto_renew),
         PolicyAction::Renew {
             period,
@@ -409,7 +434,6 @@ pub fn decide(
             at,
         ),
         PolicyAction::AutoRenew { target, fallback } => {
-            let schedule = ctx.schedule_for(subject.account);
             auto_renew_wants(*target, fallback.as_ref(), schedule, status, at)
         }
     };
@@ -443,6 +467,27 @@ fn observed(policy: &Policy, at: Timing) -> Decision {
         format!("policy {} observes it only", policy.name),
     );
     d.due_at = Some(at.expiry);
+    d
+}
+
+/// An instance no policy renews that relies on the provider's auto-renew (RenewalStatus is
+/// AutoRenewal) with no deduction attempt left before its expiry: flagged as the `auto-renew`
+/// policy flags it, whatever the policy, since it lapses unless someone renews it.
+fn flag_too_late(
+    mut d: Decision,
+    auto_renew: Option<&AutoRenewAttribute>,
+    schedule: DeductionSchedule,
+    at: Timing,
+) -> Decision {
+    let relies = auto_renew.is_some_and(|a| a.renewal_status == RenewalStatus::AutoRenewal);
+    if relies && !at.expired && schedule.next_before_expiry(at.expiry, at.now).is_none() {
+        d.auto_renew_too_late = true;
+        d.reason = format!(
+            "{}; auto-renew cannot renew it in time: no deduction attempt of the provider is left before its expiry ({})",
+            d.reason,
+            when(at.expiry)
+        );
+    }
     d
 }
 
@@ -484,7 +529,7 @@ fn renew_wants(
         period,
         unit,
         max_price: max_price.clone(),
-        reuse_token: None,
+        token: TokenChoice::Derive { refusals: 0 },
         why: if expired {
             RenewWhy::Expired
         } else {
@@ -554,6 +599,24 @@ fn auto_renew_wants(
     }
 }
 
+/// When a fallback renews an instance the provider can no longer renew in time: once the day's
+/// deduction run is over (18:00 UTC+8 of the last attempt's day, so it never races a deduction
+/// whose new expiry has not shown yet), at the latest at the expiry; `now` when the schedule
+/// has no attempt before the expiry at all.
+pub fn too_late_point(
+    deductions: DeductionSchedule,
+    expiry: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> DateTime<Utc> {
+    deductions
+        .attempts(expiry)
+        .into_iter()
+        .rfind(|a| *a < expiry)
+        .map(|a| start_of_day_utc8(a) + chrono::Duration::hours(18))
+        .unwrap_or(now)
+        .min(expiry)
+}
+
 /// When no provider deduction attempt is left before the expiry: the fallback renews once the
 /// day's deduction run is over (18:00 UTC+8 of the last attempt's day, so it never races a
 /// deduction whose new expiry has not shown yet; at the latest at the expiry), without waiting
@@ -564,14 +627,7 @@ fn too_late_schedule(
     at: Timing,
 ) -> Schedule {
     let Timing { now, expiry, .. } = at;
-    let last = deductions
-        .attempts(expiry)
-        .into_iter()
-        .rfind(|a| *a < expiry);
-    let point = last
-        .map(|a| start_of_day_utc8(a) + chrono::Duration::hours(18))
-        .unwrap_or(now)
-        .min(expiry);
+    let point = too_late_point(deductions, expiry, now);
     let cannot = format!(
         "auto-renew cannot renew it in time: no deduction attempt of the provider is left before its expiry ({})",
         when(expiry)
@@ -582,7 +638,7 @@ fn too_late_schedule(
                 period: f.period,
                 unit: f.unit,
                 max_price: f.max_price.clone(),
-                reuse_token: None,
+                token: TokenChoice::Derive { refusals: 0 },
                 why: RenewWhy::NoDeductionLeft,
             }),
             due: point,
@@ -619,7 +675,7 @@ fn auto_renew_schedule(
                 period: f.period,
                 unit: f.unit,
                 max_price: f.max_price.clone(),
-                reuse_token: None,
+                token: TokenChoice::Derive { refusals: 0 },
                 why: if expired {
                     RenewWhy::Expired
                 } else {
@@ -647,11 +703,22 @@ fn auto_renew_schedule(
             due: expiry,
             reason: format!("auto-renew did not renew it: expired at {}", when(expiry)),
         },
-        None => Schedule {
-            plan: None,
-            due: first,
-            reason: format!("auto-renew; the provider deducts from {}", when(first)),
-        },
+        None => {
+            // The next attempt, not the first: that one may be days behind (and failed).
+            let next = deductions.next_before_expiry(expiry, now).unwrap_or(first);
+            Schedule {
+                plan: None,
+                due: next,
+                reason: if next == first {
+                    format!("auto-renew; the provider deducts from {}", when(first))
+                } else {
+                    format!(
+                        "auto-renew; the provider's next deduction attempt is at {}",
+                        when(next)
+                    )
+                },
+            }
+        }
     }
 }
 
@@ -782,6 +849,15 @@ fn with_open_intent(
 /// may have charged, else with the plan's.
 fn resend(intent: &IntentView, plan: &RenewPlan, why: RenewWhy) -> RenewPlan {
     RenewPlan {
+        token: TokenChoice::Reuse(intent.token.clone()),
+        ..retry(intent, plan, why)
+    }
+}
+
+/// The renewal after an intent's attempts: its period kept when an attempt may have charged,
+/// else the plan's; the token is the plan's (a fresh one derived for the cycle).
+fn retry(intent: &IntentView, plan: &RenewPlan, why: RenewWhy) -> RenewPlan {
+    RenewPlan {
         period: if intent.maybe_charged {
             intent.period
         } else {
@@ -793,7 +869,7 @@ fn resend(intent: &IntentView, plan: &RenewPlan, why: RenewWhy) -> RenewPlan {
             plan.unit
         },
         max_price: plan.max_price.clone(),
-        reuse_token: Some(intent.token.clone()),
+        token: plan.token.clone(),
         why,
     }
 }
@@ -880,7 +956,18 @@ fn after_failure(
         }
         (None, Some(plan)) => {
             decision.state = InstanceState::Due;
-            decision.renew = Some(resend(intent, plan, RenewWhy::Retry));
+            // An attempt that may have charged keeps its token; one refused outright (an error
+            // answer: no order) leaves nothing to repeat, and the next takes a fresh token.
+            decision.renew = Some(if intent.maybe_charged {
+                resend(intent, plan, RenewWhy::Retry)
+            } else {
+                RenewPlan {
+                    token: TokenChoice::Derive {
+                        refusals: history.refusals,
+                    },
+                    ..retry(intent, plan, RenewWhy::Retry)
+                }
+            });
             decision.reason = format!(
                 "retry after {code} ({class}){charged}, attempt {}",
                 history.failed_attempts + 1

@@ -6,7 +6,7 @@
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 
-use super::decide::Decision;
+use super::decide::{Decision, InstanceState};
 use super::{DeductionSchedule, Policy, PolicyAction};
 use crate::closed_enum;
 use crate::cloud::time::start_of_day_utc8;
@@ -20,6 +20,21 @@ closed_enum! {
         Daemon => "ecs-renewd",
         /// The provider's auto-renew deduction.
         Provider => "auto-renew",
+    }
+}
+
+closed_enum! {
+    /// Why a forecast is incomplete: what it cannot see (a metric label).
+    pub enum Gap {
+        /// A source of the account could not be scanned: its instances' charges are missing.
+        SourceDown => "source_down",
+        /// Some charges could not be priced: the sums are a floor.
+        Unpriced => "unpriced",
+        /// The balance could not be read: nothing to compare with.
+        BalanceUnknown => "balance_unknown",
+        /// Some instances' auto-renew attributes could not be read: whether the provider
+        /// charges them is not known.
+        AutoRenewUnknown => "auto_renew_unknown",
     }
 }
 
@@ -48,63 +63,200 @@ pub fn window_end(now: DateTime<Utc>, horizon: std::time::Duration) -> DateTime<
     next + Duration::from_std(horizon).unwrap_or_default()
 }
 
-/// The charge, if any, an instance will cause by `until`, from its decision, its policy and its
-/// auto-renew attributes. A renewal the pass makes now is at `now`; one due later at its due
-/// time; an `AutoRenewal` instance that ecs-renewd does not renew is charged by the provider
-/// at its next attempt (counted once: an `auto-renew` policy's fallback is not added on top).
-pub fn charge_for(
+/// Most charges one instance can have in a window: a window is at most a day plus
+/// `[funds] horizon`, and the shortest period is a week.
+const MOST_CHARGES: usize = 8;
+
+/// How an instance gets renewed from one expiry cycle to the next, as far as the forecast can
+/// tell: by the provider's auto-renew, by ecs-renewd's policy, or both (whichever comes first
+/// renews the cycle; the other then waits for the next).
+#[derive(Debug, Clone, Copy)]
+struct Renewers {
+    /// The provider's auto-renew (duration and unit) when it is on, or the policy switches it
+    /// on in this pass.
+    provider: Option<(u32, PeriodUnit)>,
+    /// ecs-renewd's own renewals.
+    daemon: DaemonRenewal,
+}
+
+/// How ecs-renewd renews the instance, cycle after cycle.
+#[derive(Debug, Clone, Copy)]
+enum DaemonRenewal {
+    /// It does not (no renewing policy, a standing refusal, left to lapse).
+    Never,
+    /// A `renew` policy: `before` the expiry.
+    Renew {
+        period: u32,
+        unit: PeriodUnit,
+        before: Duration,
+    },
+    /// An `auto-renew` policy's fallback, once the provider's deduction is overdue.
+    Fallback {
+        period: u32,
+        unit: PeriodUnit,
+        after: Duration,
+    },
+}
+
+impl Renewers {
+    /// Who renews an instance `decide` has decided on, under `policy`.
+    fn of(
+        decision: &Decision,
+        policy: Option<&Policy>,
+        auto_renew: Option<&AutoRenewAttribute>,
+    ) -> Renewers {
+        // The attributes the provider will use: the policy's when this pass sets them.
+        let attributes = match (&decision.auto_renew_change, auto_renew) {
+            (Some(target), _) => Some((target.status, target.duration, target.unit)),
+            (None, Some(a)) => Some((
+                a.renewal_status,
+                a.duration,
+                a.period_unit.unwrap_or(PeriodUnit::Month),
+            )),
+            (None, None) => None,
+        };
+        let provider = attributes
+            .filter(|(status, duration, _)| *status == RenewalStatus::AutoRenewal && *duration > 0)
+            .map(|(_, duration, unit)| (duration, unit));
+        // A refused or failed renewal is tried again at its retry time (a grant or a fix may
+        // come any moment): the money must be there by then. Only an excluded instance is
+        // never renewed by ecs-renewd.
+        let acts = decision.state != InstanceState::Excluded;
+        let daemon = match policy.map(|p| &p.action) {
+            Some(PolicyAction::Renew {
+                period,
+                unit,
+                renew_before,
+                ..
+            }) if acts => DaemonRenewal::Renew {
+                period: *period,
+                unit: *unit,
+                before: Duration::from_std(*renew_before).unwrap_or_default(),
+            },
+            Some(PolicyAction::AutoRenew {
+                fallback: Some(f), ..
+            }) if acts => DaemonRenewal::Fallback {
+                period: f.period,
+                unit: f.unit,
+                after: Duration::from_std(f.after).unwrap_or_default(),
+            },
+            _ => DaemonRenewal::Never,
+        };
+        Renewers { provider, daemon }
+    }
+
+    /// When ecs-renewd would renew the cycle ending at `expiry`, looking from `from`: a
+    /// renewal policy's due time, or the fallback point (at once when no deduction attempt is
+    /// left before the expiry).
+    fn daemon_due(
+        &self,
+        expiry: DateTime<Utc>,
+        from: DateTime<Utc>,
+        schedule: DeductionSchedule,
+    ) -> Option<(DateTime<Utc>, u32, PeriodUnit)> {
+        match self.daemon {
+            DaemonRenewal::Never => None,
+            DaemonRenewal::Renew {
+                period,
+                unit,
+                before,
+            } => Some(((expiry - before).max(from), period, unit)),
+            DaemonRenewal::Fallback {
+                period,
+                unit,
+                after,
+            } => {
+                let at = if schedule.next_before_expiry(expiry, from).is_some() {
+                    super::decide::fallback_point(
+                        expiry,
+                        after.to_std().unwrap_or_default(),
+                        schedule,
+                    )
+                } else {
+                    super::decide::too_late_point(schedule, expiry, from)
+                };
+                Some((at.max(from), period, unit))
+            }
+        }
+    }
+}
+
+/// The expiry after a renewal of `period` × `unit` made at `at`: the old expiry moved on, or,
+/// for an instance already expired, the start of the day it is renewed on.
+fn renewed_expiry(
+    expiry: DateTime<Utc>,
+    at: DateTime<Utc>,
+    period: u32,
+    unit: PeriodUnit,
+) -> DateTime<Utc> {
+    let base = if at < expiry {
+        expiry
+    } else {
+        start_of_day_utc8(at)
+    };
+    crate::cloud::time::add_period(base, period, unit)
+}
+
+/// Every charge an instance will cause from `now` to `until`, in time order. Each cycle is
+/// renewed by whichever comes first — the provider's next deduction attempt before the expiry
+/// (when auto-renew is on, or the policy switches it on now), or ecs-renewd's renewal (a renewal
+/// the pass makes now, a `renew` policy's due time, an `auto-renew` policy's fallback) — and
+/// the other is not counted for that cycle; the expiry then moves and the next cycle starts.
+/// An attempt that cannot come before the expiry is never counted (the provider does not
+/// deduct for an expired instance); a renewal already ordered (pending verification) is
+/// behind the pass.
+pub fn charges_for(
     decision: &Decision,
     policy: Option<&Policy>,
     instance: &Instance,
     auto_renew: Option<&AutoRenewAttribute>,
     schedule: DeductionSchedule,
     (now, until): (DateTime<Utc>, DateTime<Utc>),
-) -> Option<ChargeSeed> {
-    if let Some(plan) = &decision.renew {
-        return Some(ChargeSeed {
-            at: now,
-            by: ChargeBy::Daemon,
-            period: plan.period,
-            unit: plan.unit,
-        });
+) -> Vec<ChargeSeed> {
+    let mut charges = Vec::new();
+    if decision.state == InstanceState::PendingVerification && decision.renew.is_none() {
+        return charges;
     }
-    if let Some(PolicyAction::Renew { period, unit, .. }) = policy.map(|p| &p.action) {
-        let at = decision.due_at?.max(now);
-        return (at <= until && decision.refused.is_none()).then_some(ChargeSeed {
-            at,
-            by: ChargeBy::Daemon,
-            period: *period,
-            unit: *unit,
-        });
-    }
-    // The attributes the provider will use: the policy's target when it sets them, else
-    // what the instance has.
-    let (status, duration, unit) = match (policy.map(|p| &p.action), auto_renew) {
-        (Some(PolicyAction::AutoRenew { target, .. }), _)
-            if decision.auto_renew_change.is_some() =>
-        {
-            (target.status, target.duration, target.unit)
-        }
-        (_, Some(a)) => (
-            a.renewal_status,
-            a.duration,
-            a.period_unit.unwrap_or(PeriodUnit::Month),
-        ),
-        (_, None) => return None,
+    let renewers = Renewers::of(decision, policy, auto_renew);
+    let mut expiry = instance.expired_time;
+    // The first cycle is as `decide` saw it: a renewal now, or its due time (a backoff's
+    // retry among them).
+    let mut daemon = match &decision.renew {
+        Some(plan) => Some((now, plan.period, plan.unit)),
+        None => renewers
+            .daemon_due(expiry, now, schedule)
+            .map(|(at, period, unit)| {
+                (decision.due_at.unwrap_or(at).max(at).max(now), period, unit)
+            }),
     };
-    if status != RenewalStatus::AutoRenewal || duration == 0 {
-        return None;
+    let mut from = now;
+    while charges.len() < MOST_CHARGES {
+        let provider = renewers.provider.and_then(|(duration, unit)| {
+            schedule
+                .next_before_expiry(expiry, from)
+                .map(|at| (at, duration, unit))
+        });
+        // The provider's deduction run goes first when both fall at one moment.
+        let (by, (at, period, unit)) = match (provider, daemon) {
+            (Some(p), Some(d)) if d.0 < p.0 => (ChargeBy::Daemon, d),
+            (Some(p), _) => (ChargeBy::Provider, p),
+            (None, Some(d)) => (ChargeBy::Daemon, d),
+            (None, None) => break,
+        };
+        if at > until {
+            break;
+        }
+        charges.push(ChargeSeed {
+            at,
+            by,
+            period,
+            unit,
+        });
+        expiry = renewed_expiry(expiry, at, period, unit);
+        from = at + Duration::seconds(1);
+        daemon = renewers.daemon_due(expiry, from, schedule);
     }
-    let at = schedule
-        .attempts(instance.expired_time)
-        .into_iter()
-        .find(|at| *at >= now)?;
-    (at <= until).then_some(ChargeSeed {
-        at,
-        by: ChargeBy::Provider,
-        period: duration,
-        unit,
-    })
+    charges
 }
 
 /// A priced charge.
@@ -142,6 +294,11 @@ pub struct WindowCharges {
     pub unpriced: Vec<Unpriced>,
     /// The currency the account is billed in: unpriced charges are counted under it.
     pub billing_currency: String,
+    /// The account's sources the scan could not list (`account/region`).
+    pub sources_down: Vec<String>,
+    /// Instances whose auto-renew attributes could not be read while a provider deduction
+    /// attempt falls in the window.
+    pub auto_renew_unknown: Vec<String>,
 }
 
 /// Priced charges only: how the unit tests below build most windows.
@@ -182,6 +339,15 @@ pub struct Forecast {
     /// a floor.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub unpriced: Vec<Unpriced>,
+    /// The account's sources the scan could not list (`account/region`): their instances'
+    /// charges are missing, so a forecast that looks covered is not known to be.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sources_down: Vec<String>,
+    /// Instances whose auto-renew attributes could not be read, with a provider deduction
+    /// attempt in the window: whether the provider charges them is not known, so a forecast
+    /// that looks covered is not known to be.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub auto_renew_unknown: Vec<String>,
     /// Charges in the sums but not in `charges`: a pass record lists only the earliest (see
     /// [`Forecast::for_record`]).
     #[serde(skip_serializing_if = "is_zero")]
@@ -208,6 +374,34 @@ fn is_zero(n: &usize) -> bool {
 }
 
 impl Forecast {
+    /// What the forecast cannot see, if anything.
+    pub fn gaps(&self) -> Vec<Gap> {
+        let mut gaps = Vec::new();
+        if !self.sources_down.is_empty() {
+            gaps.push(Gap::SourceDown);
+        }
+        if !self.unpriced.is_empty() || self.unpriced_not_recorded > 0 {
+            gaps.push(Gap::Unpriced);
+        }
+        if self.available.is_none() {
+            gaps.push(Gap::BalanceUnknown);
+        }
+        if !self.auto_renew_unknown.is_empty() {
+            gaps.push(Gap::AutoRenewUnknown);
+        }
+        gaps
+    }
+
+    /// Whether the charges it sees exceed the balance.
+    pub fn short(&self) -> bool {
+        self.shortfall_at.is_some()
+    }
+
+    /// Covered: the balance is known, every charge is seen and priced, and they fit.
+    pub fn covered(&self) -> bool {
+        !self.short() && self.gaps().is_empty()
+    }
+
     /// A copy that lists only the `keep` earliest charges and unpriced charges, counting the
     /// rest: what a pass record keeps. The sums and the shortfall still cover every charge; a
     /// fleet's full list (thousands of charges) would otherwise add hundreds of kilobytes to
@@ -245,6 +439,18 @@ impl Forecast {
             }
             (None, Some(why)) => line.push_str(&format!(", balance unknown: {why}")),
             (None, None) => {}
+        }
+        if !self.sources_down.is_empty() {
+            line.push_str(&format!(
+                " — incomplete: {} could not be scanned, its charges are missing",
+                self.sources_down.join(", ")
+            ));
+        }
+        if !self.auto_renew_unknown.is_empty() {
+            line.push_str(&format!(
+                " — incomplete: the auto-renew attributes of {} instance(s) could not be read, whether the provider charges them is not known",
+                self.auto_renew_unknown.len()
+            ));
         }
         line
     }
@@ -284,6 +490,8 @@ pub fn forecast(
         priced: mut charges,
         mut unpriced,
         billing_currency,
+        sources_down,
+        auto_renew_unknown,
     } = charges;
     charges.sort_by(|a, b| (a.at, &a.instance_id).cmp(&(b.at, &b.instance_id)));
     unpriced.sort_by(|a, b| (a.at, &a.instance_id).cmp(&(b.at, &b.instance_id)));
@@ -291,7 +499,7 @@ pub fn forecast(
     if let BalanceView::Known(m) = balance {
         currencies.push(m.currency.clone());
     }
-    if !unpriced.is_empty() {
+    if !unpriced.is_empty() || !sources_down.is_empty() || !auto_renew_unknown.is_empty() {
         currencies.push(billing_currency.clone());
     }
     currencies.sort();
@@ -305,6 +513,8 @@ pub fn forecast(
                 .cloned()
                 .collect();
             let mut f = one_currency(account, balance, mine, currency, until);
+            f.sources_down = sources_down.clone();
+            f.auto_renew_unknown = auto_renew_unknown.clone();
             if f.currency == billing_currency {
                 f.unpriced = std::mem::take(&mut unpriced);
             }
@@ -366,6 +576,8 @@ fn one_currency(
         short_by,
         charges,
         unpriced: Vec::new(),
+        sources_down: Vec::new(),
+        auto_renew_unknown: Vec::new(),
         charges_not_recorded: 0,
         unpriced_not_recorded: 0,
         until,
@@ -539,6 +751,7 @@ mod tests {
             )],
             unpriced: vec![unpriced("i-x"), unpriced("i-y")],
             billing_currency: "CNY".into(),
+            ..WindowCharges::default()
         };
         let all = forecast("prod", &cny(500), charges, t(UNTIL));
         assert_eq!(all.len(), 2);

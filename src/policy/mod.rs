@@ -16,14 +16,12 @@ pub use backoff::{backoff_delay, deadline_of};
 pub use belts::{BeltInput, Candidate, LimitKind, Trip, apply_belts, auto_renew_enables_belt};
 pub use decide::{
     DecideContext, Decision, History, InstanceState, IntentStatus, IntentView, NextAction, Refusal,
-    RenewPlan, RenewWhy, Subject, decide, first_deduction,
+    RenewPlan, RenewWhy, Subject, TokenChoice, decide, first_deduction,
 };
 pub use deduction::DeductionSchedule;
-#[cfg(test)]
-pub(crate) use funds::ChargeBy;
 pub use funds::{
-    BalanceView, Charge, ChargeSeed, Forecast, Unpriced, WindowCharges, charge_for, forecast,
-    window_end,
+    BalanceView, Charge, ChargeBy, ChargeSeed, Forecast, Gap, Unpriced, WindowCharges, charges_for,
+    forecast, window_end,
 };
 pub use matcher::{MatchSection, Matcher};
 

@@ -10,10 +10,10 @@ use chrono::{DateTime, Utc};
 use super::scan::{Listed, SourceKey};
 use crate::cloud::ErrorClass;
 use crate::cloud::ecs::{AutoRenewTarget, PriceQuote};
-use crate::cloud::types::Instance;
+use crate::cloud::types::{ChargeType, Instance};
 use crate::policy::{
     ChargeSeed, DecideContext, Decision, History, InstanceState, NextAction, RenewPlan, Subject,
-    charge_for, decide,
+    charges_for, decide,
 };
 pub use crate::policy::{HistorySource, NoHistory};
 
@@ -245,6 +245,9 @@ pub struct Assessment {
     /// Instances relying on the provider's auto-renew with no deduction attempt left before
     /// their expiry: (account, instance id).
     pub too_late: Vec<(Arc<str>, String)>,
+    /// PrePaid instances whose auto-renew attributes could not be read while a provider
+    /// deduction attempt falls in the funds forecast's window: (account, instance id).
+    pub auto_renew_unknown: Vec<(Arc<str>, String)>,
 }
 
 /// A charge expected for one instance, before it is priced.
@@ -256,6 +259,8 @@ pub struct Upcoming {
     pub region: Arc<str>,
     /// The instance.
     pub instance_id: String,
+    /// Its expiry as the scan saw it (a later scan that sees another one knows it was charged).
+    pub expiry: DateTime<Utc>,
     /// When, by whom, for how long.
     pub seed: ChargeSeed,
 }
@@ -366,7 +371,17 @@ impl Assessment {
             .as_ref()
             .and_then(|name| ctx.policies.iter().find(|p| &p.name == name));
         let schedule = ctx.schedule_for(&observed.account);
-        let seed = charge_for(
+        let instance = &observed.instance;
+        if observed.auto_renew.is_none()
+            && instance.charge_type == ChargeType::PrePaid
+            && schedule
+                .next_before_expiry(instance.expired_time, now)
+                .is_some_and(|at| at <= until)
+        {
+            self.auto_renew_unknown
+                .push((observed.account.clone(), instance.id.clone()));
+        }
+        let seeds = charges_for(
             decision,
             policy,
             &observed.instance,
@@ -374,14 +389,14 @@ impl Assessment {
             schedule,
             (now, until),
         );
-        if let Some(seed) = seed {
-            self.upcoming.push(Upcoming {
-                account: observed.account.clone(),
-                region: Arc::from(observed.instance.region.as_str()),
-                instance_id: observed.instance.id.clone(),
-                seed,
-            });
-        }
+        let region: Arc<str> = Arc::from(observed.instance.region.as_str());
+        self.upcoming.extend(seeds.into_iter().map(|seed| Upcoming {
+            account: observed.account.clone(),
+            region: region.clone(),
+            instance_id: observed.instance.id.clone(),
+            expiry: observed.instance.expired_time,
+            seed,
+        }));
     }
 
     /// Appends another source's assessment (rows are re-indexed).
@@ -408,6 +423,7 @@ impl Assessment {
         self.refused.extend(other.refused);
         self.upcoming.extend(other.upcoming);
         self.too_late.extend(other.too_late);
+        self.auto_renew_unknown.extend(other.auto_renew_unknown);
         self.duplicates.extend(other.duplicates);
     }
 }

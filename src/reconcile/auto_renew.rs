@@ -23,6 +23,8 @@ use crate::metrics::Metrics;
 pub struct ChangeReport {
     /// Instances changed.
     pub changed: usize,
+    /// Dry run: instances whose change would have been sent.
+    pub dry_run: usize,
     /// Instances whose change failed.
     pub failed: usize,
     /// Rows (assessment indices) whose change failed.
@@ -86,7 +88,10 @@ pub async fn apply(
             tracing::info!(account = %g.account, region = %g.region, instances = g.ids.len(), status = %g.target.status,
                 "dry run: would set auto-renew attributes");
         }
-        return Ok(ChangeReport::default());
+        return Ok(ChangeReport {
+            dry_run: groups.iter().map(|g| g.ids.len()).sum(),
+            ..ChangeReport::default()
+        });
     }
     if groups.is_empty() {
         return Ok(ChangeReport::default());

@@ -39,6 +39,17 @@ pub struct PassContext<'a> {
     /// The pass's generation (its start in milliseconds): status lines written by the pass
     /// carry it, so lines of instances no longer listed can be pruned.
     pub generation: i64,
+    /// A pass, or `plan` (the same phases up to the forecast, over a scratch ledger).
+    pub mode: Mode,
+}
+
+/// What the phases run for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// A pass: status lines stream into the ledger; prices are asked where a limit needs them.
+    Pass,
+    /// `plan`: every instance's row is kept to be shown, and every renewal is priced.
+    Plan,
 }
 
 impl PassContext<'_> {

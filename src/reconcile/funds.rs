@@ -1,40 +1,65 @@
-//! The funds forecast's I/O, shared by the pass and `plan`: each account's balance (at most one
-//! `QueryAccountBalance` per `[funds] balance_interval`), a price for each upcoming charge
-//! (`DescribeRenewalPrice`, reused for `[funds] price_cache`), then the pure
-//! [`crate::policy::forecast`] per account. A failed balance or price never fails the pass: the
-//! forecast says what is unknown and why.
+//! The funds forecast's I/O, shared by the pass and `plan`: each account's balance, a price for
+//! each upcoming charge (`DescribeRenewalPrice`, reused for `[funds] price_cache`), then the
+//! pure [`crate::policy::forecast`] per account. A failed balance or price never fails the
+//! pass: the forecast says what is unknown and why, and a source the scan could not list makes
+//! its account's forecast incomplete — never covered.
+//!
+//! **When the balance is read** (one rule, `docs/how-it-works.md`, *The funds forecast*): a
+//! remembered balance is used while it is younger than `[funds] balance_interval` — or, while
+//! renewals are held for lack of funds, `[funds] top_up_check_interval` — and nothing has charged
+//! the account since it was read. A charge is known to have come when this pass renewed one of
+//! the account's instances, when a provider deduction morning (08:00 UTC+8) lies between the
+//! read and now, or when an instance the last forecast counted has a new expiry (a deduction, or
+//! a person renewing it in the console). So a pass reads an account's balance at most twice:
+//! once before its renewals (the top-up check, only while renewals are held) and once after
+//! them when they charged the account.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Duration, Utc};
 
 use super::assess::Upcoming;
+use super::scan::{SourceKey, Watched};
 use crate::accounts::AccountClient;
+use crate::cloud::ErrorClass;
 use crate::cloud::bss_urls;
+use crate::cloud::periods::price_query_for;
+use crate::cloud::time::start_of_day_utc8;
 use crate::cloud::types::PeriodUnit;
 use crate::config::Config;
 use crate::money::Money;
 use crate::policy::{BalanceView, Charge, Forecast, Unpriced, WindowCharges, forecast, window_end};
 
-/// A price quote by (instance, period, unit), with when it was read.
-type Quotes = HashMap<(String, u32, PeriodUnit), (DateTime<Utc>, Money)>;
+/// A charge's price key: (instance, period, unit).
+type QuoteKey = (String, u32, PeriodUnit);
 
-/// What the forecast remembers between passes: balances and price quotes with when they were
-/// read. Lives as long as the engine (a reload starts afresh).
+/// What the forecast remembers between passes. Lives as long as the engine: a reload starts
+/// afresh (a fixed RAM policy is then tried again at once).
 #[derive(Debug, Default)]
 pub struct FundsMemory {
-    balances: Mutex<HashMap<String, (DateTime<Utc>, BalanceView)>>,
-    prices: Mutex<Quotes>,
+    state: Mutex<Memory>,
+}
+
+#[derive(Debug, Default)]
+struct Memory {
+    /// Each account's last balance read, and when.
+    balances: HashMap<String, (DateTime<Utc>, BalanceView)>,
+    /// Price quotes, and when each was read.
+    quotes: HashMap<QuoteKey, (DateTime<Utc>, Money)>,
+    /// Accounts whose `DescribeRenewalPrice` was refused for permission or clock, and until
+    /// when it is not asked again.
+    prices_refused: HashMap<String, DateTime<Utc>>,
+    /// Charges that cannot be priced (weekly periods) that were already said so.
+    said_unpriceable: HashSet<QuoteKey>,
+    /// The instances each account's last forecast counted, with their expiry then: one seen
+    /// with another expiry was charged meanwhile.
+    counted: HashMap<String, HashMap<String, DateTime<Utc>>>,
 }
 
 impl FundsMemory {
-    fn quotes(&self) -> std::sync::MutexGuard<'_, Quotes> {
-        self.prices.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn balances(&self) -> std::sync::MutexGuard<'_, HashMap<String, (DateTime<Utc>, BalanceView)>> {
-        self.balances.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> MutexGuard<'_, Memory> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Keeps a quote read elsewhere (`plan` prices its renewals first) for the forecast.
@@ -46,67 +71,145 @@ impl FundsMemory {
         price: &Money,
         now: DateTime<Utc>,
     ) {
-        self.quotes()
+        self.lock()
+            .quotes
             .insert((instance_id.to_owned(), period, unit), (now, price.clone()));
     }
 
-    /// The quote for `instance_id`, `period` and `unit` if it was read less than `ttl` ago.
+    /// The quote for `key` if it was read less than `ttl` ago.
     fn price_since(
         &self,
-        (instance_id, period, unit): (&str, u32, PeriodUnit),
+        key: &QuoteKey,
         now: DateTime<Utc>,
         ttl: std::time::Duration,
     ) -> Option<Money> {
-        let ttl = chrono::Duration::from_std(ttl).unwrap_or_default();
-        self.quotes()
-            .get(&(instance_id.to_owned(), period, unit))
+        let ttl = Duration::from_std(ttl).unwrap_or_default();
+        self.lock()
+            .quotes
+            .get(key)
             .filter(|(at, _)| now - *at < ttl)
             .map(|(_, price)| price.clone())
     }
 
-    /// `account`'s balance if it was read less than `interval` ago.
-    fn balance_since(
-        &self,
-        account: &str,
-        now: DateTime<Utc>,
-        interval: std::time::Duration,
-    ) -> Option<BalanceView> {
-        let interval = chrono::Duration::from_std(interval).unwrap_or_default();
-        self.balances()
-            .get(account)
-            .filter(|(at, _)| now - *at < interval)
-            .map(|(_, view)| view.clone())
-    }
-
-    /// Keeps `account`'s balance as read at `now`.
-    fn remember_balance(&self, account: &str, now: DateTime<Utc>, view: BalanceView) {
-        self.balances().insert(account.to_owned(), (now, view));
-    }
-
     /// The most recent quote for `instance_id`, whatever its period.
     fn latest_price(&self, instance_id: &str) -> Option<Money> {
-        self.quotes()
+        self.lock()
+            .quotes
             .iter()
             .filter(|((id, _, _), _)| id == instance_id)
             .max_by_key(|(_, (at, _))| *at)
             .map(|(_, (_, price))| price.clone())
     }
 
-    /// Forgets an account's balance, so the next forecast asks again: the pass charged it.
+    /// `account`'s balance if it was read less than `max_age` ago and no provider deduction
+    /// morning (08:00 UTC+8) came between that read and `now`.
+    fn fresh_balance(
+        &self,
+        account: &str,
+        now: DateTime<Utc>,
+        max_age: std::time::Duration,
+    ) -> Option<BalanceView> {
+        let max_age = Duration::from_std(max_age).unwrap_or_default();
+        let memory = self.lock();
+        let (read_at, view) = memory.balances.get(account)?;
+        let slot_since = next_deduction_slot(*read_at) <= now;
+        (now - *read_at < max_age && !slot_since).then(|| view.clone())
+    }
+
+    /// Keeps `account`'s balance as read at `now`.
+    fn remember_balance(&self, account: &str, now: DateTime<Utc>, view: BalanceView) {
+        self.lock().balances.insert(account.to_owned(), (now, view));
+    }
+
+    /// Forgets an account's balance, so the next forecast asks again: something charged it.
     pub fn forget_balance(&self, account: &str) {
-        self.balances().remove(account);
+        self.lock().balances.remove(account);
+    }
+
+    /// The instances the last forecasts counted, to be watched by the next scan.
+    pub fn counted_instances(&self) -> Vec<String> {
+        self.lock()
+            .counted
+            .values()
+            .flat_map(|ids| ids.keys().cloned())
+            .collect()
+    }
+
+    /// Whether an instance `account`'s last forecast counted now shows another expiry (it was
+    /// charged since), other than those in `renewed` (this pass's own renewals).
+    fn expiry_moved(
+        &self,
+        account: &str,
+        watched: &HashMap<String, Watched>,
+        renewed: &HashSet<String>,
+    ) -> bool {
+        let memory = self.lock();
+        memory.counted.get(account).is_some_and(|counted| {
+            counted.iter().any(|(id, expiry)| {
+                !renewed.contains(id) && watched.get(id).is_some_and(|w| w.expiry != *expiry)
+            })
+        })
+    }
+
+    /// Keeps the instances `account`'s forecast counted, with their expiry.
+    fn note_counted(&self, account: &str, counted: HashMap<String, DateTime<Utc>>) {
+        self.lock().counted.insert(account.to_owned(), counted);
+    }
+
+    /// Whether `account`'s prices stand refused at `now`.
+    fn prices_refused(&self, account: &str, now: DateTime<Utc>) -> bool {
+        self.lock()
+            .prices_refused
+            .get(account)
+            .is_some_and(|until| now < *until)
+    }
+
+    /// Records a refusal of `account`'s prices, seen at `now`, until `until`; whether it is
+    /// news (no refusal stood at `now`), so it is said once.
+    fn refuse_prices(&self, account: &str, now: DateTime<Utc>, until: DateTime<Utc>) -> bool {
+        self.lock()
+            .prices_refused
+            .insert(account.to_owned(), until)
+            .is_none_or(|before| before <= now)
+    }
+
+    /// Whether `key` was already said to be unpriceable (and notes it).
+    fn said_unpriceable(&self, key: &QuoteKey) -> bool {
+        !self.lock().said_unpriceable.insert(key.clone())
     }
 }
 
-/// The forecast of every configured account, from the pass's upcoming charges; instances in
-/// `settled` (renewed in this pass: the balance read after it already shows the charge) are
-/// left out. Empty when `[funds] enabled = false`.
+/// The first provider deduction morning (08:00 UTC+8) after `t`.
+fn next_deduction_slot(t: DateTime<Utc>) -> DateTime<Utc> {
+    let today = start_of_day_utc8(t) + Duration::hours(8);
+    if today > t {
+        today
+    } else {
+        today + Duration::days(1)
+    }
+}
+
+/// What the forecast takes from the pass.
+pub struct PassView<'a> {
+    /// The charges the scan expects in the window, unpriced.
+    pub upcoming: &'a [Upcoming],
+    /// Instances this pass renewed: their charge is behind it, and the balance read after it
+    /// shows them.
+    pub renewed: &'a HashSet<String>,
+    /// Sources the scan could not list: their accounts' forecasts are incomplete.
+    pub down: &'a [SourceKey],
+    /// Instances whose auto-renew attributes could not be read: (account, instance id).
+    pub auto_renew_unknown: &'a [(Arc<str>, String)],
+    /// What the scan saw of the instances the last forecasts counted.
+    pub watched: &'a HashMap<String, Watched>,
+}
+
+/// The forecast of every configured account. Empty when `[funds] enabled = false`.
 pub async fn forecast_accounts(
     config: &Config,
     accounts: &[AccountClient],
     memory: &FundsMemory,
-    upcoming: &[Upcoming],
-    settled: &HashSet<String>,
+    view: PassView<'_>,
     now: DateTime<Utc>,
 ) -> Vec<Forecast> {
     if !config.funds.enabled {
@@ -116,32 +219,13 @@ pub async fn forecast_accounts(
     // Accounts are forecast side by side: the pass waits for one balance call, not one each.
     let each = config.accounts.iter().filter_map(|account| {
         let client = accounts.iter().find(|a| a.name == account.name)?;
+        let view = &view;
         Some(async move {
-            let balance = balance_of(config, account, client, memory, now).await;
-            let mut charges = WindowCharges {
-                billing_currency: account.currency.clone(),
-                ..WindowCharges::default()
-            };
-            for item in upcoming
-                .iter()
-                .filter(|u| *u.account == *account.name && !settled.contains(&u.instance_id))
-            {
-                let instance_id = item.instance_id.clone();
-                let (at, by) = (item.seed.at, item.seed.by);
-                match price_of(config, client, memory, item, now).await {
-                    Some(amount) => charges.priced.push(Charge {
-                        instance_id,
-                        amount,
-                        at,
-                        by,
-                    }),
-                    None => charges.unpriced.push(Unpriced {
-                        instance_id,
-                        at,
-                        by,
-                    }),
-                }
+            if memory.expiry_moved(&account.name, view.watched, view.renewed) {
+                memory.forget_balance(&account.name);
             }
+            let balance = balance_of(config, account, client, memory, now).await;
+            let charges = account_charges(config, account, client, memory, view, now).await;
             forecast(&account.name, &balance, charges, until)
         })
     });
@@ -151,16 +235,69 @@ pub async fn forecast_accounts(
         .flatten()
         .collect();
     for f in &all {
-        if f.shortfall_at.is_some() {
-            tracing::warn!(account = %f.account, currency = %f.currency, "{}", f.describe());
-        } else {
+        if f.covered() {
             tracing::info!(account = %f.account, currency = %f.currency, "{}", f.describe());
+        } else {
+            tracing::warn!(account = %f.account, currency = %f.currency, "{}", f.describe());
         }
     }
     all
 }
 
-/// The account's balance: remembered when read within `balance_interval`, else asked.
+/// One account's charges in the window, each priced or named unpriced, and the sources whose
+/// charges are missing; the instances counted are remembered for the next pass.
+async fn account_charges(
+    config: &Config,
+    account: &crate::config::Account,
+    client: &AccountClient,
+    memory: &FundsMemory,
+    view: &PassView<'_>,
+    now: DateTime<Utc>,
+) -> WindowCharges {
+    let mut charges = WindowCharges {
+        billing_currency: account.currency.clone(),
+        sources_down: view
+            .down
+            .iter()
+            .filter(|k| k.account == account.name)
+            .map(ToString::to_string)
+            .collect(),
+        auto_renew_unknown: view
+            .auto_renew_unknown
+            .iter()
+            .filter(|(a, id)| **a == *account.name && !view.renewed.contains(id))
+            .map(|(_, id)| id.clone())
+            .collect(),
+        ..WindowCharges::default()
+    };
+    let mut counted = HashMap::new();
+    let mine = view
+        .upcoming
+        .iter()
+        .filter(|u| *u.account == *account.name && !view.renewed.contains(&u.instance_id));
+    for item in mine {
+        counted.insert(item.instance_id.clone(), item.expiry);
+        let (instance_id, at, by) = (item.instance_id.clone(), item.seed.at, item.seed.by);
+        match price_of(config, client, memory, item, now).await {
+            Some(amount) => charges.priced.push(Charge {
+                instance_id,
+                amount,
+                at,
+                by,
+            }),
+            None => charges.unpriced.push(Unpriced {
+                instance_id,
+                at,
+                by,
+            }),
+        }
+    }
+    memory.note_counted(&account.name, counted);
+    charges
+}
+
+/// The account's balance: remembered when read within `balance_interval` and nothing charged
+/// the account since, else asked.
 async fn balance_of(
     config: &Config,
     account: &crate::config::Account,
@@ -173,7 +310,7 @@ async fn balance_of(
             "not queried ([accounts.funds] enabled = false for this account)".into(),
         );
     }
-    if let Some(view) = memory.balance_since(&account.name, now, config.funds.balance_interval) {
+    if let Some(view) = memory.fresh_balance(&account.name, now, config.funds.balance_interval) {
         return view;
     }
     let view = ask_balance(account, client).await;
@@ -201,7 +338,9 @@ async fn ask_balance(account: &crate::config::Account, client: &AccountClient) -
 }
 
 /// The charge's price: a quote read within `price_cache`, else `DescribeRenewalPrice`. `None`
-/// (logged) when it cannot be priced: the forecast names it as unpriced.
+/// when it cannot be priced: the forecast names it as unpriced. A period the action cannot
+/// price (weeks) is said once; a refusal for permission or clock ends the account's pricing
+/// for `price_cache` (or a reload), said once, naming the RAM action to grant.
 async fn price_of(
     config: &Config,
     client: &AccountClient,
@@ -209,23 +348,38 @@ async fn price_of(
     item: &Upcoming,
     now: DateTime<Utc>,
 ) -> Option<Money> {
-    let key = (item.instance_id.as_str(), item.seed.period, item.seed.unit);
-    if let Some(price) = memory.price_since(key, now, config.funds.price_cache) {
+    let key = (item.instance_id.clone(), item.seed.period, item.seed.unit);
+    if let Some(price) = memory.price_since(&key, now, config.funds.price_cache) {
         return Some(price);
     }
-    match client
+    let Some((period, unit)) = price_query_for(item.seed.period, item.seed.unit) else {
+        if !memory.said_unpriceable(&key) {
+            tracing::warn!(account = %client.name, instance_id = %item.instance_id,
+                "an upcoming charge of {} {} cannot be priced (DescribeRenewalPrice takes 1-9 months or whole years): the funds forecast names it but cannot add it to the sum",
+                item.seed.period, item.seed.unit);
+        }
+        return None;
+    };
+    if memory.prices_refused(&client.name, now) {
+        return None;
+    }
+    let asked = client
         .client
-        .describe_renewal_price(
-            &item.region,
-            &item.instance_id,
-            item.seed.period,
-            item.seed.unit,
-        )
-        .await
-    {
+        .describe_renewal_price(&item.region, &item.instance_id, period, unit)
+        .await;
+    match asked {
         Ok(quote) => {
-            memory.remember_price(key.0, key.1, key.2, &quote.trade_price, now);
+            memory.remember_price(key.0.as_str(), key.1, key.2, &quote.trade_price, now);
             Some(quote.trade_price)
+        }
+        Err(error) if matches!(error.class(), ErrorClass::Permission | ErrorClass::Clock) => {
+            let until = now + Duration::from_std(config.funds.price_cache).unwrap_or_default();
+            if memory.refuse_prices(&client.name, now, until) {
+                tracing::warn!(account = %client.name, %error,
+                    "DescribeRenewalPrice was refused: the funds forecast leaves this account's charges unpriced until {} (grant the RAM action ecs:DescribeRenewalPrice, or fix the clock; a reload tries again at once)",
+                    crate::cloud::time::format_minutes(until));
+            }
+            None
         }
         Err(error) => {
             tracing::warn!(
@@ -252,10 +406,10 @@ pub struct TopUp {
 }
 
 /// At the start of a pass: for each account with renewals held by a funds backoff, reads the
-/// balance afresh and ends the backoff of those it now covers (earliest expiry first, at the
-/// price the forecast last quoted; one without a quote waits out its backoff), so this pass
-/// retries them. The forecast reuses the balance read here unless the pass charged the account
-/// (then it reads it again, after the charges).
+/// balance (at most once per `top_up_check_interval`) and ends the backoff of those it now
+/// covers (earliest expiry first, at the last quote, or the price the intent recorded, or a
+/// quote asked now), so this pass retries them. The forecast reuses the balance read here
+/// unless the pass charges the account (then it reads it again, after the charges).
 pub async fn end_covered_holds(
     config: &Config,
     accounts: &[AccountClient],
@@ -276,23 +430,19 @@ pub async fn end_covered_holds(
         if held.is_empty() {
             continue;
         }
-        // The forecast reuses it unless this pass charges the account (then it asks again).
-        let view = ask_balance(account, client).await;
-        memory.remember_balance(&account.name, now, view.clone());
+        let interval = config.funds.top_up_check_interval;
+        let view = match memory.fresh_balance(&account.name, now, interval) {
+            Some(view) => view,
+            None => {
+                let view = ask_balance(account, client).await;
+                memory.remember_balance(&account.name, now, view.clone());
+                view
+            }
+        };
         let BalanceView::Known(available) = view else {
             continue;
         };
-        let mut left = available.cents;
-        let mut retried = Vec::new();
-        for hold in held {
-            let Some(price) = memory.latest_price(&hold.instance_id) else {
-                continue;
-            };
-            if price.currency == available.currency && price.cents <= left {
-                left -= price.cents;
-                retried.push(hold.instance_id.clone());
-            }
-        }
+        let retried = covered_holds(client, memory, &held, &available, now).await;
         if retried.is_empty() {
             continue;
         }
@@ -311,4 +461,58 @@ pub async fn end_covered_holds(
         });
     }
     Ok(top_ups)
+}
+
+/// The held renewals `available` covers, earliest expiry first, each at its price: the last
+/// quote, the price its intent recorded, or a quote asked now (a held renewal without any
+/// waits out its backoff).
+async fn covered_holds(
+    client: &AccountClient,
+    memory: &FundsMemory,
+    held: &[&crate::ledger::FundsHold],
+    available: &Money,
+    now: DateTime<Utc>,
+) -> Vec<String> {
+    let mut left = available.cents;
+    let mut retried = Vec::new();
+    for hold in held {
+        let price = match memory
+            .latest_price(&hold.instance_id)
+            .or(hold.price.clone())
+        {
+            Some(price) => Some(price),
+            None => quote_hold(client, memory, hold, now).await,
+        };
+        let Some(price) = price else {
+            continue;
+        };
+        if price.currency == available.currency && price.cents <= left {
+            left -= price.cents;
+            retried.push(hold.instance_id.clone());
+        }
+    }
+    retried
+}
+
+/// A quote for a held renewal that has none (after a restart or a reload).
+async fn quote_hold(
+    client: &AccountClient,
+    memory: &FundsMemory,
+    hold: &crate::ledger::FundsHold,
+    now: DateTime<Utc>,
+) -> Option<Money> {
+    let (period, unit) = price_query_for(hold.period, hold.unit)?;
+    let quote = client
+        .client
+        .describe_renewal_price(&hold.region, &hold.instance_id, period, unit)
+        .await
+        .ok()?;
+    memory.remember_price(
+        &hold.instance_id,
+        hold.period,
+        hold.unit,
+        &quote.trade_price,
+        now,
+    );
+    Some(quote.trade_price)
 }

@@ -21,7 +21,9 @@ use crate::cloud::types::Instance;
 use crate::ledger::{FailureRecord, LedgerError, NewIntent, StoredIntent};
 use crate::metrics::{RESULT_FAILED, RESULT_OK, RESULT_UNKNOWN};
 use crate::money::Money;
-use crate::policy::{RenewPlan, RenewWhy, Subject, backoff_delay, deadline_of, decide};
+use crate::policy::{
+    RenewPlan, RenewWhy, Subject, TokenChoice, backoff_delay, deadline_of, decide,
+};
 
 /// What happened to one renewal.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -297,9 +299,13 @@ fn recheck<'a>(
             decision.reason
         )));
     };
-    let token = match &plan.reuse_token {
-        Some(existing) => ClientToken::new(existing.clone()).map_err(RenewOutcome::Skipped)?,
-        None => client_token(&instance.id, instance.expired_time),
+    let token = match &plan.token {
+        TokenChoice::Reuse(existing) => {
+            ClientToken::new(existing.clone()).map_err(RenewOutcome::Skipped)?
+        }
+        TokenChoice::Derive { refusals } => {
+            client_token(&instance.id, instance.expired_time, *refusals)
+        }
     };
     Ok(Checked {
         instance,

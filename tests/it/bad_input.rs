@@ -294,12 +294,12 @@ fn config_cases(table: &mut Table) {
         (
             "config: verification that never polls",
             format!("[retry]\nverify_interval = \"0s\"\n{BASE}"),
-            "bad.toml: retry.verify_interval: must be above zero and at most verify_timeout",
+            "bad.toml:2:19: retry.verify_interval: must be above zero and at most verify_timeout (hint: the defaults are 5s (interval) and 60s (timeout))",
         ),
         (
             "config: a fleet share above one",
             format!("[limits]\nmax_fleet_share_per_run = 1.5\n{BASE}"),
-            "bad.toml: limits.max_fleet_share_per_run: 1.5 is not in (0, 1] (hint: 1.0 turns the belt off)",
+            "bad.toml:2:27: limits.max_fleet_share_per_run: 1.5 is not in (0, 1] (hint: 1.0 turns the belt off)",
         ),
     ];
     for (name, text, expected) in cases {

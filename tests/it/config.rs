@@ -124,12 +124,12 @@ fn each_kind_of_mistake_gets_a_located_message_with_a_hint() {
         (
             "a negative spend limit",
             format!("[limits]\nmax_spend_per_run = {{ CNY = -5.0 }}\n{BASE}"),
-            "test.toml: limits.max_spend_per_run.CNY: -5 is not a positive amount",
+            "test.toml:2:29: limits.max_spend_per_run.CNY: -5 is not a positive amount (hint: write the most to spend as a positive number, e.g. { CNY = 5000.0 }; leave the key out for no limit)",
         ),
         (
             "floor above ceiling",
             format!("[retry]\nbackoff_floor = \"7h\"\n{BASE}"),
-            "test.toml: retry.backoff_floor: 7h must be above zero and at most backoff_ceiling (6h)",
+            "test.toml:2:17: retry.backoff_floor: 7h must be above zero and at most backoff_ceiling (6h) (hint: the defaults are 5m and 6h; raise backoff_ceiling or lower backoff_floor)",
         ),
         (
             "an invalid name glob",
@@ -190,6 +190,7 @@ action = "observe"
         "test.toml:2:12: daemon.schedule: \"not a cron\" has 3 fields",
         "test.toml:3:1: daemon.jiter: unknown field `jiter`",
         "test.toml:6:19: admin.max_connections: invalid type: string \"many\", expected usize",
+        "test.toml:9:15: scan.concurrency: must be at least 1 (hint: the number of sources scanned at once",
         "test.toml:11:1: accounts[0]: missing field `name`",
         "test.toml:15:1: accounts[0].credentials.region: unknown field `region`",
         "test.toml:19:12: accounts[1].currency: \"EURO\" is not a currency code",
@@ -197,7 +198,6 @@ action = "observe"
         "test.toml:25:10: policies[0].action: unknown value \"renew-now\"",
         "test.toml:26:15: policies[0].period_unit: unknown value \"Fortnight\"",
         "test.toml:28:1: policies[1]: missing field `name`",
-        "test.toml: scan.concurrency: must be at least 1",
     ];
     assert_eq!(
         found.len(),
@@ -335,6 +335,69 @@ async fn check_config_reports_every_account_and_the_admin_token_at_once() {
     assert_eq!(lines[3], "3 problem(s)");
 }
 
+/// README promises every problem in one run, each located: a file with problems of its own
+/// still has the credentials of its readable entries and its admin token checked, and a range
+/// or a rule between keys is located where its key is written.
+#[tokio::test]
+async fn check_config_reports_credentials_and_the_token_with_the_files_own_problems_in_one_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let loose = dir.path().join("loose.secret");
+    std::fs::write(&loose, "a-secret").unwrap();
+    let token = dir.path().join("admin.token");
+    std::fs::write(&token, "short").unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let path = dir.path().join("check.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[admin]\nbearer_token_file = \"{}\"\n[scan]\nconcurrency = 0\n[retry]\nbackoff_floor = \"7h\"\n[[accounts]]\nname = \"first\"\n[accounts.credentials]\nsource = \"file\"\naccess_key_id = \"LTAIfirst\"\naccess_key_secret_file = \"{}\"\n[[accounts]]\nname = \"bad name\"\n[accounts.credentials]\nsource = \"env\"\n",
+            token.display(),
+            loose.display()
+        ),
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    let failure = ecs_renewd::commands::check_config::run(&path, &Environment::default(), &mut out)
+        .await
+        .expect_err("refused");
+    let text = failure.to_string();
+    let file = path.display();
+    let lines: Vec<&str> = text.lines().collect();
+    let expected_starts = [
+        format!("{file}:4:15: scan.concurrency: must be at least 1 (hint: "),
+        format!(
+            "{file}:6:17: retry.backoff_floor: 7h must be above zero and at most backoff_ceiling (6h) (hint: "
+        ),
+        format!(
+            "{file}:8:8: accounts[0].credentials: account \"first\" has no usable credentials: the AccessKey secret file {} is open to other users (mode 0644)",
+            loose.display()
+        ),
+        format!("{file}:14:8: accounts[1].name: \"bad name\" is not a usable account name"),
+    ];
+    for (line, start) in lines.iter().zip(&expected_starts) {
+        assert!(
+            line.starts_with(start.as_str()),
+            "expected {start:?}\nfound {line:?}\nin {text}"
+        );
+    }
+    assert!(
+        lines[4].contains("[admin] bearer_token_file: the token in")
+            && lines[4].contains("has 5 characters"),
+        "{text}"
+    );
+    assert_eq!(lines[5], "5 problem(s)", "{text}");
+    assert_eq!(
+        lines.len(),
+        6,
+        "the entry with a problem is not checked further: {text}"
+    );
+}
+
 #[test]
 fn a_scan_horizon_too_short_for_the_funds_forecast_is_a_warning() {
     let warnings = |text: &str| -> Vec<String> {
@@ -353,7 +416,7 @@ fn a_scan_horizon_too_short_for_the_funds_forecast_is_a_warning() {
     assert_eq!(
         warnings(&short),
         [
-            "test.toml: scan.horizon: the funds forecast counts charges up to 8d ahead, for instances expiring up to 18d ahead (account \"main\": the provider's first auto-renew deduction comes up to 10d before the expiry), but [scan] horizon (10d) lists only instances expiring within 10d: their charges would be left out and the forecast would say covered when it is not (hint: raise [scan] horizon to 18d or more, or shorten [funds] horizon)"
+            "test.toml:2:11: scan.horizon: the funds forecast counts charges up to 8d ahead, for instances expiring up to 18d ahead (account \"main\": the provider's first auto-renew deduction comes up to 10d before the expiry), but [scan] horizon (10d) lists only instances expiring within 10d: their charges would be left out and the forecast would say covered when it is not (hint: raise [scan] horizon to 18d or more, or shorten [funds] horizon)"
         ]
     );
     // A renew policy's renew_before reaches further than the deduction schedule.

@@ -376,3 +376,448 @@ async fn the_pass_record_keeps_the_earliest_charges_and_counts_the_rest() {
         record.summary.len()
     );
 }
+
+// ------------------------------------------------------------------ issue 22: wrong numbers
+
+/// A charge as the tests compare them: (instance, by, time, cents).
+fn charges_of(f: &ecs_renewd::Forecast) -> Vec<(String, String, String, i64)> {
+    f.charges
+        .iter()
+        .map(|c| {
+            (
+                c.instance_id.clone(),
+                c.by.as_str().to_owned(),
+                time::format_minutes(c.at),
+                c.amount.cents,
+            )
+        })
+        .collect()
+}
+
+/// An instance someone switched to auto-renew in the console, under a `renew` policy: the
+/// provider charges it at its first attempt (T−9, 08:00 UTC+8), before the policy's
+/// `renew_before` — whether the policy's time is beyond the window or inside it — at the
+/// auto-renew duration's price, and the policy's later renewal is not counted too.
+#[tokio::test]
+async fn an_auto_renewing_instance_under_a_renew_policy_is_charged_by_the_provider_first() {
+    // Expiry 03-21 00:00 UTC+8: the provider's first attempt is 03-12 08:00 UTC+8.
+    let mut far = instance_spec("i-far", "2026-03-20T16:00Z");
+    far.renewal_status = RenewalStatus::AutoRenewal;
+    far.monthly_price = 500.0;
+    let mut near = instance_spec("i-near", "2026-03-20T16:00Z");
+    near.renewal_status = RenewalStatus::AutoRenewal;
+    near.auto_renew_duration = 3;
+    near.monthly_price = 100.0;
+    near.tags = [("team".to_string(), "near".to_string())].into();
+    let policies = r#"
+[[policies]]
+name = "near"
+action = "renew"
+renew_before = "6d"
+[policies.match]
+tags = { team = "near" }
+[[policies]]
+name = "far"
+action = "renew"
+renew_before = "2d"
+"#;
+    let h = Harness::start(harness_fleet(NOW, 300.0, vec![far, near]), policies).await;
+    let f = &h.pass().await.funds[0];
+    assert_eq!(
+        charges_of(f),
+        [
+            (
+                "i-far".into(),
+                "auto-renew".into(),
+                "2026-03-12T00:00Z".into(),
+                50_000
+            ),
+            (
+                "i-near".into(),
+                "auto-renew".into(),
+                "2026-03-12T00:00Z".into(),
+                30_000
+            ),
+        ],
+        "{f:#?}"
+    );
+    assert_eq!(
+        f.shortfall_at,
+        Some(time::parse("2026-03-12T00:00:00Z").unwrap())
+    );
+}
+
+/// A balance remembered from before a provider deduction morning is read again after it: the
+/// deduction took the money and moved its instance's expiry out of the window, so the old
+/// balance would cover charges it no longer can.
+#[tokio::test]
+async fn a_balance_read_before_a_deduction_morning_is_read_again_after_it() {
+    // 23:50Z is 07:50 UTC+8; the provider deducts i-auto (T−9) at 08:00 UTC+8 = 00:00Z.
+    let now = "2026-03-11T23:50:00Z";
+    let mut auto = instance_spec("i-auto", "2026-03-20T16:00Z");
+    auto.renewal_status = RenewalStatus::AutoRenewal;
+    auto.monthly_price = 500.0;
+    auto.tags = [("team".to_string(), "auto".to_string())].into();
+    let mut renew = instance_spec("i-renew", "2026-03-16T16:00Z");
+    renew.monthly_price = 600.0;
+    let policies = POLICIES
+        .replace("balance_interval = \"0s\"", "balance_interval = \"1h\"")
+        .replace("renew_before = \"2d\"", "renew_before = \"3d\"");
+    let h = Harness::start(harness_fleet(now, 1000.0, vec![auto, renew]), &policies).await;
+    let before = h.pass().await;
+    assert_eq!(
+        before.funds[0].available.as_ref().map(|m| m.cents),
+        Some(100_000)
+    );
+    h.advance(std::time::Duration::from_secs(20 * 60));
+    let after = h.pass().await;
+    let f = &after.funds[0];
+    assert_eq!(
+        f.available.as_ref().map(|m| m.cents),
+        Some(50_000),
+        "read again after the 08:00 UTC+8 deduction: {f:#?}"
+    );
+    assert!(f.short(), "600 CNY due, 500 CNY left: {f:#?}");
+}
+
+/// A source that cannot be scanned leaves its instances' charges out: the account's forecast
+/// says so (log, plan, status, a gauge, the alert), and is never taken for covered.
+#[tokio::test]
+async fn a_source_that_cannot_be_scanned_makes_the_forecast_incomplete_never_covered() {
+    // One attempt per call, so one failed DescribeInstances takes the source down for a pass.
+    let h = Harness::start(
+        fleet(3000.0),
+        &format!("{POLICIES}#harness:max_attempts=1\n"),
+    )
+    .await;
+    h.emulator.add_fault(FaultSpec::fail_next(
+        Action::DescribeInstances,
+        1,
+        "InternalError",
+        500,
+    ));
+    let summary = h.pass().await;
+    let f = &summary.funds[0];
+    assert_eq!(f.sources_down, ["main/cn-hangzhou"], "{f:#?}");
+    assert!(!f.covered(), "{f:#?}");
+    assert!(
+        f.describe()
+            .contains("incomplete: main/cn-hangzhou could not be scanned"),
+        "{}",
+        f.describe()
+    );
+    let metrics = h.engine.metrics.render_registry();
+    assert!(
+        metrics.contains(
+            "ecs_renewd_funds_forecast_incomplete{account=\"main\",reason=\"source_down\"} 1"
+        ),
+        "{metrics}"
+    );
+    let json = serde_json::to_value(&summary.funds).unwrap();
+    assert_eq!(json[0]["sources_down"][0], "main/cn-hangzhou", "{json}");
+    // Scanned again: complete, and the gauge back to 0.
+    let f = &h.pass().await.funds[0];
+    assert!(f.covered(), "{f:#?}");
+    assert!(h.engine.metrics.render_registry().contains(
+        "ecs_renewd_funds_forecast_incomplete{account=\"main\",reason=\"source_down\"} 0"
+    ));
+}
+
+/// Found by the state machine's oracle: with the auto-renew attributes unreadable, the
+/// provider's charges cannot be known, and the forecast said "covered" from the rest.
+#[tokio::test]
+async fn unreadable_auto_renew_attributes_make_the_forecast_incomplete_never_covered() {
+    // 600 CNY covers one of the two charges (500 CNY each), not both.
+    let h = Harness::start(
+        fleet(600.0),
+        &format!("{POLICIES}#harness:max_attempts=1\n"),
+    )
+    .await;
+    h.emulator.add_fault(FaultSpec::fail_next(
+        Action::DescribeInstanceAutoRenewAttribute,
+        1,
+        "InternalError",
+        500,
+    ));
+    let summary = h.pass().await;
+    let f = &summary.funds[0];
+    assert!(!f.covered(), "{f:#?}");
+    assert_eq!(f.auto_renew_unknown, ["i-auto", "i-renew"], "{f:#?}");
+    assert!(
+        f.describe()
+            .contains("incomplete: the auto-renew attributes of 2 instance(s) could not be read"),
+        "{}",
+        f.describe()
+    );
+    assert!(h.engine.metrics.render_registry().contains(
+        "ecs_renewd_funds_forecast_incomplete{account=\"main\",reason=\"auto_renew_unknown\"} 1"
+    ));
+    // Read again: the provider's deduction is counted, and the account is short.
+    let f = &h.pass().await.funds[0];
+    assert!(f.auto_renew_unknown.is_empty() && f.short(), "{f:#?}");
+}
+
+/// Found by the state machine's oracle: a renewal whose answer was lost may have charged the
+/// account, and the forecast kept the balance read before it.
+#[tokio::test]
+async fn a_renewal_whose_answer_was_lost_makes_the_balance_be_read_again() {
+    let policies = POLICIES.replace("balance_interval = \"0s\"", "balance_interval = \"1h\"");
+    let h = Harness::start(
+        fleet(3000.0),
+        &format!("{policies}#harness:max_attempts=1\n"),
+    )
+    .await;
+    // 03-11T15:30Z: nothing due yet; the balance is read.
+    h.advance(std::time::Duration::from_secs(35 * 3600 + 1800));
+    assert_eq!(
+        h.pass().await.funds[0].available.as_ref().map(|m| m.cents),
+        Some(300_000)
+    );
+    // 16:05Z: i-renew is due; the order is made and its answer lost.
+    h.advance(std::time::Duration::from_secs(35 * 60));
+    h.emulator.add_fault(ecs_emulator::FaultSpec::next(
+        Action::RenewInstance,
+        1,
+        ecs_emulator::FaultKind::CommitThenDrop,
+    ));
+    let summary = h.pass().await;
+    assert_eq!(summary.renew_unknown, 1, "{summary:?}");
+    assert_eq!(h.emulator.orders().len(), 1);
+    let f = &summary.funds[0];
+    assert_eq!(
+        f.available.as_ref().map(|m| m.cents),
+        Some(250_000),
+        "{f:#?}"
+    );
+}
+
+/// Found by the state machine's oracle: a renewal request still on its way when the pass read
+/// the balance is carried out later; the next pass, settling it, must not keep that balance.
+#[tokio::test]
+async fn a_charge_that_landed_after_the_balance_was_read_makes_it_be_read_again() {
+    let policies = POLICIES.replace("balance_interval = \"0s\"", "balance_interval = \"1h\"");
+    let h = Harness::start(
+        fleet(3000.0),
+        &format!("{policies}#harness:max_attempts=1\n"),
+    )
+    .await;
+    // 03-11T16:05Z: i-renew is due; its request is cut off, outcome unknown.
+    h.advance(std::time::Duration::from_secs(36 * 3600 + 300));
+    h.emulator.add_fault(ecs_emulator::FaultSpec::next(
+        Action::RenewInstance,
+        1,
+        ecs_emulator::FaultKind::Reset,
+    ));
+    let summary = h.pass().await;
+    assert_eq!(summary.renew_unknown, 1, "{summary:?}");
+    assert_eq!(
+        summary.funds[0].available.as_ref().map(|m| m.cents),
+        Some(300_000)
+    );
+    // The request reaches the provider after all (as a slow network delivers it).
+    let token: String = rusqlite::Connection::open(h.state.path().join("ledger.db"))
+        .unwrap()
+        .query_row("SELECT client_token FROM intents", [], |r| r.get(0))
+        .unwrap();
+    let now = time::parse("2026-03-11T16:05:00Z").unwrap();
+    h.emulator.with_world(|w| {
+        w.renew(
+            "main",
+            "i-renew",
+            1,
+            ecs_wire::types::PeriodUnit::Month,
+            Some(&token),
+            now,
+        )
+        .unwrap();
+    });
+    h.advance(std::time::Duration::from_secs(600));
+    let f = &h.pass().await.funds[0];
+    assert_eq!(
+        f.available.as_ref().map(|m| m.cents),
+        Some(250_000),
+        "{f:#?}"
+    );
+}
+
+/// Found by the state machine's oracle: a renewal refused for permission is tried again at
+/// its retry time (the grant may come any moment), yet the forecast left its charge out.
+#[tokio::test]
+async fn a_renewal_refused_for_permission_still_counts_at_its_next_attempt() {
+    let h = Harness::start(
+        fleet(3000.0),
+        &format!("{POLICIES}#harness:max_attempts=1\n"),
+    )
+    .await;
+    h.advance(std::time::Duration::from_secs(36 * 3600 + 300));
+    h.emulator.add_fault(FaultSpec::fail_next(
+        Action::RenewInstance,
+        1,
+        "Forbidden.RAM",
+        403,
+    ));
+    let summary = h.pass().await;
+    assert_eq!(
+        (summary.renew_failed, summary.refused.len()),
+        (1, 1),
+        "{summary:?}"
+    );
+    // The next pass, while the refusal stands, counts it at its retry time.
+    h.advance(std::time::Duration::from_secs(600));
+    let later = h.pass().await;
+    let f = &later.funds[0];
+    let charge = f.charges.iter().find(|c| c.instance_id == "i-renew");
+    assert!(
+        charge.is_some_and(|c| Some(c.at) == summary.next_retry_at && c.amount.cents == 50_000),
+        "{f:#?}\nnext retry {:?}",
+        summary.next_retry_at
+    );
+}
+
+/// A RAM policy missing `ecs:DescribeRenewalPrice`: the first refusal ends the account's
+/// pricing for the pass and for `price_cache`, with one warning naming the action; the
+/// charges are counted unpriced.
+#[tokio::test]
+async fn a_price_refused_for_permission_is_asked_once_and_said_once() {
+    let mut instances = Vec::new();
+    for n in 0..5 {
+        let mut i = instance_spec(&format!("i-{n}"), "2026-03-13T16:00Z");
+        i.monthly_price = 500.0;
+        instances.push(i);
+    }
+    let mut fleet = harness_fleet(NOW, 300.0, instances);
+    fleet.accounts[0].access_keys[0].denied_actions = vec![Action::DescribeRenewalPrice];
+    let h = Harness::start(fleet, POLICIES).await;
+    let logs = crate::support::AllThreadLogs::start();
+    let f = &h.pass().await.funds[0];
+    assert_eq!(f.unpriced.len(), 5, "{f:#?}");
+    assert_eq!(
+        h.emulator.calls().count(Action::DescribeRenewalPrice),
+        1,
+        "one refused call"
+    );
+    h.advance(std::time::Duration::from_secs(600));
+    h.pass().await;
+    assert_eq!(
+        h.emulator.calls().count(Action::DescribeRenewalPrice),
+        1,
+        "not asked again within price_cache"
+    );
+    let text = logs.text();
+    let warnings = text.matches("DescribeRenewalPrice was refused").count();
+    assert_eq!(warnings, 1, "{text}");
+    assert!(text.contains("ecs:DescribeRenewalPrice"), "{text}");
+}
+
+/// While a renewal is held for lack of funds, the balance is read at most once per
+/// `top_up_check_interval` (15 minutes by default), not on every pass.
+#[tokio::test]
+async fn a_held_renewal_reads_the_balance_at_most_once_per_top_up_check_interval() {
+    let policies = POLICIES.replace("balance_interval = \"0s\"", "balance_interval = \"1h\"");
+    let h = Harness::start(fleet(0.0), &policies).await;
+    h.advance(std::time::Duration::from_secs(2 * 86_400));
+    assert_eq!(h.pass().await.renew_failed, 1, "held for lack of funds");
+    let start = h.emulator.calls().count(Action::QueryAccountBalance);
+    for _ in 0..12 {
+        h.advance(std::time::Duration::from_secs(5 * 60));
+        h.pass().await;
+    }
+    let reads = h.emulator.calls().count(Action::QueryAccountBalance) - start;
+    assert!(
+        reads <= 4,
+        "60 minutes of 5-minute passes: {reads} balance reads"
+    );
+}
+
+/// An AutoRenewal instance with no provider attempt left before its expiry lapses unless
+/// someone renews it: flagged under any policy (or none), and no provider charge is forecast.
+#[tokio::test]
+async fn auto_renew_too_late_is_flagged_under_any_policy_and_not_forecast() {
+    // NOW is 12:00 UTC+8 on 03-10; the expiry 03-11 00:00 UTC+8 leaves no 08:00 attempt.
+    let mut late = instance_spec("i-late", "2026-03-10T16:00Z");
+    late.renewal_status = RenewalStatus::AutoRenewal;
+    late.tags = [("team".to_string(), "watch".to_string())].into();
+    let policies = r#"
+[[policies]]
+name = "watch"
+action = "observe"
+[policies.match]
+tags = { team = "watch" }
+"#;
+    let h = Harness::start(harness_fleet(NOW, 3000.0, vec![late]), policies).await;
+    let summary = h.pass().await;
+    let metrics = h.engine.metrics.render_registry();
+    assert!(
+        metrics.contains("ecs_renewd_auto_renew_too_late{account=\"main\"} 1"),
+        "{metrics}"
+    );
+    let rows = h.engine.ledger.status_rows().unwrap();
+    assert!(
+        rows[0]
+            .reason
+            .contains("auto-renew cannot renew it in time"),
+        "{rows:#?}"
+    );
+    let f = &summary.funds;
+    assert!(
+        f.iter()
+            .all(|f| f.charges.is_empty() && f.unpriced.is_empty()),
+        "no attempt that cannot occur: {f:#?}"
+    );
+}
+
+/// An auto-renew instance whose provider deduction has failed since its first attempt is due
+/// at the next attempt, not at the first one days ago.
+#[tokio::test]
+async fn an_auto_renew_instance_is_due_at_the_providers_next_attempt_not_its_first() {
+    // Expiry 03-17 00:00 UTC+8: attempts from 03-07 08:00 UTC+8 (03-07T00:00Z), daily; the
+    // next after NOW (03-10 12:00 UTC+8) is 03-11 08:00 UTC+8 = 03-11T00:00Z.
+    let mut auto = instance_spec("i-auto", "2026-03-16T16:00Z");
+    auto.renewal_status = RenewalStatus::AutoRenewal;
+    auto.deduction_fails = true;
+    let policy = "[[policies]]\nname = \"auto\"\naction = \"auto-renew\"\n";
+    let h = Harness::start(harness_fleet(NOW, 3000.0, vec![auto]), policy).await;
+    h.pass().await;
+    let rows = h.engine.ledger.status_rows().unwrap();
+    assert_eq!(
+        rows[0].due_at,
+        Some(time::parse("2026-03-11T00:00:00Z").unwrap()),
+        "{rows:#?}"
+    );
+}
+
+/// After a restart the forecast's quotes are gone: the top-up check prices a held renewal from
+/// what its intent recorded (or asks), and retries it in the first pass.
+#[tokio::test]
+async fn after_a_restart_a_top_up_retries_the_held_renewal_in_the_first_pass() {
+    let policies = HELD.replace(
+        "balance_interval = \"0s\"\n",
+        "balance_interval = \"0s\"\ntop_up_check_interval = \"0s\"\n",
+    );
+    let h = Harness::start(
+        harness_fleet(NOW, 0.0, vec![instance_spec("i-held", "2026-03-13T16:00Z")]),
+        &policies,
+    )
+    .await;
+    assert_eq!(h.pass().await.renew_failed, 1);
+    // The process stops and starts again over the same ledger.
+    let Harness {
+        emulator,
+        clock,
+        engine,
+        state,
+    } = h;
+    drop(engine);
+    let h = Harness {
+        engine: Harness::engine(&emulator, &clock, state.path(), &policies).await,
+        emulator,
+        clock,
+        state,
+    };
+    h.emulator
+        .with_world(|w| assert!(w.set_balance("main", 1_000_000)));
+    h.advance(std::time::Duration::from_secs(60));
+    let summary = h.pass().await;
+    assert_eq!(summary.top_ups.len(), 1, "{summary:#?}");
+    assert_eq!((summary.renewed, summary.verified), (1, 1), "{summary:#?}");
+}

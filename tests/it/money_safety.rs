@@ -647,6 +647,114 @@ async fn a_renewal_refused_for_permission_is_loud_at_once() {
     d.stop().await;
 }
 
+/// With a bearer token set, the open `/readyz` gives probes the verdict and generic reasons
+/// only; the instances, regions and error codes stay behind the token (`/status`, or `/readyz`
+/// with the token).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_without_the_token_names_no_instance_region_or_code() {
+    let mut fleet = harness_fleet(NOW, 1000.0, due(1));
+    fleet.accounts[0].access_keys[0].denied_actions = vec![Action::RenewInstance];
+    let clock = Arc::new(VirtualClock::frozen(fleet.settings.clock_start.unwrap()));
+    let emulator =
+        ecs_emulator::start_with_clock(fleet, "127.0.0.1:0".parse().unwrap(), clock.clone())
+            .await
+            .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("admin.token");
+    let token = "readyz-token-0123456789abcdef";
+    std::fs::write(&token_file, token).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let extra = format!(
+        "{RENEW_ALL}[admin]\nbearer_token_file = \"{}\"\n",
+        token_file.display()
+    );
+    let mut d = start_daemon(&emulator, clock, &extra).await;
+    assert_eq!(d.next_pass().await.renew_failed, 1);
+    let admin = d.running.admin_addr;
+    let client = reqwest::Client::new();
+    let open = client
+        .get(format!("http://{admin}/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(open.status().as_u16(), 503);
+    let body = open.text().await.unwrap();
+    for detail in ["i-due00", "cn-hangzhou", "Forbidden.RAM"] {
+        assert!(
+            !body.contains(detail),
+            "{detail} in the open /readyz: {body}"
+        );
+    }
+    assert!(
+        body.contains("renewals refused for permission: 1"),
+        "{body}"
+    );
+    let with_token = client
+        .get(format!("http://{admin}/readyz"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        with_token.contains("i-due00") && with_token.contains("Forbidden.RAM"),
+        "{with_token}"
+    );
+    d.stop().await;
+}
+
+/// An entry whose key was revoked cannot list its sources, so its status lines are kept —
+/// but not for an instance another entry for the same cloud account lists now: `status`
+/// shows one line per instance, the live one.
+#[tokio::test]
+async fn a_revoked_entrys_status_line_does_not_stay_beside_the_live_one() {
+    let mut fleet = harness_fleet(
+        NOW,
+        100_000.0,
+        vec![instance_spec("i-one", "2026-03-28T16:00Z")],
+    );
+    fleet.accounts[0].access_keys.push(AccessKeySpec {
+        id: TWIN_KEY.0.into(),
+        secret: TWIN_KEY.1.into(),
+        security_token: None,
+        expires_at: None,
+        denied_actions: vec![],
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let probe = Harness::start(fleet, RENEW_ALL).await;
+    let extra = format!("{}{RENEW_ALL}", twin_entry(dir.path(), &probe.emulator));
+    drop(probe.engine);
+    let engine = Harness::engine(&probe.emulator, &probe.clock, probe.state.path(), &extra).await;
+    engine.run_pass().await.unwrap();
+    let rows = engine.ledger.status_rows().unwrap();
+    assert_eq!(rows.len(), 1, "{rows:#?}");
+    let first = rows[0].account.clone();
+    // The entry that listed it first loses its key.
+    let revoked = if first == "main" {
+        HARNESS_KEY.0
+    } else {
+        TWIN_KEY.0
+    };
+    probe
+        .emulator
+        .with_world(|w| assert!(w.revoke_key(revoked)));
+    probe.clock.advance(Duration::from_secs(3600));
+    let summary = engine.run_pass().await.unwrap();
+    assert_eq!(summary.sources_down.len(), 1, "{summary:#?}");
+    let rows = engine.ledger.status_rows().unwrap();
+    let lines: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|r| (r.account.as_str(), r.instance_id.as_str()))
+        .collect();
+    assert_eq!(lines.len(), 1, "one line per instance: {lines:?}");
+    assert_ne!(lines[0].0, first, "the live entry's line: {lines:?}");
+}
+
 /// Shutdown that begins while a retry waits for the rate limiter, after an attempt that got a
 /// 503 (the service may have carried it out): the call's outcome is unknown, not "not sent" —
 /// before the fix the attempt was recorded as `not_sent` and the audit trail lost it.
@@ -722,7 +830,7 @@ async fn shutdown_while_the_retry_waits(first: support::Reply) -> ecs_renewd::cl
         )
         .with_cancellation(cancel.clone())
     };
-    let token = ecs_renewd::reconcile::client_token("i-1", chrono::DateTime::UNIX_EPOCH);
+    let token = ecs_renewd::reconcile::client_token("i-1", chrono::DateTime::UNIX_EPOCH, 0);
     let call = tokio::spawn(async move {
         client
             .renew_instance(

@@ -11,7 +11,6 @@ use ecs_emulator::{EmulatorConfig, EmulatorHandle};
 use ecs_renewd::cloud::credentials::Environment;
 use ecs_renewd::commands::plan;
 use ecs_renewd::config::Config;
-use ecs_renewd::reconcile::NoHistory;
 use ecs_wire::clock::VirtualClock;
 use ecs_wire::time;
 use ecs_wire::types::{ChargeType, PeriodUnit, RenewalStatus};
@@ -138,9 +137,7 @@ async fn plan_decides_prices_and_applies_belts_in_a_stable_json_shape() {
     // The forecast has its own test (below); this shape is the plan's without it.
     let text = format!("[funds]\nenabled = false\n{}", config_text(&emulator));
     let config = Config::parse(&text, Path::new("plan.toml"), &env()).unwrap();
-    let report = plan::build(&config, &env(), clock, &NoHistory, Default::default())
-        .await
-        .unwrap();
+    let report = plan::build(&config, &env(), clock).await.unwrap();
     let value = serde_json::to_value(&report).unwrap();
     let row = |id: &str,
                expires: &str,
@@ -200,9 +197,7 @@ async fn plan_decides_prices_and_applies_belts_in_a_stable_json_shape() {
 async fn plan_sends_no_mutating_call() {
     let (emulator, clock) = start().await;
     let config = Config::parse(&config_text(&emulator), Path::new("plan.toml"), &env()).unwrap();
-    plan::build(&config, &env(), clock, &NoHistory, Default::default())
-        .await
-        .unwrap();
+    plan::build(&config, &env(), clock).await.unwrap();
     let calls = emulator.calls();
     assert_eq!(calls.mutating(), 0, "{calls:?}");
     assert!(
@@ -220,9 +215,7 @@ async fn a_spend_limit_that_would_trip_is_shown() {
         "[limits]\nmax_spend_per_run = { CNY = 150.0 }\n[scan]",
     );
     let config = Config::parse(&text, Path::new("plan.toml"), &env()).unwrap();
-    let report = plan::build(&config, &env(), clock, &NoHistory, Default::default())
-        .await
-        .unwrap();
+    let report = plan::build(&config, &env(), clock).await.unwrap();
     assert_eq!((report.renewals, report.held), (0, 3));
     assert_eq!(report.limits[1].limit, "spend_per_run");
     assert_eq!(
@@ -256,9 +249,7 @@ async fn the_fallback_point_follows_the_international_deduction_schedule() {
             "action = \"auto-renew\"\nfallback_renew = true\n",
         );
     let config = Config::parse(&text, Path::new("plan.toml"), &env()).unwrap();
-    let report = plan::build(&config, &env(), clock, &NoHistory, Default::default())
-        .await
-        .unwrap();
+    let report = plan::build(&config, &env(), clock).await.unwrap();
     let row = &report.instances[0];
     // T−3 is 03-13 08:00 UTC+8; a day later is inside the provider's 08:00–18:00 run, so the
     // fallback waits for 03-14 18:00 UTC+8 = 03-14T10:00Z.
@@ -276,9 +267,7 @@ async fn plan_prints_the_funds_forecast_per_account() {
     let (emulator, clock) = start().await;
     emulator.with_world(|w| assert!(w.set_balance("main", 15_000)));
     let config = Config::parse(&config_text(&emulator), Path::new("plan.toml"), &env()).unwrap();
-    let report = plan::build(&config, &env(), clock, &NoHistory, Default::default())
-        .await
-        .unwrap();
+    let report = plan::build(&config, &env(), clock).await.unwrap();
     // Due now: i-expired, i-due and i-dear (100 + 100 + 5,000 CNY); the provider charges
     // i-auto (its policy switches auto-renew on) at T−9 = 03-16T00:00Z (100 CNY); i-later is
     // due 03-23, after the window (03-11T00:00Z + 7 days).
@@ -384,4 +373,137 @@ async fn the_binary_exits_0_for_a_usable_config_and_78_for_a_broken_one() {
     assert_eq!(value["instances"].as_array().unwrap().len(), 3);
     assert_eq!(value["renewals"], 2);
     assert_eq!(emulator.calls().mutating(), 0);
+}
+
+/// A fleet for the agreement test: `renewals` instances due for renewal (100 CNY each, one of
+/// them 5,000 CNY when `dear`), and `switch_ons` whose policy switches auto-renew on.
+fn agreement_fleet(renewals: usize, dear: bool, switch_ons: usize) -> EmulatorConfig {
+    let mut instances: Vec<InstanceSpec> = (0..renewals)
+        .map(|i| crate::support::instance_spec(&format!("i-due{i}"), "2026-03-12T16:00Z"))
+        .collect();
+    if dear {
+        instances[0].monthly_price = 5_000.0;
+    }
+    for i in 0..switch_ons {
+        let mut spec = crate::support::instance_spec(&format!("i-auto{i}"), "2026-03-28T16:00Z");
+        spec.tags = [("team".to_string(), "auto".to_string())].into();
+        instances.push(spec);
+    }
+    instances.push(crate::support::instance_spec(
+        "i-later",
+        "2026-03-16T16:00Z",
+    ));
+    crate::support::harness_fleet(NOW, 20_000.0, instances)
+}
+
+const AGREEMENT_POLICIES: &str = r#"
+[[policies]]
+name = "auto"
+action = "auto-renew"
+[policies.match]
+tags = { team = "auto" }
+[[policies]]
+name = "renew-all"
+action = "renew"
+renew_before = "3d"
+max_price = 2000.0
+"#;
+
+/// Plans, then runs the pass the plan foresaw, over the same ledger and emulator, and checks
+/// that they agree: renewals made, holds, auto-renew changes, belts tripped, and the funds
+/// forecast once this pass's charges are taken out.
+async fn plan_then_pass(
+    fleet: EmulatorConfig,
+    extra: &str,
+) -> (plan::PlanReport, ecs_renewd::reconcile::PassSummary) {
+    let h = crate::support::Harness::start(fleet, extra).await;
+    let text = crate::support::Harness::config_text(&h.emulator, h.state.path(), extra);
+    let env = crate::support::Harness::env();
+    let config = Config::parse(&text, Path::new("harness.toml"), &env).unwrap();
+    let report = plan::build(&config, &env, h.clock.clone()).await.unwrap();
+    let summary = h.pass().await;
+    let trips: Vec<(String, String)> = summary
+        .trips
+        .iter()
+        .map(|t| (t.limit.as_str().to_owned(), t.detail.clone()))
+        .collect();
+    let limits: Vec<(String, String)> = report
+        .limits
+        .iter()
+        .map(|l| (l.limit.clone(), l.detail.clone()))
+        .collect();
+    assert_eq!(limits, trips, "the plan and the pass trip the same belts");
+    assert_eq!(
+        (report.renewals, report.held, report.auto_renew_changes),
+        (
+            summary.renewed + summary.dry_run_renewals,
+            summary.held,
+            summary.auto_renew_changed + summary.dry_run_auto_renew_changes
+        ),
+        "renewals, holds and auto-renew changes: plan {report:#?}\npass {summary:#?}"
+    );
+    assert_eq!(summary.renew_failed + summary.renew_unknown, 0);
+    let spent: i64 = summary.spend.values().map(|m| m.cents).sum();
+    for (planned, passed) in report.funds.iter().zip(&summary.funds) {
+        assert_eq!(planned.account, passed.account);
+        let charged = if summary.dry_run_renewals > 0 {
+            0
+        } else {
+            spent
+        };
+        assert_eq!(
+            planned.upcoming.cents - charged,
+            passed.upcoming.cents,
+            "the pass's forecast is the plan's less this pass's charges: plan {planned:#?}\npass {passed:#?}"
+        );
+        assert_eq!(
+            planned.available.as_ref().map(|m| m.cents - charged),
+            passed.available.as_ref().map(|m| m.cents)
+        );
+        assert_eq!(planned.short_by, passed.short_by);
+    }
+    assert_eq!(report.funds.len(), summary.funds.len());
+    (report, summary)
+}
+
+#[tokio::test]
+async fn the_plan_and_the_next_pass_agree_when_belts_trip() {
+    // Twelve switch-ons against a limit of five hold every switch-on of the pass; the dear
+    // renewal trips max_price.
+    let extra = format!("[limits]\nmax_auto_renew_enables_per_run = 5\n{AGREEMENT_POLICIES}");
+    let (report, summary) = plan_then_pass(agreement_fleet(3, true, 12), &extra).await;
+    let limits: Vec<&str> = report.limits.iter().map(|l| l.limit.as_str()).collect();
+    assert_eq!(limits, ["max_price", "auto_renew_enables_per_run"]);
+    assert_eq!(
+        (summary.renewed, summary.held, summary.auto_renew_changed),
+        (2, 1, 0)
+    );
+}
+
+#[tokio::test]
+async fn the_plan_and_the_next_pass_agree_when_nothing_trips() {
+    let (report, summary) = plan_then_pass(agreement_fleet(4, false, 3), AGREEMENT_POLICIES).await;
+    assert!(report.limits.is_empty());
+    assert_eq!((summary.renewed, summary.auto_renew_changed), (4, 3));
+    let f = &report.funds[0];
+    assert_eq!(
+        f.by_daemon.cents,
+        4 * 10_000 + 10_000,
+        "four due now and i-later in the window"
+    );
+}
+
+#[tokio::test]
+async fn the_plan_and_the_next_pass_agree_in_a_dry_run() {
+    let extra = format!("#harness:dry_run\n{AGREEMENT_POLICIES}");
+    let (report, summary) = plan_then_pass(agreement_fleet(4, false, 3), &extra).await;
+    assert!(report.dry_run);
+    assert_eq!((summary.dry_run_renewals, summary.renewed), (4, 0));
+    assert_eq!(
+        (
+            summary.dry_run_auto_renew_changes,
+            summary.auto_renew_changed
+        ),
+        (3, 0)
+    );
 }

@@ -19,6 +19,10 @@ const NOW: &str = "2026-03-10T04:00:00Z";
 const RENEW_ALL: &str =
     "[[policies]]\nname = \"renew-all\"\naction = \"renew\"\nrenew_before = \"7d\"\n";
 
+/// The balance looked at for a top-up at most once a minute while a renewal is held for funds
+/// (the default is 15 minutes), so a test sees the top-up in its next pass.
+const TOP_UP_EVERY_MINUTE: &str = "[funds]\ntop_up_check_interval = \"1m\"\n";
+
 fn minutes(n: u64) -> Duration {
     Duration::from_secs(n * 60)
 }
@@ -346,7 +350,7 @@ async fn invariant_7_every_instance_in_the_window_has_an_expiry_gauge_a_state_an
 
 #[tokio::test]
 async fn insufficient_balance_backs_off_on_schedule_then_renews_after_a_top_up() {
-    let h = Harness::start(due_fleet(0.0), RENEW_ALL).await;
+    let h = Harness::start(due_fleet(0.0), &format!("{RENEW_ALL}{TOP_UP_EVERY_MINUTE}")).await;
     let first = h.pass().await;
     assert_eq!(first.renew_failed, 1, "{first:?}");
     let history = h.engine.ledger.histories().unwrap();
@@ -396,16 +400,56 @@ async fn insufficient_balance_backs_off_on_schedule_then_renews_after_a_top_up()
     assert_eq!(renewed.top_ups[0].retried, vec!["i-due".to_string()]);
     assert_eq!(h.renew_calls(), 3);
     assert_eq!(h.emulator.orders().len(), 1);
+    // Each refusal was an error answer (no order exists), so each retry took a fresh token
+    // derived from the cycle and its refusals: three intents, the last one verified.
     let records = h.engine.ledger.money_records(Some("i-due")).unwrap();
+    let summary: Vec<(u32, &str)> = records
+        .iter()
+        .map(|r| (r.attempts, r.status.as_str()))
+        .collect();
     assert_eq!(
-        (
-            records.len(),
-            records[0].attempts,
-            records[0].status.as_str()
-        ),
-        (1, 3, "verified"),
-        "one intent, three attempts, one token"
+        summary,
+        [(1, "failed"), (1, "failed"), (1, "verified")],
+        "{records:#?}"
     );
+    let mut tokens: Vec<&str> = records
+        .iter()
+        .filter_map(|r| r.client_token.as_deref())
+        .collect();
+    tokens.dedup();
+    assert_eq!(tokens.len(), 3, "three tokens");
+}
+
+/// Alibaba's idempotence guide is silent on whether a ClientToken whose request was refused is
+/// remembered with its failure (docs/ecs-api.md §6, UNCERTAIN). Under that reading a held
+/// renewal resent with the same token after a top-up would fail for ever and the instance
+/// would lapse; after a definite refusal (an error answer: no order exists) the next attempt
+/// takes a fresh token derived from the intent's cycle and its refusals.
+#[tokio::test]
+async fn a_renewal_refused_for_funds_renews_after_a_top_up_when_the_provider_replays_failed_tokens()
+{
+    let mut fleet = due_fleet(0.0);
+    fleet.settings.failed_tokens = ecs_emulator::settings::FailedTokens::ReplayFailure;
+    let h = Harness::start(fleet, &format!("{RENEW_ALL}{TOP_UP_EVERY_MINUTE}")).await;
+    assert_eq!(h.pass().await.renew_failed, 1);
+    h.emulator
+        .control()
+        .set_balance("main", 500.0)
+        .await
+        .unwrap();
+    h.advance(minutes(1));
+    let renewed = h.pass().await;
+    assert_eq!((renewed.renewed, renewed.verified), (1, 1), "{renewed:?}");
+    let orders = h.emulator.orders();
+    assert_eq!(orders.len(), 1, "one order");
+    let records = h.engine.ledger.money_records(Some("i-due")).unwrap();
+    let tokens: Vec<&str> = records
+        .iter()
+        .filter_map(|r| r.client_token.as_deref())
+        .collect();
+    assert_eq!(tokens.len(), 2, "{records:#?}");
+    assert_ne!(tokens[0], tokens[1], "a fresh token after the refusal");
+    assert_eq!(orders[0].client_token.as_deref(), Some(tokens[1]));
 }
 
 #[tokio::test]

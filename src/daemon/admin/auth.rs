@@ -96,7 +96,7 @@ impl Guard {
     }
 
     /// Whether the `Authorization` header value grants access.
-    fn admits(&self, authorization: Option<&HeaderValue>) -> bool {
+    pub fn admits(&self, authorization: Option<&HeaderValue>) -> bool {
         let token = self.token.read().unwrap_or_else(|p| p.into_inner());
         let Some(token) = token.as_ref() else {
             return true;

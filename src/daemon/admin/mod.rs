@@ -297,7 +297,9 @@ async fn metrics(State(state): State<AdminState>) -> Response {
         .into_response()
 }
 
-async fn readyz(State(state): State<AdminState>) -> Response {
+async fn readyz(State(state): State<AdminState>, headers: axum::http::HeaderMap) -> Response {
+    // Probes need no token; the fleet's details do (as /status does).
+    let detailed = state.guard.admits(headers.get(header::AUTHORIZATION));
     let accounts: Vec<AccountClient> = state
         .accounts
         .read()
@@ -314,7 +316,7 @@ async fn readyz(State(state): State<AdminState>) -> Response {
                 .map_err(|e| e.to_string()),
         ));
     }
-    let verdict = state.health.readiness(state.clock.now(), &checks);
+    let verdict = state.health.readiness(state.clock.now(), &checks, detailed);
     let code = if verdict.ready {
         StatusCode::OK
     } else {

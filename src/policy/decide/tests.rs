@@ -258,13 +258,13 @@ fn an_ordered_intent_waits_for_verification_and_an_unknown_one_is_resent_with_it
     );
     let plan = d.renew.unwrap();
     assert_eq!(
-        (plan.reuse_token.as_deref(), plan.period, plan.why),
-        (Some("tok-1"), 2, RenewWhy::Resume)
+        (plan.token, plan.period, plan.why),
+        (TokenChoice::Reuse("tok-1".into()), 2, RenewWhy::Resume)
     );
 }
 
 #[test]
-fn a_failed_charge_backs_off_then_retries_with_the_same_token() {
+fn a_charge_refused_outright_backs_off_then_retries_with_a_token_derived_from_its_refusals() {
     let policies = [renew_policy("prod", MatchSection::default())];
     let i = instance("i-1", "2026-03-15T16:00Z");
     let history = History {
@@ -281,6 +281,7 @@ fn a_failed_charge_backs_off_then_retries_with_the_same_token() {
         }),
         failed_attempts: 2,
         retry_at: Some(t("2026-03-14T01:00Z")),
+        refusals: 2,
     };
     let waiting = run(
         &policies,
@@ -303,9 +304,11 @@ fn a_failed_charge_backs_off_then_retries_with_the_same_token() {
     )
     .renew
     .unwrap();
+    // The refusals were error answers: no order exists, so the retry takes the cycle's next
+    // token (a provider that remembers a failed token would refuse the old one for ever).
     assert_eq!(
-        (retry.reuse_token.as_deref(), retry.why),
-        (Some("tok-1"), RenewWhy::Retry)
+        (retry.token, retry.why),
+        (TokenChoice::Derive { refusals: 2 }, RenewWhy::Retry)
     );
 }
 
@@ -324,6 +327,7 @@ fn failed_history(class: ErrorClass, code: &str, maybe_charged: bool) -> History
         }),
         failed_attempts: 1,
         retry_at: Some(t("2026-03-14T01:00Z")),
+        refusals: u32::from(!maybe_charged),
     }
 }
 
@@ -362,7 +366,7 @@ fn a_backoff_names_its_retry_for_the_daemon_but_a_not_applicable_answer_does_not
         &not_applicable,
         "2026-03-14T01:00Z",
     );
-    assert_eq!(d.renew.unwrap().reuse_token.as_deref(), Some("tok-1"));
+    assert_eq!(d.renew.unwrap().token, TokenChoice::Derive { refusals: 1 });
     // A policy that no longer renews is no reason to wake.
     let observe = [Policy {
         action: PolicyAction::Observe,
@@ -405,8 +409,8 @@ fn an_unknown_outcome_is_resent_after_its_backoff_and_the_daemon_may_wake_for_it
     .renew
     .unwrap();
     assert_eq!(
-        (resend.reuse_token.as_deref(), resend.why),
-        (Some("tok-1"), RenewWhy::Resume)
+        (resend.token, resend.why),
+        (TokenChoice::Reuse("tok-1".into()), RenewWhy::Resume)
     );
 }
 
@@ -438,9 +442,14 @@ fn a_maybe_charged_intent_keeps_its_token_and_period_when_the_policy_changes() {
         )
         .renew
         .unwrap();
+        let token = if maybe_charged {
+            TokenChoice::Reuse("tok-1".into())
+        } else {
+            TokenChoice::Derive { refusals: 1 }
+        };
         assert_eq!(
-            (plan.reuse_token.as_deref(), plan.period),
-            (Some("tok-1"), period),
+            (plan.token, plan.period),
+            (token, period),
             "maybe charged: {maybe_charged}"
         );
     }
@@ -634,6 +643,7 @@ fn arb_history(expiry: DateTime<Utc>) -> impl Strategy<Value = History> {
             }),
             failed_attempts: n,
             retry_at: r.map(|h| t("2026-05-30T00:00Z") + chrono::Duration::hours(h)),
+            refusals: n,
         })
 }
 
@@ -708,7 +718,26 @@ proptest! {
         let a = attrs(&i.id, RenewalStatus::Normal);
         let d = decide(&ctx(&policies), Subject { account: "main", instance: &i, auto_renew: Some(&a) }, &history, now);
         if let Some(plan) = d.renew {
-            prop_assert!(plan.reuse_token.is_none());
+            prop_assert_eq!(plan.token, TokenChoice::Derive { refusals: 0 });
+        }
+    }
+
+    #[test]
+    fn a_token_is_kept_while_an_attempt_may_have_charged_and_moved_on_only_after_a_refusal(
+        (i, history) in arb_instance().prop_flat_map(|i| { let e = i.expired_time; (Just(i), arb_history(e)) }),
+        hours in 0i64..(70 * 24),
+    ) {
+        let policies = vec![renew_policy("all", MatchSection::default())];
+        let now = t("2026-05-25T00:00Z") + chrono::Duration::hours(hours);
+        let a = attrs(&i.id, RenewalStatus::Normal);
+        let d = decide(&ctx(&policies), Subject { account: "main", instance: &i, auto_renew: Some(&a) }, &history, now);
+        if let (Some(plan), Some(intent)) = (d.renew, &history.intent) {
+            let refused = matches!(intent.status, IntentStatus::Failed { .. }) && !intent.maybe_charged;
+            if refused {
+                prop_assert_eq!(plan.token, TokenChoice::Derive { refusals: history.refusals });
+            } else {
+                prop_assert_eq!(plan.token, TokenChoice::Reuse(intent.token.clone()));
+            }
         }
     }
 }

@@ -3,6 +3,7 @@
 //! summary's counts, what to verify, the retry to wake for and the refusals that stand.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
@@ -31,6 +32,9 @@ pub struct Acted {
     pub refused: Vec<Refused>,
     /// Instances per state, the assessment's counts moved by the outcomes.
     pub by_state: BTreeMap<InstanceState, usize>,
+    /// Accounts a renewal of this pass may have charged without an answer saying so (the
+    /// outcome is unknown): the balance read before it is stale.
+    pub maybe_charged: Vec<Arc<str>>,
 }
 
 /// Runs the phase. A ledger failure stops acting: the status lines of what was done are
@@ -49,6 +53,7 @@ pub async fn act(
         next_retry: None,
         refused: Vec::new(),
         by_state,
+        maybe_charged: Vec::new(),
     };
     apply_outcomes(&cleared.to_renew, &results, &mut acted, summary);
     if let Some(error) = ledger_error {
@@ -140,6 +145,7 @@ fn count_outcome(
         }
         RenewOutcome::Unknown { retry_at } => {
             summary.renew_unknown += 1;
+            acted.maybe_charged.push(r.account.clone());
             acted.next_retry = earliest(acted.next_retry, Some(*retry_at));
         }
         RenewOutcome::Skipped(_) | RenewOutcome::NotSent | RenewOutcome::Unrecorded => {

@@ -4,11 +4,13 @@
 //! renew in time. Never fails the pass: what cannot be known is said so.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
+use super::observe::Observed;
 use super::summary::PassSummary;
-use crate::reconcile::assess::Upcoming;
 use crate::reconcile::context::PassContext;
-use crate::reconcile::funds::forecast_accounts;
+use crate::reconcile::funds::{PassView, forecast_accounts};
+use crate::reconcile::scan::SourceKey;
 use crate::reconcile::verify::VerifyTarget;
 
 /// The instances this pass renewed (new orders): their charge is behind them.
@@ -43,28 +45,42 @@ fn publish_too_late(
     }
 }
 
-/// Runs the phase.
+/// Runs the phase, after this pass's new `orders` and renewals whose answer was lost (the
+/// accounts they `maybe_charged`).
 pub async fn forecast(
     ctx: &PassContext<'_>,
-    (upcoming, too_late): (&[Upcoming], &[(std::sync::Arc<str>, String)]),
-    orders: &[VerifyTarget],
+    observed: &Observed,
+    (orders, maybe_charged): (&[VerifyTarget], &[Arc<str>]),
     summary: &mut PassSummary,
 ) {
     let renewed = renewed_in_pass(orders);
-    publish_too_late(ctx, too_late, &renewed);
-    // A balance remembered from before this pass's charges is stale: read it again.
-    for target in orders {
-        ctx.funds.forget_balance(&target.account);
+    publish_too_late(ctx, &observed.assessment.too_late, &renewed);
+    // A balance remembered from before this pass's charges, known or possible, is stale:
+    // read it again.
+    for account in orders.iter().map(|t| &t.account).chain(maybe_charged) {
+        ctx.funds.forget_balance(account);
     }
-    let forecasts = forecast_accounts(
-        ctx.config,
-        ctx.accounts,
-        ctx.funds,
-        upcoming,
-        &renewed,
-        ctx.started,
-    )
-    .await;
-    ctx.metrics.funds.publish(&forecasts);
+    let down: Vec<SourceKey> = observed
+        .reports
+        .iter()
+        .filter(|r| !r.ok())
+        .map(|r| r.key.clone())
+        .collect();
+    let view = PassView {
+        upcoming: &observed.assessment.upcoming,
+        renewed: &renewed,
+        down: &down,
+        auto_renew_unknown: &observed.assessment.auto_renew_unknown,
+        watched: &observed.watched,
+    };
+    let forecasts = forecast_accounts(ctx.config, ctx.accounts, ctx.funds, view, ctx.started).await;
+    let forecast_on: Vec<&str> = ctx
+        .config
+        .accounts
+        .iter()
+        .filter(|a| ctx.config.funds.enabled && a.funds_enabled)
+        .map(|a| a.name.as_str())
+        .collect();
+    ctx.metrics.funds.publish(&forecasts, &forecast_on);
     summary.funds = forecasts;
 }

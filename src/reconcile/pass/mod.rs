@@ -37,7 +37,7 @@ use crate::cloud::credentials::Environment;
 use crate::config::Config;
 use crate::ledger::{Ledger, LedgerError};
 use crate::metrics::Metrics;
-use crate::reconcile::context::{PassContext, day_key};
+use crate::reconcile::context::{Mode, PassContext, day_key};
 use crate::reconcile::funds::FundsMemory;
 pub use summary::PassSummary;
 
@@ -141,6 +141,7 @@ impl Engine {
             started,
             day: day_key(&self.config, started),
             generation: started.timestamp_millis(),
+            mode: Mode::Pass,
         }
     }
 
@@ -161,8 +162,10 @@ impl Engine {
         let mut acted =
             act::act(&ctx, &observed.histories, by_state, cleared, &mut summary).await?;
         phases.lap("act");
-        // Verification takes the new orders; the forecast needs to know them too.
+        // Verification takes the new orders; the forecast needs to know them too, and the
+        // accounts that renewals without an answer may have charged.
         let orders = acted.verify_targets.clone();
+        let maybe_charged = acted.maybe_charged.clone();
         let changes = std::mem::take(&mut observed.assessment.changes);
         verify_and_auto_renew::verify_and_auto_renew(
             &ctx,
@@ -174,10 +177,41 @@ impl Engine {
         )
         .await?;
         phases.lap("verify_and_auto_renew");
-        let upcoming = std::mem::take(&mut observed.assessment.upcoming);
-        let too_late = std::mem::take(&mut observed.assessment.too_late);
-        forecast::forecast(&ctx, (&upcoming, &too_late), &orders, &mut summary).await;
+        forecast::forecast(&ctx, &observed, (&orders, &maybe_charged), &mut summary).await;
         phases.lap("forecast");
         publish::publish(&ctx, observed, acted, summary, phases)
     }
+
+    /// What a pass starting now would do, without doing it: the same phases up to the
+    /// forecast — observe, settle, price and belts, forecast — stopping before anything is
+    /// charged or changed. Run over a scratch copy of the ledger (`Ledger::scratch_copy`), so
+    /// what they write is thrown away; only `Describe*` calls and the balance are made.
+    pub async fn plan(&self) -> Result<Planned, LedgerError> {
+        let started = self.clock.now();
+        let ctx = PassContext {
+            mode: Mode::Plan,
+            ..self.context(started)
+        };
+        let mut summary = PassSummary::starting(started);
+        let mut observed = observe::observe(&ctx, &mut summary).await?;
+        settle::settle(&ctx, &observed, &mut summary)?;
+        let cleared =
+            price_and_belts::price_and_belts(&ctx, &mut observed.assessment, &mut summary).await?;
+        forecast::forecast(&ctx, &observed, (&[], &[]), &mut summary).await;
+        Ok(Planned {
+            observed,
+            cleared,
+            summary,
+        })
+    }
+}
+
+/// What `plan` shows: what the phases before acting found and decided.
+pub struct Planned {
+    /// Every instance's row and decision, the sources' scans.
+    pub observed: observe::Observed,
+    /// The renewals the belts let through, and those they hold.
+    pub cleared: price_and_belts::Cleared,
+    /// Trips, holds, top-ups and the funds forecast, as the pass's summary carries them.
+    pub summary: PassSummary,
 }

@@ -8,7 +8,7 @@ use super::summary::{DuplicateSources, PassSummary, SourceResult};
 use crate::ledger::StatusWriter;
 use crate::ledger::{Histories, LedgerError, UncheckedChange};
 use crate::reconcile::assess::{Assessment, Duplicate};
-use crate::reconcile::context::PassContext;
+use crate::reconcile::context::{Mode, PassContext};
 use crate::reconcile::scan::{Rows, Scanned, SourceReport, Watched, scan_and_assess};
 
 /// What the observe phase saw, for the phases after it.
@@ -53,8 +53,15 @@ pub async fn observe(
         .map(|o| o.instance_id.clone())
         .collect();
     watch.extend(unchecked.iter().map(|c| c.instance_id.clone()));
+    // Instances the last forecast counted: one seen with another expiry was charged since,
+    // and the balance remembered from before is stale.
+    watch.extend(ctx.funds.counted_instances());
 
     let writer = StatusWriter::start(ctx.ledger.clone(), ctx.generation);
+    let rows = match ctx.mode {
+        Mode::Pass => Rows::Stream(&writer),
+        Mode::Plan => Rows::Collect,
+    };
     let Scanned {
         assessment,
         reports,
@@ -64,7 +71,7 @@ pub async fn observe(
         ctx.accounts,
         &histories,
         &watch,
-        Rows::Stream(&writer),
+        rows,
         ctx.started,
     )
     .await;

@@ -7,10 +7,12 @@ use std::collections::HashSet;
 use super::status_updates::update_for;
 use super::summary::PassSummary;
 use crate::ledger::{LedgerError, StatusUpdate};
-use crate::policy::{InstanceState, NextAction, Trip, apply_belts, auto_renew_enables_belt};
+use crate::policy::{
+    InstanceState, LimitKind, NextAction, Trip, apply_belts, auto_renew_enables_belt,
+};
 use crate::reconcile::assess::{Assessment, AutoRenewChange, RenewCandidate};
 use crate::reconcile::belts::belt_inputs;
-use crate::reconcile::context::PassContext;
+use crate::reconcile::context::{Mode, PassContext};
 use crate::reconcile::price::{price_candidates, price_charges};
 
 /// What the belts let through.
@@ -19,6 +21,9 @@ pub struct Cleared {
     pub to_renew: Vec<RenewCandidate>,
     /// The status lines of the renewals held.
     pub held: Vec<StatusUpdate>,
+    /// The held renewals' rows (indexes into the assessment's rows, when rows are kept) and
+    /// the limit that holds each.
+    pub holds: Vec<(usize, LimitKind)>,
 }
 
 /// Runs the phase. Auto-renew changes held by their belt are removed from `assessment`.
@@ -28,8 +33,10 @@ pub async fn price_and_belts(
     summary: &mut PassSummary,
 ) -> Result<Cleared, LedgerError> {
     let config = ctx.config;
-    let needs_price =
-        |c: &RenewCandidate| c.plan.max_price.is_some() || config.limits.has_spend_limits();
+    // `plan` shows every renewal's price; a pass asks only where a limit needs it.
+    let needs_price = |c: &RenewCandidate| {
+        ctx.mode == Mode::Plan || c.plan.max_price.is_some() || config.limits.has_spend_limits()
+    };
     price_candidates(
         ctx.accounts,
         &mut assessment.renewals,
@@ -37,6 +44,14 @@ pub async fn price_and_belts(
         needs_price,
     )
     .await;
+    // The forecast later in the pass prices the same renewals: it reuses these quotes.
+    for c in assessment.renewals.iter() {
+        if let Some(quote) = &c.price {
+            let (id, plan) = (&c.instance.id, &c.plan);
+            ctx.funds
+                .remember_price(id, plan.period, plan.unit, &quote.trade_price, ctx.started);
+        }
+    }
     let mut today = ctx.ledger.day_totals(&ctx.day)?;
     if config.limits.has_spend_limits() && today.unpriced > 0 {
         // A spend limit switched on later in the day: the day's earlier charges were made
@@ -56,8 +71,10 @@ pub async fn price_and_belts(
     }
     publish_trips(ctx, &trips, summary);
     let mut held = Vec::new();
+    let mut holds = Vec::new();
     for (key, limit) in &belts.held {
         let c = &assessment.renewals[*key];
+        holds.push((c.row, *limit));
         summary.held += 1;
         summary.refused.extend(c.refused.clone());
         held.push(update_for(
@@ -77,7 +94,11 @@ pub async fn price_and_belts(
         .filter(|(key, _)| allowed.contains(key))
         .map(|(_, c)| c.clone())
         .collect();
-    Ok(Cleared { to_renew, held })
+    Ok(Cleared {
+        to_renew,
+        held,
+        holds,
+    })
 }
 
 /// Each belt that tripped: counted once per pass, logged, and listed in the summary.

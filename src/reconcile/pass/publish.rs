@@ -30,13 +30,11 @@ pub fn publish(
     publish_refusals(ctx, &summary.refused);
     let finished = ctx.clock.now();
     ctx.ledger.update_status(&acted.updates, finished)?;
-    let complete: Vec<(String, String)> = observed
-        .reports
-        .iter()
-        .filter(|r| r.ok())
-        .map(|r| (r.key.account.clone(), r.key.region.clone()))
-        .collect();
-    ctx.ledger.prune_status(ctx.generation, &complete)?;
+    let (complete, down): (Vec<_>, Vec<_>) = observed.reports.iter().partition(|r| r.ok());
+    let key = |r: &&SourceReport| (r.key.account.clone(), r.key.region.clone());
+    let complete: Vec<(String, String)> = complete.iter().map(key).collect();
+    let down: Vec<(String, String)> = down.iter().map(key).collect();
+    ctx.ledger.prune_status(ctx.generation, &complete, &down)?;
     phases.lap("publish");
     summary.phase_seconds = phases.into_seconds();
     summary.finished_at = finished;

@@ -39,7 +39,13 @@ fn settle_moved(
     let mut out_of_window = Vec::new();
     let mut moved = Vec::new();
     for open in &observed.histories.open {
-        match observed.watched.get(&open.instance_id) {
+        let seen = observed.watched.get(&open.instance_id);
+        if open.maybe_charged && seen.is_none_or(|s| s.expiry > open.old_expiry) {
+            // A charge no answer reported is settled now (or looked up by id): the balance
+            // remembered may have been read before it landed.
+            ctx.funds.forget_balance(&open.account);
+        }
+        match seen {
             Some(seen) if seen.expiry > open.old_expiry => moved.push((open, seen.expiry)),
             Some(_) => {}
             None => out_of_window.push(VerifyTarget {

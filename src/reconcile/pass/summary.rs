@@ -46,6 +46,8 @@ pub struct PassSummary {
     pub auto_renew_changed: usize,
     /// Auto-renew changes that failed.
     pub auto_renew_failed: usize,
+    /// Dry run: auto-renew changes that would have been made.
+    pub dry_run_auto_renew_changes: usize,
     /// Spend per currency (priced renewals only), summed in cents; a number of currency units
     /// per currency code in JSON.
     #[serde(serialize_with = "amounts")]
@@ -242,6 +244,7 @@ mod tests {
             dry_run_renewals: 0,
             auto_renew_changed: 3,
             auto_renew_failed: 0,
+            dry_run_auto_renew_changes: 0,
             spend: [
                 ("CNY".to_owned(), cny(123_450)),
                 (
@@ -306,6 +309,8 @@ mod tests {
                     by: ChargeBy::Provider,
                 }],
                 unpriced: Vec::new(),
+                sources_down: Vec::new(),
+                auto_renew_unknown: Vec::new(),
                 charges_not_recorded: 0,
                 unpriced_not_recorded: 0,
                 upcoming: cny(30_000),
@@ -335,6 +340,7 @@ mod tests {
     const PINNED: &str = r#"{
   "auto_renew_changed": 3,
   "auto_renew_failed": 0,
+  "dry_run_auto_renew_changes": 0,
   "by_state": {
     "backoff": 2,
     "due": 1,

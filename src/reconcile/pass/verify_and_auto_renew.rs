@@ -32,6 +32,7 @@ pub async fn verify_and_auto_renew(
     let verified = verified?;
     if let Some(report) = auto_renew_report? {
         summary.auto_renew_changed = report.changed;
+        summary.dry_run_auto_renew_changes = report.dry_run;
         summary.auto_renew_failed = report.failed;
     }
     for v in verified

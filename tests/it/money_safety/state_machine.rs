@@ -51,6 +51,9 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use tokio_util::sync::CancellationToken;
 
+#[path = "state_machine/forecast.rs"]
+mod forecast;
+
 const START: &str = "2026-03-10T04:00:00Z";
 const SCHEDULE: &str = "0 0 * * * *";
 const FLOOR: Duration = Duration::from_secs(300);
@@ -263,9 +266,11 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-/// A case: whether renewals show at once, the jitter seed, the operations.
-fn case(steps: usize) -> impl Strategy<Value = (bool, u64, Vec<Op>)> {
+/// A case: whether renewals show at once, whether the provider replays a refused
+/// ClientToken's failure (UNCERTAIN, so both), the jitter seed, the operations.
+fn case(steps: usize) -> impl Strategy<Value = (bool, bool, u64, Vec<Op>)> {
     (
+        any::<bool>(),
         any::<bool>(),
         any::<u64>(),
         prop::collection::vec(op(), 1..=steps),
@@ -284,7 +289,7 @@ fn role(n: usize) -> &'static str {
     }
 }
 
-fn fleet(delayed: bool) -> EmulatorConfig {
+fn fleet(delayed: bool, replay: bool) -> EmulatorConfig {
     let start = ecs_wire::time::parse(START).unwrap();
     let instances = (0..INSTANCES)
         .map(|n| {
@@ -339,6 +344,9 @@ fn fleet(delayed: bool) -> EmulatorConfig {
     };
     config.settings.clock_start = Some(start);
     config.settings.clock_speed = 0.0;
+    if replay {
+        config.settings.failed_tokens = ecs_emulator::settings::FailedTokens::ReplayFailure;
+    }
     config.settings.renew_visibility_delay = if delayed {
         Duration::from_secs(600)
     } else {
@@ -429,6 +437,9 @@ struct Totals {
     restarts: AtomicU64,
     kills: AtomicU64,
     calm_checks: AtomicU64,
+    forecast_checks: AtomicU64,
+    quiet_forecast_checks: AtomicU64,
+    replaying_cases: AtomicU64,
 }
 
 /// Why a pass ran.
@@ -450,6 +461,9 @@ struct Model {
     last_pass: Option<DateTime<Utc>>,
     delay: Duration,
     log: Vec<String>,
+    balance: forecast::BalanceWatch,
+    /// Passes whose orders charged the account (each lets the balance be read again).
+    charging_passes: u64,
 }
 
 type Check = Result<(), TestCaseError>;
@@ -460,8 +474,8 @@ fn fail(model: &Model, what: String) -> TestCaseError {
 }
 
 impl Model {
-    async fn start(delayed: bool, seed: u64) -> Model {
-        let fleet = fleet(delayed);
+    async fn start(delayed: bool, replay: bool, seed: u64) -> Model {
+        let fleet = fleet(delayed, replay);
         let delay = fleet.settings.renew_visibility_delay;
         let clock = Arc::new(VirtualClock::frozen(fleet.settings.clock_start.unwrap()));
         let emulator =
@@ -486,6 +500,8 @@ impl Model {
             last_pass: None,
             delay,
             log: Vec::new(),
+            balance: forecast::BalanceWatch::default(),
+            charging_passes: 0,
         };
         model.engine = Some(model.open_engine().await);
         model
@@ -603,6 +619,7 @@ impl Model {
         let calm = self.knobs.calm() && funded && self.emulator.pending_faults() == 0;
         let before = self.snapshot(now);
         let calls = self.calls();
+        let orders = self.emulator.orders().len();
         let outcomes = self.emulator.calls().by_outcome;
         let engine = self.engine.as_ref().unwrap();
         let summary = engine
@@ -642,6 +659,18 @@ impl Model {
             totals.calm_checks.fetch_add(1, Ordering::Relaxed);
             self.no_lapse(&before, &summary)?;
         }
+        if self.emulator.orders().len() > orders {
+            self.charging_passes += 1;
+        }
+        let quiet = answered_calmly
+            && self.emulator.pending_faults() == 0
+            && self.delay.is_zero()
+            && summary.refused.is_empty();
+        totals.forecast_checks.fetch_add(1, Ordering::Relaxed);
+        totals
+            .quiet_forecast_checks
+            .fetch_add(u64::from(quiet), Ordering::Relaxed);
+        forecast::check(self, &summary, quiet)?;
         self.invariants()
     }
 
@@ -693,6 +722,7 @@ impl Model {
         let config = self.engine.as_ref().unwrap().config.clone();
         let start = self.clock.now();
         let calls = self.calls();
+        let (balance_calls, charging) = (forecast::balance_calls(self), self.charging_passes);
         let mut passes = 0u64;
         loop {
             let now = self.clock.now();
@@ -721,6 +751,20 @@ impl Model {
                     "{passes} passes in {span} s: the cadence and the retries justify {}",
                     ticks + retries
                 ),
+            ));
+        }
+        let entries = u64::from(self.knobs.main_entry) + u64::from(self.knobs.twin_entry);
+        let read = forecast::balance_calls(self) - balance_calls;
+        let allowed = forecast::balance_budget(
+            end - start,
+            entries,
+            self.charging_passes - charging,
+            MAX_ATTEMPTS,
+        );
+        if read > allowed {
+            return Err(fail(
+                self,
+                format!("{read} balance reads in {span} s, over the rule's {allowed}"),
             ));
         }
         let used = self.calls() - calls;
@@ -775,6 +819,8 @@ impl Model {
 
     fn console(&mut self, instance: usize, change: &Console) {
         let id = format!("i-sm{instance:02}");
+        // A renewal in the console charges the account: a person's change of the balance.
+        self.balance.person_changed |= matches!(change, Console::Renew);
         let now = self.clock.now();
         let done = self.emulator.with_world(|w| match change {
             Console::Renew => w
@@ -852,6 +898,7 @@ impl Model {
             Op::Balance(amount) => {
                 self.emulator
                     .with_world(|w| w.set_balance("sm", (*amount * 100.0) as i64));
+                self.balance.person_changed = true;
             }
             Op::Console { instance, change } => self.console(*instance, change),
         }
@@ -976,13 +1023,16 @@ impl Model {
     }
 }
 
-fn run_case(delayed: bool, seed: u64, ops: &[Op], totals: &Totals) -> Check {
+fn run_case(delayed: bool, replay: bool, seed: u64, ops: &[Op], totals: &Totals) -> Check {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     runtime.block_on(async {
-        let mut model = Model::start(delayed, seed).await;
+        let mut model = Model::start(delayed, replay, seed).await;
+        totals
+            .replaying_cases
+            .fetch_add(u64::from(replay), Ordering::Relaxed);
         model.pass(Kind::Startup, totals).await?;
         for op in ops {
             model.step(op, totals).await?;
@@ -1021,8 +1071,8 @@ fn random_sequences_keep_every_money_promise_and_the_call_budget() {
     };
     let started = tokio::time::Instant::now();
     let mut runner = proptest::test_runner::TestRunner::new(config);
-    let result = runner.run(&case(options.steps), |(delayed, seed, ops)| {
-        run_case(delayed, seed, &ops, &totals)
+    let result = runner.run(&case(options.steps), |(delayed, replay, seed, ops)| {
+        run_case(delayed, replay, seed, &ops, &totals)
     });
     let load = |n: &AtomicU64| n.load(Ordering::Relaxed);
     let command = format!(
@@ -1051,6 +1101,9 @@ fn random_sequences_keep_every_money_promise_and_the_call_budget() {
         "restarts": load(&totals.restarts),
         "kills_during_renewal": load(&totals.kills),
         "calm_pass_lapse_checks": load(&totals.calm_checks),
+        "forecast_oracle_checks": load(&totals.forecast_checks),
+        "quiet_forecast_oracle_checks": load(&totals.quiet_forecast_checks),
+        "cases_replaying_failed_tokens": load(&totals.replaying_cases),
         "seconds": started.elapsed().as_secs(),
         "passed": result.is_ok(),
     });
