@@ -219,6 +219,10 @@ pub struct Decision {
     pub auto_renew_change: Option<AutoRenewTarget>,
     /// Whether the provider's auto-renew settings differ from the policy.
     pub drift: bool,
+    /// An order for the current expiry was placed and its new expiry has not shown yet: no
+    /// renewal of ours is to come for this cycle (an attempt that only may have charged is
+    /// resent when the policy renews again, so it is not this).
+    pub ordered: bool,
     /// Whether the provider's deduction should have happened by now and has not.
     pub deduction_overdue: bool,
     /// Whether the instance relies on the provider's auto-renew but no deduction attempt is
@@ -268,6 +272,7 @@ impl Decision {
             renew: None,
             auto_renew_change: None,
             drift: false,
+            ordered: false,
             deduction_overdue: false,
             auto_renew_too_late: false,
             due_at: None,
@@ -749,7 +754,14 @@ fn decide_renewal(
         .as_ref()
         .filter(|i| i.old_expiry == at.expiry)
     {
-        return with_open_intent(decision, intent, wants.plan, history, at.now);
+        let open = OpenIntent {
+            intent,
+            wanted: wants.plan,
+            due_at: wants.due_at,
+            history,
+            now: at.now,
+        };
+        return with_open_intent(decision, &open);
     }
 
     decision.deduction_overdue = wants.overdue;
@@ -804,6 +816,9 @@ struct OpenIntent<'a> {
     intent: &'a IntentView,
     /// The renewal the policy wants now, if any.
     wanted: Option<RenewPlan>,
+    /// When the policy renews, when not now: an intent that may have charged is resent then
+    /// (unless the expiry moves first), so a charge may still come.
+    due_at: Option<DateTime<Utc>>,
     /// What the ledger knows about the instance.
     history: &'a History,
     /// The time of the decision.
@@ -814,22 +829,12 @@ struct OpenIntent<'a> {
 /// this expiry carries the intent's token (one per instance and expiry cycle); one that may
 /// have charged also keeps the intent's period, so a changed config can never turn it into a
 /// second, different charge.
-fn with_open_intent(
-    mut decision: Decision,
-    intent: &IntentView,
-    wanted: Option<RenewPlan>,
-    history: &History,
-    now: DateTime<Utc>,
-) -> Decision {
-    let open = OpenIntent {
-        intent,
-        wanted,
-        history,
-        now,
-    };
+fn with_open_intent(mut decision: Decision, open: &OpenIntent) -> Decision {
+    let (intent, history, now) = (open.intent, open.history, open.now);
     match &intent.status {
         IntentStatus::Ordered { order_id } => {
             decision.state = InstanceState::PendingVerification;
+            decision.ordered = true;
             decision.reason =
                 format!("order {order_id} placed; waiting for the new expiry to show");
             decision.deduction_overdue = false;
@@ -838,10 +843,10 @@ fn with_open_intent(
         IntentStatus::Unknown
             if open.wanted.is_some() && history.retry_at.is_some_and(|r| now < r) =>
         {
-            unknown_in_backoff(decision, &open)
+            unknown_in_backoff(decision, open)
         }
-        IntentStatus::Prepared | IntentStatus::Unknown => unknown_outcome(decision, &open),
-        IntentStatus::Failed { class, code } => after_failure(decision, &open, *class, code),
+        IntentStatus::Prepared | IntentStatus::Unknown => unknown_outcome(decision, open),
+        IntentStatus::Failed { class, code } => after_failure(decision, open, *class, code),
     }
 }
 
@@ -910,10 +915,24 @@ fn unknown_outcome(mut decision: Decision, open: &OpenIntent) -> Decision {
         }
         None => {
             decision.state = InstanceState::PendingVerification;
-            decision.reason = "an earlier renewal's outcome is unknown and the policy no longer renews: the expiry will tell".into();
+            decision.due_at = open.due_at;
+            decision.reason = format!(
+                "an earlier renewal's outcome is unknown and the policy does not renew now: the expiry will tell{}",
+                resent_then(open.due_at)
+            );
         }
     }
     decision
+}
+
+/// The words for an intent that may have charged and is resent when the policy renews again.
+fn resent_then(due_at: Option<DateTime<Utc>>) -> String {
+    due_at.map_or_else(String::new, |at| {
+        format!(
+            " (resent with its token from {} unless the expiry moves first)",
+            when(at)
+        )
+    })
 }
 
 /// The decision after an intent's last attempt failed with `code` (`class`): wait out its
@@ -929,6 +948,7 @@ fn after_failure(
         wanted,
         history,
         now,
+        ..
     } = open;
     decision.refused = wanted.as_ref().and_then(|_| Refusal::of(class, code));
     let charged = if intent.maybe_charged {
@@ -979,8 +999,10 @@ fn after_failure(
             } else {
                 InstanceState::Ok
             };
+            decision.due_at = open.due_at;
             decision.reason = format!(
-                "the last renewal attempt failed with {code} ({class}){charged} and the policy no longer renews now"
+                "the last renewal attempt failed with {code} ({class}){charged} and the policy does not renew now{}",
+                resent_then(open.due_at.filter(|_| intent.maybe_charged))
             );
         }
     }

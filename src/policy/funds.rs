@@ -203,8 +203,9 @@ fn renewed_expiry(
 /// the pass makes now, a `renew` policy's due time, an `auto-renew` policy's fallback) — and
 /// the other is not counted for that cycle; the expiry then moves and the next cycle starts.
 /// An attempt that cannot come before the expiry is never counted (the provider does not
-/// deduct for an expired instance); a renewal already ordered (pending verification) is
-/// behind the pass.
+/// deduct for an expired instance); a renewal already ordered is behind the pass, while one
+/// that only may have charged counts again when it will be resent (if it did charge, the
+/// balance already shows it, and the forecast errs on the side of short).
 pub fn charges_for(
     decision: &Decision,
     policy: Option<&Policy>,
@@ -214,7 +215,7 @@ pub fn charges_for(
     (now, until): (DateTime<Utc>, DateTime<Utc>),
 ) -> Vec<ChargeSeed> {
     let mut charges = Vec::new();
-    if decision.state == InstanceState::PendingVerification && decision.renew.is_none() {
+    if decision.ordered {
         return charges;
     }
     let renewers = Renewers::of(decision, policy, auto_renew);

@@ -200,6 +200,9 @@ pub struct PassView<'a> {
     pub down: &'a [SourceKey],
     /// Instances whose auto-renew attributes could not be read: (account, instance id).
     pub auto_renew_unknown: &'a [(Arc<str>, String)],
+    /// Pairs of config entries seen to reach one cloud account (they listed the same
+    /// instances): each forecasts the charges of all of them against the one balance.
+    pub shared: &'a [(String, String)],
     /// What the scan saw of the instances the last forecasts counted.
     pub watched: &'a HashMap<String, Watched>,
 }
@@ -216,14 +219,12 @@ pub async fn forecast_accounts(
         return Vec::new();
     }
     let until = window_end(now, config.funds.horizon);
+    forget_stale_balances(config, memory, &view, now);
     // Accounts are forecast side by side: the pass waits for one balance call, not one each.
     let each = config.accounts.iter().filter_map(|account| {
         let client = accounts.iter().find(|a| a.name == account.name)?;
         let view = &view;
         Some(async move {
-            if memory.expiry_moved(&account.name, view.watched, view.renewed) {
-                memory.forget_balance(&account.name);
-            }
             let balance = balance_of(config, account, client, memory, now).await;
             let charges = account_charges(config, account, client, memory, view, now).await;
             forecast(&account.name, &balance, charges, until)
@@ -244,8 +245,57 @@ pub async fn forecast_accounts(
     all
 }
 
+/// Forgets the balance of every entry whose cloud account was charged since it was read: an
+/// instance it counted moved its expiry, or its remembered balance is gone (this pass's
+/// orders, a renewal whose answer was lost) or too old (an entry not asking, with
+/// `[accounts.funds] enabled = false`, makes none ask). Entries reaching one cloud account
+/// share one balance, so what makes one of them ask again makes all of them ask: otherwise
+/// one shows the balance after a charge and another the balance from before it.
+fn forget_stale_balances(
+    config: &Config,
+    memory: &FundsMemory,
+    view: &PassView<'_>,
+    now: DateTime<Utc>,
+) {
+    let interval = config.funds.balance_interval;
+    let stale: Vec<&str> = config
+        .accounts
+        .iter()
+        .filter(|a| a.funds_enabled)
+        .map(|a| a.name.as_str())
+        .filter(|name| {
+            memory.expiry_moved(name, view.watched, view.renewed)
+                || memory.fresh_balance(name, now, interval).is_none()
+        })
+        .collect();
+    for name in stale {
+        for entry in one_cloud_account(name, view.shared) {
+            memory.forget_balance(entry);
+        }
+    }
+}
+
+/// `entry` and the entries `shared` links it to, directly or through others.
+fn one_cloud_account<'a>(entry: &'a str, shared: &'a [(String, String)]) -> HashSet<&'a str> {
+    let mut group = HashSet::from([entry]);
+    loop {
+        let before = group.len();
+        for (a, b) in shared {
+            if group.contains(a.as_str()) || group.contains(b.as_str()) {
+                group.insert(a);
+                group.insert(b);
+            }
+        }
+        if group.len() == before {
+            return group;
+        }
+    }
+}
+
 /// One account's charges in the window, each priced or named unpriced, and the sources whose
-/// charges are missing; the instances counted are remembered for the next pass.
+/// charges are missing; the instances counted are remembered for the next pass. Entries seen
+/// to reach the same cloud account are counted together: each has only its share of the
+/// instances (each instance is managed through one entry), but one balance pays for all.
 async fn account_charges(
     config: &Config,
     account: &crate::config::Account,
@@ -254,18 +304,20 @@ async fn account_charges(
     view: &PassView<'_>,
     now: DateTime<Utc>,
 ) -> WindowCharges {
+    let group = one_cloud_account(&account.name, view.shared);
+    let mine_entry = |name: &str| group.contains(name);
     let mut charges = WindowCharges {
         billing_currency: account.currency.clone(),
         sources_down: view
             .down
             .iter()
-            .filter(|k| k.account == account.name)
+            .filter(|k| mine_entry(&k.account))
             .map(ToString::to_string)
             .collect(),
         auto_renew_unknown: view
             .auto_renew_unknown
             .iter()
-            .filter(|(a, id)| **a == *account.name && !view.renewed.contains(id))
+            .filter(|(a, id)| mine_entry(a) && !view.renewed.contains(id))
             .map(|(_, id)| id.clone())
             .collect(),
         ..WindowCharges::default()
@@ -274,7 +326,7 @@ async fn account_charges(
     let mine = view
         .upcoming
         .iter()
-        .filter(|u| *u.account == *account.name && !view.renewed.contains(&u.instance_id));
+        .filter(|u| mine_entry(&u.account) && !view.renewed.contains(&u.instance_id));
     for item in mine {
         counted.insert(item.instance_id.clone(), item.expiry);
         let (instance_id, at, by) = (item.instance_id.clone(), item.seed.at, item.seed.by);

@@ -372,6 +372,7 @@ fn subject(i: usize, inst: &Inst, price: impl Fn(u32, PeriodUnit) -> i64) -> Sub
                     period: duration,
                     unit,
                     after: Duration::hours(h),
+                    first_at: None,
                 },
                 None => Daemon::Never,
             },
@@ -399,8 +400,11 @@ fn subject(i: usize, inst: &Inst, price: impl Fn(u32, PeriodUnit) -> i64) -> Sub
 
 // ------------------------------------------------------------------ the check
 
-/// A forecast charge or unpriced charge, as the oracle states one (`cents` None: unpriced).
-fn forecast_charges(f: &Forecast) -> Vec<(DateTime<Utc>, String, &'static str, Option<i64>)> {
+/// A forecast's charges and unpriced charges, as the oracle states one (`cents` None:
+/// unpriced), in time order. The state-machine test compares with it too.
+pub(crate) fn forecast_charges(
+    f: &Forecast,
+) -> Vec<(DateTime<Utc>, String, &'static str, Option<i64>)> {
     let by = |b: ChargeBy| match b {
         ChargeBy::Daemon => "ecs-renewd",
         ChargeBy::Provider => "auto-renew",
@@ -605,7 +609,17 @@ fn the_forecast_agrees_with_the_oracle_over_random_fleets() {
             .block_on(run_case(&case, &tally))
             .map_err(TestCaseError::fail)
     });
+    let command = format!(
+        "{}ECS_RENEWD_ORACLE_SEED={seed} cargo test --release --test it forecast_oracle -- --nocapture",
+        if variant == "long" {
+            "ECS_RENEWD_ORACLE=long "
+        } else {
+            ""
+        }
+    );
     let mut figures = serde_json::json!({
+        "command": command,
+        "variant": variant,
         "seed": seed,
         "cases": cases,
         "seconds": started.elapsed().as_secs(),

@@ -280,6 +280,41 @@ async fn two_entries_for_one_cloud_account_charge_each_instance_once() {
     );
 }
 
+/// Found by the state machine's long run: two entries reaching one cloud account split its
+/// instances between them, and each entry's forecast set its half against the whole balance —
+/// both said covered while the account was short. Entries this pass saw list the same
+/// instances are one account to the forecast: each entry's forecast counts all their charges.
+#[tokio::test]
+async fn two_entries_for_one_cloud_account_forecast_its_charges_together() {
+    let a = instance_spec("i-hz", "2026-03-20T16:00Z");
+    let mut b = instance_spec("i-bj", "2026-03-20T16:00Z");
+    b.region = "cn-beijing".into();
+    let mut fleet = harness_fleet(NOW, 150.0, vec![a, b]);
+    fleet.accounts[0].access_keys.push(AccessKeySpec {
+        id: TWIN_KEY.0.into(),
+        secret: TWIN_KEY.1.into(),
+        security_token: None,
+        expires_at: None,
+        denied_actions: vec![],
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let probe = Harness::start(fleet, RENEW_ALL).await;
+    // The twin entry also scans cn-beijing, which only it lists.
+    let twin = twin_entry(dir.path(), &probe.emulator).replace(
+        "[accounts.credentials]",
+        "regions = [\"cn-hangzhou\", \"cn-beijing\"]\n[accounts.credentials]",
+    );
+    let extra = format!("{twin}{RENEW_ALL}");
+    drop(probe.engine);
+    let engine = Harness::engine(&probe.emulator, &probe.clock, probe.state.path(), &extra).await;
+    let summary = engine.run_pass().await.unwrap();
+    assert_eq!(summary.funds.len(), 2, "{summary:?}");
+    for f in &summary.funds {
+        assert_eq!(f.upcoming.cents, 20_000, "{f:#?}");
+        assert!(f.short(), "{f:#?}");
+    }
+}
+
 /// The same AccessKey in two entries is refused by `check-config` (exit 78), naming both.
 #[tokio::test]
 async fn check_config_refuses_two_entries_with_the_same_access_key() {

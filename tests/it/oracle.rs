@@ -64,10 +64,11 @@ impl Schedule {
     /// Whether the provider tries to renew an instance expiring at `expiry` at the moment `m`
     /// (it only ever tries before the expiry).
     fn tries(self, expiry: DateTime<Utc>, m: DateTime<Utc>) -> bool {
-        let local = m.with_timezone(&east8());
-        if (local.hour(), local.minute(), local.second()) != (8, 0, 0) || m >= expiry {
+        // The attempt is at 08:00:00 sharp; a moment after it (a pass a second later) is not.
+        if m != day_start(m) + Duration::hours(8) || m >= expiry {
             return false;
         }
+        let local = m.with_timezone(&east8());
         let offset = (local.date_naive() - expiry.with_timezone(&east8()).date_naive()).num_days();
         self.days().contains(&offset)
     }
@@ -108,11 +109,13 @@ pub enum Daemon {
         before: Duration,
         first_at: Option<DateTime<Utc>>,
     },
-    /// An `auto-renew` policy's fallback, `after` the provider's first attempt.
+    /// An `auto-renew` policy's fallback, `after` the provider's first attempt; the first
+    /// cycle not before `first_at` (a backoff), when given.
     Fallback {
         period: u32,
         unit: PeriodUnit,
         after: Duration,
+        first_at: Option<DateTime<Utc>>,
     },
 }
 
@@ -187,6 +190,7 @@ fn daemon_due(
             period,
             unit,
             after,
+            first_at,
         } => {
             let at = if schedule.any_left(expiry, from) {
                 fallback_at(schedule, expiry, after)
@@ -199,7 +203,11 @@ fn daemon_due(
                     .unwrap_or(from)
                     .min(expiry)
             };
-            Some((at.max(from), period, unit))
+            let mut at = at.max(from);
+            if first_cycle && let Some(f) = first_at {
+                at = at.max(f);
+            }
+            Some((at, period, unit))
         }
     }
 }

@@ -582,6 +582,77 @@ fn auto_renew_keeps_the_attributes_and_falls_back_after_a_missed_deduction() {
     assert!(without.renew.is_none() && without.deduction_overdue);
 }
 
+/// Found by the state machine's long run: an attempt that may have charged, then failed for
+/// funds, leaves the instance pending verification while the policy does not renew (here the
+/// fallback waits for the day's deduction run to end). The intent is resent when the policy
+/// renews again, so that charge is due then and the forecast counts it; only an order placed
+/// leaves nothing of ours to come for the cycle.
+#[test]
+fn a_maybe_charged_renewal_resent_later_is_due_then_and_forecast() {
+    use crate::policy::{ChargeBy, charges_for};
+    let policies = [auto_policy(true)];
+    let i = instance("i-1", "2026-03-29T16:00Z");
+    let open = |status| History {
+        intent: Some(IntentView {
+            token: "tok-1".into(),
+            old_expiry: i.expired_time,
+            period: 1,
+            unit: PeriodUnit::Month,
+            status,
+            maybe_charged: true,
+        }),
+        failed_attempts: 7,
+        retry_at: Some(t("2026-03-29T03:58Z")),
+        refusals: 0,
+    };
+    let now = "2026-03-29T04:00Z";
+    let window = (t(now), t("2026-04-06T00:00Z"));
+    let a = attrs("i-1", RenewalStatus::AutoRenewal);
+    let failed = open(IntentStatus::Failed {
+        class: ErrorClass::Funds,
+        code: "InvalidAccountStatus.NotEnoughBalance".into(),
+    });
+    for history in [failed, open(IntentStatus::Unknown)] {
+        let d = run(&policies, &i, RenewalStatus::AutoRenewal, &history, now);
+        assert_eq!(
+            (d.state, d.renew.is_none(), d.due_at),
+            (
+                InstanceState::PendingVerification,
+                true,
+                Some(t("2026-03-29T10:00Z"))
+            ),
+            "{history:?}"
+        );
+        let seeds = charges_for(
+            &d,
+            Some(&policies[0]),
+            &i,
+            Some(&a),
+            DeductionSchedule::NineDaysDaily,
+            window,
+        );
+        assert_eq!(
+            seeds.first().map(|s| (s.at, s.by)),
+            Some((t("2026-03-29T10:00Z"), ChargeBy::Daemon)),
+            "{history:?}"
+        );
+    }
+    let ordered = open(IntentStatus::Ordered {
+        order_id: "o-1".into(),
+    });
+    let d = run(&policies, &i, RenewalStatus::AutoRenewal, &ordered, now);
+    assert_eq!(d.state, InstanceState::PendingVerification);
+    let seeds = charges_for(
+        &d,
+        Some(&policies[0]),
+        &i,
+        Some(&a),
+        DeductionSchedule::NineDaysDaily,
+        window,
+    );
+    assert_eq!(seeds, vec![]);
+}
+
 // ---- properties ----
 
 prop_compose! {

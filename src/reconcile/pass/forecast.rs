@@ -3,7 +3,7 @@
 //! and the pass record show it, with the instances the provider's auto-renew can no longer
 //! renew in time. Never fails the pass: what cannot be known is said so.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use super::observe::Observed;
@@ -45,6 +45,25 @@ fn publish_too_late(
     }
 }
 
+/// Pairs of config entries this pass saw list the same instances: they reach one cloud
+/// account, whose one balance pays for the charges of both.
+fn shared_accounts(observed: &Observed) -> Vec<(String, String)> {
+    let account_of: HashMap<String, &str> = observed
+        .reports
+        .iter()
+        .map(|r| (r.key.to_string(), r.key.account.as_str()))
+        .collect();
+    let mut pairs = BTreeSet::new();
+    for d in &observed.assessment.duplicates {
+        if let (Some(kept), Some(dropped)) = (account_of.get(&d.kept), account_of.get(&d.dropped))
+            && kept != dropped
+        {
+            pairs.insert((kept.to_string(), dropped.to_string()));
+        }
+    }
+    pairs.into_iter().collect()
+}
+
 /// Runs the phase, after this pass's new `orders` and renewals whose answer was lost (the
 /// accounts they `maybe_charged`).
 pub async fn forecast(
@@ -66,7 +85,9 @@ pub async fn forecast(
         .filter(|r| !r.ok())
         .map(|r| r.key.clone())
         .collect();
+    let shared = shared_accounts(observed);
     let view = PassView {
+        shared: &shared,
         upcoming: &observed.assessment.upcoming,
         renewed: &renewed,
         down: &down,

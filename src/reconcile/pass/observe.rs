@@ -167,7 +167,7 @@ fn report_duplicates(
     for pair in pairs.values() {
         *per_source.entry(&pair.dropped).or_default() += pair.instances as i64;
         tracing::warn!(kept = %pair.kept, dropped = %pair.dropped, instances = pair.instances, example = %pair.example,
-            "two config entries list the same instances (they reach one cloud account): each is managed once; merge the entries or give them regions that do not overlap");
+            "two config entries list the same instances (they reach one cloud account): each is managed once and the funds forecast counts their charges together; merge the entries into one");
     }
     for report in reports {
         let name = report.key.to_string();

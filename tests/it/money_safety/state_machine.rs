@@ -1057,6 +1057,41 @@ fn run_case(delayed: bool, replay: bool, seed: u64, ops: &[Op], totals: &Totals)
     })
 }
 
+/// Found by the long run (seed 20261130), shrunk: two entries reach one cloud account; one
+/// renews an instance while the other still remembers the balance from before the charge.
+/// Each showed its own balance, and the twin's was the one from before the order.
+#[test]
+fn entries_of_one_cloud_account_forget_the_balance_either_of_them_charged() {
+    let knobs = |main_entry, renew, fallback, dry_run, tight_daily_count| Knobs {
+        main_entry,
+        twin_entry: true,
+        renew,
+        fallback,
+        dry_run,
+        tight_daily_count,
+        spend_limit: None,
+        tight_enables: false,
+    };
+    let ops = [
+        Op::Reload(knobs(false, RenewMode::Skip, true, true, false)),
+        Op::Advance { minutes: 2880 },
+        Op::Fault {
+            action: Action::RenewInstance,
+            answer: Answer::Code(39),
+            count: 3,
+        },
+        Op::Reload(knobs(
+            true,
+            RenewMode::Renew { months: 2 },
+            false,
+            false,
+            true,
+        )),
+        Op::Advance { minutes: 195 },
+    ];
+    run_case(false, false, 0, &ops, &Totals::default()).unwrap();
+}
+
 #[test]
 fn random_sequences_keep_every_money_promise_and_the_call_budget() {
     let options = options();
