@@ -119,7 +119,7 @@ EXPORTED = {
     "dry_run", "build_info", "schedule_interval_seconds", "instances_undecodable_total",
     "renewals_refused", "source_duplicate_instances", "auto_renew_too_late",
     "account_available_amount", "upcoming_charges", "funds_shortfall_timestamp_seconds",
-    "upcoming_charges_unpriced",
+    "upcoming_charges_unpriced", "funds_forecast_incomplete",
 }
 HISTOGRAMS = {"api_request_duration_seconds"}
 def unknown_metrics(expr):

@@ -167,8 +167,12 @@ def state_machine_section(sm):
         "restarts. After every pass and every step: at most one order of ours per instance and "
         "expiry (and none before an earlier one showed), every order recorded and counted by the "
         "belts, no lapse of a due renew-policy instance after a calm pass, API calls and passes "
-        "within what the cadence and the retries justify, retry passes never within the "
-        "backoff floor. A failure is shrunk to a minimal sequence.",
+        "within what the cadence and the retries justify, balance reads within the rule of "
+        "docs/how-it-works.md, retry passes never within the backoff floor, and the pass's funds "
+        "forecast against the oracle (tests/it/oracle.rs): never covered while the oracle is "
+        "short, the same charges after a quiet pass. Each case runs under one of the two "
+        "readings of a refused ClientToken (the emulator's failed_tokens). A failure is shrunk "
+        "to a minimal sequence.",
         "",
         "| figure | value |",
         "|---|---:|",
@@ -186,10 +190,45 @@ def state_machine_section(sm):
         ("restarts", "restarts"),
         ("kills_during_renewal", "kills during a renewal"),
         ("calm_pass_lapse_checks", "calm passes checked for lapses"),
+        ("forecast_oracle_checks", "forecasts checked against the oracle"),
+        ("quiet_forecast_oracle_checks", "of them after a quiet pass (charges compared)"),
+        ("cases_replaying_failed_tokens", "cases whose provider replays a refused token"),
         ("seconds", "seconds"),
     ]:
-        lines.append(f"| {words} | {number(sm[key])} |")
+        if key in sm:
+            lines.append(f"| {words} | {number(sm[key])} |")
     lines += ["", f"Result: {'passed' if sm['passed'] else 'FAILED'}.", ""]
+    return lines
+
+
+def oracle_section(oracle):
+    lines = [
+        "## The funds forecast against the oracle",
+        "",
+        f"`{oracle['command']}`",
+        "",
+        "Random fleets (every policy action, RenewalStatus, both deduction schedules, period units, "
+        "currencies, expiries around 08:00 and 18:00 UTC+8 and 16:00Z, balances, one region down) "
+        "started in the emulator; `plan`'s forecast is compared with tests/it/oracle.rs, a model "
+        "that shares no code with the forecast: with every source up the same charges and "
+        "shortfall, and never covered while the oracle is short.",
+        "",
+        "| figure | value |",
+        "|---|---:|",
+    ]
+    for key, words in [
+        ("cases", "cases"),
+        ("cases_with_charges", "cases with charges in the window"),
+        ("oracle_charges", "charges the oracle expected"),
+        ("provider_charges", "of them by the provider's auto-renew"),
+        ("cases_short", "cases where the account is short"),
+        ("cases_with_unpriced", "cases with an unpriced charge"),
+        ("cases_with_a_source_down", "cases with a region down"),
+        ("seconds", "seconds"),
+    ]:
+        if key in oracle:
+            lines.append(f"| {words} | {number(oracle[key])} |")
+    lines += ["", f"Result: {'passed' if oracle['passed'] else 'FAILED'}.", ""]
     return lines
 
 
@@ -235,6 +274,8 @@ def main():
     fuzz_log = FIGURES / f"fuzz-{args.variant}.log"
     sm_path = FIGURES / f"state-machine-{args.variant}.json"
     sm = json.loads(sm_path.read_text()) if sm_path.exists() else None
+    oracle_path = FIGURES / f"forecast-oracle-{args.variant}.json"
+    oracle = json.loads(oracle_path.read_text()) if oracle_path.exists() else None
 
     lines = [
         "# Reliability",
@@ -247,11 +288,13 @@ def main():
         "cargo test --release --test it bad_input::",
         f"{FUZZ_COMMAND} 2>&1 | tee target/reliability/fuzz-{args.variant}.log",
         *([sm["command"]] if sm else []),
+        *([oracle["command"]] if oracle else []),
         f"python3 scripts/reliability-report.py --variant {args.variant}",
         "```",
         "",
         "CI runs the smaller `ci` variant of the soak (2,000 instances, 60 days, 20 SIGKILLs), "
-        "every bad input, 256 fuzz cases per property and 24 state-machine cases on every push; "
+        "every bad input, 256 fuzz cases per property, 24 state-machine cases and 128 oracle "
+        "cases on every push; "
         "the figures below come from the long variant.",
         "",
         "The two questions: **can this charge twice?** Double charges below: "
@@ -267,6 +310,10 @@ def main():
         lines += state_machine_section(sm)
     else:
         print(f"note: {sm_path} missing; the state-machine section is left out", file=sys.stderr)
+    if oracle:
+        lines += oracle_section(oracle)
+    else:
+        print(f"note: {oracle_path} missing; the oracle section is left out", file=sys.stderr)
     if fuzz_log.exists():
         lines += fuzz_section(fuzz_log.read_text(), args.variant)
     else:

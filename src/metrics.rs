@@ -451,7 +451,8 @@ pub struct FundsMetrics {
     /// `upcoming_charges` because they could not be priced.
     pub unpriced: IntGaugeVec,
     /// `funds_forecast_incomplete{account,reason}`: 1 while the account's forecast cannot see
-    /// something (a source down, unpriced charges, the balance), 0 otherwise.
+    /// something (a source down, unpriced charges, the balance, auto-renew attributes), 0
+    /// otherwise.
     pub incomplete: IntGaugeVec,
 }
 
@@ -488,7 +489,7 @@ impl FundsMetrics {
         let incomplete = registrar.register(IntGaugeVec::new(
             Opts::new(
                 name("funds_forecast_incomplete"),
-                "1 while the account's funds forecast cannot see something, by reason (source_down: a source could not be scanned; unpriced: charges without a price; balance_unknown: the balance could not be read): never read as covered",
+                "1 while the account's funds forecast cannot see something, by reason (source_down: a source could not be scanned; unpriced: charges without a price; balance_unknown: the balance could not be read; auto_renew_unknown: auto-renew attributes could not be read): never read as covered",
             ),
             &["account", "reason"],
         ));

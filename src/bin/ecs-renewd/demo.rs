@@ -610,10 +610,29 @@ fn summarize(
 }
 
 /// Writes the renewals ecs-renewd ordered: how many and whether all were verified, how many
-/// were card-declined fallbacks, and which succeeded only on a later attempt.
+/// were card-declined fallbacks, and which succeeded only after refusals (each refused attempt
+/// of the cycle is an intent of its own, the next with a fresh ClientToken: a refusal leaves
+/// no order) or on a later attempt with the same ClientToken (an answer lost).
 fn write_renewals(out: &mut String, renewals: &[&HistoryEntry], funds_failures: usize) {
     let ordered: Vec<_> = renewals.iter().filter(|r| r.order_id.is_some()).collect();
-    let retried: Vec<_> = ordered.iter().filter(|r| r.attempts > 1).collect();
+    let refusals_before = |r: &HistoryEntry| {
+        renewals
+            .iter()
+            .filter(|e| {
+                // A refused intent is settled as superseded once the cycle's order shows.
+                e.instance_id == r.instance_id
+                    && e.old_expiry == r.old_expiry
+                    && e.order_id.is_none()
+                    && e.error.is_some()
+                    && e.at < r.at
+            })
+            .count()
+    };
+    let retried: Vec<_> = ordered
+        .iter()
+        .map(|r| (r, refusals_before(r)))
+        .filter(|(r, refused)| r.attempts > 1 || *refused > 0)
+        .collect();
     let _ = writeln!(
         out,
         "renewed by ecs-renewd: {} instance(s), every one verified by its new expiry: {}",
@@ -630,13 +649,13 @@ fn write_renewals(out: &mut String, renewals: &[&HistoryEntry], funds_failures: 
     );
     let _ = writeln!(
         out,
-        "charges that failed and were retried: {funds_failures} failure(s) for lack of funds before the top-up; {} renewal(s) succeeded on a later attempt with the same ClientToken",
+        "charges that failed and were retried: {funds_failures} failure(s) for lack of funds before the top-up; {} renewal(s) succeeded on a later attempt",
         retried.len()
     );
-    for r in &retried {
+    for (r, refused) in &retried {
         let _ = writeln!(
             out,
-            "  {} {}: {} attempts, order {}",
+            "  {} {}: ordered after {refused} refusal(s) (a fresh ClientToken after each: no order existed) and {} attempt(s) with its own token, order {}",
             r.account,
             r.instance_id,
             r.attempts,
