@@ -25,6 +25,7 @@ mod intents;
 mod lock;
 mod migrations;
 mod passes;
+pub mod postgres;
 mod renewals;
 mod rows;
 mod spend;

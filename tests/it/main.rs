@@ -25,6 +25,7 @@ mod layers;
 mod money_safety;
 mod oracle;
 mod plan;
+mod postgres;
 mod process;
 mod renewals;
 mod sdk_compat;

@@ -1,6 +1,8 @@
 //! Shared test helpers: a scripted loopback HTTP stub that records every request, helpers to
 //! build clients against it, the emulator harness and fleet builders, and the one log capture.
 
+pub mod postgres;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

@@ -1,0 +1,15 @@
+//! The ledger's PostgreSQL side, for two replicas sharing one ledger (docs/architecture.md,
+//! "Two replicas"): a session with the timeouts that keep a stopped peer from blocking a
+//! takeover (`session`), the schema as numbered migrations applied once under an advisory lock
+//! (`migrations`), and the leader lease whose epoch fences every write (`lease`).
+//!
+//! Why PostgreSQL, why one engine for the ledger and the lease, and why `tokio-postgres`:
+//! docs/architecture.md. The statements are hand-written beside the SQLite ones.
+
+mod lease;
+mod migrations;
+mod session;
+
+pub use lease::{Fenced, LEASE_NAME, Lease, LeaseError, Term, fence, holder_id};
+pub use migrations::{MIGRATIONS, MigrateError, migrate};
+pub use session::{Session, SessionError, SessionTimeouts};

@@ -1,0 +1,310 @@
+//! The PostgreSQL ledger's schema and leader lease against a real server
+//! (`support::postgres`): migrations applied once when two replicas start together, a newer
+//! schema refused, the lease taken only once expired with the epoch raised by each take, a
+//! write after a takeover fenced and rolled back, a takeover waiting for a fenced write in
+//! flight, a session stopped inside a transaction ended by the server so the takeover proceeds,
+//! and connection errors that say where and why without the password.
+
+use std::time::Duration;
+
+use ecs_renewd::ledger::postgres::{
+    Fenced, Lease, LeaseError, MIGRATIONS, MigrateError, Session, SessionError, SessionTimeouts,
+    fence, migrate,
+};
+
+use crate::support::postgres::fresh_database;
+
+async fn session(url: &str) -> Session {
+    Session::connect(url, SessionTimeouts::default())
+        .await
+        .unwrap()
+}
+
+async fn migrated() -> (String, Session) {
+    let url = fresh_database().await;
+    let mut s = session(&url).await;
+    migrate(&mut s.client).await.unwrap();
+    (url, s)
+}
+
+fn lease(holder: &str) -> Lease {
+    Lease {
+        holder: holder.into(),
+        duration: Duration::from_secs(60),
+    }
+}
+
+/// Ends the lease now, as its running out would (the test does not wait a lease out).
+async fn expire(s: &Session) {
+    s.client
+        .execute(
+            "UPDATE leader_lease SET expires_at = clock_timestamp() - interval '1 second'",
+            &[],
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn two_replicas_starting_together_migrate_once() {
+    let url = fresh_database().await;
+    let (mut a, mut b) = (session(&url).await, session(&url).await);
+    let (ra, rb) = tokio::join!(migrate(&mut a.client), migrate(&mut b.client));
+    assert_eq!(
+        (ra.unwrap(), rb.unwrap()),
+        (MIGRATIONS.len() as i32, MIGRATIONS.len() as i32)
+    );
+    let applied: i64 = a
+        .client
+        .query_one("SELECT count(*) FROM schema_migrations", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(applied, MIGRATIONS.len() as i64);
+    let leases: i64 = a
+        .client
+        .query_one("SELECT count(*) FROM leader_lease", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(leases, 1, "the lease row is seeded once");
+    // A third start finds nothing to do.
+    assert_eq!(
+        migrate(&mut a.client).await.unwrap(),
+        MIGRATIONS.len() as i32
+    );
+}
+
+#[tokio::test]
+async fn a_schema_written_by_a_newer_build_is_refused() {
+    let (_url, mut s) = migrated().await;
+    s.client
+        .execute("INSERT INTO schema_migrations (version) VALUES (99)", &[])
+        .await
+        .unwrap();
+    let error = migrate(&mut s.client).await.unwrap_err();
+    assert!(
+        matches!(error, MigrateError::Newer { found: 99, .. }),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("newer ecs-renewd"), "{error}");
+}
+
+#[tokio::test]
+async fn the_lease_is_taken_only_once_expired_and_each_take_raises_the_epoch() {
+    let (_url, s) = migrated().await;
+    let (a, b) = (lease("host-a:1:aa"), lease("host-b:2:bb"));
+    let term_a = a
+        .campaign(&s.client)
+        .await
+        .unwrap()
+        .expect("a free lease is taken");
+    assert_eq!(term_a.epoch, 1);
+    assert_eq!(
+        b.campaign(&s.client).await.unwrap(),
+        None,
+        "held: not taken"
+    );
+    a.renew(&s.client, &term_a).await.unwrap();
+    expire(&s).await;
+    let term_b = b
+        .campaign(&s.client)
+        .await
+        .unwrap()
+        .expect("an expired lease is taken");
+    assert_eq!(term_b.epoch, 2);
+    let lost = a.renew(&s.client, &term_a).await.unwrap_err();
+    assert!(
+        matches!(lost, LeaseError::Lost(Fenced { epoch: 1, .. })),
+        "{lost:?}"
+    );
+    // Resigning ends the term at once: the next candidate takes over without waiting it out.
+    b.resign(&s.client, &term_b).await.unwrap();
+    let term_a2 = a
+        .campaign(&s.client)
+        .await
+        .unwrap()
+        .expect("a released lease is taken");
+    assert_eq!(term_a2.epoch, 3);
+}
+
+#[tokio::test]
+async fn a_write_after_a_takeover_is_fenced_and_rolled_back() {
+    let (_url, mut s) = migrated().await;
+    let a = lease("host-a:1:aa");
+    let term = a.campaign(&s.client).await.unwrap().unwrap();
+    let write = |cents: i64| {
+        format!(
+            "INSERT INTO spend (day, currency, cents) VALUES ('2026-12-07', 'CNY', {cents}) ON CONFLICT (day, currency) DO UPDATE SET cents = spend.cents + excluded.cents"
+        )
+    };
+    let tx = s.client.transaction().await.unwrap();
+    fence(&tx, &term).await.unwrap();
+    tx.batch_execute(&write(100)).await.unwrap();
+    tx.commit().await.unwrap();
+    // Another replica takes the lease (here: by SQL, as a standby would once it expired).
+    s.client
+        .execute(
+            "UPDATE leader_lease SET holder = 'host-b:2:bb', epoch = epoch + 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    let tx = s.client.transaction().await.unwrap();
+    let error = fence(&tx, &term).await.unwrap_err();
+    assert!(matches!(error, LeaseError::Lost(_)), "{error:?}");
+    assert!(error.to_string().contains("rolled back"), "{error}");
+    drop(tx);
+    let cents: i64 = s
+        .client
+        .query_one("SELECT cents FROM spend", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(cents, 100, "only the write under the held lease is there");
+}
+
+/// Whether `pid`'s backend waits for a lock.
+async fn waits_for_a_lock(s: &Session, pid: i32) -> bool {
+    s.client
+        .query_one(
+            "SELECT coalesce(wait_event_type = 'Lock', false) FROM pg_stat_activity WHERE pid = $1",
+            &[&pid],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Polls `condition` (each poll a query) until it holds, failing after `limit`.
+async fn until(limit: Duration, what: &str, mut condition: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !condition().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_takeover_waits_for_a_fenced_write_in_flight_which_then_stands() {
+    let (url, mut a_session) = migrated().await;
+    let watcher = session(&url).await;
+    let a = lease("host-a:1:aa");
+    let term = a.campaign(&a_session.client).await.unwrap().unwrap();
+    let tx = a_session.client.transaction().await.unwrap();
+    fence(&tx, &term).await.unwrap();
+    // The standby's takeover (the lease has run out by then) must wait for the write in flight.
+    let b_session = session(&url).await;
+    let b_pid: i32 = b_session
+        .client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let takeover = tokio::spawn(async move {
+        b_session
+            .client
+            .execute(
+                "UPDATE leader_lease SET holder = 'host-b:2:bb', epoch = epoch + 1",
+                &[],
+            )
+            .await
+            .unwrap()
+    });
+    until(
+        Duration::from_secs(10),
+        "the takeover waits for the lease row",
+        async || waits_for_a_lock(&watcher, b_pid).await,
+    )
+    .await;
+    assert!(!takeover.is_finished());
+    tx.batch_execute("INSERT INTO renewal_days (day, renewals) VALUES ('2026-12-07', 1)")
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(10), takeover)
+            .await
+            .unwrap()
+            .unwrap(),
+        1
+    );
+    let days: i64 = watcher
+        .client
+        .query_one("SELECT count(*) FROM renewal_days", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        days, 1,
+        "the write that held the fence before the takeover stands"
+    );
+    let tx = a_session.client.transaction().await.unwrap();
+    assert!(matches!(fence(&tx, &term).await, Err(LeaseError::Lost(_))));
+}
+
+#[tokio::test]
+async fn a_leader_stopped_inside_a_transaction_is_ended_by_the_server_and_the_takeover_proceeds() {
+    let url = fresh_database().await;
+    let short = SessionTimeouts {
+        idle_in_transaction: Duration::from_millis(300),
+        ..SessionTimeouts::default()
+    };
+    let mut stuck = Session::connect(&url, short).await.unwrap();
+    migrate(&mut stuck.client).await.unwrap();
+    let a = lease("host-a:1:aa");
+    let term = a.campaign(&stuck.client).await.unwrap().unwrap();
+    let tx = stuck.client.transaction().await.unwrap();
+    fence(&tx, &term).await.unwrap();
+    // The leader now sends nothing more, as if SIGSTOPped inside its transaction.
+    let b = session(&url).await;
+    let taken = tokio::time::timeout(
+        Duration::from_secs(10),
+        b.client.execute(
+            "UPDATE leader_lease SET holder = 'host-b:2:bb', epoch = epoch + 1",
+            &[],
+        ),
+    )
+    .await
+    .expect("the server ends the idle transaction, so the takeover does not wait forever")
+    .unwrap();
+    assert_eq!(taken, 1);
+    let after = tx
+        .batch_execute("INSERT INTO renewal_days (day, renewals) VALUES ('2026-12-07', 1)")
+        .await;
+    assert!(after.is_err(), "the stopped leader's session was ended");
+}
+
+#[tokio::test]
+async fn connection_errors_say_where_and_why_without_the_password() {
+    let unparsable = Session::connect("host=/tmp port=notaport", SessionTimeouts::default())
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        matches!(unparsable, SessionError::Url { .. }),
+        "{unparsable:?}"
+    );
+    let empty = tempfile::tempdir().unwrap();
+    let url = format!(
+        "host={} port=5999 user=ecs_renewd password=hunter2-secret dbname=ledger",
+        empty.path().display()
+    );
+    let unreachable = Session::connect(&url, SessionTimeouts::default())
+        .await
+        .err()
+        .unwrap();
+    let text = format!("{unreachable} {unreachable:?}");
+    assert!(
+        matches!(unreachable, SessionError::Connect { .. }),
+        "{text}"
+    );
+    assert!(text.contains(".s.PGSQL.5999"), "names the socket: {text}");
+    assert!(
+        !text.contains("hunter2"),
+        "the password never shows: {text}"
+    );
+}
