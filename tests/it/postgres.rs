@@ -3,14 +3,19 @@
 //! schema refused, the lease taken only once expired with the epoch raised by each take, a
 //! write after a takeover fenced and rolled back, a takeover waiting for a fenced write in
 //! flight, a session stopped inside a transaction ended by the server so the takeover proceeds,
-//! and connection errors that say where and why without the password.
+//! the keeper renewing its term and ending it when the lease is taken or the database stops
+//! answering past the deadline, and connection errors that say where and why without the
+//! password.
 
 use std::time::Duration;
 
 use ecs_renewd::ledger::postgres::{
-    Fenced, Lease, LeaseError, MIGRATIONS, MigrateError, Session, SessionError, SessionTimeouts,
-    fence, migrate,
+    Fenced, HaTimings, Lease, LeaseError, Lost, MIGRATIONS, MigrateError, Session, SessionError,
+    SessionTimeouts, Term, fence, hold, migrate,
 };
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::support::postgres::fresh_database;
 
@@ -307,4 +312,123 @@ async fn connection_errors_say_where_and_why_without_the_password() {
         !text.contains("hunter2"),
         "the password never shows: {text}"
     );
+}
+
+/// Test timings: lease 3 s, deadline 600 ms, a renewal every 100 ms.
+fn quick() -> HaTimings {
+    HaTimings {
+        lease_duration: Duration::from_secs(3),
+        renew_deadline: Duration::from_millis(600),
+        retry_period: Duration::from_millis(100),
+    }
+}
+
+/// A keeper holding a fresh term on its own session: the term, the session's backend pid,
+/// the renewals' channel, the cancel token and the task.
+async fn keeper(
+    url: &str,
+) -> (
+    Term,
+    i32,
+    watch::Receiver<Instant>,
+    CancellationToken,
+    tokio::task::JoinHandle<Result<(), Lost>>,
+) {
+    let s = session(url).await;
+    let pid: i32 = s
+        .client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let lease = Lease {
+        holder: "host-a:1:aa".into(),
+        duration: quick().lease_duration,
+    };
+    let term = lease.campaign(&s.client).await.unwrap().unwrap();
+    let (tx, rx) = watch::channel(Instant::now());
+    let cancel = CancellationToken::new();
+    let (held, stop) = (term.clone(), cancel.clone());
+    let task =
+        tokio::spawn(async move { hold(&s.client, &lease, &held, quick(), &tx, &stop).await });
+    (term, pid, rx, cancel, task)
+}
+
+#[tokio::test]
+async fn the_keeper_renews_its_term_and_publishes_each_renewal_until_cancelled() {
+    let (url, watcher) = migrated().await;
+    let (_term, _pid, mut renewed, cancel, task) = keeper(&url).await;
+    for _ in 0..3 {
+        tokio::time::timeout(Duration::from_secs(5), renewed.changed())
+            .await
+            .expect("a renewal every retry period")
+            .unwrap();
+    }
+    let left: f64 = watcher
+        .client
+        .query_one(
+            "SELECT extract(epoch FROM expires_at - clock_timestamp())::float8 FROM leader_lease",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        left > 2.0,
+        "renewed for the lease duration from the server's now: {left} s left"
+    );
+    cancel.cancel();
+    let ended = tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(ended.is_ok(), "{ended:?}");
+}
+
+#[tokio::test]
+async fn a_lease_taken_by_another_holder_ends_the_keepers_term_at_its_next_renewal() {
+    let (url, watcher) = migrated().await;
+    let (term, _pid, _renewed, _cancel, task) = keeper(&url).await;
+    watcher
+        .client
+        .execute(
+            "UPDATE leader_lease SET holder = 'host-b:2:bb', epoch = epoch + 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap();
+    match ended {
+        Err(Lost::Fenced(Fenced { epoch, .. })) => assert_eq!(epoch, term.epoch),
+        other => panic!("expected the term fenced, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_database_that_stops_answering_ends_the_term_at_the_renew_deadline() {
+    let (url, watcher) = migrated().await;
+    let (_term, pid, renewed, _cancel, task) = keeper(&url).await;
+    // The server ends the keeper's session: every later renewal fails, as with a database down.
+    watcher
+        .client
+        .execute("SELECT pg_terminate_backend($1)", &[&pid])
+        .await
+        .unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap();
+    let last_ok = *renewed.borrow();
+    match ended {
+        Err(Lost::Deadline {
+            since, deadline, ..
+        }) => {
+            assert!(since >= deadline, "{since:?} < {deadline:?}");
+            assert!(last_ok.elapsed() >= quick().renew_deadline);
+        }
+        other => panic!("expected the deadline to pass, got {other:?}"),
+    }
 }

@@ -1,15 +1,20 @@
 //! The ledger's PostgreSQL side, for two replicas sharing one ledger (docs/architecture.md,
 //! "Two replicas"): a session with the timeouts that keep a stopped peer from blocking a
 //! takeover (`session`), the schema as numbered migrations applied once under an advisory lock
-//! (`migrations`), and the leader lease whose epoch fences every write (`lease`).
+//! (`migrations`), the leader lease whose epoch fences every write (`lease`), the loop that
+//! keeps it (`keeper`) and the rules over its timings (`timing`).
 //!
 //! Why PostgreSQL, why one engine for the ledger and the lease, and why `tokio-postgres`:
 //! docs/architecture.md. The statements are hand-written beside the SQLite ones.
 
+mod keeper;
 mod lease;
 mod migrations;
 mod session;
+mod timing;
 
+pub use keeper::{Lost, hold};
 pub use lease::{Fenced, LEASE_NAME, Lease, LeaseError, Term, fence, holder_id};
 pub use migrations::{MIGRATIONS, MigrateError, migrate};
 pub use session::{Session, SessionError, SessionTimeouts};
+pub use timing::{HaTimings, TimingError};

@@ -1,0 +1,80 @@
+//! The leader's lease loop: renews its term every retry period and publishes when the last
+//! renewal that succeeded began (what [`HaTimings::may_send`] reads before a charge). It ends
+//! with the reason when the term is lost — another holder took the lease, or no renewal
+//! succeeded within the renew deadline — and the process then stops acting (and exits, to be
+//! restarted as a standby: what controller-runtime and cert-manager do); or when cancelled,
+//! after which the caller resigns the lease once its writes are done.
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_postgres::Client;
+use tokio_util::sync::CancellationToken;
+
+use super::lease::{Fenced, Lease, LeaseError, Term};
+use super::timing::HaTimings;
+
+/// Why a term ended without being given up.
+#[derive(Debug, thiserror::Error)]
+pub enum Lost {
+    /// Another holder has the lease.
+    #[error(transparent)]
+    Fenced(#[from] Fenced),
+    /// No renewal succeeded within the renew deadline.
+    #[error(
+        "the leader lease was not renewed for {since:?} (renew_deadline {deadline:?}); last error: {last_error} — this process stops acting and restarts as a standby"
+    )]
+    Deadline {
+        /// Since the start of the last renewal that succeeded.
+        since: Duration,
+        /// The renew deadline.
+        deadline: Duration,
+        /// What the last try answered.
+        last_error: String,
+    },
+}
+
+/// Holds `term` until `cancel` (then `Ok`) or until it is lost. `renewed` carries the instant
+/// the last successful renewal began; it starts as the instant the term was taken.
+pub async fn hold(
+    client: &Client,
+    lease: &Lease,
+    term: &Term,
+    timings: HaTimings,
+    renewed: &watch::Sender<Instant>,
+    cancel: &CancellationToken,
+) -> Result<(), Lost> {
+    let mut last_ok = *renewed.borrow();
+    let mut last_error = String::from("none");
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return Ok(()),
+            () = tokio::time::sleep(timings.retry_period) => {}
+        }
+        let started = Instant::now();
+        let left = timings
+            .renew_deadline
+            .saturating_sub(started.saturating_duration_since(last_ok));
+        match tokio::time::timeout(left, lease.renew(client, term)).await {
+            Ok(Ok(())) => {
+                last_ok = started;
+                renewed.send_replace(started);
+            }
+            Ok(Err(LeaseError::Lost(fenced))) => return Err(Lost::Fenced(fenced)),
+            Ok(Err(error)) => {
+                tracing::warn!("the leader lease could not be renewed (retrying): {error}");
+                last_error = error.to_string();
+            }
+            Err(_) => last_error = format!("no answer within {left:?}"),
+        }
+        let since = Instant::now().saturating_duration_since(last_ok);
+        if since >= timings.renew_deadline {
+            return Err(Lost::Deadline {
+                since,
+                deadline: timings.renew_deadline,
+                last_error,
+            });
+        }
+    }
+}
