@@ -119,7 +119,8 @@ EXPORTED = {
     "dry_run", "build_info", "schedule_interval_seconds", "instances_undecodable_total",
     "renewals_refused", "source_duplicate_instances", "auto_renew_too_late",
     "account_available_amount", "upcoming_charges", "funds_shortfall_timestamp_seconds",
-    "upcoming_charges_unpriced", "funds_forecast_incomplete",
+    "upcoming_charges_unpriced", "funds_forecast_incomplete", "leader", "leader_epoch",
+    "leader_transitions_total", "lease_renewals_total", "fenced_writes_total",
 }
 HISTOGRAMS = {"api_request_duration_seconds"}
 def unknown_metrics(expr):

@@ -100,6 +100,8 @@ pub struct Metrics {
     pub admin_connections_closed_total: IntCounterVec,
     /// The funds forecast's gauges.
     pub funds: FundsMetrics,
+    /// Leadership: whether this process acts, under which epoch, and its lease.
+    pub leadership: LeaderMetrics,
     clock: Arc<dyn Clock>,
     names: Vec<String>,
 }
@@ -438,6 +440,69 @@ fn register_build_info(registrar: &mut Registrar) {
         .set(1);
 }
 
+/// Leadership (docs/architecture.md, "Two replicas"): the acting process exports
+/// `leader 1`, a standby `leader 0`, so `sum(ecs_renewd_leader)` over the replicas is 1 when
+/// all is well. The names are fixed (issue 24): dashboards and alerts use them.
+pub struct LeaderMetrics {
+    /// `leader`: 1 while this process acts (renews, writes the ledger), 0 on standby.
+    pub leader: IntGauge,
+    /// `leader_epoch`: the fencing epoch of this process's term (0 for the one process of a
+    /// SQLite ledger).
+    pub epoch: IntGauge,
+    /// `leader_transitions_total`: times this process became leader or stopped being one.
+    pub transitions_total: IntCounter,
+    /// `lease_renewals_total{result}` (`ok`, `lost`, `error`): the leader's lease renewals.
+    pub lease_renewals_total: IntCounterVec,
+    /// `fenced_writes_total`: ledger writes refused because another process took the lease.
+    pub fenced_writes_total: IntCounter,
+}
+
+impl LeaderMetrics {
+    fn register(registrar: &mut Registrar) -> LeaderMetrics {
+        let leader = registrar.register(IntGauge::new(
+            name("leader"),
+            "1 while this process is the leader (it renews and writes the ledger), 0 on standby",
+        ));
+        let epoch = registrar.register(IntGauge::new(
+            name("leader_epoch"),
+            "The fencing epoch of this process's leadership term (0: the one process of a SQLite ledger)",
+        ));
+        let transitions_total = registrar.register(IntCounter::new(
+            name("leader_transitions_total"),
+            "Times this process became leader or stopped being one",
+        ));
+        let lease_renewals_total = registrar.register(IntCounterVec::new(
+            Opts::new(
+                name("lease_renewals_total"),
+                "The leader's lease renewals by result (ok, lost, error)",
+            ),
+            &["result"],
+        ));
+        let fenced_writes_total = registrar.register(IntCounter::new(
+            name("fenced_writes_total"),
+            "Ledger writes refused because another process took the leader lease",
+        ));
+        for result in ["ok", "lost", "error"] {
+            lease_renewals_total.with_label_values(&[result]);
+        }
+        LeaderMetrics {
+            leader,
+            epoch,
+            transitions_total,
+            lease_renewals_total,
+            fenced_writes_total,
+        }
+    }
+
+    /// This process leads alone: a SQLite ledger has one writer, held by the state
+    /// directory's lock for the life of the process, which is its term (epoch 0).
+    pub fn lead_alone(&self) {
+        self.leader.set(1);
+        self.epoch.set(0);
+        self.transitions_total.inc();
+    }
+}
+
 /// The funds forecast: each account's available amount, the charges coming in the window, and
 /// when they first exceed it.
 pub struct FundsMetrics {
@@ -560,6 +625,7 @@ impl Metrics {
         let daemon = DaemonMetrics::register(&mut registrar);
         let fleet = FleetMetrics::register(&mut registrar);
         let funds = FundsMetrics::register(&mut registrar);
+        let leadership = LeaderMetrics::register(&mut registrar);
         register_build_info(&mut registrar);
         daemon.config_last_reload_successful.set(1);
         registrar
@@ -594,6 +660,7 @@ impl Metrics {
             source_duplicate_instances: fleet.source_duplicate_instances,
             admin_connections_closed_total,
             funds,
+            leadership,
             clock,
             names: registrar.names,
         }

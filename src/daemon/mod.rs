@@ -147,6 +147,8 @@ pub async fn start(setup: Setup) -> Result<Running, DaemonError> {
     let token = admin::auth::configured_token(config.admin.bearer_token_file.as_deref(), &env)?;
     let ledger = Arc::new(Ledger::open(&config.state_dir)?);
     let metrics = Arc::new(Metrics::new(clocks.business.clone()));
+    // The ledger's lock on the state directory, held until the process ends, is its term.
+    metrics.leadership.lead_alone();
     let base = EngineBase {
         ledger: ledger.clone(),
         metrics: metrics.clone(),

@@ -510,6 +510,16 @@ async fn scraped_metrics_show_renewed_failing_and_excluded_instances() {
         metric(&text, "ecs_renewd_schedule_interval_seconds"),
         Some(2.0)
     );
+    // The one process of a SQLite ledger leads alone, under epoch 0, from its start.
+    for (name, value) in [
+        ("ecs_renewd_leader", 1.0),
+        ("ecs_renewd_leader_epoch", 0.0),
+        ("ecs_renewd_leader_transitions_total", 1.0),
+        ("ecs_renewd_fenced_writes_total", 0.0),
+        ("ecs_renewd_lease_renewals_total{result=\"lost\"}", 0.0),
+    ] {
+        assert_eq!(metric(&text, name), Some(value), "{name}: {text}");
+    }
     assert!(text.contains("ecs_renewd_api_requests_total{action=\"RenewInstance\",class=\"funds\",region=\"cn-hangzhou\"} 1"), "{text}");
     let (status, body) = daemon.get("/status").await;
     assert_eq!(status, 200);
