@@ -2,6 +2,7 @@
 //! no process exit happens below `main`.
 
 pub mod check_config;
+pub mod ledger;
 pub mod once;
 pub mod plan;
 pub mod run;

@@ -223,6 +223,9 @@ pub struct Decision {
     /// renewal of ours is to come for this cycle (an attempt that only may have charged is
     /// resent when the policy renews again, so it is not this).
     pub ordered: bool,
+    /// The period of an open intent that may have charged: when it is resent it keeps that
+    /// period, whatever the policy says now, so the forecast prices that one.
+    pub resend_period: Option<(u32, PeriodUnit)>,
     /// Whether the provider's deduction should have happened by now and has not.
     pub deduction_overdue: bool,
     /// Whether the instance relies on the provider's auto-renew but no deduction attempt is
@@ -273,6 +276,7 @@ impl Decision {
             auto_renew_change: None,
             drift: false,
             ordered: false,
+            resend_period: None,
             deduction_overdue: false,
             auto_renew_too_late: false,
             due_at: None,
@@ -831,6 +835,7 @@ struct OpenIntent<'a> {
 /// second, different charge.
 fn with_open_intent(mut decision: Decision, open: &OpenIntent) -> Decision {
     let (intent, history, now) = (open.intent, open.history, open.now);
+    decision.resend_period = intent.maybe_charged.then_some((intent.period, intent.unit));
     match &intent.status {
         IntentStatus::Ordered { order_id } => {
             decision.state = InstanceState::PendingVerification;

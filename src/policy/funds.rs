@@ -222,11 +222,13 @@ pub fn charges_for(
     let mut expiry = instance.expired_time;
     // The first cycle is as `decide` saw it: a renewal now, or its due time (a backoff's
     // retry among them).
+    // An intent that may have charged is resent with its own period.
     let mut daemon = match &decision.renew {
         Some(plan) => Some((now, plan.period, plan.unit)),
         None => renewers
             .daemon_due(expiry, now, schedule)
             .map(|(at, period, unit)| {
+                let (period, unit) = decision.resend_period.unwrap_or((period, unit));
                 (decision.due_at.unwrap_or(at).max(at).max(now), period, unit)
             }),
     };

@@ -4,8 +4,9 @@
 //! write after a takeover fenced and rolled back, a takeover waiting for a fenced write in
 //! flight, a session stopped inside a transaction ended by the server so the takeover proceeds,
 //! the keeper renewing its term and ending it when the lease is taken or the database stops
-//! answering past the deadline, and connection errors that say where and why without the
-//! password.
+//! answering past the deadline, connection errors that say where and why without the
+//! password, and `ledger copy` (value for value against the SQLite file read with the test's
+//! own SQL; refused into a non-empty database and while a daemon holds the state directory).
 
 use std::time::Duration;
 
@@ -431,4 +432,297 @@ async fn a_database_that_stops_answering_ends_the_term_at_the_renew_deadline() {
         }
         other => panic!("expected the deadline to pass, got {other:?}"),
     }
+}
+
+/// A ledger with a row in every table: a renewal made, one failed for funds (backoff), an
+/// auto-renew switched on, passes, sources and status lines.
+async fn populated_ledger() -> crate::support::Harness {
+    use crate::support::{Harness, harness_fleet, instance_spec};
+    let mut cheap = instance_spec("i-cheap", "2026-03-12T16:00Z");
+    cheap.monthly_price = 100.0;
+    let mut dear = instance_spec("i-dear", "2026-03-13T16:00Z");
+    dear.monthly_price = 500.0;
+    let mut auto = instance_spec("i-auto", "2026-03-25T16:00Z");
+    auto.tags = [("team".to_string(), "auto".to_string())].into();
+    let fleet = harness_fleet("2026-03-10T04:00:00Z", 300.0, vec![cheap, dear, auto]);
+    let policies = r#"
+[[policies]]
+name = "auto"
+action = "auto-renew"
+[policies.match]
+tags = { team = "auto" }
+[[policies]]
+name = "renew-all"
+action = "renew"
+max_price = 10000.0
+renew_before = "7d"
+"#;
+    let h = Harness::start(fleet, policies).await;
+    h.pass().await;
+    h.advance(Duration::from_secs(3600));
+    h.pass().await;
+    h
+}
+
+/// Every row of every table of the SQLite ledger at `path`, as the PostgreSQL column types
+/// say to compare them: times as microseconds since the epoch (RFC 3339 text or Unix seconds
+/// in SQLite), flags as 0/1, the rest as text. Read with its own SQL, not the copy's tables.
+fn sqlite_rows(
+    path: &std::path::Path,
+    types: &std::collections::BTreeMap<(String, String), String>,
+) -> std::collections::BTreeMap<String, Vec<Vec<Option<String>>>> {
+    use rusqlite::types::ValueRef;
+    let conn =
+        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let mut all = std::collections::BTreeMap::new();
+    for table in tables {
+        let columns: Vec<(String, i64)> = conn
+            .prepare(&format!("PRAGMA table_info({table})"))
+            .unwrap()
+            .query_map([], |r| Ok((r.get(1)?, r.get(5)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let key: Vec<&str> = columns
+            .iter()
+            .filter(|c| c.1 > 0)
+            .map(|c| c.0.as_str())
+            .collect();
+        let names: Vec<&str> = columns.iter().map(|c| c.0.as_str()).collect();
+        let sql = format!(
+            "SELECT {} FROM {table} ORDER BY {}",
+            names.join(", "),
+            key.join(", ")
+        );
+        let mut statement = conn.prepare(&sql).unwrap();
+        let rows = statement
+            .query_map([], |row| {
+                Ok(names
+                    .iter()
+                    .enumerate()
+                    .map(|(i, name)| {
+                        let ty = types
+                            .get(&(table.clone(), name.to_string()))
+                            .map(String::as_str);
+                        match (row.get_ref(i).unwrap(), ty) {
+                            (ValueRef::Null, _) => None,
+                            (ValueRef::Integer(n), Some("timestamp with time zone")) => {
+                                Some((n * 1_000_000).to_string())
+                            }
+                            (ValueRef::Text(t), Some("timestamp with time zone")) => Some(
+                                chrono::DateTime::parse_from_rfc3339(
+                                    std::str::from_utf8(t).unwrap(),
+                                )
+                                .unwrap()
+                                .timestamp_micros()
+                                .to_string(),
+                            ),
+                            (ValueRef::Integer(n), _) => Some(n.to_string()),
+                            (ValueRef::Text(t), _) => Some(String::from_utf8_lossy(t).into_owned()),
+                            (other, _) => panic!("{table}.{name}: unexpected {other:?}"),
+                        }
+                    })
+                    .collect::<Vec<_>>())
+            })
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        all.insert(table, rows);
+    }
+    all
+}
+
+/// The same tables of the PostgreSQL ledger, the same columns in SQLite's order and keys.
+async fn postgres_rows(
+    s: &Session,
+    like: &std::collections::BTreeMap<String, Vec<Vec<Option<String>>>>,
+    sqlite: &std::path::Path,
+    types: &std::collections::BTreeMap<(String, String), String>,
+) -> std::collections::BTreeMap<String, Vec<Vec<Option<String>>>> {
+    let conn =
+        rusqlite::Connection::open_with_flags(sqlite, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    let mut all = std::collections::BTreeMap::new();
+    for table in like.keys() {
+        let columns: Vec<(String, i64)> = conn
+            .prepare(&format!("PRAGMA table_info({table})"))
+            .unwrap()
+            .query_map([], |r| Ok((r.get(1)?, r.get(5)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let key: Vec<&str> = columns
+            .iter()
+            .filter(|c| c.1 > 0)
+            .map(|c| c.0.as_str())
+            .collect();
+        let select: Vec<String> = columns
+            .iter()
+            .map(|(name, _)| {
+                match types
+                    .get(&(table.clone(), name.clone()))
+                    .map(String::as_str)
+                {
+                    Some("timestamp with time zone") => {
+                        format!("(extract(epoch FROM {name}) * 1000000)::bigint::text")
+                    }
+                    Some("boolean") => format!("{name}::int::text"),
+                    Some(_) => format!("{name}::text"),
+                    None => panic!("{table}.{name} has no column in PostgreSQL"),
+                }
+            })
+            .collect();
+        let sql = format!(
+            "SELECT {} FROM {table} ORDER BY {}",
+            select.join(", "),
+            key.join(", ")
+        );
+        let rows = s.client.query(&sql, &[]).await.unwrap();
+        all.insert(
+            table.clone(),
+            rows.iter()
+                .map(|r| {
+                    (0..columns.len())
+                        .map(|i| r.get::<_, Option<String>>(i))
+                        .collect()
+                })
+                .collect(),
+        );
+    }
+    all
+}
+
+#[tokio::test]
+async fn a_sqlite_ledger_copies_into_an_empty_postgres_one_value_for_value_and_only_once() {
+    use ecs_renewd::ledger::postgres::{CopyError, copy_ledger};
+    let h = populated_ledger().await;
+    let url = fresh_database().await;
+    let mut target = session(&url).await;
+    let copied = copy_ledger(&h.engine.ledger, &mut target).await.unwrap();
+    for (table, rows) in &copied {
+        assert!(
+            *rows > 0,
+            "the test's ledger should have rows in {table}: {copied:?}"
+        );
+    }
+    let types: std::collections::BTreeMap<(String, String), String> = target
+        .client
+        .query(
+            "SELECT table_name::text, column_name::text, data_type::text FROM information_schema.columns WHERE table_schema = 'public'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| ((r.get(0), r.get(1)), r.get(2)))
+        .collect();
+    let path = h.engine.ledger.path().to_owned();
+    let before = sqlite_rows(&path, &types);
+    let after = postgres_rows(&target, &before, &path, &types).await;
+    assert_eq!(
+        before.len(),
+        copied.len(),
+        "every SQLite table is copied: {:?}",
+        before.keys()
+    );
+    for (table, rows) in &before {
+        assert_eq!(rows, &after[table], "table {table}");
+    }
+    // New rows take ids after the copied ones.
+    let max: i64 = target
+        .client
+        .query_one("SELECT max(id) FROM passes", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let next: i64 = target
+        .client
+        .query_one(
+            "INSERT INTO passes (started_at, finished_at, result, summary) VALUES (now(), now(), 'ok', '{}') RETURNING id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(next > max, "{next} after {max}");
+    // A second copy into the same database is refused, and changes nothing.
+    let again = copy_ledger(&h.engine.ledger, &mut target)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            again,
+            CopyError::NotEmpty {
+                table: "intents",
+                ..
+            }
+        ),
+        "{again:?}"
+    );
+    assert!(again.to_string().contains("new database"), "{again}");
+    let intents: i64 = target
+        .client
+        .query_one("SELECT count(*) FROM intents", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(intents as u64, copied[0].1);
+}
+
+#[tokio::test]
+async fn ledger_copy_moves_a_stopped_daemons_ledger_and_refuses_while_one_runs() {
+    use crate::support::{HARNESS_KEY, Harness};
+    let h = populated_ledger().await;
+    let config = h.state.path().join("config.toml");
+    std::fs::write(
+        &config,
+        Harness::config_text(&h.emulator, h.state.path(), ""),
+    )
+    .unwrap();
+    let url = fresh_database().await;
+    let copy = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_ecs-renewd"))
+            .args(["ledger", "copy", "--config"])
+            .arg(&config)
+            .args(["--to", &url])
+            .env("ALIBABA_CLOUD_ACCESS_KEY_ID", HARNESS_KEY.0)
+            .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", HARNESS_KEY.1)
+            .output()
+            .unwrap()
+    };
+    // The engine still holds the state directory, as a running daemon would.
+    let refused = copy();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("another ecs-renewd already uses the state directory"),
+        "{stderr}"
+    );
+    let crate::support::Harness { engine, state, .. } = h;
+    drop(engine);
+    let done = copy();
+    let stdout = String::from_utf8_lossy(&done.stdout);
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    assert!(stdout.contains("intents 3, attempts"), "{stdout}");
+    let s = session(&url).await;
+    let intents: i64 = s
+        .client
+        .query_one("SELECT count(*) FROM intents", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(intents, 3);
+    drop(state);
 }

@@ -31,6 +31,19 @@ struct Cli {
     command: Command,
 }
 
+/// `ecs-renewd ledger …`.
+#[derive(Subcommand)]
+enum LedgerCommand {
+    /// Copy the SQLite ledger (the daemon stopped) into an empty PostgreSQL database.
+    Copy {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The target: libpq key=value pairs or a postgresql:// URI.
+        #[arg(long)]
+        to: String,
+    },
+}
+
 fn parse_log_format(text: &str) -> Result<LogFormat, String> {
     text.parse()
 }
@@ -84,6 +97,11 @@ enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// Work on the ledger itself.
+    Ledger {
+        #[command(subcommand)]
+        command: LedgerCommand,
     },
     /// Show the ledger's money-moving records.
     History {
@@ -206,6 +224,12 @@ async fn try_main(command: Command) -> Result<ExitCode, Failure> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Once { config, json } => run_once(&config.config, &env, json, &mut stdout).await,
+        Command::Ledger {
+            command: LedgerCommand::Copy { config, to },
+        } => {
+            commands::ledger::run_copy(&config.config, &env, &to, &mut stdout).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Status { config, json } => {
             commands::status::run_status(&config.config, &env, json, &mut stdout)?;
             Ok(ExitCode::SUCCESS)

@@ -653,6 +653,47 @@ fn a_maybe_charged_renewal_resent_later_is_due_then_and_forecast() {
     assert_eq!(seeds, vec![]);
 }
 
+/// An intent that may have charged is resent with its own period, whatever the policy says
+/// now (a reload changed it): the forecast prices that period, not the policy's.
+#[test]
+fn the_forecast_prices_a_resend_at_the_intents_period() {
+    use crate::policy::charges_for;
+    let policies = [renew_policy("renew", MatchSection::default())];
+    let i = instance("i-1", "2026-03-20T16:00Z");
+    let history = History {
+        intent: Some(IntentView {
+            token: "tok-1".into(),
+            old_expiry: i.expired_time,
+            period: 2,
+            unit: PeriodUnit::Month,
+            status: IntentStatus::Unknown,
+            maybe_charged: true,
+        }),
+        failed_attempts: 1,
+        retry_at: None,
+        refusals: 0,
+    };
+    let a = attrs("i-1", RenewalStatus::Normal);
+    let window = (t("2026-03-10T00:00Z"), t("2026-03-20T00:00Z"));
+    for now in ["2026-03-10T00:00Z", "2026-03-14T00:00Z"] {
+        let d = run(&policies, &i, RenewalStatus::Normal, &history, now);
+        let window = (t(now), window.1);
+        let seeds = charges_for(
+            &d,
+            Some(&policies[0]),
+            &i,
+            Some(&a),
+            DeductionSchedule::NineDaysDaily,
+            window,
+        );
+        assert_eq!(
+            seeds.first().map(|s| (s.period, s.unit)),
+            Some((2, PeriodUnit::Month)),
+            "at {now}: {d:?}"
+        );
+    }
+}
+
 // ---- properties ----
 
 prop_compose! {

@@ -69,7 +69,15 @@ fn subjects(model: &Model, now: DateTime<Utc>) -> Vec<Subject> {
                 let status = i.renewal_status;
                 let own = (status == RenewalStatus::AutoRenewal)
                     .then_some((i.auto_renew_duration, i.auto_renew_unit));
-                let retry_at = histories.history(&i.id).retry_at.filter(|at| *at > now);
+                let history = histories.history(&i.id);
+                let retry_at = history.retry_at.filter(|at| *at > now);
+                // An open intent for this expiry that may have charged is resent with its
+                // own period, whatever the config says now.
+                let resend = history
+                    .intent
+                    .as_ref()
+                    .filter(|v| v.maybe_charged && v.old_expiry == i.true_expiry())
+                    .map(|v| v.period);
                 let (provider, daemon) = match role(n) {
                     "renew" => match knobs.renew {
                         RenewMode::Renew { .. } if status == RenewalStatus::NotRenewal => {
@@ -78,7 +86,7 @@ fn subjects(model: &Model, now: DateTime<Utc>) -> Vec<Subject> {
                         RenewMode::Renew { months } => (
                             own,
                             Daemon::Renew {
-                                period: months,
+                                period: resend.unwrap_or(months),
                                 unit: PeriodUnit::Month,
                                 before: Duration::days(RENEW_BEFORE_DAYS),
                                 first_at: retry_at,
@@ -93,7 +101,7 @@ fn subjects(model: &Model, now: DateTime<Utc>) -> Vec<Subject> {
                         Some((1, PeriodUnit::Month)),
                         if knobs.fallback {
                             Daemon::Fallback {
-                                period: 1,
+                                period: resend.unwrap_or(1),
                                 unit: PeriodUnit::Month,
                                 after: Duration::days(1),
                                 first_at: retry_at,
