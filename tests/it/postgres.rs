@@ -678,7 +678,8 @@ async fn a_sqlite_ledger_copies_into_an_empty_postgres_one_value_for_value_and_o
 }
 
 #[tokio::test]
-async fn ledger_copy_moves_a_stopped_daemons_ledger_and_refuses_while_one_runs() {
+async fn ledger_copy_moves_a_stopped_daemons_ledger_and_refuses_while_one_runs_or_the_url_file_is_open()
+ {
     use crate::support::{HARNESS_KEY, Harness};
     let h = populated_ledger().await;
     let config = h.state.path().join("config.toml");
@@ -688,7 +689,7 @@ async fn ledger_copy_moves_a_stopped_daemons_ledger_and_refuses_while_one_runs()
     )
     .unwrap();
     let url = fresh_database().await;
-    let copy = || {
+    let copy_to_url = || {
         std::process::Command::new(env!("CARGO_BIN_EXE_ecs-renewd"))
             .args(["ledger", "copy", "--config"])
             .arg(&config)
@@ -699,7 +700,7 @@ async fn ledger_copy_moves_a_stopped_daemons_ledger_and_refuses_while_one_runs()
             .unwrap()
     };
     // The engine still holds the state directory, as a running daemon would.
-    let refused = copy();
+    let refused = copy_to_url();
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert_eq!(refused.status.code(), Some(1), "{stderr}");
     assert!(
@@ -708,7 +709,28 @@ async fn ledger_copy_moves_a_stopped_daemons_ledger_and_refuses_while_one_runs()
     );
     let crate::support::Harness { engine, state, .. } = h;
     drop(engine);
-    let done = copy();
+    // From a file: refused while others may read it, as key files are.
+    let url_file = state.path().join("ledger-url");
+    std::fs::write(&url_file, format!("{url}\n")).unwrap();
+    let from_file = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_ecs-renewd"))
+            .args(["ledger", "copy", "--config"])
+            .arg(&config)
+            .arg("--to-file")
+            .arg(&url_file)
+            .env("ALIBABA_CLOUD_ACCESS_KEY_ID", HARNESS_KEY.0)
+            .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", HARNESS_KEY.1)
+            .output()
+            .unwrap()
+    };
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&url_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let open = from_file();
+    let stderr = String::from_utf8_lossy(&open.stderr);
+    assert_eq!(open.status.code(), Some(78), "{stderr}");
+    assert!(stderr.contains("chmod 600"), "{stderr}");
+    std::fs::set_permissions(&url_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let done = from_file();
     let stdout = String::from_utf8_lossy(&done.stdout);
     assert!(
         done.status.success(),

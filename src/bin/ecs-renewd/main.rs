@@ -39,8 +39,12 @@ enum LedgerCommand {
         #[command(flatten)]
         config: ConfigArg,
         /// The target: libpq key=value pairs or a postgresql:// URI.
+        #[arg(long, required_unless_present = "to_file", conflicts_with = "to_file")]
+        to: Option<String>,
+        /// The target read from a file (mode 0600: a password inside stays out of `ps` and
+        /// the shell's history).
         #[arg(long)]
-        to: String,
+        to_file: Option<PathBuf>,
     },
 }
 
@@ -225,9 +229,19 @@ async fn try_main(command: Command) -> Result<ExitCode, Failure> {
         }
         Command::Once { config, json } => run_once(&config.config, &env, json, &mut stdout).await,
         Command::Ledger {
-            command: LedgerCommand::Copy { config, to },
+            command:
+                LedgerCommand::Copy {
+                    config,
+                    to,
+                    to_file,
+                },
         } => {
-            commands::ledger::run_copy(&config.config, &env, &to, &mut stdout).await?;
+            let target = match (to, to_file) {
+                (Some(url), _) => commands::ledger::Target::Url(url),
+                (None, Some(path)) => commands::ledger::Target::File(path),
+                (None, None) => unreachable!("clap requires --to or --to-file"),
+            };
+            commands::ledger::run_copy(&config.config, &env, target, &mut stdout).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { config, json } => {
