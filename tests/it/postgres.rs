@@ -464,6 +464,24 @@ renew_before = "7d"
     h
 }
 
+/// A SQLite table's columns in order, and those of its primary key.
+fn sqlite_columns(conn: &rusqlite::Connection, table: &str) -> (Vec<String>, String) {
+    let columns: Vec<(String, i64)> = conn
+        .prepare(&format!("PRAGMA table_info({table})"))
+        .unwrap()
+        .query_map([], |r| Ok((r.get(1)?, r.get(5)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let key: Vec<&str> = columns
+        .iter()
+        .filter(|c| c.1 > 0)
+        .map(|c| c.0.as_str())
+        .collect();
+    let key = key.join(", ");
+    (columns.into_iter().map(|c| c.0).collect(), key)
+}
+
 /// Every row of every table of the SQLite ledger at `path`, as the PostgreSQL column types
 /// say to compare them: times as microseconds since the epoch (RFC 3339 text or Unix seconds
 /// in SQLite), flags as 0/1, the rest as text. Read with its own SQL, not the copy's tables.
@@ -484,24 +502,9 @@ fn sqlite_rows(
         .unwrap();
     let mut all = std::collections::BTreeMap::new();
     for table in tables {
-        let columns: Vec<(String, i64)> = conn
-            .prepare(&format!("PRAGMA table_info({table})"))
-            .unwrap()
-            .query_map([], |r| Ok((r.get(1)?, r.get(5)?)))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        let key: Vec<&str> = columns
-            .iter()
-            .filter(|c| c.1 > 0)
-            .map(|c| c.0.as_str())
-            .collect();
-        let names: Vec<&str> = columns.iter().map(|c| c.0.as_str()).collect();
-        let sql = format!(
-            "SELECT {} FROM {table} ORDER BY {}",
-            names.join(", "),
-            key.join(", ")
-        );
+        let (columns, key) = sqlite_columns(&conn, &table);
+        let names: Vec<&str> = columns.iter().map(String::as_str).collect();
+        let sql = format!("SELECT {} FROM {table} ORDER BY {}", names.join(", "), key);
         let mut statement = conn.prepare(&sql).unwrap();
         let rows = statement
             .query_map([], |row| {
@@ -552,21 +555,10 @@ async fn postgres_rows(
             .unwrap();
     let mut all = std::collections::BTreeMap::new();
     for table in like.keys() {
-        let columns: Vec<(String, i64)> = conn
-            .prepare(&format!("PRAGMA table_info({table})"))
-            .unwrap()
-            .query_map([], |r| Ok((r.get(1)?, r.get(5)?)))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        let key: Vec<&str> = columns
-            .iter()
-            .filter(|c| c.1 > 0)
-            .map(|c| c.0.as_str())
-            .collect();
+        let (columns, key) = sqlite_columns(&conn, table);
         let select: Vec<String> = columns
             .iter()
-            .map(|(name, _)| {
+            .map(|name| {
                 match types
                     .get(&(table.clone(), name.clone()))
                     .map(String::as_str)
@@ -580,11 +572,7 @@ async fn postgres_rows(
                 }
             })
             .collect();
-        let sql = format!(
-            "SELECT {} FROM {table} ORDER BY {}",
-            select.join(", "),
-            key.join(", ")
-        );
+        let sql = format!("SELECT {} FROM {table} ORDER BY {}", select.join(", "), key);
         let rows = s.client.query(&sql, &[]).await.unwrap();
         all.insert(
             table.clone(),
@@ -689,18 +677,18 @@ async fn ledger_copy_moves_a_stopped_daemons_ledger_and_refuses_while_one_runs_o
     )
     .unwrap();
     let url = fresh_database().await;
-    let copy_to_url = || {
+    let copy_to = |target: &[&std::ffi::OsStr]| {
         std::process::Command::new(env!("CARGO_BIN_EXE_ecs-renewd"))
             .args(["ledger", "copy", "--config"])
             .arg(&config)
-            .args(["--to", &url])
+            .args(target)
             .env("ALIBABA_CLOUD_ACCESS_KEY_ID", HARNESS_KEY.0)
             .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", HARNESS_KEY.1)
             .output()
             .unwrap()
     };
     // The engine still holds the state directory, as a running daemon would.
-    let refused = copy_to_url();
+    let refused = copy_to(&["--to".as_ref(), url.as_ref()]);
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert_eq!(refused.status.code(), Some(1), "{stderr}");
     assert!(
@@ -712,17 +700,7 @@ async fn ledger_copy_moves_a_stopped_daemons_ledger_and_refuses_while_one_runs_o
     // From a file: refused while others may read it, as key files are.
     let url_file = state.path().join("ledger-url");
     std::fs::write(&url_file, format!("{url}\n")).unwrap();
-    let from_file = || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_ecs-renewd"))
-            .args(["ledger", "copy", "--config"])
-            .arg(&config)
-            .arg("--to-file")
-            .arg(&url_file)
-            .env("ALIBABA_CLOUD_ACCESS_KEY_ID", HARNESS_KEY.0)
-            .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", HARNESS_KEY.1)
-            .output()
-            .unwrap()
-    };
+    let from_file = || copy_to(&["--to-file".as_ref(), url_file.as_os_str()]);
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&url_file, std::fs::Permissions::from_mode(0o644)).unwrap();
     let open = from_file();
