@@ -2,10 +2,10 @@
 //! and checked against the attributes a later pass reads.
 
 use chrono::{DateTime, Utc};
-use rusqlite::params;
 
 use super::rows::Read;
-use super::{Ledger, LedgerError, ts};
+use super::sql::args;
+use super::{Ledger, LedgerError};
 use crate::cloud::error::ErrorClass;
 
 /// Auto-renew changes about to be requested with one call.
@@ -61,25 +61,25 @@ impl Ledger {
         batches: &[PendingAutoRenew<'_>],
         now: DateTime<Utc>,
     ) -> Result<Vec<Vec<i64>>, LedgerError> {
-        self.in_transaction("recording auto-renew changes before they are sent", |tx| {
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO auto_renew_changes (at, account, region, instance_id, status, duration, unit, result)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending')",
-            )?;
+        self.write("recording auto-renew changes before they are sent", |tx| {
             let mut ids = Vec::with_capacity(batches.len());
             for batch in batches {
                 let mut rows = Vec::with_capacity(batch.instance_ids.len());
                 for id in batch.instance_ids {
-                    insert.execute(params![
-                        ts(now),
-                        batch.account,
-                        batch.region,
-                        id,
-                        batch.target.status.as_str(),
-                        batch.target.duration,
-                        batch.target.unit.as_str(),
-                    ])?;
-                    rows.push(tx.last_insert_rowid());
+                    rows.push(tx.one(
+                        "INSERT INTO auto_renew_changes (at, account, region, instance_id, status, duration, unit, result)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending') RETURNING id",
+                        args![
+                            now,
+                            batch.account,
+                            batch.region,
+                            id,
+                            batch.target.status.as_str(),
+                            batch.target.duration,
+                            batch.target.unit.as_str(),
+                        ],
+                        |r| r.get(0),
+                    )?);
                 }
                 ids.push(rows);
             }
@@ -95,13 +95,9 @@ impl Ledger {
         answers: &[(&[i64], AutoRenewAnswer<'_>)],
         now: DateTime<Utc>,
     ) -> Result<(), LedgerError> {
-        self.in_transaction("recording auto-renew changes", |tx| {
+        self.write("recording auto-renew changes", |tx| {
             // A call's rows were written one after another: one statement per call (≤100
             // rows) rather than one per row.
-            let mut update_run = tx.prepare_cached(
-                "UPDATE auto_renew_changes SET at = ?3, result = ?4, request_id = ?5, error_code = ?6, error_class = ?7
-                 WHERE id BETWEEN ?1 AND ?2",
-            )?;
             for (rows, answer) in answers {
                 let contiguous = rows.windows(2).all(|w| w[1] == w[0] + 1);
                 let runs: Vec<(i64, i64)> = match (rows.first(), rows.last()) {
@@ -109,15 +105,19 @@ impl Ledger {
                     _ => rows.iter().map(|id| (*id, *id)).collect(),
                 };
                 for (first, last) in runs {
-                    update_run.execute(params![
-                        first,
-                        last,
-                        ts(now),
-                        if answer.error.is_some() { "failed" } else { "ok" },
-                        answer.request_id,
-                        answer.error.map(|e| e.0.to_owned()),
-                        answer.error.map(|e| e.1.as_str())
-                    ])?;
+                    tx.exec(
+                        "UPDATE auto_renew_changes SET at = ?3, result = ?4, request_id = ?5, error_code = ?6, error_class = ?7
+                         WHERE id BETWEEN ?1 AND ?2",
+                        args![
+                            first,
+                            last,
+                            now,
+                            if answer.error.is_some() { "failed" } else { "ok" },
+                            answer.request_id,
+                            answer.error.map(|e| e.0.to_owned()),
+                            answer.error.map(|e| e.1.as_str())
+                        ],
+                    )?;
                 }
             }
             Ok(())
@@ -131,7 +131,7 @@ impl Ledger {
             Read::of("reading auto-renew changes", "auto_renew_changes"),
             "SELECT id, account, instance_id, status, duration, unit FROM auto_renew_changes
              WHERE result IN ('pending', 'ok') ORDER BY id",
-            [],
+            args![],
             |r| {
                 Ok(UncheckedChange {
                     id: r.get("id")?,
@@ -153,16 +153,17 @@ impl Ledger {
         if checks.is_empty() {
             return Ok(());
         }
-        self.in_transaction("checking auto-renew changes", |tx| {
-            let mut update =
-                tx.prepare_cached("UPDATE auto_renew_changes SET result = ?2 WHERE id = ?1")?;
+        self.write("checking auto-renew changes", |tx| {
             for check in checks {
                 let result = if check.took_effect {
                     "verified"
                 } else {
                     "mismatch"
                 };
-                update.execute(params![check.id, result])?;
+                tx.exec(
+                    "UPDATE auto_renew_changes SET result = ?2 WHERE id = ?1",
+                    args![check.id, result],
+                )?;
             }
             Ok(())
         })

@@ -4,10 +4,10 @@
 //! end of a backoff of up to `backoff_ceiling`.
 
 use chrono::{DateTime, Utc};
-use rusqlite::params;
 
 use super::rows::Read;
-use super::{Ledger, LedgerError, ts};
+use super::sql::args;
+use super::{Ledger, LedgerError};
 use crate::cloud::types::PeriodUnit;
 use crate::money::Money;
 
@@ -45,7 +45,7 @@ impl Ledger {
              JOIN intents i ON i.id = (SELECT MAX(id) FROM intents
                                        WHERE instance_id = b.instance_id AND old_expiry = b.old_expiry)
              WHERE b.last_class = 'funds' AND b.retry_at > ?1 ORDER BY b.old_expiry, b.instance_id",
-            [ts(now)],
+            args![now],
             |r| {
                 let price = match (r.get("price_cents")?, r.get("currency")?) {
                     (Some(cents), Some(currency)) => Some(Money { cents, currency }),
@@ -72,16 +72,16 @@ impl Ledger {
         instance_ids: &[String],
         now: DateTime<Utc>,
     ) -> Result<usize, LedgerError> {
-        self.in_transaction("ending funds backoffs after a top-up", |tx| {
-            let mut update = tx.prepare_cached(
-                "UPDATE backoff SET retry_at = ?2
-                 WHERE instance_id = ?1 AND last_class = 'funds' AND retry_at > ?2",
-            )?;
+        self.write("ending funds backoffs after a top-up", |tx| {
             let mut ended = 0;
             for id in instance_ids {
-                ended += update.execute(params![id, ts(now)])?;
+                ended += tx.exec(
+                    "UPDATE backoff SET retry_at = ?2
+                     WHERE instance_id = ?1 AND last_class = 'funds' AND retry_at > ?2",
+                    args![id, now],
+                )?;
             }
-            Ok(ended)
+            Ok(ended as usize)
         })
     }
 }

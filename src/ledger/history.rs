@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::rows::{Read, Row};
+use super::sql::args;
 use super::{Ledger, LedgerError};
 use crate::closed_enum;
 use crate::money::Money;
@@ -152,7 +153,7 @@ impl Ledger {
             "SELECT id, account, region, instance_id, old_expiry, period, unit, client_token, status, order_id,
                     error_code, error_class, maybe_charged
              FROM intents WHERE status IN ('prepared','sent','unknown','ordered','failed') ORDER BY id",
-            [],
+            args![],
             |r| {
                 let (open, intent) = open_intent(r)?;
                 let cycle = (open.instance_id.clone(), open.old_expiry);
@@ -170,7 +171,7 @@ impl Ledger {
         self.each_row(
             Read::of("loading open intents", "backoff"),
             "SELECT instance_id, old_expiry, failures, retry_at FROM backoff",
-            [],
+            args![],
             |r| {
                 let (old_expiry, retry_at) = (r.time("old_expiry")?, r.time("retry_at")?);
                 let failures: u32 = r.get("failures")?;
@@ -206,8 +207,8 @@ impl Ledger {
             Read::of("reading history", "intents"),
             "SELECT id, created_at, account, region, instance_id, period, unit, client_token, status, order_id, request_id,
                     price_cents, currency, error_code, error_class, attempts, old_expiry, new_expiry, maybe_charged
-             FROM intents WHERE ?1 IS NULL OR instance_id = ?1 ORDER BY id",
-            [instance],
+             FROM intents WHERE CAST(?1 AS text) IS NULL OR instance_id = ?1 ORDER BY id",
+            args![instance],
             |r| {
                 let price = match (r.get("price_cents")?, r.get("currency")?) {
                     (Some(cents), Some(currency)) => Some(Money { cents, currency }.to_string()),
@@ -239,8 +240,8 @@ impl Ledger {
         self.rows(
             Read::of("reading history", "auto_renew_changes"),
             "SELECT id, at, account, region, instance_id, status, duration, unit, result, request_id, error_code, error_class
-             FROM auto_renew_changes WHERE ?1 IS NULL OR instance_id = ?1 ORDER BY id",
-            [instance],
+             FROM auto_renew_changes WHERE CAST(?1 AS text) IS NULL OR instance_id = ?1 ORDER BY id",
+            args![instance],
             |r| {
                 Ok(HistoryEntry {
                     at: r.time("at")?,
@@ -274,7 +275,7 @@ impl Ledger {
         self.rows(
             Read::of("reading tokens", "intents"),
             "SELECT id, client_token, order_id, status FROM intents ORDER BY id",
-            [],
+            args![],
             |r| {
                 Ok(TokenRecord {
                     client_token: r.get("client_token")?,

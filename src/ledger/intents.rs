@@ -5,9 +5,9 @@
 //! expiry that moved while an attempt was unanswered).
 
 use chrono::{DateTime, Utc};
-use rusqlite::{OptionalExtension, Transaction, params};
 
-use super::{FailureRecord, NewIntent, exec, query_one, ts};
+use super::sql::{DbError, Engine, Tx, args};
+use super::{FailureRecord, NewIntent};
 use crate::cloud::types::PeriodUnit;
 use crate::money::Money;
 
@@ -23,23 +23,22 @@ pub struct StoredIntent {
     pub unit: PeriodUnit,
 }
 
-fn unreadable(column: usize, what: String) -> rusqlite::Error {
-    rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, what.into())
+fn unreadable(what: String) -> DbError {
+    DbError::Value(what)
 }
 
 /// Inserts the intent, or takes the one already written for its token. The stored period
 /// and unit are replaced only when no attempt of it can have charged (it was never sent, or
 /// every attempt was refused outright); otherwise the stored ones are kept and returned.
 pub(super) fn upsert(
-    tx: &Transaction<'_>,
+    tx: &mut Tx<'_>,
     intent: &NewIntent,
     now: DateTime<Utc>,
-) -> rusqlite::Result<StoredIntent> {
-    let existing: Option<Existing> = tx
-        .prepare_cached(
-            "SELECT id, period, unit, maybe_charged, status, price_cents, counted_day FROM intents WHERE client_token = ?1",
-        )?
-        .query_row([&intent.client_token], |r| {
+) -> Result<StoredIntent, DbError> {
+    let existing: Option<Existing> = tx.first(
+        "SELECT id, period, unit, maybe_charged, status, price_cents, counted_day FROM intents WHERE client_token = ?1",
+        args![intent.client_token],
+        |r| {
             Ok(Existing {
                 id: r.get(0)?,
                 period: r.get(1)?,
@@ -49,8 +48,8 @@ pub(super) fn upsert(
                 price_cents: r.get(5)?,
                 counted_day: r.get(6)?,
             })
-        })
-        .optional()?;
+        },
+    )?;
     match existing {
         None => insert(tx, intent, now),
         Some(existing) => take_existing(tx, existing, intent, now),
@@ -70,20 +69,19 @@ struct Existing {
 
 /// A new intent, `prepared`.
 fn insert(
-    tx: &Transaction<'_>,
+    tx: &mut Tx<'_>,
     intent: &NewIntent,
     now: DateTime<Utc>,
-) -> rusqlite::Result<StoredIntent> {
-    exec(
-        tx,
+) -> Result<StoredIntent, DbError> {
+    let id = tx.one(
         "INSERT INTO intents (account, region, instance_id, old_expiry, period, unit, client_token, policy, why,
                               price_cents, currency, status, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'prepared', ?12, ?12)",
-        params![
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'prepared', ?12, ?12) RETURNING id",
+        args![
             intent.account,
             intent.region,
             intent.instance_id,
-            ts(intent.old_expiry),
+            intent.old_expiry,
             intent.period,
             intent.unit.as_str(),
             intent.client_token,
@@ -91,11 +89,12 @@ fn insert(
             intent.why,
             intent.price.as_ref().map(|p| p.cents),
             intent.price.as_ref().map(|p| p.currency.clone()),
-            ts(now),
+            now,
         ],
+        |r| r.get(0),
     )?;
     Ok(StoredIntent {
-        id: tx.last_insert_rowid(),
+        id,
         period: intent.period,
         unit: intent.unit,
     })
@@ -105,25 +104,24 @@ fn insert(
 /// charged, else kept; a first quote for the stored period kept (and counted as spend when
 /// the intent already counts).
 fn take_existing(
-    tx: &Transaction<'_>,
+    tx: &mut Tx<'_>,
     existing: Existing,
     intent: &NewIntent,
     now: DateTime<Utc>,
-) -> rusqlite::Result<StoredIntent> {
+) -> Result<StoredIntent, DbError> {
     let Existing { id, period, .. } = existing;
     let price_cents = intent.price.as_ref().map(|p| p.cents);
     let currency = intent.price.as_ref().map(|p| p.currency.clone());
     let stored_unit = PeriodUnit::parse(&existing.unit)
-        .ok_or_else(|| unreadable(2, format!("intent {id}: unit {:?}", existing.unit)))?;
+        .ok_or_else(|| unreadable(format!("intent {id}: unit {:?}", existing.unit)))?;
     let same = period == intent.period && stored_unit == intent.unit;
     let may_change =
         !existing.maybe_charged && matches!(existing.status.as_str(), "prepared" | "failed");
     if !same && may_change {
-        exec(
-            tx,
+        tx.exec(
             "UPDATE intents SET period = ?2, unit = ?3, policy = ?4, why = ?5, price_cents = ?6, currency = ?7, updated_at = ?8
              WHERE id = ?1",
-            params![
+            args![
                 id,
                 intent.period,
                 intent.unit.as_str(),
@@ -131,7 +129,7 @@ fn take_existing(
                 intent.why,
                 price_cents,
                 currency,
-                ts(now)
+                now
             ],
         )?;
         return Ok(StoredIntent {
@@ -143,19 +141,17 @@ fn take_existing(
     if same && existing.price_cents.is_none() && intent.price.is_some() {
         // A quote for the stored period: keep it, and if the intent was already counted, its
         // spend now counts too.
-        exec(
-            tx,
+        tx.exec(
             "UPDATE intents SET price_cents = ?2, currency = ?3 WHERE id = ?1",
-            params![id, price_cents, currency],
+            args![id, price_cents, currency],
         )?;
         if let (Some(day), Some(price)) = (&existing.counted_day, &intent.price) {
             add_spend(tx, day, price)?;
         }
     }
-    exec(
-        tx,
+    tx.exec(
         "UPDATE intents SET updated_at = ?2 WHERE id = ?1",
-        params![id, ts(now)],
+        args![id, now],
     )?;
     Ok(StoredIntent {
         id,
@@ -166,54 +162,51 @@ fn take_existing(
 
 /// Marks the intent sent and opens an attempt row; returns the attempt's id.
 pub(super) fn begin_attempt(
-    tx: &Transaction<'_>,
+    tx: &mut Tx<'_>,
     intent_id: i64,
     now: DateTime<Utc>,
-) -> rusqlite::Result<i64> {
-    exec(
-        tx,
+) -> Result<i64, DbError> {
+    tx.exec(
         "UPDATE intents SET status = 'sent', attempts = attempts + 1, updated_at = ?2 WHERE id = ?1",
-        params![intent_id, ts(now)],
+        args![intent_id, now],
     )?;
-    exec(
-        tx,
-        "INSERT INTO attempts (intent_id, started_at) VALUES (?1, ?2)",
-        params![intent_id, ts(now)],
-    )?;
-    Ok(tx.last_insert_rowid())
+    // On PostgreSQL an attempt carries the epoch of the leader that started it (the write is
+    // fenced, so the lease row holds this process's epoch): a later leader knows an older
+    // epoch's open attempt as possibly sent.
+    let sql = match tx.engine() {
+        Engine::Sqlite => "INSERT INTO attempts (intent_id, started_at) VALUES (?1, ?2) RETURNING id",
+        Engine::Postgres => {
+            "INSERT INTO attempts (intent_id, started_at, epoch)
+             VALUES (?1, ?2, (SELECT epoch FROM leader_lease WHERE name = 'ecs-renewd')) RETURNING id"
+        }
+    };
+    tx.one(sql, args![intent_id, now], |r| r.get(0))
 }
 
-fn add_spend(tx: &Transaction<'_>, day: &str, price: &Money) -> rusqlite::Result<()> {
-    exec(
-        tx,
+fn add_spend(tx: &mut Tx<'_>, day: &str, price: &Money) -> Result<(), DbError> {
+    tx.exec(
         "INSERT INTO spend (day, currency, cents) VALUES (?1, ?2, ?3)
-         ON CONFLICT (day, currency) DO UPDATE SET cents = cents + excluded.cents",
-        params![day, price.currency, price.cents],
+         ON CONFLICT (day, currency) DO UPDATE SET cents = spend.cents + excluded.cents",
+        args![day, price.currency, price.cents],
     )?;
     Ok(())
 }
 
 /// Counts the intent toward `day`'s belts (its renewal and, when priced, its spend) unless it
 /// was counted before: every intent is one ClientToken, so at most one charge.
-pub(super) fn count_charge(
-    tx: &Transaction<'_>,
-    intent_id: i64,
-    day: &str,
-) -> rusqlite::Result<()> {
-    let counted: Option<(Option<i64>, Option<String>)> = tx
-        .prepare_cached(
-            "UPDATE intents SET counted_day = ?2 WHERE id = ?1 AND counted_day IS NULL RETURNING price_cents, currency",
-        )?
-        .query_row(params![intent_id, day], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
+pub(super) fn count_charge(tx: &mut Tx<'_>, intent_id: i64, day: &str) -> Result<(), DbError> {
+    let counted: Option<(Option<i64>, Option<String>)> = tx.first(
+        "UPDATE intents SET counted_day = ?2 WHERE id = ?1 AND counted_day IS NULL RETURNING price_cents, currency",
+        args![intent_id, day],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
     let Some((price, currency)) = counted else {
         return Ok(());
     };
-    exec(
-        tx,
+    tx.exec(
         "INSERT INTO renewal_days (day, renewals) VALUES (?1, 1)
-         ON CONFLICT (day) DO UPDATE SET renewals = renewals + 1",
-        [day],
+         ON CONFLICT (day) DO UPDATE SET renewals = renewal_days.renewals + 1",
+        args![day],
     )?;
     if let (Some(cents), Some(currency)) = (price, currency) {
         add_spend(tx, day, &Money { cents, currency })?;
@@ -223,36 +216,32 @@ pub(super) fn count_charge(
 
 /// Records the order of an attempt, counts the charge, clears the backoff.
 pub(super) fn finish_ordered(
-    tx: &Transaction<'_>,
+    tx: &mut Tx<'_>,
     intent_id: i64,
     attempt_id: i64,
     order_id: &str,
     request_id: &str,
     day: &str,
     now: DateTime<Utc>,
-) -> rusqlite::Result<()> {
-    let instance_id: String = query_one(
-        tx,
+) -> Result<(), DbError> {
+    let instance_id: String = tx.one(
         "SELECT instance_id FROM intents WHERE id = ?1",
-        [intent_id],
+        args![intent_id],
         |r| r.get(0),
     )?;
-    exec(
-        tx,
+    tx.exec(
         "UPDATE intents SET status = 'ordered', order_id = ?2, request_id = ?3, error_code = NULL, error_class = NULL,
                             error_message = NULL, updated_at = ?4 WHERE id = ?1",
-        params![intent_id, order_id, request_id, ts(now)],
+        args![intent_id, order_id, request_id, now],
     )?;
-    exec(
-        tx,
+    tx.exec(
         "UPDATE attempts SET finished_at = ?2, outcome = 'ok', order_id = ?3, request_id = ?4 WHERE id = ?1",
-        params![attempt_id, ts(now), order_id, request_id],
+        args![attempt_id, now, order_id, request_id],
     )?;
     count_charge(tx, intent_id, day)?;
-    exec(
-        tx,
+    tx.exec(
         "DELETE FROM backoff WHERE instance_id = ?1",
-        [instance_id],
+        args![instance_id],
     )?;
     Ok(())
 }
@@ -271,12 +260,12 @@ pub(super) struct Failed<'a> {
 /// Records a refused or unanswered attempt and when to try again; returns the failures in a
 /// row. An unknown outcome makes the intent "maybe charged" for good and counts it.
 pub(super) fn finish_failed(
-    tx: &Transaction<'_>,
+    tx: &mut Tx<'_>,
     intent_id: i64,
     attempt_id: i64,
     failed: &Failed<'_>,
     now: DateTime<Utc>,
-) -> rusqlite::Result<u32> {
+) -> Result<u32, DbError> {
     let Failed {
         failure,
         unknown,
@@ -284,19 +273,17 @@ pub(super) fn finish_failed(
         day,
     } = failed;
     let outcome = if *unknown { "unknown" } else { "failed" };
-    let (account, instance_id, old_expiry, maybe_charged): (String, String, String, bool) =
-        query_one(
-            tx,
+    let (account, instance_id, old_expiry, maybe_charged): (String, String, DateTime<Utc>, bool) =
+        tx.one(
             "SELECT account, instance_id, old_expiry, maybe_charged FROM intents WHERE id = ?1",
-            [intent_id],
+            args![intent_id],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         )?;
-    exec(
-        tx,
+    tx.exec(
         "UPDATE intents SET status = ?2, maybe_charged = ?3, error_code = ?4, error_class = ?5, error_message = ?6,
                             request_id = ?7, updated_at = ?8
          WHERE id = ?1",
-        params![
+        args![
             intent_id,
             outcome,
             maybe_charged || *unknown,
@@ -304,16 +291,15 @@ pub(super) fn finish_failed(
             failure.class.as_str(),
             failure.message,
             failure.request_id,
-            ts(now)
+            now
         ],
     )?;
-    exec(
-        tx,
+    tx.exec(
         "UPDATE attempts SET finished_at = ?2, outcome = ?3, error_code = ?4, error_class = ?5, error_message = ?6, request_id = ?7
          WHERE id = ?1",
-        params![
+        args![
             attempt_id,
-            ts(now),
+            now,
             outcome,
             failure.code,
             failure.class.as_str(),
@@ -324,27 +310,25 @@ pub(super) fn finish_failed(
     if *unknown {
         count_charge(tx, intent_id, day)?;
     }
-    exec(
-        tx,
+    tx.exec(
         "INSERT INTO backoff (instance_id, account, old_expiry, failures, retry_at, last_class, last_code)
          VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6)
          ON CONFLICT (instance_id) DO UPDATE SET
              failures = CASE WHEN backoff.old_expiry = excluded.old_expiry THEN backoff.failures + 1 ELSE 1 END,
              account = excluded.account, old_expiry = excluded.old_expiry, retry_at = excluded.retry_at,
              last_class = excluded.last_class, last_code = excluded.last_code",
-        params![
+        args![
             instance_id,
             account,
             old_expiry,
-            ts(*retry_at),
+            *retry_at,
             failure.class.as_str(),
             failure.code
         ],
     )?;
-    query_one(
-        tx,
+    tx.one(
         "SELECT failures FROM backoff WHERE instance_id = ?1",
-        [instance_id],
+        args![instance_id],
         |r| r.get(0),
     )
 }
@@ -353,23 +337,21 @@ pub(super) fn finish_failed(
 /// to where the earlier attempts left it: "unknown" if one may have charged, "failed" (with its
 /// class and code, which the attempt did not touch) if one was refused, else "prepared".
 pub(super) fn finish_not_sent(
-    tx: &Transaction<'_>,
+    tx: &mut Tx<'_>,
     intent_id: i64,
     attempt_id: i64,
     now: DateTime<Utc>,
-) -> rusqlite::Result<()> {
-    exec(
-        tx,
-        "UPDATE intents SET status = CASE WHEN maybe_charged = 1 THEN 'unknown'
+) -> Result<(), DbError> {
+    tx.exec(
+        "UPDATE intents SET status = CASE WHEN maybe_charged THEN 'unknown'
                                           WHEN error_class IS NOT NULL THEN 'failed'
                                           ELSE 'prepared' END,
                             attempts = attempts - 1, updated_at = ?2 WHERE id = ?1",
-        params![intent_id, ts(now)],
+        args![intent_id, now],
     )?;
-    exec(
-        tx,
+    tx.exec(
         "UPDATE attempts SET finished_at = ?2, outcome = 'not_sent' WHERE id = ?1",
-        params![attempt_id, ts(now)],
+        args![attempt_id, now],
     )?;
     Ok(())
 }
@@ -378,23 +360,21 @@ pub(super) fn finish_not_sent(
 /// write failed after the request left): each may have charged. Their intents become
 /// "unknown" and are counted; returns how many.
 pub(super) fn mark_interrupted(
-    tx: &Transaction<'_>,
+    tx: &mut Tx<'_>,
     day: &str,
     now: DateTime<Utc>,
-) -> rusqlite::Result<usize> {
-    exec(
-        tx,
+) -> Result<usize, DbError> {
+    tx.exec(
         "UPDATE attempts SET finished_at = ?1, outcome = 'unknown', error_code = 'Interrupted',
                              error_message = 'the process stopped while this attempt was out: it may have charged'
          WHERE outcome IS NULL AND intent_id IN (SELECT id FROM intents WHERE status = 'sent')",
-        [ts(now)],
+        args![now],
     )?;
-    let ids: Vec<i64> = tx
-        .prepare_cached(
-            "UPDATE intents SET status = 'unknown', maybe_charged = 1, updated_at = ?1 WHERE status = 'sent' RETURNING id",
-        )?
-        .query_map([ts(now)], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
+    let ids: Vec<i64> = tx.all(
+        "UPDATE intents SET status = 'unknown', maybe_charged = TRUE, updated_at = ?1 WHERE status = 'sent' RETURNING id",
+        args![now],
+        |r| r.get(0),
+    )?;
     for id in &ids {
         count_charge(tx, *id, day)?;
     }
@@ -403,18 +383,13 @@ pub(super) fn mark_interrupted(
 
 /// Sets the price of a counted charge that was made unpriced (a spend limit switched on later
 /// in the day needs it), and adds it to that day's spend.
-pub(super) fn price_charge(
-    tx: &Transaction<'_>,
-    intent_id: i64,
-    price: &Money,
-) -> rusqlite::Result<()> {
-    let day: Option<String> = tx
-        .prepare_cached(
-            "UPDATE intents SET price_cents = ?2, currency = ?3
+pub(super) fn price_charge(tx: &mut Tx<'_>, intent_id: i64, price: &Money) -> Result<(), DbError> {
+    let day: Option<String> = tx.first(
+        "UPDATE intents SET price_cents = ?2, currency = ?3
              WHERE id = ?1 AND price_cents IS NULL AND counted_day IS NOT NULL RETURNING counted_day",
-        )?
-        .query_row(params![intent_id, price.cents, price.currency], |r| r.get(0))
-        .optional()?;
+        args![intent_id, price.cents, price.currency],
+        |r| r.get(0),
+    )?;
     if let Some(day) = day {
         add_spend(tx, &day, price)?;
     }

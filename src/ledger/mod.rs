@@ -29,6 +29,7 @@ pub mod postgres;
 mod renewals;
 mod rows;
 mod spend;
+pub(crate) mod sql;
 mod status;
 mod status_lines;
 mod status_writer;
@@ -49,8 +50,11 @@ pub use renewals::{FailureRecord, NewIntent, Settle, Settlement};
 pub use spend::{DayTotals, UnpricedCharge};
 pub use status::{MetricRow, StatusRow, StatusUpdate};
 
+pub use sql::{DbError, Engine};
+
 use checkpoint::Checkpointer;
 use group_commit::CommitQueue;
+use sql::Tx;
 pub use status_lines::{LastPass, SourceStatus, StatusCursor, StatusQuery, StatusReport};
 pub use status_writer::StatusWriter;
 
@@ -97,16 +101,35 @@ pub enum LedgerError {
         /// The newest schema version this build reads and writes (its number of migrations).
         supported: u32,
     },
-    /// A write failed (a full disk, an I/O error): nothing of it was kept.
+    /// A write failed (a full disk, an I/O error, a database that went away): nothing of it
+    /// was kept.
     #[error(
-        "ledger write failed while {what}: {source} — the pass stops; an open renewal keeps its token and is settled or resent with that token next pass, never charged under a new one; check free space and the state directory"
+        "ledger write failed while {what}: {source} — the pass stops; an open renewal keeps its token and is settled or resent with that token next pass, never charged under a new one; check free space and the state directory (or that the ledger's database is up)"
     )]
     Write {
         /// What was being written.
         what: &'static str,
-        /// The SQLite error that made the write fail.
+        /// The engine's error that made the write fail.
         #[source]
-        source: rusqlite::Error,
+        source: DbError,
+    },
+    /// A write of a replica that no longer leads: rolled back, nothing of it kept.
+    #[error("ledger write while {what} refused: {source}")]
+    Fenced {
+        /// What was being written.
+        what: &'static str,
+        /// Which term was fenced out.
+        #[source]
+        source: postgres::Fenced,
+    },
+    /// The PostgreSQL ledger could not be opened (unreachable, login refused, schema).
+    #[error("the ledger's database ({target}): {source}")]
+    Database {
+        /// Hosts and ports (never the password).
+        target: String,
+        /// Why.
+        #[source]
+        source: postgres::OpenError,
     },
     /// The daemon stopped before a write handed to the blocking pool could run.
     #[error(
@@ -138,30 +161,14 @@ pub enum LedgerError {
     Read {
         /// What was being read.
         what: &'static str,
-        /// The SQLite error that made the read fail.
+        /// The engine's error that made the read fail.
         #[source]
-        source: rusqlite::Error,
+        source: DbError,
     },
 }
 
 fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-}
-
-/// Runs a statement kept prepared on the connection: the renewal path runs the same few
-/// statements for every renewal, and parsing them each time costs more than running them.
-fn exec(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
-    conn.prepare_cached(sql)?.execute(params)
-}
-
-/// [`exec`] for a query that returns one row.
-fn query_one<T>(
-    conn: &Connection,
-    sql: &str,
-    params: impl rusqlite::Params,
-    row: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
-) -> rusqlite::Result<T> {
-    conn.prepare_cached(sql)?.query_row(params, row)
 }
 
 /// A scratch copy of a ledger (`Ledger::scratch_copy`), removed with it.
@@ -173,16 +180,34 @@ pub struct Scratch {
     _dir: tempfile::TempDir,
 }
 
-/// The SQLite ledger in a state directory, opened for writing (locked) or read-only.
+/// The SQLite side of a ledger.
 #[derive(Debug)]
-pub struct Ledger {
+struct SqliteStore {
     conn: Mutex<Connection>,
     /// Renewal records written concurrently by different sources share commits.
     commits: CommitQueue,
     /// Checkpoints the log beside the writer (writers only).
     checkpoints: Option<Checkpointer>,
-    path: PathBuf,
     _lock: Option<StateLock>,
+}
+
+/// Where the ledger's rows are. One per process, so the sizes of the two do not matter.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
+enum Store {
+    /// A SQLite file in the state directory (one process).
+    Sqlite(SqliteStore),
+    /// A PostgreSQL database shared by replicas.
+    Postgres(postgres::PgStore),
+}
+
+/// The ledger, on SQLite (a state directory, opened for writing (locked) or read-only) or on
+/// PostgreSQL; callers do not learn which.
+#[derive(Debug)]
+pub struct Ledger {
+    store: Store,
+    /// The SQLite file, or the database's hosts and ports: what messages name.
+    path: PathBuf,
 }
 
 impl Ledger {
@@ -213,14 +238,50 @@ impl Ledger {
         conn.execute_batch("PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = 8388608;")
             .map_err(open_error)?;
         let ledger = Ledger {
-            conn: Mutex::new(conn),
-            commits: CommitQueue::default(),
-            checkpoints: Some(checkpoints),
+            store: Store::Sqlite(SqliteStore {
+                conn: Mutex::new(conn),
+                commits: CommitQueue::default(),
+                checkpoints: Some(checkpoints),
+                _lock: Some(lock),
+            }),
             path,
-            _lock: Some(lock),
         };
         ledger.migrate()?;
         Ok(ledger)
+    }
+
+    /// Opens the ledger in the PostgreSQL database at `url` (libpq key=value pairs or a
+    /// `postgresql://` URI) with `timeouts`, and brings its schema up to date. Replicas share
+    /// it; writes are fenced by the lease once this process holds one ([`Ledger::lead`]).
+    pub fn open_postgres(
+        url: &str,
+        timeouts: postgres::SessionTimeouts,
+    ) -> Result<Ledger, LedgerError> {
+        let store =
+            postgres::PgStore::open(url, timeouts).map_err(|source| LedgerError::Database {
+                target: postgres::target(url).unwrap_or_else(|_| "?".into()),
+                source,
+            })?;
+        Ok(Ledger {
+            path: PathBuf::from(format!("postgresql ledger at {}", store.target())),
+            store: Store::Postgres(store),
+        })
+    }
+
+    /// Fences every later write by `term` (PostgreSQL; `None` ends it). A SQLite ledger has
+    /// one writer, its lock holder, and needs no fence.
+    pub fn lead(&self, term: Option<postgres::Term>) {
+        if let Store::Postgres(store) = &self.store {
+            store.lead(term);
+        }
+    }
+
+    /// Which engine holds the rows.
+    pub fn engine(&self) -> Engine {
+        match self.store {
+            Store::Sqlite(_) => Engine::Sqlite,
+            Store::Postgres(_) => Engine::Postgres,
+        }
     }
 
     /// A writable copy of the ledger in `state_dir` (an empty ledger when there is none) in a
@@ -243,7 +304,7 @@ impl Ledger {
                 .execute("VACUUM INTO ?1", [target.display().to_string()])
                 .map_err(|source| LedgerError::Read {
                     what: "copying the ledger for plan",
-                    source,
+                    source: source.into(),
                 })?;
         }
         let ledger = Ledger::open(dir.path())?;
@@ -271,11 +332,13 @@ impl Ledger {
         conn.execute_batch("PRAGMA busy_timeout = 5000;")
             .map_err(open_error)?;
         let ledger = Ledger {
-            conn: Mutex::new(conn),
-            commits: CommitQueue::default(),
-            checkpoints: None,
+            store: Store::Sqlite(SqliteStore {
+                conn: Mutex::new(conn),
+                commits: CommitQueue::default(),
+                checkpoints: None,
+                _lock: None,
+            }),
             path,
-            _lock: None,
         };
         let version = ledger.version()?;
         if version > migrations::current_version() {
@@ -288,15 +351,30 @@ impl Ledger {
         Ok(Some(ledger))
     }
 
-    /// Path of the ledger database file (`ledger.db` in the state directory).
+    /// Path of the ledger database file (`ledger.db` in the state directory), or where the
+    /// PostgreSQL ledger is.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
+    /// The SQLite connection. Only SQLite's own upkeep (its version, migrations, copies,
+    /// cache) calls it; statements go through [`Ledger::write`] and [`Ledger::read`].
     fn conn(&self) -> MutexGuard<'_, Connection> {
-        // A panic while holding the connection cannot leave a transaction half-committed
-        // (SQLite rolls back an unfinished one), so the connection stays usable.
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+        match &self.store {
+            // A panic while holding the connection cannot leave a transaction half-committed
+            // (SQLite rolls back an unfinished one), so the connection stays usable.
+            Store::Sqlite(store) => store.conn.lock().unwrap_or_else(|p| p.into_inner()),
+            Store::Postgres(_) => {
+                unreachable!("SQLite upkeep is never asked of a PostgreSQL ledger")
+            }
+        }
+    }
+
+    fn sqlite(&self) -> Option<&SqliteStore> {
+        match &self.store {
+            Store::Sqlite(store) => Some(store),
+            Store::Postgres(_) => None,
+        }
     }
 
     fn version(&self) -> Result<u32, LedgerError> {
@@ -318,75 +396,126 @@ impl Ledger {
                 supported,
             });
         }
+        let fail = |source: rusqlite::Error| LedgerError::Write {
+            what: "migrating the ledger",
+            source: source.into(),
+        };
         let mut conn = self.conn();
         for (index, sql) in migrations::MIGRATIONS
             .iter()
             .enumerate()
             .skip(found as usize)
         {
-            let tx = conn.transaction().map_err(|source| LedgerError::Write {
-                what: "migrating the ledger",
-                source,
-            })?;
-            tx.execute_batch(sql).map_err(|source| LedgerError::Write {
-                what: "migrating the ledger",
-                source,
-            })?;
+            let tx = conn.transaction().map_err(fail)?;
+            tx.execute_batch(sql).map_err(fail)?;
             tx.pragma_update(None, "user_version", index as u32 + 1)
-                .map_err(|source| LedgerError::Write {
-                    what: "migrating the ledger",
-                    source,
-                })?;
-            tx.commit().map_err(|source| LedgerError::Write {
-                what: "migrating the ledger",
-                source,
-            })?;
+                .map_err(fail)?;
+            tx.commit().map_err(fail)?;
         }
         Ok(())
     }
 
-    /// Runs `write` in one transaction and commits it; any failure keeps nothing of it.
-    fn in_transaction<T>(
+    /// Runs `write` in one transaction and commits it; any failure keeps nothing of it. On
+    /// PostgreSQL the transaction first checks the lease when this process holds one: a
+    /// replica that no longer leads writes nothing ([`LedgerError::Fenced`]).
+    fn write<T>(
         &self,
         what: &'static str,
-        write: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
+        write: impl FnOnce(&mut Tx<'_>) -> Result<T, DbError>,
     ) -> Result<T, LedgerError> {
-        let fail = |source| LedgerError::Write { what, source };
-        let mut conn = self.conn();
-        let tx = conn.transaction().map_err(fail)?;
-        let value = write(&tx).map_err(fail)?;
-        tx.commit().map_err(fail)?;
-        drop(conn);
-        self.committed(1);
-        Ok(value)
+        self.transaction(what, true, write, |source| LedgerError::Write {
+            what,
+            source,
+        })
     }
 
-    /// Counts commits towards the next background checkpoint.
+    /// Runs the reads of `read` on one connection (one snapshot on PostgreSQL).
+    fn read<T>(
+        &self,
+        what: &'static str,
+        read: impl FnOnce(&mut Tx<'_>) -> Result<T, DbError>,
+    ) -> Result<T, LedgerError> {
+        match &self.store {
+            Store::Sqlite(_) => read(&mut Tx::Sqlite(&self.conn()))
+                .map_err(|source| LedgerError::Read { what, source }),
+            Store::Postgres(_) => self.transaction(what, false, read, |source| LedgerError::Read {
+                what,
+                source,
+            }),
+        }
+    }
+
+    fn transaction<T>(
+        &self,
+        what: &'static str,
+        fenced: bool,
+        work: impl FnOnce(&mut Tx<'_>) -> Result<T, DbError>,
+        failed: impl Fn(DbError) -> LedgerError,
+    ) -> Result<T, LedgerError> {
+        match &self.store {
+            Store::Sqlite(store) => {
+                let mut conn = self.conn();
+                let tx = conn.transaction().map_err(|e| failed(e.into()))?;
+                let value = match work(&mut Tx::Sqlite(&tx)) {
+                    Ok(value) => value,
+                    Err(error) => return Err(failed(error)),
+                };
+                tx.commit().map_err(|e| failed(e.into()))?;
+                drop(conn);
+                if let Some(checkpoints) = &store.checkpoints {
+                    checkpoints.committed(1);
+                }
+                Ok(value)
+            }
+            Store::Postgres(store) => {
+                store
+                    .transaction(fenced, work)
+                    .map_err(|error| match error {
+                        postgres::StoreError::Db(source) => failed(source),
+                        postgres::StoreError::Fenced(source) => {
+                            LedgerError::Fenced { what, source }
+                        }
+                    })
+            }
+        }
+    }
+
+    /// Counts commits towards the next background checkpoint (SQLite).
     fn committed(&self, weight: u32) {
-        if let Some(checkpoints) = &self.checkpoints {
+        if let Some(checkpoints) = self.sqlite().and_then(|s| s.checkpoints.as_ref()) {
             checkpoints.committed(weight);
         }
     }
 
-    /// Asks for the log to be checkpointed now, in the background (after a pass).
+    /// Asks for the log to be checkpointed now, in the background (after a pass; SQLite).
     pub fn checkpoint_soon(&self) {
-        if let Some(checkpoints) = &self.checkpoints {
+        if let Some(checkpoints) = self.sqlite().and_then(|s| s.checkpoints.as_ref()) {
             checkpoints.request();
         }
     }
 
-    /// [`Ledger::in_transaction`] for the writes sources make concurrently while renewing:
-    /// writes made at the same moment share one transaction (one sync to disk), each in its own
-    /// savepoint, and each returns only once the commit holding it has succeeded.
-    fn in_shared_transaction<T, F>(&self, what: &'static str, write: F) -> Result<T, LedgerError>
+    /// [`Ledger::write`] for the writes sources make concurrently while renewing: on SQLite,
+    /// writes made at the same moment share one transaction (one sync to disk), each in its
+    /// own savepoint, and each returns only once the commit holding it has succeeded. On
+    /// PostgreSQL each is its own fenced transaction.
+    fn write_shared<T, F>(&self, what: &'static str, write: F) -> Result<T, LedgerError>
     where
         T: Send + 'static,
-        F: FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T> + Send + 'static,
+        F: FnOnce(&mut Tx<'_>) -> Result<T, DbError> + Send + 'static,
     {
-        let value = self
+        let Some(store) = self.sqlite() else {
+            return self.write(what, write);
+        };
+        let value = store
             .commits
-            .write(|| self.conn(), write)
-            .map_err(|source| LedgerError::Write { what, source })?;
+            .write(
+                || self.conn(),
+                move |tx| write(&mut Tx::Sqlite(tx)).map_err(sql::into_sqlite),
+            )
+            .map_err(|source| LedgerError::Write {
+                what,
+                source: sql::from_sqlite(source),
+            })?;
         self.committed(1);
         Ok(value)
     }
@@ -414,6 +543,9 @@ impl Ledger {
 
     /// Releases the connection's page cache (after a pass, or a scrape of a large fleet).
     pub fn shrink_memory(&self) {
+        if self.sqlite().is_none() {
+            return;
+        }
         if let Err(error) = self.conn().execute_batch("PRAGMA shrink_memory;") {
             tracing::debug!(%error, "shrinking the ledger's cache failed");
         }

@@ -2,10 +2,10 @@
 //! for), and each source's last complete scan (what readiness is judged by).
 
 use chrono::{DateTime, Utc};
-use rusqlite::params;
 
 use super::rows::Read;
-use super::{Ledger, LedgerError, SourceStatus, ts};
+use super::sql::args;
+use super::{Ledger, LedgerError, SourceStatus};
 
 /// A pass as recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,31 +31,26 @@ impl Ledger {
     /// Records a pass, and in the same transaction drops the records that started more than
     /// [`PASS_RETENTION`] before it — except the last successful pass, however old.
     pub fn record_pass(&self, pass: &PassRecord) -> Result<(), LedgerError> {
-        let write = |source| LedgerError::Write {
-            what: "recording a pass",
-            source,
-        };
-        let mut conn = self.conn();
-        let tx = conn.transaction().map_err(write)?;
-        tx.execute(
-            "INSERT INTO passes (started_at, finished_at, result, summary, next_retry_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![
-                ts(pass.started_at),
-                ts(pass.finished_at),
-                pass.result,
-                pass.summary,
-                pass.next_retry_at.map(ts)
-            ],
-        )
-        .map_err(write)?;
-        // Times are stored as fixed-width RFC 3339 text in UTC, so text order is time order.
-        tx.execute(
-            "DELETE FROM passes WHERE started_at < ?1
-               AND id IS NOT (SELECT MAX(id) FROM passes WHERE result = 'ok')",
-            params![ts(pass.started_at - PASS_RETENTION)],
-        )
-        .map_err(write)?;
-        tx.commit().map_err(write)
+        self.write("recording a pass", |tx| {
+            tx.exec(
+                "INSERT INTO passes (started_at, finished_at, result, summary, next_retry_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                args![
+                    pass.started_at,
+                    pass.finished_at,
+                    pass.result,
+                    pass.summary,
+                    pass.next_retry_at
+                ],
+            )?;
+            // SQLite stores times as fixed-width RFC 3339 text in UTC, so text order is time
+            // order there too.
+            tx.exec(
+                "DELETE FROM passes WHERE started_at < ?1
+                   AND id IS DISTINCT FROM (SELECT MAX(id) FROM passes WHERE result = 'ok')",
+                args![pass.started_at - PASS_RETENTION],
+            )?;
+            Ok(())
+        })
     }
 
     /// The latest pass whose result was `ok`.
@@ -63,7 +58,7 @@ impl Ledger {
         self.first_row(
             Read::of("reading the last pass", "passes"),
             "SELECT id, finished_at FROM passes WHERE result = 'ok' ORDER BY id DESC LIMIT 1",
-            [],
+            args![],
             |r| r.time("finished_at"),
         )
     }
@@ -74,7 +69,7 @@ impl Ledger {
             Read::of("reading the last pass", "passes"),
             "SELECT id, started_at, finished_at, result, summary, next_retry_at FROM passes
              ORDER BY id DESC LIMIT 1",
-            [],
+            args![],
             |r| {
                 Ok(PassRecord {
                     started_at: r.time("started_at")?,
@@ -96,13 +91,13 @@ impl Ledger {
         if sources.is_empty() {
             return Ok(());
         }
-        self.in_transaction("recording source scans", |tx| {
-            let mut upsert = tx.prepare_cached(
-                "INSERT INTO sources (account, region, last_success) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (account, region) DO UPDATE SET last_success = excluded.last_success",
-            )?;
+        self.write("recording source scans", |tx| {
             for (account, region) in sources {
-                upsert.execute(params![account, region, ts(at)])?;
+                tx.exec(
+                    "INSERT INTO sources (account, region, last_success) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (account, region) DO UPDATE SET last_success = excluded.last_success",
+                    args![account, region, at],
+                )?;
             }
             Ok(())
         })
@@ -114,7 +109,7 @@ impl Ledger {
             Read::of("reading source scans", "sources"),
             "SELECT account || '/' || region AS key, account, region, last_success FROM sources
              ORDER BY account, region",
-            [],
+            args![],
             |r| {
                 Ok(SourceStatus {
                     account: r.get("account")?,

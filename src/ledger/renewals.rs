@@ -5,10 +5,10 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use rusqlite::params;
 
 use super::rows::Read;
-use super::{Ledger, LedgerError, StoredIntent, exec, intents, ts};
+use super::sql::{DbError, Engine, args};
+use super::{Ledger, LedgerError, StoredIntent, intents, ts};
 use crate::closed_enum;
 use crate::cloud::error::ErrorClass;
 use crate::cloud::types::PeriodUnit;
@@ -72,6 +72,41 @@ closed_enum! {
     }
 }
 
+/// The statements that settle a list of intents, given as one JSON parameter
+/// `[[intent_id, "new expiry"], …]`: each engine expands JSON in its own words.
+struct SettleSql {
+    /// The listed intents that may have charged and were never counted.
+    uncounted: &'static str,
+    /// Clears the backoff of the listed intents' instances.
+    clear_backoff: &'static str,
+    /// Settles the listed intents; returns each one's id and new status.
+    settle: &'static str,
+}
+
+const SETTLE_SQLITE: SettleSql = SettleSql {
+    uncounted: "SELECT id FROM intents WHERE maybe_charged AND counted_day IS NULL
+                  AND id IN (SELECT json_extract(value, '$[0]') FROM json_each(?1))",
+    clear_backoff: "DELETE FROM backoff WHERE instance_id IN (
+                        SELECT instance_id FROM intents
+                        WHERE id IN (SELECT json_extract(value, '$[0]') FROM json_each(?1)))",
+    settle: "UPDATE intents SET status = CASE status WHEN 'ordered' THEN 'verified' ELSE 'superseded' END,
+                 new_expiry = json_extract(j.value, '$[1]'), verified_at = ?2, updated_at = ?2
+             FROM json_each(?1) AS j WHERE intents.id = json_extract(j.value, '$[0]')
+             RETURNING intents.id, intents.status",
+};
+
+const SETTLE_POSTGRES: SettleSql = SettleSql {
+    uncounted: "SELECT id FROM intents WHERE maybe_charged AND counted_day IS NULL
+                  AND id IN (SELECT (j.value->>0)::bigint FROM json_array_elements(?1::text::json) AS j)",
+    clear_backoff: "DELETE FROM backoff WHERE instance_id IN (
+                        SELECT instance_id FROM intents
+                        WHERE id IN (SELECT (j.value->>0)::bigint FROM json_array_elements(?1::text::json) AS j))",
+    settle: "UPDATE intents SET status = CASE status WHEN 'ordered' THEN 'verified' ELSE 'superseded' END,
+                 new_expiry = (j.value->>1)::timestamptz, verified_at = ?2, updated_at = ?2
+             FROM json_array_elements(?1::text::json) AS j WHERE intents.id = (j.value->>0)::bigint
+             RETURNING intents.id, intents.status",
+};
+
 impl Ledger {
     /// Writes (durably) the intent to renew, or finds the one already written for this token
     /// (see [`StoredIntent`]).
@@ -80,14 +115,14 @@ impl Ledger {
         intent: &NewIntent,
         now: DateTime<Utc>,
     ) -> Result<StoredIntent, LedgerError> {
-        self.in_transaction("recording a renewal intent", |tx| {
+        self.write("recording a renewal intent", |tx| {
             intents::upsert(tx, intent, now)
         })
     }
 
     /// Records that an attempt is being sent (before it leaves the process).
     pub fn begin_attempt(&self, intent_id: i64, now: DateTime<Utc>) -> Result<i64, LedgerError> {
-        self.in_transaction("recording a renewal attempt", |tx| {
+        self.write("recording a renewal attempt", |tx| {
             intents::begin_attempt(tx, intent_id, now)
         })
     }
@@ -101,7 +136,7 @@ impl Ledger {
         now: DateTime<Utc>,
     ) -> Result<(StoredIntent, i64), LedgerError> {
         let intent = intent.clone();
-        self.in_shared_transaction("recording a renewal intent and its attempt", move |tx| {
+        self.write_shared("recording a renewal intent and its attempt", move |tx| {
             let stored = intents::upsert(tx, &intent, now)?;
             Ok((stored, intents::begin_attempt(tx, stored.id, now)?))
         })
@@ -120,7 +155,7 @@ impl Ledger {
     ) -> Result<(), LedgerError> {
         let (order_id, request_id, day) =
             (order_id.to_owned(), request_id.to_owned(), day.to_owned());
-        self.in_shared_transaction("recording a renewal's order", move |tx| {
+        self.write_shared("recording a renewal's order", move |tx| {
             intents::finish_ordered(tx, intent_id, attempt_id, &order_id, &request_id, &day, now)
         })
     }
@@ -140,7 +175,7 @@ impl Ledger {
         now: DateTime<Utc>,
     ) -> Result<u32, LedgerError> {
         let (failure, day) = (failure.clone(), day.to_owned());
-        self.in_shared_transaction("recording a failed renewal", move |tx| {
+        self.write_shared("recording a failed renewal", move |tx| {
             let failed = intents::Failed {
                 failure: &failure,
                 unknown,
@@ -158,7 +193,7 @@ impl Ledger {
         attempt_id: i64,
         now: DateTime<Utc>,
     ) -> Result<(), LedgerError> {
-        self.in_shared_transaction("recording an unsent renewal", move |tx| {
+        self.write_shared("recording an unsent renewal", move |tx| {
             intents::finish_not_sent(tx, intent_id, attempt_id, now)
         })
     }
@@ -172,14 +207,14 @@ impl Ledger {
             .first_row(
                 Read::of("looking for interrupted renewal attempts", "intents"),
                 "SELECT EXISTS (SELECT 1 FROM intents WHERE status = 'sent') AS any",
-                [],
+                args![],
                 |r| r.get("any"),
             )?
             .unwrap_or_default();
         if !any {
             return Ok(0);
         }
-        self.in_transaction("recording interrupted renewal attempts", |tx| {
+        self.write("recording interrupted renewal attempts", |tx| {
             intents::mark_interrupted(tx, day, now)
         })
     }
@@ -227,46 +262,37 @@ impl Ledger {
                 .collect(),
         )
         .to_string();
-        self.in_transaction("settling a renewal", |tx| {
-            let uncounted: Vec<i64> = tx
-                .prepare_cached(
-                    "SELECT id FROM intents WHERE maybe_charged = 1 AND counted_day IS NULL
-                       AND id IN (SELECT json_extract(value, '$[0]') FROM json_each(?1))",
-                )?
-                .query_map([&list], |r| r.get(0))?
-                .collect::<rusqlite::Result<_>>()?;
+        let sql = match self.engine() {
+            Engine::Sqlite => &SETTLE_SQLITE,
+            Engine::Postgres => &SETTLE_POSTGRES,
+        };
+        self.write("settling a renewal", |tx| {
+            let uncounted: Vec<i64> = tx.all(sql.uncounted, args![list], |r| r.get(0))?;
             for id in uncounted {
                 intents::count_charge(tx, id, day)?;
             }
-            exec(
-                tx,
-                "DELETE FROM backoff WHERE instance_id IN (
-                     SELECT instance_id FROM intents
-                     WHERE id IN (SELECT json_extract(value, '$[0]') FROM json_each(?1)))",
-                [&list],
-            )?;
+            tx.exec(sql.clear_backoff, args![list])?;
             let settled: HashMap<i64, String> = tx
-                .prepare_cached(
-                    "UPDATE intents SET status = CASE status WHEN 'ordered' THEN 'verified' ELSE 'superseded' END,
-                         new_expiry = json_extract(j.value, '$[1]'), verified_at = ?2, updated_at = ?2
-                     FROM json_each(?1) AS j WHERE intents.id = json_extract(j.value, '$[0]')
-                     RETURNING intents.id, intents.status",
-                )?
-                .query_map(params![list, ts(now)], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<rusqlite::Result<_>>()?;
+                .all(sql.settle, args![list, now], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .into_iter()
+                .collect();
             // Every intent asked for must exist, and come back settled; a missing one (or a
             // status this build does not know) keeps nothing of the round.
             intents
                 .iter()
-                .map(|s| settled.get(&s.intent_id).and_then(|text| Settlement::parse(text)))
+                .map(|s| {
+                    settled
+                        .get(&s.intent_id)
+                        .and_then(|text| Settlement::parse(text))
+                })
                 .collect::<Option<Vec<Settlement>>>()
-                .ok_or(rusqlite::Error::QueryReturnedNoRows)
+                .ok_or_else(|| DbError::Value("an intent to settle is not in the ledger".into()))
         })
     }
 
     /// Sets the price of a counted charge made unpriced, adding it to its day's spend.
     pub fn price_charge(&self, intent_id: i64, price: &Money) -> Result<(), LedgerError> {
-        self.in_transaction("recording the price of an earlier charge", |tx| {
+        self.write("recording the price of an earlier charge", |tx| {
             intents::price_charge(tx, intent_id, price)
         })
     }

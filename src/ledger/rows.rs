@@ -6,11 +6,10 @@
 //! one statement and one mapping, with nothing else around it.
 
 use chrono::{DateTime, Utc};
-use rusqlite::types::{FromSql, ValueRef};
 
+use super::sql::{Bind, Cell, DbError, FromCell, SqlRow};
 use super::{Ledger, LedgerError, RecordStatus};
 use crate::cloud::error::ErrorClass;
-use crate::cloud::time;
 use crate::cloud::types::{PeriodUnit, RenewalStatus};
 use crate::policy::{InstanceState, NextAction};
 
@@ -29,7 +28,7 @@ impl Read {
         Read { what, table }
     }
 
-    fn failed(self, source: rusqlite::Error) -> LedgerError {
+    fn failed(self, source: DbError) -> LedgerError {
         LedgerError::Read {
             what: self.what,
             source,
@@ -37,28 +36,40 @@ impl Read {
     }
 }
 
+/// A [`LedgerError`] carried through a statement's row loop, which speaks [`DbError`].
+struct Carried(LedgerError);
+
 impl Ledger {
-    /// Runs the read `sql` with `params` and calls `each` on every row, in order. The row's
+    /// Runs the read `sql` with `args` and calls `each` on every row, in order. The row's
     /// key (named in errors) is its first column: a statement whose rows are keyed by two
     /// columns selects them joined first (`account || '/' || instance_id`).
     pub(super) fn each_row(
         &self,
         read: Read,
         sql: &str,
-        params: impl rusqlite::Params,
+        args: &[&dyn Bind],
         mut each: impl FnMut(&Row<'_>) -> Result<(), LedgerError>,
     ) -> Result<(), LedgerError> {
-        let conn = self.conn();
-        let mut statement = conn.prepare_cached(sql).map_err(|e| read.failed(e))?;
-        let mut rows = statement.query(params).map_err(|e| read.failed(e))?;
-        while let Some(row) = rows.next().map_err(|e| read.failed(e))? {
-            each(&Row {
-                row,
-                read,
-                ledger: self,
-            })?;
+        let mut carried = None;
+        let result = self.read(read.what, |tx| {
+            tx.each(sql, args, |row| {
+                each(&Row {
+                    row,
+                    read,
+                    ledger: self,
+                })
+                .map_err(|error| {
+                    carried = Some(Carried(error));
+                    DbError::Value("stopped".into())
+                })
+            })
+        });
+        match (result, carried) {
+            (_, Some(Carried(error))) => Err(error),
+            (Ok(()), None) => Ok(()),
+            (Err(LedgerError::Read { source, .. }), None) => Err(read.failed(source)),
+            (Err(other), None) => Err(other),
         }
-        Ok(())
     }
 
     /// Every row of the read `sql`, each through `map`.
@@ -66,11 +77,11 @@ impl Ledger {
         &self,
         read: Read,
         sql: &str,
-        params: impl rusqlite::Params,
+        args: &[&dyn Bind],
         mut map: impl FnMut(&Row<'_>) -> Result<T, LedgerError>,
     ) -> Result<Vec<T>, LedgerError> {
         let mut out = Vec::new();
-        self.each_row(read, sql, params, |row| {
+        self.each_row(read, sql, args, |row| {
             out.push(map(row)?);
             Ok(())
         })?;
@@ -82,52 +93,46 @@ impl Ledger {
         &self,
         read: Read,
         sql: &str,
-        params: impl rusqlite::Params,
+        args: &[&dyn Bind],
         map: impl FnOnce(&Row<'_>) -> Result<T, LedgerError>,
     ) -> Result<Option<T>, LedgerError> {
-        let conn = self.conn();
-        let mut statement = conn.prepare_cached(sql).map_err(|e| read.failed(e))?;
-        let mut rows = statement.query(params).map_err(|e| read.failed(e))?;
-        match rows.next().map_err(|e| read.failed(e))? {
-            Some(row) => map(&Row {
-                row,
-                read,
-                ledger: self,
-            })
-            .map(Some),
-            None => Ok(None),
-        }
+        let mut map = Some(map);
+        let mut out = None;
+        self.each_row(read, sql, args, |row| {
+            if let Some(map) = map.take() {
+                out = Some(map(row)?);
+            }
+            Ok(())
+        })?;
+        Ok(out)
     }
 }
 
 /// One row of a read. Columns are named, as the statement names them; every getter's error
 /// says which.
 pub(super) struct Row<'a> {
-    row: &'a rusqlite::Row<'a>,
+    row: &'a SqlRow<'a>,
     read: Read,
     ledger: &'a Ledger,
 }
 
-impl Row<'_> {
-    /// The column's value as SQLite holds it.
-    pub fn get<T: FromSql>(&self, column: &'static str) -> Result<T, LedgerError> {
-        self.row.get(column).map_err(|e| self.read.failed(e))
+impl<'a> Row<'a> {
+    /// The column's value, read strictly: a value of another type is unreadable.
+    pub fn get<T: FromCell<'a>>(&self, column: &'static str) -> Result<T, LedgerError> {
+        let cell = self.row.cell(column).map_err(|e| self.read.failed(e))?;
+        T::from_cell(cell).map_err(|held| self.unreadable(column, &held.describe()))
     }
 
     /// A text column, borrowed from the row (no copy: the metrics page reads 100,000 of them).
-    pub fn text(&self, column: &'static str) -> Result<&str, LedgerError> {
-        self.row
-            .get_ref(column)
-            .and_then(|v| v.as_str().map_err(Into::into))
-            .map_err(|e| self.read.failed(e))
+    pub fn text(&self, column: &'static str) -> Result<&'a str, LedgerError> {
+        self.get(column)
     }
 
     /// The row's key for errors: its first column, as text.
     fn key(&self) -> String {
-        match self.row.get_ref(0) {
-            Ok(ValueRef::Integer(n)) => n.to_string(),
-            Ok(ValueRef::Text(t)) => String::from_utf8_lossy(t).into_owned(),
-            _ => "?".into(),
+        match self.row.cell(0) {
+            Ok(Cell::Null) | Err(_) => "?".into(),
+            Ok(cell) => cell.describe(),
         }
     }
 
@@ -166,31 +171,14 @@ impl Row<'_> {
         }
     }
 
-    /// An RFC 3339 timestamp.
+    /// A time: RFC 3339 text or Unix seconds (SQLite), `timestamptz` (PostgreSQL).
     pub fn time(&self, column: &'static str) -> Result<DateTime<Utc>, LedgerError> {
-        self.parsed(column, |t| time::parse(t).ok())
+        self.get(column)
     }
 
-    /// An RFC 3339 timestamp, or NULL.
+    /// A time, or NULL.
     pub fn opt_time(&self, column: &'static str) -> Result<Option<DateTime<Utc>>, LedgerError> {
-        self.parsed_opt(column, |t| time::parse(t).ok())
-    }
-
-    /// Unix seconds.
-    pub fn seconds(&self, column: &'static str) -> Result<DateTime<Utc>, LedgerError> {
-        let secs: i64 = self.get(column)?;
-        DateTime::<Utc>::from_timestamp(secs, 0)
-            .ok_or_else(|| self.unreadable(column, &secs.to_string()))
-    }
-
-    /// Unix seconds, or NULL.
-    pub fn opt_seconds(&self, column: &'static str) -> Result<Option<DateTime<Utc>>, LedgerError> {
-        match self.get::<Option<i64>>(column)? {
-            None => Ok(None),
-            Some(secs) => DateTime::<Utc>::from_timestamp(secs, 0)
-                .map(Some)
-                .ok_or_else(|| self.unreadable(column, &secs.to_string())),
-        }
+        self.get(column)
     }
 
     /// A period unit (`Week`, `Month`, `Year`).

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::rows::Read;
+use super::sql::args;
 use super::{Ledger, LedgerError};
 use crate::cloud::types::PeriodUnit;
 
@@ -43,7 +44,7 @@ impl Ledger {
             Read::of("reading today's renewals", "renewal_days"),
             "SELECT COALESCE((SELECT renewals FROM renewal_days WHERE day = ?1), 0)
                   + (SELECT COUNT(*) FROM intents WHERE status = 'sent' AND counted_day IS NULL) AS n",
-            [day],
+            args![day],
             |r| r.get("n"),
         )
         .map(Option::unwrap_or_default)
@@ -58,7 +59,7 @@ impl Ledger {
             .rows(
                 read,
                 "SELECT currency, cents FROM spend WHERE day = ?1",
-                [day],
+                args![day],
                 |r| Ok((r.get("currency")?, r.get("cents")?)),
             )?
             .into_iter()
@@ -69,7 +70,7 @@ impl Ledger {
         self.each_row(
             Read::of("reading today's totals", "intents"),
             "SELECT id, price_cents, currency FROM intents WHERE status = 'sent' AND counted_day IS NULL",
-            [],
+            args![],
             |r| {
                 if let (Some(cents), Some(currency)) = (r.get::<Option<i64>>("price_cents")?, r.get("currency")?) {
                     let total = spend.entry(currency).or_default();
@@ -82,7 +83,7 @@ impl Ledger {
             .first_row(
                 Read::of("reading today's totals", "intents"),
                 "SELECT COUNT(*) AS n FROM intents WHERE counted_day = ?1 AND price_cents IS NULL",
-                [day],
+                args![day],
                 |r| r.get("n"),
             )?
             .unwrap_or_default();
@@ -99,7 +100,7 @@ impl Ledger {
             Read::of("reading today's unpriced charges", "intents"),
             "SELECT id, account, region, instance_id, period, unit FROM intents
              WHERE counted_day = ?1 AND price_cents IS NULL ORDER BY id",
-            [day],
+            args![day],
             |r| {
                 Ok(UnpricedCharge {
                     intent_id: r.get("id")?,

@@ -2,11 +2,11 @@
 //! longer listed, and read page by page for the per-instance metrics.
 
 use chrono::{DateTime, Utc};
-use rusqlite::params;
 use serde::Serialize;
 
 use super::rows::Read;
-use super::{Ledger, LedgerError, exec};
+use super::sql::{Secs, args};
+use super::{Ledger, LedgerError};
 use crate::policy::{InstanceState, NextAction};
 
 /// One instance's line in the status table (the latest pass's view of it).
@@ -98,45 +98,40 @@ impl Ledger {
     /// Writes (or overwrites) status lines in one transaction, tagged with the
     /// pass's `generation`.
     pub fn write_status(&self, rows: &[StatusRow], generation: i64) -> Result<(), LedgerError> {
-        let write = |source| LedgerError::Write {
-            what: "writing status lines",
-            source,
-        };
-        let mut conn = self.conn();
-        let tx = conn.transaction().map_err(write)?;
-        {
-            let mut insert = tx
-                .prepare_cached(
-                    "INSERT OR REPLACE INTO instance_status (account, region, instance_id, name, expires_at, policy, state, decision,
-                         due_at, reason, failed_attempts, next_retry_at, drift, deduction_overdue, updated_at, generation)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
-                )
-                .map_err(write)?;
+        self.write("writing status lines", |tx| {
             for row in rows {
-                insert
-                    .execute(params![
+                tx.exec(
+                    "INSERT INTO instance_status (account, region, instance_id, name, expires_at, policy, state, decision,
+                         due_at, reason, failed_attempts, next_retry_at, drift, deduction_overdue, updated_at, generation)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
+                     ON CONFLICT (account, instance_id) DO UPDATE SET region = excluded.region, name = excluded.name,
+                         expires_at = excluded.expires_at, policy = excluded.policy, state = excluded.state,
+                         decision = excluded.decision, due_at = excluded.due_at, reason = excluded.reason,
+                         failed_attempts = excluded.failed_attempts, next_retry_at = excluded.next_retry_at,
+                         drift = excluded.drift, deduction_overdue = excluded.deduction_overdue,
+                         updated_at = excluded.updated_at, generation = excluded.generation",
+                    args![
                         row.account,
                         row.region,
                         row.instance_id,
                         row.name,
-                        row.expires_at.timestamp(),
+                        Secs(row.expires_at),
                         row.policy,
                         row.state.as_str(),
                         row.decision.as_str(),
-                        row.due_at.map(|t| t.timestamp()),
+                        row.due_at.map(Secs),
                         row.reason,
                         row.failed_attempts,
-                        row.next_retry_at.map(|t| t.timestamp()),
+                        row.next_retry_at.map(Secs),
                         row.drift,
                         row.deduction_overdue,
-                        row.updated_at.timestamp(),
+                        Secs(row.updated_at),
                         generation,
-                    ])
-                    .map_err(write)?;
+                    ],
+                )?;
             }
-        }
-        tx.commit().map_err(write)?;
-        drop(conn);
+            Ok(())
+        })?;
         // Fifty status lines fill about as many pages as one renewal's record.
         self.committed((rows.len() / 50) as u32 + 1);
         Ok(())
@@ -148,39 +143,28 @@ impl Ledger {
         updates: &[StatusUpdate],
         now: DateTime<Utc>,
     ) -> Result<(), LedgerError> {
-        let write = |source| LedgerError::Write {
-            what: "updating status lines",
-            source,
-        };
-        let mut conn = self.conn();
-        let tx = conn.transaction().map_err(write)?;
-        {
-            let mut update = tx
-                .prepare_cached(
+        self.write("updating status lines", |tx| {
+            for u in updates {
+                tx.exec(
                     "UPDATE instance_status SET state = ?3, decision = ?4, reason = ?5, due_at = ?6, failed_attempts = ?7,
                          next_retry_at = ?8, expires_at = COALESCE(?9, expires_at), updated_at = ?10
                      WHERE account = ?1 AND instance_id = ?2",
-                )
-                .map_err(write)?;
-            for u in updates {
-                update
-                    .execute(params![
+                    args![
                         u.account,
                         u.instance_id,
                         u.state.as_str(),
                         u.decision.as_str(),
                         u.reason,
-                        u.due_at.map(|t| t.timestamp()),
+                        u.due_at.map(Secs),
                         u.failed_attempts,
-                        u.next_retry_at.map(|t| t.timestamp()),
-                        u.expires_at.map(|t| t.timestamp()),
-                        now.timestamp(),
-                    ])
-                    .map_err(write)?;
+                        u.next_retry_at.map(Secs),
+                        u.expires_at.map(Secs),
+                        Secs(now),
+                    ],
+                )?;
             }
-        }
-        tx.commit().map_err(write)?;
-        drop(conn);
+            Ok(())
+        })?;
         self.committed((updates.len() / 50) as u32 + 1);
         Ok(())
     }
@@ -193,34 +177,27 @@ impl Ledger {
         complete: &[(String, String)],
         down: &[(String, String)],
     ) -> Result<(), LedgerError> {
-        let write = |source| LedgerError::Write {
-            what: "pruning status lines",
-            source,
-        };
-        let mut conn = self.conn();
-        let tx = conn.transaction().map_err(write)?;
-        for (account, region) in complete {
-            exec(
-                &tx,
-                "DELETE FROM instance_status WHERE generation < ?1 AND account = ?2 AND region = ?3",
-                params![generation, account, region],
-            )
-            .map_err(write)?;
-        }
-        // A source that could not be scanned keeps its lines (its instances are not known to be
-        // gone), except those of instances another entry listed in this pass: instance ids are
-        // unique across Alibaba Cloud, so the newer line stands for the instance.
-        for (account, region) in down {
-            exec(
-                &tx,
-                "DELETE FROM instance_status WHERE account = ?2 AND region = ?3 AND generation < ?1
-                   AND instance_id IN (SELECT s.instance_id FROM instance_status s
-                                       WHERE s.generation = ?1 AND s.account <> ?2)",
-                params![generation, account, region],
-            )
-            .map_err(write)?;
-        }
-        tx.commit().map_err(write)
+        self.write("pruning status lines", |tx| {
+            for (account, region) in complete {
+                tx.exec(
+                    "DELETE FROM instance_status WHERE generation < ?1 AND account = ?2 AND region = ?3",
+                    args![generation, account, region],
+                )?;
+            }
+            // A source that could not be scanned keeps its lines (its instances are not known
+            // to be gone), except those of instances another entry listed in this pass:
+            // instance ids are unique across Alibaba Cloud, so the newer line stands for the
+            // instance.
+            for (account, region) in down {
+                tx.exec(
+                    "DELETE FROM instance_status WHERE account = ?2 AND region = ?3 AND generation < ?1
+                       AND instance_id IN (SELECT s.instance_id FROM instance_status s
+                                           WHERE s.generation = ?1 AND s.account <> ?2)",
+                    args![generation, account, region],
+                )?;
+            }
+            Ok(())
+        })
     }
 
     /// The fields metrics need for up to `limit` status lines after the key `after` (account,
@@ -241,7 +218,7 @@ impl Ledger {
                 "SELECT account, region, instance_id, COALESCE(policy, 'none') AS policy, expires_at, due_at, state,
                         failed_attempts, drift, deduction_overdue
                  FROM instance_status
-                 WHERE ?1 IS NULL AND ?2 IS NULL
+                 WHERE CAST(?1 AS text) IS NULL AND CAST(?2 AS text) IS NULL
                  ORDER BY account, instance_id LIMIT ?3"
             }
             Some(_) => {
@@ -258,15 +235,15 @@ impl Ledger {
         self.each_row(
             Read::of("reading status lines for metrics", "instance_status"),
             sql,
-            params![after_account, after_instance, limit as i64],
+            args![after_account, after_instance, limit as i64],
             |r| {
                 let row = MetricRow {
                     account: r.text("account")?,
                     region: r.text("region")?,
                     instance_id: r.text("instance_id")?,
                     policy: r.text("policy")?,
-                    expires_at: r.get("expires_at")?,
-                    next_action_at: r.get("due_at")?,
+                    expires_at: r.time("expires_at")?.timestamp(),
+                    next_action_at: r.opt_time("due_at")?.map(|t| t.timestamp()),
                     state: r.text("state")?,
                     failed_attempts: r.get("failed_attempts")?,
                     drift: r.get("drift")?,

@@ -8,10 +8,11 @@ use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 
-use rusqlite::params;
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::rows::{Read, Row};
+use super::sql::{Engine, Secs, args};
 use super::{Ledger, LedgerError, StatusRow};
 
 /// Which status lines, and where to start.
@@ -151,14 +152,16 @@ impl Ledger {
              WHERE (?1 IS NULL OR account = ?1) AND (?2 IS NULL OR region = ?2) AND (?3 IS NULL OR state = ?3)
                AND (?4 IS NULL OR (expires_at, instance_id, account) > (?4, ?5, ?6))
              ORDER BY expires_at, instance_id, account LIMIT ?7",
-            params![
+            args![
                 query.account,
                 query.region,
                 query.state,
-                after.map(|a| a.expires_at),
+                after.map(|a| Secs(
+                    DateTime::<Utc>::from_timestamp(a.expires_at, 0).unwrap_or_default()
+                )),
                 after.map(|a| &a.instance_id),
                 after.map(|a| &a.account),
-                query.limit.map_or(-1, |l| l as i64)
+                query.limit.map_or(i64::MAX, |l| l as i64)
             ],
             status_row,
         )?;
@@ -194,16 +197,31 @@ impl Ledger {
                 .collect::<Vec<_>>(),
         )
         .expect("a list of string pairs always serializes");
+        // The keys travel as one JSON parameter; each engine expands JSON in its own words.
+        let sql = match self.engine() {
+            Engine::Sqlite => {
+                "SELECT id, account, instance_id, status, order_id, error_code, error_class, updated_at FROM intents
+                 WHERE id IN (SELECT (SELECT MAX(i.id) FROM intents i
+                                      WHERE i.account = k.value ->> 0 AND i.instance_id = k.value ->> 1)
+                              FROM json_each(?1) k)"
+            }
+            Engine::Postgres => {
+                "SELECT id, account, instance_id, status, order_id, error_code, error_class, updated_at FROM intents
+                 WHERE id IN (SELECT (SELECT MAX(i.id) FROM intents i
+                                      WHERE i.account = k.value ->> 0 AND i.instance_id = k.value ->> 1)
+                              FROM json_array_elements(?1::text::json) k)"
+            }
+        };
         let rows = self.rows(
             Read::of("reading last outcomes", "intents"),
-            "SELECT id, account, instance_id, status, order_id, error_code, error_class, updated_at FROM intents
-             WHERE id IN (SELECT (SELECT MAX(i.id) FROM intents i
-                                  WHERE i.account = k.value ->> 0 AND i.instance_id = k.value ->> 1)
-                          FROM json_each(?1) k)",
-            [keys],
+            sql,
+            args![keys],
             |r| {
-                let (status, at) = (r.text("status")?, r.text("updated_at")?);
-                let words = match (r.get::<Option<String>>("order_id")?, r.get::<Option<String>>("error_code")?) {
+                let (status, at) = (r.text("status")?, super::ts(r.time("updated_at")?));
+                let words = match (
+                    r.get::<Option<String>>("order_id")?,
+                    r.get::<Option<String>>("error_code")?,
+                ) {
                     (Some(order), _) => format!("{status} (order {order}) at {at}"),
                     (None, Some(code)) => {
                         let class: Option<String> = r.get("error_class")?;
@@ -225,18 +243,18 @@ fn status_row(r: &Row<'_>) -> Result<StatusRow, LedgerError> {
         region: r.get("region")?,
         instance_id: r.get("instance_id")?,
         name: r.get("name")?,
-        expires_at: r.seconds("expires_at")?,
+        expires_at: r.time("expires_at")?,
         policy: r.get("policy")?,
         state: r.state("state")?,
         decision: r.next_action("decision")?,
-        due_at: r.opt_seconds("due_at")?,
+        due_at: r.opt_time("due_at")?,
         reason: r.get("reason")?,
         failed_attempts: r.get("failed_attempts")?,
-        next_retry_at: r.opt_seconds("next_retry_at")?,
+        next_retry_at: r.opt_time("next_retry_at")?,
         drift: r.get("drift")?,
         deduction_overdue: r.get("deduction_overdue")?,
         last_outcome: None,
-        updated_at: r.seconds("updated_at")?,
+        updated_at: r.time("updated_at")?,
     })
 }
 

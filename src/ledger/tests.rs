@@ -1,3 +1,4 @@
+use super::sql::args;
 use super::*;
 use crate::cloud::ecs::AutoRenewTarget;
 use crate::cloud::error::ErrorClass;
@@ -11,6 +12,37 @@ fn t(text: &str) -> DateTime<Utc> {
 }
 
 const DAY: &str = "2026-03-10";
+
+/// The real PostgreSQL the integration tests use (started here when `.ci/run` did not).
+#[path = "../../tests/it/support/postgres.rs"]
+mod test_postgres;
+
+/// Where a test's ledger lives: every test below runs on both engines.
+enum Place {
+    Sqlite(tempfile::TempDir),
+    Postgres(String),
+}
+
+impl Place {
+    /// The ledger there, opened (again) as a process would.
+    fn open(&self) -> Ledger {
+        match self {
+            Place::Sqlite(dir) => Ledger::open(dir.path()).unwrap(),
+            Place::Postgres(url) => Ledger::open_postgres(url, Default::default()).unwrap(),
+        }
+    }
+}
+
+/// Runs `test` on a fresh SQLite ledger, then on a fresh PostgreSQL one.
+fn on_both(test: impl Fn(&Place)) {
+    test(&Place::Sqlite(tempfile::tempdir().unwrap()));
+    let url = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(test_postgres::fresh_database());
+    test(&Place::Postgres(url));
+}
 
 fn settle(intent_id: i64, new_expiry: DateTime<Utc>) -> Settle {
     Settle {
@@ -101,240 +133,246 @@ fn a_corrupted_ledger_is_refused_with_advice() {
 
 #[test]
 fn an_intent_is_prepared_once_per_token_and_its_order_counted_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let ledger = Ledger::open(dir.path()).unwrap();
-    let now = t("2026-03-10T00:00:00Z");
-    let id = ledger.prepare(&intent("tok-1"), now).unwrap().id;
-    assert_eq!(
-        ledger.prepare(&intent("tok-1"), now).unwrap().id,
-        id,
-        "the same token is the same intent"
-    );
-    let h = ledger.histories().unwrap().history("i-1");
-    assert_eq!(h.intent.unwrap().status, IntentStatus::Prepared);
-    let attempt = ledger.begin_attempt(id, now).unwrap();
-    assert_eq!(
+    on_both(|place| {
+        let ledger = place.open();
+        let now = t("2026-03-10T00:00:00Z");
+        let id = ledger.prepare(&intent("tok-1"), now).unwrap().id;
+        assert_eq!(
+            ledger.prepare(&intent("tok-1"), now).unwrap().id,
+            id,
+            "the same token is the same intent"
+        );
+        let h = ledger.histories().unwrap().history("i-1");
+        assert_eq!(h.intent.unwrap().status, IntentStatus::Prepared);
+        let attempt = ledger.begin_attempt(id, now).unwrap();
+        assert_eq!(
+            ledger
+                .histories()
+                .unwrap()
+                .history("i-1")
+                .intent
+                .unwrap()
+                .status,
+            IntentStatus::Unknown
+        );
         ledger
-            .histories()
-            .unwrap()
-            .history("i-1")
-            .intent
-            .unwrap()
-            .status,
-        IntentStatus::Unknown
-    );
-    ledger
-        .finish_ordered(id, attempt, "O-1", "R-1", "2026-03-10", now)
-        .unwrap();
-    // A replayed token returns the same order: counted once.
-    let again = ledger.begin_attempt(id, now).unwrap();
-    ledger
-        .finish_ordered(id, again, "O-1", "R-2", "2026-03-10", now)
-        .unwrap();
-    let totals = ledger.day_totals("2026-03-10").unwrap();
-    assert_eq!(
-        (totals.renewals, totals.spend.get("CNY").copied()),
-        (1, Some(10_000))
-    );
-    let h = ledger.histories().unwrap().history("i-1");
-    assert_eq!(
-        h.intent.unwrap().status,
-        IntentStatus::Ordered {
-            order_id: "O-1".into()
-        }
-    );
-    assert_eq!(
+            .finish_ordered(id, attempt, "O-1", "R-1", "2026-03-10", now)
+            .unwrap();
+        // A replayed token returns the same order: counted once.
+        let again = ledger.begin_attempt(id, now).unwrap();
         ledger
-            .settle(id, t("2026-04-15T16:00:00Z"), DAY, now)
-            .unwrap(),
-        Settlement::Verified
-    );
-    assert!(ledger.histories().unwrap().history("i-1").intent.is_none());
-    let records = ledger.money_records(Some("i-1")).unwrap();
-    assert_eq!(records.len(), 1);
-    assert_eq!(
-        (
-            records[0].status.as_str(),
-            records[0].order_id.as_deref(),
-            records[0].attempts
-        ),
-        ("verified", Some("O-1"), 2)
-    );
+            .finish_ordered(id, again, "O-1", "R-2", "2026-03-10", now)
+            .unwrap();
+        let totals = ledger.day_totals("2026-03-10").unwrap();
+        assert_eq!(
+            (totals.renewals, totals.spend.get("CNY").copied()),
+            (1, Some(10_000))
+        );
+        let h = ledger.histories().unwrap().history("i-1");
+        assert_eq!(
+            h.intent.unwrap().status,
+            IntentStatus::Ordered {
+                order_id: "O-1".into()
+            }
+        );
+        assert_eq!(
+            ledger
+                .settle(id, t("2026-04-15T16:00:00Z"), DAY, now)
+                .unwrap(),
+            Settlement::Verified
+        );
+        assert!(ledger.histories().unwrap().history("i-1").intent.is_none());
+        let records = ledger.money_records(Some("i-1")).unwrap();
+        assert_eq!(records.len(), 1);
+        assert_eq!(
+            (
+                records[0].status.as_str(),
+                records[0].order_id.as_deref(),
+                records[0].attempts
+            ),
+            ("verified", Some("O-1"), 2)
+        );
+    });
 }
 
 #[test]
 fn failures_count_up_and_set_the_retry_time() {
-    let dir = tempfile::tempdir().unwrap();
-    let ledger = Ledger::open(dir.path()).unwrap();
-    let now = t("2026-03-10T00:00:00Z");
-    let id = ledger.prepare(&intent("tok-2"), now).unwrap().id;
-    for n in 1..=3u32 {
-        let attempt = ledger.begin_attempt(id, now).unwrap();
-        let failures = ledger
-            .finish_failed(
-                id,
-                attempt,
-                &funds(),
-                false,
-                t("2026-03-10T00:05:00Z"),
-                DAY,
-                now,
-            )
-            .unwrap();
-        assert_eq!(failures, n);
-    }
-    let h = ledger.histories().unwrap().history("i-1");
-    assert_eq!(h.failed_attempts, 3);
-    assert_eq!(h.retry_at, Some(t("2026-03-10T00:05:00Z")));
-    let view = h.intent.unwrap();
-    assert!(matches!(
-        view.status,
-        IntentStatus::Failed {
-            class: ErrorClass::Funds,
-            ..
+    on_both(|place| {
+        let ledger = place.open();
+        let now = t("2026-03-10T00:00:00Z");
+        let id = ledger.prepare(&intent("tok-2"), now).unwrap().id;
+        for n in 1..=3u32 {
+            let attempt = ledger.begin_attempt(id, now).unwrap();
+            let failures = ledger
+                .finish_failed(
+                    id,
+                    attempt,
+                    &funds(),
+                    false,
+                    t("2026-03-10T00:05:00Z"),
+                    DAY,
+                    now,
+                )
+                .unwrap();
+            assert_eq!(failures, n);
         }
-    ));
-    assert!(!view.maybe_charged, "refusals charged nothing");
-    assert_eq!(
-        ledger.day_totals(DAY).unwrap(),
-        DayTotals::default(),
-        "refusals are not counted"
-    );
+        let h = ledger.histories().unwrap().history("i-1");
+        assert_eq!(h.failed_attempts, 3);
+        assert_eq!(h.retry_at, Some(t("2026-03-10T00:05:00Z")));
+        let view = h.intent.unwrap();
+        assert!(matches!(
+            view.status,
+            IntentStatus::Failed {
+                class: ErrorClass::Funds,
+                ..
+            }
+        ));
+        assert!(!view.maybe_charged, "refusals charged nothing");
+        assert_eq!(
+            ledger.day_totals(DAY).unwrap(),
+            DayTotals::default(),
+            "refusals are not counted"
+        );
+    });
 }
 
 #[test]
 fn an_unknown_outcome_is_counted_once_and_keeps_its_period_whatever_comes_after() {
-    let dir = tempfile::tempdir().unwrap();
-    let ledger = Ledger::open(dir.path()).unwrap();
-    let now = t("2026-03-10T00:00:00Z");
-    let timeout = FailureRecord {
-        code: "Transport.Timeout".into(),
-        class: ErrorClass::Transient,
-        message: "timed out".into(),
-        request_id: None,
-    };
-    let (stored, attempt) = ledger.prepare_and_begin(&intent("tok-u"), now).unwrap();
-    ledger
-        .finish_failed(stored.id, attempt, &timeout, true, now, DAY, now)
-        .unwrap();
-    // The next attempt is refused outright: the intent may still have charged.
-    let two_months = NewIntent {
-        period: 2,
-        ..intent("tok-u")
-    };
-    let (again, attempt) = ledger.prepare_and_begin(&two_months, now).unwrap();
-    assert_eq!(
-        (again.id, again.period),
-        (stored.id, 1),
-        "a maybe-charged intent keeps its period"
-    );
-    ledger
-        .finish_failed(again.id, attempt, &funds(), false, now, DAY, now)
-        .unwrap();
-    let view = ledger.histories().unwrap().history("i-1").intent.unwrap();
-    assert!(view.maybe_charged);
-    assert_eq!(view.period, 1);
-    let totals = ledger.day_totals(DAY).unwrap();
-    assert_eq!(
-        (totals.renewals, totals.spend.get("CNY").copied()),
-        (1, Some(10_000)),
-        "counted once, at its price"
-    );
-    // A settlement of the same intent counts nothing more.
-    ledger
-        .settle(stored.id, t("2026-04-15T16:00:00Z"), DAY, now)
-        .unwrap();
-    assert_eq!(ledger.day_totals(DAY).unwrap().renewals, 1);
+    on_both(|place| {
+        let ledger = place.open();
+        let now = t("2026-03-10T00:00:00Z");
+        let timeout = FailureRecord {
+            code: "Transport.Timeout".into(),
+            class: ErrorClass::Transient,
+            message: "timed out".into(),
+            request_id: None,
+        };
+        let (stored, attempt) = ledger.prepare_and_begin(&intent("tok-u"), now).unwrap();
+        ledger
+            .finish_failed(stored.id, attempt, &timeout, true, now, DAY, now)
+            .unwrap();
+        // The next attempt is refused outright: the intent may still have charged.
+        let two_months = NewIntent {
+            period: 2,
+            ..intent("tok-u")
+        };
+        let (again, attempt) = ledger.prepare_and_begin(&two_months, now).unwrap();
+        assert_eq!(
+            (again.id, again.period),
+            (stored.id, 1),
+            "a maybe-charged intent keeps its period"
+        );
+        ledger
+            .finish_failed(again.id, attempt, &funds(), false, now, DAY, now)
+            .unwrap();
+        let view = ledger.histories().unwrap().history("i-1").intent.unwrap();
+        assert!(view.maybe_charged);
+        assert_eq!(view.period, 1);
+        let totals = ledger.day_totals(DAY).unwrap();
+        assert_eq!(
+            (totals.renewals, totals.spend.get("CNY").copied()),
+            (1, Some(10_000)),
+            "counted once, at its price"
+        );
+        // A settlement of the same intent counts nothing more.
+        ledger
+            .settle(stored.id, t("2026-04-15T16:00:00Z"), DAY, now)
+            .unwrap();
+        assert_eq!(ledger.day_totals(DAY).unwrap().renewals, 1);
+    });
 }
 
 #[test]
 fn an_intent_refused_outright_takes_a_new_period_with_the_same_token() {
-    let dir = tempfile::tempdir().unwrap();
-    let ledger = Ledger::open(dir.path()).unwrap();
-    let now = t("2026-03-10T00:00:00Z");
-    let (stored, attempt) = ledger.prepare_and_begin(&intent("tok-r"), now).unwrap();
-    ledger
-        .finish_failed(stored.id, attempt, &funds(), false, now, DAY, now)
-        .unwrap();
-    let (again, _) = ledger
-        .prepare_and_begin(
-            &NewIntent {
-                period: 2,
-                price: None,
-                ..intent("tok-r")
-            },
-            now,
-        )
-        .unwrap();
-    assert_eq!((again.id, again.period), (stored.id, 2));
-    let records = ledger.money_records(None).unwrap();
-    assert_eq!((records.len(), records[0].request.as_str()), (1, "2 Month"));
-    assert_eq!(
-        records[0].price, None,
-        "the old quote was for the old period"
-    );
+    on_both(|place| {
+        let ledger = place.open();
+        let now = t("2026-03-10T00:00:00Z");
+        let (stored, attempt) = ledger.prepare_and_begin(&intent("tok-r"), now).unwrap();
+        ledger
+            .finish_failed(stored.id, attempt, &funds(), false, now, DAY, now)
+            .unwrap();
+        let (again, _) = ledger
+            .prepare_and_begin(
+                &NewIntent {
+                    period: 2,
+                    price: None,
+                    ..intent("tok-r")
+                },
+                now,
+            )
+            .unwrap();
+        assert_eq!((again.id, again.period), (stored.id, 2));
+        let records = ledger.money_records(None).unwrap();
+        assert_eq!((records.len(), records[0].request.as_str()), (1, "2 Month"));
+        assert_eq!(
+            records[0].price, None,
+            "the old quote was for the old period"
+        );
+    });
 }
 
 #[test]
 fn an_attempt_left_out_by_a_stopped_process_is_unknown_and_counted() {
-    let dir = tempfile::tempdir().unwrap();
-    let now = t("2026-03-10T00:00:00Z");
-    {
-        let ledger = Ledger::open(dir.path()).unwrap();
-        ledger.prepare_and_begin(&intent("tok-k"), now).unwrap();
-        // The process stops here.
-    }
-    let ledger = Ledger::open(dir.path()).unwrap();
-    let before = ledger.day_totals(DAY).unwrap();
-    assert_eq!(
-        (before.renewals, before.spend.get("CNY").copied()),
-        (1, Some(10_000)),
-        "counted while still out, before any pass marks it"
-    );
-    assert_eq!(ledger.mark_interrupted(DAY, now).unwrap(), 1);
-    assert_eq!(ledger.mark_interrupted(DAY, now).unwrap(), 0);
-    let view = ledger.histories().unwrap().history("i-1").intent.unwrap();
-    assert_eq!(
-        (view.status, view.maybe_charged),
-        (IntentStatus::Unknown, true)
-    );
-    assert_eq!(ledger.day_totals(DAY).unwrap().renewals, 1);
+    on_both(|place| {
+        let now = t("2026-03-10T00:00:00Z");
+        {
+            let ledger = place.open();
+            ledger.prepare_and_begin(&intent("tok-k"), now).unwrap();
+            // The process stops here.
+        }
+        let ledger = place.open();
+        let before = ledger.day_totals(DAY).unwrap();
+        assert_eq!(
+            (before.renewals, before.spend.get("CNY").copied()),
+            (1, Some(10_000)),
+            "counted while still out, before any pass marks it"
+        );
+        assert_eq!(ledger.mark_interrupted(DAY, now).unwrap(), 1);
+        assert_eq!(ledger.mark_interrupted(DAY, now).unwrap(), 0);
+        let view = ledger.histories().unwrap().history("i-1").intent.unwrap();
+        assert_eq!(
+            (view.status, view.maybe_charged),
+            (IntentStatus::Unknown, true)
+        );
+        assert_eq!(ledger.day_totals(DAY).unwrap().renewals, 1);
+    });
 }
 
 #[test]
 fn an_unpriced_charge_is_listed_until_its_price_is_recorded() {
-    let dir = tempfile::tempdir().unwrap();
-    let ledger = Ledger::open(dir.path()).unwrap();
-    let now = t("2026-03-10T00:00:00Z");
-    let (stored, attempt) = ledger
-        .prepare_and_begin(
-            &NewIntent {
-                price: None,
-                ..intent("tok-p")
-            },
-            now,
-        )
-        .unwrap();
-    ledger
-        .finish_ordered(stored.id, attempt, "O-p", "R-p", DAY, now)
-        .unwrap();
-    let totals = ledger.day_totals(DAY).unwrap();
-    assert_eq!(totals.renewals, 1);
-    assert!(totals.spend.is_empty());
-    assert_eq!(totals.unpriced, 1);
-    assert_eq!(
-        ledger.unpriced_charges(DAY).unwrap()[0].intent_id,
-        stored.id
-    );
-    let price = Money {
-        cents: 12_345,
-        currency: "CNY".into(),
-    };
-    ledger.price_charge(stored.id, &price).unwrap();
-    ledger.price_charge(stored.id, &price).unwrap();
-    let totals = ledger.day_totals(DAY).unwrap();
-    assert_eq!(totals.spend.get("CNY").copied(), Some(12_345), "once");
-    assert_eq!(totals.unpriced, 0);
+    on_both(|place| {
+        let ledger = place.open();
+        let now = t("2026-03-10T00:00:00Z");
+        let (stored, attempt) = ledger
+            .prepare_and_begin(
+                &NewIntent {
+                    price: None,
+                    ..intent("tok-p")
+                },
+                now,
+            )
+            .unwrap();
+        ledger
+            .finish_ordered(stored.id, attempt, "O-p", "R-p", DAY, now)
+            .unwrap();
+        let totals = ledger.day_totals(DAY).unwrap();
+        assert_eq!(totals.renewals, 1);
+        assert!(totals.spend.is_empty());
+        assert_eq!(totals.unpriced, 1);
+        assert_eq!(
+            ledger.unpriced_charges(DAY).unwrap()[0].intent_id,
+            stored.id
+        );
+        let price = Money {
+            cents: 12_345,
+            currency: "CNY".into(),
+        };
+        ledger.price_charge(stored.id, &price).unwrap();
+        ledger.price_charge(stored.id, &price).unwrap();
+        let totals = ledger.day_totals(DAY).unwrap();
+        assert_eq!(totals.spend.get("CNY").copied(), Some(12_345), "once");
+        assert_eq!(totals.unpriced, 0);
+    });
 }
 
 #[test]
@@ -438,70 +476,72 @@ fn an_intent_and_its_attempt_are_written_together_and_a_resend_keeps_the_intent(
 
 #[test]
 fn a_round_of_settlements_is_all_or_nothing_and_answers_in_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let ledger = Ledger::open(dir.path()).unwrap();
-    let now = t("2026-03-10T00:00:00Z");
-    let other = |token: &str, instance: &str| NewIntent {
-        instance_id: instance.into(),
-        ..intent(token)
-    };
-    // An ordered one, a failed one with a backoff, and one never sent.
-    let (ordered, attempt) = ledger
-        .prepare_and_begin(&other("tok-a", "i-a"), now)
-        .unwrap();
-    let ordered = ordered.id;
-    ledger
-        .finish_ordered(ordered, attempt, "O-a", "R-a", "2026-03-10", now)
-        .unwrap();
-    let (failed, attempt) = ledger
-        .prepare_and_begin(&other("tok-b", "i-b"), now)
-        .unwrap();
-    let failed = failed.id;
-    ledger
-        .finish_failed(failed, attempt, &funds(), false, now, DAY, now)
-        .unwrap();
-    let prepared = ledger.prepare(&other("tok-c", "i-c"), now).unwrap().id;
-    let backoff = |ledger: &Ledger| ledger.histories().unwrap().history("i-b").retry_at;
-    let expiry = t("2026-04-15T16:00:00Z");
+    on_both(|place| {
+        let ledger = place.open();
+        let now = t("2026-03-10T00:00:00Z");
+        let other = |token: &str, instance: &str| NewIntent {
+            instance_id: instance.into(),
+            ..intent(token)
+        };
+        // An ordered one, a failed one with a backoff, and one never sent.
+        let (ordered, attempt) = ledger
+            .prepare_and_begin(&other("tok-a", "i-a"), now)
+            .unwrap();
+        let ordered = ordered.id;
+        ledger
+            .finish_ordered(ordered, attempt, "O-a", "R-a", "2026-03-10", now)
+            .unwrap();
+        let (failed, attempt) = ledger
+            .prepare_and_begin(&other("tok-b", "i-b"), now)
+            .unwrap();
+        let failed = failed.id;
+        ledger
+            .finish_failed(failed, attempt, &funds(), false, now, DAY, now)
+            .unwrap();
+        let prepared = ledger.prepare(&other("tok-c", "i-c"), now).unwrap().id;
+        let backoff = |ledger: &Ledger| ledger.histories().unwrap().history("i-b").retry_at;
+        let expiry = t("2026-04-15T16:00:00Z");
 
-    // One id that does not exist spoils the round: nothing of it is kept.
-    let error = ledger
-        .settle_all(&[settle(ordered, expiry), settle(9_999, expiry)], DAY, now)
-        .unwrap_err();
-    assert!(error.to_string().contains("settling a renewal"), "{error}");
-    assert_eq!(ledger.histories().unwrap().open.len(), 3);
-    assert_eq!(backoff(&ledger), Some(now));
+        // One id that does not exist spoils the round: nothing of it is kept.
+        let error = ledger
+            .settle_all(&[settle(ordered, expiry), settle(9_999, expiry)], DAY, now)
+            .unwrap_err();
+        assert!(error.to_string().contains("settling a renewal"), "{error}");
+        assert_eq!(ledger.histories().unwrap().open.len(), 3);
+        assert_eq!(backoff(&ledger), Some(now));
 
-    let outcomes = ledger
-        .settle_all(
-            &[
-                settle(prepared, expiry),
-                settle(ordered, expiry),
-                settle(failed, expiry),
-            ],
-            DAY,
-            now,
-        )
-        .unwrap();
-    assert_eq!(
-        outcomes,
-        vec![
-            Settlement::Superseded,
-            Settlement::Verified,
-            Settlement::Superseded
-        ]
-    );
-    assert!(ledger.histories().unwrap().open.is_empty());
-    let raw = ledger
-        .conn()
-        .query_row("SELECT COUNT(*) FROM backoff", [], |r| r.get::<_, i64>(0))
-        .unwrap();
-    assert_eq!(raw, 0, "backoff cleared");
-    let records = ledger.money_records(Some("i-a")).unwrap();
-    assert_eq!(
-        (records[0].status.as_str(), records[0].new_expiry),
-        ("verified", Some(expiry))
-    );
+        let outcomes = ledger
+            .settle_all(
+                &[
+                    settle(prepared, expiry),
+                    settle(ordered, expiry),
+                    settle(failed, expiry),
+                ],
+                DAY,
+                now,
+            )
+            .unwrap();
+        assert_eq!(
+            outcomes,
+            vec![
+                Settlement::Superseded,
+                Settlement::Verified,
+                Settlement::Superseded
+            ]
+        );
+        assert!(ledger.histories().unwrap().open.is_empty());
+        let raw = ledger
+            .read("counting backoffs", |tx| {
+                tx.one("SELECT COUNT(*) FROM backoff", args![], |r| r.get::<i64>(0))
+            })
+            .unwrap();
+        assert_eq!(raw, 0, "backoff cleared");
+        let records = ledger.money_records(Some("i-a")).unwrap();
+        assert_eq!(
+            (records[0].status.as_str(), records[0].new_expiry),
+            ("verified", Some(expiry))
+        );
+    });
 }
 
 #[test]
@@ -551,26 +591,27 @@ fn a_version_1_ledger_is_migrated_with_its_open_intents_and_backoff() {
 
 #[test]
 fn an_attempt_not_sent_leaves_the_intent_where_the_earlier_attempts_left_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let ledger = Ledger::open(dir.path()).unwrap();
-    let now = t("2026-03-10T00:00:00Z");
-    let (stored, attempt) = ledger.prepare_and_begin(&intent("tok-n"), now).unwrap();
-    ledger
-        .finish_failed(stored.id, attempt, &funds(), false, now, DAY, now)
-        .unwrap();
-    let (_, attempt) = ledger.prepare_and_begin(&intent("tok-n"), now).unwrap();
-    ledger.finish_not_sent(stored.id, attempt, now).unwrap();
-    let view = ledger.histories().unwrap().history("i-1").intent.unwrap();
-    assert!(
-        matches!(
-            view.status,
-            IntentStatus::Failed {
-                class: ErrorClass::Funds,
-                ..
-            }
-        ),
-        "{view:?}"
-    );
+    on_both(|place| {
+        let ledger = place.open();
+        let now = t("2026-03-10T00:00:00Z");
+        let (stored, attempt) = ledger.prepare_and_begin(&intent("tok-n"), now).unwrap();
+        ledger
+            .finish_failed(stored.id, attempt, &funds(), false, now, DAY, now)
+            .unwrap();
+        let (_, attempt) = ledger.prepare_and_begin(&intent("tok-n"), now).unwrap();
+        ledger.finish_not_sent(stored.id, attempt, now).unwrap();
+        let view = ledger.histories().unwrap().history("i-1").intent.unwrap();
+        assert!(
+            matches!(
+                view.status,
+                IntentStatus::Failed {
+                    class: ErrorClass::Funds,
+                    ..
+                }
+            ),
+            "{view:?}"
+        );
+    });
 }
 
 fn pass_at(started: DateTime<Utc>, result: &str) -> PassRecord {
@@ -584,14 +625,13 @@ fn pass_at(started: DateTime<Utc>, result: &str) -> PassRecord {
 }
 
 fn pass_starts(ledger: &Ledger) -> Vec<DateTime<Utc>> {
-    let conn = ledger.conn();
-    let mut stmt = conn
-        .prepare("SELECT started_at FROM passes ORDER BY id")
-        .unwrap();
-    stmt.query_map([], |r| r.get::<_, String>(0))
+    ledger
+        .read("reading passes", |tx| {
+            tx.all("SELECT started_at FROM passes ORDER BY id", args![], |r| {
+                r.get(0)
+            })
+        })
         .unwrap()
-        .map(|s| t(&s.unwrap()))
-        .collect()
 }
 
 /// Pass records are operational, not money records (those are intents and attempts, kept for
@@ -599,20 +639,21 @@ fn pass_starts(ledger: &Ledger) -> Vec<DateTime<Utc>> {
 /// successful one, which readiness and `status` read however old it is.
 #[test]
 fn pass_records_older_than_the_retention_are_pruned_but_the_last_success_is_kept() {
-    let dir = tempfile::tempdir().unwrap();
-    let ledger = Ledger::open(dir.path()).unwrap();
-    let start = t("2026-01-01T00:00:00Z");
-    let day = chrono::Duration::days(1);
-    ledger.record_pass(&pass_at(start, "ok")).unwrap();
-    for n in 1..=40 {
-        ledger
-            .record_pass(&pass_at(start + day * n, "failed"))
-            .unwrap();
-    }
-    let kept = pass_starts(&ledger);
-    // The last ok pass (day 0), then days 10..=40 (within 30 days of the newest).
-    assert_eq!(kept.first(), Some(&start));
-    assert_eq!(kept.get(1), Some(&(start + day * 10)));
-    assert_eq!(kept.len(), 1 + 31, "{kept:?}");
-    assert_eq!(ledger.last_successful_pass().unwrap(), Some(start));
+    on_both(|place| {
+        let ledger = place.open();
+        let start = t("2026-01-01T00:00:00Z");
+        let day = chrono::Duration::days(1);
+        ledger.record_pass(&pass_at(start, "ok")).unwrap();
+        for n in 1..=40 {
+            ledger
+                .record_pass(&pass_at(start + day * n, "failed"))
+                .unwrap();
+        }
+        let kept = pass_starts(&ledger);
+        // The last ok pass (day 0), then days 10..=40 (within 30 days of the newest).
+        assert_eq!(kept.first(), Some(&start));
+        assert_eq!(kept.get(1), Some(&(start + day * 10)));
+        assert_eq!(kept.len(), 1 + 31, "{kept:?}");
+        assert_eq!(ledger.last_successful_pass().unwrap(), Some(start));
+    });
 }

@@ -320,9 +320,9 @@ impl Ledger {
     /// Every row of `table` (a name of `TABLES`), these `columns`, in rowid order.
     fn table_rows(&self, table: &str, columns: &[&str]) -> Result<Vec<Vec<Cell>>, LedgerError> {
         use rusqlite::types::ValueRef;
-        let read = |source| LedgerError::Read {
+        let read = |source: rusqlite::Error| LedgerError::Read {
             what: "reading the ledger to copy it",
-            source,
+            source: source.into(),
         };
         let conn = self.conn();
         let mut statement = conn

@@ -12,11 +12,13 @@ mod keeper;
 mod lease;
 mod migrations;
 mod session;
+mod store;
 mod timing;
 
 pub use copy::{Copied, CopyError, copy_ledger};
 pub use keeper::{Lost, hold};
 pub use lease::{Fenced, LEASE_NAME, Lease, LeaseError, Term, fence, holder_id};
 pub use migrations::{MIGRATIONS, MigrateError, migrate};
-pub use session::{Session, SessionError, SessionTimeouts};
+pub use session::{Session, SessionError, SessionTimeouts, target};
+pub use store::{OpenError, PgStore, StoreError};
 pub use timing::{HaTimings, TimingError};

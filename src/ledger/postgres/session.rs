@@ -107,6 +107,13 @@ impl Session {
     }
 }
 
+/// Where `url` points (hosts and ports, never its password), for messages.
+pub fn target(url: &str) -> Result<String, SessionError> {
+    let config: tokio_postgres::Config =
+        url.parse().map_err(|source| SessionError::Url { source })?;
+    Ok(describe(&config))
+}
+
 /// The hosts and ports of `config`, for messages: never its password.
 fn describe(config: &tokio_postgres::Config) -> String {
     let ports = config.get_ports();
