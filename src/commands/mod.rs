@@ -4,6 +4,7 @@
 pub mod check_config;
 pub mod ledger;
 pub mod once;
+pub mod open;
 pub mod plan;
 pub mod run;
 pub mod status;
@@ -17,6 +18,9 @@ pub enum FailureKind {
     Config,
     /// Anything else: exit 1.
     Runtime,
+    /// Try again later, nothing was done: exit 75 (EX_TEMPFAIL) — another replica leads, or
+    /// the shared ledger's database cannot be reached.
+    TempFail,
 }
 
 /// How a command failed: its kind, and the error itself with its chain of sources (not
@@ -45,11 +49,20 @@ impl Failure {
         }
     }
 
+    /// A failure worth retrying later (exit 75).
+    pub fn tempfail(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Failure {
+        Failure {
+            kind: FailureKind::TempFail,
+            error: error.into(),
+        }
+    }
+
     /// The exit code for this failure.
     pub fn exit_code(&self) -> u8 {
         match self.kind {
             FailureKind::Config => 78,
             FailureKind::Runtime => 1,
+            FailureKind::TempFail => 75,
         }
     }
 }

@@ -8,21 +8,34 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use super::Failure;
+use super::open::Held;
 use crate::clock::Clock;
 use crate::cloud::credentials::Environment;
 use crate::config::Config;
-use crate::ledger::Ledger;
+use crate::ledger::LedgerError;
 use crate::metrics::Metrics;
 use crate::reconcile::pass::{Engine, EngineBase, PassSummary};
 
-/// Builds the engine: config, ledger (with its lock), metrics, clients.
+/// Builds the engine: config, ledger (with its lock, or the lease of a shared one), metrics,
+/// clients. A shared ledger's term stays renewed while the runtime lives; `once` itself uses
+/// [`engine_and_term`] to give it up after its pass.
 pub async fn engine(
     config: Config,
     env: &Environment,
     clock: Arc<dyn Clock>,
     cancel: CancellationToken,
 ) -> Result<Engine, Failure> {
-    let ledger = Ledger::open(&config.state_dir).map_err(Failure::runtime)?;
+    Ok(engine_and_term(config, env, clock, cancel).await?.0)
+}
+
+/// [`engine`], and the term taken on a shared ledger.
+pub async fn engine_and_term(
+    config: Config,
+    env: &Environment,
+    clock: Arc<dyn Clock>,
+    cancel: CancellationToken,
+) -> Result<(Engine, Option<Held>), Failure> {
+    let (ledger, held) = super::open::writer(&config, env).await?;
     let metrics = Arc::new(Metrics::new(clock.clone()));
     metrics.dry_run.set(i64::from(config.dry_run));
     let base = EngineBase {
@@ -31,7 +44,7 @@ pub async fn engine(
         clock,
         cancel,
     };
-    Ok(Engine::connect(config, env, base).await?)
+    Ok((Engine::connect(config, env, base).await?, held))
 }
 
 /// Runs one pass; `cancel` stops new calls (SIGTERM).
@@ -44,8 +57,16 @@ pub async fn run(
     out: &mut impl std::io::Write,
 ) -> Result<bool, Failure> {
     let config = Config::load(path, env)?;
-    let engine = engine(config, env, clock, cancel).await?;
-    let summary = engine.run_pass().await.map_err(Failure::runtime)?;
+    let (engine, held) = engine_and_term(config, env, clock, cancel).await?;
+    let summary = engine.run_pass().await;
+    if let Some(held) = held {
+        held.release().await;
+    }
+    let summary = summary.map_err(|error| match error {
+        // Another replica took the lease mid-pass: nothing of the refused write was kept.
+        LedgerError::Fenced { .. } => Failure::tempfail(error),
+        other => Failure::runtime(other),
+    })?;
     let text = if json {
         serde_json::to_string_pretty(&summary).unwrap_or_default() + "\n"
     } else {

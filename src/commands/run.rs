@@ -78,6 +78,7 @@ pub async fn run(path: &Path, env: Environment) -> Result<(), Failure> {
     .map_err(|e| match e {
         DaemonError::Accounts(e) => Failure::config(e),
         DaemonError::AdminToken(e) => Failure::config(e),
+        DaemonError::SharedLedgerNotYet => Failure::config(DaemonError::SharedLedgerNotYet),
         other => Failure::runtime(other),
     })?;
     match running.task.await {

@@ -19,14 +19,12 @@ pub fn report(ledger: &Ledger) -> Result<StatusReport, Failure> {
 
 fn open(path: &Path, env: &Environment) -> Result<Ledger, Failure> {
     let config = Config::load(path, env)?;
-    match Ledger::open_read_only(&config.state_dir) {
-        Ok(Some(ledger)) => Ok(ledger),
-        Ok(None) => Err(Failure::runtime(format!(
+    super::open::reader(&config, env)?.ok_or_else(|| {
+        Failure::runtime(format!(
             "no ledger in {} yet: run `ecs-renewd once` or start the daemon first",
             config.state_dir.display()
-        ))),
-        Err(e) => Err(Failure::runtime(e)),
-    }
+        ))
+    })
 }
 
 fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {

@@ -198,6 +198,29 @@ pub struct Scan {
     pub release_after: Duration,
 }
 
+/// Where the ledger lives (`[ledger]`).
+#[derive(Debug, Clone)]
+pub enum LedgerLocation {
+    /// A SQLite file in the state directory: one process (the default).
+    Sqlite,
+    /// A PostgreSQL database that replicas share.
+    Postgres {
+        /// Its URL, as written or in a file.
+        url: LedgerUrl,
+        /// Connections the ledger may hold (the lease has its own).
+        pool_size: usize,
+    },
+}
+
+/// The PostgreSQL ledger's URL (it may hold a password: never shown).
+#[derive(Debug, Clone)]
+pub enum LedgerUrl {
+    /// `ledger.url`.
+    Inline(crate::secret::Secret),
+    /// `ledger.url_file`: read when the ledger is opened, under the secret-file rule.
+    File(PathBuf),
+}
+
 /// A checked, compiled configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -231,6 +254,10 @@ pub struct Config {
     pub funds: FundsSettings,
     /// Policies in order.
     pub policies: Vec<Policy>,
+    /// Where the ledger lives (`[ledger]`).
+    pub ledger: LedgerLocation,
+    /// The leader lease's timings (`[ha]`; used with a PostgreSQL ledger).
+    pub ha: crate::policy::lease::HaTimings,
     /// Things that work but look wrong.
     pub warnings: Vec<Problem>,
 }

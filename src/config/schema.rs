@@ -47,6 +47,92 @@ pub struct ConfigFile {
     /// `[[policies]]`, in order: first match wins.
     #[serde(default)]
     pub policies: Vec<PolicySection>,
+    /// `[ledger]`: where the ledger lives.
+    #[serde(default)]
+    pub ledger: LedgerSection,
+    /// `[ha]`: the leader lease's timings (a PostgreSQL ledger shared by replicas).
+    #[serde(default)]
+    pub ha: HaSection,
+}
+
+closed_enum! {
+    /// Which engine holds the ledger.
+    pub enum Backend {
+        /// A SQLite file in the state directory: one process (the default).
+        Sqlite => "sqlite",
+        /// A PostgreSQL database: replicas share it, one leads under a fenced lease.
+        Postgres => "postgres",
+    }
+}
+
+/// `[ledger]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LedgerSection {
+    /// The engine.
+    #[serde(default = "default_backend")]
+    pub backend: Backend,
+    /// The PostgreSQL database: libpq key=value pairs or a `postgresql://` URI. It is a secret
+    /// when it holds a password: never shown.
+    pub url: Option<Spanned<String>>,
+    /// The same, read from a file (0600 when it holds a password, like key files).
+    pub url_file: Option<Spanned<PathBuf>>,
+    /// Connections the ledger may hold (the lease has its own).
+    #[serde(default = "default_pool_size")]
+    pub pool_size: usize,
+}
+
+fn default_backend() -> Backend {
+    Backend::Sqlite
+}
+fn default_pool_size() -> usize {
+    4
+}
+
+impl Default for LedgerSection {
+    fn default() -> Self {
+        LedgerSection {
+            backend: default_backend(),
+            url: None,
+            url_file: None,
+            pool_size: default_pool_size(),
+        }
+    }
+}
+
+/// `[ha]`: client-go's three timings (docs/architecture.md, "Two replicas").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HaSection {
+    /// How long a take or renewal keeps the lease.
+    #[serde(default = "default_lease_duration", with = "serde_humantime")]
+    pub lease_duration: Duration,
+    /// How long the leader keeps trying to renew before it stops leading.
+    #[serde(default = "default_renew_deadline", with = "serde_humantime")]
+    pub renew_deadline: Duration,
+    /// Between renewals, and between a standby's tries.
+    #[serde(default = "default_retry_period", with = "serde_humantime")]
+    pub retry_period: Duration,
+}
+
+fn default_lease_duration() -> Duration {
+    crate::policy::lease::HaTimings::default().lease_duration
+}
+fn default_renew_deadline() -> Duration {
+    crate::policy::lease::HaTimings::default().renew_deadline
+}
+fn default_retry_period() -> Duration {
+    crate::policy::lease::HaTimings::default().retry_period
+}
+
+impl Default for HaSection {
+    fn default() -> Self {
+        HaSection {
+            lease_duration: default_lease_duration(),
+            renew_deadline: default_renew_deadline(),
+            retry_period: default_retry_period(),
+        }
+    }
 }
 
 /// A cron expression with a seconds field, checked when read.

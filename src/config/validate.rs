@@ -12,12 +12,13 @@ use super::compile::{
     policy_site,
 };
 use super::report::{Report, hint_for_serde, in_file_order};
-use super::schema::{AccountSection, ConfigFile};
+use super::schema::{AccountSection, ConfigFile, LedgerSection};
 use super::{
-    Account, AdminSettings, Config, ConfigError, FundsSettings, Limits, Readable, RetrySettings,
-    Scan,
+    Account, AdminSettings, Config, ConfigError, FundsSettings, LedgerLocation, LedgerUrl, Limits,
+    Readable, RetrySettings, Scan,
 };
 use crate::cloud::credentials::Environment;
+use crate::policy::lease::HaTimings;
 use crate::policy::{Policy, PolicyAction};
 
 pub(super) fn parse_and_check(
@@ -131,6 +132,8 @@ fn check(
     let retry = &file.retry;
     let policies = check_policies(&file, &accounts, &names, &limits, report);
     check_funds_reach(&file, &accounts, &policies, report);
+    let ledger = check_ledger(&file.ledger, report);
+    let ha = check_ha(&file, &accounts, report);
 
     report.readable = readable(&file, &accounts, report, set_aside);
     if !report.problems.is_empty() {
@@ -181,6 +184,8 @@ fn check(
             top_up_check_interval: file.funds.top_up_check_interval,
         },
         policies,
+        ledger,
+        ha,
         warnings: std::mem::take(&mut report.warnings),
     })
 }
@@ -250,6 +255,107 @@ fn check_daemon(
         },
     };
     (state_dir, admin_listen)
+}
+
+/// `[ledger]`: a PostgreSQL ledger needs one URL (inline or in a file) that parses; a SQLite
+/// one takes none.
+fn check_ledger(section: &LedgerSection, report: &mut Report) -> LedgerLocation {
+    use crate::config::schema::Backend;
+    let url = match (&section.url, &section.url_file) {
+        (Some(url), Some(_)) => {
+            report.error(
+                Some(url.span()),
+                "ledger.url",
+                "both url and url_file are set".into(),
+                "keep one: url_file when the URL holds a password",
+            );
+            None
+        }
+        // The parser's error names the key it could not read, never a value (a password).
+        (Some(url), None) => match url.get_ref().parse::<tokio_postgres::Config>() {
+            Ok(_) => Some(LedgerUrl::Inline(crate::secret::Secret::new(
+                url.get_ref().clone(),
+            ))),
+            Err(error) => {
+                report.error(
+                    Some(url.span()),
+                    "ledger.url",
+                    format!("the database URL does not parse: {error}"),
+                    "give libpq key=value pairs (host=/run/postgresql dbname=ecs_renewd user=ecs_renewd) or a postgresql:// URI",
+                );
+                None
+            }
+        },
+        (None, Some(file)) => Some(LedgerUrl::File(file.get_ref().clone())),
+        (None, None) => None,
+    };
+    if section.pool_size == 0 || section.pool_size > 64 {
+        report.error(
+            None,
+            "ledger.pool_size",
+            format!("{} connections", section.pool_size),
+            "set 1 to 64 (default 4)",
+        );
+    }
+    match (section.backend, url) {
+        (Backend::Sqlite, None) => LedgerLocation::Sqlite,
+        (Backend::Sqlite, Some(_)) => {
+            report.error(
+                None,
+                "ledger.backend",
+                "a database URL is set but the backend is sqlite".into(),
+                "set backend = \"postgres\", or remove url / url_file",
+            );
+            LedgerLocation::Sqlite
+        }
+        (Backend::Postgres, Some(url)) => LedgerLocation::Postgres {
+            url,
+            pool_size: section.pool_size,
+        },
+        (Backend::Postgres, None) => {
+            if section.url.is_none() && section.url_file.is_none() {
+                report.error(
+                    None,
+                    "ledger.url",
+                    "backend = \"postgres\" needs the database".into(),
+                    "set url (libpq key=value or postgresql://) or url_file",
+                );
+            }
+            LedgerLocation::Sqlite
+        }
+    }
+}
+
+/// `[ha]`: client-go's rules over the lease's timings, and a deadline longer than any
+/// account's RenewInstance read timeout (a charge must be able to end before the term can).
+fn check_ha(file: &ConfigFile, accounts: &[Account], report: &mut Report) -> HaTimings {
+    let ha = HaTimings {
+        lease_duration: file.ha.lease_duration,
+        renew_deadline: file.ha.renew_deadline,
+        retry_period: file.ha.retry_period,
+    };
+    let request = accounts
+        .iter()
+        .map(|a| {
+            a.read_timeouts
+                .iter()
+                .find(|(action, _)| *action == crate::cloud::Action::RenewInstance)
+                .map_or(
+                    crate::cloud::Action::RenewInstance.default_read_timeout(),
+                    |(_, t)| *t,
+                )
+        })
+        .max()
+        .unwrap_or(crate::cloud::Action::RenewInstance.default_read_timeout());
+    if let Err(error) = ha.check(request) {
+        report.error(
+            None,
+            "ha",
+            error.to_string(),
+            "keep lease_duration > renew_deadline > 1.2 × retry_period, and renew_deadline above the RenewInstance read timeout",
+        );
+    }
+    ha
 }
 
 /// `[scan]`.
@@ -573,6 +679,72 @@ mod tests {
             ConfigError::Invalid { problems } => problems.iter().map(ToString::to_string).collect(),
             other => vec![other.to_string()],
         })
+    }
+
+    #[test]
+    fn the_ledger_and_lease_settings_are_checked_and_a_url_never_shown() {
+        let base = "[[accounts]]\nname = \"a\"\n[accounts.credentials]\nsource = \"env\"\n[[policies]]\nname = \"p\"\naction = \"renew\"\n";
+        let with = |extra: &str| check_text(&format!("{base}{extra}"));
+        assert!(matches!(with("").unwrap().ledger, LedgerLocation::Sqlite));
+        let shared = with(
+            "[ledger]\nbackend = \"postgres\"\nurl = \"host=/run/postgresql password=hunter2\"\n",
+        )
+        .unwrap();
+        assert!(matches!(
+            shared.ledger,
+            LedgerLocation::Postgres { pool_size: 4, .. }
+        ));
+        assert!(
+            !format!("{shared:?}").contains("hunter2"),
+            "the URL is a secret"
+        );
+        for (extra, key, says) in [
+            (
+                "[ledger]\nbackend = \"postgres\"\n",
+                "ledger.url",
+                "needs the database",
+            ),
+            (
+                "[ledger]\nurl = \"host=/x\"\n",
+                "ledger.backend",
+                "backend is sqlite",
+            ),
+            (
+                "[ledger]\nbackend = \"postgres\"\nurl = \"port=x password=hunter2\"\n",
+                "ledger.url",
+                "does not parse",
+            ),
+            (
+                "[ledger]\nbackend = \"postgres\"\nurl = \"host=/x\"\nurl_file = \"/f\"\n",
+                "ledger.url",
+                "both",
+            ),
+            ("[ledger]\npool_size = 0\n", "ledger.pool_size", "1 to 64"),
+            ("[ha]\nlease_duration = \"40s\"\n", "ha", "lease"),
+            (
+                "[ha]\nrenew_deadline = \"11s\"\nretry_period = \"10s\"\n",
+                "ha",
+                "retry",
+            ),
+            (
+                "[ha]\nlease_duration = \"15s\"\nrenew_deadline = \"12s\"\nretry_period = \"2s\"\n",
+                "ha",
+                "RenewInstance",
+            ),
+        ] {
+            let problems = with(extra).unwrap_err();
+            let found = problems.iter().find(|p| p.contains(&format!(": {key}:")));
+            assert!(
+                found.is_some_and(|p| p.contains(says)),
+                "{extra}: {problems:?}"
+            );
+            assert!(!problems.concat().contains("hunter2"), "{problems:?}");
+        }
+        let quick = "[accounts.read_timeouts]\nRenewInstance = \"3s\"\n";
+        let text = format!(
+            "[[accounts]]\nname = \"a\"\n[accounts.credentials]\nsource = \"env\"\n{quick}[ha]\nlease_duration = \"6s\"\nrenew_deadline = \"4s\"\nretry_period = \"1s\"\n"
+        );
+        assert_eq!(check_text(&text).unwrap().ha.renew_deadline.as_secs(), 4);
     }
 
     #[test]

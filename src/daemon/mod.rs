@@ -48,6 +48,12 @@ use service::Service;
 /// Why the daemon could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
+    /// `[ledger] backend = "postgres"`: the daemon's standby and takeover are not built yet
+    /// (docs/architecture.md, "Two replicas"); `once`, `status` and `history` use it.
+    #[error(
+        "ledger.backend = \"postgres\": the daemon cannot run on a shared ledger yet (its standby mode and takeover are still being built; docs/architecture.md, Two replicas) — run it on SQLite, or use `ecs-renewd once` (it takes the leader lease) from a timer"
+    )]
+    SharedLedgerNotYet,
     /// The ledger (or its lock) cannot be used.
     #[error(transparent)]
     Ledger(#[from] LedgerError),
@@ -145,6 +151,9 @@ pub async fn start(setup: Setup) -> Result<Running, DaemonError> {
         passes,
     } = setup;
     let token = admin::auth::configured_token(config.admin.bearer_token_file.as_deref(), &env)?;
+    if !matches!(config.ledger, crate::config::LedgerLocation::Sqlite) {
+        return Err(DaemonError::SharedLedgerNotYet);
+    }
     let ledger = Arc::new(Ledger::open(&config.state_dir)?);
     let metrics = Arc::new(Metrics::new(clocks.business.clone()));
     // The ledger's lock on the state directory, held until the process ends, is its term.

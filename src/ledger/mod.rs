@@ -104,7 +104,7 @@ pub enum LedgerError {
     /// A write failed (a full disk, an I/O error, a database that went away): nothing of it
     /// was kept.
     #[error(
-        "ledger write failed while {what}: {source} — the pass stops; an open renewal keeps its token and is settled or resent with that token next pass, never charged under a new one; check free space and the state directory (or that the ledger's database is up)"
+        "ledger write failed while {what}: {source} — the pass stops; an open renewal keeps its token and is settled or resent with that token next pass, never charged under a new one; check free space and the state directory"
     )]
     Write {
         /// What was being written.

@@ -38,7 +38,7 @@ pub enum DbError {
     #[error(transparent)]
     Sqlite(#[from] rusqlite::Error),
     /// PostgreSQL's error (the server's message, or the connection's end).
-    #[error(transparent)]
+    #[error("{}", postgres_words(.0))]
     Postgres(#[from] tokio_postgres::Error),
     /// A value that does not fit where it was read or written (names the column).
     #[error("{0}")]
@@ -46,6 +46,15 @@ pub enum DbError {
     /// The connection to the database is gone and could not be made again.
     #[error("{0}")]
     Connection(String),
+}
+
+/// A PostgreSQL error in words: the server's message and code (the client's own `Display`
+/// says only "db error"), or the client's.
+fn postgres_words(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+        None => error.to_string(),
+    }
 }
 
 /// `error` as rusqlite's, to travel through the SQLite group commit (which speaks rusqlite);

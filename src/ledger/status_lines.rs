@@ -149,8 +149,10 @@ impl Ledger {
                     state, decision, due_at, reason, failed_attempts, next_retry_at, drift, deduction_overdue,
                     updated_at
              FROM instance_status
-             WHERE (?1 IS NULL OR account = ?1) AND (?2 IS NULL OR region = ?2) AND (?3 IS NULL OR state = ?3)
-               AND (?4 IS NULL OR (expires_at, instance_id, account) > (?4, ?5, ?6))
+             -- Each parameter is compared before it is tested for NULL: PostgreSQL takes its
+             -- type from the comparison.
+             WHERE (account = ?1 OR ?1 IS NULL) AND (region = ?2 OR ?2 IS NULL) AND (state = ?3 OR ?3 IS NULL)
+               AND ((expires_at, instance_id, account) > (?4, ?5, ?6) OR ?4 IS NULL)
              ORDER BY expires_at, instance_id, account LIMIT ?7",
             args![
                 query.account,

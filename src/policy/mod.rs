@@ -1,12 +1,14 @@
 //! Policies and the pure decision engine: which policy covers an instance (first match wins),
 //! what should happen to it now, which safety belts a batch trips, and how long a failed charge
-//! waits. No I/O, no clock: `now` is always a parameter.
+//! waits, and the leader lease's timing rules (`lease`: which timings are safe, whether a
+//! leader may still send a charge). No I/O, no clock: `now` is always a parameter.
 
 mod backoff;
 mod belts;
 mod decide;
 mod deduction;
 mod funds;
+pub mod lease;
 mod matcher;
 
 use std::time::Duration;

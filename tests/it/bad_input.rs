@@ -219,7 +219,7 @@ fn config_cases(table: &mut Table) {
         (
             "config: unknown key (a misspelled table)",
             format!("[deamon]\ndry_run = true\n{BASE}"),
-            "bad.toml:1:2: deamon: unknown field `deamon`, expected one of `daemon`, `admin`, `scan`, `accounts`, `limits`, `retry`, `funds`, `policies` (hint: check the spelling; config/example.toml lists every key)",
+            "bad.toml:1:2: deamon: unknown field `deamon`, expected one of `daemon`, `admin`, `scan`, `accounts`, `limits`, `retry`, `funds`, `policies`, `ledger`, `ha` (hint: check the spelling; config/example.toml lists every key)",
         ),
         (
             "config: unknown key (region in the credentials table)",

@@ -159,3 +159,123 @@ async fn a_second_process_on_the_same_state_directory_refuses_to_start() {
     );
     assert_eq!(emulator.orders().len(), 1);
 }
+
+/// The config of [`write_config`] on a shared PostgreSQL ledger at `url`, with the failover
+/// tests' timings (lease 6 s, deadline 4 s, retry 1 s; RenewInstance's read timeout under the
+/// deadline, as `[ha]` requires).
+fn write_shared_config(dir: &Path, emulator: &EmulatorHandle, url: &str) -> std::path::PathBuf {
+    let path = write_config(dir, emulator);
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "[[policies]]",
+        &format!(
+            "[accounts.read_timeouts]\nRenewInstance = \"3s\"\n[ledger]\nbackend = \"postgres\"\nurl = \"{url}\"\n[ha]\nlease_duration = \"6s\"\nrenew_deadline = \"4s\"\nretry_period = \"1s\"\n[[policies]]"
+        ),
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The money path of the test above on a PostgreSQL ledger: the killed process's intent is in
+/// the shared ledger; its lease, held by the dead process, keeps a second `once` from acting
+/// (exit 75, nothing sent) until it expires; then the same token is resent — one order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_shared_ledger_a_killed_process_blocks_others_until_its_lease_expires_then_its_token_is_resent()
+ {
+    let emulator = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = support::postgres::fresh_database().await;
+    let config = write_shared_config(dir.path(), &emulator, &url);
+    emulator.add_fault(FaultSpec::hold(Action::RenewInstance));
+    let mut child = once(&config).spawn().unwrap();
+    assert!(
+        emulator.wait_for_held(1, Duration::from_secs(60)).await,
+        "the renewal never arrived"
+    );
+    child.kill().unwrap(); // SIGKILL, lease held
+    assert!(!wait(child).await.status.success());
+    emulator.release_held();
+    assert!(
+        emulator
+            .wait_for(|c| c.answered() >= 4, Duration::from_secs(30))
+            .await
+    );
+    let orders = emulator.orders();
+    assert_eq!(orders.len(), 1);
+    let shared = || Ledger::open_postgres(&url, Default::default()).unwrap();
+    let records = shared().money_records(Some("i-due")).unwrap();
+    assert_eq!((records.len(), records[0].status.as_str()), (1, "sent"));
+    assert_eq!(records[0].client_token, orders[0].client_token);
+
+    // The dead process's term has not expired: a second process does nothing, says why.
+    let blocked = wait(once(&config).spawn().unwrap()).await;
+    let stderr = String::from_utf8_lossy(&blocked.stderr);
+    assert_eq!(blocked.status.code(), Some(75), "{stderr}");
+    assert!(
+        stderr.contains("another replica holds the leader lease"),
+        "{stderr}"
+    );
+    assert_eq!(emulator.calls().count(Action::RenewInstance), 1);
+
+    // Once it expires (6 s), a run takes the lease and resends the same token.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let rerun = loop {
+        let out = wait(once(&config).spawn().unwrap()).await;
+        if out.status.code() != Some(75) || tokio::time::Instant::now() > deadline {
+            break out;
+        }
+    };
+    let stdout = String::from_utf8_lossy(&rerun.stdout);
+    assert_eq!(
+        rerun.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&rerun.stderr)
+    );
+    assert!(stdout.contains("1 renewed"), "{stdout}");
+    assert_eq!(emulator.calls().count(Action::RenewInstance), 2);
+    assert_eq!(emulator.orders(), orders, "one order, no second charge");
+    let records = shared().money_records(Some("i-due")).unwrap();
+    assert_eq!(
+        (
+            records.len(),
+            records[0].order_id.as_deref(),
+            records[0].attempts
+        ),
+        (1, Some(orders[0].order_id.as_str()), 2)
+    );
+    // Each attempt carries the epoch of the term that sent it: the dead process's and then
+    // the next one's.
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let epochs: Vec<i64> = client
+        .query("SELECT epoch FROM attempts ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(epochs.len(), 2);
+    assert!(epochs[0] < epochs[1], "{epochs:?}");
+    // `status` reads the shared ledger; the daemon refuses it until its standby is built.
+    let status = Command::new(env!("CARGO_BIN_EXE_ecs-renewd"))
+        .args(["status", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&status.stdout).contains("i-due"),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let daemon = Command::new(env!("CARGO_BIN_EXE_ecs-renewd"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("ALIBABA_CLOUD_ACCESS_KEY_ID", HARNESS_KEY.0)
+        .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", HARNESS_KEY.1)
+        .output()
+        .unwrap();
+    assert_eq!(daemon.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&daemon.stderr).contains("ledger.backend"));
+}

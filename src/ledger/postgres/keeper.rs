@@ -13,7 +13,7 @@ use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 
 use super::lease::{Fenced, Lease, LeaseError, Term};
-use super::timing::HaTimings;
+use crate::policy::lease::HaTimings;
 
 /// Why a term ended without being given up.
 #[derive(Debug, thiserror::Error)]

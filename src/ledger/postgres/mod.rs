@@ -2,7 +2,7 @@
 //! "Two replicas"): a session with the timeouts that keep a stopped peer from blocking a
 //! takeover (`session`), the schema as numbered migrations applied once under an advisory lock
 //! (`migrations`), the leader lease whose epoch fences every write (`lease`), the loop that
-//! keeps it (`keeper`), the rules over its timings (`timing`), and `ledger copy` (`copy`).
+//! keeps it (`keeper`), and `ledger copy` (`copy`).
 //!
 //! Why PostgreSQL, why one engine for the ledger and the lease, and why `tokio-postgres`:
 //! docs/architecture.md. The statements are hand-written beside the SQLite ones.
@@ -13,12 +13,11 @@ mod lease;
 mod migrations;
 mod session;
 mod store;
-mod timing;
 
+pub use crate::policy::lease::{HaTimings, TimingError};
 pub use copy::{Copied, CopyError, copy_ledger};
 pub use keeper::{Lost, hold};
 pub use lease::{Fenced, LEASE_NAME, Lease, LeaseError, Term, fence, holder_id};
 pub use migrations::{MIGRATIONS, MigrateError, migrate};
 pub use session::{Session, SessionError, SessionTimeouts, target};
 pub use store::{OpenError, PgStore, StoreError};
-pub use timing::{HaTimings, TimingError};

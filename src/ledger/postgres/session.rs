@@ -84,7 +84,7 @@ impl Session {
             .keepalives(true)
             .keepalives_idle(timeouts.keepalives_idle)
             .options(format!(
-                "-c statement_timeout={} -c lock_timeout={} -c idle_in_transaction_session_timeout={}",
+                "-c statement_timeout={} -c lock_timeout={} -c idle_in_transaction_session_timeout={} -c client_min_messages=warning",
                 ms(timeouts.statement),
                 ms(timeouts.lock),
                 ms(timeouts.idle_in_transaction)
