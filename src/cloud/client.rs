@@ -185,7 +185,8 @@ impl EcsClient {
             })
     }
 
-    fn read_timeout(&self, action: Action) -> Duration {
+    /// How long a call of `action` may wait for its answer (configured, or the SDK's).
+    pub fn read_timeout(&self, action: Action) -> Duration {
         self.settings
             .read_timeouts
             .iter()

@@ -11,20 +11,12 @@ use super::Failure;
 use crate::cloud::credentials::Environment;
 use crate::config::{Config, LedgerLocation, LedgerUrl};
 use crate::ledger::Ledger;
-use crate::ledger::postgres::{Lease, Session, SessionTimeouts, Term, hold, holder_id};
-use crate::secret::{Secret, read_secret_file};
+use crate::ledger::postgres::{Leading, Lease, Session, SessionTimeouts, Term, hold, holder_id};
+use crate::secret::Secret;
 
 /// The PostgreSQL ledger's URL, from the config or its file.
 pub fn postgres_url(url: &LedgerUrl, env: &Environment) -> Result<Secret, Failure> {
-    match url {
-        LedgerUrl::Inline(url) => Ok(url.clone()),
-        LedgerUrl::File(path) => read_secret_file(
-            path,
-            "ledger database URL",
-            env.credentials_directory().as_deref(),
-        )
-        .map_err(Failure::config),
-    }
+    url.read(env).map_err(Failure::config)
 }
 
 /// The ledger for reading (`status`, `history`): `None` when a SQLite one was never written.
@@ -80,30 +72,49 @@ pub async fn writer(config: &Config, env: &Environment) -> Result<(Ledger, Optio
         }
         Err(error) => return Err(Failure::tempfail(error)),
     };
-    ledger.lead(Some(term.clone()));
-    let held = keep(session, lease, term, config);
+    let (held, renewed) = keep(session, lease, term.clone(), config);
+    ledger.lead(Some(Leading {
+        term,
+        renewed,
+        timings: config.ha,
+    }));
     Ok((ledger, Some(held)))
 }
 
-/// Starts renewing `term` in the background until [`Held::release`].
-fn keep(session: Session, lease: Lease, term: Term, config: &Config) -> Held {
+/// Starts renewing `term` in the background until [`Held::release`]; the receiver says when
+/// the last renewal began.
+fn keep(
+    session: Session,
+    lease: Lease,
+    term: Term,
+    config: &Config,
+) -> (Held, watch::Receiver<tokio::time::Instant>) {
     let stop = CancellationToken::new();
     let timings = config.ha;
     let (lease2, term2, stop2) = (lease.clone(), term.clone(), stop.clone());
+    let (renewed, receiver) = watch::channel(tokio::time::Instant::now());
     let keeper = tokio::spawn(async move {
-        let (renewed, _) = watch::channel(tokio::time::Instant::now());
-        let lost = hold(&session.client, &lease2, &term2, timings, &renewed, &stop2)
-            .await
-            .err()
-            .map(|lost| lost.to_string());
+        let lost = hold(
+            &session.client,
+            &lease2,
+            &term2,
+            timings,
+            &renewed,
+            &stop2,
+            &|_| {},
+        )
+        .await
+        .err()
+        .map(|lost| lost.to_string());
         (session, lost)
     });
-    Held {
+    let held = Held {
         lease,
         term,
         stop,
         keeper,
-    }
+    };
+    (held, receiver)
 }
 
 impl Held {

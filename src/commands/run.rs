@@ -78,11 +78,19 @@ pub async fn run(path: &Path, env: Environment) -> Result<(), Failure> {
     .map_err(|e| match e {
         DaemonError::Accounts(e) => Failure::config(e),
         DaemonError::AdminToken(e) => Failure::config(e),
-        DaemonError::SharedLedgerNotYet => Failure::config(DaemonError::SharedLedgerNotYet),
+        DaemonError::LedgerUrl(e) => Failure::config(e),
+        // The shared ledger's database is down or refuses: try again later (systemd and
+        // Kubernetes restart the process).
+        DaemonError::Ledger(e @ crate::ledger::LedgerError::Database { .. }) => {
+            Failure::tempfail(e)
+        }
         other => Failure::runtime(other),
     })?;
     match running.task.await {
         Ok(Ok(())) => Ok(()),
+        // The term ended (fenced, lost, or a charge it could no longer send): restart as a
+        // standby.
+        Ok(Err(error)) if error.ends_the_term() => Err(Failure::tempfail(error)),
         Ok(Err(error)) => Err(Failure::runtime(error)),
         Err(error) => Err(Failure::runtime(format!("the daemon loop failed: {error}"))),
     }

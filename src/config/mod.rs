@@ -221,6 +221,24 @@ pub enum LedgerUrl {
     File(PathBuf),
 }
 
+impl LedgerUrl {
+    /// The URL: as written, or read from its file under the secret-file rule (0600, or in
+    /// systemd's credentials directory).
+    pub fn read(
+        &self,
+        env: &Environment,
+    ) -> Result<crate::secret::Secret, crate::secret::SecretFileError> {
+        match self {
+            LedgerUrl::Inline(url) => Ok(url.clone()),
+            LedgerUrl::File(path) => crate::secret::read_secret_file(
+                path,
+                "ledger database URL",
+                env.credentials_directory().as_deref(),
+            ),
+        }
+    }
+}
+
 /// A checked, compiled configuration.
 #[derive(Debug, Clone)]
 pub struct Config {

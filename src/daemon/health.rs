@@ -42,6 +42,9 @@ struct State {
     passes: u64,
     /// Renewals refused for a reason only a person can fix, as of the last pass.
     refused: Vec<crate::reconcile::assess::Refused>,
+    /// On a shared ledger while another replica leads: whether this one could take over (its
+    /// last try reached the database). Sources and refusals are the leader's to judge.
+    standby: Option<Result<(), String>>,
 }
 
 /// How many refused renewals `/readyz` names one by one.
@@ -68,6 +71,7 @@ impl Health {
                 sources,
                 passes: 0,
                 refused: Vec::new(),
+                standby: None,
             }),
         }
     }
@@ -79,6 +83,12 @@ impl Health {
     /// Sets the cadence (after a reload).
     pub fn set_interval(&self, interval: Duration) {
         self.lock().interval = interval;
+    }
+
+    /// Standing by (`Some`: whether the database answered the last try) or acting (`None`).
+    /// Ready on standby means able to lead — not leading, which would stall every rollout.
+    pub fn set_standby(&self, standby: Option<Result<(), String>>) {
+        self.lock().standby = standby;
     }
 
     /// Takes in a pass's per-source results.
@@ -120,6 +130,22 @@ impl Health {
                     format!("account {account}: credentials unusable: {error}"),
                 );
             }
+        }
+        if let Some(standby) = &state.standby {
+            if let Err(why) = standby {
+                reasons.add(
+                    "ledger database unreachable",
+                    format!("standby: the ledger's database cannot be reached: {why}"),
+                );
+            }
+            return Readiness {
+                ready: reasons.is_empty(),
+                reasons: if detailed {
+                    reasons.named()
+                } else {
+                    reasons.counted()
+                },
+            };
         }
         for r in &state.refused {
             reasons.add(

@@ -10,9 +10,12 @@
 //!   before the schedule.
 //! - `health`: readiness; `admin`: /metrics, /healthz, /readyz, /status; `systemd`: what
 //!   systemd is told.
+//! - `leadership`: on a shared (PostgreSQL) ledger, the standby's tries for the lease and the
+//!   leader's term (docs/architecture.md, "Two replicas").
 
 pub(crate) mod admin;
 pub(crate) mod health;
+mod leadership;
 mod passes;
 mod reload;
 pub(crate) mod scheduler;
@@ -48,12 +51,9 @@ use service::Service;
 /// Why the daemon could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
-    /// `[ledger] backend = "postgres"`: the daemon's standby and takeover are not built yet
-    /// (docs/architecture.md, "Two replicas"); `once`, `status` and `history` use it.
-    #[error(
-        "ledger.backend = \"postgres\": the daemon cannot run on a shared ledger yet (its standby mode and takeover are still being built; docs/architecture.md, Two replicas) — run it on SQLite, or use `ecs-renewd once` (it takes the leader lease) from a timer"
-    )]
-    SharedLedgerNotYet,
+    /// The shared ledger's URL file cannot be used.
+    #[error(transparent)]
+    LedgerUrl(#[from] crate::secret::SecretFileError),
     /// The ledger (or its lock) cannot be used.
     #[error(transparent)]
     Ledger(#[from] LedgerError),
@@ -151,13 +151,9 @@ pub async fn start(setup: Setup) -> Result<Running, DaemonError> {
         passes,
     } = setup;
     let token = admin::auth::configured_token(config.admin.bearer_token_file.as_deref(), &env)?;
-    if !matches!(config.ledger, crate::config::LedgerLocation::Sqlite) {
-        return Err(DaemonError::SharedLedgerNotYet);
-    }
-    let ledger = Arc::new(Ledger::open(&config.state_dir)?);
     let metrics = Arc::new(Metrics::new(clocks.business.clone()));
-    // The ledger's lock on the state directory, held until the process ends, is its term.
-    metrics.leadership.lead_alone();
+    let (ledger, leadership) = open_ledger(&config, &env, &metrics).map_err(|e| *e)?;
+    let ledger = Arc::new(ledger);
     let base = EngineBase {
         ledger: ledger.clone(),
         metrics: metrics.clone(),
@@ -167,9 +163,15 @@ pub async fn start(setup: Setup) -> Result<Running, DaemonError> {
     let engine = Arc::new(Engine::connect(config, &env, base).await?);
     let interval = publish_schedule(&engine, clocks.wall.now());
     let health = Arc::new(Health::new(interval, ledger.source_successes()?));
-    let reader = Ledger::open_read_only(&engine.config.state_dir)?
-        .map(Arc::new)
-        .unwrap_or_else(|| ledger.clone());
+    let reader = match leadership {
+        Some(_) => ledger.clone(),
+        None => Ledger::open_read_only(&engine.config.state_dir)?
+            .map(Arc::new)
+            .unwrap_or_else(|| ledger.clone()),
+    };
+    if leadership.is_some() {
+        health.set_standby(Some(Ok(())));
+    }
     let serving = Serving {
         ledger: reader,
         health: health.clone(),
@@ -188,6 +190,7 @@ pub async fn start(setup: Setup) -> Result<Running, DaemonError> {
         ticks,
         (health, admin),
         passes,
+        leadership,
     );
     Ok(Running {
         admin_addr,
@@ -195,6 +198,31 @@ pub async fn start(setup: Setup) -> Result<Running, DaemonError> {
         ledger,
         task: tokio::spawn(service.run()),
     })
+}
+
+/// The configured ledger: SQLite (its lock on the state directory, held until the process
+/// ends, is its term: it leads alone), or a shared PostgreSQL one and the lease to campaign for.
+fn open_ledger(
+    config: &Config,
+    env: &Environment,
+    metrics: &Arc<Metrics>,
+) -> Result<(Ledger, Option<leadership::Leadership>), Box<DaemonError>> {
+    let fail = |error: DaemonError| Box::new(error);
+    match &config.ledger {
+        crate::config::LedgerLocation::Sqlite => {
+            let ledger = Ledger::open(&config.state_dir).map_err(|e| fail(e.into()))?;
+            metrics.leadership.lead_alone();
+            Ok((ledger, None))
+        }
+        crate::config::LedgerLocation::Postgres { url, .. } => {
+            let url = url.read(env).map_err(|e| fail(e.into()))?;
+            let timeouts = crate::ledger::postgres::SessionTimeouts::default();
+            let ledger =
+                Ledger::open_postgres(url.expose(), timeouts).map_err(|e| fail(e.into()))?;
+            let leadership = leadership::Leadership::new(url, config.ha, metrics.clone());
+            Ok((ledger, Some(leadership)))
+        }
+    }
 }
 
 /// The config's dry-run flag and cadence as metrics; returns the cadence.

@@ -33,6 +33,11 @@ enum Ended {
 impl Service {
     /// Runs one pass for `wake`.
     pub(super) async fn pass(&mut self, wake: Wake) {
+        // A standby makes no cloud call: its ticks and retries are the leader's to run.
+        if self.leadership.as_ref().is_some_and(|l| !l.is_leading()) {
+            tracing::debug!(?wake, "standby: the pass is the leader's");
+            return;
+        }
         if matches!(wake, Wake::Tick(_)) && !self.tick_jitter().await {
             return;
         }
@@ -47,6 +52,12 @@ impl Service {
             Ended::Ledger(error) => {
                 tracing::error!(%error, "the pass stopped on a ledger error; no charge is made without its record");
                 self.failed(&format!("last pass failed: {error}"));
+                if error.ends_the_term() {
+                    if matches!(error, LedgerError::Fenced { .. }) {
+                        self.engine.metrics.leadership.fenced_writes_total.inc();
+                    }
+                    self.exit = Some(error);
+                }
             }
             Ended::Lost(why) => {
                 tracing::error!(error = %why, "the pass task failed");

@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 
 use super::admin::{AdminServer, Warn};
 use super::health::Health;
+use super::leadership::{Leadership, Tried};
 use super::reload::{Reloaded, Reloader, reload_failed};
 use super::scheduler::{CronSource, Tick, TickReason, TickSink, Watchdog, typical_interval};
 use super::systemd::{NotifyState, notify, ping_every};
@@ -31,6 +32,9 @@ pub(super) enum Wake {
     Tick(TickReason),
     /// A retry the last pass planned for is due.
     Retry,
+    /// This process just took the lease of a shared ledger and the last leader's work may be
+    /// unfinished (an attempt still out, or no success within a cadence).
+    Takeover,
 }
 
 /// What waiting between passes ended with.
@@ -39,8 +43,10 @@ enum Waited {
     Stop,
     /// A pass is to run.
     Wake(Wake),
-    /// Something was handled (a reload, a ping, a trim); wait again.
+    /// Something was handled (a reload, a ping, a trim, a try for the lease); wait again.
     Nothing,
+    /// The leader lease was lost: stop acting (exit 75).
+    Lost(LedgerError),
 }
 
 /// The timers the loop waits on between passes, besides cron.
@@ -82,6 +88,10 @@ pub(super) struct Service {
     pub wakes: RetryWakes,
     /// Receives each pass's summary (the demo and tests watch passes).
     pub passes: Option<mpsc::UnboundedSender<PassSummary>>,
+    /// The lease, on a shared ledger (`None`: SQLite, this process leads alone).
+    pub leadership: Option<Leadership>,
+    /// Why the loop must end without being asked (the term lost): exit 75.
+    pub exit: Option<LedgerError>,
 }
 
 impl Service {
@@ -93,6 +103,7 @@ impl Service {
         ticks: Ticks,
         (health, admin): (Arc<Health>, AdminServer),
         passes: Option<mpsc::UnboundedSender<PassSummary>>,
+        leadership: Option<Leadership>,
     ) -> Service {
         let config = &engine.config;
         let last_fire = Arc::new(AtomicI64::new(0));
@@ -130,6 +141,8 @@ impl Service {
             admin,
             wakes,
             passes,
+            leadership,
+            exit: None,
         }
     }
 
@@ -139,11 +152,15 @@ impl Service {
             NotifyState::Ready,
             NotifyState::Status("started; waiting for the first pass"),
         ]);
-        let mut wake = self.first_wake()?;
+        // A standby runs nothing until it leads (`take_lead`).
+        let mut wake = match self.leadership {
+            None => self.first_wake()?,
+            Some(_) => None,
+        };
         loop {
             if let Some(reason) = wake.take() {
                 self.pass(reason).await;
-                if self.signals.stop.is_cancelled() {
+                if self.signals.stop.is_cancelled() || self.exit.is_some() {
                     break;
                 }
                 wake = self.fold_ticks();
@@ -153,10 +170,46 @@ impl Service {
                 Waited::Stop => break,
                 Waited::Wake(reason) => wake = Some(reason),
                 Waited::Nothing => {}
+                Waited::Lost(error) => {
+                    tracing::error!(%error, "the leader lease was lost: this process stops acting");
+                    self.exit = Some(error);
+                    break;
+                }
             }
         }
+        let exit = self.exit.take();
         self.shut_down().await;
-        Ok(())
+        exit.map_or(Ok(()), Err)
+    }
+
+    /// A standby's try for the lease; on taking it, the wake for a pass at once when the last
+    /// leader's work may be unfinished.
+    async fn take_lead(&mut self) -> Waited {
+        let Some(leadership) = self.leadership.as_mut() else {
+            return Waited::Nothing;
+        };
+        match leadership.campaign(&self.engine.ledger).await {
+            Tried::Standby => {
+                self.health.set_standby(Some(Ok(())));
+                return Waited::Nothing;
+            }
+            Tried::Unreachable(why) => {
+                self.health.set_standby(Some(Err(why)));
+                return Waited::Nothing;
+            }
+            Tried::Leads => self.health.set_standby(None),
+        }
+        match self.first_wake() {
+            Ok(Some(_)) => Waited::Wake(Wake::Takeover),
+            Ok(None) if self.engine.ledger.attempts_out().unwrap_or(true) => {
+                Waited::Wake(Wake::Takeover)
+            }
+            Ok(None) => Waited::Nothing,
+            Err(error) => {
+                tracing::warn!(%error, "reading the last pass after taking the lease failed: running a pass");
+                Waited::Wake(Wake::Takeover)
+            }
+        }
     }
 
     /// A start-up pass unless the last successful one is recent; and the retry the last pass
@@ -212,8 +265,18 @@ impl Service {
             .map(|at| self.engine.clock.real_wait_until(at));
         let trim_at = self.timers.trim_at;
         let pinging = self.timers.ping.is_some();
+        let standby = self
+            .leadership
+            .as_ref()
+            .filter(|l| !l.is_leading())
+            .map(|l| l.next_try());
+        let leading = self.leadership.as_ref().is_some_and(Leadership::is_leading);
         tokio::select! {
             _ = self.signals.stop.cancelled() => Waited::Stop,
+            _ = tokio::time::sleep_until(standby.unwrap_or_else(tokio::time::Instant::now)), if standby.is_some() => {
+                self.take_lead().await
+            }
+            error = lost(&mut self.leadership), if leading => Waited::Lost(error),
             Some(tick) = self.ticks.recv() => {
                 self.timers.watchdog.fired(tick.at);
                 Waited::Wake(Wake::Tick(tick.reason))
@@ -299,14 +362,25 @@ impl Service {
         let _ = std::panic::AssertUnwindSafe(trim).catch_unwind().await;
     }
 
-    /// Tells systemd, stops the cron source and the admin server.
-    async fn shut_down(self) {
+    /// Tells systemd, gives the lease up, stops the cron source and the admin server.
+    async fn shut_down(mut self) {
         notify(&[NotifyState::Stopping]);
         tracing::info!("stopping");
+        if let Some(leadership) = self.leadership.as_mut() {
+            leadership.resign(&self.engine.ledger).await;
+        }
         if let Some(cron) = self.cron {
             cron.shutdown().await;
         }
         self.admin.shutdown().await;
+    }
+}
+
+/// Resolves when a held term is lost (pending without a lease).
+async fn lost(leadership: &mut Option<Leadership>) -> LedgerError {
+    match leadership {
+        Some(leadership) => leadership.lost().await,
+        None => std::future::pending().await,
     }
 }
 

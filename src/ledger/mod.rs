@@ -122,6 +122,22 @@ pub enum LedgerError {
         #[source]
         source: postgres::Fenced,
     },
+    /// This process may not send a charge now: it does not lead, or its lease might lapse
+    /// while the request is out.
+    #[error(
+        "no RenewInstance sent: {why} — this process stops acting and restarts as a standby; the renewal's intent keeps its token and is resent with it by the leader"
+    )]
+    NotLeading {
+        /// Why.
+        why: String,
+    },
+    /// The leader lease was lost (taken by another replica, or not renewed within the
+    /// deadline): this process stops acting.
+    #[error("{reason}")]
+    LeaseLost {
+        /// What the keeper said.
+        reason: String,
+    },
     /// The PostgreSQL ledger could not be opened (unreachable, login refused, schema).
     #[error("the ledger's database ({target}): {source}")]
     Database {
@@ -165,6 +181,19 @@ pub enum LedgerError {
         #[source]
         source: DbError,
     },
+}
+
+impl LedgerError {
+    /// Whether this error means the process no longer leads a shared ledger (fenced, the
+    /// lease lost, or a charge it may not send): it stops and restarts as a standby, exit 75.
+    pub fn ends_the_term(&self) -> bool {
+        matches!(
+            self,
+            LedgerError::Fenced { .. }
+                | LedgerError::NotLeading { .. }
+                | LedgerError::LeaseLost { .. }
+        )
+    }
 }
 
 fn ts(t: DateTime<Utc>) -> String {
@@ -268,11 +297,24 @@ impl Ledger {
         })
     }
 
-    /// Fences every later write by `term` (PostgreSQL; `None` ends it). A SQLite ledger has
-    /// one writer, its lock holder, and needs no fence.
-    pub fn lead(&self, term: Option<postgres::Term>) {
+    /// Fences every later write by `leading`'s term (PostgreSQL; `None` ends it). A SQLite
+    /// ledger has one writer, its lock holder, and needs no fence.
+    pub fn lead(&self, leading: Option<postgres::Leading>) {
         if let Store::Postgres(store) = &self.store {
-            store.lead(term);
+            store.lead(leading);
+        }
+    }
+
+    /// Whether a RenewInstance that may take `request_timeout` may be sent now: always on
+    /// SQLite (the state directory's lock is the term for the life of the process); on
+    /// PostgreSQL only while this process leads and the request would end before its renew
+    /// deadline ([`postgres::PgStore::may_send`]). A refusal is [`LedgerError::NotLeading`].
+    pub fn may_send(&self, request_timeout: std::time::Duration) -> Result<(), LedgerError> {
+        match &self.store {
+            Store::Sqlite(_) => Ok(()),
+            Store::Postgres(store) => store
+                .may_send(request_timeout)
+                .map_err(|why| LedgerError::NotLeading { why }),
         }
     }
 

@@ -198,6 +198,19 @@ impl Ledger {
         })
     }
 
+    /// Whether any attempt is still out (an intent sent and never answered): after a takeover,
+    /// the last leader's pass may not have finished.
+    pub fn attempts_out(&self) -> Result<bool, LedgerError> {
+        Ok(self
+            .first_row(
+                Read::of("looking for attempts still out", "intents"),
+                "SELECT EXISTS (SELECT 1 FROM intents WHERE status = 'sent') AS any",
+                args![],
+                |r| r.get("any"),
+            )?
+            .unwrap_or_default())
+    }
+
     /// Marks attempts that were still out when the previous pass or process ended as unknown
     /// outcomes (they may have charged) and counts them toward `day`; returns how many. Run at
     /// the start of a pass, when no attempt of this writer can be out.

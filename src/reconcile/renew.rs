@@ -219,6 +219,20 @@ async fn renew_one(
     }
     let price = candidate.price.as_ref().map(|q| q.trade_price.clone());
     let (stored, attempt_id) = write_intent(ctx, candidate, &checked, price.clone(), now).await?;
+    // On a shared ledger the leader sends only while its lease would outlast the request.
+    let timeout = client
+        .client
+        .read_timeout(crate::cloud::Action::RenewInstance);
+    if let Err(refused) = ctx.ledger.may_send(timeout) {
+        let (intent_id, now) = (stored.id, ctx.clock.now());
+        let _ = ctx
+            .ledger
+            .blocking("recording a renewal not sent", move |ledger| {
+                ledger.finish_not_sent(intent_id, attempt_id, now)
+            })
+            .await;
+        return Err(refused);
+    }
     // The request carries the period the intent holds (one that may have charged keeps its own).
     let sent = client
         .client

@@ -18,6 +18,7 @@ mod daemon;
 mod demo;
 mod deploy;
 mod emulator;
+mod failover;
 mod forecast_oracle;
 mod funds;
 mod fuzz;

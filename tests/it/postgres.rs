@@ -351,7 +351,9 @@ async fn keeper(
     let cancel = CancellationToken::new();
     let (held, stop) = (term.clone(), cancel.clone());
     let task =
-        tokio::spawn(async move { hold(&s.client, &lease, &held, quick(), &tx, &stop).await });
+        tokio::spawn(
+            async move { hold(&s.client, &lease, &held, quick(), &tx, &stop, &|_| {}).await },
+        );
     (term, pid, rx, cancel, task)
 }
 

@@ -35,8 +35,31 @@ pub enum Lost {
     },
 }
 
+/// How one renewal went (for `ecs_renewd_lease_renewals_total{result}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Renewal {
+    /// Renewed.
+    Ok,
+    /// Another holder has the lease.
+    Lost,
+    /// No answer, or an error: tried again next retry period until the deadline.
+    Error,
+}
+
+impl Renewal {
+    /// The metric's `result` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Renewal::Ok => "ok",
+            Renewal::Lost => "lost",
+            Renewal::Error => "error",
+        }
+    }
+}
+
 /// Holds `term` until `cancel` (then `Ok`) or until it is lost. `renewed` carries the instant
-/// the last successful renewal began; it starts as the instant the term was taken.
+/// the last successful renewal began; it starts as the instant the term was taken. Each
+/// renewal's result goes to `counted`.
 pub async fn hold(
     client: &Client,
     lease: &Lease,
@@ -44,6 +67,7 @@ pub async fn hold(
     timings: HaTimings,
     renewed: &watch::Sender<Instant>,
     cancel: &CancellationToken,
+    counted: &(dyn Fn(Renewal) + Send + Sync),
 ) -> Result<(), Lost> {
     let mut last_ok = *renewed.borrow();
     let mut last_error = String::from("none");
@@ -58,15 +82,23 @@ pub async fn hold(
             .saturating_sub(started.saturating_duration_since(last_ok));
         match tokio::time::timeout(left, lease.renew(client, term)).await {
             Ok(Ok(())) => {
+                counted(Renewal::Ok);
                 last_ok = started;
                 renewed.send_replace(started);
             }
-            Ok(Err(LeaseError::Lost(fenced))) => return Err(Lost::Fenced(fenced)),
+            Ok(Err(LeaseError::Lost(fenced))) => {
+                counted(Renewal::Lost);
+                return Err(Lost::Fenced(fenced));
+            }
             Ok(Err(error)) => {
+                counted(Renewal::Error);
                 tracing::warn!("the leader lease could not be renewed (retrying): {error}");
                 last_error = error.to_string();
             }
-            Err(_) => last_error = format!("no answer within {left:?}"),
+            Err(_) => {
+                counted(Renewal::Error);
+                last_error = format!("no answer within {left:?}");
+            }
         }
         let since = Instant::now().saturating_duration_since(last_ok);
         if since >= timings.renew_deadline {

@@ -16,8 +16,8 @@ mod store;
 
 pub use crate::policy::lease::{HaTimings, TimingError};
 pub use copy::{Copied, CopyError, copy_ledger};
-pub use keeper::{Lost, hold};
+pub use keeper::{Lost, Renewal, hold};
 pub use lease::{Fenced, LEASE_NAME, Lease, LeaseError, Term, fence, holder_id};
 pub use migrations::{MIGRATIONS, MigrateError, migrate};
 pub use session::{Session, SessionError, SessionTimeouts, target};
-pub use store::{OpenError, PgStore, StoreError};
+pub use store::{Leading, OpenError, PgStore, StoreError};

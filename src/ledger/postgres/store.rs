@@ -16,6 +16,7 @@ use super::lease::{Fenced, LeaseError, Term, fence};
 use super::migrations::{MigrateError, migrate};
 use super::session::{Session, SessionError, SessionTimeouts};
 use crate::ledger::sql::{DbError, Tx, block_on};
+use crate::policy::lease::HaTimings;
 
 /// Why a PostgreSQL ledger call failed.
 #[derive(Debug, thiserror::Error)]
@@ -57,7 +58,18 @@ pub struct PgStore {
     target: String,
     runtime: Option<tokio::runtime::Runtime>,
     connected: Mutex<Option<Connected>>,
-    term: Mutex<Option<Term>>,
+    leading: Mutex<Option<Leading>>,
+}
+
+/// This process's term on the shared ledger, and what says whether a charge may still leave.
+#[derive(Debug, Clone)]
+pub struct Leading {
+    /// The term every write is fenced by.
+    pub term: Term,
+    /// When the last successful renewal of the lease began (the keeper publishes it).
+    pub renewed: tokio::sync::watch::Receiver<tokio::time::Instant>,
+    /// The lease's timings.
+    pub timings: HaTimings,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -94,7 +106,7 @@ impl PgStore {
             target,
             runtime: Some(runtime),
             connected: Mutex::new(None),
-            term: Mutex::new(None),
+            leading: Mutex::new(None),
         };
         let mut connected = store.connect()?;
         block_on(migrate(&mut connected.session.client))?;
@@ -107,15 +119,41 @@ impl PgStore {
         &self.target
     }
 
-    /// From now on every write first checks that `term` still holds the lease; `None` ends
-    /// that (a standby, or a process that resigned, writes nothing that needs it).
-    pub fn lead(&self, term: Option<Term>) {
-        *self.term.lock().unwrap_or_else(|p| p.into_inner()) = term;
+    /// From now on every write first checks that `leading`'s term still holds the lease;
+    /// `None` ends that (a standby, or a process that resigned, writes nothing that needs it).
+    pub fn lead(&self, leading: Option<Leading>) {
+        *self.leading.lock().unwrap_or_else(|p| p.into_inner()) = leading;
     }
 
     /// The term writes are fenced by, if any.
     pub fn term(&self) -> Option<Term> {
-        self.term.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.leading
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|l| l.term.clone())
+    }
+
+    /// Whether a request that may take `request_timeout` may leave now: only while this
+    /// process leads, and only if it would end before the renew deadline counted from the last
+    /// successful renewal (`HaTimings::may_send`): by then the term is renewed again or this
+    /// process has stopped acting, so no other leader acts while the request is out.
+    pub fn may_send(&self, request_timeout: std::time::Duration) -> Result<(), String> {
+        let leading = self.leading.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(leading) = leading.as_ref() else {
+            return Err("this process does not hold the leader lease".into());
+        };
+        let renewed = *leading.renewed.borrow();
+        let now = tokio::time::Instant::now();
+        if leading.timings.may_send(renewed, now, request_timeout) {
+            Ok(())
+        } else {
+            Err(format!(
+                "the lease was last renewed {:?} ago; a request of up to {request_timeout:?} could outlast the renew deadline ({:?})",
+                now.saturating_duration_since(renewed),
+                leading.timings.renew_deadline
+            ))
+        }
     }
 
     fn connect(&self) -> Result<Connected, SessionError> {
