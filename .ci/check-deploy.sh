@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Static checks of the deployment artifacts: systemd units, Prometheus config, rules and their
 # unit tests, the alert table and runbook sections in docs/operations.md, the Grafana dashboard,
-# the RAM policy, the Kubernetes manifests and the Dockerfile.
+# the RAM policy, the Kubernetes manifests (the base and the two-replica overlay) and the Dockerfile.
 # Installs what it needs once (promtool from apt, hadolint and PyYAML in target/ci-venv); every
 # check runs even after one fails, and the exit status is non-zero if any failed.
 set -euo pipefail
@@ -100,7 +100,7 @@ check "hadolint" lint_dockerfile
 
 # Invariants that the tools above do not see.
 check "artifact invariants" "$py" - <<'EOF'
-import json, re, sys, yaml
+import json, os, re, sys, tomllib, yaml
 
 problems = []
 def need(ok, what):
@@ -229,15 +229,17 @@ docs = [d for f in ("deployment.yaml", "configmap.yaml", "secret.example.yaml", 
 dep = next(d for d in docs if d["kind"] == "Deployment")
 need(dep["spec"]["replicas"] == 1, "deployment: replicas must be 1")
 need(dep["spec"]["strategy"]["type"] == "Recreate", "deployment: strategy must be Recreate")
-pod = dep["spec"]["template"]["spec"]
-need(pod["securityContext"].get("runAsNonRoot") is True, "deployment: runAsNonRoot")
-for c in pod["containers"]:
-    sc = c.get("securityContext", {})
-    need(sc.get("readOnlyRootFilesystem") is True, f"{c['name']}: readOnlyRootFilesystem")
-    need(sc.get("allowPrivilegeEscalation") is False, f"{c['name']}: allowPrivilegeEscalation")
-    need(sc.get("capabilities", {}).get("drop") == ["ALL"], f"{c['name']}: drop ALL capabilities")
-    need(c.get("readinessProbe", {}).get("httpGet", {}).get("path") == "/readyz", f"{c['name']}: readiness on /readyz")
-    need("livenessProbe" in c, f"{c['name']}: liveness probe")
+def locked_down(dep, where):
+    pod = dep["spec"]["template"]["spec"]
+    need(pod["securityContext"].get("runAsNonRoot") is True, f"{where}: runAsNonRoot")
+    for c in pod["containers"]:
+        sc = c.get("securityContext", {})
+        need(sc.get("readOnlyRootFilesystem") is True, f"{where} {c['name']}: readOnlyRootFilesystem")
+        need(sc.get("allowPrivilegeEscalation") is False, f"{where} {c['name']}: allowPrivilegeEscalation")
+        need(sc.get("capabilities", {}).get("drop") == ["ALL"], f"{where} {c['name']}: drop ALL capabilities")
+        need(c.get("readinessProbe", {}).get("httpGet", {}).get("path") == "/readyz", f"{where} {c['name']}: readiness on /readyz")
+        need(c.get("livenessProbe", {}).get("httpGet", {}).get("path") == "/healthz", f"{where} {c['name']}: liveness on /healthz")
+locked_down(dep, "deployment")
 
 # The pod listens beyond loopback: the scrape must carry the token the daemon requires.
 config = next(d for d in docs if d["kind"] == "ConfigMap")["data"]["config.toml"]
@@ -254,9 +256,124 @@ scrape = yaml.safe_load(open("deploy/prometheus/prometheus.yml"))["scrape_config
 need(all(j.get("authorization", {}).get("credentials_file") for j in scrape if j["job_name"] == "ecs-renewd"),
      "prometheus.yml: the ecs-renewd job must send the bearer token")
 
+# The HA overlay (deploy/kubernetes/ha), without kustomize: its patches applied to the base as
+# kustomize's strategic merge would (maps merged, null deletes a key, the Pod spec's lists merged
+# by their keys, `$patch: delete` drops a resource), then what two replicas on one PostgreSQL
+# ledger need: 2 replicas rolling with none unavailable, a PodDisruptionBudget, anti-affinity,
+# no PersistentVolumeClaim, the ledger's URL from the mounted Secret, the base's settings kept.
+HA = "deploy/kubernetes/ha/"
+kust = yaml.safe_load(open(HA + "kustomization.yaml"))
+listed = [r for r in kust.get("resources", [])] + [p.get("path") for p in kust.get("patches", [])]
+need(all(isinstance(p, str) for p in listed), f"{HA}kustomization.yaml: every patch names a file (path:)")
+need(any(os.path.normpath(r) == ".." for r in kust.get("resources", [])), f"{HA}kustomization.yaml: the base (../) must be a resource")
+files = [f for f in listed if isinstance(f, str) and os.path.normpath(f) != ".."]
+for f in files:
+    need(os.path.isfile(HA + f), f"{HA}kustomization.yaml lists {f}, which does not exist")
+for f in sorted(os.listdir(HA)):
+    if f.endswith((".yaml", ".yml")) and f != "kustomization.yaml" and not f.endswith(".example.yaml"):
+        need(f in files, f"{HA}{f} is not listed in {HA}kustomization.yaml")
+MERGE_KEYS = {"containers": "name", "initContainers": "name", "volumes": "name", "env": "name",
+              "volumeMounts": "mountPath", "ports": "containerPort"}
+def smp(base, patch, key=None):
+    if isinstance(base, dict) and isinstance(patch, dict):
+        out = dict(base)
+        for k, v in patch.items():
+            if v is None:
+                out.pop(k, None)
+            elif k in out:
+                out[k] = smp(out[k], v, k)
+            else:
+                out[k] = v
+        return out
+    if isinstance(base, list) and isinstance(patch, list) and key in MERGE_KEYS:
+        mk, out = MERGE_KEYS[key], list(base)
+        for item in patch:
+            at = next((i for i, b in enumerate(out) if b.get(mk) == item.get(mk)), None)
+            if item.get("$patch") == "delete":
+                if at is not None:
+                    del out[at]
+            elif at is None:
+                out.append(item)
+            else:
+                out[at] = smp(out[at], item)
+        return out
+    return patch
+ident = lambda d: (d["kind"], d["metadata"]["name"])
+base_kust = yaml.safe_load(open("deploy/kubernetes/kustomization.yaml"))
+out = [d for f in base_kust["resources"] for d in yaml.safe_load_all(open("deploy/kubernetes/" + f)) if d]
+base_ids = {ident(d) for d in out}
+for f in files:
+    for d in yaml.safe_load_all(open(HA + f)) if os.path.isfile(HA + f) else []:
+        if not d:
+            continue
+        if f in kust.get("resources", []):
+            need(ident(d) not in base_ids, f"{HA}{f}: {ident(d)} is already in the base")
+            out.append(d)
+            continue
+        need(ident(d) in base_ids, f"{HA}{f}: patches {ident(d)}, which the base does not have")
+        if d.get("$patch") == "delete":
+            out = [o for o in out if ident(o) != ident(d)]
+        else:
+            out = [smp(o, d) if ident(o) == ident(d) else o for o in out]
+ha_docs = [d for f in files if os.path.isfile(HA + f) for d in yaml.safe_load_all(open(HA + f)) if d]
+ha = next(d for d in out if d["kind"] == "Deployment")
+need(ha["spec"].get("replicas") == 2, "ha: replicas must be 2")
+need(ha["spec"]["strategy"].get("type") == "RollingUpdate", "ha: strategy must be RollingUpdate")
+need(ha["spec"]["strategy"].get("rollingUpdate", {}).get("maxUnavailable") == 0, "ha: maxUnavailable must be 0")
+locked_down(ha, "ha")
+hpod = ha["spec"]["template"]["spec"]
+labels = ha["spec"]["template"]["metadata"]["labels"]
+selects = lambda sel: bool(sel) and all(labels.get(k) == v for k, v in sel.items())
+need(labels == dep["spec"]["template"]["metadata"]["labels"], "ha: the pod labels must stay the base's")
+pdbs = [d for d in out if d["kind"] == "PodDisruptionBudget"]
+need(any(p["spec"].get("minAvailable") == 1 and selects(p["spec"].get("selector", {}).get("matchLabels"))
+         for p in pdbs), "ha: a PodDisruptionBudget with minAvailable 1 selecting the pods")
+anti = hpod.get("affinity", {}).get("podAntiAffinity", {})
+terms = [t.get("podAffinityTerm", {}) for t in anti.get("preferredDuringSchedulingIgnoredDuringExecution", [])]
+need(any(t.get("topologyKey") == "kubernetes.io/hostname" and selects(t.get("labelSelector", {}).get("matchLabels"))
+         for t in terms), "ha: podAntiAffinity (preferred, by kubernetes.io/hostname) on the pods' labels")
+need(not any(d["kind"] == "PersistentVolumeClaim" for d in out), "ha: a PersistentVolumeClaim is left in the output")
+for v in hpod["volumes"]:
+    need("persistentVolumeClaim" not in v, f"ha: volume {v['name']} still uses a PersistentVolumeClaim")
+    need(len(set(v) - {"name"}) == 1, f"ha: volume {v['name']} has {sorted(set(v) - {'name'})} (one source only)")
+def toml_seconds(text):  # the config's durations: "40s", "2m", "1h", "500ms"
+    m = re.fullmatch(r"(\d+)(ms|s|m|h|d)", text)
+    return int(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)] if m else float("nan")
+base_conf = tomllib.loads(config)
+ha_conf_text = next(d for d in out if d["kind"] == "ConfigMap")["data"]["config.toml"]
+ha_conf = tomllib.loads(ha_conf_text)
+shutdown = toml_seconds(ha_conf.get("daemon", {}).get("shutdown_grace", "30s"))
+need(hpod.get("terminationGracePeriodSeconds", 30) >= shutdown + 30,
+     f"ha: terminationGracePeriodSeconds must cover shutdown_grace ({shutdown} s) and giving the lease up (30 s)")
+need(ha_conf.get("ledger", {}).get("backend") == "postgres", "ha config: [ledger] backend must be \"postgres\"")
+for section, value in base_conf.items():
+    need(ha_conf.get(section) == value, f"ha config: [{section}] differs from the base's")
+c = hpod["containers"][0]
+creds_dir = next((e.get("value") for e in c.get("env", []) if e["name"] == "CREDENTIALS_DIRECTORY"), None)
+secret_mounts = {m["mountPath"]: v["secret"] for m in c.get("volumeMounts", []) for v in hpod["volumes"]
+                 if v["name"] == m["name"] and "secret" in v}
+url_file = ha_conf.get("ledger", {}).get("url_file", "")
+mount = os.path.dirname(url_file)
+need(mount in secret_mounts, f"ha config: url_file {url_file!r} is not in a mounted Secret")
+if mount in secret_mounts:
+    # The secret-file rule: 0600, or in $CREDENTIALS_DIRECTORY (kubelet makes Secret files
+    # group-readable for fsGroup, so only the latter holds in a pod).
+    need(mount == creds_dir or secret_mounts[mount].get("defaultMode") in (0o400, 0o600),
+         f"ha: the Secret with the ledger URL must be mounted at $CREDENTIALS_DIRECTORY or with defaultMode 0400/0600")
+    example = next((d for d in yaml.safe_load_all(open(HA + "secret.example.yaml")) if d), {}) if os.path.isfile(HA + "secret.example.yaml") else {}
+    need(example.get("metadata", {}).get("name") == secret_mounts[mount].get("secretName")
+         and os.path.basename(url_file) in example.get("stringData", {}),
+         f"ha: {HA}secret.example.yaml must show the key {os.path.basename(url_file)!r} of the mounted Secret")
+h = {k: toml_seconds(v) for k, v in ha_conf.get("ha", {}).items()}
+need(set(h) == {"lease_duration", "renew_deadline", "retry_period"}, "ha config: [ha] lease_duration, renew_deadline, retry_period")
+if set(h) == {"lease_duration", "renew_deadline", "retry_period"}:
+    renew_timeout = max(toml_seconds(a.get("read_timeouts", {}).get("RenewInstance", "19s")) for a in ha_conf["accounts"])
+    need(h["lease_duration"] > h["renew_deadline"] > 1.2 * h["retry_period"] and h["renew_deadline"] > renew_timeout,
+         f"ha config: lease_duration > renew_deadline > 1.2 x retry_period, renew_deadline > RenewInstance's read timeout ({renew_timeout} s)")
+
 for p in problems:
     print("  " + p)
-print(f"ok: {len(alerts)} alerts with {cases} alert test cases in {len(tests['tests'])} groups, {len(exprs)} dashboard queries, RAM policy, {len(docs)} Kubernetes documents"
+print(f"ok: {len(alerts)} alerts with {cases} alert test cases in {len(tests['tests'])} groups, {len(exprs)} dashboard queries, RAM policy, {len(docs)} Kubernetes documents, HA overlay ({len(ha_docs)} documents: {len(out)} in its output)"
       if not problems else f"{len(problems)} problem(s)")
 sys.exit(1 if problems else 0)
 EOF

@@ -94,8 +94,9 @@ fn keep(
     let (lease2, term2, stop2) = (lease.clone(), term.clone(), stop.clone());
     let (renewed, receiver) = watch::channel(tokio::time::Instant::now());
     let keeper = tokio::spawn(async move {
+        let mut session = session;
         let lost = hold(
-            &session.client,
+            &mut session,
             &lease2,
             &term2,
             timings,

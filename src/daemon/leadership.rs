@@ -117,6 +117,7 @@ impl Leadership {
         let (lease, held, timings) = (self.lease.clone(), term.clone(), self.timings);
         let (stopped, metrics) = (stop.clone(), self.metrics.clone());
         let keeper = tokio::spawn(async move {
+            let mut session = session;
             let counted = move |r: Renewal| {
                 metrics
                     .leadership
@@ -125,7 +126,7 @@ impl Leadership {
                     .inc();
             };
             let held = hold(
-                &session.client,
+                &mut session,
                 &lease,
                 &held,
                 timings,

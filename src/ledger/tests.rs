@@ -13,7 +13,10 @@ fn t(text: &str) -> DateTime<Utc> {
 
 const DAY: &str = "2026-03-10";
 
-/// The real PostgreSQL the integration tests use (started here when `.ci/run` did not).
+/// The real PostgreSQL the integration tests use (started here when `.ci/run` did not). Only
+/// its shared server is used here; the clusters a test stops and starts are the failover
+/// tests'.
+#[allow(dead_code)]
 #[path = "../../tests/it/support/postgres.rs"]
 mod test_postgres;
 

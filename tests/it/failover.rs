@@ -13,7 +13,7 @@ use ecs_renewd::ledger::Ledger;
 use ecs_wire::Action;
 use tokio::time::Instant;
 
-use crate::support::postgres::fresh_database;
+use crate::support::postgres::{Cluster, database_on, fresh_database};
 use crate::support::{HARNESS_KEY, free_port, harness_fleet, instance_spec};
 
 /// The lease's timings in these tests.
@@ -65,26 +65,44 @@ fn config(dir: &Path, emulator: &EmulatorHandle, url: &str) -> PathBuf {
 struct Replica {
     child: Child,
     logs: PathBuf,
+    admin: u16,
 }
 
 impl Replica {
     fn start(config: &Path, dir: &Path, name: &str) -> Replica {
         let logs = dir.join(format!("{name}.log"));
+        let admin = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_ecs-renewd"))
             .args(["run", "--config"])
             .arg(config)
             .env("ALIBABA_CLOUD_ACCESS_KEY_ID", HARNESS_KEY.0)
             .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", HARNESS_KEY.1)
-            .env(
-                "ECS_RENEWD_ADMIN_LISTEN",
-                format!("127.0.0.1:{}", free_port()),
-            )
+            .env("ECS_RENEWD_ADMIN_LISTEN", format!("127.0.0.1:{admin}"))
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&logs).unwrap())
             .spawn()
             .unwrap();
-        Replica { child, logs }
+        Replica { child, logs, admin }
+    }
+
+    /// The value of the unlabelled series `name` on its /metrics page.
+    async fn metric(&self, name: &str) -> Option<f64> {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .ok()?;
+        let page = client
+            .get(format!("http://127.0.0.1:{}/metrics", self.admin))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        page.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse().ok())
     }
 
     fn pid(&self) -> u32 {
@@ -368,4 +386,298 @@ async fn a_lease_stolen_mid_pass_fences_the_next_write_and_the_leader_exits_75()
     })
     .await;
     one_order_each_all_recorded(&s.emulator, &s.url, 1).await;
+}
+
+/// (ii) The leader stopped (SIGSTOP) while its charge is held: the standby takes over and
+/// resends the same ClientToken; the old leader, continued, is fenced at its next write or
+/// renewal and exits 75. One order. The metrics say who leads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_leader_is_replaced_its_charge_resent_under_its_token_and_on_waking_it_exits_75() {
+    let s = setup(1).await;
+    s.emulator.add_fault(FaultSpec::hold(Action::RenewInstance));
+    let mut a = Replica::start(&s.config, s.dir.path(), "a");
+    leads(
+        &s.url,
+        &a,
+        Duration::from_secs(20),
+        "the first replica leading",
+    )
+    .await;
+    let b = Replica::start(&s.config, s.dir.path(), "b");
+    assert!(s.emulator.wait_for_held(1, Duration::from_secs(30)).await);
+    until(
+        Duration::from_secs(20),
+        "both replicas' metrics",
+        async || {
+            a.metric("ecs_renewd_leader").await == Some(1.0)
+                && b.metric("ecs_renewd_leader").await == Some(0.0)
+        },
+    )
+    .await;
+    let (_, first_epoch, _) = lease(&s.url).await;
+    a.signal(libc::SIGSTOP);
+    let took = leads(&s.url, &b, LEASE + RETRY * 4, "the standby taking over").await;
+    assert!(took <= LEASE + RETRY + Duration::from_secs(2), "{took:?}");
+    until(
+        Duration::from_secs(30),
+        "the resent charge recorded",
+        async || recorded(&s.url).await >= 1,
+    )
+    .await;
+    assert!(
+        s.emulator.calls().count(Action::RenewInstance) >= 2,
+        "resent"
+    );
+    assert_eq!(b.metric("ecs_renewd_leader").await, Some(1.0));
+    assert_eq!(
+        b.metric("ecs_renewd_leader_epoch").await,
+        Some((first_epoch + 1) as f64)
+    );
+    // The held request of the paused leader goes through now: the same token, the same order.
+    s.emulator.release_held();
+    a.signal(libc::SIGCONT);
+    assert_eq!(
+        a.exited(Duration::from_secs(15)).await,
+        Some(75),
+        "{}",
+        a.logs()
+    );
+    one_order_each_all_recorded(&s.emulator, &s.url, 1).await;
+    assert_eq!(lease(&s.url).await.0, b.pid(), "one leader at the end");
+}
+
+/// (iii) The leader stopped inside an open transaction (its fenced write holds the lease row
+/// `FOR SHARE`): the server ends that session after `idle_in_transaction_session_timeout`
+/// (10 s), and the standby's take, which waited for the lock, goes through — within that
+/// timeout + lease + retry. Without the timeout the takeover would wait forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_stopped_inside_a_transaction_is_replaced_once_the_server_ends_its_session() {
+    let s = setup(1).await;
+    let mut a = Replica::start(&s.config, s.dir.path(), "a");
+    leads(
+        &s.url,
+        &a,
+        Duration::from_secs(20),
+        "the first replica leading",
+    )
+    .await;
+    until(
+        Duration::from_secs(30),
+        "the first renewal recorded",
+        async || recorded(&s.url).await >= 1,
+    )
+    .await;
+    let b = Replica::start(&s.config, s.dir.path(), "b");
+    // Hold the lease row so the leader's next fenced write waits inside its transaction.
+    let (mut client, connection) = tokio_postgres::connect(&s.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let tx = client.transaction().await.unwrap();
+    tx.execute("SELECT 1 FROM leader_lease FOR UPDATE", &[])
+        .await
+        .unwrap();
+    let (watcher, connection) = tokio_postgres::connect(&s.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    until(
+        Duration::from_secs(20),
+        "a fenced write waiting",
+        async || {
+            let waiting: i64 = watcher
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity
+                  WHERE wait_event_type = 'Lock' AND query LIKE '%FOR SHARE%'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            waiting > 0
+        },
+    )
+    .await;
+    a.signal(libc::SIGSTOP);
+    tx.commit().await.unwrap();
+    let stopped = Instant::now();
+    leads(
+        &s.url,
+        &b,
+        Duration::from_secs(40),
+        "the standby taking over",
+    )
+    .await;
+    let took = stopped.elapsed();
+    let limit = Duration::from_secs(10) + LEASE + RETRY + Duration::from_secs(3);
+    assert!(took <= limit, "{took:?}");
+    a.signal(libc::SIGCONT);
+    assert_eq!(
+        a.exited(Duration::from_secs(15)).await,
+        Some(75),
+        "{}",
+        a.logs()
+    );
+    one_order_each_all_recorded(&s.emulator, &s.url, 1).await;
+}
+
+/// A cluster of the test's own (it stops and starts it) and a database on it.
+async fn own_cluster() -> (Cluster, String) {
+    let cluster = tokio::task::spawn_blocking(Cluster::start)
+        .await
+        .unwrap()
+        .unwrap_or_else(|why| panic!("these tests need PostgreSQL: {why}"));
+    let url = database_on(&cluster.url()).await;
+    (cluster, url)
+}
+
+async fn stop(mut cluster: Cluster) -> Cluster {
+    tokio::task::spawn_blocking(move || {
+        cluster.stop_immediate();
+        cluster
+    })
+    .await
+    .unwrap()
+}
+
+async fn restart(mut cluster: Cluster) -> Cluster {
+    tokio::task::spawn_blocking(move || {
+        cluster.restart().unwrap();
+        cluster
+    })
+    .await
+    .unwrap()
+}
+
+/// `replica`'s /readyz: its status and body.
+async fn readyz(replica: &Replica) -> (u16, String) {
+    let response = reqwest::get(format!("http://127.0.0.1:{}/readyz", replica.admin))
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+/// (iv) PostgreSQL stopped (immediate) for longer than the renew deadline while a charge is
+/// out: no RenewInstance leaves while it is down (the answer cannot be recorded, so the pass
+/// stops; the leader's term ends at the deadline: exit 75); the standby says it cannot lead;
+/// once the database is back one replica leads and settles the charge under its token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_down_past_the_deadline_sends_nothing_then_one_leader_resumes() {
+    let (cluster, url) = own_cluster().await;
+    let emulator = emulator(2).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), &emulator, &url);
+    emulator.add_fault(FaultSpec::hold(Action::RenewInstance));
+    let mut a = Replica::start(&config, dir.path(), "a");
+    leads(
+        &url,
+        &a,
+        Duration::from_secs(20),
+        "the first replica leading",
+    )
+    .await;
+    let b = Replica::start(&config, dir.path(), "b");
+    until(Duration::from_secs(20), "the standby up", async || {
+        b.metric("ecs_renewd_leader").await == Some(0.0)
+    })
+    .await;
+    assert!(emulator.wait_for_held(1, Duration::from_secs(30)).await);
+    let cluster = stop(cluster).await;
+    let sent = emulator.calls().count(Action::RenewInstance);
+    emulator.release_held();
+    // The leader's term ends at its renew deadline (4 s): exit 75.
+    assert_eq!(
+        a.exited(Duration::from_secs(15)).await,
+        Some(75),
+        "{}",
+        a.logs()
+    );
+    assert!(a.logs().contains("not renewed"), "{}", a.logs());
+    assert_eq!(
+        emulator.calls().count(Action::RenewInstance),
+        sent,
+        "no RenewInstance while the database is down"
+    );
+    let (status, body) = readyz(&b).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("database"), "{body}");
+    let _cluster = restart(cluster).await;
+    leads(
+        &url,
+        &b,
+        LEASE + RETRY * 6,
+        "the standby leading once the database is back",
+    )
+    .await;
+    until(
+        Duration::from_secs(30),
+        "both renewals recorded",
+        async || recorded(&url).await >= 2,
+    )
+    .await;
+    one_order_each_all_recorded(&emulator, &url, 2).await;
+    until(
+        Duration::from_secs(20),
+        "the new leader ready",
+        async || readyz(&b).await.0 == 200,
+    )
+    .await;
+}
+
+/// (v) PostgreSQL down for less than the renew deadline: the leader keeps its term (its
+/// sessions are made again), the standby stays a standby — no transition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_down_shorter_than_the_deadline_changes_no_leader() {
+    let (cluster, url) = own_cluster().await;
+    let emulator = emulator(1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), &emulator, &url);
+    let mut a = Replica::start(&config, dir.path(), "a");
+    leads(
+        &url,
+        &a,
+        Duration::from_secs(20),
+        "the first replica leading",
+    )
+    .await;
+    until(
+        Duration::from_secs(30),
+        "the renewal recorded",
+        async || recorded(&url).await >= 1,
+    )
+    .await;
+    let b = Replica::start(&config, dir.path(), "b");
+    until(Duration::from_secs(20), "the standby up", async || {
+        b.metric("ecs_renewd_leader").await == Some(0.0)
+    })
+    .await;
+    let (_, epoch, _) = lease(&url).await;
+    let renewals = a
+        .metric("ecs_renewd_lease_renewals_total{result=\"ok\"}")
+        .await;
+    let cluster = stop(cluster).await;
+    // An outage of a fixed length, well under the 4 s deadline (its length is the test's
+    // input, not a wait for something to happen).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _cluster = restart(cluster).await;
+    // Two more successful renewals by the same leader after the database came back.
+    until(Duration::from_secs(10), "renewals resuming", async || {
+        a.metric("ecs_renewd_lease_renewals_total{result=\"ok\"}")
+            .await
+            >= renewals.map(|n| n + 2.0)
+    })
+    .await;
+    assert_eq!(
+        a.exited(Duration::from_millis(10)).await,
+        None,
+        "{}",
+        a.logs()
+    );
+    let (holder, now_epoch, live) = lease(&url).await;
+    assert_eq!((holder, now_epoch, live), (a.pid(), epoch, true));
+    assert_eq!(b.metric("ecs_renewd_leader").await, Some(0.0));
+    assert_eq!(
+        a.metric("ecs_renewd_leader_transitions_total").await,
+        Some(1.0)
+    );
 }

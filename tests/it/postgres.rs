@@ -350,10 +350,10 @@ async fn keeper(
     let (tx, rx) = watch::channel(Instant::now());
     let cancel = CancellationToken::new();
     let (held, stop) = (term.clone(), cancel.clone());
-    let task =
-        tokio::spawn(
-            async move { hold(&s.client, &lease, &held, quick(), &tx, &stop, &|_| {}).await },
-        );
+    let task = tokio::spawn(async move {
+        let mut s = s;
+        hold(&mut s, &lease, &held, quick(), &tx, &stop, &|_| {}).await
+    });
     (term, pid, rx, cancel, task)
 }
 
@@ -410,11 +410,46 @@ async fn a_lease_taken_by_another_holder_ends_the_keepers_term_at_its_next_renew
     }
 }
 
+/// A session the server ended (a restart, a cut connection) is made again at the next
+/// renewal: the term goes on.
+#[tokio::test]
+async fn a_keeper_whose_session_was_ended_connects_again_and_keeps_its_term() {
+    let (url, watcher) = migrated().await;
+    let (_term, pid, mut renewed, cancel, task) = keeper(&url).await;
+    watcher
+        .client
+        .execute("SELECT pg_terminate_backend($1)", &[&pid])
+        .await
+        .unwrap();
+    let ended_at = Instant::now();
+    // Two renewals after the session ended: the keeper connected again.
+    for _ in 0..2 {
+        tokio::time::timeout(Duration::from_secs(5), renewed.changed())
+            .await
+            .expect("a renewal after the session was ended")
+            .unwrap();
+    }
+    assert!(*renewed.borrow() > ended_at);
+    assert!(!task.is_finished(), "the term goes on");
+    cancel.cancel();
+    assert!(matches!(task.await.unwrap(), Ok(())));
+}
+
 #[tokio::test]
 async fn a_database_that_stops_answering_ends_the_term_at_the_renew_deadline() {
     let (url, watcher) = migrated().await;
     let (_term, pid, renewed, _cancel, task) = keeper(&url).await;
-    // The server ends the keeper's session: every later renewal fails, as with a database down.
+    // The database takes no new connection and the server ends the keeper's session: every
+    // later renewal (and every try to connect again) fails, as with a database down.
+    let dbname = url.rsplit("dbname=").next().unwrap().trim();
+    let elsewhere = session(&url.replace(&format!("dbname={dbname}"), "dbname=postgres")).await;
+    elsewhere
+        .client
+        .batch_execute(&format!(
+            "ALTER DATABASE {dbname} WITH ALLOW_CONNECTIONS false"
+        ))
+        .await
+        .unwrap();
     watcher
         .client
         .execute("SELECT pg_terminate_backend($1)", &[&pid])

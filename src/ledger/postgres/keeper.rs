@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::time::Instant;
-use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 
 use super::lease::{Fenced, Lease, LeaseError, Term};
+use super::session::Session;
 use crate::policy::lease::HaTimings;
 
 /// Why a term ended without being given up.
@@ -61,7 +61,7 @@ impl Renewal {
 /// the last successful renewal began; it starts as the instant the term was taken. Each
 /// renewal's result goes to `counted`.
 pub async fn hold(
-    client: &Client,
+    session: &mut Session,
     lease: &Lease,
     term: &Term,
     timings: HaTimings,
@@ -80,7 +80,7 @@ pub async fn hold(
         let left = timings
             .renew_deadline
             .saturating_sub(started.saturating_duration_since(last_ok));
-        match tokio::time::timeout(left, lease.renew(client, term)).await {
+        match tokio::time::timeout(left, renew(session, lease, term)).await {
             Ok(Ok(())) => {
                 counted(Renewal::Ok);
                 last_ok = started;
@@ -109,4 +109,15 @@ pub async fn hold(
             });
         }
     }
+}
+
+/// One renewal on `session`, made again first when the server ended it (a restart, a network
+/// cut): a database back within the deadline costs no term.
+async fn renew(session: &mut Session, lease: &Lease, term: &Term) -> Result<(), LeaseError> {
+    if session.client.is_closed()
+        && let Err(error) = session.reconnect().await
+    {
+        tracing::warn!("the lease's session could not be made again: {error}");
+    }
+    lease.renew(&session.client, term).await
 }

@@ -64,6 +64,9 @@ pub struct Session {
     /// The client half; statements go through it.
     pub client: Client,
     driver: tokio::task::JoinHandle<()>,
+    /// Where it connects (it may hold a password: never shown), to connect again.
+    url: crate::secret::Secret,
+    timeouts: SessionTimeouts,
 }
 
 impl Drop for Session {
@@ -103,7 +106,19 @@ impl Session {
                 tracing::warn!(%target, "the ledger's database connection ended: {error}");
             }
         });
-        Ok(Session { client, driver })
+        Ok(Session {
+            client,
+            driver,
+            url: crate::secret::Secret::new(url),
+            timeouts,
+        })
+    }
+
+    /// Connects again (after the server ended the connection, or restarted).
+    pub async fn reconnect(&mut self) -> Result<(), SessionError> {
+        let fresh = Session::connect(self.url.expose(), self.timeouts).await?;
+        *self = fresh;
+        Ok(())
     }
 }
 

@@ -31,8 +31,12 @@ fn server() -> &'static str {
 
 /// A fresh, empty database on the server: its connection string.
 pub async fn fresh_database() -> String {
+    database_on(server()).await
+}
+
+/// A fresh, empty database on the server at `base` (a libpq string without dbname).
+pub async fn database_on(base: &str) -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    let base = server();
     let name = format!(
         "t{}_{}",
         std::process::id(),
@@ -147,79 +151,150 @@ fn remove_stale_clusters() {
 
 /// Starts a throwaway cluster; its connection string once it accepts connections.
 fn start_throwaway() -> Result<String, String> {
-    remove_stale_clusters();
-    let bin = bin_dir()?;
-    let user = run_as()?;
-    let dir = tempfile::Builder::new()
-        .prefix("ecs-renewd-pg-")
-        .tempdir()
-        .map_err(|e| format!("temp dir: {e}"))?
-        .keep();
-    if let Some((uid, gid)) = user {
-        std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).map_err(|e| format!("chown: {e}"))?;
-    }
-    let data = dir.join("data");
-    let out = command(&bin.join("initdb"), user, false)
-        .args([
-            "-A",
-            "trust",
-            "-U",
-            "postgres",
-            "--no-sync",
-            "-E",
-            "UTF8",
-            "-D",
-        ])
-        .arg(&data)
-        .output()
-        .map_err(|e| format!("initdb: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "initdb failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let socket_dir = dir.clone();
-    // The server is the child of a thread that lives as long as the server: the kernel's
-    // parent-death signal follows the thread that spawned it, so this one must not end first.
-    std::thread::spawn(move || {
-        let spawned = command(&bin.join("postgres"), user, true)
-            .arg("-D")
-            .arg(&data)
-            .arg("-k")
-            .arg(&socket_dir)
-            .args(["-c", "listen_addresses=", "-p", "5432", "-c", "fsync=off"])
-            .args(["-c", "synchronous_commit=off", "-c", "full_page_writes=off"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn();
-        let mut child = match spawned {
-            Ok(child) => child,
-            Err(e) => {
-                let _ = ready_tx.send(Err(format!("postgres: {e}")));
-                return;
-            }
+    let cluster = Cluster::start()?;
+    let url = cluster.url();
+    // The shared server lives as long as the test process (it is killed with it).
+    std::mem::forget(cluster);
+    Ok(url)
+}
+
+/// A cluster of one test's own, which it may stop and start again (the failover tests take the
+/// database away); killed with the test process, or when dropped.
+pub struct Cluster {
+    dir: PathBuf,
+    bin: PathBuf,
+    user: Option<(u32, u32)>,
+    /// The running server's pid (0 when stopped).
+    pid: i32,
+}
+
+impl Cluster {
+    /// initdb and start, on a unix socket in a temp dir.
+    pub fn start() -> Result<Cluster, String> {
+        remove_stale_clusters();
+        let bin = bin_dir()?;
+        let user = run_as()?;
+        let dir = tempfile::Builder::new()
+            .prefix("ecs-renewd-pg-")
+            .tempdir()
+            .map_err(|e| format!("temp dir: {e}"))?
+            .keep();
+        if let Some((uid, gid)) = user {
+            std::os::unix::fs::chown(&dir, Some(uid), Some(gid))
+                .map_err(|e| format!("chown: {e}"))?;
+        }
+        let out = command(&bin.join("initdb"), user, false)
+            .args([
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "-D",
+            ])
+            .arg(dir.join("data"))
+            .output()
+            .map_err(|e| format!("initdb: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "initdb failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        let mut cluster = Cluster {
+            dir,
+            bin,
+            user,
+            pid: 0,
         };
-        let mut log = Vec::new();
-        let mut ready = Some(ready_tx);
-        for line in BufReader::new(child.stderr.take().unwrap()).lines() {
-            let Ok(line) = line else { break };
-            if line.contains("ready to accept connections")
-                && let Some(tx) = ready.take()
-            {
-                let _ = tx.send(Ok(()));
+        cluster.run()?;
+        Ok(cluster)
+    }
+
+    /// Its connection string (no dbname).
+    pub fn url(&self) -> String {
+        format!("host={} port=5432 user=postgres", self.dir.display())
+    }
+
+    /// Stops the server at once, as a crash or `pg_ctl stop -m immediate` would (SIGQUIT),
+    /// and waits until it is gone.
+    pub fn stop_immediate(&mut self) {
+        if self.pid == 0 {
+            return;
+        }
+        // SAFETY: kill(2) on the server this cluster started.
+        unsafe { libc::kill(self.pid, libc::SIGQUIT) };
+        // SAFETY: signal 0 only checks that the process exists.
+        while unsafe { libc::kill(self.pid, 0) } == 0 {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.pid = 0;
+    }
+
+    /// Starts the server again on the same data; returns once it accepts connections.
+    pub fn restart(&mut self) -> Result<(), String> {
+        self.run()
+    }
+
+    fn run(&mut self) -> Result<(), String> {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (bin, user, data, socket_dir) = (
+            self.bin.clone(),
+            self.user,
+            self.dir.join("data"),
+            self.dir.clone(),
+        );
+        // The server is the child of a thread that lives as long as the server: the kernel's
+        // parent-death signal follows the thread that spawned it, so this one must not end
+        // first.
+        std::thread::spawn(move || {
+            let spawned = command(&bin.join("postgres"), user, true)
+                .arg("-D")
+                .arg(&data)
+                .arg("-k")
+                .arg(&socket_dir)
+                .args(["-c", "listen_addresses=", "-p", "5432", "-c", "fsync=off"])
+                .args(["-c", "synchronous_commit=off", "-c", "full_page_writes=off"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn();
+            let mut child = match spawned {
+                Ok(child) => child,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(format!("postgres: {e}")));
+                    return;
+                }
+            };
+            let pid = child.id() as i32;
+            let mut log = Vec::new();
+            let mut ready = Some(ready_tx);
+            for line in BufReader::new(child.stderr.take().unwrap()).lines() {
+                let Ok(line) = line else { break };
+                if line.contains("ready to accept connections")
+                    && let Some(tx) = ready.take()
+                {
+                    let _ = tx.send(Ok(pid));
+                }
+                log.push(line);
             }
-            log.push(line);
-        }
-        if let Some(tx) = ready {
-            let _ = tx.send(Err(format!("postgres exited: {}", log.join("\n"))));
-        }
-        let _ = child.wait();
-    });
-    ready_rx
-        .recv_timeout(Duration::from_secs(60))
-        .map_err(|_| "postgres did not become ready within 60 s".to_string())??;
-    Ok(format!("host={} port=5432 user=postgres", dir.display()))
+            if let Some(tx) = ready {
+                let _ = tx.send(Err(format!("postgres exited: {}", log.join("\n"))));
+            }
+            let _ = child.wait();
+        });
+        self.pid = ready_rx
+            .recv_timeout(Duration::from_secs(60))
+            .map_err(|_| "postgres did not become ready within 60 s".to_string())??;
+        Ok(())
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.stop_immediate();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
