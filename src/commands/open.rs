@@ -25,9 +25,9 @@ pub fn reader(config: &Config, env: &Environment) -> Result<Option<Ledger>, Fail
         LedgerLocation::Sqlite => {
             Ledger::open_read_only(&config.state_dir).map_err(Failure::runtime)
         }
-        LedgerLocation::Postgres { url, .. } => {
+        LedgerLocation::Postgres { url, pool_size } => {
             let url = postgres_url(url, env)?;
-            Ledger::open_postgres(url.expose(), SessionTimeouts::default())
+            Ledger::open_postgres(url.expose(), SessionTimeouts::default(), *pool_size)
                 .map(Some)
                 .map_err(Failure::tempfail)
         }
@@ -47,14 +47,14 @@ pub struct Held {
 /// The ledger for one writing pass: SQLite (its lock is the term), or PostgreSQL with the
 /// lease taken — every write of the pass fenced by it.
 pub async fn writer(config: &Config, env: &Environment) -> Result<(Ledger, Option<Held>), Failure> {
-    let url = match &config.ledger {
+    let (url, pool_size) = match &config.ledger {
         LedgerLocation::Sqlite => {
             let ledger = Ledger::open(&config.state_dir).map_err(Failure::runtime)?;
             return Ok((ledger, None));
         }
-        LedgerLocation::Postgres { url, .. } => postgres_url(url, env)?,
+        LedgerLocation::Postgres { url, pool_size } => (postgres_url(url, env)?, *pool_size),
     };
-    let ledger = Ledger::open_postgres(url.expose(), SessionTimeouts::default())
+    let ledger = Ledger::open_postgres(url.expose(), SessionTimeouts::default(), pool_size)
         .map_err(Failure::tempfail)?;
     let session = Session::connect(url.expose(), SessionTimeouts::default())
         .await

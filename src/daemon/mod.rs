@@ -214,11 +214,11 @@ fn open_ledger(
             metrics.leadership.lead_alone();
             Ok((ledger, None))
         }
-        crate::config::LedgerLocation::Postgres { url, .. } => {
+        crate::config::LedgerLocation::Postgres { url, pool_size } => {
             let url = url.read(env).map_err(|e| fail(e.into()))?;
             let timeouts = crate::ledger::postgres::SessionTimeouts::default();
-            let ledger =
-                Ledger::open_postgres(url.expose(), timeouts).map_err(|e| fail(e.into()))?;
+            let ledger = Ledger::open_postgres(url.expose(), timeouts, *pool_size)
+                .map_err(|e| fail(e.into()))?;
             let leadership = leadership::Leadership::new(url, config.ha, metrics.clone());
             Ok((ledger, Some(leadership)))
         }

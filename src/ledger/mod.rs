@@ -280,17 +280,20 @@ impl Ledger {
     }
 
     /// Opens the ledger in the PostgreSQL database at `url` (libpq key=value pairs or a
-    /// `postgresql://` URI) with `timeouts`, and brings its schema up to date. Replicas share
-    /// it; writes are fenced by the lease once this process holds one ([`Ledger::lead`]).
+    /// `postgresql://` URI) with `timeouts` and up to `pool_size` sessions, and brings its
+    /// schema up to date. Replicas share it; writes are fenced by the lease once this process
+    /// holds one ([`Ledger::lead`]).
     pub fn open_postgres(
         url: &str,
         timeouts: postgres::SessionTimeouts,
+        pool_size: usize,
     ) -> Result<Ledger, LedgerError> {
-        let store =
-            postgres::PgStore::open(url, timeouts).map_err(|source| LedgerError::Database {
+        let store = postgres::PgStore::open(url, timeouts, pool_size).map_err(|source| {
+            LedgerError::Database {
                 target: postgres::target(url).unwrap_or_else(|_| "?".into()),
                 source,
-            })?;
+            }
+        })?;
         Ok(Ledger {
             path: PathBuf::from(format!("postgresql ledger at {}", store.target())),
             store: Store::Postgres(store),

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::rows::Read;
-use super::sql::{Secs, args};
+use super::sql::{Secs, args, values};
 use super::{Ledger, LedgerError};
 use crate::policy::{InstanceState, NextAction};
 
@@ -99,8 +99,7 @@ impl Ledger {
     /// pass's `generation`.
     pub fn write_status(&self, rows: &[StatusRow], generation: i64) -> Result<(), LedgerError> {
         self.write("writing status lines", |tx| {
-            for row in rows {
-                tx.exec(
+            tx.exec_many(
                     "INSERT INTO instance_status (account, region, instance_id, name, expires_at, policy, state, decision,
                          due_at, reason, failed_attempts, next_retry_at, drift, deduction_overdue, updated_at, generation)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
@@ -110,7 +109,9 @@ impl Ledger {
                          failed_attempts = excluded.failed_attempts, next_retry_at = excluded.next_retry_at,
                          drift = excluded.drift, deduction_overdue = excluded.deduction_overdue,
                          updated_at = excluded.updated_at, generation = excluded.generation",
-                    args![
+                rows,
+                |row| {
+                    values![
                         row.account,
                         row.region,
                         row.instance_id,
@@ -127,9 +128,9 @@ impl Ledger {
                         row.deduction_overdue,
                         Secs(row.updated_at),
                         generation,
-                    ],
-                )?;
-            }
+                    ]
+                },
+            )?;
             Ok(())
         })?;
         // Fifty status lines fill about as many pages as one renewal's record.
@@ -144,12 +145,13 @@ impl Ledger {
         now: DateTime<Utc>,
     ) -> Result<(), LedgerError> {
         self.write("updating status lines", |tx| {
-            for u in updates {
-                tx.exec(
-                    "UPDATE instance_status SET state = ?3, decision = ?4, reason = ?5, due_at = ?6, failed_attempts = ?7,
-                         next_retry_at = ?8, expires_at = COALESCE(?9, expires_at), updated_at = ?10
-                     WHERE account = ?1 AND instance_id = ?2",
-                    args![
+            tx.exec_many(
+                "UPDATE instance_status SET state = ?3, decision = ?4, reason = ?5, due_at = ?6, failed_attempts = ?7,
+                     next_retry_at = ?8, expires_at = COALESCE(?9, expires_at), updated_at = ?10
+                 WHERE account = ?1 AND instance_id = ?2",
+                updates,
+                |u| {
+                    values![
                         u.account,
                         u.instance_id,
                         u.state.as_str(),
@@ -160,9 +162,9 @@ impl Ledger {
                         u.next_retry_at.map(Secs),
                         u.expires_at.map(Secs),
                         Secs(now),
-                    ],
-                )?;
-            }
+                    ]
+                },
+            )?;
             Ok(())
         })?;
         self.committed((updates.len() / 50) as u32 + 1);

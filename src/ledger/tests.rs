@@ -31,7 +31,7 @@ impl Place {
     fn open(&self) -> Ledger {
         match self {
             Place::Sqlite(dir) => Ledger::open(dir.path()).unwrap(),
-            Place::Postgres(url) => Ledger::open_postgres(url, Default::default()).unwrap(),
+            Place::Postgres(url) => Ledger::open_postgres(url, Default::default(), 1).unwrap(),
         }
     }
 }

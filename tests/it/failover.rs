@@ -189,7 +189,7 @@ async fn leads(url: &str, replica: &Replica, limit: Duration, what: &str) -> Dur
 
 /// How many renewals the ledger holds with their order.
 async fn recorded(url: &str) -> usize {
-    let ledger = Ledger::open_postgres(url, Default::default()).unwrap();
+    let ledger = Ledger::open_postgres(url, Default::default(), 1).unwrap();
     ledger
         .money_records(None)
         .unwrap()
@@ -216,7 +216,7 @@ async fn one_order_each_all_recorded(emulator: &EmulatorHandle, url: &str, insta
         instances,
         "every due instance renewed: {orders:?}"
     );
-    let ledger = Ledger::open_postgres(url, Default::default()).unwrap();
+    let ledger = Ledger::open_postgres(url, Default::default(), 1).unwrap();
     for order in &orders {
         let records = ledger.money_records(Some(&order.instance_id)).unwrap();
         assert!(

@@ -201,7 +201,7 @@ async fn on_a_shared_ledger_a_killed_process_blocks_others_until_its_lease_expir
     );
     let orders = emulator.orders();
     assert_eq!(orders.len(), 1);
-    let shared = || Ledger::open_postgres(&url, Default::default()).unwrap();
+    let shared = || Ledger::open_postgres(&url, Default::default(), 1).unwrap();
     let records = shared().money_records(Some("i-due")).unwrap();
     assert_eq!((records.len(), records[0].status.as_str()), (1, "sent"));
     assert_eq!(records[0].client_token, orders[0].client_token);

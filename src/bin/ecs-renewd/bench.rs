@@ -31,6 +31,9 @@ pub struct BenchOptions {
     /// How long to idle after the pass; CPU and wake-ups are measured over all of it but the
     /// first [`SETTLE`] (the pass's wind-down: pooled connections closing, the memory trim).
     pub idle: Duration,
+    /// A PostgreSQL server (libpq key=value pairs, no dbname): each size runs a second time
+    /// with the ledger in a fresh database there, and is compared with the SQLite run.
+    pub postgres: Option<String>,
 }
 
 impl Default for BenchOptions {
@@ -40,6 +43,7 @@ impl Default for BenchOptions {
             latency: Duration::from_millis(30),
             rate: 20.0,
             idle: Duration::from_secs(90),
+            postgres: None,
         }
     }
 }
@@ -139,7 +143,12 @@ fn fleet(size: usize, options: &BenchOptions) -> EmulatorConfig {
     config
 }
 
-fn config_text(emulator: &EmulatorHandle, dir: &Path, options: &BenchOptions) -> String {
+fn config_text(
+    emulator: &EmulatorHandle,
+    dir: &Path,
+    options: &BenchOptions,
+    ledger: Option<&str>,
+) -> String {
     let regions: Vec<String> = (0..REGIONS).map(|r| format!("\"{}\"", region(r))).collect();
     let mut text = format!(
         "[daemon]\nschedule = \"0 0 0 1 1 *\"\njitter = \"0s\"\nstate_dir = \"{state}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
@@ -159,6 +168,9 @@ fn config_text(emulator: &EmulatorHandle, dir: &Path, options: &BenchOptions) ->
             dir.join(format!("{name}.secret")).display(),
             options.rate
         );
+    }
+    if let Some(url) = ledger {
+        let _ = write!(text, "[ledger]\nbackend = \"postgres\"\nurl = \"{url}\"\n");
     }
     text.push_str(
         "[[policies]]\nname = \"renew\"\naction = \"renew\"\nrenew_before = \"7d\"\n[policies.match]\ntags = { role = \"renew\" }\n\
@@ -320,6 +332,10 @@ pub struct SizeReport {
     pub renewed: u64,
     /// Where the pass's time went, e.g. "observe 0.10 s, act 0.20 s".
     pub phases: String,
+    /// The ledger's engine: "SQLite" or "PostgreSQL".
+    pub ledger: &'static str,
+    /// PostgreSQL runs: the pass wall time over the SQLite run's in this bench run.
+    pub vs_sqlite: Option<f64>,
 }
 
 /// The pass's phase timings (a JSON object of seconds) as text, in pipeline order.
@@ -411,9 +427,10 @@ struct IdleFigures {
 async fn run_size(
     size: usize,
     options: &BenchOptions,
+    ledger: Option<&str>,
     out: &mut (dyn std::io::Write + Send),
 ) -> Result<SizeReport, Failure> {
-    let setup = prepare(size, options).await?;
+    let setup = prepare(size, options, ledger).await?;
     let mut daemon = spawn_daemon(size, &setup.exe(), &setup.config())?;
     let log = await_pass(&mut daemon.lines).await;
     let at_pass_end = figures(daemon.pid);
@@ -436,12 +453,20 @@ async fn run_size(
         daemon.pid
     );
     let idle = idle_then_stop(daemon, options).await;
-    Ok(finish(size, options, setup, pass, idle).await)
+    let mut report = finish(size, options, setup, pass, idle).await;
+    if ledger.is_some() {
+        report.ledger = "PostgreSQL";
+    }
+    Ok(report)
 }
 
 /// Starts the emulator with the fleet and writes what the daemon needs into a new temporary
 /// directory: the key files, its config and its own synced copy of this executable.
-async fn prepare(size: usize, options: &BenchOptions) -> Result<BenchSetup, Failure> {
+async fn prepare(
+    size: usize,
+    options: &BenchOptions,
+    ledger: Option<&str>,
+) -> Result<BenchSetup, Failure> {
     let dir = tempfile::Builder::new()
         .prefix("ecs-renewd-bench-")
         .tempdir()
@@ -456,7 +481,7 @@ async fn prepare(size: usize, options: &BenchOptions) -> Result<BenchSetup, Fail
     write_key_files(size, setup.dir.path())?;
     std::fs::write(
         setup.config(),
-        config_text(&setup.emulator, setup.dir.path(), options),
+        config_text(&setup.emulator, setup.dir.path(), options, ledger),
     )
     .map_err(|e| failure(size, "writing the config", &e))?;
     // The daemon runs from its own copy of the binary: in production no other process maps
@@ -635,14 +660,43 @@ async fn finish(
             / options.idle_window().as_secs_f64().max(1.0),
         renewed,
         phases: pass.phases,
+        ledger: "SQLite",
+        vs_sqlite: None,
     }
+}
+
+/// A fresh database for one size's PostgreSQL run on `server`: its connection string.
+async fn database(server: &str, size: usize) -> Result<String, Failure> {
+    let name = format!("ecs_renewd_bench_{}_{size}", std::process::id());
+    let (client, connection) =
+        tokio_postgres::connect(&format!("{server} dbname=postgres"), tokio_postgres::NoTls)
+            .await
+            .map_err(|e| failure(size, "connecting to PostgreSQL (--postgres)", &e))?;
+    let driver = tokio::spawn(connection);
+    // Two statements: CREATE DATABASE cannot run inside the transaction a batch makes.
+    for sql in [
+        format!("DROP DATABASE IF EXISTS {name}"),
+        format!("CREATE DATABASE {name}"),
+    ] {
+        client.batch_execute(&sql).await.map_err(|e| {
+            let words = e.as_db_error().map_or(e.to_string(), |d| d.message().to_owned());
+            failure(size, "creating the bench database", &words)
+        })?;
+    }
+    drop(client);
+    let _ = driver.await;
+    Ok(format!("{server} dbname={name}"))
 }
 
 /// Renders the reports as Markdown tables.
 pub fn render(reports: &[SizeReport], options: &BenchOptions) -> String {
     let mut out = String::new();
     for r in reports {
-        let _ = writeln!(out, "### {} instances ({} renewed)\n", r.size, r.renewed);
+        let _ = writeln!(
+            out,
+            "### {} instances ({} renewed), {} ledger\n",
+            r.size, r.renewed, r.ledger
+        );
         let _ = writeln!(out, "| action | calls | lower bound |\n|---|---:|---:|");
         for (action, (made, lower)) in &r.calls {
             let mark = if made == lower { "" } else { " ⚠" };
@@ -668,6 +722,12 @@ pub fn render(reports: &[SizeReport], options: &BenchOptions) -> String {
             options.latency.as_millis(),
             ratio
         );
+        if let Some(ratio) = r.vs_sqlite {
+            let _ = writeln!(
+                out,
+                "| pass wall time over the SQLite run's (this bench run) | {ratio:.3} | ≤ 1.2 |"
+            );
+        }
         let _ = writeln!(out, "| where the pass's time went | {} | |", r.phases);
         let _ = writeln!(
             out,
@@ -713,7 +773,16 @@ pub async fn run(
 ) -> Result<Vec<SizeReport>, Failure> {
     let mut reports = Vec::new();
     for size in options.sizes.clone() {
-        reports.push(run_size(size, &options, out).await?);
+        let sqlite = run_size(size, &options, None, out).await?;
+        let sqlite_pass = sqlite.pass;
+        reports.push(sqlite);
+        if let Some(server) = &options.postgres {
+            let url = database(server, size).await?;
+            let mut shared = run_size(size, &options, Some(&url), out).await?;
+            shared.vs_sqlite =
+                Some(shared.pass.as_secs_f64() / sqlite_pass.as_secs_f64().max(1e-9));
+            reports.push(shared);
+        }
     }
     let _ = write!(out, "\n{}", render(&reports, &options));
     Ok(reports)

@@ -143,6 +143,10 @@ enum Command {
         /// over all of it but the first 30 s.
         #[arg(long, default_value_t = 90)]
         idle_seconds: u64,
+        /// Also run each size with the ledger in PostgreSQL (a fresh database on this server:
+        /// libpq key=value pairs without dbname), compared with the SQLite run.
+        #[arg(long)]
+        postgres: Option<String>,
     },
     /// Serve the ECS emulator (for tests, the demo and policy rehearsal).
     Emulator {
@@ -205,12 +209,14 @@ async fn try_main(command: Command) -> Result<ExitCode, Failure> {
             latency_ms,
             rate,
             idle_seconds,
+            postgres,
         } => {
             let options = bench::BenchOptions {
                 sizes,
                 latency: std::time::Duration::from_millis(latency_ms),
                 rate,
                 idle: std::time::Duration::from_secs(idle_seconds),
+                postgres,
             };
             bench::run(options, &mut stdout).await?;
             Ok(ExitCode::SUCCESS)

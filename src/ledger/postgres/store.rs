@@ -57,7 +57,10 @@ pub struct PgStore {
     /// Where the database is (hosts and ports, never the password), for messages.
     target: String,
     runtime: Option<tokio::runtime::Runtime>,
-    connected: Mutex<Option<Connected>>,
+    /// The pool: `pool_size` sessions, each made when first needed (and again when it ended).
+    pool: Vec<Mutex<Option<Connected>>>,
+    /// Where a caller that finds every session busy waits.
+    next: std::sync::atomic::AtomicUsize,
     leading: Mutex<Option<Leading>>,
 }
 
@@ -90,9 +93,20 @@ impl Drop for PgStore {
     }
 }
 
+/// A slot of the pool. A panic while holding a session leaves at worst an open transaction,
+/// which the server rolls back when the next call finds the session closed or reuses it.
+fn lock(slot: &Mutex<Option<Connected>>) -> MutexGuard<'_, Option<Connected>> {
+    slot.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 impl PgStore {
-    /// Connects to `url` and brings the schema up to date.
-    pub fn open(url: &str, timeouts: SessionTimeouts) -> Result<PgStore, OpenError> {
+    /// Connects to `url` and brings the schema up to date; up to `pool_size` sessions are used
+    /// at once (concurrent sources write in parallel, and the admin server reads meanwhile).
+    pub fn open(
+        url: &str,
+        timeouts: SessionTimeouts,
+        pool_size: usize,
+    ) -> Result<PgStore, OpenError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("ledger-postgres")
@@ -105,12 +119,13 @@ impl PgStore {
             timeouts,
             target,
             runtime: Some(runtime),
-            connected: Mutex::new(None),
+            pool: (0..pool_size.max(1)).map(|_| Mutex::new(None)).collect(),
+            next: std::sync::atomic::AtomicUsize::new(0),
             leading: Mutex::new(None),
         };
         let mut connected = store.connect()?;
         block_on(migrate(&mut connected.session.client))?;
-        *store.connection() = Some(connected);
+        *lock(&store.pool[0]) = Some(connected);
         Ok(store)
     }
 
@@ -172,10 +187,15 @@ impl PgStore {
         })
     }
 
+    /// A session of the pool: a free one, else the next in turn (waiting for it).
     fn connection(&self) -> MutexGuard<'_, Option<Connected>> {
-        // A panic while holding the session leaves at worst an open transaction, which the
-        // server rolls back when the next call finds the session closed or reuses it.
-        self.connected.lock().unwrap_or_else(|p| p.into_inner())
+        for slot in &self.pool {
+            if let Ok(guard) = slot.try_lock() {
+                return guard;
+            }
+        }
+        let turn = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        lock(&self.pool[turn % self.pool.len()])
     }
 
     /// Runs `work` in one transaction, fenced by the lease when this process holds one (a
