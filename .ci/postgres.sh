@@ -9,6 +9,9 @@ if [ -z "$pg_bin" ] || [ ! -x "$pg_bin/initdb" ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
   pg_bin=$(pg_bindir)
 fi
+# The TLS test makes its certificates with the openssl command.
+command -v openssl >/dev/null ||
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null; }
 pg_dir=$(mktemp -d /tmp/ecs-renewd-ci-pg.XXXXXX)
 pg_as() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 [ "$(id -u)" = 0 ] && chown postgres:postgres "$pg_dir"

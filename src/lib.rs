@@ -3,7 +3,7 @@
 //! # Layout
 //! Floor by floor from the bottom; a module uses only the floors below it
 //! (`tests/it/layers.rs` checks that none reaches up and that the graph has no cycle):
-//! 1. `money`, and the `ecs-wire` crate's leaves (clock, secret, duration, the closed enums,
+//! 1. `money`, `pg_url` (a PostgreSQL URL's parts), and the `ecs-wire` crate's leaves (clock, secret, duration, the closed enums,
 //!    the wire types and the signers, shared with the emulator).
 //! 2. [`cloud`]: the ECS and BSS OpenAPI client (credentials, transport with rate limits and
 //!    retries, typed calls, errors).
@@ -32,6 +32,7 @@ pub mod ledger;
 pub(crate) mod memory;
 pub(crate) mod metrics;
 pub(crate) mod money;
+pub(crate) mod pg_url;
 pub(crate) mod policy;
 pub mod reconcile;
 pub(crate) mod telemetry;

@@ -3,7 +3,7 @@
 
 use super::Failure;
 use crate::cloud::credentials::Environment;
-use crate::config::{Config, ConfigError, Regions};
+use crate::config::{Config, ConfigError, LedgerLocation, Regions};
 use std::path::Path;
 
 /// Runs the check; the report goes to `out`. Every problem is reported in one run, in file
@@ -48,6 +48,9 @@ pub async fn run(
             )));
         }
     };
+    let ledger = check_ledger(&config, env)
+        .await
+        .map_err(|why| Failure::config(format!("{}: {why}\n1 problem(s)", path.display())))?;
     let providers: Vec<_> = providers.into_iter().map(|(_, p)| p).collect();
     let credential_warnings: Vec<String> = config
         .accounts
@@ -69,7 +72,41 @@ pub async fn run(
         let _ = writeln!(out, "warning: {warning}");
     }
     describe(&config, &providers, out);
+    let _ = writeln!(out, "  ledger: {ledger}");
     Ok(())
+}
+
+/// Where the ledger is; a PostgreSQL one is connected to (its URL file read under the
+/// secret-file rule), so an unreachable database or a refused login is reported now.
+async fn check_ledger(config: &Config, env: &Environment) -> Result<String, String> {
+    use crate::ledger::postgres::{Session, SessionTimeouts, target};
+    let url = match &config.ledger {
+        LedgerLocation::Sqlite => {
+            return Ok(format!(
+                "SQLite in {}",
+                config.state_dir.join(crate::ledger::LEDGER_FILE).display()
+            ));
+        }
+        LedgerLocation::Postgres { url, .. } => {
+            url.read(env).map_err(|e| format!("ledger.url_file: {e}"))?
+        }
+    };
+    let session = Session::connect(url.expose(), SessionTimeouts::default())
+        .await
+        .map_err(|e| format!("ledger: {e}"))?;
+    session.client.simple_query("SELECT 1").await.map_err(|e| {
+        format!(
+            "ledger: the database at {} did not answer: {e}",
+            target(url.expose()).unwrap_or_default()
+        )
+    })?;
+    Ok(format!(
+        "PostgreSQL at {}, reachable; [ha] lease {}, deadline {}, retry {}",
+        target(url.expose()).unwrap_or_default(),
+        crate::duration::format(config.ha.lease_duration),
+        crate::duration::format(config.ha.renew_deadline),
+        crate::duration::format(config.ha.retry_period),
+    ))
 }
 
 /// A problem without a place comes after those with one.

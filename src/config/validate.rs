@@ -272,7 +272,10 @@ fn check_ledger(section: &LedgerSection, report: &mut Report) -> LedgerLocation 
             None
         }
         // The parser's error names the key it could not read, never a value (a password).
-        (Some(url), None) => match url.get_ref().parse::<tokio_postgres::Config>() {
+        (Some(url), None) => match crate::pg_url::split(url.get_ref()).and_then(|(rest, _)| {
+            rest.parse::<tokio_postgres::Config>()
+                .map_err(|e| e.to_string())
+        }) {
             Ok(_) => Some(LedgerUrl::Inline(crate::secret::Secret::new(
                 url.get_ref().clone(),
             ))),

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 
 use super::rows::Read;
-use super::sql::args;
+use super::sql::{args, values};
 use super::{Ledger, LedgerError};
 use crate::cloud::error::ErrorClass;
 
@@ -61,29 +61,34 @@ impl Ledger {
         batches: &[PendingAutoRenew<'_>],
         now: DateTime<Utc>,
     ) -> Result<Vec<Vec<i64>>, LedgerError> {
+        // One row per instance, all written in one round of pipelined statements.
+        let rows: Vec<(&PendingAutoRenew<'_>, &String)> = batches
+            .iter()
+            .flat_map(|batch| batch.instance_ids.iter().map(move |id| (batch, id)))
+            .collect();
         self.write("recording auto-renew changes before they are sent", |tx| {
-            let mut ids = Vec::with_capacity(batches.len());
-            for batch in batches {
-                let mut rows = Vec::with_capacity(batch.instance_ids.len());
-                for id in batch.instance_ids {
-                    rows.push(tx.one(
-                        "INSERT INTO auto_renew_changes (at, account, region, instance_id, status, duration, unit, result)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending') RETURNING id",
-                        args![
-                            now,
-                            batch.account,
-                            batch.region,
-                            id,
-                            batch.target.status.as_str(),
-                            batch.target.duration,
-                            batch.target.unit.as_str(),
-                        ],
-                        |r| r.get(0),
-                    )?);
-                }
-                ids.push(rows);
-            }
-            Ok(ids)
+            let ids = tx.one_each(
+                "INSERT INTO auto_renew_changes (at, account, region, instance_id, status, duration, unit, result)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending') RETURNING id",
+                &rows,
+                |(batch, id)| {
+                    values![
+                        now,
+                        batch.account,
+                        batch.region,
+                        id,
+                        batch.target.status.as_str(),
+                        batch.target.duration,
+                        batch.target.unit.as_str(),
+                    ]
+                },
+                |r| r.get::<i64>(0),
+            )?;
+            let mut ids = ids.into_iter();
+            Ok(batches
+                .iter()
+                .map(|batch| ids.by_ref().take(batch.instance_ids.len()).collect())
+                .collect())
         })
     }
 

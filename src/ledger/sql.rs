@@ -544,6 +544,46 @@ impl Tx<'_> {
         }
     }
 
+    /// Runs `sql`, which returns one row, once per item (as [`Tx::exec_many`]: pipelined on
+    /// PostgreSQL), and maps each item's row, in order.
+    pub fn one_each<T, R>(
+        &mut self,
+        sql: &str,
+        items: &[T],
+        bind: impl Fn(&T) -> Vec<Value<'static>>,
+        map: impl Fn(&SqlRow<'_>) -> Result<R, DbError>,
+    ) -> Result<Vec<R>, DbError> {
+        let mut out = Vec::with_capacity(items.len());
+        match self {
+            Tx::Sqlite(conn) => {
+                let mut statement = conn.prepare_cached(sql)?;
+                for item in items {
+                    let mut rows = statement.query(rusqlite::params_from_iter(bind(item)))?;
+                    let row = rows.next()?.ok_or_else(|| DbError::Value(NO_ROWS.into()))?;
+                    out.push(map(&SqlRow::Sqlite(row))?);
+                }
+            }
+            Tx::Postgres { tx, statements } => {
+                let statement = prepare(tx, statements, sql)?;
+                for chunk in items.chunks(PIPELINE) {
+                    let owned: Vec<Vec<PgArg<'static>>> = chunk
+                        .iter()
+                        .map(|item| bind(item).into_iter().map(PgArg).collect())
+                        .collect();
+                    let refs: Vec<Vec<&(dyn ToSql + Sync)>> = owned
+                        .iter()
+                        .map(|args| args.iter().map(|a| a as &(dyn ToSql + Sync)).collect())
+                        .collect();
+                    let sent = refs.iter().map(|args| tx.query_one(&statement, args));
+                    for row in block_on(futures_util::future::try_join_all(sent))? {
+                        out.push(map(&SqlRow::Postgres(&row))?);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Runs a statement and hands each row to `each`, in order.
     pub fn each(
         &mut self,

@@ -763,3 +763,218 @@ async fn ledger_copy_moves_a_stopped_daemons_ledger_and_refuses_while_one_runs_o
     assert_eq!(intents, 3);
     drop(state);
 }
+
+/// `check-config` connects to a PostgreSQL ledger: a reachable one is reported with its
+/// timings, a refused login or an open URL file is a problem (exit 78) that names the ledger
+/// and never the password.
+#[tokio::test]
+async fn check_config_connects_to_the_ledgers_database_and_reports_a_refused_login() {
+    use crate::support::HARNESS_KEY;
+    let url = fresh_database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let check = |ledger: &str| {
+        let path = dir.path().join("config.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[daemon]\nstate_dir = \"{}\"\n[[accounts]]\nname = \"main\"\n[accounts.credentials]\nsource = \"env\"\n[[policies]]\nname = \"p\"\naction = \"renew\"\n{ledger}",
+                dir.path().join("state").display()
+            ),
+        )
+        .unwrap();
+        std::process::Command::new(env!("CARGO_BIN_EXE_ecs-renewd"))
+            .args(["check-config", "--config"])
+            .arg(&path)
+            .env("ALIBABA_CLOUD_ACCESS_KEY_ID", HARNESS_KEY.0)
+            .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", HARNESS_KEY.1)
+            .output()
+            .unwrap()
+    };
+    let ok = check(&format!(
+        "[ledger]\nbackend = \"postgres\"\nurl = \"{url}\"\n"
+    ));
+    let stdout = String::from_utf8_lossy(&ok.stdout);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(
+        stdout.contains("ledger: PostgreSQL at") && stdout.contains("reachable"),
+        "{stdout}"
+    );
+    let refused = check(&format!(
+        "[ledger]\nbackend = \"postgres\"\nurl = \"{} user=nobody password=hunter2\"\n",
+        url.replace("user=postgres", "")
+    ));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(78), "{stderr}");
+    assert!(stderr.contains("ledger: cannot connect"), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+    let url_file = dir.path().join("ledger-url");
+    std::fs::write(&url_file, &url).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&url_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let open = check(&format!(
+        "[ledger]\nbackend = \"postgres\"\nurl_file = \"{}\"\n",
+        url_file.display()
+    ));
+    let stderr = String::from_utf8_lossy(&open.stderr);
+    assert_eq!(open.status.code(), Some(78), "{stderr}");
+    assert!(
+        stderr.contains("ledger.url_file") && stderr.contains("chmod 600"),
+        "{stderr}"
+    );
+}
+
+/// A CA and a server certificate for `localhost`, made with the openssl command line: the
+/// CA's certificate, the server's certificate and key.
+fn certificates(
+    dir: &std::path::Path,
+    name: &str,
+) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let file = |f: &str| dir.join(format!("{name}-{f}"));
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("the openssl command (apt-get install -y openssl)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let (ca_key, ca, key, csr, cert, ext) = (
+        file("ca.key"),
+        file("ca.crt"),
+        file("server.key"),
+        file("server.csr"),
+        file("server.crt"),
+        file("ext.cnf"),
+    );
+    let s = |p: &std::path::PathBuf| p.to_str().unwrap().to_owned();
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        &s(&ca_key),
+        "-out",
+        &s(&ca),
+        "-days",
+        "2",
+        "-subj",
+        &format!("/CN={name} test CA"),
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        &s(&key),
+        "-out",
+        &s(&csr),
+        "-subj",
+        "/CN=localhost",
+    ]);
+    std::fs::write(&ext, "subjectAltName=DNS:localhost\n").unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &s(&csr),
+        "-CA",
+        &s(&ca),
+        "-CAkey",
+        &s(&ca_key),
+        "-CAcreateserial",
+        "-out",
+        &s(&cert),
+        "-days",
+        "2",
+        "-extfile",
+        &s(&ext),
+    ]);
+    (ca, cert, key)
+}
+
+/// TLS as libpq's `sslmode` asks: `verify-full` against `sslrootcert` connects encrypted and
+/// refuses a server whose certificate another CA signed; `require` encrypts without
+/// verifying; `verify-ca` is refused with advice, naming no password.
+#[tokio::test]
+async fn tls_sessions_verify_the_server_as_sslmode_asks() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = certificates(dir.path(), "ours");
+    let (other_ca, _, _) = certificates(dir.path(), "other");
+    let cluster = tokio::task::spawn_blocking(move || {
+        crate::support::postgres::Cluster::start_tls(&cert, &key)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let port = cluster.tls_port().unwrap();
+    let db = crate::support::postgres::database_on(&cluster.url()).await;
+    let dbname = db.rsplit("dbname=").next().unwrap();
+    let tcp = |tls: &str| format!("host=localhost port={port} user=postgres dbname={dbname} {tls}");
+    let encrypted = async |url: String| -> bool {
+        let s = Session::connect(&url, SessionTimeouts::default())
+            .await
+            .unwrap();
+        s.client
+            .query_one(
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0)
+    };
+    assert!(
+        encrypted(tcp(&format!(
+            "sslmode=verify-full sslrootcert={}",
+            ca.display()
+        )))
+        .await
+    );
+    assert!(encrypted(tcp("sslmode=require")).await);
+    assert!(!encrypted(tcp("sslmode=disable")).await);
+    let wrong = Session::connect(
+        &tcp(&format!(
+            "sslmode=verify-full sslrootcert={} password=hunter2",
+            other_ca.display()
+        )),
+        SessionTimeouts::default(),
+    )
+    .await
+    .err()
+    .expect("a server signed by another CA is refused");
+    let words = format!("{wrong} {:?}", std::error::Error::source(&wrong));
+    assert!(words.contains("cannot connect"), "{words}");
+    assert!(!words.contains("hunter2"), "{words}");
+    let refused = Session::connect(
+        &tcp("sslmode=verify-ca password=hunter2"),
+        SessionTimeouts::default(),
+    )
+    .await
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(
+        refused.contains("verify-full") && !refused.contains("hunter2"),
+        "{refused}"
+    );
+    // The ledger itself over TLS.
+    let ledger = ecs_renewd::ledger::Ledger::open_postgres(
+        &tcp(&format!("sslmode=verify-full sslrootcert={}", ca.display())),
+        SessionTimeouts::default(),
+        1,
+    )
+    .unwrap();
+    assert!(ledger.last_pass().unwrap().is_none());
+    drop(cluster);
+}

@@ -679,7 +679,9 @@ async fn database(server: &str, size: usize) -> Result<String, Failure> {
         format!("CREATE DATABASE {name}"),
     ] {
         client.batch_execute(&sql).await.map_err(|e| {
-            let words = e.as_db_error().map_or(e.to_string(), |d| d.message().to_owned());
+            let words = e
+                .as_db_error()
+                .map_or(e.to_string(), |d| d.message().to_owned());
             failure(size, "creating the bench database", &words)
         })?;
     }

@@ -46,6 +46,12 @@ pub enum SessionError {
         #[source]
         source: tokio_postgres::Error,
     },
+    /// The URL's TLS settings cannot be used (an unknown `sslmode`, an unreadable root file).
+    #[error("the ledger's database URL: {why}")]
+    Tls {
+        /// What is wrong (names the setting and file, never the password).
+        why: String,
+    },
     /// The server could not be reached, or refused the login.
     #[error(
         "cannot connect to the ledger's database ({target}): {source} — check that PostgreSQL runs and accepts this user, and the URL's host, port and dbname"
@@ -76,10 +82,13 @@ impl Drop for Session {
 }
 
 impl Session {
-    /// Connects to `url` with `timeouts`, as `application_name` ecs-renewd.
+    /// Connects to `url` with `timeouts`, as `application_name` ecs-renewd; over TLS when its
+    /// `sslmode` asks (`tls`).
     pub async fn connect(url: &str, timeouts: SessionTimeouts) -> Result<Session, SessionError> {
-        let mut config: tokio_postgres::Config =
-            url.parse().map_err(|source| SessionError::Url { source })?;
+        let (rest, mode) = super::tls::split(url).map_err(|why| SessionError::Tls { why })?;
+        let mut config: tokio_postgres::Config = rest
+            .parse()
+            .map_err(|source| SessionError::Url { source })?;
         let ms = |d: Duration| d.as_millis();
         config
             .application_name("ecs-renewd")
@@ -93,19 +102,23 @@ impl Session {
                 ms(timeouts.idle_in_transaction)
             ));
         let target = describe(&config);
-        let (client, connection) =
-            config
-                .connect(NoTls)
-                .await
-                .map_err(|source| SessionError::Connect {
-                    target: target.clone(),
-                    source,
-                })?;
-        let driver = tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::warn!(%target, "the ledger's database connection ended: {error}");
+        let failed = |source| SessionError::Connect {
+            target: target.clone(),
+            source,
+        };
+        let (client, driver) = match mode {
+            super::tls::Mode::Plain => {
+                let (client, connection) = config.connect(NoTls).await.map_err(failed)?;
+                (client, drive(connection, target.clone()))
             }
-        });
+            tls => {
+                let connector =
+                    super::tls::connector(&tls).map_err(|why| SessionError::Tls { why })?;
+                config.ssl_mode(tokio_postgres::config::SslMode::Require);
+                let (client, connection) = config.connect(connector).await.map_err(failed)?;
+                (client, drive(connection, target.clone()))
+            }
+        };
         Ok(Session {
             client,
             driver,
@@ -122,10 +135,28 @@ impl Session {
     }
 }
 
+/// Runs a connection's driver until it ends (it ends when its client is dropped).
+fn drive<S, T>(
+    connection: tokio_postgres::Connection<S, T>,
+    target: String,
+) -> tokio::task::JoinHandle<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::warn!(%target, "the ledger's database connection ended: {error}");
+        }
+    })
+}
+
 /// Where `url` points (hosts and ports, never its password), for messages.
 pub fn target(url: &str) -> Result<String, SessionError> {
-    let config: tokio_postgres::Config =
-        url.parse().map_err(|source| SessionError::Url { source })?;
+    let (rest, _) = super::tls::split(url).map_err(|why| SessionError::Tls { why })?;
+    let config: tokio_postgres::Config = rest
+        .parse()
+        .map_err(|source| SessionError::Url { source })?;
     Ok(describe(&config))
 }
 

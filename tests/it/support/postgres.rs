@@ -166,11 +166,23 @@ pub struct Cluster {
     user: Option<(u32, u32)>,
     /// The running server's pid (0 when stopped).
     pid: i32,
+    /// The loopback TCP port it also listens on, with TLS (`start_tls`).
+    tls_port: Option<u16>,
 }
 
 impl Cluster {
     /// initdb and start, on a unix socket in a temp dir.
     pub fn start() -> Result<Cluster, String> {
+        Cluster::init(None)
+    }
+
+    /// [`Cluster::start`], also listening on a loopback TCP port with TLS: `cert` and `key`
+    /// are the server's PEM certificate and key.
+    pub fn start_tls(cert: &Path, key: &Path) -> Result<Cluster, String> {
+        Cluster::init(Some((cert, key)))
+    }
+
+    fn init(tls: Option<(&Path, &Path)>) -> Result<Cluster, String> {
         remove_stale_clusters();
         let bin = bin_dir()?;
         let user = run_as()?;
@@ -203,11 +215,32 @@ impl Cluster {
                 String::from_utf8_lossy(&out.stderr)
             ));
         }
+        let mut tls_port = None;
+        if let Some((cert, key)) = tls {
+            for (from, name) in [(cert, "server.crt"), (key, "server.key")] {
+                let to = dir.join("data").join(name);
+                std::fs::copy(from, &to).map_err(|e| format!("{name}: {e}"))?;
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600))
+                    .map_err(|e| format!("{name}: {e}"))?;
+                if let Some((uid, gid)) = user {
+                    std::os::unix::fs::chown(&to, Some(uid), Some(gid))
+                        .map_err(|e| format!("chown {name}: {e}"))?;
+                }
+            }
+            // A loopback port free at the time of asking.
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map_err(|e| format!("a free port: {e}"))?
+                .port();
+            tls_port = Some(port);
+        }
         let mut cluster = Cluster {
             dir,
             bin,
             user,
             pid: 0,
+            tls_port,
         };
         cluster.run()?;
         Ok(cluster)
@@ -215,7 +248,16 @@ impl Cluster {
 
     /// Its connection string (no dbname).
     pub fn url(&self) -> String {
-        format!("host={} port=5432 user=postgres", self.dir.display())
+        format!(
+            "host={} port={} user=postgres",
+            self.dir.display(),
+            self.tls_port.unwrap_or(5432)
+        )
+    }
+
+    /// Its TLS port on 127.0.0.1 (`start_tls`).
+    pub fn tls_port(&self) -> Option<u16> {
+        self.tls_port
     }
 
     /// Stops the server at once, as a crash or `pg_ctl stop -m immediate` would (SIGQUIT),
@@ -246,6 +288,22 @@ impl Cluster {
             self.dir.join("data"),
             self.dir.clone(),
         );
+        let listen: Vec<String> = match self.tls_port {
+            None => vec![
+                "-c".into(),
+                "listen_addresses=".into(),
+                "-p".into(),
+                "5432".into(),
+            ],
+            Some(port) => vec![
+                "-c".into(),
+                "listen_addresses=127.0.0.1".into(),
+                "-p".into(),
+                port.to_string(),
+                "-c".into(),
+                "ssl=on".into(),
+            ],
+        };
         // The server is the child of a thread that lives as long as the server: the kernel's
         // parent-death signal follows the thread that spawned it, so this one must not end
         // first.
@@ -255,7 +313,8 @@ impl Cluster {
                 .arg(&data)
                 .arg("-k")
                 .arg(&socket_dir)
-                .args(["-c", "listen_addresses=", "-p", "5432", "-c", "fsync=off"])
+                .args(&listen)
+                .args(["-c", "fsync=off"])
                 .args(["-c", "synchronous_commit=off", "-c", "full_page_writes=off"])
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
