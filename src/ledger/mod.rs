@@ -54,7 +54,7 @@ pub use sql::{DbError, Engine};
 
 use checkpoint::Checkpointer;
 use group_commit::CommitQueue;
-use sql::Tx;
+use sql::{Tx, args};
 pub use status_lines::{LastPass, SourceStatus, StatusCursor, StatusQuery, StatusReport};
 pub use status_writer::StatusWriter;
 
@@ -471,6 +471,24 @@ impl Ledger {
         self.transaction(what, true, write, |source| LedgerError::Write {
             what,
             source,
+        })
+    }
+
+    /// [`Ledger::write`] for operational records — status lines, passes, source scans — which
+    /// the next pass writes again: on PostgreSQL their commit does not wait for the server's
+    /// disk (`synchronous_commit = off` for the transaction; a crash loses at most the last
+    /// fraction of a second of them, never a money record, and never out of order). SQLite
+    /// syncs them as every write.
+    fn write_operational<T>(
+        &self,
+        what: &'static str,
+        write: impl FnOnce(&mut Tx<'_>) -> Result<T, DbError>,
+    ) -> Result<T, LedgerError> {
+        self.write(what, |tx| {
+            if tx.engine() == Engine::Postgres {
+                tx.exec("SET LOCAL synchronous_commit = off", args![])?;
+            }
+            write(tx)
         })
     }
 

@@ -31,7 +31,7 @@ impl Ledger {
     /// Records a pass, and in the same transaction drops the records that started more than
     /// [`PASS_RETENTION`] before it — except the last successful pass, however old.
     pub fn record_pass(&self, pass: &PassRecord) -> Result<(), LedgerError> {
-        self.write("recording a pass", |tx| {
+        self.write_operational("recording a pass", |tx| {
             tx.exec(
                 "INSERT INTO passes (started_at, finished_at, result, summary, next_retry_at) VALUES (?1, ?2, ?3, ?4, ?5)",
                 args![
@@ -91,7 +91,7 @@ impl Ledger {
         if sources.is_empty() {
             return Ok(());
         }
-        self.write("recording source scans", |tx| {
+        self.write_operational("recording source scans", |tx| {
             for (account, region) in sources {
                 tx.exec(
                     "INSERT INTO sources (account, region, last_success) VALUES (?1, ?2, ?3)

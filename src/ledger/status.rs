@@ -98,7 +98,7 @@ impl Ledger {
     /// Writes (or overwrites) status lines in one transaction, tagged with the
     /// pass's `generation`.
     pub fn write_status(&self, rows: &[StatusRow], generation: i64) -> Result<(), LedgerError> {
-        self.write("writing status lines", |tx| {
+        self.write_operational("writing status lines", |tx| {
             tx.exec_many(
                     "INSERT INTO instance_status (account, region, instance_id, name, expires_at, policy, state, decision,
                          due_at, reason, failed_attempts, next_retry_at, drift, deduction_overdue, updated_at, generation)
@@ -144,7 +144,7 @@ impl Ledger {
         updates: &[StatusUpdate],
         now: DateTime<Utc>,
     ) -> Result<(), LedgerError> {
-        self.write("updating status lines", |tx| {
+        self.write_operational("updating status lines", |tx| {
             tx.exec_many(
                 "UPDATE instance_status SET state = ?3, decision = ?4, reason = ?5, due_at = ?6, failed_attempts = ?7,
                      next_retry_at = ?8, expires_at = COALESCE(?9, expires_at), updated_at = ?10
@@ -179,7 +179,7 @@ impl Ledger {
         complete: &[(String, String)],
         down: &[(String, String)],
     ) -> Result<(), LedgerError> {
-        self.write("pruning status lines", |tx| {
+        self.write_operational("pruning status lines", |tx| {
             for (account, region) in complete {
                 tx.exec(
                     "DELETE FROM instance_status WHERE generation < ?1 AND account = ?2 AND region = ?3",
