@@ -138,14 +138,7 @@ impl Health {
                     format!("standby: the ledger's database cannot be reached: {why}"),
                 );
             }
-            return Readiness {
-                ready: reasons.is_empty(),
-                reasons: if detailed {
-                    reasons.named()
-                } else {
-                    reasons.counted()
-                },
-            };
+            return reasons.verdict(detailed);
         }
         for r in &state.refused {
             reasons.add(
@@ -186,14 +179,7 @@ impl Health {
                 ),
             }
         }
-        Readiness {
-            ready: reasons.is_empty(),
-            reasons: if detailed {
-                reasons.named()
-            } else {
-                reasons.counted()
-            },
-        }
+        reasons.verdict(detailed)
     }
 }
 
@@ -217,6 +203,18 @@ impl Reasons {
     }
 
     /// The reasons one by one; refused renewals named up to `REFUSALS_NAMED`.
+    /// The verdict: ready when there is no reason; the reasons named or only counted.
+    fn verdict(self, detailed: bool) -> Readiness {
+        Readiness {
+            ready: self.is_empty(),
+            reasons: if detailed {
+                self.named()
+            } else {
+                self.counted()
+            },
+        }
+    }
+
     fn named(self) -> Vec<String> {
         let refused = self
             .all

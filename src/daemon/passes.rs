@@ -47,6 +47,18 @@ impl Service {
             self.engine.metrics.ticks_coalesced_total.inc();
         }
         tracing::info!(?wake, "pass starting");
+        if let Err(error) = self
+            .engine
+            .ledger
+            .mark_pass_started(self.engine.clock.now())
+        {
+            tracing::error!(%error, "the pass did not start: its start could not be noted in the ledger");
+            self.failed(&format!("last pass failed: {error}"));
+            if error.ends_the_term() {
+                self.exit = Some(error);
+            }
+            return;
+        }
         match self.run_bounded().await {
             Ended::Summary(summary) => self.passed(*summary),
             Ended::Ledger(error) => {

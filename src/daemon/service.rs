@@ -183,7 +183,8 @@ impl Service {
     }
 
     /// A standby's try for the lease; on taking it, the wake for a pass at once when the last
-    /// leader's work may be unfinished.
+    /// leader's pass did not finish (its start is noted in the lease row and it has no record,
+    /// or an attempt of it is still out) or no pass succeeded within a cadence.
     async fn take_lead(&mut self) -> Waited {
         let Some(leadership) = self.leadership.as_mut() else {
             return Waited::Nothing;
@@ -199,11 +200,13 @@ impl Service {
             }
             Tried::Leads => self.health.set_standby(None),
         }
+        let ledger = self.engine.ledger.clone();
+        let unfinished = || {
+            ledger.last_pass_unfinished().unwrap_or(true) || ledger.attempts_out().unwrap_or(true)
+        };
         match self.first_wake() {
             Ok(Some(_)) => Waited::Wake(Wake::Takeover),
-            Ok(None) if self.engine.ledger.attempts_out().unwrap_or(true) => {
-                Waited::Wake(Wake::Takeover)
-            }
+            Ok(None) if unfinished() => Waited::Wake(Wake::Takeover),
             Ok(None) => Waited::Nothing,
             Err(error) => {
                 tracing::warn!(%error, "reading the last pass after taking the lease failed: running a pass");

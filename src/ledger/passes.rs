@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 
 use super::rows::Read;
-use super::sql::args;
+use super::sql::{Engine, args};
 use super::{Ledger, LedgerError, SourceStatus};
 
 /// A pass as recorded.
@@ -51,6 +51,39 @@ impl Ledger {
             )?;
             Ok(())
         })
+    }
+
+    /// Notes in the lease row that a pass starts at `now` (PostgreSQL; nothing on SQLite): a
+    /// replica taking over learns from it whether the last leader's pass finished.
+    pub fn mark_pass_started(&self, now: DateTime<Utc>) -> Result<(), LedgerError> {
+        if self.engine() == Engine::Sqlite {
+            return Ok(());
+        }
+        self.write("noting the start of a pass", |tx| {
+            tx.exec(
+                "UPDATE leader_lease SET pass_started_at = ?1 WHERE name = 'ecs-renewd'",
+                args![now],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Whether the last pass a leader started has no record (it did not finish: the process
+    /// stopped or lost its term during it). Always `false` on SQLite.
+    pub fn last_pass_unfinished(&self) -> Result<bool, LedgerError> {
+        if self.engine() == Engine::Sqlite {
+            return Ok(false);
+        }
+        Ok(self
+            .first_row(
+                Read::of("reading whether the last pass finished", "leader_lease"),
+                "SELECT name, (pass_started_at IS NOT NULL AND NOT EXISTS (
+                     SELECT 1 FROM passes WHERE started_at >= leader_lease.pass_started_at)) AS unfinished
+                   FROM leader_lease WHERE name = 'ecs-renewd'",
+                args![],
+                |r| r.get("unfinished"),
+            )?
+            .unwrap_or(false))
     }
 
     /// The latest pass whose result was `ok`.

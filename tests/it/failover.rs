@@ -681,3 +681,42 @@ async fn a_database_down_shorter_than_the_deadline_changes_no_leader() {
         Some(1.0)
     );
 }
+
+/// The takeover rule: a leader killed in the middle of a pass that had nothing out (its scan
+/// held) leaves a pass without a record; the replica taking over runs a pass at once, though
+/// the last successful pass is recent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pass_cut_short_by_a_takeover_is_run_again_at_once() {
+    let s = setup(1).await;
+    let mut a = Replica::start(&s.config, s.dir.path(), "a");
+    leads(
+        &s.url,
+        &a,
+        Duration::from_secs(20),
+        "the first replica leading",
+    )
+    .await;
+    until(
+        Duration::from_secs(30),
+        "a first pass recorded",
+        async || recorded(&s.url).await >= 1,
+    )
+    .await;
+    let b = Replica::start(&s.config, s.dir.path(), "b");
+    until(Duration::from_secs(20), "the standby up", async || {
+        b.metric("ecs_renewd_leader").await == Some(0.0)
+    })
+    .await;
+    // The next pass holds at its scan: started, nothing out.
+    s.emulator
+        .add_fault(FaultSpec::hold(Action::DescribeInstances));
+    assert!(s.emulator.wait_for_held(1, Duration::from_secs(30)).await);
+    a.signal(libc::SIGKILL);
+    a.exited(Duration::from_secs(5)).await;
+    s.emulator.release_held();
+    leads(&s.url, &b, LEASE + RETRY * 4, "the standby taking over").await;
+    until(Duration::from_secs(10), "a pass at takeover", async || {
+        b.logs().contains("Takeover")
+    })
+    .await;
+}

@@ -661,6 +661,31 @@ async fn a_sqlite_ledger_copies_into_an_empty_postgres_one_value_for_value_and_o
     for (table, rows) in &before {
         assert_eq!(rows, &after[table], "table {table}");
     }
+    // The ledger's facade reads the same from either engine: `status` (its report, but for
+    // the line naming where the ledger is), `history`, the day's belts, the open intents.
+    let shared = ecs_renewd::ledger::Ledger::open_postgres(&url, Default::default(), 1).unwrap();
+    let sqlite = &h.engine.ledger;
+    let query = ecs_renewd::ledger::StatusQuery::default();
+    let (mut a, mut b) = (
+        sqlite.status_report(&query).unwrap(),
+        shared.status_report(&query).unwrap(),
+    );
+    assert!(!a.instances.is_empty());
+    (a.ledger, b.ledger) = (String::new(), String::new());
+    assert_eq!(a, b);
+    assert_eq!(
+        sqlite.money_records(None).unwrap(),
+        shared.money_records(None).unwrap()
+    );
+    assert_eq!(
+        sqlite.day_totals("2026-03-10").unwrap(),
+        shared.day_totals("2026-03-10").unwrap()
+    );
+    assert_eq!(
+        format!("{:?}", sqlite.histories().unwrap().open),
+        format!("{:?}", shared.histories().unwrap().open)
+    );
+    assert_eq!(sqlite.last_pass().unwrap(), shared.last_pass().unwrap());
     // New rows take ids after the copied ones.
     let max: i64 = target
         .client

@@ -20,6 +20,9 @@ pub struct SessionTimeouts {
     pub idle_in_transaction: Duration,
     /// Idle time before TCP keepalives start (TCP connections only).
     pub keepalives_idle: Duration,
+    /// Longest unacknowledged data may wait before the kernel drops the connection
+    /// (`TCP_USER_TIMEOUT`; TCP only): a peer gone mid-request is noticed in this long.
+    pub tcp_user: Duration,
 }
 
 impl Default for SessionTimeouts {
@@ -30,6 +33,7 @@ impl Default for SessionTimeouts {
             lock: Duration::from_secs(5),
             idle_in_transaction: Duration::from_secs(10),
             keepalives_idle: Duration::from_secs(10),
+            tcp_user: Duration::from_secs(20),
         }
     }
 }
@@ -95,6 +99,7 @@ impl Session {
             .connect_timeout(timeouts.connect)
             .keepalives(true)
             .keepalives_idle(timeouts.keepalives_idle)
+            .tcp_user_timeout(timeouts.tcp_user)
             .options(format!(
                 "-c statement_timeout={} -c lock_timeout={} -c idle_in_transaction_session_timeout={} -c client_min_messages=warning",
                 ms(timeouts.statement),
