@@ -247,6 +247,10 @@ fn twin_entry(dir: &Path, emulator: &EmulatorHandle) -> String {
 /// before the fix `once` charged all twenty due instances twice.
 #[tokio::test]
 async fn two_entries_for_one_cloud_account_charge_each_instance_once() {
+    two_entries_for_one_cloud_account_charge_each_instance_once_on_either().await;
+}
+
+async fn two_entries_for_one_cloud_account_charge_each_instance_once_on_either() {
     let mut fleet = harness_fleet(NOW, 100_000.0, due(20));
     fleet.accounts[0].access_keys.push(AccessKeySpec {
         id: TWIN_KEY.0.into(),
@@ -286,6 +290,10 @@ async fn two_entries_for_one_cloud_account_charge_each_instance_once() {
 /// instances are one account to the forecast: each entry's forecast counts all their charges.
 #[tokio::test]
 async fn two_entries_for_one_cloud_account_forecast_its_charges_together() {
+    two_entries_for_one_cloud_account_forecast_its_charges_together_on_either().await;
+}
+
+async fn two_entries_for_one_cloud_account_forecast_its_charges_together_on_either() {
     let a = instance_spec("i-hz", "2026-03-20T16:00Z");
     let mut b = instance_spec("i-bj", "2026-03-20T16:00Z");
     b.region = "cn-beijing".into();
@@ -355,6 +363,10 @@ async fn check_config_refuses_two_entries_with_the_same_access_key() {
 /// (SIGHUP) a new token charged a second time.
 #[tokio::test]
 async fn a_period_change_after_a_maybe_charged_attempt_does_not_charge_again() {
+    a_period_change_after_a_maybe_charged_attempt_does_not_charge_again_on_either().await;
+}
+
+async fn a_period_change_after_a_maybe_charged_attempt_does_not_charge_again_on_either() {
     let mut fleet = harness_fleet(NOW, 1000.0, due(1));
     fleet.settings.renew_visibility_delay = Duration::from_secs(4 * 3600);
     let h = Harness::start(fleet, &format!("#harness:max_attempts=2\n{RENEW_ALL}")).await;
@@ -401,6 +413,10 @@ async fn a_period_change_after_a_maybe_charged_attempt_does_not_charge_again() {
 /// A timeout (the charge may have happened) followed by a busy answer: unknown, never failed.
 #[tokio::test]
 async fn a_timeout_then_a_busy_answer_is_an_unknown_outcome() {
+    a_timeout_then_a_busy_answer_is_an_unknown_outcome_on_either().await;
+}
+
+async fn a_timeout_then_a_busy_answer_is_an_unknown_outcome_on_either() {
     for second in [
         "Idempotence.Processing",
         "InvalidAccountStatus.NotEnoughBalance",
@@ -435,6 +451,10 @@ async fn a_timeout_then_a_busy_answer_is_an_unknown_outcome() {
 /// limit (before the fix only recorded orders did).
 #[tokio::test]
 async fn a_charge_learned_by_settling_counts_toward_the_daily_limit() {
+    a_charge_learned_by_settling_counts_toward_the_daily_limit_on_either().await;
+}
+
+async fn a_charge_learned_by_settling_counts_toward_the_daily_limit_on_either() {
     let fleet = harness_fleet(
         NOW,
         1000.0,
@@ -469,6 +489,10 @@ async fn a_charge_learned_by_settling_counts_toward_the_daily_limit() {
 /// A quote in a currency the spend limits do not name is held, not waved through.
 #[tokio::test]
 async fn a_quote_in_another_currency_is_held_by_a_spend_limit() {
+    a_quote_in_another_currency_is_held_by_a_spend_limit_on_either().await;
+}
+
+async fn a_quote_in_another_currency_is_held_by_a_spend_limit_on_either() {
     let mut fleet = harness_fleet(NOW, 1000.0, due(1));
     fleet.accounts[0].currency = "USD".into();
     let h = Harness::start(
@@ -489,6 +513,10 @@ async fn a_quote_in_another_currency_is_held_by_a_spend_limit() {
 /// A policy's max_price is an amount in one currency: a quote in another is held.
 #[tokio::test]
 async fn max_price_is_compared_in_its_own_currency() {
+    max_price_is_compared_in_its_own_currency_on_either().await;
+}
+
+async fn max_price_is_compared_in_its_own_currency_on_either() {
     let mut fleet = harness_fleet(NOW, 1000.0, due(1));
     fleet.accounts[0].currency = "USD".into();
     let h = Harness::start(
@@ -505,6 +533,10 @@ async fn max_price_is_compared_in_its_own_currency() {
 /// were made unpriced.
 #[tokio::test]
 async fn a_spend_limit_enabled_mid_day_counts_the_days_earlier_charges() {
+    a_spend_limit_enabled_mid_day_counts_the_days_earlier_charges_on_either().await;
+}
+
+async fn a_spend_limit_enabled_mid_day_counts_the_days_earlier_charges_on_either() {
     let fleet = harness_fleet(
         NOW,
         1000.0,
@@ -577,6 +609,10 @@ async fn an_unreadable_ledger_row_is_a_loud_error() {
 /// An auto-renew change is recorded before it is sent, as a renewal's intent is.
 #[tokio::test]
 async fn an_auto_renew_change_is_recorded_before_it_is_sent() {
+    an_auto_renew_change_is_recorded_before_it_is_sent_on_either().await;
+}
+
+async fn an_auto_renew_change_is_recorded_before_it_is_sent_on_either() {
     let h = Arc::new(
         Harness::start(
             harness_fleet(
@@ -604,10 +640,12 @@ async fn an_auto_renew_change_is_recorded_before_it_is_sent() {
             )
             .await
     );
-    let reader = ecs_renewd::ledger::Ledger::open_read_only(h.state.path())
-        .unwrap()
-        .unwrap();
-    let records = reader.money_records(Some("i-auto")).unwrap();
+    // Read while the call is out, through another connection: the row was committed before
+    // it left (SQLite: a read-only connection; PostgreSQL: another session of the pool).
+    let records = match ecs_renewd::ledger::Ledger::open_read_only(h.state.path()).unwrap() {
+        Some(reader) => reader.money_records(Some("i-auto")).unwrap(),
+        None => h.engine.ledger.money_records(Some("i-auto")).unwrap(),
+    };
     assert_eq!(records.len(), 1, "{records:?}");
     assert_eq!(records[0].status, "pending");
     assert_eq!(running.await.unwrap().auto_renew_changed, 1);
@@ -616,6 +654,10 @@ async fn an_auto_renew_change_is_recorded_before_it_is_sent() {
 /// Switching auto-renew on commits future charges: a batch larger than the belt is held.
 #[tokio::test]
 async fn switching_auto_renew_on_for_more_than_the_belt_allows_is_held() {
+    switching_auto_renew_on_for_more_than_the_belt_allows_is_held_on_either().await;
+}
+
+async fn switching_auto_renew_on_for_more_than_the_belt_allows_is_held_on_either() {
     let instances = (0..3)
         .map(|n| instance_spec(&format!("i-{n}"), "2026-03-28T16:00Z"))
         .collect();
@@ -748,6 +790,10 @@ async fn readyz_without_the_token_names_no_instance_region_or_code() {
 /// shows one line per instance, the live one.
 #[tokio::test]
 async fn a_revoked_entrys_status_line_does_not_stay_beside_the_live_one() {
+    a_revoked_entrys_status_line_does_not_stay_beside_the_live_one_on_either().await;
+}
+
+async fn a_revoked_entrys_status_line_does_not_stay_beside_the_live_one_on_either() {
     let mut fleet = harness_fleet(
         NOW,
         100_000.0,
@@ -899,6 +945,10 @@ async fn shutdown_while_the_retry_waits(first: support::Reply) -> ecs_renewd::cl
 /// lets i-later renew would end i-poor's backoff too, and both would be due at once.)
 #[tokio::test]
 async fn a_retry_the_daily_count_will_hold_is_no_reason_to_wake() {
+    a_retry_the_daily_count_will_hold_is_no_reason_to_wake_on_either().await;
+}
+
+async fn a_retry_the_daily_count_will_hold_is_no_reason_to_wake_on_either() {
     let fleet = harness_fleet(
         NOW,
         0.0,
@@ -927,4 +977,90 @@ async fn a_retry_the_daily_count_will_hold_is_no_reason_to_wake() {
         second.next_retry_at, None,
         "today's one renewal is made: i-poor's retry today would be held"
     );
+}
+
+/// The money-safety tests above that build their engines through the harness, again with the
+/// ledger in PostgreSQL (`support::on_postgres`). Those that drive the daemon loop, a stub
+/// server, or SQLite itself (a row damaged with rusqlite) stay SQLite's; the daemon's money
+/// paths on PostgreSQL are `failover.rs`'s.
+mod on_postgres {
+    use crate::support::on_postgres;
+
+    #[tokio::test]
+    async fn two_entries_for_one_cloud_account_charge_each_instance_once() {
+        on_postgres(super::two_entries_for_one_cloud_account_charge_each_instance_once_on_either())
+            .await;
+    }
+
+    #[tokio::test]
+    async fn two_entries_for_one_cloud_account_forecast_its_charges_together() {
+        on_postgres(
+            super::two_entries_for_one_cloud_account_forecast_its_charges_together_on_either(),
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_period_change_after_a_maybe_charged_attempt_does_not_charge_again() {
+        on_postgres(
+            super::a_period_change_after_a_maybe_charged_attempt_does_not_charge_again_on_either(),
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_timeout_then_a_busy_answer_is_an_unknown_outcome() {
+        on_postgres(super::a_timeout_then_a_busy_answer_is_an_unknown_outcome_on_either()).await;
+    }
+
+    #[tokio::test]
+    async fn a_charge_learned_by_settling_counts_toward_the_daily_limit() {
+        on_postgres(super::a_charge_learned_by_settling_counts_toward_the_daily_limit_on_either())
+            .await;
+    }
+
+    #[tokio::test]
+    async fn a_quote_in_another_currency_is_held_by_a_spend_limit() {
+        on_postgres(super::a_quote_in_another_currency_is_held_by_a_spend_limit_on_either()).await;
+    }
+
+    #[tokio::test]
+    async fn max_price_is_compared_in_its_own_currency() {
+        on_postgres(super::max_price_is_compared_in_its_own_currency_on_either()).await;
+    }
+
+    #[tokio::test]
+    async fn a_spend_limit_enabled_mid_day_counts_the_days_earlier_charges() {
+        on_postgres(
+            super::a_spend_limit_enabled_mid_day_counts_the_days_earlier_charges_on_either(),
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn an_auto_renew_change_is_recorded_before_it_is_sent() {
+        on_postgres(super::an_auto_renew_change_is_recorded_before_it_is_sent_on_either()).await;
+    }
+
+    #[tokio::test]
+    async fn switching_auto_renew_on_for_more_than_the_belt_allows_is_held() {
+        on_postgres(
+            super::switching_auto_renew_on_for_more_than_the_belt_allows_is_held_on_either(),
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_revoked_entrys_status_line_does_not_stay_beside_the_live_one() {
+        on_postgres(
+            super::a_revoked_entrys_status_line_does_not_stay_beside_the_live_one_on_either(),
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_retry_the_daily_count_will_hold_is_no_reason_to_wake() {
+        on_postgres(super::a_retry_the_daily_count_will_hold_is_no_reason_to_wake_on_either())
+            .await;
+    }
 }

@@ -463,6 +463,61 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+tokio::task_local! {
+    /// Set by [`on_postgres`]: harnesses started inside keep their ledger in PostgreSQL.
+    static ON_POSTGRES: ();
+}
+
+/// Runs `test` with the ledger of every harness it starts in a fresh PostgreSQL database (the
+/// money-safety tests run once on each engine). Engines a test builds on the same state share
+/// one ledger and one term, as the engines of one process would.
+pub async fn on_postgres<F: std::future::Future>(test: F) -> F::Output {
+    ON_POSTGRES.scope((), test).await
+}
+
+/// The file in a harness's state directory that names its PostgreSQL ledger, when it has one.
+const LEDGER_URL_FILE: &str = "ledger-url";
+
+/// Puts the ledger of the config written for `dir` in a fresh PostgreSQL database: its URL in
+/// `dir`'s url file, which [`ledger_section`] names.
+pub async fn ledger_in_postgres(dir: &std::path::Path) {
+    let url = postgres::fresh_database().await;
+    let file = dir.join(LEDGER_URL_FILE);
+    std::fs::write(&file, url).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+/// The `[ledger]` table for a config written for `dir`: PostgreSQL when [`ledger_in_postgres`]
+/// set it up, else none (SQLite).
+pub fn ledger_section(dir: &std::path::Path) -> String {
+    let url_file = dir.join(LEDGER_URL_FILE);
+    if url_file.exists() {
+        format!(
+            "\n[ledger]\nbackend = \"postgres\"\nurl_file = \"{}\"\n",
+            url_file.display()
+        )
+    } else {
+        String::new()
+    }
+}
+
+/// The ledgers (and their terms) of the PostgreSQL harnesses of this process, by database.
+type SharedLedgers = Mutex<
+    HashMap<
+        String,
+        (
+            Arc<ecs_renewd::ledger::Ledger>,
+            Option<ecs_renewd::commands::open::Held>,
+        ),
+    >,
+>;
+
+fn shared_ledgers() -> &'static SharedLedgers {
+    static SHARED: std::sync::OnceLock<SharedLedgers> = std::sync::OnceLock::new();
+    SHARED.get_or_init(Default::default)
+}
+
 impl Harness {
     /// Starts the emulator and builds the engine; `policies` is TOML appended to the config
     /// (policies, limits, retry overrides).
@@ -477,6 +532,9 @@ impl Harness {
                 .await
                 .unwrap();
         let state = tempfile::tempdir().unwrap();
+        if ON_POSTGRES.try_with(|_| ()).is_ok() {
+            ledger_in_postgres(state.path()).await;
+        }
         let engine = Self::engine(&emulator, &clock, state.path(), extra).await;
         Harness {
             emulator,
@@ -509,8 +567,9 @@ impl Harness {
             .find_map(|l| l.strip_prefix("#harness:max_attempts="))
             .map(|n| format!("max_attempts = {n}\n"))
             .unwrap_or_default();
+        let ledger = ledger_section(state);
         format!(
-            "[daemon]\n{dry_run}state_dir = \"{}\"\n[scan]\nregions = [\"cn-hangzhou\"]\n{retry}[[accounts]]\nname = \"main\"\nendpoint = \"{}\"\n[accounts.credentials]\nsource = \"env\"\n[accounts.rate_limit]\nper_second = 1000\nburst = 100\n[accounts.call_retry]\nbase_delay = \"10ms\"\nmax_delay = \"50ms\"\n{attempts}{extra}",
+            "[daemon]\n{dry_run}state_dir = \"{}\"\n[scan]\nregions = [\"cn-hangzhou\"]\n{retry}[[accounts]]\nname = \"main\"\nendpoint = \"{}\"\n[accounts.credentials]\nsource = \"env\"\n[accounts.rate_limit]\nper_second = 1000\nburst = 100\n[accounts.call_retry]\nbase_delay = \"10ms\"\nmax_delay = \"50ms\"\n{attempts}{extra}{ledger}",
             state.display(),
             emulator.url()
         )
@@ -530,6 +589,9 @@ impl Harness {
             &Self::env(),
         )
         .unwrap_or_else(|e| panic!("{e}\n{text}"));
+        if let ecs_renewd::config::LedgerLocation::Postgres { url, .. } = &config.ledger {
+            return Self::shared_engine(config.clone(), url, clock).await;
+        }
         match ecs_renewd::commands::once::engine(
             config,
             &Self::env(),
@@ -544,6 +606,45 @@ impl Harness {
     }
 
     /// The credentials environment.
+    /// An engine on the PostgreSQL ledger at `url`: the one ledger (and term) of this
+    /// process for that database, taken on first use.
+    pub async fn shared_engine(
+        config: ecs_renewd::config::Config,
+        url: &ecs_renewd::config::LedgerUrl,
+        clock: &Arc<ecs_wire::clock::VirtualClock>,
+    ) -> ecs_renewd::reconcile::Engine {
+        let key = url.read(&Self::env()).unwrap().expose().to_owned();
+        let known = shared_ledgers()
+            .lock()
+            .unwrap()
+            .get(&key)
+            .map(|(l, _)| l.clone());
+        let ledger = match known {
+            Some(ledger) => ledger,
+            None => {
+                let (ledger, held) = ecs_renewd::commands::open::writer(&config, &Self::env())
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
+                let ledger = Arc::new(ledger);
+                shared_ledgers()
+                    .lock()
+                    .unwrap()
+                    .insert(key, (ledger.clone(), held));
+                ledger
+            }
+        };
+        let metrics = Arc::new(ecs_renewd::Metrics::new(clock.clone()));
+        let base = ecs_renewd::reconcile::EngineBase {
+            ledger,
+            metrics,
+            clock: clock.clone(),
+            cancel: tokio_util::sync::CancellationToken::new(),
+        };
+        ecs_renewd::reconcile::Engine::connect(config, &Self::env(), base)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
     pub fn env() -> ecs_renewd::cloud::credentials::Environment {
         ecs_renewd::cloud::credentials::Environment::from_pairs([
             ("ALIBABA_CLOUD_ACCESS_KEY_ID", HARNESS_KEY.0),

@@ -411,6 +411,7 @@ fn config_text(knobs: &Knobs, emulator: &EmulatorHandle, dir: &Path) -> String {
          [[policies]]\nname = \"lapse\"\naction = \"not-renewal\"\n[policies.match]\ntags = {{ role = \"lapse\" }}\n",
         knobs.fallback
     ));
+    text.push_str(&crate::support::ledger_section(dir));
     text
 }
 
@@ -474,7 +475,7 @@ fn fail(model: &Model, what: String) -> TestCaseError {
 }
 
 impl Model {
-    async fn start(delayed: bool, replay: bool, seed: u64) -> Model {
+    async fn start(delayed: bool, replay: bool, seed: u64, postgres: bool) -> Model {
         let fleet = fleet(delayed, replay);
         let delay = fleet.settings.renew_visibility_delay;
         let clock = Arc::new(VirtualClock::frozen(fleet.settings.clock_start.unwrap()));
@@ -483,6 +484,9 @@ impl Model {
                 .await
                 .unwrap();
         let dir = tempfile::tempdir().unwrap();
+        if postgres {
+            crate::support::ledger_in_postgres(dir.path()).await;
+        }
         let secret = dir.path().join("twin-secret");
         std::fs::write(&secret, TWIN_KEY.1).unwrap();
         {
@@ -516,6 +520,14 @@ impl Model {
     async fn open_engine(&mut self) -> Engine {
         // A killed pass's blocking ledger writes may still hold the state directory's lock
         // for a moment (a real process's lock goes with the process).
+        let config = self.config();
+        if let ecs_renewd::config::LedgerLocation::Postgres { url, .. } = &config.ledger {
+            // One process's ledger and term for the whole case: a restart is a new engine
+            // over the same shared ledger.
+            let engine =
+                crate::support::Harness::shared_engine(config.clone(), url, &self.clock).await;
+            return self.restored(engine);
+        }
         let mut tries = 0;
         let engine = loop {
             match ecs_renewd::commands::once::engine(
@@ -537,6 +549,58 @@ impl Model {
                 Err(e) => panic!("{e}"),
             }
         };
+        self.restored(engine)
+    }
+
+    /// Each intent's token, order and counted day (`out` while an attempt is out), read from
+    /// the ledger's own storage with our own SQL: the SQLite file, or the PostgreSQL database
+    /// (on a thread of its own: this check is synchronous).
+    fn raw_records(&self) -> BTreeMap<String, (Option<String>, Option<String>)> {
+        // An intent still `sent` (its process stopped while the attempt was out) is counted by
+        // `day_totals` until the next pass marks and counts it.
+        const SQL: &str = "SELECT client_token, order_id, CASE WHEN status = 'sent' THEN 'out' ELSE counted_day END FROM intents";
+        let url_file = self.dir.path().join("ledger-url");
+        if let Ok(url) = std::fs::read_to_string(&url_file) {
+            return std::thread::scope(|s| {
+                s.spawn(|| {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .unwrap();
+                    runtime.block_on(async {
+                        let (client, connection) =
+                            tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                                .await
+                                .unwrap();
+                        tokio::spawn(connection);
+                        client
+                            .query(SQL, &[])
+                            .await
+                            .unwrap()
+                            .iter()
+                            .map(|r| (r.get(0), (r.get(1), r.get(2))))
+                            .collect()
+                    })
+                })
+                .join()
+                .unwrap()
+            });
+        }
+        let raw = rusqlite::Connection::open_with_flags(
+            self.dir.path().join("state/ledger.db"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .unwrap();
+        raw.prepare(SQL)
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?))))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    /// The wake-up state as `run` restores it at start, from `engine`'s ledger.
+    fn restored(&mut self, engine: Engine) -> Engine {
         self.wakes = RetryWakes::new(FLOOR);
         if let Some(last) = engine.ledger.last_pass().unwrap() {
             self.wakes
@@ -976,22 +1040,7 @@ impl Model {
         ledger
             .histories()
             .map_err(|e| fail(self, format!("the ledger does not read back: {e}")))?;
-        let raw = rusqlite::Connection::open_with_flags(
-            self.dir.path().join("state/ledger.db"),
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-        )
-        .unwrap();
-        // An intent still `sent` (its process stopped while the attempt was out) is counted by
-        // `day_totals` until the next pass marks and counts it.
-        let records: BTreeMap<String, (Option<String>, Option<String>)> = raw
-            .prepare(
-                "SELECT client_token, order_id, CASE WHEN status = 'sent' THEN 'out' ELSE counted_day END FROM intents",
-            )
-            .unwrap()
-            .query_map([], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?))))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let records = self.raw_records();
         for order in orders.iter().filter(|o| ours(o)) {
             let token = order.client_token.as_deref().unwrap_or_default();
             match records.get(token) {
@@ -1024,12 +1073,24 @@ impl Model {
 }
 
 fn run_case(delayed: bool, replay: bool, seed: u64, ops: &[Op], totals: &Totals) -> Check {
+    run_case_on(false, delayed, replay, seed, ops, totals)
+}
+
+/// [`run_case`] with the ledger in PostgreSQL when `postgres`.
+fn run_case_on(
+    postgres: bool,
+    delayed: bool,
+    replay: bool,
+    seed: u64,
+    ops: &[Op],
+    totals: &Totals,
+) -> Check {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     runtime.block_on(async {
-        let mut model = Model::start(delayed, replay, seed).await;
+        let mut model = Model::start(delayed, replay, seed, postgres).await;
         totals
             .replaying_cases
             .fetch_add(u64::from(replay), Ordering::Relaxed);
@@ -1090,6 +1151,29 @@ fn entries_of_one_cloud_account_forget_the_balance_either_of_them_charged() {
         Op::Advance { minutes: 195 },
     ];
     run_case(false, false, 0, &ops, &Totals::default()).unwrap();
+}
+
+/// The CI variant's sequences again with the ledger in PostgreSQL (fewer cases: each makes a
+/// database; the figures of record are the SQLite run's).
+#[test]
+fn random_sequences_on_postgres_keep_every_money_promise() {
+    let options = options();
+    let totals = Totals::default();
+    let config = ProptestConfig {
+        cases: (options.cases / 3).max(1),
+        rng_seed: RngSeed::Fixed(options.seed),
+        failure_persistence: None,
+        max_shrink_iters: 128,
+        ..ProptestConfig::default()
+    };
+    let mut runner = proptest::test_runner::TestRunner::new(config);
+    let result = runner.run(&case(options.steps), |(delayed, replay, seed, ops)| {
+        run_case_on(true, delayed, replay, seed, &ops, &totals)
+    });
+    if let Err(error) = result {
+        panic!("{error}");
+    }
+    assert!(totals.steps.load(Ordering::Relaxed) > 0);
 }
 
 #[test]
