@@ -496,8 +496,7 @@ impl Tx<'_> {
             Tx::Postgres { tx, statements } => {
                 let statement = prepare(tx, statements, sql)?;
                 let owned: Vec<PgArg<'_>> = args.iter().map(|a| PgArg(a.value())).collect();
-                let refs: Vec<&(dyn ToSql + Sync)> =
-                    owned.iter().map(|a| a as &(dyn ToSql + Sync)).collect();
+                let refs = params(&owned);
                 Ok(block_on(tx.execute(&statement, &refs))?)
             }
         }
@@ -530,10 +529,7 @@ impl Tx<'_> {
                         .iter()
                         .map(|item| bind(item).into_iter().map(PgArg).collect())
                         .collect();
-                    let refs: Vec<Vec<&(dyn ToSql + Sync)>> = owned
-                        .iter()
-                        .map(|args| args.iter().map(|a| a as &(dyn ToSql + Sync)).collect())
-                        .collect();
+                    let refs: Vec<_> = owned.iter().map(|args| params(args)).collect();
                     let sent = refs.iter().map(|args| tx.execute(&statement, args));
                     changed += block_on(futures_util::future::try_join_all(sent))?
                         .into_iter()
@@ -570,10 +566,7 @@ impl Tx<'_> {
                         .iter()
                         .map(|item| bind(item).into_iter().map(PgArg).collect())
                         .collect();
-                    let refs: Vec<Vec<&(dyn ToSql + Sync)>> = owned
-                        .iter()
-                        .map(|args| args.iter().map(|a| a as &(dyn ToSql + Sync)).collect())
-                        .collect();
+                    let refs: Vec<_> = owned.iter().map(|args| params(args)).collect();
                     let sent = refs.iter().map(|args| tx.query_one(&statement, args));
                     for row in block_on(futures_util::future::try_join_all(sent))? {
                         out.push(map(&SqlRow::Postgres(&row))?);
@@ -604,8 +597,7 @@ impl Tx<'_> {
             Tx::Postgres { tx, statements } => {
                 let statement = prepare(tx, statements, sql)?;
                 let owned: Vec<PgArg<'_>> = args.iter().map(|a| PgArg(a.value())).collect();
-                let refs: Vec<&(dyn ToSql + Sync)> =
-                    owned.iter().map(|a| a as &(dyn ToSql + Sync)).collect();
+                let refs = params(&owned);
                 for row in block_on(tx.query(&statement, &refs))? {
                     each(&SqlRow::Postgres(&row))?;
                 }
@@ -657,6 +649,11 @@ impl Tx<'_> {
         self.first(sql, args, map)?
             .ok_or_else(|| DbError::Value(NO_ROWS.into()))
     }
+}
+
+/// `args` as the parameter list tokio-postgres takes.
+fn params<'a>(args: &'a [PgArg<'_>]) -> Vec<&'a (dyn ToSql + Sync)> {
+    args.iter().map(|a| a as &(dyn ToSql + Sync)).collect()
 }
 
 /// How many statements [`Tx::exec_many`] keeps in flight on PostgreSQL.

@@ -177,6 +177,29 @@ async fn until(limit: Duration, what: &str, mut condition: impl AsyncFnMut() -> 
     started.elapsed()
 }
 
+/// Starts replica "a" on an idle ledger and waits until it leads.
+async fn leader(config: &Path, dir: &Path, url: &str) -> Replica {
+    let a = Replica::start(config, dir, "a");
+    leads(
+        url,
+        &a,
+        Duration::from_secs(20),
+        "the first replica leading",
+    )
+    .await;
+    a
+}
+
+/// Starts replica "b" beside a leader and waits until it stands by (says it does not lead).
+async fn standby(config: &Path, dir: &Path) -> Replica {
+    let b = Replica::start(config, dir, "b");
+    until(Duration::from_secs(20), "the standby up", async || {
+        b.metric("ecs_renewd_leader").await == Some(0.0)
+    })
+    .await;
+    b
+}
+
 /// Waits until `replica` holds a live lease.
 async fn leads(url: &str, replica: &Replica, limit: Duration, what: &str) -> Duration {
     let pid = replica.pid();
@@ -255,14 +278,7 @@ async fn setup(instances: usize) -> Setup {
 async fn a_killed_leader_is_replaced_within_the_lease_and_its_open_charge_is_resent_once() {
     let s = setup(3).await;
     s.emulator.add_fault(FaultSpec::hold(Action::RenewInstance));
-    let mut a = Replica::start(&s.config, s.dir.path(), "a");
-    leads(
-        &s.url,
-        &a,
-        Duration::from_secs(20),
-        "the first replica leading",
-    )
-    .await;
+    let mut a = leader(&s.config, s.dir.path(), &s.url).await;
     let b = Replica::start(&s.config, s.dir.path(), "b");
     assert!(
         s.emulator.wait_for_held(1, Duration::from_secs(30)).await,
@@ -293,14 +309,7 @@ async fn a_killed_leader_is_replaced_within_the_lease_and_its_open_charge_is_res
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_told_to_stop_hands_over_within_one_retry_period() {
     let s = setup(2).await;
-    let mut a = Replica::start(&s.config, s.dir.path(), "a");
-    leads(
-        &s.url,
-        &a,
-        Duration::from_secs(20),
-        "the first replica leading",
-    )
-    .await;
+    let mut a = leader(&s.config, s.dir.path(), &s.url).await;
     until(
         Duration::from_secs(30),
         "the first renewals recorded",
@@ -349,8 +358,7 @@ async fn a_leader_told_to_stop_hands_over_within_one_retry_period() {
 async fn a_lease_stolen_mid_pass_fences_the_next_write_and_the_leader_exits_75() {
     let s = setup(1).await;
     s.emulator.add_fault(FaultSpec::hold(Action::RenewInstance));
-    let mut a = Replica::start(&s.config, s.dir.path(), "a");
-    leads(&s.url, &a, Duration::from_secs(20), "the replica leading").await;
+    let mut a = leader(&s.config, s.dir.path(), &s.url).await;
     assert!(s.emulator.wait_for_held(1, Duration::from_secs(30)).await);
     let (client, connection) = tokio_postgres::connect(&s.url, tokio_postgres::NoTls)
         .await
@@ -395,14 +403,7 @@ async fn a_lease_stolen_mid_pass_fences_the_next_write_and_the_leader_exits_75()
 async fn a_paused_leader_is_replaced_its_charge_resent_under_its_token_and_on_waking_it_exits_75() {
     let s = setup(1).await;
     s.emulator.add_fault(FaultSpec::hold(Action::RenewInstance));
-    let mut a = Replica::start(&s.config, s.dir.path(), "a");
-    leads(
-        &s.url,
-        &a,
-        Duration::from_secs(20),
-        "the first replica leading",
-    )
-    .await;
+    let mut a = leader(&s.config, s.dir.path(), &s.url).await;
     let b = Replica::start(&s.config, s.dir.path(), "b");
     assert!(s.emulator.wait_for_held(1, Duration::from_secs(30)).await);
     until(
@@ -453,14 +454,7 @@ async fn a_paused_leader_is_replaced_its_charge_resent_under_its_token_and_on_wa
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_stopped_inside_a_transaction_is_replaced_once_the_server_ends_its_session() {
     let s = setup(1).await;
-    let mut a = Replica::start(&s.config, s.dir.path(), "a");
-    leads(
-        &s.url,
-        &a,
-        Duration::from_secs(20),
-        "the first replica leading",
-    )
-    .await;
+    let mut a = leader(&s.config, s.dir.path(), &s.url).await;
     until(
         Duration::from_secs(30),
         "the first renewal recorded",
@@ -568,19 +562,8 @@ async fn a_database_down_past_the_deadline_sends_nothing_then_one_leader_resumes
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path(), &emulator, &url);
     emulator.add_fault(FaultSpec::hold(Action::RenewInstance));
-    let mut a = Replica::start(&config, dir.path(), "a");
-    leads(
-        &url,
-        &a,
-        Duration::from_secs(20),
-        "the first replica leading",
-    )
-    .await;
-    let b = Replica::start(&config, dir.path(), "b");
-    until(Duration::from_secs(20), "the standby up", async || {
-        b.metric("ecs_renewd_leader").await == Some(0.0)
-    })
-    .await;
+    let mut a = leader(&config, dir.path(), &url).await;
+    let b = standby(&config, dir.path()).await;
     assert!(emulator.wait_for_held(1, Duration::from_secs(30)).await);
     let cluster = stop(cluster).await;
     let sent = emulator.calls().count(Action::RenewInstance);
@@ -632,25 +615,14 @@ async fn a_database_down_shorter_than_the_deadline_changes_no_leader() {
     let emulator = emulator(1).await;
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path(), &emulator, &url);
-    let mut a = Replica::start(&config, dir.path(), "a");
-    leads(
-        &url,
-        &a,
-        Duration::from_secs(20),
-        "the first replica leading",
-    )
-    .await;
+    let mut a = leader(&config, dir.path(), &url).await;
     until(
         Duration::from_secs(30),
         "the renewal recorded",
         async || recorded(&url).await >= 1,
     )
     .await;
-    let b = Replica::start(&config, dir.path(), "b");
-    until(Duration::from_secs(20), "the standby up", async || {
-        b.metric("ecs_renewd_leader").await == Some(0.0)
-    })
-    .await;
+    let b = standby(&config, dir.path()).await;
     let (_, epoch, _) = lease(&url).await;
     let renewals = a
         .metric("ecs_renewd_lease_renewals_total{result=\"ok\"}")
@@ -688,25 +660,14 @@ async fn a_database_down_shorter_than_the_deadline_changes_no_leader() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pass_cut_short_by_a_takeover_is_run_again_at_once() {
     let s = setup(1).await;
-    let mut a = Replica::start(&s.config, s.dir.path(), "a");
-    leads(
-        &s.url,
-        &a,
-        Duration::from_secs(20),
-        "the first replica leading",
-    )
-    .await;
+    let mut a = leader(&s.config, s.dir.path(), &s.url).await;
     until(
         Duration::from_secs(30),
         "a first pass recorded",
         async || recorded(&s.url).await >= 1,
     )
     .await;
-    let b = Replica::start(&s.config, s.dir.path(), "b");
-    until(Duration::from_secs(20), "the standby up", async || {
-        b.metric("ecs_renewd_leader").await == Some(0.0)
-    })
-    .await;
+    let b = standby(&s.config, s.dir.path()).await;
     // The next pass holds at its scan: started, nothing out.
     s.emulator
         .add_fault(FaultSpec::hold(Action::DescribeInstances));
