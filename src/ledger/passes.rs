@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 
 use super::rows::Read;
-use super::sql::{Engine, args};
+use super::sql::{Engine, args, values};
 use super::{Ledger, LedgerError, SourceStatus};
 
 /// A pass as recorded.
@@ -124,14 +124,15 @@ impl Ledger {
         if sources.is_empty() {
             return Ok(());
         }
+        // A source comes once: it is one (account entry, region) of the pass.
         self.write_operational("recording source scans", |tx| {
-            for (account, region) in sources {
-                tx.exec(
-                    "INSERT INTO sources (account, region, last_success) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (account, region) DO UPDATE SET last_success = excluded.last_success",
-                    args![account, region, at],
-                )?;
-            }
+            tx.insert_rows(
+                "sources",
+                &["account", "region", "last_success"],
+                "ON CONFLICT (account, region) DO UPDATE SET last_success = excluded.last_success",
+                sources,
+                |(account, region)| values![*account, *region, at],
+            )?;
             Ok(())
         })
     }

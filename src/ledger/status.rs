@@ -98,18 +98,22 @@ impl Ledger {
     /// Writes (or overwrites) status lines in one transaction, tagged with the
     /// pass's `generation`.
     pub fn write_status(&self, rows: &[StatusRow], generation: i64) -> Result<(), LedgerError> {
+        let rows = last_line_per_instance(rows);
         self.write_operational("writing status lines", |tx| {
-            tx.exec_many(
-                    "INSERT INTO instance_status (account, region, instance_id, name, expires_at, policy, state, decision,
-                         due_at, reason, failed_attempts, next_retry_at, drift, deduction_overdue, updated_at, generation)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
-                     ON CONFLICT (account, instance_id) DO UPDATE SET region = excluded.region, name = excluded.name,
-                         expires_at = excluded.expires_at, policy = excluded.policy, state = excluded.state,
-                         decision = excluded.decision, due_at = excluded.due_at, reason = excluded.reason,
-                         failed_attempts = excluded.failed_attempts, next_retry_at = excluded.next_retry_at,
-                         drift = excluded.drift, deduction_overdue = excluded.deduction_overdue,
-                         updated_at = excluded.updated_at, generation = excluded.generation",
-                rows,
+            tx.insert_rows(
+                "instance_status",
+                &[
+                    "account", "region", "instance_id", "name", "expires_at", "policy", "state",
+                    "decision", "due_at", "reason", "failed_attempts", "next_retry_at", "drift",
+                    "deduction_overdue", "updated_at", "generation",
+                ],
+                "ON CONFLICT (account, instance_id) DO UPDATE SET region = excluded.region, name = excluded.name,
+                     expires_at = excluded.expires_at, policy = excluded.policy, state = excluded.state,
+                     decision = excluded.decision, due_at = excluded.due_at, reason = excluded.reason,
+                     failed_attempts = excluded.failed_attempts, next_retry_at = excluded.next_retry_at,
+                     drift = excluded.drift, deduction_overdue = excluded.deduction_overdue,
+                     updated_at = excluded.updated_at, generation = excluded.generation",
+                &rows,
                 |row| {
                     values![
                         row.account,
@@ -261,4 +265,22 @@ impl Ledger {
         )?;
         Ok(last)
     }
+}
+
+/// The lines to write, with only the last of an instance that comes twice (what writing them
+/// one after another leaves): one statement may not change a row twice.
+fn last_line_per_instance(rows: &[StatusRow]) -> Vec<&StatusRow> {
+    fn key(row: &StatusRow) -> (&str, &str) {
+        (&row.account, &row.instance_id)
+    }
+    let last: std::collections::HashMap<_, usize> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, row)| (key(row), i))
+        .collect();
+    rows.iter()
+        .enumerate()
+        .filter(|(i, row)| last[&key(row)] == *i)
+        .map(|(_, row)| row)
+        .collect()
 }

@@ -660,3 +660,40 @@ fn pass_records_older_than_the_retention_are_pruned_but_the_last_success_is_kept
         assert_eq!(ledger.last_successful_pass().unwrap(), Some(start));
     });
 }
+
+/// Status lines come back field for field from either engine (PostgreSQL writes them as one
+/// JSON list: NULLs, quotes and non-ASCII names must survive it), and a batch naming an
+/// instance twice keeps its last line, as writing them one after another would.
+#[test]
+fn status_lines_read_back_as_written_and_the_last_of_a_repeated_instance_stands() {
+    let line = |id: &str, name: &str, due: Option<&str>| StatusRow {
+        account: "main".into(),
+        region: "cn-hangzhou".into(),
+        instance_id: id.into(),
+        name: name.into(),
+        expires_at: t("2026-03-15T16:00:00Z"),
+        policy: due.map(|_| "prod".into()),
+        state: crate::policy::InstanceState::Due,
+        decision: crate::policy::NextAction::Renew,
+        due_at: due.map(t),
+        reason: "due \"soon\"".into(),
+        failed_attempts: 2,
+        next_retry_at: None,
+        drift: due.is_some(),
+        deduction_overdue: false,
+        last_outcome: None,
+        updated_at: t("2026-03-10T08:00:00Z"),
+    };
+    on_both(|place| {
+        let ledger = place.open();
+        let first = line("i-1", "web \\ 1", None);
+        let second = line("i-2", "数据库", Some("2026-03-12T00:00:00Z"));
+        let again = line("i-1", "web 1 (renamed)", Some("2026-03-13T00:00:00Z"));
+        ledger
+            .write_status(&[first, second.clone(), again.clone()], 7)
+            .unwrap();
+        let mut read = ledger.status_rows().unwrap();
+        read.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
+        assert_eq!(read, vec![again, second]);
+    });
+}

@@ -1003,3 +1003,45 @@ async fn tls_sessions_verify_the_server_as_sslmode_asks() {
     assert!(ledger.last_pass().unwrap().is_none());
     drop(cluster);
 }
+
+/// Sessions of the ledger's pool that the server ended (a restart, a failover of the
+/// database, an administrator's `pg_terminate_backend`) are replaced on the next call: that
+/// call's transaction had not begun, so it is made again on a new session, and succeeds.
+#[tokio::test]
+async fn a_write_after_the_server_ended_every_pool_session_is_made_on_a_new_one() {
+    let (url, watcher) = migrated().await;
+    let ledger =
+        ecs_renewd::ledger::Ledger::open_postgres(&url, SessionTimeouts::default(), 2).unwrap();
+    let now: chrono::DateTime<chrono::Utc> = "2026-12-07T07:00:00Z".parse().unwrap();
+    ledger.mark_pass_started(now).unwrap();
+    let ended = watcher
+        .client
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(ended >= 1, "the pool had a session to end");
+    until(
+        Duration::from_secs(5),
+        "the ended sessions to be gone",
+        async || {
+            let left: i64 = watcher
+                .client
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND pid <> pg_backend_pid()",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            left == 0
+        },
+    )
+    .await;
+    ledger.mark_pass_started(now).unwrap();
+    assert!(ledger.last_pass_unfinished().unwrap());
+}

@@ -1,7 +1,9 @@
 //! One PostgreSQL connection with the settings a fenced ledger needs: a statement, lock and
 //! idle-in-transaction timeout on the server (without the last, a leader stopped inside a
 //! transaction holds its row locks, and the takeover waits, forever), TCP keepalives and a
-//! connect timeout on the client. The connection's driver task lives as long as the session.
+//! connect timeout on the client ([`Target`]: every connection, the pool's too, is made from
+//! it). A [`Session`] is a connection of its own (the lease's); its driver task lives as long
+//! as it does.
 
 use std::time::Duration;
 
@@ -67,28 +69,41 @@ pub enum SessionError {
         #[source]
         source: tokio_postgres::Error,
     },
+    /// The pool had no session to give (every one busy, or connecting took too long).
+    #[error("no session of the ledger's database ({target}): {why}")]
+    Pool {
+        /// Where it was trying to connect: hosts and ports, never the password.
+        target: String,
+        /// What happened, and what to do.
+        why: String,
+    },
 }
 
-/// An open connection and its driver task.
-pub struct Session {
-    /// The client half; statements go through it.
-    pub client: Client,
-    driver: tokio::task::JoinHandle<()>,
-    /// Where it connects (it may hold a password: never shown), to connect again.
-    url: crate::secret::Secret,
-    timeouts: SessionTimeouts,
+/// Where and how every connection to the ledger's database is made: the parsed URL with the
+/// session settings, and its TLS connector. Made once, so a bad URL or root file is reported
+/// when the ledger opens, and connecting again can only fail for the server's reasons.
+#[derive(Clone)]
+pub struct Target {
+    /// The parsed URL; it may hold a password, so `Target` is never shown whole.
+    config: tokio_postgres::Config,
+    /// The TLS connector when the URL's `sslmode` asks for TLS.
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
+    /// Hosts and ports, never the password, for messages.
+    described: String,
 }
 
-impl Drop for Session {
-    fn drop(&mut self) {
-        self.driver.abort();
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("at", &self.described)
+            .finish_non_exhaustive()
     }
 }
 
-impl Session {
-    /// Connects to `url` with `timeouts`, as `application_name` ecs-renewd; over TLS when its
-    /// `sslmode` asks (`tls`).
-    pub async fn connect(url: &str, timeouts: SessionTimeouts) -> Result<Session, SessionError> {
+impl Target {
+    /// Reads `url` (its `sslmode` and `sslrootcert` too) and sets `timeouts` and the
+    /// `application_name` ecs-renewd on every connection made from it.
+    pub fn new(url: &str, timeouts: SessionTimeouts) -> Result<Target, SessionError> {
         let (rest, mode) = super::tls::split(url).map_err(|why| SessionError::Tls { why })?;
         let mut config: tokio_postgres::Config = rest
             .parse()
@@ -106,36 +121,96 @@ impl Session {
                 ms(timeouts.lock),
                 ms(timeouts.idle_in_transaction)
             ));
-        let target = describe(&config);
-        let failed = |source| SessionError::Connect {
-            target: target.clone(),
-            source,
-        };
-        let (client, driver) = match mode {
+        let tls = match mode {
             super::tls::Mode::Plain => {
-                let (client, connection) = config.connect(NoTls).await.map_err(failed)?;
-                (client, drive(connection, target.clone()))
+                config.ssl_mode(tokio_postgres::config::SslMode::Disable);
+                None
             }
             tls => {
-                let connector =
-                    super::tls::connector(&tls).map_err(|why| SessionError::Tls { why })?;
                 config.ssl_mode(tokio_postgres::config::SslMode::Require);
-                let (client, connection) = config.connect(connector).await.map_err(failed)?;
-                (client, drive(connection, target.clone()))
+                Some(super::tls::connector(&tls).map_err(|why| SessionError::Tls { why })?)
             }
         };
+        let described = describe(&config);
+        Ok(Target {
+            config,
+            tls,
+            described,
+        })
+    }
+
+    /// Where it connects: hosts and ports, never the password.
+    pub fn described(&self) -> &str {
+        &self.described
+    }
+
+    /// Opens a connection, its driver spawned on the current runtime; the driver ends when
+    /// the client is dropped.
+    pub async fn connect(
+        &self,
+    ) -> Result<(Client, tokio::task::JoinHandle<()>), tokio_postgres::Error> {
+        let target = self.described.clone();
+        Ok(match &self.tls {
+            None => {
+                let (client, connection) = self.config.connect(NoTls).await?;
+                (client, drive(connection, target))
+            }
+            Some(tls) => {
+                let (client, connection) = self.config.connect(tls.clone()).await?;
+                (client, drive(connection, target))
+            }
+        })
+    }
+
+    /// [`Target::connect`], its failure said with where and what to check.
+    async fn session(&self) -> Result<(Client, tokio::task::JoinHandle<()>), SessionError> {
+        self.connect()
+            .await
+            .map_err(|source| SessionError::Connect {
+                target: self.described.clone(),
+                source,
+            })
+    }
+}
+
+/// An open connection of its own (the lease's, a copy's), and its driver task.
+pub struct Session {
+    /// The client half; statements go through it.
+    pub client: Client,
+    driver: tokio::task::JoinHandle<()>,
+    /// Where it connects, to connect again.
+    target: Target,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
+}
+
+impl Session {
+    /// Connects to `url` with `timeouts`, as `application_name` ecs-renewd; over TLS when its
+    /// `sslmode` asks (`tls`).
+    pub async fn connect(url: &str, timeouts: SessionTimeouts) -> Result<Session, SessionError> {
+        Session::to(Target::new(url, timeouts)?).await
+    }
+
+    /// Connects to `target`.
+    pub async fn to(target: Target) -> Result<Session, SessionError> {
+        let (client, driver) = target.session().await?;
         Ok(Session {
             client,
             driver,
-            url: crate::secret::Secret::new(url),
-            timeouts,
+            target,
         })
     }
 
     /// Connects again (after the server ended the connection, or restarted).
     pub async fn reconnect(&mut self) -> Result<(), SessionError> {
-        let fresh = Session::connect(self.url.expose(), self.timeouts).await?;
-        *self = fresh;
+        let (client, driver) = self.target.session().await?;
+        self.driver.abort();
+        self.client = client;
+        self.driver = driver;
         Ok(())
     }
 }

@@ -1,20 +1,23 @@
-//! The PostgreSQL ledger's connection behind the ledger's synchronous facade: one session
-//! (with [`SessionTimeouts`]) whose driver runs on a runtime thread of the ledger's own, the
-//! statements prepared once per session, every write in one transaction that first checks the
-//! lease (when this process holds one: [`PgStore::lead`]) — a write fenced out keeps nothing —
-//! and a session that ended made again on the next call, never a half-done write.
+//! The PostgreSQL ledger's connections behind the ledger's synchronous facade: a
+//! `deadpool-postgres` pool of sessions (with [`SessionTimeouts`]) whose drivers run on a
+//! runtime thread of the ledger's own, statements prepared once per session (the pool's
+//! statement cache), every write in one transaction that first checks the lease (when this
+//! process holds one: [`PgStore::lead`]) — a write fenced out keeps nothing — and a session
+//! that ended replaced on the next call (the pool's recycling check), never a half-done write.
 //!
 //! Calls wait for their futures on the calling thread (`sql::block_on`), so the facade works
 //! from plain threads and from the daemon's runtime alike.
 
-use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
+use std::time::Duration;
 
-use tokio_postgres::Statement;
+use deadpool_postgres::{
+    Connect, Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Timeouts,
+};
 
 use super::lease::{Fenced, LeaseError, Term, fence};
 use super::migrations::{MigrateError, migrate};
-use super::session::{Session, SessionError, SessionTimeouts};
+use super::session::{SessionError, SessionTimeouts, Target};
 use crate::ledger::sql::{DbError, Tx, block_on};
 use crate::policy::lease::HaTimings;
 
@@ -41,26 +44,20 @@ pub enum OpenError {
     /// The ledger's runtime thread could not be started.
     #[error("starting the ledger's database thread: {0}")]
     Runtime(std::io::Error),
-}
-
-/// A session and the statements prepared on it.
-struct Connected {
-    session: Session,
-    statements: HashMap<String, Statement>,
+    /// The pool could not be built.
+    #[error("building the ledger's database pool: {0}")]
+    Pool(String),
 }
 
 /// The PostgreSQL ledger's connection.
 pub struct PgStore {
-    /// The URL; it may hold a password, so it is never shown (`Debug` leaves it out).
-    url: String,
-    timeouts: SessionTimeouts,
     /// Where the database is (hosts and ports, never the password), for messages.
     target: String,
     runtime: Option<tokio::runtime::Runtime>,
-    /// The pool: `pool_size` sessions, each made when first needed (and again when it ended).
-    pool: Vec<Mutex<Option<Connected>>>,
-    /// Where a caller that finds every session busy waits.
-    next: std::sync::atomic::AtomicUsize,
+    /// Up to `pool_size` sessions, each made when first needed (and again when it ended).
+    pool: Pool,
+    /// How long a caller may wait for a session of the pool (every one busy or connecting).
+    wait: Duration,
     leading: Mutex<Option<Leading>>,
 }
 
@@ -93,10 +90,20 @@ impl Drop for PgStore {
     }
 }
 
-/// A slot of the pool. A panic while holding a session leaves at worst an open transaction,
-/// which the server rolls back when the next call finds the session closed or reuses it.
-fn lock(slot: &Mutex<Option<Connected>>) -> MutexGuard<'_, Option<Connected>> {
-    slot.lock().unwrap_or_else(|p| p.into_inner())
+/// Makes the pool's sessions from the ledger's [`Target`], so they have the same settings,
+/// TLS and driver as the lease's own session.
+struct Sessions(Target);
+
+impl Connect for Sessions {
+    fn connect(
+        &self,
+        _: &tokio_postgres::Config,
+    ) -> futures_util::future::BoxFuture<
+        '_,
+        Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), tokio_postgres::Error>,
+    > {
+        Box::pin(self.0.connect())
+    }
 }
 
 impl PgStore {
@@ -113,19 +120,39 @@ impl PgStore {
             .enable_all()
             .build()
             .map_err(OpenError::Runtime)?;
-        let target = super::session::target(url)?;
+        let sessions = Target::new(url, timeouts)?;
+        let target = sessions.described().to_owned();
+        // A session is checked only for being closed when it is taken from the pool: a
+        // statement on a session the server ended fails, and keeps nothing, anyway.
+        let manager = Manager::from_connect(
+            tokio_postgres::Config::new(),
+            Sessions(sessions),
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        // Long enough for one busy session's statement to end and another to be made.
+        let wait = timeouts.statement + timeouts.connect;
+        let pool = Pool::builder(manager)
+            .max_size(pool_size.max(1))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .timeouts(Timeouts {
+                wait: Some(wait),
+                create: Some(timeouts.connect + Duration::from_secs(1)),
+                recycle: None,
+            })
+            .build()
+            .map_err(|e| OpenError::Pool(e.to_string()))?;
         let store = PgStore {
-            url: url.to_owned(),
-            timeouts,
             target,
             runtime: Some(runtime),
-            pool: (0..pool_size.max(1)).map(|_| Mutex::new(None)).collect(),
-            next: std::sync::atomic::AtomicUsize::new(0),
+            pool,
+            wait,
             leading: Mutex::new(None),
         };
-        let mut connected = store.connect()?;
-        block_on(migrate(&mut connected.session.client))?;
-        *lock(&store.pool[0]) = Some(connected);
+        let mut session = store.session()?;
+        block_on(migrate(&mut session))?;
+        drop(session);
         Ok(store)
     }
 
@@ -171,31 +198,33 @@ impl PgStore {
         }
     }
 
-    fn connect(&self) -> Result<Connected, SessionError> {
-        let runtime = self
+    /// A session of the pool: a free one, else a new one while fewer than `pool_size` are
+    /// open, else the first to come free (waiting up to `wait`). Made and waited for within
+    /// the ledger's runtime, so connections and their drivers live there.
+    fn session(&self) -> Result<Object, SessionError> {
+        let _inside = self
             .runtime
             .as_ref()
-            .expect("the runtime lives as long as the store");
-        let (url, timeouts) = (self.url.clone(), self.timeouts);
-        // The session's driver task is spawned where it connects: on the ledger's runtime.
-        let session =
-            block_on(runtime.spawn(async move { Session::connect(&url, timeouts).await }))
-                .unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()))?;
-        Ok(Connected {
-            session,
-            statements: HashMap::new(),
-        })
-    }
-
-    /// A session of the pool: a free one, else the next in turn (waiting for it).
-    fn connection(&self) -> MutexGuard<'_, Option<Connected>> {
-        for slot in &self.pool {
-            if let Ok(guard) = slot.try_lock() {
-                return guard;
+            .expect("the runtime lives as long as the store")
+            .enter();
+        block_on(self.pool.get()).map_err(|error| {
+            let target = self.target.clone();
+            match error {
+                PoolError::Backend(source) => SessionError::Connect { target, source },
+                PoolError::Timeout(deadpool_postgres::TimeoutType::Wait) => SessionError::Pool {
+                    target,
+                    why: format!(
+                        "every one of the ledger's {} database sessions stayed busy for {:?} — raise [ledger] pool_size, or check the database for slow statements",
+                        self.pool.status().max_size,
+                        self.wait
+                    ),
+                },
+                other => SessionError::Pool {
+                    target,
+                    why: other.to_string(),
+                },
             }
-        }
-        let turn = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        lock(&self.pool[turn % self.pool.len()])
+        })
     }
 
     /// Runs `work` in one transaction, fenced by the lease when this process holds one (a
@@ -205,29 +234,17 @@ impl PgStore {
         fenced: bool,
         work: impl FnOnce(&mut Tx<'_>) -> Result<T, DbError>,
     ) -> Result<T, StoreError> {
-        let mut guard = self.connection();
-        if guard.as_ref().is_none_or(|c| c.session.client.is_closed()) {
-            *guard = None;
-            let connected = self
-                .connect()
-                .map_err(|e| DbError::Connection(e.to_string()))?;
-            *guard = Some(connected);
-        }
-        let Connected {
-            session,
-            statements,
-        } = guard.as_mut().expect("connected above");
-        let tx = block_on(session.client.transaction()).map_err(DbError::from)?;
+        let mut session = self
+            .session()
+            .map_err(|e| DbError::Connection(e.to_string()))?;
+        let tx = block_on(session.transaction()).map_err(DbError::from)?;
         if fenced && let Some(term) = self.term() {
             block_on(fence(&tx, &term)).map_err(|e| match e {
                 LeaseError::Database { source, .. } => StoreError::Db(source.into()),
                 LeaseError::Lost(fenced) => StoreError::Fenced(fenced),
             })?;
         }
-        let value = work(&mut Tx::Postgres {
-            tx: &tx,
-            statements,
-        })?;
+        let value = work(&mut Tx::Postgres(&tx))?;
         block_on(tx.commit()).map_err(DbError::from)?;
         Ok(value)
     }
