@@ -358,6 +358,7 @@ impl Service {
             .ledger
             .blocking("releasing memory after a pass", |ledger| {
                 ledger.shrink_memory();
+                ledger.close_idle_sessions();
                 crate::memory::release_free_memory();
                 crate::memory::release_code_pages();
                 Ok(())

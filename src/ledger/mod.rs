@@ -604,6 +604,14 @@ impl Ledger {
         }
     }
 
+    /// Closes the PostgreSQL pool's idle sessions while the daemon idles after a pass (their
+    /// read and write buffers hold the pass's largest statements); SQLite has none.
+    pub fn close_idle_sessions(&self) {
+        if let Store::Postgres(store) = &self.store {
+            store.close_idle_sessions();
+        }
+    }
+
     /// Releases the connection's page cache (after a pass, or a scrape of a large fleet).
     pub fn shrink_memory(&self) {
         if self.sqlite().is_none() {

@@ -227,6 +227,12 @@ impl PgStore {
         })
     }
 
+    /// Closes the pool's idle sessions (their buffers grew to the pass's largest statements,
+    /// and each holds a server process); the next call opens one again.
+    pub fn close_idle_sessions(&self) {
+        self.pool.retain(|_, _| false);
+    }
+
     /// Runs `work` in one transaction, fenced by the lease when this process holds one (a
     /// write), and commits it; any failure keeps nothing.
     pub fn transaction<T>(
