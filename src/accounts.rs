@@ -1,7 +1,8 @@
 //! Turns the configured accounts into ready ECS clients: credentials resolved (so a missing or
 //! broken source is found at start-up, not at the first renewal), two entries signing with one
 //! AccessKey refused, endpoints, rate limits and retries applied, one shared HTTP connection
-//! pool.
+//! pool; an account with `[accounts.assume_role]` signs with the role's key, assumed through
+//! STS with its base credentials.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -134,8 +135,19 @@ pub async fn resolve_accounts(
     let mut key_ids: std::collections::HashMap<String, &crate::config::Account> =
         std::collections::HashMap::new();
     let mut first_index: std::collections::HashMap<String, usize> = Default::default();
+    // STS calls (assumed roles) share one HTTP client, made when the first role needs it.
+    let mut sts_http: Option<reqwest::Client> = None;
     for (index, account) in accounts.iter().copied() {
-        let provider = match credentials::resolve(&account.credentials, env).await {
+        let resolved = credentials::resolve(&account.credentials, env)
+            .await
+            .map(|base| match &account.assume_role {
+                None => base,
+                Some(role) => {
+                    let http = sts_http.get_or_insert_with(|| shared_http_client(CONNECT_TIMEOUT));
+                    assume(base, role, http.clone(), account.credentials.refresh_before)
+                }
+            });
+        let provider = match resolved {
             Ok(provider) => provider,
             Err(source) => {
                 problems.push(AccountError::Credentials {
@@ -171,6 +183,24 @@ pub async fn resolve_accounts(
         providers.push((index, provider));
     }
     (providers, problems)
+}
+
+/// `role` assumed with `base`'s credentials.
+fn assume(
+    base: credentials::CredentialProvider,
+    role: &crate::config::AssumeRole,
+    http: reqwest::Client,
+    refresh_before: Duration,
+) -> credentials::CredentialProvider {
+    let warnings = base.warnings().to_vec();
+    let assumed = credentials::AssumedRole::new(
+        base,
+        role.config.clone(),
+        role.sts_url.clone(),
+        http,
+        refresh_before,
+    );
+    credentials::CredentialProvider::assumed(assumed, warnings)
 }
 
 /// Builds a client for every account; credential warnings (the IMDSv1 fallback, say) are

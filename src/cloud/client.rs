@@ -562,9 +562,22 @@ pub fn signed_parameters(
     nonce: &str,
     now: DateTime<Utc>,
 ) -> SignedParameters {
+    let api = (action.as_str(), action.version());
+    signed_call(api, region, params, credentials, nonce, now)
+}
+
+/// [`signed_parameters`] for any RPC-style API's `(action, version)` (STS's too).
+pub fn signed_call(
+    (action, version): (&str, &str),
+    region: &str,
+    params: &[(&str, String)],
+    credentials: &Credentials,
+    nonce: &str,
+    now: DateTime<Utc>,
+) -> SignedParameters {
     let mut parameters: Vec<(String, String)> = vec![
-        ("Action".into(), action.as_str().into()),
-        ("Version".into(), action.version().into()),
+        ("Action".into(), action.into()),
+        ("Version".into(), version.into()),
         ("Format".into(), "JSON".into()),
         ("AccessKeyId".into(), credentials.access_key_id.clone()),
         ("SignatureMethod".into(), SIGNATURE_METHOD.into()),

@@ -76,29 +76,51 @@ impl Endpoint {
             Endpoint::Vpc => format!("https://ecs-vpc.{region}.aliyuncs.com/"),
             Endpoint::Custom(template) => template.replace("{region}", region),
         };
-        let malformed = |detail: String| EndpointError::Malformed {
-            value: text.clone(),
-            detail,
-        };
-        let url = Url::parse(&text).map_err(|e| malformed(e.to_string()))?;
-        match url.scheme() {
-            "https" => {}
-            "http" if is_loopback(&url) => {}
-            "http" => {
-                return Err(EndpointError::InsecureRemote { value: text });
-            }
-            other => return Err(malformed(format!("scheme {other:?} is not http or https"))),
-        }
-        if url.host_str().is_none() {
-            return Err(malformed("no host".into()));
-        }
-        if url.query().is_some() || !url.username().is_empty() || url.password().is_some() {
-            return Err(malformed(
-                "it must not carry a query or user information".into(),
-            ));
-        }
-        Ok(url)
+        checked(text)
     }
+
+    /// Where STS calls go for an account of this endpoint whose first region is `region`: the
+    /// regional STS endpoint (`sts.<region>.aliyuncs.com`, `sts-vpc.` for `vpc`), the central
+    /// `sts.aliyuncs.com` when the account names no region, or a custom URL itself (an
+    /// emulator plays STS on the same port).
+    pub fn sts_url(&self, region: Option<&str>) -> Result<Url, EndpointError> {
+        let text = match (self, region) {
+            (Endpoint::Public, Some(region)) => format!("https://sts.{region}.aliyuncs.com/"),
+            (Endpoint::Vpc, Some(region)) => format!("https://sts-vpc.{region}.aliyuncs.com/"),
+            (Endpoint::Public | Endpoint::Vpc, None) => "https://sts.aliyuncs.com/".to_owned(),
+            (Endpoint::Custom(template), region) => {
+                template.replace("{region}", region.unwrap_or("cn-hangzhou"))
+            }
+        };
+        checked(text)
+    }
+}
+
+/// `text` as a URL requests may go to: http(s), a host, no query or user information, and
+/// plain http only to a loopback address.
+pub fn checked(text: String) -> Result<Url, EndpointError> {
+    let malformed = |detail: String| EndpointError::Malformed {
+        value: text.clone(),
+        detail,
+    };
+    let url = Url::parse(&text).map_err(|e| malformed(e.to_string()))?;
+    match url.scheme() {
+        "https" => {}
+        "http" if is_loopback(&url) => {}
+        "http" => {
+            return Err(EndpointError::InsecureRemote { value: text });
+        }
+        other => return Err(malformed(format!("scheme {other:?} is not http or https"))),
+    }
+    if url.host_str().is_none() {
+        return Err(malformed("no host".into()));
+    }
+    if url.query().is_some() || !url.username().is_empty() || url.password().is_some() {
+        return Err(malformed(
+            "it must not carry a query or user information".into(),
+        ));
+    }
+    Ok(url)
 }
 
 /// Whether a URL's host is a loopback address or `localhost`.

@@ -32,6 +32,7 @@ pub async fn run(
             .iter()
             .map(|p| (p.line(), p.to_string())),
     );
+    problems.extend(try_roles(path, &accounts, &providers).await);
     let token_file = readable.bearer_token_file.as_deref();
     if let Err(error) = crate::daemon::admin::auth::configured_token(token_file, env) {
         problems.push((usize::MAX, format!("{}: {error}", path.display())));
@@ -74,6 +75,38 @@ pub async fn run(
     describe(&config, &providers, out);
     let _ = writeln!(out, "  ledger: {ledger}");
     Ok(())
+}
+
+/// Assumes each account's role once (STS `AssumeRole` with its base credentials), so a role
+/// that does not exist, does not trust the identity or wants another ExternalId is reported
+/// now, with STS's code, rather than at the first pass.
+async fn try_roles(
+    path: &Path,
+    accounts: &[(usize, &crate::config::Account)],
+    providers: &[(usize, crate::cloud::credentials::CredentialProvider)],
+) -> Vec<(usize, String)> {
+    use crate::clock::Clock;
+    let mut problems = Vec::new();
+    for (index, provider) in providers {
+        let Some(account) = accounts.iter().find(|(i, _)| i == index).map(|(_, a)| *a) else {
+            continue;
+        };
+        if provider.role_arn().is_none() {
+            continue;
+        }
+        let now = crate::clock::SystemClock.now();
+        if let Err(error) = provider.credentials(now).await {
+            let (line, column) = account.location;
+            problems.push((
+                line,
+                format!(
+                    "{}:{line}:{column}: accounts[{index}].assume_role: {error}",
+                    path.display()
+                ),
+            ));
+        }
+    }
+    problems
 }
 
 /// Where the ledger is; a PostgreSQL one is connected to (its URL file read under the

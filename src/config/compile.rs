@@ -9,8 +9,8 @@ use std::ops::Range;
 use std::time::Duration;
 
 use super::report::{Report, duration_of, line_col};
-use super::schema::{AccountSection, ActionKind, ConfigFile, PolicySection};
-use super::{Account, Limits};
+use super::schema::{AccountSection, ActionKind, ConfigFile, PolicySection, Regions};
+use super::{Account, AssumeRole, Limits};
 use crate::cloud::credentials::SourceKind;
 use crate::cloud::ecs::AutoRenewTarget;
 use crate::cloud::endpoint::Endpoint;
@@ -29,6 +29,11 @@ pub(super) fn compile_account(
 ) -> Account {
     let endpoint = account_endpoint(section, key, report);
     check_credentials(section, key, report);
+    let regions = section
+        .regions
+        .clone()
+        .unwrap_or_else(|| file.scan.regions.clone());
+    let assume_role = account_assume_role(section, (&endpoint, &regions), key, report);
     let currency = account_currency(section, key, report);
     if section.rate_limit.per_second <= 0.0 || section.rate_limit.burst == 0 {
         report.error(
@@ -41,6 +46,7 @@ pub(super) fn compile_account(
     Account {
         name: section.name.get_ref().clone(),
         credentials: section.credentials.clone(),
+        assume_role,
         endpoint,
         site: section.site,
         deduction_schedule: section
@@ -49,10 +55,7 @@ pub(super) fn compile_account(
         funds_enabled: section.funds.enabled,
         currency,
         location: line_col(report.text, section.name.span().start),
-        regions: section
-            .regions
-            .clone()
-            .unwrap_or_else(|| file.scan.regions.clone()),
+        regions,
         rate_limit: section.rate_limit.clone(),
         call_retry: section.call_retry.clone(),
         read_timeouts: section
@@ -80,6 +83,49 @@ fn account_endpoint(section: &AccountSection, key: &str, report: &mut Report) ->
                 Endpoint::Public
             }
         },
+    }
+}
+
+/// An account's assumed role, if it has one: each bad setting reported at the table, and the
+/// STS endpoint (`sts_endpoint`, else the account's regional one for its first region).
+fn account_assume_role(
+    section: &AccountSection,
+    (endpoint, regions): (&Endpoint, &Regions),
+    key: &str,
+    report: &mut Report,
+) -> Option<AssumeRole> {
+    let table = section.assume_role.as_ref()?;
+    let config = table.get_ref();
+    for (field, why, hint) in config.problems() {
+        report.error(
+            Some(table.span()),
+            &format!("{key}.assume_role.{field}"),
+            why,
+            hint,
+        );
+    }
+    let first_region = match regions {
+        Regions::List(list) => list.first().map(String::as_str),
+        Regions::All => None,
+    };
+    let url = match &config.sts_endpoint {
+        Some(text) => crate::cloud::endpoint::checked(text.clone()),
+        None => endpoint.sts_url(first_region),
+    };
+    match url {
+        Ok(sts_url) => Some(AssumeRole {
+            config: config.clone(),
+            sts_url,
+        }),
+        Err(e) => {
+            report.error(
+                Some(table.span()),
+                &format!("{key}.assume_role.sts_endpoint"),
+                e.to_string(),
+                "write an https:// URL (plain http only to a loopback address), or leave it unset",
+            );
+            None
+        }
     }
 }
 

@@ -117,6 +117,8 @@ pub struct Account {
     pub name: String,
     /// Credentials source.
     pub credentials: CredentialsConfig,
+    /// A RAM role assumed with those credentials, and where STS is called.
+    pub assume_role: Option<AssumeRole>,
     /// Where the account's calls go: the public or VPC endpoint, or a custom URL.
     pub endpoint: Endpoint,
     /// Site (period rules).
@@ -138,6 +140,15 @@ pub struct Account {
     pub call_retry: RetryPolicy,
     /// Per-action read timeout overrides.
     pub read_timeouts: Vec<(crate::cloud::Action, Duration)>,
+}
+
+/// `[accounts.assume_role]`, checked: the settings and the STS endpoint they resolve to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AssumeRole {
+    /// The role, session, duration and ExternalId.
+    pub config: crate::cloud::credentials::AssumeRoleConfig,
+    /// Where AssumeRole is sent.
+    pub sts_url: reqwest::Url,
 }
 
 /// `[funds]`: the forecast of upcoming charges against each account's balance.

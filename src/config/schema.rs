@@ -428,6 +428,9 @@ pub struct AccountSection {
     /// Where its AccessKey comes from.
     #[serde(default)]
     pub credentials: CredentialsConfig,
+    /// `[accounts.assume_role]`: a RAM role assumed with those credentials (STS AssumeRole).
+    #[serde(default)]
+    pub assume_role: Option<Spanned<crate::cloud::credentials::AssumeRoleConfig>>,
     /// `public` (default), `vpc`, or a URL (an emulator, a gateway).
     #[serde(default)]
     pub endpoint: Option<Spanned<String>>,

@@ -751,6 +751,45 @@ mod tests {
     }
 
     #[test]
+    fn assume_role_settings_are_checked_where_they_are_written() {
+        let base = "[[accounts]]\nname = \"a\"\n[accounts.credentials]\nsource = \"env\"\n";
+        let policy = "[[policies]]\nname = \"p\"\naction = \"renew\"\n";
+        let arn = "role_arn = \"acs:ram::1234567890123456:role/ecs-renewd\"\n";
+        let good = check_text(&format!("{base}[accounts.assume_role]\n{arn}{policy}")).unwrap();
+        let role = good.accounts[0].assume_role.as_ref().unwrap();
+        assert_eq!(role.sts_url.as_str(), "https://sts.aliyuncs.com/");
+        for (settings, key, says) in [
+            (
+                "role_arn = \"acs:ram::12x:role/r\"\n",
+                "role_arn",
+                "not a RAM role ARN",
+            ),
+            ("session_name = \"a b\"\n", "session_name", "2 to 64"),
+            ("duration = \"5m\"\n", "duration", "15m to 12h"),
+            ("external_id = \"x\"\n", "external_id", "trust policy"),
+            (
+                "sts_endpoint = \"http://sts.example.com/\"\n",
+                "sts_endpoint",
+                "plain http",
+            ),
+        ] {
+            let settings = if settings.starts_with("role_arn") {
+                settings.to_owned()
+            } else {
+                format!("{arn}{settings}")
+            };
+            let text = format!("{base}[accounts.assume_role]\n{settings}{policy}");
+            let problems = check_text(&text).unwrap_err();
+            let key = format!("accounts[0].assume_role.{key}");
+            let found = problems.iter().find(|p| p.contains(&format!(": {key}:")));
+            assert!(
+                found.is_some_and(|p| p.contains(says) && p.starts_with("t.toml:5:")),
+                "{settings}: {problems:?}"
+            );
+        }
+    }
+
+    #[test]
     fn every_problem_of_the_file_comes_back_in_one_run_in_file_order() {
         let text = "[scan]\nconcurrency = 0\n[[accounts]]\nname = \"a b\"\n[accounts.credentials]\nsource = \"env\"\n[[policies]]\nname = \"p\"\naction = \"renew\"\nperiod = 99\n";
         let problems = check_text(text).unwrap_err();

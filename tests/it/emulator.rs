@@ -56,6 +56,8 @@ fn instance(id: &str, region: &str, expires_in: &str) -> InstanceSpec {
 fn fleet() -> EmulatorConfig {
     let mut config = EmulatorConfig {
         accounts: vec![AccountSpec {
+            uid: None,
+            roles: Vec::new(),
             name: "main".into(),
             balance: 1000.0,
             currency: "CNY".into(),

@@ -246,6 +246,8 @@ fn fleet(case: &Case) -> EmulatorConfig {
         .collect();
     let mut config = EmulatorConfig {
         accounts: vec![AccountSpec {
+            uid: None,
+            roles: Vec::new(),
             name: "main".into(),
             balance: case.balance as f64 / 100.0,
             currency: if case.usd { "USD" } else { "CNY" }.into(),

@@ -10,6 +10,7 @@
 mod support;
 
 mod admin;
+mod assumed_roles;
 mod bad_input;
 mod client;
 mod config;

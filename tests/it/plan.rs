@@ -44,6 +44,8 @@ fn spec(id: &str, expires: &str) -> InstanceSpec {
 fn fleet() -> EmulatorConfig {
     let mut config = EmulatorConfig {
         accounts: vec![AccountSpec {
+            uid: None,
+            roles: Vec::new(),
             name: "main".into(),
             balance: 10_000.0,
             currency: "CNY".into(),

@@ -138,6 +138,8 @@ fn fleet(options: &Options, start: DateTime<Utc>, rng: &mut StdRng) -> EmulatorC
     let mut config = EmulatorConfig {
         accounts: vec![
             AccountSpec {
+                uid: None,
+                roles: Vec::new(),
                 name: "alpha".into(),
                 balance: 5_000_000.0,
                 currency: "CNY".into(),
@@ -150,6 +152,8 @@ fn fleet(options: &Options, start: DateTime<Utc>, rng: &mut StdRng) -> EmulatorC
                 }],
             },
             AccountSpec {
+                uid: None,
+                roles: Vec::new(),
                 name: "beta".into(),
                 balance: 5_000_000.0,
                 currency: "CNY".into(),

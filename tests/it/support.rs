@@ -428,6 +428,8 @@ pub fn harness_fleet(
     use ecs_emulator::settings::{AccessKeySpec, AccountSpec};
     let mut config = ecs_emulator::EmulatorConfig {
         accounts: vec![AccountSpec {
+            uid: None,
+            roles: Vec::new(),
             name: "main".into(),
             balance,
             currency: "CNY".into(),

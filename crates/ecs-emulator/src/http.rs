@@ -215,6 +215,9 @@ async fn handle(
     };
     let request_id = request_id();
     let now = emulator.clock.now();
+    if crate::sts::is_sts(request.version()) {
+        return sts_call(&emulator, &request, &request_id, now);
+    }
     let Admission {
         result,
         throttle,
@@ -285,10 +288,7 @@ fn admit(emulator: &Emulator, request: &Request<'_>, now: DateTime<Utc>) -> Admi
         .by_action
         .entry(action_name.clone())
         .or_default() += 1;
-    let auth_now = match state.world.settings.auth_clock {
-        AuthClock::Emulated => now,
-        AuthClock::Wall => SystemClock.now(),
-    };
+    let auth_now = auth_now(&state.world, now);
     let State_ {
         world,
         nonces,
@@ -308,6 +308,49 @@ fn admit(emulator: &Emulator, request: &Request<'_>, now: DateTime<Utc>) -> Admi
         result,
         throttle: world.settings.throttle.clone(),
         latency: world.settings.latency,
+    }
+}
+
+/// The clock a request's timestamp window is checked against.
+fn auth_now(world: &World, now: DateTime<Utc>) -> DateTime<Utc> {
+    match world.settings.auth_clock {
+        AuthClock::Emulated => now,
+        AuthClock::Wall => SystemClock.now(),
+    }
+}
+
+/// Answers an STS call (`crate::sts`): counted, authenticated and run under the state lock.
+/// STS answers at once: no latency, throttling or injected faults.
+fn sts_call(
+    emulator: &Emulator,
+    request: &Request<'_>,
+    request_id: &str,
+    now: DateTime<Utc>,
+) -> Response {
+    let outcome = {
+        let mut state = emulator.lock();
+        *state
+            .calls
+            .by_action
+            .entry(request.action_name().to_owned())
+            .or_default() += 1;
+        let auth_now = auth_now(&state.world, now);
+        let State_ { world, nonces, .. } = &mut *state;
+        authenticate(request, world, nonces, auth_now, now).and_then(|caller| {
+            crate::sts::dispatch(world, &caller, request.action_name(), request.params, now)
+        })
+    };
+    emulator.activity.send_modify(|n| *n += 1);
+    match outcome {
+        Ok(mut value) => {
+            value["RequestId"] = Value::String(request_id.to_owned());
+            finish(emulator, json_response(200, &value, request_id), "OK")
+        }
+        Err(fault) => finish(
+            emulator,
+            fault_response(&fault, request_id, None),
+            &fault.code,
+        ),
     }
 }
 

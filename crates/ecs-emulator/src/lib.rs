@@ -24,7 +24,9 @@ pub mod fleet;
 pub mod http;
 pub mod instance;
 pub mod request;
+pub mod roles;
 pub mod settings;
+pub mod sts;
 pub mod world;
 
 use std::net::SocketAddr;

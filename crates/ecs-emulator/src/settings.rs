@@ -244,6 +244,30 @@ pub struct AccountSpec {
     /// AccessKeys that act for this account.
     #[serde(default)]
     pub access_keys: Vec<AccessKeySpec>,
+    /// The account's id (digits; default `1000000000000001` for the first account, and so
+    /// on): role ARNs and trust lists name it.
+    #[serde(default)]
+    pub uid: Option<String>,
+    /// `[[accounts.roles]]`: RAM roles other accounts' identities may assume (STS AssumeRole).
+    #[serde(default)]
+    pub roles: Vec<RoleSpec>,
+}
+
+/// A RAM role of an account, for STS `AssumeRole`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleSpec {
+    /// The role's name (`acs:ram::<uid>:role/<name>`).
+    pub name: String,
+    /// The account ids (uids) whose keys may assume it.
+    #[serde(default)]
+    pub trust: Vec<String>,
+    /// The ExternalId its trust policy requires.
+    #[serde(default)]
+    pub external_id: Option<String>,
+    /// The longest session (`MaxSessionDuration`, 1h–12h; default 1h).
+    #[serde(default)]
+    pub max_session: Option<String>,
 }
 
 fn default_balance() -> f64 {
@@ -499,6 +523,8 @@ impl EmulatorConfig {
     pub fn single_account(key_id: &str, secret: &str) -> EmulatorConfig {
         EmulatorConfig {
             accounts: vec![AccountSpec {
+                uid: None,
+                roles: Vec::new(),
                 name: "default".into(),
                 balance: default_balance(),
                 currency: default_currency(),

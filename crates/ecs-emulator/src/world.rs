@@ -154,6 +154,8 @@ pub struct World {
     pub settings: Settings,
     accounts: BTreeMap<String, Account>,
     keys: HashMap<String, AccessKey>,
+    /// Account ids and RAM roles (STS).
+    identities: crate::roles::Identities,
     /// Instances per (account, region), by id: paging walks ids in order.
     sources: BTreeMap<(String, String), BTreeMap<String, Instance>>,
     /// Where each id lives.
@@ -279,6 +281,7 @@ impl World {
             settings: config.settings.clone(),
             accounts: BTreeMap::new(),
             keys: HashMap::new(),
+            identities: Default::default(),
             sources: BTreeMap::new(),
             locations: HashMap::new(),
             regions: config.regions.iter().cloned().collect(),
@@ -299,10 +302,11 @@ impl World {
                     .into(),
             );
         }
-        for spec in specs {
+        for (index, spec) in specs.iter().enumerate() {
             if self.accounts.contains_key(&spec.name) {
                 return Err(format!("account {:?} is listed twice", spec.name));
             }
+            self.identities.add(index, spec)?;
             self.accounts.insert(
                 spec.name.clone(),
                 Account {
@@ -314,6 +318,39 @@ impl World {
             self.add_access_keys(&spec.name, &spec.access_keys)?;
         }
         Ok(())
+    }
+
+    /// Account ids and RAM roles.
+    pub fn identities(&self) -> &crate::roles::Identities {
+        &self.identities
+    }
+
+    /// A key STS mints for `account` (an assumed role's), expiring at `expires_at`. Minted keys
+    /// a day past their expiry are forgotten (until then a late caller hears "expired").
+    pub fn mint_sts_key(
+        &mut self,
+        account: &str,
+        expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> crate::roles::Minted {
+        self.keys.retain(|id, key| {
+            !(id.starts_with("STS.")
+                && key
+                    .expires_at
+                    .is_some_and(|t| t + chrono::Duration::days(1) < now))
+        });
+        let minted = crate::roles::mint();
+        self.keys.insert(
+            minted.id.clone(),
+            AccessKey {
+                account: account.to_owned(),
+                secret: Secret::new(minted.secret.clone()),
+                security_token: Some(minted.token.clone()),
+                expires_at: Some(expires_at),
+                denied_actions: Vec::new(),
+            },
+        );
+        minted
     }
 
     /// Adds `account`'s access keys; fails when a key id is already known.
@@ -891,6 +928,8 @@ mod tests {
         let now = time::parse("2026-03-10T04:00:00Z").unwrap();
         let mut config = EmulatorConfig::single_account("ak", "sk");
         config.accounts[0] = AccountSpec {
+            uid: None,
+            roles: Vec::new(),
             balance,
             ..config.accounts[0].clone()
         };

@@ -118,6 +118,8 @@ fn fleet(size: usize, options: &BenchOptions) -> EmulatorConfig {
         accounts: ACCOUNTS
             .iter()
             .map(|name| AccountSpec {
+                uid: None,
+                roles: Vec::new(),
                 name: (*name).into(),
                 balance: 100_000_000.0,
                 currency: "CNY".into(),

@@ -125,12 +125,16 @@ pub fn fleet() -> EmulatorConfig {
     let mut config = EmulatorConfig {
         accounts: vec![
             AccountSpec {
+                uid: None,
+                roles: Vec::new(),
                 name: "prod".into(),
                 balance: 200_000.0,
                 currency: "CNY".into(),
                 access_keys: vec![key("LTAIdemoprod", "demo-prod-secret")],
             },
             AccountSpec {
+                uid: None,
+                roles: Vec::new(),
                 name: "lean".into(),
                 balance: 150.0,
                 currency: "CNY".into(),

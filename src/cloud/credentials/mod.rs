@@ -1,8 +1,10 @@
 //! Where an account's AccessKey comes from. A chain of sources, first that yields wins:
 //! explicit files named in the config, the environment, systemd credentials, the aliyun CLI
-//! profile, and the ECS RAM role through the instance metadata service (docs/ecs-api.md §5). Secrets
-//! are held in [`Secret`] from the moment they are read.
+//! profile, and the ECS RAM role through the instance metadata service (docs/ecs-api.md §5); on
+//! top of any of them, a RAM role assumed through STS (`assume_role`). Secrets are held in
+//! [`Secret`] from the moment they are read.
 
+mod assume_role;
 mod cli_profile;
 mod imds;
 mod sources;
@@ -15,6 +17,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+pub use assume_role::{AssumeRoleConfig, AssumedRole, REFUSAL_PAUSE, STS_VERSION};
 pub use imds::{DEFAULT_METADATA_URL, ImdsProvider, check_metadata_url};
 
 use crate::closed_enum;
@@ -256,6 +259,16 @@ pub enum CredentialError {
         detail: String,
     },
 
+    /// STS would not give the role's key (or could not be reached) and no key of it still
+    /// works.
+    #[error("assuming RAM role {role_arn}: {detail}")]
+    AssumeRole {
+        /// The role's ARN.
+        role_arn: String,
+        /// STS's code, message and request id with advice, or why it could not be asked.
+        detail: String,
+    },
+
     /// Every source was tried and none yielded.
     #[error(
         "no credentials found; tried: {tried} — configure the account's credentials (see config/example.toml)"
@@ -276,6 +289,7 @@ pub struct CredentialProvider {
 enum ProviderKind {
     Static(Credentials),
     Imds(ImdsProvider),
+    Assumed(Box<AssumedRole>),
 }
 
 impl fmt::Debug for CredentialProvider {
@@ -305,6 +319,24 @@ impl CredentialProvider {
         }
     }
 
+    /// The role `assumed` names, assumed with its base credentials; the base's warnings stay.
+    pub fn assumed(assumed: AssumedRole, warnings: Vec<String>) -> Self {
+        CredentialProvider {
+            origin: assumed.describe(),
+            warnings,
+            kind: ProviderKind::Assumed(Box::new(assumed)),
+        }
+    }
+
+    /// The assumed role's ARN, when the credentials are a role's: two entries assuming one
+    /// role reach one cloud account.
+    pub fn role_arn(&self) -> Option<&str> {
+        match &self.kind {
+            ProviderKind::Assumed(role) => Some(role.role_arn()),
+            _ => None,
+        }
+    }
+
     fn with_warnings(mut self, warnings: Vec<String>) -> Self {
         self.warnings = warnings;
         self
@@ -315,7 +347,7 @@ impl CredentialProvider {
     pub fn fixed_key_id(&self) -> Option<&str> {
         match &self.kind {
             ProviderKind::Static(credentials) => Some(&credentials.access_key_id),
-            ProviderKind::Imds(_) => None,
+            ProviderKind::Imds(_) | ProviderKind::Assumed(_) => None,
         }
     }
 
@@ -332,9 +364,26 @@ impl CredentialProvider {
     /// Forgets cached temporary credentials (the service rejected them), so the next call
     /// fetches fresh ones. Fixed credentials are kept: re-reading them cannot help.
     pub async fn invalidate(&self) {
-        if let ProviderKind::Imds(provider) = &self.kind {
-            provider.invalidate().await;
+        match &self.kind {
+            ProviderKind::Static(_) => {}
+            ProviderKind::Imds(provider) => provider.invalidate().await,
+            ProviderKind::Assumed(role) => role.invalidate().await,
         }
+    }
+
+    /// [`CredentialProvider::invalidate`], boxed: an assumed role's base is a provider too.
+    fn invalidate_boxed(&self) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(self.invalidate())
+    }
+
+    /// [`CredentialProvider::credentials`], boxed: an assumed role's base is a provider too.
+    #[allow(clippy::type_complexity)]
+    fn credentials_boxed(
+        &self,
+        now: DateTime<Utc>,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<Credentials, CredentialError>> + Send + '_>>
+    {
+        Box::pin(self.credentials(now))
     }
 
     /// The credentials to sign with at `now`, refreshing temporary ones that are close
@@ -343,6 +392,7 @@ impl CredentialProvider {
         match &self.kind {
             ProviderKind::Static(credentials) => Ok(credentials.clone()),
             ProviderKind::Imds(provider) => provider.credentials(now).await,
+            ProviderKind::Assumed(role) => role.credentials(now).await,
         }
     }
 }

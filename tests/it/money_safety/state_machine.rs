@@ -334,6 +334,8 @@ fn fleet(delayed: bool, replay: bool) -> EmulatorConfig {
     };
     let mut config = EmulatorConfig {
         accounts: vec![AccountSpec {
+            uid: None,
+            roles: Vec::new(),
             name: "sm".into(),
             balance: 100_000.0,
             currency: "CNY".into(),

@@ -1,0 +1,230 @@
+//! Accounts reached through an assumed RAM role (`[accounts.assume_role]`), end to end against
+//! the emulator's STS: the role's instances renewed with the role's key and one AssumeRole per
+//! key; each refusal (ExternalId missing or wrong, a role that does not trust the caller, no
+//! such role) one clear permission failure that names the code and the role, asked again only
+//! after the pause; keys that expire between passes fetched again before they do, with no call
+//! refused for an expired token.
+
+use std::time::Duration;
+
+use ecs_emulator::settings::{AccountSpec, RoleSpec};
+use ecs_renewd::cloud::ErrorClass;
+use ecs_renewd::cloud::credentials::REFUSAL_PAUSE;
+
+use crate::support::{Harness, harness_fleet, instance_spec};
+
+const NOW: &str = "2026-03-10T04:00:00Z";
+const RENEW_ALL: &str =
+    "[[policies]]\nname = \"renew-all\"\naction = \"renew\"\nrenew_before = \"7d\"\n";
+/// The harness's own account ("main", the first of the fleet) has the emulator's first uid.
+const MAIN_UID: &str = "1000000000000001";
+const PROD_UID: &str = "2000000000000002";
+const PROD_ROLE: &str = "acs:ram::2000000000000002:role/ecs-renewd";
+
+fn minutes(n: u64) -> Duration {
+    Duration::from_secs(n * 60)
+}
+
+fn role(external_id: Option<&str>, trust: &[&str]) -> RoleSpec {
+    RoleSpec {
+        name: "ecs-renewd".into(),
+        trust: trust.iter().map(|t| (*t).to_owned()).collect(),
+        external_id: external_id.map(str::to_owned),
+        max_session: None,
+    }
+}
+
+/// The harness's account holds no instance; "prod" (uid `PROD_UID`) holds one due for renewal
+/// and has `role`.
+fn org_fleet(role: RoleSpec) -> ecs_emulator::EmulatorConfig {
+    let mut due = instance_spec("i-prod", "2026-03-13T16:00Z");
+    due.account = Some("prod".into());
+    let mut fleet = harness_fleet(NOW, 1000.0, vec![due]);
+    fleet.accounts.push(AccountSpec {
+        name: "prod".into(),
+        balance: 1000.0,
+        currency: "CNY".into(),
+        access_keys: Vec::new(),
+        uid: Some(PROD_UID.into()),
+        roles: vec![role],
+    });
+    fleet
+}
+
+/// The harness's account entry assumes the prod role (`settings`: more keys of the table).
+fn assuming(settings: &str) -> String {
+    format!("[accounts.assume_role]\nrole_arn = \"{PROD_ROLE}\"\n{settings}{RENEW_ALL}")
+}
+
+fn assume_role_calls(h: &Harness) -> u64 {
+    h.emulator
+        .calls()
+        .by_action
+        .get("AssumeRole")
+        .copied()
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn an_assumed_role_renews_the_roles_instances_with_one_sts_call_per_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let external_id_file = dir.path().join("external-id");
+    std::fs::write(&external_id_file, "ext-1234\n").unwrap();
+    let settings = format!("external_id_file = \"{}\"\n", external_id_file.display());
+    let h = Harness::start(
+        org_fleet(role(Some("ext-1234"), &[MAIN_UID])),
+        &assuming(&settings),
+    )
+    .await;
+    let summary = h.pass().await;
+    assert_eq!(
+        (summary.renewed, summary.verified, summary.result.as_str()),
+        (1, 1, "ok"),
+        "{summary:?}"
+    );
+    let orders = h.emulator.orders();
+    assert_eq!(orders.len(), 1);
+    assert_eq!(
+        (orders[0].account.as_str(), orders[0].instance_id.as_str()),
+        ("prod", "i-prod"),
+        "charged to the role's account"
+    );
+    assert_eq!(assume_role_calls(&h), 1, "one key for the whole pass");
+    h.advance(minutes(10));
+    let again = h.pass().await;
+    assert_eq!(again.result, "ok", "{again:?}");
+    assert_eq!(assume_role_calls(&h), 1, "the key lasts an hour");
+    assert_eq!(h.emulator.orders().len(), 1);
+}
+
+#[tokio::test]
+async fn each_refusal_is_one_clear_permission_failure_asked_again_only_after_a_pause() {
+    let cases = [
+        (
+            "ExternalId missing",
+            role(Some("ext-1234"), &[MAIN_UID]),
+            "",
+        ),
+        (
+            "ExternalId wrong",
+            role(Some("ext-1234"), &[MAIN_UID]),
+            "external_id = \"ext-9999\"\n",
+        ),
+        ("not trusted", role(None, &["3000000000000003"]), ""),
+    ];
+    for (case, role, settings) in cases {
+        let h = Harness::start(org_fleet(role), &assuming(settings)).await;
+        let summary = h.pass().await;
+        let source = &summary.source_results[0];
+        assert_eq!(
+            source.failure_class,
+            Some(ErrorClass::Permission),
+            "{case}: {summary:?}"
+        );
+        let error = source.error.as_deref().unwrap_or_default();
+        for needed in ["NoPermission", PROD_ROLE, "request id", "trust policy"] {
+            assert!(error.contains(needed), "{case}: {needed:?} in {error}");
+        }
+        assert_eq!(h.renew_calls(), 0, "{case}");
+        assert_eq!(assume_role_calls(&h), 1, "{case}");
+        h.advance(minutes(1));
+        h.pass().await;
+        assert_eq!(assume_role_calls(&h), 1, "{case}: the refusal stands");
+        h.advance(REFUSAL_PAUSE);
+        h.pass().await;
+        assert_eq!(
+            assume_role_calls(&h),
+            2,
+            "{case}: asked again after the pause"
+        );
+        assert!(h.emulator.orders().is_empty(), "{case}");
+    }
+}
+
+#[tokio::test]
+async fn a_role_that_does_not_exist_is_named_with_advice() {
+    let h = Harness::start(
+        org_fleet(role(None, &[MAIN_UID])),
+        &format!(
+            "[accounts.assume_role]\nrole_arn = \"acs:ram::{PROD_UID}:role/missing\"\n{RENEW_ALL}"
+        ),
+    )
+    .await;
+    let summary = h.pass().await;
+    let error = summary.source_results[0].error.clone().unwrap_or_default();
+    assert!(
+        error.contains("EntityNotExist.Role") && error.contains("no such role"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn keys_are_fetched_again_before_they_expire_so_no_call_meets_an_expired_token() {
+    let h = Harness::start(
+        org_fleet(role(None, &[MAIN_UID])),
+        &assuming("duration = \"15m\"\n"),
+    )
+    .await;
+    // Six passes ten minutes apart over keys that last fifteen: each pass is past the last
+    // key's refresh point (halfway through its life) and fetches the next one first.
+    for pass in 0..6 {
+        let summary = h.pass().await;
+        assert!(
+            summary.source_results.iter().all(|s| s.error.is_none()),
+            "pass {pass}: {summary:?}"
+        );
+        h.advance(minutes(10));
+    }
+    assert_eq!(assume_role_calls(&h), 6);
+    let outcomes = h.emulator.calls().by_outcome;
+    assert!(
+        outcomes
+            .keys()
+            .all(|code| !code.starts_with("InvalidSecurityToken")),
+        "{outcomes:?}"
+    );
+}
+
+#[tokio::test]
+async fn check_config_assumes_each_role_once_and_reports_a_refusal_with_its_code() {
+    let mut fleet = org_fleet(role(Some("ext-1234"), &[MAIN_UID]));
+    // check-config signs with the wall clock: the emulator runs on it too.
+    fleet.settings.clock_start = None;
+    fleet.settings.clock_speed = 1.0;
+    let emulator = ecs_emulator::start(fleet, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    let write = |settings: &str| {
+        std::fs::write(
+            &path,
+            format!(
+                "[daemon]\nstate_dir = \"{}\"\n[[accounts]]\nname = \"main\"\nendpoint = \"{}\"\nregions = [\"cn-hangzhou\"]\n[accounts.credentials]\nsource = \"env\"\n[accounts.assume_role]\nrole_arn = \"{PROD_ROLE}\"\n{settings}{RENEW_ALL}",
+                dir.path().display(),
+                emulator.url()
+            ),
+        )
+        .unwrap()
+    };
+    write("external_id = \"ext-9999\"\n");
+    let mut out = Vec::new();
+    let failure = ecs_renewd::commands::check_config::run(&path, &Harness::env(), &mut out)
+        .await
+        .expect_err("the role refuses");
+    let text = failure.to_string();
+    let at = format!("{}:4:", path.display());
+    assert!(
+        text.contains(&at)
+            && text.contains("accounts[0].assume_role")
+            && text.contains("NoPermission")
+            && !text.contains("ext-9999"),
+        "{text}"
+    );
+    write("external_id = \"ext-1234\"\n");
+    ecs_renewd::commands::check_config::run(&path, &Harness::env(), &mut out)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let calls = emulator.calls().by_action.get("AssumeRole").copied();
+    assert_eq!(calls, Some(2), "one AssumeRole per check");
+}
