@@ -742,3 +742,100 @@ async fn secrets_never_appear_when_credentials_or_providers_are_formatted() {
         assert!(!shown.contains("file-secret"), "{shown}");
     }
 }
+
+/// A credentials server: the five-field JSON with `token`, expiring at 01:00; counts GETs.
+async fn uri_stub(token: &'static str, fetches: Arc<AtomicUsize>) -> Stub {
+    Stub::start(move |request: &Recorded, _| {
+        assert_eq!(request.method, "GET");
+        fetches.fetch_add(1, Ordering::SeqCst);
+        Reply::json(
+            200,
+            serde_json::json!({
+                "Code": "Success",
+                "AccessKeyId": "STS.uri",
+                "AccessKeySecret": "uri-secret",
+                "SecurityToken": token,
+                "Expiration": "2026-01-01T01:00:00Z"
+            }),
+        )
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_credentials_uri_is_read_and_refreshed_before_expiry_and_an_empty_token_is_none() {
+    let at = |h, m| Utc.with_ymd_and_hms(2026, 1, 1, h, m, 0).unwrap();
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let server = uri_stub("uri-token", fetches.clone()).await;
+    let config = CredentialsConfig {
+        source: SourceKind::Uri,
+        credentials_uri: Some(format!("{}/creds?key=query-secret", server.url())),
+        ..CredentialsConfig::default()
+    };
+    let provider = resolve(&config, &Environment::default()).await.unwrap();
+    let origin = provider.origin();
+    assert!(
+        origin.contains("/creds") && !origin.contains("query-secret"),
+        "{origin}"
+    );
+    let key = provider.credentials(at(0, 30)).await.unwrap();
+    assert_eq!(key.access_key_id, "STS.uri");
+    assert_eq!(key.security_token.unwrap().expose(), "uri-token");
+    provider.credentials(at(0, 44)).await.unwrap();
+    assert_eq!(fetches.load(Ordering::SeqCst), 1, "fresh: held");
+    provider.credentials(at(0, 46)).await.unwrap();
+    assert_eq!(fetches.load(Ordering::SeqCst), 2, "within 15 min of expiry");
+    assert_eq!(
+        server.requests()[0].path,
+        "/creds",
+        "the query is sent, the path kept"
+    );
+
+    // From the environment, as the official chain reads it; an empty token is none.
+    let bare = uri_stub("", Arc::new(AtomicUsize::new(0))).await;
+    let env = Environment::from_pairs([("ALIBABA_CLOUD_CREDENTIALS_URI", bare.url())]);
+    let uri_only = CredentialsConfig {
+        source: SourceKind::Uri,
+        ..CredentialsConfig::default()
+    };
+    let provider = resolve(&uri_only, &env).await.unwrap();
+    let key = provider.credentials(at(0, 30)).await.unwrap();
+    assert!(key.security_token.is_none());
+}
+
+#[tokio::test]
+async fn a_failing_credentials_uri_says_where_without_its_query_or_the_answer() {
+    let at = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+    let server = Stub::start(|_: &Recorded, _| {
+        Reply::json(
+            200,
+            serde_json::json!({"Code": "Failed", "AccessKeySecret": "leaked-secret"}),
+        )
+    })
+    .await;
+    let config = CredentialsConfig {
+        source: SourceKind::Uri,
+        credentials_uri: Some(format!("{}/creds?key=query-secret", server.url())),
+        ..CredentialsConfig::default()
+    };
+    let provider = resolve(&config, &Environment::default()).await.unwrap();
+    let error = provider.credentials(at).await.unwrap_err().to_string();
+    assert!(
+        error.contains("Code")
+            && error.contains("/creds")
+            && !error.contains("query-secret")
+            && !error.contains("leaked-secret"),
+        "{error}"
+    );
+    let absent = resolve(
+        &CredentialsConfig {
+            source: SourceKind::Uri,
+            ..CredentialsConfig::default()
+        },
+        &Environment::default(),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(absent.contains("ALIBABA_CLOUD_CREDENTIALS_URI"), "{absent}");
+}

@@ -1,9 +1,9 @@
 //! An assumed RAM role: the account's base credentials (any source) sign STS `AssumeRole`
 //! (version 2015-04-01, RPC signature V1, the base's STS token included when the base is
 //! itself temporary: role chaining), and the role's temporary key signs the account's calls.
-//! The key is fetched again before it expires; a failed refresh keeps the old key while it
-//! still works, and a refusal (permission, trust, ExternalId, a wrong ARN) is asked again only
-//! after [`REFUSAL_PAUSE`], so a misconfigured role is one clear error, not a storm of calls.
+//! The key is held and fetched again before it expires by [`Refreshing`]; a refusal
+//! (permission, trust, ExternalId, a wrong ARN) is asked again only after its pause, so a
+//! misconfigured role is one clear error, not a storm of calls.
 //! Facts: docs/sts-and-directories.md §1 and §3.3 (STS, and how the official credentials
 //! libraries refresh); the behaviour: docs/architecture.md, "Credentials".
 
@@ -14,6 +14,9 @@ use chrono::{DateTime, Utc};
 use reqwest::Url;
 use serde::{Deserialize, Serialize};
 
+use futures_util::future::BoxFuture;
+
+use super::refresh::{Failure, Fetch, Refreshing};
 use super::{CredentialError, CredentialProvider, Credentials};
 use crate::cloud::client::{form_body, new_nonce, scrub_secrets, signed_call};
 use crate::cloud::types::ErrorBody;
@@ -21,10 +24,6 @@ use crate::secret::Secret;
 
 /// The STS API version.
 pub const STS_VERSION: &str = "2015-04-01";
-
-/// How long a refusal stands before STS is asked again (a role fixed meanwhile is picked up
-/// then, or at a reload).
-pub const REFUSAL_PAUSE: Duration = Duration::from_secs(5 * 60);
 
 /// The read timeout of one AssumeRole call (the official credentials libraries use 10 s).
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -166,34 +165,11 @@ fn valid_external_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"_+=,.@:/-".contains(&b))
 }
 
-/// Why AssumeRole failed, kept to be said again while a refusal stands.
-#[derive(Debug, Clone)]
-struct Failure {
-    /// The whole message (code, text, request id, advice; never a secret).
-    text: String,
-    /// STS refused (a 4xx other than throttling): asking again soon cannot help.
-    refused: bool,
-}
-
-/// What the provider holds between calls.
-#[derive(Default)]
-struct Held {
-    /// The role's current key.
-    current: Option<Credentials>,
-    /// When that key was fetched (its refresh point lies between then and its expiry).
-    fetched_at: Option<DateTime<Utc>>,
-    /// The last refusal and when it came.
-    refusal: Option<(DateTime<Utc>, Failure)>,
-}
-
 /// Credentials of an assumed role, refreshed before they expire.
 pub struct AssumedRole {
-    base: Box<CredentialProvider>,
-    config: AssumeRoleConfig,
-    endpoint: Url,
-    http: reqwest::Client,
-    refresh_before: Duration,
-    held: tokio::sync::Mutex<Held>,
+    refreshing: Refreshing,
+    role_arn: String,
+    origin: String,
 }
 
 impl AssumedRole {
@@ -206,108 +182,72 @@ impl AssumedRole {
         http: reqwest::Client,
         refresh_before: Duration,
     ) -> AssumedRole {
-        AssumedRole {
+        let origin = format!(
+            "role {} assumed through {} with {}",
+            config.role_arn,
+            endpoint,
+            base.origin()
+        );
+        let role_arn = config.role_arn.clone();
+        let sts = Sts {
             base: Box::new(base),
             config,
             endpoint,
             http,
-            refresh_before,
-            held: tokio::sync::Mutex::new(Held::default()),
+        };
+        AssumedRole {
+            refreshing: Refreshing::new(Box::new(sts), refresh_before),
+            role_arn,
+            origin,
         }
     }
 
     /// Where the credentials come from, for logs (never a secret).
     pub fn describe(&self) -> String {
-        format!(
-            "role {} assumed through {} with {}",
-            self.config.role_arn,
-            self.endpoint,
-            self.base.origin()
-        )
+        self.origin.clone()
     }
 
     /// The role's ARN.
     pub fn role_arn(&self) -> &str {
-        &self.config.role_arn
+        &self.role_arn
     }
 
     /// Forgets the current key (the service rejected it), so the next call fetches another.
     pub async fn invalidate(&self) {
-        let mut held = self.held.lock().await;
-        held.current = None;
-        held.fetched_at = None;
-        self.base.invalidate_boxed().await;
+        self.refreshing.invalidate().await;
     }
 
-    /// The key to sign with at `now`: the current one until its refresh point, else a fresh
-    /// one; the current one while it still works if fetching fails.
+    /// The key to sign with at `now` ([`Refreshing::credentials`]).
     pub async fn credentials(&self, now: DateTime<Utc>) -> Result<Credentials, CredentialError> {
-        let mut held = self.held.lock().await;
-        if let Some(current) = &held.current
-            && now < self.refresh_point(current, held.fetched_at)
-        {
-            return Ok(current.clone());
-        }
-        if let Some((at, failure)) = &held.refusal
-            && now < *at + chrono::Duration::from_std(REFUSAL_PAUSE).unwrap_or_default()
-        {
-            return Err(self.error(failure));
-        }
-        match self.fetch(now).await {
-            Ok(fresh) => {
-                held.current = Some(fresh.clone());
-                held.fetched_at = Some(now);
-                held.refusal = None;
-                Ok(fresh)
-            }
-            Err(failure) => {
-                if failure.refused {
-                    tracing::error!(role = %self.config.role_arn, "{}", failure.text);
-                    held.refusal = Some((now, failure.clone()));
-                }
-                match &held.current {
-                    Some(current) if current.expiration.is_some_and(|end| now < end) => {
-                        tracing::warn!(
-                            role = %self.config.role_arn,
-                            expires = %current.expiration.map(|t| t.to_rfc3339()).unwrap_or_default(),
-                            "could not refresh the assumed role's key; the current one is used until it expires: {}",
-                            failure.text
-                        );
-                        Ok(current.clone())
-                    }
-                    _ => Err(self.error(&failure)),
-                }
-            }
-        }
+        self.refreshing.credentials(now).await
+    }
+}
+
+/// STS, asked for the role's key with the base's credentials.
+struct Sts {
+    base: Box<CredentialProvider>,
+    config: AssumeRoleConfig,
+    endpoint: Url,
+    http: reqwest::Client,
+}
+
+impl Fetch for Sts {
+    fn what(&self) -> String {
+        format!("assuming RAM role {}", self.config.role_arn)
     }
 
-    /// When `current` should be replaced: `refresh_before` its expiry, but no earlier than
-    /// halfway through its life (a 15-minute key is not fetched again on every call).
-    fn refresh_point(
-        &self,
-        current: &Credentials,
-        fetched_at: Option<DateTime<Utc>>,
-    ) -> DateTime<Utc> {
-        let Some(expiry) = current.expiration else {
-            return DateTime::<Utc>::MAX_UTC;
-        };
-        let before = chrono::Duration::from_std(self.refresh_before).unwrap_or_default();
-        let halfway = fetched_at.map(|at| at + (expiry - at) / 2);
-        match halfway {
-            Some(halfway) => (expiry - before).max(halfway),
-            None => expiry - before,
-        }
+    fn fetch(&self, now: DateTime<Utc>) -> BoxFuture<'_, Result<Credentials, Failure>> {
+        Box::pin(self.assume(now))
     }
 
-    fn error(&self, failure: &Failure) -> CredentialError {
-        CredentialError::AssumeRole {
-            role_arn: self.config.role_arn.clone(),
-            detail: failure.text.clone(),
-        }
+    fn invalidate(&self) -> BoxFuture<'_, ()> {
+        self.base.invalidate_boxed()
     }
+}
 
+impl Sts {
     /// One AssumeRole call, signed with the base's credentials.
-    async fn fetch(&self, now: DateTime<Utc>) -> Result<Credentials, Failure> {
+    async fn assume(&self, now: DateTime<Utc>) -> Result<Credentials, Failure> {
         let local = |text: String| Failure {
             text,
             refused: true,

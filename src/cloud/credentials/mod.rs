@@ -1,13 +1,16 @@
 //! Where an account's AccessKey comes from. A chain of sources, first that yields wins:
 //! explicit files named in the config, the environment, systemd credentials, the aliyun CLI
-//! profile, and the ECS RAM role through the instance metadata service (docs/ecs-api.md §5); on
+//! profile, the ECS RAM role through the instance metadata service (docs/ecs-api.md §5), and a
+//! credentials URI (docs/sts-and-directories.md §3.2); on
 //! top of any of them, a RAM role assumed through STS (`assume_role`). Secrets are held in
 //! [`Secret`] from the moment they are read.
 
 mod assume_role;
 mod cli_profile;
 mod imds;
+mod refresh;
 mod sources;
+mod uri;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -17,8 +20,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-pub use assume_role::{AssumeRoleConfig, AssumedRole, REFUSAL_PAUSE, STS_VERSION};
+pub use assume_role::{AssumeRoleConfig, AssumedRole, STS_VERSION};
 pub use imds::{DEFAULT_METADATA_URL, ImdsProvider, check_metadata_url};
+pub use refresh::REFUSAL_PAUSE;
+pub use uri::URI_VARIABLE;
 
 use crate::closed_enum;
 use crate::secret::Secret;
@@ -123,6 +128,8 @@ closed_enum! {
         CliProfile => "cli-profile",
         /// The ECS RAM role, through the instance metadata service.
         RamRole => "ram-role",
+        /// A credentials URI (`credentials_uri`, or `ALIBABA_CLOUD_CREDENTIALS_URI`).
+        Uri => "uri",
     }
 }
 
@@ -158,6 +165,9 @@ pub struct CredentialsConfig {
     /// The metadata service base URL.
     #[serde(default = "default_metadata_url")]
     pub metadata_url: String,
+    /// For `uri`: the credentials URI (default `$ALIBABA_CLOUD_CREDENTIALS_URI`).
+    #[serde(default)]
+    pub credentials_uri: Option<String>,
     /// Whether to fall back to token-less metadata requests (IMDSv1) when a token cannot be had.
     #[serde(default = "default_true")]
     pub imdsv1_fallback: bool,
@@ -195,6 +205,7 @@ impl Default for CredentialsConfig {
             cli_config_path: None,
             cli_profile: None,
             ram_role_name: None,
+            credentials_uri: None,
             metadata_url: default_metadata_url(),
             imdsv1_fallback: true,
             refresh_before: default_refresh_before(),
@@ -259,13 +270,13 @@ pub enum CredentialError {
         detail: String,
     },
 
-    /// STS would not give the role's key (or could not be reached) and no key of it still
-    /// works.
-    #[error("assuming RAM role {role_arn}: {detail}")]
-    AssumeRole {
-        /// The role's ARN.
-        role_arn: String,
-        /// STS's code, message and request id with advice, or why it could not be asked.
+    /// Temporary credentials could not be fetched (STS would not give a role's key, a
+    /// credentials URI failed) and no key fetched before still works.
+    #[error("{what}: {detail}")]
+    Temporary {
+        /// What was fetched: "assuming RAM role acs:…", "the credentials URI …".
+        what: String,
+        /// The source's code, message and request id with advice, or why it could not be asked.
         detail: String,
     },
 
@@ -289,6 +300,7 @@ pub struct CredentialProvider {
 enum ProviderKind {
     Static(Credentials),
     Imds(ImdsProvider),
+    Refreshing(Box<refresh::Refreshing>),
     Assumed(Box<AssumedRole>),
 }
 
@@ -316,6 +328,15 @@ impl CredentialProvider {
             origin: provider.describe(),
             warnings: Vec::new(),
             kind: ProviderKind::Imds(provider),
+        }
+    }
+
+    /// Temporary credentials fetched and refreshed (a credentials URI).
+    fn refreshing(refreshing: refresh::Refreshing, origin: String) -> Self {
+        CredentialProvider {
+            origin,
+            warnings: Vec::new(),
+            kind: ProviderKind::Refreshing(Box::new(refreshing)),
         }
     }
 
@@ -347,7 +368,7 @@ impl CredentialProvider {
     pub fn fixed_key_id(&self) -> Option<&str> {
         match &self.kind {
             ProviderKind::Static(credentials) => Some(&credentials.access_key_id),
-            ProviderKind::Imds(_) | ProviderKind::Assumed(_) => None,
+            ProviderKind::Imds(_) | ProviderKind::Refreshing(_) | ProviderKind::Assumed(_) => None,
         }
     }
 
@@ -367,6 +388,7 @@ impl CredentialProvider {
         match &self.kind {
             ProviderKind::Static(_) => {}
             ProviderKind::Imds(provider) => provider.invalidate().await,
+            ProviderKind::Refreshing(source) => source.invalidate().await,
             ProviderKind::Assumed(role) => role.invalidate().await,
         }
     }
@@ -392,6 +414,7 @@ impl CredentialProvider {
         match &self.kind {
             ProviderKind::Static(credentials) => Ok(credentials.clone()),
             ProviderKind::Imds(provider) => provider.credentials(now).await,
+            ProviderKind::Refreshing(source) => source.credentials(now).await,
             ProviderKind::Assumed(role) => role.credentials(now).await,
         }
     }
@@ -425,12 +448,14 @@ pub async fn resolve(
             SourceKind::Systemd,
             SourceKind::CliProfile,
             SourceKind::RamRole,
+            SourceKind::Uri,
         ],
         SourceKind::File => &[SourceKind::File],
         SourceKind::Env => &[SourceKind::Env],
         SourceKind::Systemd => &[SourceKind::Systemd],
         SourceKind::CliProfile => &[SourceKind::CliProfile],
         SourceKind::RamRole => &[SourceKind::RamRole],
+        SourceKind::Uri => &[SourceKind::Uri],
     };
     let mut tried = Vec::new();
     for &kind in order {
@@ -440,6 +465,7 @@ pub async fn resolve(
             SourceKind::Systemd => sources::from_systemd(config, env)?,
             SourceKind::CliProfile => cli_profile::from_cli_profile(config, env)?,
             SourceKind::RamRole => imds::from_ram_role(config, env).await?,
+            SourceKind::Uri => uri::from_uri(config, env)?,
             SourceKind::Chain => unreachable!("the chain lists concrete sources only"),
         };
         match attempt {
