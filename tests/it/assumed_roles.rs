@@ -228,3 +228,67 @@ async fn check_config_assumes_each_role_once_and_reports_a_refusal_with_its_code
     let calls = emulator.calls().by_action.get("AssumeRole").copied();
     assert_eq!(calls, Some(2), "one AssumeRole per check");
 }
+
+/// The aliyun CLI's role modes against the emulator's STS: `RamRoleArn` (the profile's own
+/// keys assume its role), `ChainableRamRoleArn` (another profile's credentials do), and a
+/// cycle of source profiles, refused with the cycle named.
+#[tokio::test]
+async fn cli_profiles_assume_their_roles_directly_or_through_a_source_profile() {
+    use ecs_renewd::cloud::credentials::{CredentialsConfig, Environment, SourceKind, resolve};
+    use ecs_wire::clock::Clock;
+    let mut fleet = org_fleet(role(None, &[MAIN_UID]));
+    fleet.settings.clock_start = None;
+    fleet.settings.clock_speed = 1.0;
+    let emulator = ecs_emulator::start(fleet, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let sts = emulator.url();
+    let (id, secret) = crate::support::HARNESS_KEY;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.json");
+    let profiles = serde_json::json!({"current": "chained", "profiles": [
+        {"name": "base", "mode": "AK", "access_key_id": id, "access_key_secret": secret},
+        {"name": "chained", "mode": "ChainableRamRoleArn", "source_profile": "base",
+         "ram_role_arn": PROD_ROLE, "ram_session_name": "cli", "sts_endpoint": sts},
+        {"name": "direct", "mode": "RamRoleArn", "access_key_id": id, "access_key_secret": secret,
+         "ram_role_arn": PROD_ROLE, "ram_session_name": "cli", "expired_seconds": 900,
+         "sts_endpoint": sts},
+        {"name": "loop-a", "mode": "ChainableRamRoleArn", "source_profile": "loop-b",
+         "ram_role_arn": PROD_ROLE, "sts_endpoint": sts},
+        {"name": "loop-b", "mode": "ChainableRamRoleArn", "source_profile": "loop-a",
+         "ram_role_arn": PROD_ROLE, "sts_endpoint": sts}
+    ]});
+    std::fs::write(&path, profiles.to_string()).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let config = |profile: &str| CredentialsConfig {
+        source: SourceKind::CliProfile,
+        cli_config_path: Some(path.clone()),
+        cli_profile: Some(profile.into()),
+        ..CredentialsConfig::default()
+    };
+    let env = Environment::default();
+    let now = emulator.clock().now();
+    for (profile, calls) in [("chained", 1), ("direct", 2)] {
+        let provider = resolve(&config(profile), &env).await.unwrap();
+        let key = provider
+            .credentials(now)
+            .await
+            .unwrap_or_else(|e| panic!("{profile}: {e}"));
+        assert!(key.access_key_id.starts_with("STS."), "{profile}");
+        assert!(key.security_token.is_some(), "{profile}");
+        assert_eq!(
+            emulator.calls().by_action.get("AssumeRole").copied(),
+            Some(calls),
+            "{profile}"
+        );
+    }
+    let cycle = resolve(&config("loop-a"), &env)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(cycle.contains("loop-a -> loop-b -> loop-a"), "{cycle}");
+}

@@ -1,13 +1,17 @@
-//! The aliyun CLI's profile file (`~/.aliyun/config.json`): modes `AK`, `StsToken` and
-//! `EcsRamRole` (docs/ecs-api.md §5.3).
+//! The aliyun CLI's profile file (`~/.aliyun/config.json`): modes `AK`, `StsToken`,
+//! `EcsRamRole` (docs/ecs-api.md §5.3), `RamRoleArn` (the profile's keys assume its role) and
+//! `ChainableRamRoleArn` (its `source_profile`, of any mode, assumes it; a cycle of source
+//! profiles is an error naming it), as docs/sts-and-directories.md §4 describes.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
 use super::imds::ImdsProvider;
 use super::{
-    Attempt, CredentialError, CredentialProvider, Credentials, CredentialsConfig, Environment,
+    AssumeRoleConfig, AssumedRole, Attempt, CredentialError, CredentialProvider, Credentials,
+    CredentialsConfig, Environment,
 };
 use crate::secret::Secret;
 
@@ -33,6 +37,20 @@ struct CliProfile {
     sts_token: Secret,
     #[serde(default)]
     ram_role_name: String,
+    #[serde(default)]
+    ram_role_arn: String,
+    #[serde(default)]
+    ram_session_name: String,
+    #[serde(default)]
+    expired_seconds: u64,
+    #[serde(default)]
+    external_id: String,
+    #[serde(default)]
+    sts_region: String,
+    #[serde(default)]
+    sts_endpoint: String,
+    #[serde(default)]
+    source_profile: String,
 }
 
 pub(crate) fn from_cli_profile(
@@ -59,29 +77,127 @@ pub(crate) fn from_cli_profile(
         .clone()
         .or_else(|| env.get("ALIBABA_CLOUD_PROFILE").map(str::to_owned))
         .unwrap_or(parsed.current.clone());
-    let Some(profile) = parsed.profiles.into_iter().find(|p| p.name == wanted) else {
-        return Err(cli_error(&path, format!("no profile named {wanted:?}")));
+    let file = Profiles {
+        config,
+        env,
+        path: &path,
+        profiles: parsed.profiles,
     };
-    let origin = format!("aliyun CLI profile {wanted:?} in {}", path.display());
-    match profile.mode.as_str() {
-        "AK" => fixed_profile(&path, origin, false, profile),
-        "StsToken" => fixed_profile(&path, origin, true, profile),
-        "EcsRamRole" => {
-            let role = (!profile.ram_role_name.is_empty()).then_some(profile.ram_role_name);
-            let provider = ImdsProvider::new(
-                &config.metadata_url,
-                role,
-                config.imdsv1_fallback && !env.is_true("ALIBABA_CLOUD_IMDSV1_DISABLED"),
-                config.refresh_before,
-            );
-            Ok(Attempt::found(CredentialProvider::metadata(provider)))
+    file.provider(&wanted, &mut Vec::new()).map(Attempt::found)
+}
+
+/// The profiles of one CLI config file, and what resolving them needs.
+struct Profiles<'a> {
+    config: &'a CredentialsConfig,
+    env: &'a Environment,
+    path: &'a Path,
+    profiles: Vec<CliProfile>,
+}
+
+impl Profiles<'_> {
+    /// The provider of profile `name`; `chain` holds the profiles that led to it (a
+    /// `ChainableRamRoleArn`'s sources), so a cycle is found.
+    fn provider(
+        &self,
+        name: &str,
+        chain: &mut Vec<String>,
+    ) -> Result<CredentialProvider, CredentialError> {
+        let path = self.path;
+        if chain.iter().any(|seen| seen == name) {
+            chain.push(name.to_owned());
+            return Err(cli_error(
+                path,
+                format!("source_profile makes a cycle: {}", chain.join(" -> ")),
+            ));
         }
-        other => Err(cli_error(
-            &path,
-            format!(
-                "profile {wanted:?} has mode {other:?}, which ecs-renewd does not support; use AK, StsToken or EcsRamRole"
-            ),
-        )),
+        chain.push(name.to_owned());
+        let Some(profile) = self.profiles.iter().find(|p| p.name == name) else {
+            return Err(cli_error(path, format!("no profile named {name:?}")));
+        };
+        let origin = format!("aliyun CLI profile {name:?} in {}", path.display());
+        match profile.mode.as_str() {
+            "AK" => fixed_profile(path, origin, false, profile),
+            "StsToken" => fixed_profile(path, origin, true, profile),
+            "EcsRamRole" => {
+                let role =
+                    (!profile.ram_role_name.is_empty()).then(|| profile.ram_role_name.clone());
+                let provider = ImdsProvider::new(
+                    &self.config.metadata_url,
+                    role,
+                    self.config.imdsv1_fallback
+                        && !self.env.is_true("ALIBABA_CLOUD_IMDSV1_DISABLED"),
+                    self.config.refresh_before,
+                );
+                Ok(CredentialProvider::metadata(provider))
+            }
+            "RamRoleArn" => {
+                let with_token = !profile.sts_token.is_empty();
+                let base = fixed_profile(path, origin, with_token, profile)?;
+                self.assume(profile, base)
+            }
+            "ChainableRamRoleArn" => {
+                if profile.source_profile.is_empty() {
+                    return Err(cli_error(
+                        path,
+                        format!("ChainableRamRoleArn profile {name:?} lacks source_profile"),
+                    ));
+                }
+                let base = self.provider(&profile.source_profile, chain)?;
+                self.assume(profile, base)
+            }
+            other => Err(cli_error(
+                path,
+                format!(
+                    "profile {name:?} has mode {other:?}, which ecs-renewd does not support; use AK, StsToken, EcsRamRole, RamRoleArn or ChainableRamRoleArn"
+                ),
+            )),
+        }
+    }
+
+    /// `profile`'s role, assumed with `base`: `ram_role_arn`, `ram_session_name`,
+    /// `expired_seconds` (default 3600), `external_id`, and STS at `sts_endpoint` (https
+    /// unless it names a scheme), else `sts.<sts_region>.aliyuncs.com`, else
+    /// `sts.aliyuncs.com`.
+    fn assume(
+        &self,
+        profile: &CliProfile,
+        base: CredentialProvider,
+    ) -> Result<CredentialProvider, CredentialError> {
+        let name = &profile.name;
+        let session_name = if profile.ram_session_name.is_empty() {
+            "ecs-renewd".to_owned()
+        } else {
+            profile.ram_session_name.clone()
+        };
+        let role = AssumeRoleConfig {
+            role_arn: profile.ram_role_arn.clone(),
+            external_id: (!profile.external_id.is_empty()).then(|| profile.external_id.clone()),
+            external_id_file: None,
+            session_name,
+            duration: Duration::from_secs(match profile.expired_seconds {
+                0 => 3600,
+                n => n,
+            }),
+            sts_endpoint: None,
+        };
+        if let Some((key, why, _)) = role.problems().into_iter().next() {
+            return Err(cli_error(
+                self.path,
+                format!("profile {name:?}: {key}: {why}"),
+            ));
+        }
+        let endpoint = match (profile.sts_endpoint.as_str(), profile.sts_region.as_str()) {
+            ("", "") => "https://sts.aliyuncs.com/".to_owned(),
+            ("", region) => format!("https://sts.{region}.aliyuncs.com/"),
+            (endpoint, _) if endpoint.contains("://") => endpoint.to_owned(),
+            (endpoint, _) => format!("https://{endpoint}/"),
+        };
+        let endpoint = crate::cloud::endpoint::checked(endpoint)
+            .map_err(|e| cli_error(self.path, format!("profile {name:?}: sts_endpoint: {e}")))?;
+        let warnings = base.warnings().to_vec();
+        let http = crate::cloud::client::shared_http_client(Duration::from_secs(5));
+        let assumed = AssumedRole::new(base, role, endpoint, http, self.config.refresh_before);
+        Ok(CredentialProvider::assumed(assumed, warnings))
     }
 }
 
@@ -112,13 +228,13 @@ fn read_cli_config(
     }
 }
 
-/// An `AK` or `StsToken` profile's fixed keys.
+/// An `AK` or `StsToken` profile's fixed keys (a `RamRoleArn` profile's base).
 fn fixed_profile(
-    path: &std::path::Path,
+    path: &Path,
     origin: String,
     with_token: bool,
-    profile: CliProfile,
-) -> Result<Attempt, CredentialError> {
+    profile: &CliProfile,
+) -> Result<CredentialProvider, CredentialError> {
     let name = &profile.name;
     if profile.access_key_id.is_empty() || profile.access_key_secret.is_empty() {
         return Err(cli_error(
@@ -133,18 +249,15 @@ fn fixed_profile(
         ));
     }
     let credentials = Credentials {
-        access_key_id: profile.access_key_id,
-        access_key_secret: profile.access_key_secret,
-        security_token: with_token.then_some(profile.sts_token),
+        access_key_id: profile.access_key_id.clone(),
+        access_key_secret: profile.access_key_secret.clone(),
+        security_token: with_token.then(|| profile.sts_token.clone()),
         expiration: None,
     };
-    Ok(Attempt::found(CredentialProvider::fixed(
-        credentials,
-        origin,
-    )))
+    Ok(CredentialProvider::fixed(credentials, origin))
 }
 
-fn cli_error(path: &std::path::Path, detail: String) -> CredentialError {
+fn cli_error(path: &Path, detail: String) -> CredentialError {
     CredentialError::CliProfile {
         path: PathBuf::from(path),
         detail,
