@@ -68,9 +68,12 @@ config=$("${bah[@]}" inspect --format \
   "$image")
 echo "image $image: $size"
 # A tripwire for growth nobody meant: the static release binary was 13.3 MB when this was set
-# (issue 16); a change that needs more says so here and in its note.
+# (issue 16); a change that needs more says so here and in its note. Raised from 15 to 16 MiB at
+# issue 25: 15,758,248 bytes with the PostgreSQL ledger (tokio-postgres, deadpool, its rustls
+# connector; issue 24) and the STS credentials (assumed roles, URI, CLI role profiles, RRSA, the
+# emulator's STS and OIDC provider).
 binary_bytes=$(stat -c %s "$binary")
-ceiling=$((15 * 1024 * 1024))
+ceiling=$((16 * 1024 * 1024))
 echo "  binary: $binary_bytes bytes (ceiling $ceiling)"
 (( binary_bytes <= ceiling )) || { echo "FAILED: the release binary grew past $ceiling bytes"; exit 1; }
 echo "  $config"

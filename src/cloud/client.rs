@@ -527,6 +527,20 @@ pub fn form_body(signed: &SignedParameters) -> bytes::Bytes {
     bytes::Bytes::from_owner(WipedOnDrop(form.finish().into_bytes()))
 }
 
+/// An unsigned form body (an anonymous call: `AssumeRoleWithOIDC`), built and wiped as
+/// [`form_body`]'s are: it carries a token.
+pub fn wiped_form(pairs: &[(&str, &str)]) -> bytes::Bytes {
+    let most = pairs
+        .iter()
+        .map(|(name, value)| 3 * (name.len() + value.len()) + 2)
+        .sum::<usize>();
+    let mut form = form_urlencoded::Serializer::new(String::with_capacity(most));
+    for (name, value) in pairs {
+        form.append_pair(name, value);
+    }
+    bytes::Bytes::from_owner(WipedOnDrop(form.finish().into_bytes()))
+}
+
 /// Bytes that are zeroed before their memory is freed.
 struct WipedOnDrop(Vec<u8>);
 

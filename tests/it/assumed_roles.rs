@@ -3,7 +3,8 @@
 //! key; each refusal (ExternalId missing or wrong, a role that does not trust the caller, no
 //! such role) one clear permission failure that names the code and the role, asked again only
 //! after the pause; keys that expire between passes fetched again before they do, with no call
-//! refused for an expired token.
+//! refused for an expired token; `check-config` trying each role; the aliyun CLI's role
+//! profiles; RRSA (AssumeRoleWithOIDC with the projected token, read again at each refresh).
 
 use std::time::Duration;
 
@@ -291,4 +292,108 @@ async fn cli_profiles_assume_their_roles_directly_or_through_a_source_profile() 
         .unwrap_err()
         .to_string();
     assert!(cycle.contains("loop-a -> loop-b -> loop-a"), "{cycle}");
+}
+
+/// RRSA: a role assumed with the OIDC token the kubelet projects, named by the variables
+/// ack-pod-identity-webhook injects; the token file is read again at every refresh (a token
+/// the provider's audience does not match is refused while the current key still serves; the
+/// next good token gets a new key); the chain finds the source; a half-set environment is an
+/// error naming what is missing.
+#[tokio::test]
+async fn rrsa_assumes_the_role_with_the_projected_token_read_again_at_each_refresh() {
+    use ecs_emulator::settings::OidcProviderSpec;
+    use ecs_renewd::cloud::credentials::{CredentialsConfig, Environment, SourceKind, resolve};
+    use ecs_wire::clock::Clock;
+    let provider_arn = format!("acs:ram::{PROD_UID}:oidc-provider/ack-rrsa-c1");
+    let mut fleet = org_fleet(role(None, &[&provider_arn]));
+    fleet.oidc_providers.push(OidcProviderSpec {
+        name: "ack-rrsa-c1".into(),
+        account: Some("prod".into()),
+        issuer: "https://oidc-ack-cn-hangzhou.example.invalid/c1".into(),
+        audience: "sts.aliyuncs.com".into(),
+    });
+    fleet.settings.clock_start = None;
+    fleet.settings.clock_speed = 1.0;
+    let emulator = ecs_emulator::start(fleet, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let token = |audience: Option<&str>| {
+        emulator.with_world(|w| {
+            let provider = w.identities().oidc_provider("ack-rrsa-c1").unwrap();
+            let issued = emulator.clock().now();
+            provider.mint(
+                "system:serviceaccount:ecs-renewd:ecs-renewd",
+                audience,
+                issued,
+                issued + chrono::Duration::hours(1),
+            )
+        })
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, token(None)).unwrap();
+    let env = Environment::from_pairs([
+        ("ALIBABA_CLOUD_ROLE_ARN", PROD_ROLE.to_owned()),
+        ("ALIBABA_CLOUD_OIDC_PROVIDER_ARN", provider_arn.clone()),
+        (
+            "ALIBABA_CLOUD_OIDC_TOKEN_FILE",
+            token_file.display().to_string(),
+        ),
+    ]);
+    let config = CredentialsConfig {
+        source: SourceKind::Oidc,
+        sts_endpoint: Some(emulator.url()),
+        ..CredentialsConfig::default()
+    };
+    let calls = || {
+        emulator
+            .calls()
+            .by_action
+            .get("AssumeRoleWithOIDC")
+            .copied()
+            .unwrap_or(0)
+    };
+    let provider = resolve(&config, &env).await.unwrap();
+    let start = emulator.clock().now();
+    let first = provider.credentials(start).await.unwrap();
+    assert!(first.access_key_id.starts_with("STS."));
+    assert_eq!(calls(), 1);
+
+    // The kubelet rotates the token: here to one for another audience. The refresh (past the
+    // key's refresh point) reads it, STS refuses it, the current key still serves.
+    std::fs::write(&token_file, token(Some("someone-else"))).unwrap();
+    let later = start + chrono::Duration::minutes(50);
+    let held = provider.credentials(later).await.unwrap();
+    assert_eq!(held.access_key_id, first.access_key_id);
+    assert_eq!(calls(), 2);
+    let refused = emulator.calls().by_outcome;
+    assert_eq!(
+        refused.get("AuthenticationFail.OIDCToken.AudienceNotMatch"),
+        Some(&1),
+        "{refused:?}"
+    );
+    // A good token again: after the refusal's pause, a new key.
+    std::fs::write(&token_file, token(None)).unwrap();
+    let fresh = provider
+        .credentials(later + chrono::Duration::minutes(6))
+        .await
+        .unwrap();
+    assert_ne!(fresh.access_key_id, first.access_key_id);
+    assert_eq!(calls(), 3);
+
+    // The chain finds it (after the keys of the environment, which are unset here).
+    let chain = CredentialsConfig {
+        sts_endpoint: Some(emulator.url()),
+        ..CredentialsConfig::default()
+    };
+    let found = resolve(&chain, &env).await.unwrap();
+    assert!(found.origin().contains("OIDC token"), "{}", found.origin());
+
+    let half = Environment::from_pairs([("ALIBABA_CLOUD_ROLE_ARN", PROD_ROLE)]);
+    let error = resolve(&config, &half).await.unwrap_err().to_string();
+    assert!(
+        error.contains("ALIBABA_CLOUD_OIDC_PROVIDER_ARN")
+            && error.contains("ALIBABA_CLOUD_OIDC_TOKEN_FILE"),
+        "{error}"
+    );
 }

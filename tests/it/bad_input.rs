@@ -224,7 +224,7 @@ fn config_cases(table: &mut Table) {
         (
             "config: unknown key (region in the credentials table)",
             format!("{BASE}region = \"cn-hangzhou\"\n"),
-            "bad.toml:6:1: accounts[0].credentials.region: unknown field `region`, expected one of `source`, `access_key_id`, `access_key_secret_file`, `security_token_file`, `systemd_credential_prefix`, `cli_config_path`, `cli_profile`, `ram_role_name`, `metadata_url`, `credentials_uri`, `imdsv1_fallback`, `refresh_before` (hint: check the spelling; config/example.toml lists every key)",
+            "bad.toml:6:1: accounts[0].credentials.region: unknown field `region`, expected one of `source`, `access_key_id`, `access_key_secret_file`, `security_token_file`, `systemd_credential_prefix`, `cli_config_path`, `cli_profile`, `ram_role_name`, `metadata_url`, `role_arn`, `oidc_provider_arn`, `oidc_token_file`, `role_session_name`, `sts_endpoint`, `credentials_uri`, `imdsv1_fallback`, `refresh_before` (hint: check the spelling; config/example.toml lists every key)",
         ),
         (
             "config: wrong type (a quoted boolean)",
@@ -374,7 +374,7 @@ async fn credential_cases(table: &mut Table) {
         table.record(
             "credentials: none of the chain's sources yields",
             &format!("{text}(environment: ALIBABA_CLOUD_ECS_METADATA_DISABLED=true, nothing else)"),
-            "bad.toml:2:8: accounts[0].credentials: account \"main\" has no usable credentials: no credentials found; tried: file (access_key_secret_file not set), env (ALIBABA_CLOUD_ACCESS_KEY_ID, ALIYUN_ACCESS_KEY_ID, ALICLOUD_ACCESS_KEY_ID and ALICLOUD_ACCESS_KEY are unset), systemd (CREDENTIALS_DIRECTORY is unset), cli-profile (HOME is unset), ram-role (ALIBABA_CLOUD_ECS_METADATA_DISABLED=true), uri (no credentials_uri, and ALIBABA_CLOUD_CREDENTIALS_URI is not set) — configure the account's credentials (see config/example.toml)",
+            "bad.toml:2:8: accounts[0].credentials: account \"main\" has no usable credentials: no credentials found; tried: file (access_key_secret_file not set), env (ALIBABA_CLOUD_ACCESS_KEY_ID, ALIYUN_ACCESS_KEY_ID, ALICLOUD_ACCESS_KEY_ID and ALICLOUD_ACCESS_KEY are unset), oidc (ALIBABA_CLOUD_ROLE_ARN, ALIBABA_CLOUD_OIDC_PROVIDER_ARN and ALIBABA_CLOUD_OIDC_TOKEN_FILE are unset), systemd (CREDENTIALS_DIRECTORY is unset), cli-profile (HOME is unset), ram-role (ALIBABA_CLOUD_ECS_METADATA_DISABLED=true), uri (no credentials_uri, and ALIBABA_CLOUD_CREDENTIALS_URI is not set) — configure the account's credentials (see config/example.toml)",
             &answer.clone().unwrap_or_else(|e| e),
             answer.is_ok().then(|| "accepted".to_owned()).into_iter().collect(),
         );

@@ -109,7 +109,7 @@ fn each_kind_of_mistake_gets_a_located_message_with_a_hint() {
         (
             "a secret written inline",
             "[[accounts]]\nname = \"main\"\n[accounts.credentials]\naccess_key_secret = \"oops\"\n".to_string(),
-            "test.toml:4:1: accounts[0].credentials.access_key_secret: unknown field `access_key_secret`, expected one of `source`, `access_key_id`, `access_key_secret_file`, `security_token_file`, `systemd_credential_prefix`, `cli_config_path`, `cli_profile`, `ram_role_name`, `metadata_url`, `credentials_uri`, `imdsv1_fallback`, `refresh_before` (hint: check the spelling; config/example.toml lists every key)",
+            "test.toml:4:1: accounts[0].credentials.access_key_secret: unknown field `access_key_secret`, expected one of `source`, `access_key_id`, `access_key_secret_file`, `security_token_file`, `systemd_credential_prefix`, `cli_config_path`, `cli_profile`, `ram_role_name`, `metadata_url`, `role_arn`, `oidc_provider_arn`, `oidc_token_file`, `role_session_name`, `sts_endpoint`, `credentials_uri`, `imdsv1_fallback`, `refresh_before` (hint: check the spelling; config/example.toml lists every key)",
         ),
         (
             "plain http to a remote endpoint",

@@ -38,6 +38,7 @@ pub fn routes() -> axum::Router<Arc<Emulator>> {
         .route("/_emulator/release", post(release_held))
         .route("/_emulator/clock", get(clock).post(move_clock))
         .route("/_emulator/balance", post(balance))
+        .route("/_emulator/oidc/token", post(oidc_token))
         .route("/_emulator/keys", post(put_key))
         .route("/_emulator/keys/{id}", delete(revoke_key))
         .route("/_emulator/settings", get(settings).post(patch_settings))
@@ -266,6 +267,46 @@ async fn balance(
     }
     state.world.set_balance(&change.account, cents);
     Json(json!({"balance": cents as f64 / 100.0})).into_response()
+}
+
+/// A token to mint: `POST /_emulator/oidc/token`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenRequest {
+    /// The provider's name or ARN.
+    pub provider: String,
+    /// `sub` (default `system:serviceaccount:ecs-renewd:ecs-renewd`).
+    #[serde(default)]
+    pub subject: Option<String>,
+    /// `aud` (default the provider's).
+    #[serde(default)]
+    pub audience: Option<String>,
+    /// Validity (default `1h`), on the emulator's clock.
+    #[serde(default)]
+    pub valid_for: Option<String>,
+}
+
+/// Mints a token of an OIDC provider of the fleet (what the kubelet projects into a pod).
+async fn oidc_token(
+    State(emulator): State<Arc<Emulator>>,
+    Json(request): Json<TokenRequest>,
+) -> Response {
+    let valid_for = match request.valid_for.as_deref().map(ecs_wire::duration::parse) {
+        None => Duration::from_secs(3600),
+        Some(Ok(d)) => d,
+        Some(Err(e)) => return bad_request(format!("valid_for: {e}")),
+    };
+    let now = emulator.clock.now();
+    let state = emulator.lock();
+    let Some(provider) = state.world.identities().oidc_provider(&request.provider) else {
+        return bad_request(format!("no oidc provider {:?}", request.provider));
+    };
+    let subject = request
+        .subject
+        .as_deref()
+        .unwrap_or("system:serviceaccount:ecs-renewd:ecs-renewd");
+    let expires = now + chrono::Duration::from_std(valid_for).unwrap_or_default();
+    let token = provider.mint(subject, request.audience.as_deref(), now, expires);
+    Json(json!({"token": token, "provider_arn": provider.arn})).into_response()
 }
 
 /// A key to add or replace.

@@ -319,7 +319,8 @@ fn auth_now(world: &World, now: DateTime<Utc>) -> DateTime<Utc> {
     }
 }
 
-/// Answers an STS call (`crate::sts`): counted, authenticated and run under the state lock.
+/// Answers an STS call (`crate::sts`): counted, authenticated (but `AssumeRoleWithOIDC`, which
+/// its token proves) and run under the state lock.
 /// STS answers at once: no latency, throttling or injected faults.
 fn sts_call(
     emulator: &Emulator,
@@ -336,9 +337,14 @@ fn sts_call(
             .or_default() += 1;
         let auth_now = auth_now(&state.world, now);
         let State_ { world, nonces, .. } = &mut *state;
-        authenticate(request, world, nonces, auth_now, now).and_then(|caller| {
-            crate::sts::dispatch(world, &caller, request.action_name(), request.params, now)
-        })
+        let action = request.action_name();
+        if crate::sts::is_anonymous(action) {
+            crate::sts::dispatch_anonymous(world, action, request.params, now)
+        } else {
+            authenticate(request, world, nonces, auth_now, now).and_then(|caller| {
+                crate::sts::dispatch(world, &caller, action, request.params, now)
+            })
+        }
     };
     emulator.activity.send_modify(|n| *n += 1);
     match outcome {

@@ -34,6 +34,34 @@ pub struct EmulatorConfig {
     /// Regions DescribeRegions lists besides those holding instances.
     #[serde(default)]
     pub regions: Vec<String>,
+    /// `[[oidc_providers]]`: OIDC identity providers (RRSA's) whose tokens STS
+    /// `AssumeRoleWithOIDC` accepts; the emulator signs them (`POST /_emulator/oidc/token`).
+    #[serde(default)]
+    pub oidc_providers: Vec<OidcProviderSpec>,
+}
+
+/// An OIDC identity provider registered in an account.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcProviderSpec {
+    /// Its name: `acs:ram::<uid>:oidc-provider/<name>`.
+    pub name: String,
+    /// The account it is registered in (default: the first).
+    #[serde(default)]
+    pub account: Option<String>,
+    /// The issuer its tokens carry (`iss`).
+    #[serde(default = "default_issuer")]
+    pub issuer: String,
+    /// The audience its tokens must carry (`aud`).
+    #[serde(default = "default_audience")]
+    pub audience: String,
+}
+
+fn default_issuer() -> String {
+    "https://oidc-ack-cn-hangzhou.emulator.invalid/cluster".into()
+}
+fn default_audience() -> String {
+    "sts.aliyuncs.com".into()
 }
 
 closed_enum! {

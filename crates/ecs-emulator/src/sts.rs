@@ -26,6 +26,103 @@ pub fn is_sts(version: &str) -> bool {
     version == STS_VERSION
 }
 
+/// Whether the action is answered without a signature (`AssumeRoleWithOIDC`: the token is
+/// the proof).
+pub fn is_anonymous(action: &str) -> bool {
+    action == "AssumeRoleWithOIDC"
+}
+
+/// Runs an unsigned STS call.
+pub fn dispatch_anonymous(
+    world: &mut World,
+    action: &str,
+    params: &Params,
+    now: DateTime<Utc>,
+) -> Result<Value, Fault> {
+    match action {
+        "AssumeRoleWithOIDC" => assume_role_with_oidc(world, params, now),
+        _ => Err(Fault::new(
+            404,
+            "InvalidAction.NotFound",
+            "Specified api is not found, please check your url and method.",
+        )),
+    }
+}
+
+/// `AssumeRoleWithOIDC`: the token verified against the provider, the role trusting it, a key
+/// minted for the role's account.
+fn assume_role_with_oidc(
+    world: &mut World,
+    params: &Params,
+    now: DateTime<Utc>,
+) -> Result<Value, Fault> {
+    let arn = params.non_empty("RoleArn").ok_or_else(|| {
+        Fault::new(
+            400,
+            "MissingRoleArn",
+            "RoleArn is mandatory for this action.",
+        )
+    })?;
+    let (uid, role_name) = parse_role_arn(arn).ok_or_else(|| {
+        Fault::new(
+            400,
+            "InvalidParameter.RoleArn",
+            "The parameter RoleArn is wrongly formed.",
+        )
+    })?;
+    let no_provider = || {
+        Fault::new(
+            401,
+            "AuthenticationFail.NoPermission",
+            "No such OIDC Provider registered.",
+        )
+    };
+    let provider_arn = params
+        .non_empty("OIDCProviderArn")
+        .ok_or_else(no_provider)?;
+    let provider = world
+        .identities()
+        .oidc_provider(provider_arn)
+        .filter(|p| p.arn == provider_arn)
+        .ok_or_else(no_provider)?;
+    let token = params.non_empty("OIDCToken").unwrap_or_default();
+    let claims = provider.verify(token, now).map_err(|refusal| {
+        Fault::new(
+            401,
+            &format!("AuthenticationFail.OIDCToken.{}", refusal.code),
+            refusal.message,
+        )
+    })?;
+    let session = params.non_empty("RoleSessionName").unwrap_or_default();
+    if !valid_session_name(session) {
+        return Err(Fault::new(
+            400,
+            "InvalidParameter.RoleSessionName",
+            "The parameter RoleSessionName is wrongly formed.",
+        ));
+    }
+    let role = world
+        .identities()
+        .role(uid, role_name)
+        .cloned()
+        .ok_or_else(|| Fault::new(404, "EntityNotExist.Role", "The specified Role not exists."))?;
+    let seconds = duration_seconds(params, &role)?;
+    if !role.trust.iter().any(|t| t == provider_arn) {
+        return Err(Fault::new(
+            401,
+            "AuthenticationFail.NoPermission",
+            "There is no permission.",
+        ));
+    }
+    let mut answer = minted_answer(world, &role, uid, session, now, seconds);
+    answer["OIDCTokenInfo"] = json!({
+        "Issuer": claims.issuer,
+        "Subject": claims.subject,
+        "ClientIds": claims.audience,
+    });
+    Ok(answer)
+}
+
 /// Runs an authenticated STS call.
 pub fn dispatch(
     world: &mut World,
@@ -94,9 +191,21 @@ fn assume_role(
             "You are not authorized to do this action. You should be authorized by RAM.",
         ));
     }
+    Ok(minted_answer(world, &role, uid, session, now, seconds))
+}
+
+/// A key minted for `role`'s account, lasting `seconds`, as STS answers it.
+fn minted_answer(
+    world: &mut World,
+    role: &Role,
+    uid: &str,
+    session: &str,
+    now: DateTime<Utc>,
+    seconds: i64,
+) -> Value {
     let expires_at = now + Duration::seconds(seconds);
     let minted = world.mint_sts_key(&role.account, expires_at, now);
-    Ok(json!({
+    json!({
         "AssumedRoleUser": {
             "Arn": format!("acs:ram::{uid}:role/{}/{session}", role.name.to_ascii_lowercase()),
             "AssumedRoleId": format!("3{:017}:{session}", rand::rng().random_range(0..10u64.pow(17))),
@@ -107,7 +216,7 @@ fn assume_role(
             "SecurityToken": minted.token,
             "Expiration": time::format_seconds(expires_at),
         }
-    }))
+    })
 }
 
 /// `DurationSeconds` (default 3600) when within 900 s and the role's maximum session.

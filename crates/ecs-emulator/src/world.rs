@@ -266,6 +266,10 @@ impl World {
         // `add_accounts` has checked that there is at least one account.
         let first_account = &config.accounts[0].name;
         world
+            .identities
+            .add_oidc_providers(&config.oidc_providers, first_account)
+            .map_err(invalid)?;
+        world
             .add_instances(&config.instances, first_account, now)
             .map_err(invalid)?;
         world

@@ -315,7 +315,7 @@ impl Sts {
 }
 
 /// STS's error answer as a failure: a 4xx other than throttling is a refusal.
-fn refusal(status: u16, body: &[u8], scrub: &impl Fn(&str) -> String) -> Failure {
+pub(super) fn refusal(status: u16, body: &[u8], scrub: &impl Fn(&str) -> String) -> Failure {
     let error: Option<ErrorBody> = serde_json::from_slice(body).ok();
     let (code, message, request_id) = match &error {
         Some(e) => (
@@ -346,6 +346,9 @@ fn advice(code: &str) -> &'static str {
             "the role's trust policy must name the base identity's account (and require the ExternalId configured, if any), and the base identity needs sts:AssumeRole; the root account's key cannot assume roles"
         }
         "EntityNotExist.Role" => "check role_arn: no such role in that account",
+        c if c.starts_with("AuthenticationFail") => {
+            "the role's trust policy must name the OIDC provider (and the token's subject, if it conditions on one), and the token must come from that provider, for audience sts.aliyuncs.com, unexpired"
+        }
         c if c.starts_with("InvalidParameter") => "check the [accounts.assume_role] settings",
         c if c.starts_with("InvalidAccessKeyId") || c.starts_with("InvalidSecurityToken") => {
             "the base credentials are not valid: check them"
@@ -356,7 +359,7 @@ fn advice(code: &str) -> &'static str {
 }
 
 /// The `Credentials` of an AssumeRole answer.
-fn parse_credentials(body: &[u8]) -> Result<Credentials, String> {
+pub(super) fn parse_credentials(body: &[u8]) -> Result<Credentials, String> {
     #[derive(Deserialize)]
     #[serde(rename_all = "PascalCase")]
     struct Answer {

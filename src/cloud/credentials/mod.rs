@@ -8,6 +8,7 @@
 mod assume_role;
 mod cli_profile;
 mod imds;
+mod oidc;
 mod refresh;
 mod sources;
 mod uri;
@@ -122,6 +123,8 @@ closed_enum! {
         File => "file",
         /// `ALIBABA_CLOUD_ACCESS_KEY_ID`/`_SECRET`/`_SECURITY_TOKEN`, then `ALIYUN_*`, `ALICLOUD_*`.
         Env => "env",
+        /// A RAM role assumed with an OIDC token (RRSA on ACK): `AssumeRoleWithOIDC`.
+        Oidc => "oidc",
         /// Files in `$CREDENTIALS_DIRECTORY` (systemd `LoadCredential=`).
         Systemd => "systemd",
         /// The aliyun CLI's `~/.aliyun/config.json`.
@@ -165,6 +168,24 @@ pub struct CredentialsConfig {
     /// The metadata service base URL.
     #[serde(default = "default_metadata_url")]
     pub metadata_url: String,
+    /// For `oidc`: the role (default `$ALIBABA_CLOUD_ROLE_ARN`).
+    #[serde(default)]
+    pub role_arn: Option<String>,
+    /// For `oidc`: the OIDC provider (default `$ALIBABA_CLOUD_OIDC_PROVIDER_ARN`).
+    #[serde(default)]
+    pub oidc_provider_arn: Option<String>,
+    /// For `oidc`: the token file, read at every refresh (default
+    /// `$ALIBABA_CLOUD_OIDC_TOKEN_FILE`).
+    #[serde(default)]
+    pub oidc_token_file: Option<PathBuf>,
+    /// For `oidc`: the session name (default `$ALIBABA_CLOUD_ROLE_SESSION_NAME`, else
+    /// `ecs-renewd`).
+    #[serde(default)]
+    pub role_session_name: Option<String>,
+    /// For `oidc`: where STS is (default by `$ALIBABA_CLOUD_STS_REGION`, else
+    /// `sts.aliyuncs.com`).
+    #[serde(default)]
+    pub sts_endpoint: Option<String>,
     /// For `uri`: the credentials URI (default `$ALIBABA_CLOUD_CREDENTIALS_URI`).
     #[serde(default)]
     pub credentials_uri: Option<String>,
@@ -205,6 +226,11 @@ impl Default for CredentialsConfig {
             cli_config_path: None,
             cli_profile: None,
             ram_role_name: None,
+            role_arn: None,
+            oidc_provider_arn: None,
+            oidc_token_file: None,
+            role_session_name: None,
+            sts_endpoint: None,
             credentials_uri: None,
             metadata_url: default_metadata_url(),
             imdsv1_fallback: true,
@@ -445,6 +471,7 @@ pub async fn resolve(
         SourceKind::Chain => &[
             SourceKind::File,
             SourceKind::Env,
+            SourceKind::Oidc,
             SourceKind::Systemd,
             SourceKind::CliProfile,
             SourceKind::RamRole,
@@ -452,6 +479,7 @@ pub async fn resolve(
         ],
         SourceKind::File => &[SourceKind::File],
         SourceKind::Env => &[SourceKind::Env],
+        SourceKind::Oidc => &[SourceKind::Oidc],
         SourceKind::Systemd => &[SourceKind::Systemd],
         SourceKind::CliProfile => &[SourceKind::CliProfile],
         SourceKind::RamRole => &[SourceKind::RamRole],
@@ -462,6 +490,7 @@ pub async fn resolve(
         let attempt = match kind {
             SourceKind::File => sources::from_files(config, env)?,
             SourceKind::Env => sources::from_env(env)?,
+            SourceKind::Oidc => oidc::from_oidc(config, env)?,
             SourceKind::Systemd => sources::from_systemd(config, env)?,
             SourceKind::CliProfile => cli_profile::from_cli_profile(config, env)?,
             SourceKind::RamRole => imds::from_ram_role(config, env).await?,

@@ -1,0 +1,223 @@
+//! RRSA on ACK, and OIDC generally (`source = "oidc"`): a RAM role assumed with an OIDC token
+//! through STS `AssumeRoleWithOIDC`, which is unsigned (the token is the proof). The role, the
+//! provider and the token file come from the config (`role_arn`, `oidc_provider_arn`,
+//! `oidc_token_file`, `role_session_name`) or from the variables ack-pod-identity-webhook
+//! injects (`ALIBABA_CLOUD_ROLE_ARN`, `ALIBABA_CLOUD_OIDC_PROVIDER_ARN`,
+//! `ALIBABA_CLOUD_OIDC_TOKEN_FILE`; `ALIBABA_CLOUD_ROLE_SESSION_NAME` optional). The token file
+//! is read again at every refresh: the kubelet rotates it (docs/sts-and-directories.md §2).
+//! STS is `sts_endpoint`, else the regional endpoint of `ALIBABA_CLOUD_STS_REGION` (`sts-vpc.`
+//! when `ALIBABA_CLOUD_VPC_ENDPOINT_ENABLED=true`), else `sts.aliyuncs.com`, as the official
+//! libraries choose. The key is held and refreshed by [`Refreshing`].
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures_util::future::BoxFuture;
+use reqwest::Url;
+
+use super::assume_role::{
+    STS_VERSION, parse_credentials, refusal, valid_role_arn, valid_session_name,
+};
+use super::refresh::{Failure, Fetch, Refreshing};
+use super::{
+    Attempt, CredentialError, CredentialProvider, Credentials, CredentialsConfig, Environment,
+};
+
+/// How long each key lasts (STS's default).
+const DURATION: Duration = Duration::from_secs(3600);
+
+/// The read timeout of one call (the official credentials libraries use 10 s).
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The `oidc` source: absent when none of role, provider and token file is set anywhere; an
+/// error naming what is missing when only some are.
+pub(crate) fn from_oidc(
+    config: &CredentialsConfig,
+    env: &Environment,
+) -> Result<Attempt, CredentialError> {
+    let pick = |own: &Option<String>, variable: &str| {
+        own.clone().or_else(|| env.get(variable).map(str::to_owned))
+    };
+    let role_arn = pick(&config.role_arn, "ALIBABA_CLOUD_ROLE_ARN");
+    let provider_arn = pick(&config.oidc_provider_arn, "ALIBABA_CLOUD_OIDC_PROVIDER_ARN");
+    let token_file = config
+        .oidc_token_file
+        .clone()
+        .or_else(|| env.get("ALIBABA_CLOUD_OIDC_TOKEN_FILE").map(PathBuf::from));
+    let incomplete = |detail: String| CredentialError::Incomplete {
+        source_name: "oidc",
+        detail,
+    };
+    let (role_arn, provider_arn, token_file) = match (role_arn, provider_arn, token_file) {
+        (None, None, None) => {
+            return Ok(Attempt::Absent(
+                "ALIBABA_CLOUD_ROLE_ARN, ALIBABA_CLOUD_OIDC_PROVIDER_ARN and ALIBABA_CLOUD_OIDC_TOKEN_FILE are unset".into(),
+            ));
+        }
+        (Some(role), Some(provider), Some(file)) => (role, provider, file),
+        (role, provider, file) => {
+            let missing: Vec<&str> = [
+                (role.is_none(), "role_arn (ALIBABA_CLOUD_ROLE_ARN)"),
+                (
+                    provider.is_none(),
+                    "oidc_provider_arn (ALIBABA_CLOUD_OIDC_PROVIDER_ARN)",
+                ),
+                (
+                    file.is_none(),
+                    "oidc_token_file (ALIBABA_CLOUD_OIDC_TOKEN_FILE)",
+                ),
+            ]
+            .into_iter()
+            .filter_map(|(absent, name)| absent.then_some(name))
+            .collect();
+            return Err(incomplete(format!("{} not set", missing.join(" and "))));
+        }
+    };
+    if !valid_role_arn(&role_arn) {
+        return Err(incomplete(format!(
+            "{role_arn:?} is not a RAM role ARN (acs:ram::<account id>:role/<name>)"
+        )));
+    }
+    if !valid_provider_arn(&provider_arn) {
+        return Err(incomplete(format!(
+            "{provider_arn:?} is not an OIDC provider ARN (acs:ram::<account id>:oidc-provider/<name>)"
+        )));
+    }
+    let session_name = pick(&config.role_session_name, "ALIBABA_CLOUD_ROLE_SESSION_NAME")
+        .unwrap_or_else(|| "ecs-renewd".into());
+    if !valid_session_name(&session_name) {
+        return Err(incomplete(format!(
+            "role session name {session_name:?}: use 2 to 64 letters, digits and . @ - _"
+        )));
+    }
+    let endpoint =
+        sts_endpoint(config, env).map_err(|e| incomplete(format!("sts_endpoint: {e}")))?;
+    let origin = format!(
+        "role {role_arn} assumed with the OIDC token in {} through {endpoint}",
+        token_file.display()
+    );
+    let source = Oidc {
+        role_arn,
+        provider_arn,
+        token_file,
+        session_name,
+        endpoint,
+        http: crate::cloud::client::shared_http_client(Duration::from_secs(5)),
+    };
+    let refreshing = Refreshing::new(Box::new(source), config.refresh_before);
+    Ok(Attempt::found(CredentialProvider::refreshing(
+        refreshing, origin,
+    )))
+}
+
+/// `acs:ram::<digits>:oidc-provider/<name>`.
+fn valid_provider_arn(arn: &str) -> bool {
+    arn.strip_prefix("acs:ram::")
+        .and_then(|rest| rest.split_once(":oidc-provider/"))
+        .is_some_and(|(uid, name)| {
+            !uid.is_empty() && uid.bytes().all(|b| b.is_ascii_digit()) && !name.is_empty()
+        })
+}
+
+/// Where AssumeRoleWithOIDC goes.
+fn sts_endpoint(
+    config: &CredentialsConfig,
+    env: &Environment,
+) -> Result<Url, crate::cloud::endpoint::EndpointError> {
+    let text = match (&config.sts_endpoint, env.get("ALIBABA_CLOUD_STS_REGION")) {
+        (Some(endpoint), _) => endpoint.clone(),
+        (None, Some(region)) if env.is_true("ALIBABA_CLOUD_VPC_ENDPOINT_ENABLED") => {
+            format!("https://sts-vpc.{region}.aliyuncs.com/")
+        }
+        (None, Some(region)) => format!("https://sts.{region}.aliyuncs.com/"),
+        (None, None) => "https://sts.aliyuncs.com/".into(),
+    };
+    crate::cloud::endpoint::checked(text)
+}
+
+struct Oidc {
+    role_arn: String,
+    provider_arn: String,
+    token_file: PathBuf,
+    session_name: String,
+    endpoint: Url,
+    http: reqwest::Client,
+}
+
+impl Fetch for Oidc {
+    fn what(&self) -> String {
+        format!(
+            "assuming RAM role {} with the OIDC token in {}",
+            self.role_arn,
+            self.token_file.display()
+        )
+    }
+
+    fn fetch(&self, now: DateTime<Utc>) -> BoxFuture<'_, Result<Credentials, Failure>> {
+        Box::pin(self.assume(now))
+    }
+}
+
+impl Oidc {
+    /// One AssumeRoleWithOIDC call with the token file's current token.
+    async fn assume(&self, now: DateTime<Utc>) -> Result<Credentials, Failure> {
+        let failed = |text: String| Failure {
+            text,
+            refused: false,
+        };
+        let token = std::fs::read_to_string(&self.token_file)
+            .map(zeroize::Zeroizing::new)
+            .map_err(|e| {
+                failed(format!(
+                    "reading the token file: {e} — check the projected volume"
+                ))
+            })?;
+        let token = token.trim();
+        if token.is_empty() {
+            return Err(failed("the token file is empty".into()));
+        }
+        let timestamp = crate::cloud::time::format_seconds(now);
+        let duration = DURATION.as_secs().to_string();
+        let body = crate::cloud::client::wiped_form(&[
+            ("Action", "AssumeRoleWithOIDC"),
+            ("Version", STS_VERSION),
+            ("Format", "JSON"),
+            ("Timestamp", timestamp.as_str()),
+            ("RoleArn", self.role_arn.as_str()),
+            ("OIDCProviderArn", self.provider_arn.as_str()),
+            ("OIDCToken", token),
+            ("RoleSessionName", self.session_name.as_str()),
+            ("DurationSeconds", duration.as_str()),
+        ]);
+        let response = self
+            .http
+            .post(self.endpoint.clone())
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .timeout(READ_TIMEOUT)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| {
+                failed(format!(
+                    "calling STS at {}: {}",
+                    self.endpoint,
+                    e.without_url()
+                ))
+            })?;
+        let status = response.status();
+        let answer = response
+            .bytes()
+            .await
+            .map_err(|e| failed(format!("reading STS's answer: {}", e.without_url())))?;
+        let scrub = |text: &str| text.replace(token, crate::secret::REDACTED);
+        if status.is_success() {
+            return parse_credentials(&answer)
+                .map_err(|why| failed(scrub(&format!("STS's answer: {why}"))));
+        }
+        Err(refusal(status.as_u16(), &answer, &scrub))
+    }
+}
