@@ -389,6 +389,28 @@ async fn rrsa_assumes_the_role_with_the_projected_token_read_again_at_each_refre
     let found = resolve(&chain, &env).await.unwrap();
     assert!(found.origin().contains("OIDC token"), "{}", found.origin());
 
+    // The aliyun CLI's OIDC mode reads the same file.
+    let cli = dir.path().join("config.json");
+    let profiles = serde_json::json!({"current": "rrsa", "profiles": [
+        {"name": "rrsa", "mode": "OIDC", "ram_role_arn": PROD_ROLE,
+         "oidc_provider_arn": provider_arn, "oidc_token_file": token_file,
+         "ram_session_name": "cli", "sts_endpoint": emulator.url()}
+    ]});
+    std::fs::write(&cli, profiles.to_string()).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&cli, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let from_cli = CredentialsConfig {
+        source: SourceKind::CliProfile,
+        cli_config_path: Some(cli),
+        ..CredentialsConfig::default()
+    };
+    let profile = resolve(&from_cli, &Environment::default()).await.unwrap();
+    profile.credentials(emulator.clock().now()).await.unwrap();
+    assert_eq!(calls(), 4);
+
     let half = Environment::from_pairs([("ALIBABA_CLOUD_ROLE_ARN", PROD_ROLE)]);
     let error = resolve(&config, &half).await.unwrap_err().to_string();
     assert!(

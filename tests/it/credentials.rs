@@ -351,7 +351,7 @@ async fn cli_profiles_select_by_env_and_support_ak_sts_and_ram_role() {
 
     let error = resolve(&config, &with_profile("Sso")).await.unwrap_err();
     assert!(
-        error.to_string().contains("has mode \"CloudSSO\", which ecs-renewd does not support; use AK, StsToken, EcsRamRole, RamRoleArn or ChainableRamRoleArn"),
+        error.to_string().contains("has mode \"CloudSSO\", which ecs-renewd does not support; use AK, StsToken, EcsRamRole, RamRoleArn, ChainableRamRoleArn or OIDC"),
         "{error}"
     );
     let error = resolve(&config, &with_profile("Nope")).await.unwrap_err();

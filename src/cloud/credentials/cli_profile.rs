@@ -1,7 +1,8 @@
 //! The aliyun CLI's profile file (`~/.aliyun/config.json`): modes `AK`, `StsToken`,
 //! `EcsRamRole` (docs/ecs-api.md §5.3), `RamRoleArn` (the profile's keys assume its role) and
 //! `ChainableRamRoleArn` (its `source_profile`, of any mode, assumes it; a cycle of source
-//! profiles is an error naming it), as docs/sts-and-directories.md §4 describes.
+//! profiles is an error naming it) and `OIDC` (the role assumed with a token file, as the
+//! `oidc` source does), as docs/sts-and-directories.md §4 describes.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -51,6 +52,10 @@ struct CliProfile {
     sts_endpoint: String,
     #[serde(default)]
     source_profile: String,
+    #[serde(default)]
+    oidc_provider_arn: String,
+    #[serde(default)]
+    oidc_token_file: String,
 }
 
 pub(crate) fn from_cli_profile(
@@ -145,13 +150,68 @@ impl Profiles<'_> {
                 let base = self.provider(&profile.source_profile, chain)?;
                 self.assume(profile, base)
             }
+            "OIDC" => self.oidc(profile),
             other => Err(cli_error(
                 path,
                 format!(
-                    "profile {name:?} has mode {other:?}, which ecs-renewd does not support; use AK, StsToken, EcsRamRole, RamRoleArn or ChainableRamRoleArn"
+                    "profile {name:?} has mode {other:?}, which ecs-renewd does not support; use AK, StsToken, EcsRamRole, RamRoleArn, ChainableRamRoleArn or OIDC"
                 ),
             )),
         }
+    }
+
+    /// An `OIDC` profile: `ram_role_arn` assumed with the token in `oidc_token_file` for
+    /// `oidc_provider_arn` (the CLI asks for an hour: so does this).
+    fn oidc(&self, profile: &CliProfile) -> Result<CredentialProvider, CredentialError> {
+        let name = &profile.name;
+        let wrong = |what: &str| cli_error(self.path, format!("OIDC profile {name:?}: {what}"));
+        if !super::assume_role::valid_role_arn(&profile.ram_role_arn) {
+            return Err(wrong("ram_role_arn is not a RAM role ARN"));
+        }
+        if !super::oidc::valid_provider_arn(&profile.oidc_provider_arn) {
+            return Err(wrong("oidc_provider_arn is not an OIDC provider ARN"));
+        }
+        if profile.oidc_token_file.is_empty() {
+            return Err(wrong("oidc_token_file is not set"));
+        }
+        let session_name = match profile.ram_session_name.as_str() {
+            "" => "ecs-renewd".to_owned(),
+            given => given.to_owned(),
+        };
+        if !super::assume_role::valid_session_name(&session_name) {
+            return Err(wrong(
+                "ram_session_name: use 2 to 64 letters, digits and . @ - _",
+            ));
+        }
+        let endpoint = self.sts_endpoint(profile)?;
+        let role = super::oidc::OidcRole {
+            role_arn: profile.ram_role_arn.clone(),
+            provider_arn: profile.oidc_provider_arn.clone(),
+            token_file: PathBuf::from(&profile.oidc_token_file),
+            session_name,
+        };
+        Ok(super::oidc::provider(
+            role,
+            endpoint,
+            self.config.refresh_before,
+        ))
+    }
+
+    /// STS for `profile`: `sts_endpoint` (https unless it names a scheme), else
+    /// `sts.<sts_region>.aliyuncs.com`, else `sts.aliyuncs.com`.
+    fn sts_endpoint(&self, profile: &CliProfile) -> Result<reqwest::Url, CredentialError> {
+        let endpoint = match (profile.sts_endpoint.as_str(), profile.sts_region.as_str()) {
+            ("", "") => "https://sts.aliyuncs.com/".to_owned(),
+            ("", region) => format!("https://sts.{region}.aliyuncs.com/"),
+            (endpoint, _) if endpoint.contains("://") => endpoint.to_owned(),
+            (endpoint, _) => format!("https://{endpoint}/"),
+        };
+        crate::cloud::endpoint::checked(endpoint).map_err(|e| {
+            cli_error(
+                self.path,
+                format!("profile {:?}: sts_endpoint: {e}", profile.name),
+            )
+        })
     }
 
     /// `profile`'s role, assumed with `base`: `ram_role_arn`, `ram_session_name`,
@@ -186,14 +246,7 @@ impl Profiles<'_> {
                 format!("profile {name:?}: {key}: {why}"),
             ));
         }
-        let endpoint = match (profile.sts_endpoint.as_str(), profile.sts_region.as_str()) {
-            ("", "") => "https://sts.aliyuncs.com/".to_owned(),
-            ("", region) => format!("https://sts.{region}.aliyuncs.com/"),
-            (endpoint, _) if endpoint.contains("://") => endpoint.to_owned(),
-            (endpoint, _) => format!("https://{endpoint}/"),
-        };
-        let endpoint = crate::cloud::endpoint::checked(endpoint)
-            .map_err(|e| cli_error(self.path, format!("profile {name:?}: sts_endpoint: {e}")))?;
+        let endpoint = self.sts_endpoint(profile)?;
         let warnings = base.warnings().to_vec();
         let http = crate::cloud::client::shared_http_client(Duration::from_secs(5));
         let assumed = AssumedRole::new(base, role, endpoint, http, self.config.refresh_before);

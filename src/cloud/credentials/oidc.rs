@@ -93,26 +93,56 @@ pub(crate) fn from_oidc(
     }
     let endpoint =
         sts_endpoint(config, env).map_err(|e| incomplete(format!("sts_endpoint: {e}")))?;
-    let origin = format!(
-        "role {role_arn} assumed with the OIDC token in {} through {endpoint}",
-        token_file.display()
-    );
-    let source = Oidc {
+    let role = OidcRole {
         role_arn,
         provider_arn,
         token_file,
         session_name,
-        endpoint,
-        http: crate::cloud::client::shared_http_client(Duration::from_secs(5)),
     };
-    let refreshing = Refreshing::new(Box::new(source), config.refresh_before);
-    Ok(Attempt::found(CredentialProvider::refreshing(
-        refreshing, origin,
+    Ok(Attempt::found(provider(
+        role,
+        endpoint,
+        config.refresh_before,
     )))
 }
 
+/// What `AssumeRoleWithOIDC` is asked for.
+pub(crate) struct OidcRole {
+    /// The role.
+    pub role_arn: String,
+    /// The OIDC provider the role trusts.
+    pub provider_arn: String,
+    /// The file the token is read from at every refresh.
+    pub token_file: PathBuf,
+    /// The session's name.
+    pub session_name: String,
+}
+
+/// The provider of `role`'s keys, asked of STS at `endpoint` (the `oidc` source's, and the
+/// aliyun CLI's `OIDC` profiles').
+pub(crate) fn provider(
+    role: OidcRole,
+    endpoint: Url,
+    refresh_before: Duration,
+) -> CredentialProvider {
+    let origin = format!(
+        "role {} assumed with the OIDC token in {} through {endpoint}",
+        role.role_arn,
+        role.token_file.display()
+    );
+    let source = Oidc {
+        role_arn: role.role_arn,
+        provider_arn: role.provider_arn,
+        token_file: role.token_file,
+        session_name: role.session_name,
+        endpoint,
+        http: crate::cloud::client::shared_http_client(Duration::from_secs(5)),
+    };
+    CredentialProvider::refreshing(Refreshing::new(Box::new(source), refresh_before), origin)
+}
+
 /// `acs:ram::<digits>:oidc-provider/<name>`.
-fn valid_provider_arn(arn: &str) -> bool {
+pub(crate) fn valid_provider_arn(arn: &str) -> bool {
     arn.strip_prefix("acs:ram::")
         .and_then(|rest| rest.split_once(":oidc-provider/"))
         .is_some_and(|(uid, name)| {
