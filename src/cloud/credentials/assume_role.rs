@@ -283,35 +283,44 @@ impl Sts {
             &new_nonce(),
             now,
         );
-        let response = self
-            .http
-            .post(self.endpoint.clone())
-            .header(
-                reqwest::header::CONTENT_TYPE,
-                "application/x-www-form-urlencoded",
-            )
-            .timeout(READ_TIMEOUT)
-            .body(form_body(&signed))
-            .send()
-            .await
-            .map_err(|e| Failure {
-                text: format!("calling STS at {}: {}", self.endpoint, e.without_url()),
-                refused: false,
-            })?;
-        let status = response.status();
-        let body = response.bytes().await.map_err(|e| Failure {
-            text: format!("reading STS's answer: {}", e.without_url()),
-            refused: false,
-        })?;
         let scrub = |text: &str| scrub_secrets(text, &base);
-        if status.is_success() {
-            return parse_credentials(&body).map_err(|why| Failure {
-                text: scrub(&format!("STS's answer: {why}")),
-                refused: false,
-            });
-        }
-        Err(refusal(status.as_u16(), &body, &scrub))
+        post(&self.http, &self.endpoint, form_body(&signed), &scrub).await
     }
+}
+
+/// Posts `body` (a form) to STS at `endpoint` and reads the key it answers, or why not;
+/// `scrub` takes the caller's secrets out of any text quoted.
+pub(super) async fn post(
+    http: &reqwest::Client,
+    endpoint: &Url,
+    body: bytes::Bytes,
+    scrub: &impl Fn(&str) -> String,
+) -> Result<Credentials, Failure> {
+    let transient = |text: String| Failure {
+        text,
+        refused: false,
+    };
+    let response = http
+        .post(endpoint.clone())
+        .header(
+            reqwest::header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded",
+        )
+        .timeout(READ_TIMEOUT)
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| transient(format!("calling STS at {endpoint}: {}", e.without_url())))?;
+    let status = response.status();
+    let answer = response
+        .bytes()
+        .await
+        .map_err(|e| transient(format!("reading STS's answer: {}", e.without_url())))?;
+    if status.is_success() {
+        return parse_credentials(&answer)
+            .map_err(|why| transient(scrub(&format!("STS's answer: {why}"))));
+    }
+    Err(refusal(status.as_u16(), &answer, scrub))
 }
 
 /// STS's error answer as a failure: a 4xx other than throttling is a refusal.
@@ -359,7 +368,7 @@ fn advice(code: &str) -> &'static str {
 }
 
 /// The `Credentials` of an AssumeRole answer.
-pub(super) fn parse_credentials(body: &[u8]) -> Result<Credentials, String> {
+fn parse_credentials(body: &[u8]) -> Result<Credentials, String> {
     #[derive(Deserialize)]
     #[serde(rename_all = "PascalCase")]
     struct Answer {

@@ -16,9 +16,7 @@ use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
 use reqwest::Url;
 
-use super::assume_role::{
-    STS_VERSION, parse_credentials, refusal, valid_role_arn, valid_session_name,
-};
+use super::assume_role::{STS_VERSION, post, valid_role_arn, valid_session_name};
 use super::refresh::{Failure, Fetch, Refreshing};
 use super::{
     Attempt, CredentialError, CredentialProvider, Credentials, CredentialsConfig, Environment,
@@ -27,15 +25,39 @@ use super::{
 /// How long each key lasts (STS's default).
 const DURATION: Duration = Duration::from_secs(3600);
 
-/// The read timeout of one call (the official credentials libraries use 10 s).
-const READ_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// The `oidc` source: absent when none of role, provider and token file is set anywhere; an
 /// error naming what is missing when only some are.
 pub(crate) fn from_oidc(
     config: &CredentialsConfig,
     env: &Environment,
 ) -> Result<Attempt, CredentialError> {
+    let Some(role) = oidc_role(config, env)? else {
+        return Ok(Attempt::Absent(
+            "ALIBABA_CLOUD_ROLE_ARN, ALIBABA_CLOUD_OIDC_PROVIDER_ARN and ALIBABA_CLOUD_OIDC_TOKEN_FILE are unset".into(),
+        ));
+    };
+    let endpoint =
+        sts_endpoint(config, env).map_err(|e| incomplete(format!("sts_endpoint: {e}")))?;
+    Ok(Attempt::found(provider(
+        role,
+        endpoint,
+        config.refresh_before,
+    )))
+}
+
+fn incomplete(detail: String) -> CredentialError {
+    CredentialError::Incomplete {
+        source_name: "oidc",
+        detail,
+    }
+}
+
+/// The role, provider, token file and session name, each from the config or else the
+/// environment, checked; `None` when none of the first three is set anywhere.
+fn oidc_role(
+    config: &CredentialsConfig,
+    env: &Environment,
+) -> Result<Option<OidcRole>, CredentialError> {
     let pick = |own: &Option<String>, variable: &str| {
         own.clone().or_else(|| env.get(variable).map(str::to_owned))
     };
@@ -45,33 +67,15 @@ pub(crate) fn from_oidc(
         .oidc_token_file
         .clone()
         .or_else(|| env.get("ALIBABA_CLOUD_OIDC_TOKEN_FILE").map(PathBuf::from));
-    let incomplete = |detail: String| CredentialError::Incomplete {
-        source_name: "oidc",
-        detail,
-    };
     let (role_arn, provider_arn, token_file) = match (role_arn, provider_arn, token_file) {
-        (None, None, None) => {
-            return Ok(Attempt::Absent(
-                "ALIBABA_CLOUD_ROLE_ARN, ALIBABA_CLOUD_OIDC_PROVIDER_ARN and ALIBABA_CLOUD_OIDC_TOKEN_FILE are unset".into(),
-            ));
-        }
+        (None, None, None) => return Ok(None),
         (Some(role), Some(provider), Some(file)) => (role, provider, file),
         (role, provider, file) => {
-            let missing: Vec<&str> = [
-                (role.is_none(), "role_arn (ALIBABA_CLOUD_ROLE_ARN)"),
-                (
-                    provider.is_none(),
-                    "oidc_provider_arn (ALIBABA_CLOUD_OIDC_PROVIDER_ARN)",
-                ),
-                (
-                    file.is_none(),
-                    "oidc_token_file (ALIBABA_CLOUD_OIDC_TOKEN_FILE)",
-                ),
-            ]
-            .into_iter()
-            .filter_map(|(absent, name)| absent.then_some(name))
-            .collect();
-            return Err(incomplete(format!("{} not set", missing.join(" and "))));
+            return Err(incomplete(missing(
+                role.is_none(),
+                provider.is_none(),
+                file.is_none(),
+            )));
         }
     };
     if !valid_role_arn(&role_arn) {
@@ -91,19 +95,28 @@ pub(crate) fn from_oidc(
             "role session name {session_name:?}: use 2 to 64 letters, digits and . @ - _"
         )));
     }
-    let endpoint =
-        sts_endpoint(config, env).map_err(|e| incomplete(format!("sts_endpoint: {e}")))?;
-    let role = OidcRole {
+    Ok(Some(OidcRole {
         role_arn,
         provider_arn,
         token_file,
         session_name,
-    };
-    Ok(Attempt::found(provider(
-        role,
-        endpoint,
-        config.refresh_before,
-    )))
+    }))
+}
+
+/// Which of the three settings are missing, in words.
+fn missing(role: bool, provider: bool, file: bool) -> String {
+    let names: Vec<&str> = [
+        (role, "role_arn (ALIBABA_CLOUD_ROLE_ARN)"),
+        (
+            provider,
+            "oidc_provider_arn (ALIBABA_CLOUD_OIDC_PROVIDER_ARN)",
+        ),
+        (file, "oidc_token_file (ALIBABA_CLOUD_OIDC_TOKEN_FILE)"),
+    ]
+    .into_iter()
+    .filter_map(|(absent, name)| absent.then_some(name))
+    .collect();
+    format!("{} not set", names.join(" and "))
 }
 
 /// What `AssumeRoleWithOIDC` is asked for.
@@ -220,34 +233,7 @@ impl Oidc {
             ("RoleSessionName", self.session_name.as_str()),
             ("DurationSeconds", duration.as_str()),
         ]);
-        let response = self
-            .http
-            .post(self.endpoint.clone())
-            .header(
-                reqwest::header::CONTENT_TYPE,
-                "application/x-www-form-urlencoded",
-            )
-            .timeout(READ_TIMEOUT)
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| {
-                failed(format!(
-                    "calling STS at {}: {}",
-                    self.endpoint,
-                    e.without_url()
-                ))
-            })?;
-        let status = response.status();
-        let answer = response
-            .bytes()
-            .await
-            .map_err(|e| failed(format!("reading STS's answer: {}", e.without_url())))?;
         let scrub = |text: &str| text.replace(token, crate::secret::REDACTED);
-        if status.is_success() {
-            return parse_credentials(&answer)
-                .map_err(|why| failed(scrub(&format!("STS's answer: {why}"))));
-        }
-        Err(refusal(status.as_u16(), &answer, &scrub))
+        post(&self.http, &self.endpoint, body, &scrub).await
     }
 }
