@@ -56,20 +56,7 @@ fn assume_role_with_oidc(
     params: &Params,
     now: DateTime<Utc>,
 ) -> Result<Value, Fault> {
-    let arn = params.non_empty("RoleArn").ok_or_else(|| {
-        Fault::new(
-            400,
-            "MissingRoleArn",
-            "RoleArn is mandatory for this action.",
-        )
-    })?;
-    let (uid, role_name) = parse_role_arn(arn).ok_or_else(|| {
-        Fault::new(
-            400,
-            "InvalidParameter.RoleArn",
-            "The parameter RoleArn is wrongly formed.",
-        )
-    })?;
+    let (uid, role_name) = requested_role(params)?;
     let no_provider = || {
         Fault::new(
             401,
@@ -93,14 +80,7 @@ fn assume_role_with_oidc(
             refusal.message,
         )
     })?;
-    let session = params.non_empty("RoleSessionName").unwrap_or_default();
-    if !valid_session_name(session) {
-        return Err(Fault::new(
-            400,
-            "InvalidParameter.RoleSessionName",
-            "The parameter RoleSessionName is wrongly formed.",
-        ));
-    }
+    let session = session_name(params)?;
     let role = world
         .identities()
         .role(uid, role_name)
@@ -148,28 +128,8 @@ fn assume_role(
     params: &Params,
     now: DateTime<Utc>,
 ) -> Result<Value, Fault> {
-    let arn = params.non_empty("RoleArn").ok_or_else(|| {
-        Fault::new(
-            400,
-            "MissingRoleArn",
-            "RoleArn is mandatory for this action.",
-        )
-    })?;
-    let (uid, role_name) = parse_role_arn(arn).ok_or_else(|| {
-        Fault::new(
-            400,
-            "InvalidParameter.RoleArn",
-            "The parameter RoleArn is wrongly formed.",
-        )
-    })?;
-    let session = params.non_empty("RoleSessionName").unwrap_or_default();
-    if !valid_session_name(session) {
-        return Err(Fault::new(
-            400,
-            "InvalidParameter.RoleSessionName",
-            "The parameter RoleSessionName is wrongly formed.",
-        ));
-    }
+    let (uid, role_name) = requested_role(params)?;
+    let session = session_name(params)?;
     let role = world
         .identities()
         .role(uid, role_name)
@@ -217,6 +177,37 @@ fn minted_answer(
             "Expiration": time::format_seconds(expires_at),
         }
     })
+}
+
+/// The account id and role name of `RoleArn`.
+fn requested_role(params: &Params) -> Result<(&str, &str), Fault> {
+    let arn = params.non_empty("RoleArn").ok_or_else(|| {
+        Fault::new(
+            400,
+            "MissingRoleArn",
+            "RoleArn is mandatory for this action.",
+        )
+    })?;
+    parse_role_arn(arn).ok_or_else(|| {
+        Fault::new(
+            400,
+            "InvalidParameter.RoleArn",
+            "The parameter RoleArn is wrongly formed.",
+        )
+    })
+}
+
+/// `RoleSessionName`, when it follows STS's rule.
+fn session_name(params: &Params) -> Result<&str, Fault> {
+    let session = params.non_empty("RoleSessionName").unwrap_or_default();
+    if !valid_session_name(session) {
+        return Err(Fault::new(
+            400,
+            "InvalidParameter.RoleSessionName",
+            "The parameter RoleSessionName is wrongly formed.",
+        ));
+    }
+    Ok(session)
 }
 
 /// `DurationSeconds` (default 3600) when within 900 s and the role's maximum session.
