@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Static checks of the deployment artifacts: systemd units, Prometheus config, rules and their
 # unit tests, the alert table and runbook sections in docs/operations.md, the Grafana dashboard,
-# the RAM policy, the Kubernetes manifests (the base and the two-replica overlay) and the Dockerfile.
+# the RAM policies (deploy/ram-policy.json and deploy/ram/*.json), the Kubernetes manifests (the
+# base, RRSA by default, and the two-replica overlay; built with `kubectl kustomize` as well when
+# kubectl is installed) and the Dockerfile.
 # Installs what it needs once (promtool from apt, hadolint and PyYAML in target/ci-venv); every
 # check runs even after one fails, and the exit status is non-zero if any failed.
 set -euo pipefail
@@ -223,9 +225,115 @@ need(actions == sorted([
     "bss:DescribeAcccount", "bssapi:QueryAccountBalance",
 ]), f"ram-policy: actions are {actions}")
 
-# Kubernetes: never two daemons on one ledger; locked-down container.
-docs = [d for f in ("deployment.yaml", "configmap.yaml", "secret.example.yaml", "podmonitor.yaml", "kustomization.yaml")
-        for d in yaml.safe_load_all(open("deploy/kubernetes/" + f)) if d]
+# deploy/ram: the directory management identity's policy and the trust-policy examples
+# (docs/identities.md). Every file there is JSON and, as deploy/ram-policy.json, a RAM policy
+# document: Version "1", a non-empty Statement list, each statement with Effect, Action and either
+# Resource (a permission policy) or Principal (a trust policy: RAM, Service or Federated lists).
+RAM_ACTION = re.compile(r"[a-z0-9-]+:[A-Za-z0-9*]+")
+def ram_document(doc, where):
+    if not isinstance(doc, dict):
+        problems.append(f"{where}: not a JSON object")
+        return []
+    need(set(doc) <= {"Version", "Statement"}, f"{where}: keys {sorted(set(doc) - {'Version', 'Statement'})} are not a RAM policy's")
+    need(doc.get("Version") == "1", f"{where}: Version must be \"1\"")
+    statements = doc.get("Statement")
+    need(isinstance(statements, list) and statements, f"{where}: Statement must be a non-empty list")
+    good = []
+    for i, st in enumerate(statements if isinstance(statements, list) else []):
+        at = f"{where} Statement[{i}]"
+        if not isinstance(st, dict):
+            problems.append(f"{at}: not an object")
+            continue
+        need(set(st) <= {"Effect", "Action", "Resource", "Principal", "Condition"},
+             f"{at}: unknown keys {sorted(set(st) - {'Effect', 'Action', 'Resource', 'Principal', 'Condition'})}")
+        need(st.get("Effect") in ("Allow", "Deny"), f"{at}: Effect must be Allow or Deny")
+        acts = st.get("Action")
+        acts = [acts] if isinstance(acts, str) else acts
+        need(isinstance(acts, list) and acts and all(isinstance(a, str) and RAM_ACTION.fullmatch(a) for a in acts),
+             f"{at}: Action must be service:Action or a non-empty list of them")
+        need(("Resource" in st) != ("Principal" in st), f"{at}: one of Resource (permission policy) or Principal (trust policy)")
+        if "Resource" in st:
+            r = st["Resource"]
+            need(isinstance(r, str) or (isinstance(r, list) and r and all(isinstance(x, str) for x in r)),
+                 f"{at}: Resource must be a string or a non-empty list of strings")
+        if "Principal" in st:
+            pr = st["Principal"]
+            need(isinstance(pr, dict) and pr and set(pr) <= {"RAM", "Service", "Federated"}
+                 and all(isinstance(v, list) and v and all(isinstance(x, str) for x in v) for v in pr.values()),
+                 f"{at}: Principal must map RAM, Service or Federated to non-empty lists of strings")
+        cond = st.get("Condition", {})
+        need(isinstance(cond, dict) and all(isinstance(v, dict) and v for v in cond.values()),
+             f"{at}: Condition must map operators (StringEquals, ...) to objects")
+        good.append(st)
+    return good
+def as_list(v):
+    return [v] if isinstance(v, str) else list(v) if isinstance(v, list) else []
+ram_document(policy, "deploy/ram-policy.json")
+need(all("Resource" in s for s in policy.get("Statement", [])), "deploy/ram-policy.json: a permission policy (Resource, no Principal)")
+RAM = "deploy/ram/"
+RAM_FILES = {"directory-management-policy.json", "trust-rrsa.json", "trust-directory-member.json", "trust-external-id.json"}
+ram = {}
+for f in sorted(os.listdir(RAM)) if os.path.isdir(RAM) else []:
+    if not f.endswith(".json"):
+        problems.append(f"{RAM}{f}: only RAM policy documents (.json) belong here")
+        continue
+    try:
+        doc = json.load(open(RAM + f, encoding="utf-8"))
+    except ValueError as e:
+        problems.append(f"{RAM}{f}: not valid JSON: {e}")
+        continue
+    ram[f] = ram_document(doc, RAM + f)
+    trust = f.startswith("trust-")
+    for st in ram[f]:
+        need(("Principal" in st) == trust, f"{RAM}{f}: " + ("a trust policy (trust-*.json) has Principal, no Resource" if trust else "a permission policy has Resource, no Principal"))
+        if trust:
+            need(as_list(st.get("Action")) == ["sts:AssumeRole"], f"{RAM}{f}: a trust policy allows sts:AssumeRole")
+for f in sorted(RAM_FILES - set(ram)):
+    problems.append(f"{RAM}{f} is missing or not valid JSON")
+def allows(statements, action, resource=None):
+    return any(s.get("Effect") == "Allow" and action in as_list(s.get("Action"))
+               and (resource is None or resource in as_list(s.get("Resource"))) for s in statements)
+mgmt = ram.get("directory-management-policy.json", [])
+need(allows(mgmt, "resourcemanager:ListAccounts"), f"{RAM}directory-management-policy.json: allow resourcemanager:ListAccounts")
+need(allows(mgmt, "sts:AssumeRole", "acs:ram::*:role/resourcedirectoryaccountaccessrole"),
+     f"{RAM}directory-management-policy.json: allow sts:AssumeRole on acs:ram::*:role/resourcedirectoryaccountaccessrole (role names lowercase in ARNs)")
+def trust_of(f):
+    st = ram.get(f, [])
+    return (st[0].get("Principal", {}), st[0].get("Condition", {}).get("StringEquals", {})) if len(st) == 1 else ({}, {})
+principal, equals = trust_of("trust-rrsa.json")
+need(len(principal.get("Federated", [])) == 1 and re.fullmatch(r"acs:ram::[^:]+:oidc-provider/ack-rrsa-.+", principal["Federated"][0]),
+     f"{RAM}trust-rrsa.json: one statement, Principal Federated = [acs:ram::<uid>:oidc-provider/ack-rrsa-<cluster id>]")
+need(equals.get("oidc:aud") == "sts.aliyuncs.com" and equals.get("oidc:iss")
+     and re.fullmatch(r"system:serviceaccount:[^:]+:[^:]+", equals.get("oidc:sub", "")),
+     f"{RAM}trust-rrsa.json: StringEquals oidc:aud sts.aliyuncs.com, oidc:iss, oidc:sub system:serviceaccount:<namespace>:<serviceaccount>")
+principal, equals = trust_of("trust-directory-member.json")
+need(len(principal.get("RAM", [])) == 1 and re.fullmatch(r"acs:ram::[^:]+:root", principal["RAM"][0]),
+     f"{RAM}trust-directory-member.json: one statement, Principal RAM = [acs:ram::<management uid>:root]")
+principal, equals = trust_of("trust-external-id.json")
+need(len(principal.get("RAM", [])) == 1 and re.fullmatch(r"acs:ram::[^:]+:root", principal["RAM"][0]) and equals.get("sts:ExternalId"),
+     f"{RAM}trust-external-id.json: one statement, Principal RAM = [acs:ram::<uid>:root], StringEquals sts:ExternalId")
+# docs/identities.md shows each trust policy: the same document as the file.
+IDS = "docs/identities.md"
+shown = []
+for block in re.findall(r"^ *```json\n(.*?)^ *```", open(IDS, encoding="utf-8").read(), re.S | re.M):
+    try:
+        shown.append(json.loads(block))
+    except ValueError:
+        pass
+for f in sorted(ram):
+    if f.startswith("trust-"):
+        need(json.load(open(RAM + f, encoding="utf-8")) in shown, f"{RAM}{f}: {IDS} shows no such trust policy (keep the two the same)")
+
+# Kubernetes: never two daemons on one ledger; locked-down container. The resources are in
+# base/ (kustomize refuses a base directory that contains its overlay ha/); the top level's
+# kustomization is the base alone, so `kubectl apply -k deploy/kubernetes` still applies it.
+K8S, BASE = "deploy/kubernetes/", "deploy/kubernetes/base/"
+top_kust = yaml.safe_load(open(K8S + "kustomization.yaml"))
+need([os.path.normpath(r) for r in top_kust.get("resources", [])] == ["base"] and not top_kust.get("patches"),
+     f"{K8S}kustomization.yaml: resources must be [base] alone")
+base_kust = yaml.safe_load(open(BASE + "kustomization.yaml"))
+docs = [d for f in [BASE + r for r in base_kust["resources"]] + [K8S + "secret.example.yaml", BASE + "kustomization.yaml"]
+        for d in yaml.safe_load_all(open(f)) if d]
 dep = next(d for d in docs if d["kind"] == "Deployment")
 need(dep["spec"]["replicas"] == 1, "deployment: replicas must be 1")
 need(dep["spec"]["strategy"]["type"] == "Recreate", "deployment: strategy must be Recreate")
@@ -256,6 +364,42 @@ scrape = yaml.safe_load(open("deploy/prometheus/prometheus.yml"))["scrape_config
 need(all(j.get("authorization", {}).get("credentials_file") for j in scrape if j["job_name"] == "ecs-renewd"),
      "prometheus.yml: the ecs-renewd job must send the bearer token")
 
+# RRSA by default (docs/identities.md): the pod runs as the base's ServiceAccount, annotated with
+# the RAM role for ack-pod-identity-webhook; config.toml's accounts use source = "oidc"; no
+# AccessKey in the base (no Secret among its resources, none in the container's environment, the
+# example Secret's keys commented out). The Secret stays for the admin token (and ledger_url).
+ROLE_ANNOTATION = "pod-identity.alibabacloud.com/role-name"
+accounts = tomllib.loads(config).get("accounts", [])
+need(accounts and all(a.get("credentials", {}).get("source") == "oidc" for a in accounts),
+     "configmap: every [accounts.credentials] source must be \"oidc\" (RRSA)")
+sas = [d for d in docs if d["kind"] == "ServiceAccount"]
+need(len(sas) == 1, f"{BASE}: one ServiceAccount (serviceaccount.yaml), found {len(sas)}")
+sa_name = sas[0]["metadata"]["name"] if sas else None
+need(bool(sas and sas[0]["metadata"].get("annotations", {}).get(ROLE_ANNOTATION)), f"serviceaccount: annotation {ROLE_ANNOTATION} (the RAM role's name)")
+need(dep["spec"]["template"]["spec"].get("serviceAccountName") == sa_name, "deployment: serviceAccountName must be the base's ServiceAccount")
+need(not any(d["kind"] == "Secret" for f in base_kust["resources"] for d in yaml.safe_load_all(open(BASE + f)) if d),
+     f"{BASE}kustomization.yaml: no Secret among the resources (RRSA by default; the Secret is made out of band)")
+need(not any(k.startswith("access_key") for k in secret.get("stringData", {})),
+     f"{K8S}secret.example.yaml: the AccessKey is the commented alternative, not in stringData")
+rrsa_sub = json.load(open(RAM + "trust-rrsa.json"))["Statement"][0].get("Condition", {}).get("StringEquals", {}).get("oidc:sub", "") if "trust-rrsa.json" in ram else ""
+need(rrsa_sub.rsplit(":", 1)[-1] == sa_name, f"{RAM}trust-rrsa.json: oidc:sub {rrsa_sub!r} must name the ServiceAccount {sa_name!r}")
+def pod_consistent(dep, where):
+    pod = dep["spec"]["template"]["spec"]
+    volumes = {v["name"] for v in pod.get("volumes", [])}
+    mounted = {m["name"] for c in pod["containers"] for m in c.get("volumeMounts", [])}
+    need(mounted <= volumes, f"{where}: mounts of volumes that do not exist: {sorted(mounted - volumes)}")
+    need(volumes <= mounted, f"{where}: volumes mounted nowhere: {sorted(volumes - mounted)}")
+    secrets = {v["secret"]["secretName"] for v in pod.get("volumes", []) if "secret" in v}
+    for c in pod["containers"]:
+        for e in c.get("env", []):
+            need(not e["name"].startswith(("ALIBABA_CLOUD_ACCESS_KEY", "ALIYUN_ACCESS_KEY", "ALICLOUD_ACCESS_KEY")),
+                 f"{where} {c['name']}: {e['name']} in the environment (RRSA by default: no AccessKey)")
+            ref = e.get("valueFrom", {}).get("secretKeyRef")
+            if ref:
+                secrets.add(ref.get("name"))
+    need(secrets <= {secret["metadata"]["name"]}, f"{where}: refers to Secrets {sorted(secrets)}, not only {secret['metadata']['name']}")
+pod_consistent(dep, "deployment")
+
 # The HA overlay (deploy/kubernetes/ha), without kustomize: its patches applied to the base as
 # kustomize's strategic merge would (maps merged, null deletes a key, the Pod spec's lists merged
 # by their keys, `$patch: delete` drops a resource), then what two replicas on one PostgreSQL
@@ -265,8 +409,10 @@ HA = "deploy/kubernetes/ha/"
 kust = yaml.safe_load(open(HA + "kustomization.yaml"))
 listed = [r for r in kust.get("resources", [])] + [p.get("path") for p in kust.get("patches", [])]
 need(all(isinstance(p, str) for p in listed), f"{HA}kustomization.yaml: every patch names a file (path:)")
-need(any(os.path.normpath(r) == ".." for r in kust.get("resources", [])), f"{HA}kustomization.yaml: the base (../) must be a resource")
-files = [f for f in listed if isinstance(f, str) and os.path.normpath(f) != ".."]
+need(any(os.path.normpath(r) == "../base" for r in kust.get("resources", [])), f"{HA}kustomization.yaml: the base (../base) must be a resource")
+need(not any(os.path.normpath(r) == ".." for r in kust.get("resources", [])),
+     f"{HA}kustomization.yaml: ../ contains this overlay, which kustomize refuses (cycle detected): use ../base")
+files = [f for f in listed if isinstance(f, str) and os.path.normpath(f) not in ("..", "../base")]
 for f in files:
     need(os.path.isfile(HA + f), f"{HA}kustomization.yaml lists {f}, which does not exist")
 for f in sorted(os.listdir(HA)):
@@ -299,8 +445,7 @@ def smp(base, patch, key=None):
         return out
     return patch
 ident = lambda d: (d["kind"], d["metadata"]["name"])
-base_kust = yaml.safe_load(open("deploy/kubernetes/kustomization.yaml"))
-out = [d for f in base_kust["resources"] for d in yaml.safe_load_all(open("deploy/kubernetes/" + f)) if d]
+out = [d for f in base_kust["resources"] for d in yaml.safe_load_all(open(BASE + f)) if d]
 base_ids = {ident(d) for d in out}
 for f in files:
     for d in yaml.safe_load_all(open(HA + f)) if os.path.isfile(HA + f) else []:
@@ -321,6 +466,8 @@ need(ha["spec"].get("replicas") == 2, "ha: replicas must be 2")
 need(ha["spec"]["strategy"].get("type") == "RollingUpdate", "ha: strategy must be RollingUpdate")
 need(ha["spec"]["strategy"].get("rollingUpdate", {}).get("maxUnavailable") == 0, "ha: maxUnavailable must be 0")
 locked_down(ha, "ha")
+pod_consistent(ha, "ha")
+need(ha["spec"]["template"]["spec"].get("serviceAccountName") == sa_name, "ha: the pods must run as the base's ServiceAccount (RRSA)")
 hpod = ha["spec"]["template"]["spec"]
 labels = ha["spec"]["template"]["metadata"]["labels"]
 selects = lambda sel: bool(sel) and all(labels.get(k) == v for k, v in sel.items())
@@ -373,10 +520,37 @@ if set(h) == {"lease_duration", "renew_deadline", "retry_period"}:
 
 for p in problems:
     print("  " + p)
-print(f"ok: {len(alerts)} alerts with {cases} alert test cases in {len(tests['tests'])} groups, {len(exprs)} dashboard queries, RAM policy, {len(docs)} Kubernetes documents, HA overlay ({len(ha_docs)} documents: {len(out)} in its output)"
+print(f"ok: {len(alerts)} alerts with {cases} alert test cases in {len(tests['tests'])} groups, {len(exprs)} dashboard queries, RAM policy and {len(ram)} documents in {RAM}, {len(docs)} Kubernetes documents, HA overlay ({len(ha_docs)} documents: {len(out)} in its output)"
       if not problems else f"{len(problems)} problem(s)")
 sys.exit(1 if problems else 0)
 EOF
+
+# What kustomize itself builds, when kubectl is installed (it is not among the tools installed
+# above): the base and the overlay must build (a base containing its overlay is a "cycle"), and
+# the overlay's output must hold exactly the kinds the checks above expect.
+kustomize_build() {
+  if ! command -v kubectl >/dev/null; then
+    echo "skipped: kubectl is not installed (the invariants above model the overlay without it)"
+    return 0
+  fi
+  local kind
+  kubectl kustomize deploy/kubernetes >"$units/base.yaml" || return 1
+  kubectl kustomize deploy/kubernetes/ha >"$units/ha.yaml" || return 1
+  for kind in base ha; do
+    "$py" - "$units/$kind.yaml" "$kind" <<'PY' || return 1
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+kinds = sorted(d["kind"] for d in docs)
+want = {"base": ["ConfigMap", "Deployment", "PersistentVolumeClaim", "PodMonitor", "ServiceAccount"],
+        "ha": ["ConfigMap", "Deployment", "PodDisruptionBudget", "PodMonitor", "ServiceAccount"]}[sys.argv[2]]
+dep = next(d for d in docs if d["kind"] == "Deployment")
+ok = kinds == want and dep["spec"]["template"]["spec"].get("serviceAccountName") == "ecs-renewd"
+print(f"{'ok' if ok else 'FAILED'}: kubectl kustomize {sys.argv[2]}: {', '.join(kinds)}" + ("" if ok else f" (want {', '.join(want)}, and serviceAccountName ecs-renewd)"))
+sys.exit(0 if ok else 1)
+PY
+  done
+}
+check "kustomize build" kustomize_build
 
 if [ ${#failed[@]} -gt 0 ]; then
   echo "deploy checks FAILED: ${failed[*]}"

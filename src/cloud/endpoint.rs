@@ -94,6 +94,17 @@ impl Endpoint {
         };
         checked(text)
     }
+
+    /// Where Resource Manager calls (`ListAccounts`) go: the central endpoint
+    /// (docs/sts-and-directories.md §5.1; no VPC endpoint is documented there, so `vpc` uses it
+    /// too), or a custom URL itself (an emulator plays Resource Manager on the same port).
+    pub fn resource_manager_url(&self) -> Result<Url, EndpointError> {
+        let text = match self {
+            Endpoint::Public | Endpoint::Vpc => "https://resourcemanager.aliyuncs.com/".to_owned(),
+            Endpoint::Custom(template) => template.replace("{region}", "cn-hangzhou"),
+        };
+        checked(text)
+    }
 }
 
 /// `text` as a URL requests may go to: http(s), a host, no query or user information, and

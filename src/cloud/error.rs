@@ -203,11 +203,16 @@ pub struct ApiError {
 
 impl fmt::Display for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Calls of no region (BSS, Resource Manager) say so by leaving it out.
+        let region = if self.region.is_empty() {
+            String::new()
+        } else {
+            format!(" in {}", self.region)
+        };
         write!(
             f,
-            "{} in {} failed: {} (HTTP {}, request id {}): {}",
+            "{}{region} failed: {} (HTTP {}, request id {}): {}",
             self.action,
-            self.region,
             self.code,
             self.http_status,
             if self.request_id.is_empty() {

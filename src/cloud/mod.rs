@@ -4,6 +4,7 @@
 pub(crate) mod bss;
 pub(crate) mod client;
 pub mod credentials;
+pub(crate) mod directory;
 pub(crate) mod ecs;
 pub(crate) mod endpoint;
 pub(crate) mod error;

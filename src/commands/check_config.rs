@@ -33,6 +33,9 @@ pub async fn run(
             .map(|p| (p.line(), p.to_string())),
     );
     problems.extend(try_roles(path, &accounts, &providers).await);
+    let (directory_problems, directory_lines) =
+        try_directories(path, &readable.directories, env).await;
+    problems.extend(directory_problems);
     let token_file = readable.bearer_token_file.as_deref();
     if let Err(error) = crate::daemon::admin::auth::configured_token(token_file, env) {
         problems.push((usize::MAX, format!("{}: {error}", path.display())));
@@ -73,6 +76,9 @@ pub async fn run(
         let _ = writeln!(out, "warning: {warning}");
     }
     describe(&config, &providers, out);
+    for line in directory_lines {
+        let _ = writeln!(out, "{line}");
+    }
     let _ = writeln!(out, "  ledger: {ledger}");
     Ok(())
 }
@@ -107,6 +113,54 @@ async fn try_roles(
         }
     }
     problems
+}
+
+/// Tries each directory once: its management identity, one listing of its members, and the
+/// member role assumed in each selected member. A listing that fails is a problem (with the
+/// service's code); a member whose role cannot be assumed is a warning (the daemon manages the
+/// others and alerts on it), as is a directory with no member selected.
+async fn try_directories(
+    path: &Path,
+    directories: &[(usize, crate::config::Directory)],
+    env: &Environment,
+) -> (Vec<(usize, String)>, Vec<String>) {
+    use crate::clock::Clock;
+    let wiring = crate::accounts::Wiring::new(
+        std::sync::Arc::new(crate::clock::SystemClock),
+        std::sync::Arc::new(crate::cloud::NoObserver),
+        tokio_util::sync::CancellationToken::new(),
+    );
+    let (mut problems, mut lines) = (Vec::new(), Vec::new());
+    for (index, directory) in directories {
+        let now = crate::clock::SystemClock.now();
+        let tried =
+            crate::accounts::directory::try_directory(path, *index, directory, env, &wiring, now)
+                .await;
+        match tried {
+            Err(problem) => problems.push((directory.template.location.0, problem)),
+            Ok(tried) => {
+                lines.push(format!(
+                    "  directory {}: {} member(s) listed, {} managed with role {}{}",
+                    directory.name,
+                    tried.listed,
+                    tried.members.len(),
+                    directory.member_role.name,
+                    if tried.members.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", tried.members.join(", "))
+                    }
+                ));
+                if tried.members.is_empty() {
+                    lines.push(format!("warning: directory {}: no member is selected (check include, exclude and the members' statuses)", directory.name));
+                }
+                lines.extend(tried.refused.iter().map(|(member, why)| {
+                    format!("warning: {member}: its role cannot be assumed, so its instances will not be managed until it can: {why}")
+                }));
+            }
+        }
+    }
+    (problems, lines)
 }
 
 /// Where the ledger is; a PostgreSQL one is connected to (its URL file read under the

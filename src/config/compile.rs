@@ -185,14 +185,22 @@ fn account_currency(section: &AccountSection, key: &str, report: &mut Report) ->
     }
 }
 
+/// Whether a policy's account list covers `name`, an account or a directory (which a member of
+/// it, `<directory>/<AccountId>`, listed alone also covers: its settings are the directory's).
+fn covers(list: &[String], name: &str) -> bool {
+    crate::policy::covers_account(list, name)
+        || list.iter().any(|x| {
+            x.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('/'))
+        })
+}
+
 /// The site whose period rules a policy is checked against: its accounts' site when they agree,
 /// else the China site (the more permissive).
 pub(super) fn policy_site(section: &PolicySection, accounts: &[Account]) -> Site {
     let sites: HashSet<Site> = accounts
         .iter()
-        .filter(|a| {
-            section.matcher.accounts.is_empty() || section.matcher.accounts.contains(&a.name)
-        })
+        .filter(|a| covers(&section.matcher.accounts, &a.name))
         .map(|a| a.site)
         .collect();
     if sites.len() == 1 {
@@ -207,9 +215,7 @@ pub(super) fn policy_site(section: &PolicySection, accounts: &[Account]) -> Site
 pub(super) fn policy_currencies(section: &PolicySection, accounts: &[Account]) -> Vec<String> {
     let mut currencies: Vec<String> = accounts
         .iter()
-        .filter(|a| {
-            section.matcher.accounts.is_empty() || section.matcher.accounts.contains(&a.name)
-        })
+        .filter(|a| covers(&section.matcher.accounts, &a.name))
         .map(|a| a.currency.clone())
         .collect();
     currencies.sort();

@@ -4,6 +4,7 @@
 
 mod collect;
 mod compile;
+mod directories;
 mod report;
 mod schema;
 mod validate;
@@ -106,6 +107,8 @@ pub enum ConfigError {
 pub struct Readable {
     /// Account entries without a problem, with their index in the file.
     pub accounts: Vec<(usize, Account)>,
+    /// Directory entries without a problem, with their index in the file.
+    pub directories: Vec<(usize, Directory)>,
     /// `[admin] bearer_token_file`, unless it has a problem.
     pub bearer_token_file: Option<PathBuf>,
 }
@@ -140,6 +143,38 @@ pub struct Account {
     pub call_retry: RetryPolicy,
     /// Per-action read timeout overrides.
     pub read_timeouts: Vec<(crate::cloud::Action, Duration)>,
+}
+
+/// `[[directories]]`, compiled: the management identity, how members are found and filtered,
+/// and the settings each member account takes.
+#[derive(Debug, Clone)]
+pub struct Directory {
+    /// The directory's name; members are `<name>/<AccountId>`.
+    pub name: String,
+    /// The management identity (`credentials`, `assume_role`) and the members' settings
+    /// (endpoint, regions, site, currency, limits), as an account named after the directory.
+    pub template: Account,
+    /// The role assumed in each member, its session name and key lifetime.
+    pub member_role: MemberRole,
+    /// Account or folder ids: only members under one of them, when any are given.
+    pub include: Vec<String>,
+    /// Account or folder ids whose members are left out.
+    pub exclude: Vec<String>,
+    /// How often the members are listed again.
+    pub refresh: Duration,
+    /// Where `ListAccounts` is sent.
+    pub list_url: reqwest::Url,
+}
+
+/// The role assumed in each member of a directory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemberRole {
+    /// `role_name`: the member's role is `acs:ram::<AccountId>:role/<role_name>`.
+    pub name: String,
+    /// The session name.
+    pub session_name: String,
+    /// How long each key lasts.
+    pub duration: Duration,
 }
 
 /// `[accounts.assume_role]`, checked: the settings and the STS endpoint they resolve to.
@@ -273,8 +308,11 @@ pub struct Config {
     pub admin: AdminSettings,
     /// The `[scan]` settings: default regions, expiry window, concurrency, skip tag.
     pub scan: Scan,
-    /// The `[[accounts]]` entries in file order, each with its credentials and regions.
+    /// The `[[accounts]]` entries in file order, each with its credentials and regions; during
+    /// a pass, each directory's members are appended (`accounts::directory`).
     pub accounts: Vec<Account>,
+    /// `[[directories]]`: Resource Directories whose members are accounts too.
+    pub directories: Vec<Directory>,
     /// Safety belts.
     pub limits: Limits,
     /// Persisted backoff.

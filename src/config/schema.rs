@@ -35,6 +35,9 @@ pub struct ConfigFile {
     /// `[[accounts]]`.
     #[serde(default)]
     pub accounts: Vec<AccountSection>,
+    /// `[[directories]]`: Resource Directories whose members become accounts.
+    #[serde(default)]
+    pub directories: Vec<DirectorySection>,
     /// `[limits]`.
     #[serde(default)]
     pub limits: LimitsSection,
@@ -462,6 +465,106 @@ pub struct AccountSection {
     /// SDK's per-action values).
     #[serde(default)]
     pub read_timeouts: BTreeMap<crate::cloud::Action, ReadTimeout>,
+}
+
+/// `[[directories]]`: a Resource Directory whose member accounts are managed without an entry
+/// each. The management identity (`credentials`, optional `assume_role`) lists the members and
+/// assumes `role_name` in each; the other keys are the members' settings, as an
+/// `[[accounts]]` entry's.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectorySection {
+    /// Members are named `<name>/<AccountId>`; policies may match the name for all of them.
+    pub name: Spanned<String>,
+    /// The management account's (or a delegated administrator's) credentials.
+    #[serde(default)]
+    pub credentials: CredentialsConfig,
+    /// A role of the management account assumed with those credentials first.
+    #[serde(default)]
+    pub assume_role: Option<Spanned<crate::cloud::credentials::AssumeRoleConfig>>,
+    /// The role assumed in each member.
+    #[serde(default = "default_member_role")]
+    pub role_name: String,
+    /// The session name of the member roles' sessions.
+    #[serde(default = "default_member_session")]
+    pub session_name: String,
+    /// How long each member key lasts.
+    #[serde(default = "default_member_duration", with = "serde_humantime")]
+    pub duration: Duration,
+    /// Account ids or folder ids (`fd-…`, any folder above the member): only these, when given.
+    #[serde(default)]
+    pub include: Vec<String>,
+    /// Account ids or folder ids left out.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// How often the members are listed again.
+    #[serde(default = "default_directory_refresh", with = "serde_humantime")]
+    pub refresh: Duration,
+    /// Where `ListAccounts` goes (default `https://resourcemanager.aliyuncs.com`, or the
+    /// `endpoint` when that is a URL).
+    #[serde(default)]
+    pub resource_manager_endpoint: Option<Spanned<String>>,
+    /// The members' endpoint: `public` (default), `vpc`, or a URL.
+    #[serde(default)]
+    pub endpoint: Option<Spanned<String>>,
+    /// The members' billing currency.
+    #[serde(default)]
+    pub currency: Option<Spanned<String>>,
+    /// The members' site.
+    #[serde(default)]
+    pub site: Site,
+    /// The members' auto-renew deduction schedule.
+    #[serde(default)]
+    pub deduction_schedule: Option<crate::policy::DeductionSchedule>,
+    /// `[directories.funds]`: the members' part in the funds forecast.
+    #[serde(default)]
+    pub funds: AccountFundsSection,
+    /// The members' regions (default: `[scan] regions`).
+    #[serde(default)]
+    pub regions: Option<Regions>,
+    /// Client-side rate limit per member, region and action.
+    #[serde(default)]
+    pub rate_limit: RateLimitConfig,
+    /// In-pass retries of a single call.
+    #[serde(default)]
+    pub call_retry: RetryPolicy,
+    /// Per-action read timeouts.
+    #[serde(default)]
+    pub read_timeouts: BTreeMap<crate::cloud::Action, ReadTimeout>,
+}
+
+fn default_member_role() -> String {
+    "ResourceDirectoryAccountAccessRole".into()
+}
+fn default_member_session() -> String {
+    "ecs-renewd".into()
+}
+fn default_member_duration() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_directory_refresh() -> Duration {
+    Duration::from_secs(3600)
+}
+
+impl DirectorySection {
+    /// The members' settings as an `[[accounts]]` entry (named after the directory, with the
+    /// management identity's credentials), so they are checked by the same code.
+    pub fn as_account(&self) -> AccountSection {
+        AccountSection {
+            name: self.name.clone(),
+            credentials: self.credentials.clone(),
+            assume_role: self.assume_role.clone(),
+            endpoint: self.endpoint.clone(),
+            currency: self.currency.clone(),
+            site: self.site,
+            deduction_schedule: self.deduction_schedule,
+            funds: self.funds.clone(),
+            regions: self.regions.clone(),
+            rate_limit: self.rate_limit.clone(),
+            call_retry: self.call_retry.clone(),
+            read_timeouts: self.read_timeouts.clone(),
+        }
+    }
 }
 
 /// A read timeout written as a duration string.

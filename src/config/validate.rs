@@ -126,16 +126,24 @@ fn check(
     let (state_dir, admin_listen) = check_daemon(&file, report, env);
     check_admin(&file.admin, report);
     check_scan(&file, report);
-    let (accounts, names) = check_accounts(&file, report);
+    let (accounts, mut names) = check_accounts(&file, report);
+    let directories = super::directories::check_directories(&file, &mut names, report);
     let limits = check_limits(&file, report);
     check_retry(&file, report);
     let retry = &file.retry;
-    let policies = check_policies(&file, &accounts, &names, &limits, report);
-    check_funds_reach(&file, &accounts, &policies, report);
+    // Policies and the forecast's reach see each directory as one account (its members'
+    // settings), named as policies name all its members.
+    let covered: Vec<Account> = accounts
+        .iter()
+        .chain(directories.iter().map(|d| &d.template))
+        .cloned()
+        .collect();
+    let policies = check_policies(&file, &covered, &names, &limits, report);
+    check_funds_reach(&file, &covered, &policies, report);
     let ledger = check_ledger(&file.ledger, report);
-    let ha = check_ha(&file, &accounts, report);
+    let ha = check_ha(&file, &covered, report);
 
-    report.readable = readable(&file, &accounts, report, set_aside);
+    report.readable = readable(&file, (&accounts, &directories), report, set_aside);
     if !report.problems.is_empty() {
         return Err(ConfigError::Invalid {
             problems: std::mem::take(&mut report.problems),
@@ -168,6 +176,7 @@ fn check(
             release_after: file.scan.release_after,
         },
         accounts,
+        directories,
         limits,
         retry: RetrySettings {
             backoff_floor: retry.backoff_floor,
@@ -194,7 +203,7 @@ fn check(
 /// was set aside), and the admin token file unless its key has one.
 fn readable(
     file: &ConfigFile,
-    accounts: &[Account],
+    (accounts, directories): (&[Account], &[super::Directory]),
     report: &Report,
     set_aside: &[String],
 ) -> Readable {
@@ -212,6 +221,12 @@ fn readable(
             .enumerate()
             .filter(|(i, _)| !troubled(&format!("accounts[{i}]")))
             .map(|(i, a)| (i, a.clone()))
+            .collect(),
+        directories: directories
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !troubled(&format!("directories[{i}]")))
+            .map(|(i, d)| (i, d.clone()))
             .collect(),
         bearer_token_file: file
             .admin
@@ -383,11 +398,11 @@ fn check_scan(file: &ConfigFile, report: &mut Report) {
 
 /// `[[accounts]]`: each compiled, and the set of their names.
 fn check_accounts(file: &ConfigFile, report: &mut Report) -> (Vec<Account>, HashSet<String>) {
-    if file.accounts.is_empty() {
+    if file.accounts.is_empty() && file.directories.is_empty() {
         report.error(
             None,
             "accounts",
-            "no [[accounts]]: there is nothing to scan".into(),
+            "no [[accounts]] and no [[directories]]: there is nothing to scan".into(),
             "add an [[accounts]] table with a name and credentials",
         );
     }
@@ -535,12 +550,12 @@ fn check_policies(
             report.warn(Some(section.name.span()), &key, format!("policy {name:?} can never match: policy {earlier:?} before it matches every instance"), "first match wins: move the catch-all last or give it a [policies.match]");
         }
         for account in &section.matcher.accounts {
-            if !names.contains(account) {
+            if !names.contains(account) && !is_directory_member(account, &file.directories) {
                 report.error(
                     Some(section.name.span()),
                     &format!("{key}.match.accounts"),
                     format!("no account is named {account:?}"),
-                    "use a name from [[accounts]]",
+                    "use a name from [[accounts]], a [[directories]] name (all its members) or <directory>/<AccountId>",
                 );
             }
         }
@@ -564,6 +579,15 @@ fn check_policies(
         );
     }
     policies
+}
+
+/// Whether `name` is `<directory>/<AccountId>` for a configured directory.
+fn is_directory_member(name: &str, directories: &[super::schema::DirectorySection]) -> bool {
+    name.split_once('/').is_some_and(|(directory, id)| {
+        directories.iter().any(|d| d.name.get_ref() == directory)
+            && !id.is_empty()
+            && id.bytes().all(|b| b.is_ascii_digit())
+    })
 }
 
 /// Whether `[scan] horizon` lists every instance whose charge the funds forecast must count. A

@@ -98,11 +98,11 @@ impl Matcher {
             && self.resource_group.is_none()
     }
 
-    /// Whether `instance` of `account` is covered.
+    /// Whether `instance` of `account` is covered (`account` as [`covers_account`] reads it).
     pub fn matches(&self, account: &str, instance: &Instance) -> bool {
         let listed =
             |list: &[String], value: &str| list.is_empty() || list.iter().any(|x| x == value);
-        listed(&self.accounts, account)
+        covers_account(&self.accounts, account)
             && listed(&self.regions, &instance.region)
             && listed(&self.zones, &instance.zone)
             && listed(&self.instance_ids, &instance.id)
@@ -129,4 +129,17 @@ impl Matcher {
                 .as_ref()
                 .is_none_or(|g| *g == instance.resource_group_id)
     }
+}
+
+/// Whether a policy's `match.accounts` covers `account`: every account when empty, else an
+/// account listed by name, or a Resource Directory's member (`<directory>/<AccountId>`) whose
+/// directory is listed.
+pub fn covers_account(list: &[String], account: &str) -> bool {
+    list.is_empty()
+        || list.iter().any(|x| {
+            x == account
+                || account
+                    .strip_prefix(x.as_str())
+                    .is_some_and(|rest| rest.starts_with('/'))
+        })
 }

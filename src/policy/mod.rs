@@ -25,7 +25,7 @@ pub use funds::{
     BalanceView, Charge, ChargeBy, ChargeSeed, Forecast, Gap, Unpriced, WindowCharges, charges_for,
     forecast, window_end,
 };
-pub use matcher::{MatchSection, Matcher};
+pub use matcher::{MatchSection, Matcher, covers_account};
 
 use crate::cloud::ecs::AutoRenewTarget;
 use crate::cloud::types::PeriodUnit;

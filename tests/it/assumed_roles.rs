@@ -48,6 +48,7 @@ fn org_fleet(role: RoleSpec) -> ecs_emulator::EmulatorConfig {
         access_keys: Vec::new(),
         uid: Some(PROD_UID.into()),
         roles: vec![role],
+        members: Vec::new(),
     });
     fleet
 }

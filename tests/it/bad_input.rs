@@ -219,7 +219,7 @@ fn config_cases(table: &mut Table) {
         (
             "config: unknown key (a misspelled table)",
             format!("[deamon]\ndry_run = true\n{BASE}"),
-            "bad.toml:1:2: deamon: unknown field `deamon`, expected one of `daemon`, `admin`, `scan`, `accounts`, `limits`, `retry`, `funds`, `policies`, `ledger`, `ha` (hint: check the spelling; config/example.toml lists every key)",
+            "bad.toml:1:2: deamon: unknown field `deamon`, expected one of `daemon`, `admin`, `scan`, `accounts`, `directories`, `limits`, `retry`, `funds`, `policies`, `ledger`, `ha` (hint: check the spelling; config/example.toml lists every key)",
         ),
         (
             "config: unknown key (region in the credentials table)",
@@ -289,7 +289,7 @@ fn config_cases(table: &mut Table) {
         (
             "config: an empty file",
             String::new(),
-            "bad.toml: accounts: no [[accounts]]: there is nothing to scan (hint: add an [[accounts]] table with a name and credentials)",
+            "bad.toml: accounts: no [[accounts]] and no [[directories]]: there is nothing to scan (hint: add an [[accounts]] table with a name and credentials)",
         ),
         (
             "config: verification that never polls",
@@ -328,16 +328,15 @@ fn config_cases(table: &mut Table) {
 async fn connect(config_text: &str, env: &Environment) -> Result<Vec<String>, String> {
     let config = Config::parse(config_text, Path::new("bad.toml"), env)
         .map_err(|e| format!("config: {e}"))?;
-    ecs_renewd::accounts::connect(
-        &config,
-        env,
+    let wiring = ecs_renewd::accounts::Wiring::new(
         Arc::new(ecs_wire::clock::SystemClock),
         Arc::new(ecs_renewd::cloud::NoObserver),
         CancellationToken::new(),
-    )
-    .await
-    .map(|(_, warnings)| warnings)
-    .map_err(|e| e.to_string())
+    );
+    ecs_renewd::accounts::connect(&config, env, &wiring)
+        .await
+        .map(|(_, warnings)| warnings)
+        .map_err(|e| e.to_string())
 }
 
 fn file_credentials(secret_file: &Path, token_file: Option<&Path>) -> String {

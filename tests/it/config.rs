@@ -99,7 +99,7 @@ fn each_kind_of_mistake_gets_a_located_message_with_a_hint() {
         (
             "no accounts",
             "[daemon]\ndry_run = true\n".to_string(),
-            "test.toml: accounts: no [[accounts]]: there is nothing to scan (hint: add an [[accounts]] table with a name and credentials)",
+            "test.toml: accounts: no [[accounts]] and no [[directories]]: there is nothing to scan (hint: add an [[accounts]] table with a name and credentials)",
         ),
         (
             "file source without a secret file",
@@ -119,7 +119,7 @@ fn each_kind_of_mistake_gets_a_located_message_with_a_hint() {
         (
             "a policy naming an unknown account",
             format!("{BASE}\n[[policies]]\nname = \"p\"\naction = \"observe\"\n[policies.match]\naccounts = [\"other\"]\n"),
-            "test.toml:8:8: policies[0].match.accounts: no account is named \"other\" (hint: use a name from [[accounts]])",
+            "test.toml:8:8: policies[0].match.accounts: no account is named \"other\" (hint: use a name from [[accounts]], a [[directories]] name (all its members) or <directory>/<AccountId>)",
         ),
         (
             "a negative spend limit",

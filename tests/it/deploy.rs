@@ -122,8 +122,33 @@ fn the_check_catches_an_unknown_metric() {
 
 #[test]
 fn the_ram_policy_allows_exactly_the_actions_the_daemon_calls() {
+    // The accounts' policy grants what each account's calls need; `ListAccounts` is the
+    // directory management identity's, granted by deploy/ram/directory-management-policy.json.
+    let for_accounts = |a: &&Action| **a != Action::ListAccounts;
+    let mut wanted: Vec<String> = Action::ALL
+        .iter()
+        .filter(for_accounts)
+        .flat_map(|a| a.ram_actions())
+        .map(|a| a.to_string())
+        .collect();
+    let mut allowed = allowed_actions("deploy/ram-policy.json");
+    allowed.sort();
+    wanted.sort();
+    assert_eq!(allowed, wanted, "deploy/ram-policy.json");
+    let management = allowed_actions("deploy/ram/directory-management-policy.json");
+    for action in Action::ListAccounts.ram_actions() {
+        assert!(
+            management.iter().any(|a| a == action),
+            "{action} in deploy/ram/directory-management-policy.json"
+        );
+    }
+    assert!(management.iter().any(|a| a == "sts:AssumeRole"));
+}
+
+/// Every action an Allow-only RAM policy file grants.
+fn allowed_actions(path: &str) -> Vec<String> {
     let policy: serde_json::Value =
-        serde_json::from_str(&read("deploy/ram-policy.json")).expect("the RAM policy is JSON");
+        serde_json::from_str(&read(path)).unwrap_or_else(|e| panic!("{path} is not JSON: {e}"));
     assert_eq!(policy["Version"], "1", "RAM policies are Version \"1\"");
     let statements = policy["Statement"].as_array().expect("Statement is a list");
     let mut allowed = Vec::new();
@@ -132,22 +157,14 @@ fn the_ram_policy_allows_exactly_the_actions_the_daemon_calls() {
             statement["Effect"], "Allow",
             "only Allow statements: {statement}"
         );
-        let actions = match &statement["Action"] {
+        allowed.extend(match &statement["Action"] {
             serde_json::Value::String(one) => vec![one.clone()],
             serde_json::Value::Array(many) => many
                 .iter()
                 .map(|a| a.as_str().expect("actions are strings").to_owned())
                 .collect(),
             other => panic!("Action must be a string or a list: {other}"),
-        };
-        allowed.extend(actions);
+        });
     }
-    let mut wanted: Vec<String> = Action::ALL
-        .iter()
-        .flat_map(|a| a.ram_actions())
-        .map(|a| a.to_string())
-        .collect();
-    allowed.sort();
-    wanted.sort();
-    assert_eq!(allowed, wanted, "deploy/ram-policy.json");
+    allowed
 }

@@ -58,6 +58,7 @@ fn fleet() -> EmulatorConfig {
         accounts: vec![AccountSpec {
             uid: None,
             roles: Vec::new(),
+            members: Vec::new(),
             name: "main".into(),
             balance: 1000.0,
             currency: "CNY".into(),

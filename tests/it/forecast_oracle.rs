@@ -248,6 +248,7 @@ fn fleet(case: &Case) -> EmulatorConfig {
         accounts: vec![AccountSpec {
             uid: None,
             roles: Vec::new(),
+            members: Vec::new(),
             name: "main".into(),
             balance: case.balance as f64 / 100.0,
             currency: if case.usd { "USD" } else { "CNY" }.into(),

@@ -18,6 +18,7 @@ mod credentials;
 mod daemon;
 mod demo;
 mod deploy;
+mod directories;
 mod emulator;
 mod failover;
 mod forecast_oracle;

@@ -46,6 +46,7 @@ fn fleet() -> EmulatorConfig {
         accounts: vec![AccountSpec {
             uid: None,
             roles: Vec::new(),
+            members: Vec::new(),
             name: "main".into(),
             balance: 10_000.0,
             currency: "CNY".into(),

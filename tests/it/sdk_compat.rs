@@ -4,8 +4,12 @@
 //! secret rejected. Twice: with the older SDK (aliyun-python-sdk-core 2.16.1,
 //! aliyun-python-sdk-ecs 4.24.83, HMAC-SHA1) and with today's Tea SDK in its default mode
 //! (alibabacloud-ecs20140526 7.11.8 on alibabacloud-tea-openapi 0.4.6, ACS3-HMAC-SHA256 "V3",
-//! NextToken paging). `tests/sdk_compat/setup.sh` (run by
-//! `.ci/run`) prepares the venv; the script prepares it too when it is missing.
+//! NextToken paging). Then the official credentials library (alibabacloud-credentials 1.0.12)
+//! gets STS keys from the emulator's STS — RamRoleArn (AssumeRole signed with the account's
+//! key) and OIDCRoleArn (AssumeRoleWithOIDC with an RRSA token file) — the Tea SDK renews an
+//! instance with each, and roles that do not trust the caller are refused with STS's codes.
+//! `tests/sdk_compat/setup.sh` (run by `.ci/run`) prepares the venv; the script prepares it
+//! too when it is missing.
 
 use std::process::Command;
 
@@ -21,7 +25,9 @@ fn the_official_python_sdk_runs_the_guide_flows_against_the_emulator() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        output.status.success() && stdout.contains("TEA SDK COMPAT OK"),
+        output.status.success()
+            && stdout.contains("TEA SDK COMPAT OK")
+            && stdout.contains("CREDENTIALS SDK COMPAT OK"),
         "the SDK check failed ({}):\n{stdout}\n{stderr}",
         output.status
     );
@@ -32,6 +38,12 @@ fn the_official_python_sdk_runs_the_guide_flows_against_the_emulator() {
         "wrong secret rejected",
         "with NextToken (V3 signature)",
         "wrong secret rejected: SignatureDoesNotMatch",
+        "with the assumed role's key",
+        "(one AssumeRole)",
+        "with the RRSA key",
+        "(one AssumeRoleWithOIDC)",
+        "OIDC for a role not trusting the provider refused: 401 AuthenticationFail.NoPermission",
+        "AssumeRole of a role not trusting the account refused: 403 NoPermission",
     ] {
         assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
     }

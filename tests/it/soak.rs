@@ -140,6 +140,7 @@ fn fleet(options: &Options, start: DateTime<Utc>, rng: &mut StdRng) -> EmulatorC
             AccountSpec {
                 uid: None,
                 roles: Vec::new(),
+                members: Vec::new(),
                 name: "alpha".into(),
                 balance: 5_000_000.0,
                 currency: "CNY".into(),
@@ -154,6 +155,7 @@ fn fleet(options: &Options, start: DateTime<Utc>, rng: &mut StdRng) -> EmulatorC
             AccountSpec {
                 uid: None,
                 roles: Vec::new(),
+                members: Vec::new(),
                 name: "beta".into(),
                 balance: 5_000_000.0,
                 currency: "CNY".into(),

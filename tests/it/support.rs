@@ -430,6 +430,7 @@ pub fn harness_fleet(
         accounts: vec![AccountSpec {
             uid: None,
             roles: Vec::new(),
+            members: Vec::new(),
             name: "main".into(),
             balance,
             currency: "CNY".into(),

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs the seed guide's flows with the official Alibaba Cloud Python SDKs (pinned versions),
-# the older one (HMAC-SHA1) and today's Tea SDK (V3 signature), against the ecs-renewd emulator. Usage: tests/sdk_compat/run.sh [path/to/ecs-renewd]
+# the older one (HMAC-SHA1) and today's Tea SDK (V3 signature), against the ecs-renewd emulator;
+# then the official credentials library (RamRoleArn, OIDC) gets STS keys from the emulator's STS
+# and the Tea SDK renews with them. Usage: tests/sdk_compat/run.sh [path/to/ecs-renewd]
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -23,3 +25,4 @@ done
 grep -q "ECS emulator listening" "$log" || { cat "$log"; echo "emulator did not start"; exit 1; }
 "$venv/bin/python" "$here/guide_flows.py" "http://127.0.0.1:$port"
 "$venv/bin/python" "$here/tea_flows.py" "http://127.0.0.1:$port"
+"$venv/bin/python" "$here/credentials_flows.py" "http://127.0.0.1:$port"

@@ -88,6 +88,7 @@ pub fn dispatch(
         Action::DescribeRenewalPrice => describe_renewal_price(world, caller, params, now),
         Action::DescribeRegions => Ok(describe_regions(world)),
         Action::QueryAccountBalance => query_account_balance(world, caller),
+        Action::ListAccounts => crate::directory::list_accounts(world, caller, params),
     }
 }
 

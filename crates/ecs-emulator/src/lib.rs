@@ -1,5 +1,6 @@
-//! A faithful ECS emulator for tests, the demo and policy rehearsal: the seven actions the
-//! daemon uses (six of ECS, and BSS `QueryAccountBalance`) with the service's validation, signatures (RPC and V3), idempotency, lifecycle, throttling and
+//! A faithful ECS emulator for tests, the demo and policy rehearsal: the eight actions the
+//! daemon uses (six of ECS, BSS `QueryAccountBalance` and Resource Manager `ListAccounts`), and
+//! STS `AssumeRole`/`AssumeRoleWithOIDC`, with the service's validation, signatures (RPC and V3), idempotency, lifecycle, throttling and
 //! failures, on a controllable virtual clock, plus `/_emulator/*` to inject faults and inspect
 //! state. `start` serves it on any address (port 0 in tests).
 //!
@@ -10,7 +11,10 @@
 //! - `request`: a request as received, and the checks both signatures share.
 //! - `auth`: authentication, the RPC signature.
 //! - `auth_v3`: the V3 (ACS3-HMAC-SHA256) signature today's SDKs send.
-//! - `actions`: the seven actions (six of ECS, and BSS `QueryAccountBalance`).
+//! - `actions`: the actions (six of ECS, and BSS `QueryAccountBalance`).
+//! - `directory`: Resource Manager `ListAccounts`, a management account's members.
+//! - `roles`, `sts`: account ids, RAM roles, OIDC providers; STS `AssumeRole` and
+//!   `AssumeRoleWithOIDC`.
 //! - `faults`: fault rules and throttling.
 //! - `http`: the ECS endpoint.
 //! - `control`: `/_emulator/*` and its Rust client.
@@ -19,6 +23,7 @@ pub mod actions;
 pub mod auth;
 pub mod auth_v3;
 pub mod control;
+pub mod directory;
 pub mod faults;
 pub mod fleet;
 pub mod http;

@@ -279,6 +279,27 @@ pub struct AccountSpec {
     /// `[[accounts.roles]]`: RAM roles other accounts' identities may assume (STS AssumeRole).
     #[serde(default)]
     pub roles: Vec<RoleSpec>,
+    /// `[[accounts.members]]`: makes this account a Resource Directory's management account
+    /// whose `ListAccounts` lists these accounts of the fleet.
+    #[serde(default)]
+    pub members: Vec<MemberSpec>,
+}
+
+/// A member of a management account's Resource Directory (`ListAccounts`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberSpec {
+    /// The fleet account's name.
+    pub account: String,
+    /// The folder it sits in (default `fd-root`).
+    #[serde(default)]
+    pub folder: Option<String>,
+    /// Its membership status (default `CreateSuccess`).
+    #[serde(default)]
+    pub status: Option<String>,
+    /// Its display name (default the fleet account's name).
+    #[serde(default)]
+    pub display_name: Option<String>,
 }
 
 /// A RAM role of an account, for STS `AssumeRole`.
@@ -553,6 +574,7 @@ impl EmulatorConfig {
             accounts: vec![AccountSpec {
                 uid: None,
                 roles: Vec::new(),
+                members: Vec::new(),
                 name: "default".into(),
                 balance: default_balance(),
                 currency: default_currency(),

@@ -156,6 +156,8 @@ pub struct World {
     keys: HashMap<String, AccessKey>,
     /// Account ids and RAM roles (STS).
     identities: crate::roles::Identities,
+    /// Resource Directories: each management account's members, in listing order.
+    directories: BTreeMap<String, Vec<crate::settings::MemberSpec>>,
     /// Instances per (account, region), by id: paging walks ids in order.
     sources: BTreeMap<(String, String), BTreeMap<String, Instance>>,
     /// Where each id lives.
@@ -286,6 +288,7 @@ impl World {
             accounts: BTreeMap::new(),
             keys: HashMap::new(),
             identities: Default::default(),
+            directories: BTreeMap::new(),
             sources: BTreeMap::new(),
             locations: HashMap::new(),
             regions: config.regions.iter().cloned().collect(),
@@ -321,7 +324,38 @@ impl World {
             );
             self.add_access_keys(&spec.name, &spec.access_keys)?;
         }
+        for spec in specs.iter().filter(|s| !s.members.is_empty()) {
+            self.set_members(&spec.name, spec.members.clone())?;
+        }
         Ok(())
+    }
+
+    /// Makes `management` a Resource Directory's management account listing `members` (an
+    /// empty list ends its directory); tests change members between passes this way.
+    pub fn set_members(
+        &mut self,
+        management: &str,
+        members: Vec<crate::settings::MemberSpec>,
+    ) -> Result<(), String> {
+        for member in &members {
+            if !self.accounts.contains_key(&member.account) || member.account == management {
+                return Err(format!(
+                    "account {management:?}: member {:?} is not another account of the fleet",
+                    member.account
+                ));
+            }
+        }
+        if members.is_empty() {
+            self.directories.remove(management);
+        } else {
+            self.directories.insert(management.to_owned(), members);
+        }
+        Ok(())
+    }
+
+    /// The members of the directory `management` manages, if it manages one.
+    pub fn members(&self, management: &str) -> Option<&[crate::settings::MemberSpec]> {
+        self.directories.get(management).map(Vec::as_slice)
     }
 
     /// Account ids and RAM roles.
@@ -934,6 +968,7 @@ mod tests {
         config.accounts[0] = AccountSpec {
             uid: None,
             roles: Vec::new(),
+            members: Vec::new(),
             balance,
             ..config.accounts[0].clone()
         };

@@ -1,5 +1,5 @@
-//! The actions ecs-renewd calls (ECS's, and BSS's `QueryAccountBalance` for the funds
-//! forecast): a closed set used for signing, timeouts, retry safety, rate-limit keys and metric
+//! The actions ecs-renewd calls (ECS's, BSS's `QueryAccountBalance` for the funds forecast,
+//! and Resource Manager's `ListAccounts` for a Resource Directory's members): a closed set used for signing, timeouts, retry safety, rate-limit keys and metric
 //! labels.
 
 use std::time::Duration;
@@ -23,6 +23,8 @@ closed_enum! {
         DescribeRegions => "DescribeRegions",
         /// Read the account's available amount (BSS, docs/v3-and-bss.md §2.2).
         QueryAccountBalance => "QueryAccountBalance",
+        /// List a Resource Directory's member accounts (Resource Manager, docs/sts-and-directories.md §5.1).
+        ListAccounts => "ListAccounts",
     }
 }
 
@@ -30,6 +32,8 @@ closed_enum! {
 pub const ECS_VERSION: &str = "2014-05-26";
 /// The BSS (billing) API version.
 pub const BSS_VERSION: &str = "2017-12-14";
+/// The Resource Manager API version whose `ListAccounts` lists a directory's members.
+pub const RESOURCE_MANAGER_VERSION: &str = "2020-03-31";
 
 /// When a failed call may be sent again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +58,7 @@ impl Action {
             Action::DescribeRenewalPrice => 16,
             Action::DescribeRegions => 19,
             Action::QueryAccountBalance => 10,
+            Action::ListAccounts => 10,
         })
     }
 
@@ -71,6 +76,7 @@ impl Action {
             Action::DescribeRenewalPrice => &["ecs:DescribeRenewalPrice"],
             Action::DescribeRegions => &["ecs:DescribeRegions"],
             Action::QueryAccountBalance => &["bss:DescribeAcccount", "bssapi:QueryAccountBalance"],
+            Action::ListAccounts => &["resourcemanager:ListAccounts"],
         }
     }
 
@@ -78,6 +84,7 @@ impl Action {
     pub fn version(self) -> &'static str {
         match self {
             Action::QueryAccountBalance => BSS_VERSION,
+            Action::ListAccounts => RESOURCE_MANAGER_VERSION,
             _ => ECS_VERSION,
         }
     }

@@ -615,3 +615,59 @@ pub struct AccountBalance {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quota_limit: Option<String>,
 }
+
+/// Resource Manager `ListAccounts` (2020-03-31) response, one page (docs/sts-and-directories.md
+/// §5.1).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ListAccountsResponse {
+    /// The request id.
+    #[serde(default)]
+    pub request_id: String,
+    /// Members in the whole directory (every page).
+    pub total_count: u64,
+    /// This page's number, from 1.
+    #[serde(default)]
+    pub page_number: u64,
+    /// Entries per page asked for.
+    #[serde(default)]
+    pub page_size: u64,
+    /// The page's members.
+    #[serde(default)]
+    pub accounts: DirectoryAccounts,
+}
+
+/// The `Accounts` wrapper of `ListAccounts`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DirectoryAccounts {
+    /// The members on the page.
+    #[serde(default)]
+    pub account: Vec<DirectoryAccount>,
+}
+
+/// One member account of a Resource Directory.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DirectoryAccount {
+    /// The member's account id (its uid, 16 digits).
+    pub account_id: String,
+    /// The name shown for it (free text, may change).
+    #[serde(default)]
+    pub display_name: String,
+    /// `CloudAccount` (invited) or `ResourceAccount` (created in the directory).
+    #[serde(default, rename = "Type")]
+    pub kind: String,
+    /// `CreateSuccess`, `InviteSuccess`, `PromoteSuccess`, the `Promote*` and `Create*` steps.
+    #[serde(default)]
+    pub status: String,
+    /// The folder it sits in.
+    #[serde(default)]
+    pub folder_id: String,
+    /// `rd-…/r-…/fd-…/…/<AccountId>`: every folder above it.
+    #[serde(default)]
+    pub resource_directory_path: String,
+    /// `invited` or `created`.
+    #[serde(default)]
+    pub join_method: String,
+}

@@ -120,6 +120,7 @@ fn fleet(size: usize, options: &BenchOptions) -> EmulatorConfig {
             .map(|name| AccountSpec {
                 uid: None,
                 roles: Vec::new(),
+                members: Vec::new(),
                 name: (*name).into(),
                 balance: 100_000_000.0,
                 currency: "CNY".into(),

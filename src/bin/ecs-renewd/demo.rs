@@ -127,6 +127,7 @@ pub fn fleet() -> EmulatorConfig {
             AccountSpec {
                 uid: None,
                 roles: Vec::new(),
+                members: Vec::new(),
                 name: "prod".into(),
                 balance: 200_000.0,
                 currency: "CNY".into(),
@@ -135,6 +136,7 @@ pub fn fleet() -> EmulatorConfig {
             AccountSpec {
                 uid: None,
                 roles: Vec::new(),
+                members: Vec::new(),
                 name: "lean".into(),
                 balance: 150.0,
                 currency: "CNY".into(),

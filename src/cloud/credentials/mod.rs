@@ -16,6 +16,7 @@ mod uri;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -328,6 +329,9 @@ enum ProviderKind {
     Imds(ImdsProvider),
     Refreshing(Box<refresh::Refreshing>),
     Assumed(Box<AssumedRole>),
+    /// One provider several others build on (a directory's management identity, the base of
+    /// every member's role): its keys are fetched and refreshed once for all of them.
+    Shared(Arc<CredentialProvider>),
 }
 
 impl fmt::Debug for CredentialProvider {
@@ -375,6 +379,15 @@ impl CredentialProvider {
         }
     }
 
+    /// `shared`, as the base of another provider; its keys are fetched once for every user.
+    pub fn shared(shared: Arc<CredentialProvider>) -> Self {
+        CredentialProvider {
+            origin: shared.origin.clone(),
+            warnings: Vec::new(),
+            kind: ProviderKind::Shared(shared),
+        }
+    }
+
     /// The assumed role's ARN, when the credentials are a role's: two entries assuming one
     /// role reach one cloud account.
     pub fn role_arn(&self) -> Option<&str> {
@@ -394,6 +407,7 @@ impl CredentialProvider {
     pub fn fixed_key_id(&self) -> Option<&str> {
         match &self.kind {
             ProviderKind::Static(credentials) => Some(&credentials.access_key_id),
+            ProviderKind::Shared(shared) => shared.fixed_key_id(),
             ProviderKind::Imds(_) | ProviderKind::Refreshing(_) | ProviderKind::Assumed(_) => None,
         }
     }
@@ -416,6 +430,7 @@ impl CredentialProvider {
             ProviderKind::Imds(provider) => provider.invalidate().await,
             ProviderKind::Refreshing(source) => source.invalidate().await,
             ProviderKind::Assumed(role) => role.invalidate().await,
+            ProviderKind::Shared(shared) => shared.invalidate_boxed().await,
         }
     }
 
@@ -442,6 +457,7 @@ impl CredentialProvider {
             ProviderKind::Imds(provider) => provider.credentials(now).await,
             ProviderKind::Refreshing(source) => source.credentials(now).await,
             ProviderKind::Assumed(role) => role.credentials(now).await,
+            ProviderKind::Shared(shared) => shared.credentials_boxed(now).await,
         }
     }
 }

@@ -31,7 +31,8 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
-use crate::accounts::{AccountClient, AccountError};
+use crate::accounts::directory::{Directories, ListingFailure, Roster};
+use crate::accounts::{AccountClient, AccountError, Wiring};
 use crate::clock::Clock;
 use crate::cloud::credentials::Environment;
 use crate::config::Config;
@@ -48,6 +49,8 @@ pub struct Engine {
     pub config: Arc<Config>,
     /// One API client per config account entry.
     pub accounts: Vec<AccountClient>,
+    /// The Resource Directories whose members are accounts too (listed as passes start).
+    pub directories: Directories,
     /// The durable record every charge is written to before it is sent.
     pub ledger: Arc<Ledger>,
     /// The daemon's metrics (kept across reloads).
@@ -82,14 +85,13 @@ impl Engine {
         env: &Environment,
         base: EngineBase,
     ) -> Result<Engine, AccountError> {
-        let (accounts, warnings) = crate::accounts::connect(
-            &config,
-            env,
+        let wiring = Wiring::new(
             base.clock.clone(),
             base.metrics.clone(),
             base.cancel.clone(),
-        )
-        .await?;
+        );
+        let (accounts, warnings) = crate::accounts::connect(&config, env, &wiring).await?;
+        let directories = Directories::connect(&config, env, &wiring).await?;
         for warning in config
             .warnings
             .iter()
@@ -101,6 +103,7 @@ impl Engine {
         Ok(Engine {
             config: Arc::new(config),
             accounts,
+            directories,
             ledger: base.ledger,
             metrics: base.metrics,
             clock: base.clock,
@@ -128,18 +131,37 @@ impl Engine {
         tracing::Instrument::instrument(self.pass(started), span).await
     }
 
-    /// The context of a pass that begins at `started`.
+    /// The context of a pass that begins at `started`, over the config's own accounts.
     pub fn context(&self, started: DateTime<Utc>) -> PassContext<'_> {
+        self.context_over(&self.config, &self.accounts, started)
+    }
+
+    /// The accounts a pass starting at `started` runs over: the config's entries and the
+    /// directories' members (listed first when due), and the listings that failed.
+    pub async fn roster(&self, started: DateTime<Utc>) -> (Arc<Roster>, Vec<ListingFailure>) {
+        self.directories
+            .roster(&self.config, &self.accounts, started)
+            .await
+    }
+
+    /// The context of a pass over `config` and `accounts` (a roster's) that begins at
+    /// `started`.
+    fn context_over<'a>(
+        &'a self,
+        config: &'a Config,
+        accounts: &'a [AccountClient],
+        started: DateTime<Utc>,
+    ) -> PassContext<'a> {
         PassContext {
-            config: &self.config,
-            accounts: &self.accounts,
+            config,
+            accounts,
             ledger: &self.ledger,
             metrics: &self.metrics,
             clock: self.clock.as_ref(),
             cancel: &self.cancel,
             funds: &self.funds,
             started,
-            day: day_key(&self.config, started),
+            day: day_key(config, started),
             generation: started.timestamp_millis(),
             mode: Mode::Pass,
         }
@@ -147,11 +169,12 @@ impl Engine {
 
     /// The phases, in order.
     async fn pass(&self, started: DateTime<Utc>) -> Result<PassSummary, LedgerError> {
-        let ctx = self.context(started);
+        let (roster, listing_failures) = self.roster(started).await;
+        let ctx = self.context_over(&roster.config, &roster.accounts, started);
         let mut summary = PassSummary::starting(started);
         let mut phases = summary::Phases::start();
 
-        let mut observed = observe::observe(&ctx, &mut summary).await?;
+        let mut observed = observe::observe(&ctx, listing_failures, &mut summary).await?;
         phases.lap("observe");
         let settled = settle::settle(&ctx, &observed, &mut summary)?;
         phases.lap("settle");
@@ -188,12 +211,13 @@ impl Engine {
     /// what they write is thrown away; only `Describe*` calls and the balance are made.
     pub async fn plan(&self) -> Result<Planned, LedgerError> {
         let started = self.clock.now();
+        let (roster, listing_failures) = self.roster(started).await;
         let ctx = PassContext {
             mode: Mode::Plan,
-            ..self.context(started)
+            ..self.context_over(&roster.config, &roster.accounts, started)
         };
         let mut summary = PassSummary::starting(started);
-        let mut observed = observe::observe(&ctx, &mut summary).await?;
+        let mut observed = observe::observe(&ctx, listing_failures, &mut summary).await?;
         settle::settle(&ctx, &observed, &mut summary)?;
         let cleared =
             price_and_belts::price_and_belts(&ctx, &mut observed.assessment, &mut summary).await?;

@@ -5,11 +5,12 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::summary::{DuplicateSources, PassSummary, SourceResult};
+use crate::accounts::directory::{LISTING_SOURCE, ListingFailure};
 use crate::ledger::StatusWriter;
 use crate::ledger::{Histories, LedgerError, UncheckedChange};
 use crate::reconcile::assess::{Assessment, Duplicate};
 use crate::reconcile::context::{Mode, PassContext};
-use crate::reconcile::scan::{Rows, Scanned, SourceReport, Watched, scan_and_assess};
+use crate::reconcile::scan::{Rows, Scanned, SourceKey, SourceReport, Watched, scan_and_assess};
 
 /// What the observe phase saw, for the phases after it.
 pub struct Observed {
@@ -28,6 +29,7 @@ pub struct Observed {
 /// Runs the phase. A ledger failure ends the pass (nothing is charged without its record).
 pub async fn observe(
     ctx: &PassContext<'_>,
+    listing_failures: Vec<ListingFailure>,
     summary: &mut PassSummary,
 ) -> Result<Observed, LedgerError> {
     summary.interrupted = ctx.ledger.mark_interrupted(&ctx.day, ctx.started)?;
@@ -64,7 +66,7 @@ pub async fn observe(
     };
     let Scanned {
         assessment,
-        reports,
+        mut reports,
         watched,
     } = scan_and_assess(
         ctx.config,
@@ -76,6 +78,9 @@ pub async fn observe(
     )
     .await;
     writer.finish().await?;
+    // A directory whose members could not be listed is a source down: its members' instances
+    // may be missed (those listed before are still scanned).
+    reports.extend(listing_failures.into_iter().map(listing_report));
     summary.instances = assessment.instances;
     let complete = record_sources(ctx, &reports, summary);
     summary.duplicate_sources = report_duplicates(ctx, &assessment.duplicates, &reports);
@@ -88,6 +93,21 @@ pub async fn observe(
         reports,
         watched,
     })
+}
+
+/// A failed directory listing as the failed source `<directory>/resourcemanager`.
+fn listing_report(failure: ListingFailure) -> SourceReport {
+    SourceReport {
+        key: SourceKey {
+            account: failure.directory,
+            region: LISTING_SOURCE.to_owned(),
+        },
+        instances: 0,
+        undecodable: Vec::new(),
+        auto_renew_errors: Vec::new(),
+        duration: std::time::Duration::ZERO,
+        error: Some(failure.error),
+    }
 }
 
 /// Per source: metrics, logs and the summary's source results; returns the sources

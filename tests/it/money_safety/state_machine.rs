@@ -336,6 +336,7 @@ fn fleet(delayed: bool, replay: bool) -> EmulatorConfig {
         accounts: vec![AccountSpec {
             uid: None,
             roles: Vec::new(),
+            members: Vec::new(),
             name: "sm".into(),
             balance: 100_000.0,
             currency: "CNY".into(),

@@ -2,7 +2,10 @@
 //! broken source is found at start-up, not at the first renewal), two entries signing with one
 //! AccessKey refused, endpoints, rate limits and retries applied, one shared HTTP connection
 //! pool; an account with `[accounts.assume_role]` signs with the role's key, assumed through
-//! STS with its base credentials.
+//! STS with its base credentials; a Resource Directory's members become accounts of their own
+//! (`directory`).
+
+pub mod directory;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -186,7 +189,7 @@ pub async fn resolve_accounts(
 }
 
 /// `role` assumed with `base`'s credentials.
-fn assume(
+pub(crate) fn assume(
     base: credentials::CredentialProvider,
     role: &crate::config::AssumeRole,
     http: reqwest::Client,
@@ -203,17 +206,73 @@ fn assume(
     credentials::CredentialProvider::assumed(assumed, warnings)
 }
 
+/// What every account's client is made with: one HTTP connection pool, the clock, the call
+/// observer (metrics) and the shutdown token. Kept by the directories, whose members' clients
+/// are made when they join.
+#[derive(Clone)]
+pub struct Wiring {
+    /// The shared HTTP client.
+    pub http: reqwest::Client,
+    /// The time source.
+    pub clock: Arc<dyn Clock>,
+    /// Counts every call.
+    pub observer: Arc<dyn CallObserver>,
+    /// No new call starts once it fires.
+    pub cancel: CancellationToken,
+}
+
+impl Wiring {
+    /// The wiring over a new HTTP connection pool.
+    pub fn new(
+        clock: Arc<dyn Clock>,
+        observer: Arc<dyn CallObserver>,
+        cancel: CancellationToken,
+    ) -> Wiring {
+        Wiring {
+            http: shared_http_client(CONNECT_TIMEOUT),
+            clock,
+            observer,
+            cancel,
+        }
+    }
+
+    /// `account`'s client, signing with `provider`'s credentials.
+    pub fn client(
+        &self,
+        account: &crate::config::Account,
+        provider: credentials::CredentialProvider,
+    ) -> AccountClient {
+        let settings = ClientSettings {
+            account: account.name.clone(),
+            endpoint: account.endpoint.clone(),
+            read_timeouts: account.read_timeouts.clone(),
+            retry: account.call_retry.clone(),
+            rate_limit: account.rate_limit.clone(),
+        };
+        let client = EcsClient::new(
+            settings,
+            self.http.clone(),
+            Arc::new(provider),
+            self.clock.clone(),
+        )
+        .with_observer(self.observer.clone())
+        .with_cancellation(self.cancel.clone());
+        AccountClient {
+            name: account.name.clone(),
+            client: Arc::new(client),
+            regions: account.regions.clone(),
+        }
+    }
+}
+
 /// Builds a client for every account; credential warnings (the IMDSv1 fallback, say) are
 /// returned alongside. The first problem stops it (`check-config` shows them all).
 pub async fn connect(
     config: &Config,
     env: &Environment,
-    clock: Arc<dyn Clock>,
-    observer: Arc<dyn CallObserver>,
-    cancel: CancellationToken,
+    wiring: &Wiring,
 ) -> Result<(Vec<AccountClient>, Vec<String>), AccountError> {
     let providers = resolve_all(config, env).await.map_err(|(first, _)| first)?;
-    let http = shared_http_client(CONNECT_TIMEOUT);
     let mut clients = Vec::with_capacity(config.accounts.len());
     let mut warnings = Vec::new();
     for (account, provider) in config.accounts.iter().zip(providers) {
@@ -224,21 +283,7 @@ pub async fn connect(
                 .map(|w| format!("account {}: {w}", account.name)),
         );
         tracing::info!(account = %account.name, credentials = %provider.origin(), "credentials resolved");
-        let settings = ClientSettings {
-            account: account.name.clone(),
-            endpoint: account.endpoint.clone(),
-            read_timeouts: account.read_timeouts.clone(),
-            retry: account.call_retry.clone(),
-            rate_limit: account.rate_limit.clone(),
-        };
-        let client = EcsClient::new(settings, http.clone(), Arc::new(provider), clock.clone())
-            .with_observer(observer.clone())
-            .with_cancellation(cancel.clone());
-        clients.push(AccountClient {
-            name: account.name.clone(),
-            client: Arc::new(client),
-            regions: account.regions.clone(),
-        });
+        clients.push(wiring.client(account, provider));
     }
     Ok((clients, warnings))
 }

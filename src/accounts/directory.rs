@@ -1,0 +1,420 @@
+//! A Resource Directory's members as accounts. The management identity's client lists the
+//! members (`ListAccounts`) when a pass starts and `refresh` has passed since the last good
+//! listing (or the last one failed); each member selected by status, `include` and `exclude`
+//! becomes an account `<directory>/<AccountId>` with the directory's settings, signing with
+//! `role_name` assumed in it through the management identity. A member keeps its client (and
+//! its role's key) while it stays listed; members joining and leaving change the accounts the
+//! next pass scans, without a restart. A listing that fails keeps the members listed before,
+//! and is reported as the directory's failed source.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::Mutex;
+
+use super::{AccountClient, AccountError, Wiring};
+use crate::cloud::credentials::{self, AssumeRoleConfig, CredentialProvider, Environment};
+use crate::cloud::error::CloudError;
+use crate::cloud::types::DirectoryAccount;
+use crate::config::{Account, AssumeRole, Config, Directory, Regions};
+
+/// The region a directory's listing is reported under (its source is `<directory>/` this).
+pub const LISTING_SOURCE: &str = "resourcemanager";
+
+/// The accounts a pass runs over: the config's entries and the directories' members.
+pub struct Roster {
+    /// The config with each member appended to `accounts`.
+    pub config: Arc<Config>,
+    /// A client per account, the members' after the entries'.
+    pub accounts: Vec<AccountClient>,
+}
+
+/// A directory whose members could not be listed this pass.
+#[derive(Debug)]
+pub struct ListingFailure {
+    /// The directory's name.
+    pub directory: String,
+    /// Why.
+    pub error: CloudError,
+}
+
+/// A config's directories, connected: the management identities and the last listings.
+pub struct Directories {
+    entries: Vec<Entry>,
+    wiring: Wiring,
+    state: Mutex<State>,
+}
+
+/// One directory and its management identity.
+struct Entry {
+    directory: Directory,
+    /// Signs `ListAccounts` with the management identity.
+    lister: AccountClient,
+    /// The management identity, the base every member's role is assumed with.
+    management: Arc<CredentialProvider>,
+}
+
+/// What the listings found so far.
+struct State {
+    /// Per directory (in config order): when it was last listed well, and whether the last
+    /// try failed.
+    listed: Vec<(Option<DateTime<Utc>>, bool)>,
+    /// Per directory: the members selected at the last good listing.
+    members: Vec<Vec<DirectoryAccount>>,
+    /// Member clients by account name, kept while the member stays.
+    clients: HashMap<String, AccountClient>,
+    /// The roster the last listing made.
+    roster: Option<Arc<Roster>>,
+}
+
+impl Directories {
+    /// The directories of `config`, each management identity's credentials resolved (a
+    /// failure is the directory's `AccountError`, as an account's would be). Nothing is listed
+    /// until the first pass.
+    pub async fn connect(
+        config: &Config,
+        env: &Environment,
+        wiring: &Wiring,
+    ) -> Result<Directories, AccountError> {
+        let mut entries = Vec::with_capacity(config.directories.len());
+        for (index, directory) in config.directories.iter().enumerate() {
+            let management = management(&config.path, index, directory, env, wiring).await?;
+            let management = Arc::new(management);
+            let lister = wiring.client(
+                &directory.template,
+                CredentialProvider::shared(management.clone()),
+            );
+            entries.push(Entry {
+                directory: directory.clone(),
+                lister,
+                management,
+            });
+        }
+        let state = State {
+            listed: vec![(None, false); entries.len()],
+            members: vec![Vec::new(); entries.len()],
+            clients: HashMap::new(),
+            roster: None,
+        };
+        Ok(Directories {
+            entries,
+            wiring: wiring.clone(),
+            state: Mutex::new(state),
+        })
+    }
+
+    /// The accounts a pass starting at `now` runs over (`config` and `accounts` are the
+    /// config's own); each directory due for a listing is listed first.
+    pub async fn roster(
+        &self,
+        config: &Arc<Config>,
+        accounts: &[AccountClient],
+        now: DateTime<Utc>,
+    ) -> (Arc<Roster>, Vec<ListingFailure>) {
+        if self.entries.is_empty() {
+            let roster = Roster {
+                config: config.clone(),
+                accounts: accounts.to_vec(),
+            };
+            return (Arc::new(roster), Vec::new());
+        }
+        let mut state = self.state.lock().await;
+        let mut failures = Vec::new();
+        let mut changed = state.roster.is_none();
+        for (index, entry) in self.entries.iter().enumerate() {
+            let (last, failed) = state.listed[index];
+            if !due(last, failed, entry.directory.refresh, now) {
+                continue;
+            }
+            match entry
+                .lister
+                .client
+                .list_directory_accounts(&entry.directory.list_url)
+                .await
+            {
+                Ok(listed) => {
+                    let selected = selected(&entry.directory, listed);
+                    log_changes(&entry.directory.name, &state.members[index], &selected);
+                    changed |= state.members[index] != selected;
+                    state.members[index] = selected;
+                    state.listed[index] = (Some(now), false);
+                }
+                Err(error) => {
+                    tracing::warn!(directory = %entry.directory.name, %error, "listing the directory's members failed: the members listed before are kept, and the listing is tried again next pass");
+                    state.listed[index].1 = true;
+                    failures.push(ListingFailure {
+                        directory: entry.directory.name.clone(),
+                        error,
+                    });
+                }
+            }
+        }
+        if changed {
+            let roster = self.rebuild(&mut state, config, accounts);
+            state.roster = Some(Arc::new(roster));
+        }
+        let roster = state
+            .roster
+            .clone()
+            .expect("a roster is built at the first pass");
+        (roster, failures)
+    }
+
+    /// The roster over the current members: kept clients for members that stay, new ones for
+    /// those that joined; those that left are dropped.
+    fn rebuild(&self, state: &mut State, config: &Config, accounts: &[AccountClient]) -> Roster {
+        let mut config = config.clone();
+        let mut all = accounts.to_vec();
+        let mut clients = HashMap::new();
+        for (entry, members) in self.entries.iter().zip(&state.members) {
+            for member in members {
+                let account = member_account(&entry.directory, member);
+                warn_if_also_configured(&config.accounts, &account, member);
+                let client = state
+                    .clients
+                    .remove(&account.name)
+                    .unwrap_or_else(|| self.member_client(entry, &account));
+                clients.insert(account.name.clone(), client.clone());
+                all.push(client);
+                config.accounts.push(account);
+            }
+        }
+        state.clients = clients;
+        Roster {
+            config: Arc::new(config),
+            accounts: all,
+        }
+    }
+
+    /// A member's client: its role assumed with the management identity.
+    fn member_client(&self, entry: &Entry, account: &Account) -> AccountClient {
+        let role = account
+            .assume_role
+            .as_ref()
+            .expect("a member assumes its role");
+        let base = CredentialProvider::shared(entry.management.clone());
+        let provider = super::assume(
+            base,
+            role,
+            self.wiring.http.clone(),
+            entry.directory.template.credentials.refresh_before,
+        );
+        self.wiring.client(account, provider)
+    }
+}
+
+/// What `check-config` found trying a directory.
+pub struct Tried {
+    /// Members listed.
+    pub listed: usize,
+    /// The accounts the selected members become.
+    pub members: Vec<String>,
+    /// Members whose role could not be assumed: account name and why (STS's code).
+    pub refused: Vec<(String, String)>,
+}
+
+/// Tries a directory as `check-config` does: the management identity resolved, the members
+/// listed once, and the member role assumed once in each selected member.
+pub async fn try_directory(
+    path: &std::path::Path,
+    index: usize,
+    directory: &Directory,
+    env: &Environment,
+    wiring: &Wiring,
+    now: DateTime<Utc>,
+) -> Result<Tried, String> {
+    let management = Arc::new(
+        management(path, index, directory, env, wiring)
+            .await
+            .map_err(|e| e.to_string())?,
+    );
+    let lister = wiring.client(
+        &directory.template,
+        CredentialProvider::shared(management.clone()),
+    );
+    let (line, column) = directory.template.location;
+    let listed = lister
+        .client
+        .list_directory_accounts(&directory.list_url)
+        .await
+        .map_err(|e| {
+            format!(
+                "{}:{line}:{column}: directories[{index}]: listing the members (ListAccounts at {}): {e}",
+                path.display(),
+                directory.list_url
+            )
+        })?;
+    let count = listed.len();
+    let selected = selected(directory, listed);
+    let mut tried = Tried {
+        listed: count,
+        members: Vec::new(),
+        refused: Vec::new(),
+    };
+    for member in &selected {
+        let account = member_account(directory, member);
+        let role = account
+            .assume_role
+            .as_ref()
+            .expect("a member assumes its role");
+        let base = CredentialProvider::shared(management.clone());
+        let provider = super::assume(
+            base,
+            role,
+            wiring.http.clone(),
+            directory.template.credentials.refresh_before,
+        );
+        if let Err(error) = provider.credentials(now).await {
+            tried
+                .refused
+                .push((account.name.clone(), error.to_string()));
+        }
+        tried.members.push(account.name);
+    }
+    Ok(tried)
+}
+
+/// The management identity: the directory's credentials, and its own role when it has one.
+async fn management(
+    path: &std::path::Path,
+    index: usize,
+    directory: &Directory,
+    env: &Environment,
+    wiring: &Wiring,
+) -> Result<CredentialProvider, AccountError> {
+    let template = &directory.template;
+    let base = credentials::resolve(&template.credentials, env)
+        .await
+        .map_err(|source| AccountError::Credentials {
+            path: path.display().to_string(),
+            index,
+            account: directory.name.clone(),
+            line: template.location.0,
+            column: template.location.1,
+            source,
+        })?;
+    Ok(match &template.assume_role {
+        None => base,
+        Some(role) => super::assume(
+            base,
+            role,
+            wiring.http.clone(),
+            template.credentials.refresh_before,
+        ),
+    })
+}
+
+/// Whether a directory last listed well at `last` (and whose last try `failed`) is listed
+/// again at `now`: never listed, the last try failed, or `refresh` has passed.
+pub fn due(
+    last: Option<DateTime<Utc>>,
+    failed: bool,
+    refresh: std::time::Duration,
+    now: DateTime<Utc>,
+) -> bool {
+    let refresh = chrono::Duration::from_std(refresh).unwrap_or(chrono::Duration::MAX);
+    match last {
+        None => true,
+        Some(_) if failed => true,
+        Some(at) => now - at >= refresh,
+    }
+}
+
+/// The statuses of a member that is in the directory (docs/sts-and-directories.md §5.1): made,
+/// invited and joined, or a resource account being promoted (still one while that runs).
+/// `Create*` steps other than success are accounts not made yet.
+fn usable(status: &str) -> bool {
+    matches!(status, "CreateSuccess" | "InviteSuccess") || status.starts_with("Promote")
+}
+
+/// The listed members the directory manages: usable, with an account id of digits (it goes
+/// into a role ARN), under an `include` id when any is given and under no `exclude` id. An
+/// id is "above" a member when it is the member's account id, its folder, or any folder on
+/// its path.
+pub fn selected(directory: &Directory, listed: Vec<DirectoryAccount>) -> Vec<DirectoryAccount> {
+    let under = |member: &DirectoryAccount, id: &String| {
+        member.account_id == *id
+            || member.folder_id == *id
+            || member
+                .resource_directory_path
+                .split('/')
+                .any(|part| part == id)
+    };
+    listed
+        .into_iter()
+        .filter(|m| {
+            let id_ok = !m.account_id.is_empty() && m.account_id.bytes().all(|b| b.is_ascii_digit());
+            if !id_ok {
+                tracing::warn!(directory = %directory.name, account_id = %m.account_id, "a listed member's account id is not digits: it is left out");
+            }
+            id_ok && usable(&m.status)
+        })
+        .filter(|m| directory.include.is_empty() || directory.include.iter().any(|id| under(m, id)))
+        .filter(|m| !directory.exclude.iter().any(|id| under(m, id)))
+        .collect()
+}
+
+/// A member as an account: the directory's settings, named `<directory>/<AccountId>`, with
+/// the member role to assume (its STS endpoint by the members' endpoint and first region).
+pub fn member_account(directory: &Directory, member: &DirectoryAccount) -> Account {
+    let mut account = directory.template.clone();
+    account.name = format!("{}/{}", directory.name, member.account_id);
+    let first_region = match &account.regions {
+        Regions::List(list) => list.first().map(String::as_str),
+        Regions::All => None,
+    };
+    let sts_url = account
+        .endpoint
+        .sts_url(first_region)
+        .unwrap_or_else(|_| directory.list_url.clone());
+    let role = &directory.member_role;
+    account.assume_role = Some(AssumeRole {
+        config: AssumeRoleConfig {
+            role_arn: format!("acs:ram::{}:role/{}", member.account_id, role.name),
+            external_id: None,
+            external_id_file: None,
+            session_name: role.session_name.clone(),
+            duration: role.duration,
+            sts_endpoint: None,
+        },
+        sts_url,
+    });
+    account
+}
+
+/// Logs who joined and who left since the last listing (display names are in logs only:
+/// they are free text that can change, so metric labels carry the account id).
+fn log_changes(directory: &str, before: &[DirectoryAccount], now: &[DirectoryAccount]) {
+    let ids = |list: &[DirectoryAccount]| -> HashSet<String> {
+        list.iter().map(|m| m.account_id.clone()).collect()
+    };
+    let (was, is) = (ids(before), ids(now));
+    for member in now.iter().filter(|m| !was.contains(&m.account_id)) {
+        tracing::info!(directory, account_id = %member.account_id, display_name = %member.display_name, "a directory member is managed from now on");
+    }
+    for member in before.iter().filter(|m| !is.contains(&m.account_id)) {
+        tracing::info!(directory, account_id = %member.account_id, display_name = %member.display_name, "a directory member is no longer listed: it is no longer managed");
+    }
+}
+
+/// An `[[accounts]]` entry assuming a role in the member's account reaches the same cloud
+/// account: said, since each instance is then acted on once, through whichever lists it first
+/// (the pass's duplicate-source rule), never twice.
+fn warn_if_also_configured(accounts: &[Account], member: &Account, listed: &DirectoryAccount) {
+    let uid_of = |arn: &str| {
+        arn.strip_prefix("acs:ram::")
+            .and_then(|rest| rest.split_once(':'))
+            .map(|(uid, _)| uid.to_owned())
+    };
+    for entry in accounts {
+        let same = entry
+            .assume_role
+            .as_ref()
+            .and_then(|r| uid_of(&r.config.role_arn))
+            .is_some_and(|uid| uid == listed.account_id);
+        if same {
+            tracing::warn!(account = %entry.name, member = %member.name, "an [[accounts]] entry and a directory member reach the same cloud account: each instance is acted on once per pass, through the one that lists it first; remove the entry or exclude the member");
+        }
+    }
+}
