@@ -138,6 +138,13 @@ impl Identities {
     pub fn role(&self, uid: &str, name: &str) -> Option<&Role> {
         self.roles.get(&(uid.to_owned(), name.to_ascii_lowercase()))
     }
+
+    /// The role `name` of the account with id `uid`, to change (a test editing its trust
+    /// policy).
+    pub fn role_mut(&mut self, uid: &str, name: &str) -> Option<&mut Role> {
+        self.roles
+            .get_mut(&(uid.to_owned(), name.to_ascii_lowercase()))
+    }
 }
 
 /// A key STS minted: what the caller gets back.

@@ -363,6 +363,24 @@ impl World {
         &self.identities
     }
 
+    /// Account ids and RAM roles, to change (a test editing a role's trust policy).
+    pub fn identities_mut(&mut self) -> &mut crate::roles::Identities {
+        &mut self.identities
+    }
+
+    /// Every key STS minted stops working at `now` (as if each had reached its expiry): the
+    /// next call signed with one is refused `InvalidSecurityToken.Expired`. Returns how many.
+    pub fn expire_sts_keys(&mut self, now: DateTime<Utc>) -> usize {
+        let mut expired = 0;
+        for (id, key) in &mut self.keys {
+            if id.starts_with("STS.") && key.expires_at.is_none_or(|at| at > now) {
+                key.expires_at = Some(now);
+                expired += 1;
+            }
+        }
+        expired
+    }
+
     /// A key STS mints for `account` (an assumed role's), expiring at `expires_at`. Minted keys
     /// a day past their expiry are forgotten (until then a late caller hears "expired").
     pub fn mint_sts_key(

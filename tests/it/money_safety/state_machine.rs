@@ -5,9 +5,11 @@
 //! wake-ups the last pass asked for), an answer with every code the client classifies on every
 //! action of a pass, resets, garbled bodies, timeouts and commit-then-drop at every step of a
 //! renewal, config reloads (period, policy, dry run, a second config entry for the same cloud
-//! account added or removed, the first entry removed, limits), balance changes, people
-//! renewing or switching auto-renew in the console, instances released, a process killed in
-//! the middle of a renewal, and restarts.
+//! account added or removed — with its own AccessKey or assuming a RAM role through STS —, the
+//! first entry removed, limits), balance changes, people renewing or switching auto-renew in
+//! the console, instances released, a process killed in the middle of a renewal, restarts,
+//! every STS key expiring at once (the next call meets `InvalidSecurityToken.Expired`), and
+//! the role's trust policy revoked and restored (STS refuses; the refusal pause).
 //!
 //! After every step, and after every pass within a step, it checks:
 //! - at most one order of ours per instance and expiry cycle, and none after another order of
@@ -60,6 +62,10 @@ const FLOOR: Duration = Duration::from_secs(300);
 const RENEW_BEFORE_DAYS: i64 = 7;
 const REGIONS: [&str; 2] = ["cn-hangzhou", "cn-beijing"];
 const MAIN_KEY: (&str, &str) = ("LTAIsmmain", "sm-main-secret");
+/// The account's id (the emulator's default for its first account), trusted by its role.
+const SM_UID: &str = "1000000000000001";
+/// The role the twin entry assumes when `twin_role` is set.
+const TWIN_ROLE: &str = "sm-twin";
 const TWIN_KEY: (&str, &str) = ("LTAIsmtwin", "sm-twin-secret");
 const INSTANCES: usize = 10;
 const MAX_ATTEMPTS: u64 = 2;
@@ -102,6 +108,8 @@ enum RenewMode {
 struct Knobs {
     main_entry: bool,
     twin_entry: bool,
+    /// The twin entry assumes `TWIN_ROLE` (15-minute keys) instead of signing with its key.
+    twin_role: bool,
     renew: RenewMode,
     fallback: bool,
     dry_run: bool,
@@ -123,6 +131,7 @@ impl Knobs {
         Knobs {
             main_entry: true,
             twin_entry: false,
+            twin_role: false,
             renew: RenewMode::Renew { months: 1 },
             fallback: true,
             dry_run: false,
@@ -172,6 +181,10 @@ enum Op {
     Balance(f64),
     /// A person in the console.
     Console { instance: usize, change: Console },
+    /// Every key STS minted expires now.
+    ExpireStsKeys,
+    /// The twin role's trust policy trusts the account (true) or nobody (false).
+    RoleTrust(bool),
 }
 
 /// Every action of a pass; the renewal, where the money moves, more often.
@@ -221,11 +234,23 @@ fn knobs() -> impl Strategy<Value = Knobs> {
             1 => Just(Some("{ USD = 100000.0 }")),
         ],
         prop::bool::weighted(0.15),
+        any::<bool>(),
     )
         .prop_map(
-            |(main_entry, twin_entry, renew, fallback, dry_run, tight, spend, enables)| Knobs {
+            |(
+                main_entry,
+                twin_entry,
+                renew,
+                fallback,
+                dry_run,
+                tight,
+                spend,
+                enables,
+                twin_role,
+            )| Knobs {
                 main_entry,
                 twin_entry: twin_entry || !main_entry,
+                twin_role,
                 renew,
                 fallback,
                 dry_run,
@@ -263,6 +288,8 @@ fn op() -> impl Strategy<Value = Op> {
             ]
         )
             .prop_map(|(instance, change)| Op::Console { instance, change }),
+        1 => Just(Op::ExpireStsKeys),
+        1 => any::<bool>().prop_map(Op::RoleTrust),
     ]
 }
 
@@ -335,7 +362,12 @@ fn fleet(delayed: bool, replay: bool) -> EmulatorConfig {
     let mut config = EmulatorConfig {
         accounts: vec![AccountSpec {
             uid: None,
-            roles: Vec::new(),
+            roles: vec![ecs_emulator::settings::RoleSpec {
+                name: TWIN_ROLE.into(),
+                trust: vec![SM_UID.into()],
+                external_id: None,
+                max_session: None,
+            }],
             members: Vec::new(),
             name: "sm".into(),
             balance: 100_000.0,
@@ -390,7 +422,14 @@ fn config_text(knobs: &Knobs, emulator: &EmulatorHandle, dir: &Path) -> String {
             "[accounts.credentials]\nsource = \"env\"\n".into(),
         ));
     }
-    if knobs.twin_entry {
+    if knobs.twin_entry && knobs.twin_role {
+        text.push_str(&entry(
+            "twin",
+            format!(
+                "[accounts.credentials]\nsource = \"env\"\n[accounts.assume_role]\nrole_arn = \"acs:ram::{SM_UID}:role/{TWIN_ROLE}\"\nduration = \"15m\"\n"
+            ),
+        ));
+    } else if knobs.twin_entry {
         text.push_str(&entry(
             "twin",
             format!(
@@ -468,6 +507,9 @@ struct Model {
     balance: forecast::BalanceWatch,
     /// Passes whose orders charged the account (each lets the balance be read again).
     charging_passes: u64,
+    /// Whether the twin role trusts the account, and since when (a refusal stands for
+    /// `REFUSAL_PAUSE` after the last refused AssumeRole, which is before the restore).
+    trusted: (bool, Option<DateTime<Utc>>),
 }
 
 type Check = Result<(), TestCaseError>;
@@ -509,6 +551,7 @@ impl Model {
             log: Vec::new(),
             balance: forecast::BalanceWatch::default(),
             charging_passes: 0,
+            trusted: (true, None),
         };
         model.engine = Some(model.open_engine().await);
         model
@@ -683,7 +726,10 @@ impl Model {
         let funded = self
             .emulator
             .with_world(|w| w.account("sm").is_some_and(|a| a.balance_cents >= 100_000));
-        let calm = self.knobs.calm() && funded && self.emulator.pending_faults() == 0;
+        let calm = self.knobs.calm()
+            && self.reachable(now)
+            && funded
+            && self.emulator.pending_faults() == 0;
         let before = self.snapshot(now);
         let calls = self.calls();
         let orders = self.emulator.orders().len();
@@ -739,6 +785,36 @@ impl Model {
             .fetch_add(u64::from(quiet), Ordering::Relaxed);
         forecast::check(self, &summary, quiet)?;
         self.invariants()
+    }
+
+    /// Whether some entry can act on the account at `now`: the main entry, or the twin entry
+    /// when it signs with its own key or its role trusts the account and any refusal's pause
+    /// has passed.
+    fn reachable(&self, now: DateTime<Utc>) -> bool {
+        let pause = chrono::Duration::from_std(ecs_renewd::cloud::credentials::REFUSAL_PAUSE)
+            .unwrap_or_default();
+        let role_usable = match self.trusted {
+            (false, _) => false,
+            (true, None) => true,
+            (true, Some(restored)) => now >= restored + pause,
+        };
+        self.knobs.main_entry || !self.knobs.twin_role || role_usable
+    }
+
+    /// The twin role's trust policy: the account or nobody.
+    fn set_trust(&mut self, trusted: bool) {
+        let trust = if trusted {
+            vec![SM_UID.to_owned()]
+        } else {
+            Vec::new()
+        };
+        self.emulator.with_world(|w| {
+            let role = w.identities_mut().role_mut(SM_UID, TWIN_ROLE);
+            role.expect("the fleet has the twin role").trust = trust;
+        });
+        if trusted != self.trusted.0 {
+            self.trusted = (trusted, trusted.then(|| self.clock.now()));
+        }
     }
 
     /// Each renew-role instance's expiry cycle and whether it must be renewed in a calm pass.
@@ -968,6 +1044,11 @@ impl Model {
                 self.balance.person_changed = true;
             }
             Op::Console { instance, change } => self.console(*instance, change),
+            Op::ExpireStsKeys => {
+                let now = self.clock.now();
+                self.emulator.with_world(|w| w.expire_sts_keys(now));
+            }
+            Op::RoleTrust(trusted) => self.set_trust(*trusted),
         }
         self.invariants()
     }
@@ -1129,6 +1210,7 @@ fn entries_of_one_cloud_account_forget_the_balance_either_of_them_charged() {
     let knobs = |main_entry, renew, fallback, dry_run, tight_daily_count| Knobs {
         main_entry,
         twin_entry: true,
+        twin_role: false,
         renew,
         fallback,
         dry_run,
@@ -1152,6 +1234,31 @@ fn entries_of_one_cloud_account_forget_the_balance_either_of_them_charged() {
             true,
         )),
         Op::Advance { minutes: 195 },
+    ];
+    run_case(false, false, 0, &ops, &Totals::default()).unwrap();
+}
+
+/// The role path on its own: the only entry assumes a role with 15-minute keys; every key
+/// expires at once mid-cadence, then the trust policy is revoked (passes refuse, nothing is
+/// charged, nothing twice) and restored (once the refusal pause has passed, the due
+/// instances renew: the calm check holds the model to it).
+#[test]
+fn an_entry_through_a_role_survives_key_expiry_and_a_revoked_trust_policy() {
+    let role_only = Knobs {
+        main_entry: false,
+        twin_entry: true,
+        twin_role: true,
+        ..Knobs::initial()
+    };
+    let ops = [
+        Op::Reload(role_only),
+        Op::Advance { minutes: 50 },
+        Op::ExpireStsKeys,
+        Op::Advance { minutes: 70 },
+        Op::RoleTrust(false),
+        Op::Advance { minutes: 1440 },
+        Op::RoleTrust(true),
+        Op::Advance { minutes: 2880 },
     ];
     run_case(false, false, 0, &ops, &Totals::default()).unwrap();
 }
