@@ -30,13 +30,15 @@ pub struct Roster {
     pub accounts: Vec<AccountClient>,
 }
 
-/// A directory whose members could not be listed this pass.
+/// How a directory's listing stands for a pass: its source `<directory>/resourcemanager` is
+/// up unless this pass's listing failed (a pass that did not list it keeps the last good
+/// listing's members, so the source stays up).
 #[derive(Debug)]
-pub struct ListingFailure {
+pub struct Listing {
     /// The directory's name.
     pub directory: String,
-    /// Why.
-    pub error: CloudError,
+    /// Why this pass's listing failed, if it did.
+    pub error: Option<CloudError>,
 }
 
 /// A config's directories, connected: the management identities and the last listings.
@@ -111,7 +113,7 @@ impl Directories {
         config: &Arc<Config>,
         accounts: &[AccountClient],
         now: DateTime<Utc>,
-    ) -> (Arc<Roster>, Vec<ListingFailure>) {
+    ) -> (Arc<Roster>, Vec<Listing>) {
         if self.entries.is_empty() {
             let roster = Roster {
                 config: config.clone(),
@@ -120,11 +122,16 @@ impl Directories {
             return (Arc::new(roster), Vec::new());
         }
         let mut state = self.state.lock().await;
-        let mut failures = Vec::new();
+        let mut listings = Vec::new();
         let mut changed = state.roster.is_none();
         for (index, entry) in self.entries.iter().enumerate() {
             let (last, failed) = state.listed[index];
+            let mut listing = Listing {
+                directory: entry.directory.name.clone(),
+                error: None,
+            };
             if !due(last, failed, entry.directory.refresh, now) {
+                listings.push(listing);
                 continue;
             }
             match entry
@@ -143,12 +150,10 @@ impl Directories {
                 Err(error) => {
                     tracing::warn!(directory = %entry.directory.name, %error, "listing the directory's members failed: the members listed before are kept, and the listing is tried again next pass");
                     state.listed[index].1 = true;
-                    failures.push(ListingFailure {
-                        directory: entry.directory.name.clone(),
-                        error,
-                    });
+                    listing.error = Some(error);
                 }
             }
+            listings.push(listing);
         }
         if changed {
             let roster = self.rebuild(&mut state, config, accounts);
@@ -158,7 +163,7 @@ impl Directories {
             .roster
             .clone()
             .expect("a roster is built at the first pass");
-        (roster, failures)
+        (roster, listings)
     }
 
     /// The roster over the current members: kept clients for members that stay, new ones for
@@ -288,6 +293,7 @@ async fn management(
         .await
         .map_err(|source| AccountError::Credentials {
             path: path.display().to_string(),
+            table: "directories",
             index,
             account: directory.name.clone(),
             line: template.location.0,

@@ -37,12 +37,15 @@ pub struct AccountClient {
 pub enum AccountError {
     /// Its credentials cannot be had.
     #[error(
-        "{path}:{line}:{column}: accounts[{index}].credentials: account {account:?} has no usable credentials: {source}"
+        "{path}:{line}:{column}: {table}[{index}].credentials: {} {account:?} has no usable credentials: {source}",
+        if *table == "directories" { "directory" } else { "account" }
     )]
     Credentials {
         /// The config file.
         path: String,
-        /// Index in `[[accounts]]`.
+        /// `accounts`, or `directories` for a directory's management identity.
+        table: &'static str,
+        /// Index in the table.
         index: usize,
         /// The `name` of the entry whose credentials failed.
         account: String,
@@ -155,6 +158,7 @@ pub async fn resolve_accounts(
             Err(source) => {
                 problems.push(AccountError::Credentials {
                     path: path.display().to_string(),
+                    table: "accounts",
                     index,
                     account: account.name.clone(),
                     line: account.location.0,

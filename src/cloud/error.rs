@@ -201,18 +201,22 @@ pub struct ApiError {
     pub hint: String,
 }
 
+/// " in <region>", or nothing for a call of no region (BSS, Resource Manager).
+fn in_region(region: &str) -> String {
+    if region.is_empty() {
+        String::new()
+    } else {
+        format!(" in {region}")
+    }
+}
+
 impl fmt::Display for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Calls of no region (BSS, Resource Manager) say so by leaving it out.
-        let region = if self.region.is_empty() {
-            String::new()
-        } else {
-            format!(" in {}", self.region)
-        };
         write!(
             f,
-            "{}{region} failed: {} (HTTP {}, request id {}): {}",
+            "{}{} failed: {} (HTTP {}, request id {}): {}",
             self.action,
+            in_region(&self.region),
             self.code,
             self.http_status,
             if self.request_id.is_empty() {
@@ -298,7 +302,7 @@ pub enum CloudError {
 
     /// No usable HTTP exchange (connect, timeout, reset). For a charging call the outcome is
     /// unknown; repeating it with the same ClientToken is safe.
-    #[error("{action} in {region}: {kind} talking to {endpoint}")]
+    #[error("{action}{}: {kind} talking to {endpoint}", in_region(.region))]
     Transport {
         /// What was called.
         action: Action,
@@ -316,7 +320,8 @@ pub enum CloudError {
     /// An answer that is not the JSON it should be (an HTML error page, a truncated body,
     /// a field of the wrong type).
     #[error(
-        "{action} in {region}: the answer (HTTP {http_status}, request id {request_id}) could not be decoded: {detail}; it starts with {snippet:?}"
+        "{action}{}: the answer (HTTP {http_status}, request id {request_id}) could not be decoded: {detail}; it starts with {snippet:?}",
+        in_region(.region)
     )]
     Decode {
         /// What was called.
@@ -338,7 +343,8 @@ pub enum CloudError {
     /// answer came from something between ecs-renewd and the service (a proxy, a captive
     /// portal, a wrong endpoint), so it is treated as transient.
     #[error(
-        "{action} in {region}: the answer was a redirect (HTTP {http_status}) to {location_host}, which ecs-renewd does not follow with a signed request — check the account's endpoint and any proxy in between"
+        "{action}{}: the answer was a redirect (HTTP {http_status}) to {location_host}, which ecs-renewd does not follow with a signed request — check the account's endpoint and any proxy in between",
+        in_region(.region)
     )]
     Redirected {
         /// What was called.
@@ -362,7 +368,7 @@ pub enum CloudError {
     },
 
     /// A request the client refuses to send (it would be rejected or is unsafe).
-    #[error("{action} in {region}: {detail}")]
+    #[error("{action}{}: {detail}", in_region(.region))]
     Refused {
         /// What was to be called.
         action: Action,
@@ -373,7 +379,7 @@ pub enum CloudError {
     },
 
     /// Shutdown began before the call was sent; nothing was sent.
-    #[error("{action} in {region}: not sent, the daemon is shutting down")]
+    #[error("{action}{}: not sent, the daemon is shutting down", in_region(.region))]
     ShuttingDown {
         /// What was to be called.
         action: Action,

@@ -58,8 +58,8 @@ fn assuming(settings: &str) -> String {
     format!("[accounts.assume_role]\nrole_arn = \"{PROD_ROLE}\"\n{settings}{RENEW_ALL}")
 }
 
-fn assume_role_calls(h: &Harness) -> u64 {
-    h.emulator
+fn assume_role_calls(emulator: &ecs_emulator::EmulatorHandle) -> u64 {
+    emulator
         .calls()
         .by_action
         .get("AssumeRole")
@@ -91,11 +91,15 @@ async fn an_assumed_role_renews_the_roles_instances_with_one_sts_call_per_key() 
         ("prod", "i-prod"),
         "charged to the role's account"
     );
-    assert_eq!(assume_role_calls(&h), 1, "one key for the whole pass");
+    assert_eq!(
+        assume_role_calls(&h.emulator),
+        1,
+        "one key for the whole pass"
+    );
     h.advance(minutes(10));
     let again = h.pass().await;
     assert_eq!(again.result, "ok", "{again:?}");
-    assert_eq!(assume_role_calls(&h), 1, "the key lasts an hour");
+    assert_eq!(assume_role_calls(&h.emulator), 1, "the key lasts an hour");
     assert_eq!(h.emulator.orders().len(), 1);
 }
 
@@ -128,14 +132,18 @@ async fn each_refusal_is_one_clear_permission_failure_asked_again_only_after_a_p
             assert!(error.contains(needed), "{case}: {needed:?} in {error}");
         }
         assert_eq!(h.renew_calls(), 0, "{case}");
-        assert_eq!(assume_role_calls(&h), 1, "{case}");
+        assert_eq!(assume_role_calls(&h.emulator), 1, "{case}");
         h.advance(minutes(1));
         h.pass().await;
-        assert_eq!(assume_role_calls(&h), 1, "{case}: the refusal stands");
+        assert_eq!(
+            assume_role_calls(&h.emulator),
+            1,
+            "{case}: the refusal stands"
+        );
         h.advance(REFUSAL_PAUSE);
         h.pass().await;
         assert_eq!(
-            assume_role_calls(&h),
+            assume_role_calls(&h.emulator),
             2,
             "{case}: asked again after the pause"
         );
@@ -177,7 +185,7 @@ async fn keys_are_fetched_again_before_they_expire_so_no_call_meets_an_expired_t
         );
         h.advance(minutes(10));
     }
-    assert_eq!(assume_role_calls(&h), 6);
+    assert_eq!(assume_role_calls(&h.emulator), 6);
     let outcomes = h.emulator.calls().by_outcome;
     assert!(
         outcomes
@@ -419,4 +427,185 @@ async fn rrsa_assumes_the_role_with_the_projected_token_read_again_at_each_refre
             && error.contains("ALIBABA_CLOUD_OIDC_TOKEN_FILE"),
         "{error}"
     );
+}
+
+/// A key that expires in the middle of a pass: the renewal is held in the emulator while the
+/// clock passes the key's expiry; the calls after it (verification) sign with a key fetched
+/// again first, so no call is refused for an expired token.
+#[tokio::test]
+async fn a_key_expiring_mid_pass_is_fetched_again_before_the_next_call() {
+    use ecs_emulator::FaultSpec;
+    use ecs_wire::Action;
+    let h = Harness::start(
+        org_fleet(role(None, &[MAIN_UID])),
+        &assuming("duration = \"15m\"\n"),
+    )
+    .await;
+    h.emulator.add_fault(FaultSpec::hold(Action::RenewInstance));
+    let (summary, ()) = tokio::join!(h.engine.run_pass(), async {
+        assert!(
+            h.emulator.wait_for_held(1, Duration::from_secs(10)).await,
+            "the renewal reaches the emulator"
+        );
+        h.advance(minutes(16));
+        h.emulator.release_held();
+    });
+    let summary = summary.unwrap();
+    assert_eq!((summary.renewed, summary.verified), (1, 1), "{summary:?}");
+    assert_eq!(
+        assume_role_calls(&h.emulator),
+        2,
+        "a second key for the calls after expiry"
+    );
+    let outcomes = h.emulator.calls().by_outcome;
+    assert!(
+        outcomes
+            .keys()
+            .all(|code| !code.starts_with("InvalidSecurityToken")),
+        "{outcomes:?}"
+    );
+}
+
+/// `plan` reads through the assumed role as a pass does, and sends nothing that changes
+/// anything.
+#[tokio::test]
+async fn plan_works_through_an_assumed_role() {
+    let h = Harness::start(org_fleet(role(None, &[MAIN_UID])), &assuming("")).await;
+    let text = Harness::config_text(&h.emulator, h.state.path(), &assuming(""));
+    let config =
+        ecs_renewd::config::Config::parse(&text, std::path::Path::new("p.toml"), &Harness::env())
+            .unwrap();
+    drop(h.engine);
+    let report = ecs_renewd::commands::plan::build(&config, &Harness::env(), h.clock.clone())
+        .await
+        .unwrap();
+    let rows: Vec<(&str, &str)> = report
+        .instances
+        .iter()
+        .map(|r| (r.instance_id.as_str(), r.decision.as_str()))
+        .collect();
+    assert_eq!(rows, [("i-prod", "renew")], "{report:?}");
+    assert_eq!(report.renewals, 1);
+    assert_eq!(assume_role_calls(&h.emulator), 1);
+    assert!(h.emulator.orders().is_empty(), "plan charges nothing");
+}
+
+/// The daemon on RRSA, end to end: `source = "oidc"` with the variables the webhook injects,
+/// a start-up pass renewing the role's instance, and a pass an hour later that reads the
+/// rotated token file again for its new key.
+#[tokio::test]
+async fn the_daemon_runs_on_rrsa_and_reads_the_rotated_token_for_each_new_key() {
+    use ecs_emulator::settings::OidcProviderSpec;
+    use ecs_renewd::cloud::credentials::Environment;
+    use ecs_renewd::daemon::{self, Clocks, ConfigSource, Setup, Signals, Tick, TickReason};
+    use ecs_renewd::daemon::{TickSource, Ticks};
+    use ecs_wire::clock::{Clock, VirtualClock};
+    use std::sync::Arc;
+    let provider_arn = format!("acs:ram::{PROD_UID}:oidc-provider/ack-rrsa-c1");
+    let mut fleet = org_fleet(role(None, &[&provider_arn]));
+    fleet.oidc_providers.push(OidcProviderSpec {
+        name: "ack-rrsa-c1".into(),
+        account: Some("prod".into()),
+        issuer: "https://oidc-ack-cn-hangzhou.example.invalid/c1".into(),
+        audience: "sts.aliyuncs.com".into(),
+    });
+    let clock = Arc::new(VirtualClock::frozen(ecs_wire::time::parse(NOW).unwrap()));
+    let emulator =
+        ecs_emulator::start_with_clock(fleet, "127.0.0.1:0".parse().unwrap(), clock.clone())
+            .await
+            .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    let write_token = |subject: &str| {
+        let token = emulator.with_world(|w| {
+            let provider = w.identities().oidc_provider("ack-rrsa-c1").unwrap();
+            let issued = clock.now();
+            provider.mint(subject, None, issued, issued + chrono::Duration::hours(1))
+        });
+        std::fs::write(&token_file, token).unwrap();
+    };
+    write_token("system:serviceaccount:ecs-renewd:ecs-renewd");
+    let text = format!(
+        "[daemon]\nschedule = \"0 0 * * * *\"\njitter = \"0s\"\nstate_dir = \"{}\"\n[scan]\nregions = [\"cn-hangzhou\"]\n[retry]\nverify_timeout = \"2s\"\nverify_interval = \"50ms\"\n[[accounts]]\nname = \"prod\"\nendpoint = \"{}\"\n[accounts.credentials]\nsource = \"oidc\"\nsts_endpoint = \"{}\"\n{RENEW_ALL}",
+        dir.path().join("state").display(),
+        emulator.url(),
+        emulator.url()
+    );
+    let env = Environment::from_pairs([
+        ("ALIBABA_CLOUD_ROLE_ARN", PROD_ROLE.to_owned()),
+        ("ALIBABA_CLOUD_OIDC_PROVIDER_ARN", provider_arn.clone()),
+        (
+            "ALIBABA_CLOUD_OIDC_TOKEN_FILE",
+            token_file.display().to_string(),
+        ),
+    ]);
+    let config = ecs_renewd::config::Config::parse(&text, std::path::Path::new("rrsa.toml"), &env)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (tick_tx, tick_rx) = tokio::sync::mpsc::channel(1);
+    let (pass_tx, mut passes) = tokio::sync::mpsc::unbounded_channel();
+    let (_reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let wall = Arc::new(VirtualClock::frozen(clock.now()));
+    let running = daemon::start(Setup {
+        config: ConfigSource {
+            config,
+            path: "rrsa.toml".into(),
+            env,
+        },
+        clocks: Clocks {
+            business: clock.clone(),
+            wall: wall.clone(),
+        },
+        signals: Signals {
+            stop: stop.clone(),
+            reload: reload_rx,
+        },
+        ticks: Ticks {
+            source: TickSource::Manual(tick_tx.clone(), tick_rx),
+            watchdog_every: Duration::from_millis(50),
+        },
+        admin_listener: Some(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()),
+        passes: Some(pass_tx),
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut next_pass = async || {
+        tokio::time::timeout(Duration::from_secs(30), passes.recv())
+            .await
+            .expect("a pass within the timeout")
+            .expect("the daemon runs")
+    };
+    let startup = next_pass().await;
+    assert_eq!(
+        (startup.renewed, startup.result.as_str()),
+        (1, "ok"),
+        "{startup:?}"
+    );
+    let oidc_calls = || {
+        emulator
+            .calls()
+            .by_action
+            .get("AssumeRoleWithOIDC")
+            .copied()
+            .unwrap_or(0)
+    };
+    assert_eq!(oidc_calls(), 1);
+    // An hour on, the kubelet has rotated the token (another subject: the trust policy of
+    // the emulator's role names the provider, not the subject, so it is accepted).
+    clock.advance(Duration::from_secs(3600));
+    wall.advance(Duration::from_secs(3600));
+    write_token("system:serviceaccount:ecs-renewd:rotated");
+    tick_tx
+        .send(Tick {
+            reason: TickReason::Cron,
+            at: wall.now(),
+        })
+        .await
+        .unwrap();
+    let later = next_pass().await;
+    assert_eq!(later.result.as_str(), "ok", "{later:?}");
+    assert_eq!(oidc_calls(), 2, "a new key, with the token read again");
+    assert_eq!(emulator.orders().len(), 1, "nothing charged twice");
+    stop.cancel();
+    running.task.await.unwrap().unwrap();
 }

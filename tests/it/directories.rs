@@ -117,10 +117,13 @@ fn calls(h: &Harness, action: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// The accounts whose instances the pass scanned (the directory's listing, a source of its
+/// own, left out).
 fn scanned_accounts(summary: &ecs_renewd::reconcile::PassSummary) -> Vec<String> {
     let mut names: Vec<String> = summary
         .source_results
         .iter()
+        .filter(|s| s.region != "resourcemanager")
         .map(|s| s.account.clone())
         .collect();
     names.sort();
@@ -304,6 +307,19 @@ async fn a_failed_listing_is_the_directorys_source_down_and_the_members_listed_b
         metrics.contains("ecs_renewd_source_up{account=\"org\",region=\"resourcemanager\"} 0"),
         "{metrics}"
     );
+    // The next good listing brings the source up again.
+    while h.emulator.pending_faults() > 0 {
+        h.advance(minutes(1));
+        h.pass().await;
+    }
+    h.advance(minutes(1));
+    let recovered = h.pass().await;
+    assert_eq!(recovered.result.as_str(), "ok", "{recovered:?}");
+    let metrics = h.engine.metrics.render_registry();
+    assert!(
+        metrics.contains("ecs_renewd_source_up{account=\"org\",region=\"resourcemanager\"} 1"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
@@ -378,4 +394,36 @@ fn bad_directory_keys_are_named_by_file_line_and_key() {
     ] {
         assert!(shown.contains(needed), "{needed:?} in\n{shown}");
     }
+}
+
+/// A directory whose management credentials cannot be had is named as the directory it is.
+#[tokio::test]
+async fn a_directory_without_usable_credentials_is_named_by_its_own_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[daemon]\nstate_dir = \"{}\"\n[[directories]]\nname = \"org\"\n[directories.credentials]\nsource = \"file\"\naccess_key_id = \"LTAIx\"\naccess_key_secret_file = \"{}\"\n",
+            dir.path().display(),
+            dir.path().join("missing").display()
+        ),
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    let failure = ecs_renewd::commands::check_config::run(
+        &path,
+        &ecs_renewd::cloud::credentials::Environment::from_pairs(Vec::<(String, String)>::new()),
+        &mut out,
+    )
+    .await
+    .expect_err("no credentials");
+    let text = failure.to_string();
+    assert!(
+        text.contains(&format!(
+            "{}:4:8: directories[0].credentials: directory \"org\" has no usable credentials",
+            path.display()
+        )),
+        "{text}"
+    );
 }

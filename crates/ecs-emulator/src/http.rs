@@ -119,14 +119,31 @@ fn json_response(status: u16, body: &Value, request_id: &str) -> Response {
     response
 }
 
-fn fault_response(fault: &Fault, request_id: &str, retry_after: Option<Duration>) -> Response {
+/// The service an action belongs to, as its error bodies name it: host and product.
+fn service_of(action: &str) -> (&'static str, &'static str) {
+    match action {
+        "AssumeRole" | "AssumeRoleWithOIDC" => ("sts.aliyuncs.com", "Sts"),
+        "ListAccounts" => ("resourcemanager.aliyuncs.com", "ResourceManager"),
+        "QueryAccountBalance" => ("business.aliyuncs.com", "BssOpenApi"),
+        _ => ("ecs.aliyuncs.com", "Ecs"),
+    }
+}
+
+/// The error body of `fault` for a call of `action`.
+fn fault_response(
+    fault: &Fault,
+    action: &str,
+    request_id: &str,
+    retry_after: Option<Duration>,
+) -> Response {
+    let (host, product) = service_of(action);
     let body = ErrorBody {
         request_id: request_id.to_owned(),
-        host_id: "ecs.aliyuncs.com".into(),
+        host_id: host.into(),
         code: fault.code.clone(),
         message: fault.message.clone(),
         recommend: format!(
-            "https://api.aliyun.com/troubleshoot?q={}&product=Ecs&requestId={request_id}",
+            "https://api.aliyun.com/troubleshoot?q={}&product={product}&requestId={request_id}",
             fault.code
         ),
     };
@@ -230,7 +247,7 @@ async fn handle(
         Err(fault) => {
             return finish(
                 &emulator,
-                fault_response(&fault, &request_id, None),
+                fault_response(&fault, request.action_name(), &request_id, None),
                 &fault.code,
             );
         }
@@ -242,7 +259,9 @@ async fn handle(
     if call.fault == Some(FaultKind::Hold) {
         hold_until_released(&emulator).await;
     }
-    if let Some(response) = refusal_response(&emulator, call.fault.as_ref(), &request_id) {
+    if let Some(response) =
+        refusal_response(&emulator, (call.fault.as_ref(), call.action), &request_id)
+    {
         return response;
     }
     let answer = run_action(&emulator, &call, &params, &request_id);
@@ -354,7 +373,7 @@ fn sts_call(
         }
         Err(fault) => finish(
             emulator,
-            fault_response(&fault, request_id, None),
+            fault_response(&fault, request.action_name(), request_id, None),
             &fault.code,
         ),
     }
@@ -408,7 +427,7 @@ fn throttle_response(
     let advice = throttle.retry_after_header.then_some(wait);
     Some(finish(
         emulator,
-        fault_response(&fault, request_id, advice),
+        fault_response(&fault, call.action.as_str(), request_id, advice),
         "Throttling",
     ))
 }
@@ -440,7 +459,7 @@ async fn emulate_latency(latency: Duration, fault: Option<&FaultKind>) {
 /// processed: an error, a reset connection or a gateway's HTML page. `None` otherwise.
 fn refusal_response(
     emulator: &Emulator,
-    fault: Option<&FaultKind>,
+    (fault, action): (Option<&FaultKind>, Action),
     request_id: &str,
 ) -> Option<Response> {
     match fault? {
@@ -460,7 +479,7 @@ fn refusal_response(
             let advice = retry_after_ms.map(Duration::from_millis);
             Some(finish(
                 emulator,
-                fault_response(&fault, request_id, advice),
+                fault_response(&fault, action.as_str(), request_id, advice),
                 &fault.code,
             ))
         }
@@ -495,7 +514,7 @@ fn run_action(emulator: &Emulator, call: &Call, params: &Params, request_id: &st
             }
         }
         Err(fault) => Answer {
-            response: fault_response(&fault, request_id, None),
+            response: fault_response(&fault, call.action.as_str(), request_id, None),
             label: fault.code.clone(),
         },
     }

@@ -31,7 +31,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
-use crate::accounts::directory::{Directories, ListingFailure, Roster};
+use crate::accounts::directory::{Directories, Listing, Roster};
 use crate::accounts::{AccountClient, AccountError, Wiring};
 use crate::clock::Clock;
 use crate::cloud::credentials::Environment;
@@ -137,8 +137,8 @@ impl Engine {
     }
 
     /// The accounts a pass starting at `started` runs over: the config's entries and the
-    /// directories' members (listed first when due), and the listings that failed.
-    pub async fn roster(&self, started: DateTime<Utc>) -> (Arc<Roster>, Vec<ListingFailure>) {
+    /// directories' members (listed first when due), and how each directory's listing stands.
+    pub async fn roster(&self, started: DateTime<Utc>) -> (Arc<Roster>, Vec<Listing>) {
         self.directories
             .roster(&self.config, &self.accounts, started)
             .await
@@ -169,12 +169,12 @@ impl Engine {
 
     /// The phases, in order.
     async fn pass(&self, started: DateTime<Utc>) -> Result<PassSummary, LedgerError> {
-        let (roster, listing_failures) = self.roster(started).await;
+        let (roster, listings) = self.roster(started).await;
         let ctx = self.context_over(&roster.config, &roster.accounts, started);
         let mut summary = PassSummary::starting(started);
         let mut phases = summary::Phases::start();
 
-        let mut observed = observe::observe(&ctx, listing_failures, &mut summary).await?;
+        let mut observed = observe::observe(&ctx, listings, &mut summary).await?;
         phases.lap("observe");
         let settled = settle::settle(&ctx, &observed, &mut summary)?;
         phases.lap("settle");
@@ -211,13 +211,13 @@ impl Engine {
     /// what they write is thrown away; only `Describe*` calls and the balance are made.
     pub async fn plan(&self) -> Result<Planned, LedgerError> {
         let started = self.clock.now();
-        let (roster, listing_failures) = self.roster(started).await;
+        let (roster, listings) = self.roster(started).await;
         let ctx = PassContext {
             mode: Mode::Plan,
             ..self.context_over(&roster.config, &roster.accounts, started)
         };
         let mut summary = PassSummary::starting(started);
-        let mut observed = observe::observe(&ctx, listing_failures, &mut summary).await?;
+        let mut observed = observe::observe(&ctx, listings, &mut summary).await?;
         settle::settle(&ctx, &observed, &mut summary)?;
         let cleared =
             price_and_belts::price_and_belts(&ctx, &mut observed.assessment, &mut summary).await?;

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::summary::{DuplicateSources, PassSummary, SourceResult};
-use crate::accounts::directory::{LISTING_SOURCE, ListingFailure};
+use crate::accounts::directory::{LISTING_SOURCE, Listing};
 use crate::ledger::StatusWriter;
 use crate::ledger::{Histories, LedgerError, UncheckedChange};
 use crate::reconcile::assess::{Assessment, Duplicate};
@@ -29,7 +29,7 @@ pub struct Observed {
 /// Runs the phase. A ledger failure ends the pass (nothing is charged without its record).
 pub async fn observe(
     ctx: &PassContext<'_>,
-    listing_failures: Vec<ListingFailure>,
+    listings: Vec<Listing>,
     summary: &mut PassSummary,
 ) -> Result<Observed, LedgerError> {
     summary.interrupted = ctx.ledger.mark_interrupted(&ctx.day, ctx.started)?;
@@ -78,9 +78,9 @@ pub async fn observe(
     )
     .await;
     writer.finish().await?;
-    // A directory whose members could not be listed is a source down: its members' instances
-    // may be missed (those listed before are still scanned).
-    reports.extend(listing_failures.into_iter().map(listing_report));
+    // Each directory's listing is a source: down when this pass's listing failed (members may
+    // be missed; those listed before are still scanned), up again once a listing succeeds.
+    reports.extend(listings.into_iter().map(listing_report));
     summary.instances = assessment.instances;
     let complete = record_sources(ctx, &reports, summary);
     summary.duplicate_sources = report_duplicates(ctx, &assessment.duplicates, &reports);
@@ -95,18 +95,18 @@ pub async fn observe(
     })
 }
 
-/// A failed directory listing as the failed source `<directory>/resourcemanager`.
-fn listing_report(failure: ListingFailure) -> SourceReport {
+/// A directory's listing as the source `<directory>/resourcemanager`.
+fn listing_report(listing: Listing) -> SourceReport {
     SourceReport {
         key: SourceKey {
-            account: failure.directory,
+            account: listing.directory,
             region: LISTING_SOURCE.to_owned(),
         },
         instances: 0,
         undecodable: Vec::new(),
         auto_renew_errors: Vec::new(),
         duration: std::time::Duration::ZERO,
-        error: Some(failure.error),
+        error: listing.error,
     }
 }
 
