@@ -856,3 +856,167 @@ fn the_http_clients_never_disable_certificate_checks() {
         }
     }
 }
+
+/// (a) again for the keys STS mints and the OIDC token: a pod on RRSA and a Resource
+/// Directory's member reached through its role, two passes an hour apart (so each key is
+/// fetched again, and the token file read again), then every log line, the metrics, the
+/// status, the summaries, `check-config`'s report and the ledger's rows are searched for every
+/// minted secret and token and for the OIDC token, in every encoding: zero hits.
+#[tokio::test]
+async fn minted_keys_and_the_oidc_token_reach_no_log_metric_status_or_ledger() {
+    use ecs_emulator::settings::{AccountSpec, MemberSpec, OidcProviderSpec, RoleSpec};
+    use ecs_wire::clock::Clock;
+    let logs = support::AllThreadLogs::start();
+    let provider_arn = "acs:ram::2000000000000002:oidc-provider/ack-rrsa-c1";
+    let mut due = support::instance_spec("i-prod", "2026-03-13T16:00Z");
+    due.account = Some("prod".into());
+    let mut fleet = harness_fleet(NOW, 1000.0, vec![due]);
+    let role = |name: &str, trust: &str| RoleSpec {
+        name: name.into(),
+        trust: vec![trust.into()],
+        external_id: None,
+        max_session: None,
+    };
+    fleet.accounts.push(AccountSpec {
+        name: "prod".into(),
+        balance: 1000.0,
+        currency: "CNY".into(),
+        access_keys: Vec::new(),
+        uid: Some("2000000000000002".into()),
+        roles: vec![
+            role("ResourceDirectoryAccountAccessRole", "1000000000000001"),
+            role("pod", provider_arn),
+        ],
+        members: Vec::new(),
+    });
+    fleet.accounts[0].members = vec![MemberSpec {
+        account: "prod".into(),
+        folder: None,
+        status: None,
+        display_name: None,
+    }];
+    fleet.oidc_providers.push(OidcProviderSpec {
+        name: "ack-rrsa-c1".into(),
+        account: Some("prod".into()),
+        issuer: "https://oidc.example.invalid/c1".into(),
+        audience: "sts.aliyuncs.com".into(),
+    });
+    let clock = Arc::new(VirtualClock::frozen(ecs_wire::time::parse(NOW).unwrap()));
+    let emulator =
+        ecs_emulator::start_with_clock(fleet, "127.0.0.1:0".parse().unwrap(), clock.clone())
+            .await
+            .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    let mut tokens = Vec::new();
+    let mut write_token = || {
+        let token = emulator.with_world(|w| {
+            let provider = w.identities().oidc_provider("ack-rrsa-c1").unwrap();
+            let issued = clock.now();
+            provider.mint(
+                "system:serviceaccount:x:y",
+                None,
+                issued,
+                issued + chrono::Duration::hours(1),
+            )
+        });
+        write_secret_file(&token_file, &token);
+        tokens.push(token);
+    };
+    write_token();
+    let state = dir.path().join("state");
+    let url = emulator.url();
+    let text = format!(
+        "[daemon]\nstate_dir = \"{state}\"\n[scan]\nregions = [\"cn-hangzhou\"]\n[retry]\nverify_timeout = \"1s\"\nverify_interval = \"50ms\"\n\
+         [[accounts]]\nname = \"pod\"\nendpoint = \"{url}\"\n[accounts.credentials]\nsource = \"oidc\"\nrole_arn = \"acs:ram::2000000000000002:role/pod\"\noidc_provider_arn = \"{provider_arn}\"\noidc_token_file = \"{token}\"\nsts_endpoint = \"{url}\"\n\
+         [[directories]]\nname = \"org\"\nendpoint = \"{url}\"\n[directories.credentials]\nsource = \"env\"\n\
+         [[policies]]\nname = \"renew-all\"\naction = \"renew\"\nrenew_before = \"7d\"\n",
+        state = state.display(),
+        token = token_file.display(),
+    );
+    let env = support::Harness::env();
+    let config = Config::parse(&text, Path::new("minted.toml"), &env).unwrap();
+    let engine =
+        ecs_renewd::commands::once::engine(config, &env, clock.clone(), CancellationToken::new())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    let mut shown: Vec<(String, String)> = Vec::new();
+    for pass in 0..2 {
+        let summary = engine.run_pass().await.unwrap();
+        assert!(
+            summary.source_results.iter().all(|s| s.error.is_none()),
+            "{summary:?}"
+        );
+        shown.push((format!("pass {pass} Debug"), format!("{summary:?}")));
+        shown.push((
+            format!("pass {pass} JSON"),
+            serde_json::to_string(&summary).unwrap(),
+        ));
+        shown.push((
+            format!("pass {pass} text"),
+            ecs_renewd::commands::once::render(&summary),
+        ));
+        clock.advance(Duration::from_secs(3600));
+        write_token();
+    }
+    assert_eq!(emulator.orders().len(), 1, "the instance renewed once");
+    let config_path = dir.path().join("check.toml");
+    std::fs::write(&config_path, &text).unwrap();
+    let mut report = Vec::new();
+    // check-config signs with the wall clock, which the emulator's frozen clock is not: its
+    // refusals are part of what is searched too.
+    let _ = ecs_renewd::commands::check_config::run(&config_path, &env, &mut report).await;
+    shown.push((
+        "check-config report".into(),
+        String::from_utf8(report).unwrap(),
+    ));
+    shown.push(("metrics".into(), engine.metrics.render(&engine.ledger)));
+    let status = ecs_renewd::commands::status::report(&engine.ledger).unwrap();
+    shown.push((
+        "status JSON".into(),
+        serde_json::to_string(&status).unwrap(),
+    ));
+    shown.push(("ledger rows".into(), dump_ledger(&state)));
+    shown.push(("logs".into(), logs.text()));
+
+    let minted = emulator.with_world(|w| w.minted_keys());
+    assert!(
+        minted.len() >= 4,
+        "two keys each for the pod and the member: {minted:?}"
+    );
+    let mut needles: Vec<(String, String)> = Vec::new();
+    for (id, secret, token) in &minted {
+        needles.extend(
+            forms(secret)
+                .into_iter()
+                .map(|f| (format!("secret of {id}"), f)),
+        );
+        for token in token {
+            needles.extend(
+                forms(token)
+                    .into_iter()
+                    .map(|f| (format!("token of {id}"), f)),
+            );
+        }
+    }
+    for (i, token) in tokens.iter().enumerate() {
+        needles.extend(
+            forms(token)
+                .into_iter()
+                .map(|f| (format!("OIDC token {i}"), f)),
+        );
+    }
+    let found: Vec<String> = shown
+        .iter()
+        .flat_map(|(place, text)| {
+            needles
+                .iter()
+                .filter(|(_, needle)| text.contains(needle.as_str()))
+                .map(move |(name, _)| format!("{place}: {name}"))
+        })
+        .collect();
+    assert!(found.is_empty(), "secrets shown: {found:#?}");
+    // The search finds a planted copy, so zero hits mean something.
+    let planted = format!("…{}…", minted[0].1);
+    assert!(needles.iter().any(|(_, n)| planted.contains(n.as_str())));
+}

@@ -368,6 +368,22 @@ impl World {
         &mut self.identities
     }
 
+    /// Every key STS minted so far: its ID, secret and token (tests look for them where they
+    /// must never appear).
+    pub fn minted_keys(&self) -> Vec<(String, String, Option<String>)> {
+        self.keys
+            .iter()
+            .filter(|(id, _)| id.starts_with("STS."))
+            .map(|(id, key)| {
+                (
+                    id.clone(),
+                    key.secret.expose().to_owned(),
+                    key.security_token.clone(),
+                )
+            })
+            .collect()
+    }
+
     /// Every key STS minted stops working at `now` (as if each had reached its expiry): the
     /// next call signed with one is refused `InvalidSecurityToken.Expired`. Returns how many.
     pub fn expire_sts_keys(&mut self, now: DateTime<Utc>) -> usize {
