@@ -991,7 +991,7 @@ async fn minted_keys_and_the_oidc_token_reach_no_log_metric_status_or_ledger() {
                 .into_iter()
                 .map(|f| (format!("secret of {id}"), f)),
         );
-        for token in token {
+        if let Some(token) = token {
             needles.extend(
                 forms(token)
                     .into_iter()
