@@ -14,10 +14,12 @@ use chrono::{DateTime, Utc};
 use tokio::sync::Mutex;
 
 use super::{AccountClient, AccountError, Wiring};
-use crate::cloud::credentials::{self, AssumeRoleConfig, CredentialProvider, Environment};
+use crate::cloud::credentials::{
+    self, AssumeRoleConfig, CredentialProvider, Environment, Invalidation,
+};
 use crate::cloud::error::CloudError;
 use crate::cloud::types::DirectoryAccount;
-use crate::config::{Account, AssumeRole, Config, Directory, Regions};
+use crate::config::{Account, AssumeRole, Config, Directory};
 
 /// The region a directory's listing is reported under (its source is `<directory>/` this).
 pub const LISTING_SOURCE: &str = "resourcemanager";
@@ -57,11 +59,21 @@ struct Entry {
     management: Arc<CredentialProvider>,
 }
 
+/// Where a directory's listing stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listed {
+    /// Not listed yet (the process started, or the config was reloaded).
+    Never,
+    /// Listed well at this time.
+    Good(DateTime<Utc>),
+    /// The last try failed: listed again at the next pass.
+    Failed,
+}
+
 /// What the listings found so far.
 struct State {
-    /// Per directory (in config order): when it was last listed well, and whether the last
-    /// try failed.
-    listed: Vec<(Option<DateTime<Utc>>, bool)>,
+    /// Per directory (in config order): where its listing stands.
+    listed: Vec<Listed>,
     /// Per directory: the members selected at the last good listing.
     members: Vec<Vec<DirectoryAccount>>,
     /// Member clients by account name, kept while the member stays.
@@ -85,7 +97,7 @@ impl Directories {
             let management = Arc::new(management);
             let lister = wiring.client(
                 &directory.template,
-                CredentialProvider::shared(management.clone()),
+                CredentialProvider::shared(management.clone(), Invalidation::PassedOn),
             );
             entries.push(Entry {
                 directory: directory.clone(),
@@ -94,7 +106,7 @@ impl Directories {
             });
         }
         let state = State {
-            listed: vec![(None, false); entries.len()],
+            listed: vec![Listed::Never; entries.len()],
             members: vec![Vec::new(); entries.len()],
             clients: HashMap::new(),
             roster: None,
@@ -125,35 +137,17 @@ impl Directories {
         let mut listings = Vec::new();
         let mut changed = state.roster.is_none();
         for (index, entry) in self.entries.iter().enumerate() {
-            let (last, failed) = state.listed[index];
-            let mut listing = Listing {
-                directory: entry.directory.name.clone(),
-                error: None,
+            let error = if due(state.listed[index], entry.directory.refresh, now) {
+                let (error, moved) = list(entry, &mut state, index, now).await;
+                changed |= moved;
+                error
+            } else {
+                None
             };
-            if !due(last, failed, entry.directory.refresh, now) {
-                listings.push(listing);
-                continue;
-            }
-            match entry
-                .lister
-                .client
-                .list_directory_accounts(&entry.directory.list_url)
-                .await
-            {
-                Ok(listed) => {
-                    let selected = selected(&entry.directory, listed);
-                    log_changes(&entry.directory.name, &state.members[index], &selected);
-                    changed |= state.members[index] != selected;
-                    state.members[index] = selected;
-                    state.listed[index] = (Some(now), false);
-                }
-                Err(error) => {
-                    tracing::warn!(directory = %entry.directory.name, %error, "listing the directory's members failed: the members listed before are kept, and the listing is tried again next pass");
-                    state.listed[index].1 = true;
-                    listing.error = Some(error);
-                }
-            }
-            listings.push(listing);
+            listings.push(Listing {
+                directory: entry.directory.name.clone(),
+                error,
+            });
         }
         if changed {
             let roster = self.rebuild(&mut state, config, accounts);
@@ -170,12 +164,13 @@ impl Directories {
     /// those that joined; those that left are dropped.
     fn rebuild(&self, state: &mut State, config: &Config, accounts: &[AccountClient]) -> Roster {
         let mut config = config.clone();
+        let entries = config.accounts.len();
         let mut all = accounts.to_vec();
         let mut clients = HashMap::new();
         for (entry, members) in self.entries.iter().zip(&state.members) {
             for member in members {
                 let account = member_account(&entry.directory, member);
-                warn_if_also_configured(&config.accounts, &account, member);
+                warn_if_also_configured(&config.accounts[..entries], &account, member);
                 let client = state
                     .clients
                     .remove(&account.name)
@@ -194,19 +189,61 @@ impl Directories {
 
     /// A member's client: its role assumed with the management identity.
     fn member_client(&self, entry: &Entry, account: &Account) -> AccountClient {
-        let role = account
-            .assume_role
-            .as_ref()
-            .expect("a member assumes its role");
-        let base = CredentialProvider::shared(entry.management.clone());
-        let provider = super::assume(
-            base,
-            role,
-            self.wiring.http.clone(),
-            entry.directory.template.credentials.refresh_before,
-        );
+        let provider = member_provider(&entry.directory, &entry.management, account, &self.wiring);
         self.wiring.client(account, provider)
     }
+}
+
+/// Lists `entry`'s members into `state` (its directory number `index`): the error when the
+/// listing failed (the members before are kept), and whether the members changed.
+async fn list(
+    entry: &Entry,
+    state: &mut State,
+    index: usize,
+    now: DateTime<Utc>,
+) -> (Option<CloudError>, bool) {
+    let directory = &entry.directory;
+    match entry
+        .lister
+        .client
+        .list_directory_accounts(&directory.list_url)
+        .await
+    {
+        Ok(listed) => {
+            let selected = selected(directory, listed);
+            log_changes(&directory.name, &state.members[index], &selected);
+            let changed = state.members[index] != selected;
+            state.members[index] = selected;
+            state.listed[index] = Listed::Good(now);
+            (None, changed)
+        }
+        Err(error) => {
+            tracing::warn!(directory = %directory.name, %error, "listing the directory's members failed: the members listed before in this process are kept, and the listing is tried again next pass");
+            state.listed[index] = Listed::Failed;
+            (Some(error), false)
+        }
+    }
+}
+
+/// A member's provider: its role assumed with the management identity, whose key a refused
+/// member key does not drop.
+fn member_provider(
+    directory: &Directory,
+    management: &Arc<CredentialProvider>,
+    account: &Account,
+    wiring: &Wiring,
+) -> CredentialProvider {
+    let role = account
+        .assume_role
+        .as_ref()
+        .expect("a member assumes its role");
+    let base = CredentialProvider::shared(management.clone(), Invalidation::Kept);
+    super::assume(
+        base,
+        role,
+        wiring.http.clone(),
+        directory.template.credentials.refresh_before,
+    )
 }
 
 /// What `check-config` found trying a directory.
@@ -236,7 +273,7 @@ pub async fn try_directory(
     );
     let lister = wiring.client(
         &directory.template,
-        CredentialProvider::shared(management.clone()),
+        CredentialProvider::shared(management.clone(), Invalidation::PassedOn),
     );
     let (line, column) = directory.template.location;
     let listed = lister
@@ -245,7 +282,7 @@ pub async fn try_directory(
         .await
         .map_err(|e| {
             format!(
-                "{}:{line}:{column}: directories[{index}]: listing the members (ListAccounts at {}): {e}",
+                "{}:{line}:{column}: directories[{index}]: listing the members (ListAccounts at {}): {e} (hint: the identity must be the directory's management account or a delegated administrator, with resourcemanager:ListAccounts as deploy/ram/directory-management-policy.json grants)",
                 path.display(),
                 directory.list_url
             )
@@ -259,17 +296,7 @@ pub async fn try_directory(
     };
     for member in &selected {
         let account = member_account(directory, member);
-        let role = account
-            .assume_role
-            .as_ref()
-            .expect("a member assumes its role");
-        let base = CredentialProvider::shared(management.clone());
-        let provider = super::assume(
-            base,
-            role,
-            wiring.http.clone(),
-            directory.template.credentials.refresh_before,
-        );
+        let provider = member_provider(directory, &management, &account, wiring);
         if let Err(error) = provider.credentials(now).await {
             tried
                 .refused
@@ -311,19 +338,13 @@ async fn management(
     })
 }
 
-/// Whether a directory last listed well at `last` (and whose last try `failed`) is listed
-/// again at `now`: never listed, the last try failed, or `refresh` has passed.
-pub fn due(
-    last: Option<DateTime<Utc>>,
-    failed: bool,
-    refresh: std::time::Duration,
-    now: DateTime<Utc>,
-) -> bool {
+/// Whether a directory whose listing stands at `listed` is listed again at `now`: never
+/// listed, the last try failed, or `refresh` has passed since the last good listing.
+pub fn due(listed: Listed, refresh: std::time::Duration, now: DateTime<Utc>) -> bool {
     let refresh = chrono::Duration::from_std(refresh).unwrap_or(chrono::Duration::MAX);
-    match last {
-        None => true,
-        Some(_) if failed => true,
-        Some(at) => now - at >= refresh,
+    match listed {
+        Listed::Never | Listed::Failed => true,
+        Listed::Good(at) => now - at >= refresh,
     }
 }
 
@@ -362,18 +383,10 @@ pub fn selected(directory: &Directory, listed: Vec<DirectoryAccount>) -> Vec<Dir
 }
 
 /// A member as an account: the directory's settings, named `<directory>/<AccountId>`, with
-/// the member role to assume (its STS endpoint by the members' endpoint and first region).
+/// the member role to assume.
 pub fn member_account(directory: &Directory, member: &DirectoryAccount) -> Account {
     let mut account = directory.template.clone();
     account.name = format!("{}/{}", directory.name, member.account_id);
-    let first_region = match &account.regions {
-        Regions::List(list) => list.first().map(String::as_str),
-        Regions::All => None,
-    };
-    let sts_url = account
-        .endpoint
-        .sts_url(first_region)
-        .unwrap_or_else(|_| directory.list_url.clone());
     let role = &directory.member_role;
     account.assume_role = Some(AssumeRole {
         config: AssumeRoleConfig {
@@ -384,7 +397,7 @@ pub fn member_account(directory: &Directory, member: &DirectoryAccount) -> Accou
             duration: role.duration,
             sts_endpoint: None,
         },
-        sts_url,
+        sts_url: directory.member_sts_url.clone(),
     });
     account
 }
@@ -422,5 +435,97 @@ fn warn_if_also_configured(accounts: &[Account], member: &Account, listed: &Dire
         if same {
             tracing::warn!(account = %entry.name, member = %member.name, "an [[accounts]] entry and a directory member reach the same cloud account: each instance is acted on once per pass, through the one that lists it first; remove the entry or exclude the member");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(minutes: i64) -> DateTime<Utc> {
+        DateTime::<Utc>::from_timestamp(1_800_000_000, 0).unwrap()
+            + chrono::Duration::minutes(minutes)
+    }
+
+    #[test]
+    fn a_directory_is_listed_when_never_listed_after_a_failure_or_once_refresh_has_passed() {
+        let hour = std::time::Duration::from_secs(3600);
+        let table = [
+            (Listed::Never, 0, true),
+            (Listed::Failed, 0, true),
+            (Listed::Good(at(0)), 59, false),
+            (Listed::Good(at(0)), 60, true),
+            (Listed::Good(at(0)), 61, true),
+        ];
+        for (listed, now, want) in table {
+            assert_eq!(due(listed, hour, at(now)), want, "{listed:?} at +{now}m");
+        }
+    }
+
+    fn member(id: &str, folder: &str, status: &str) -> DirectoryAccount {
+        DirectoryAccount {
+            account_id: id.into(),
+            status: status.into(),
+            folder_id: folder.into(),
+            resource_directory_path: format!("rd-1/r-root/fd-parent/{folder}/{id}"),
+            ..DirectoryAccount::default()
+        }
+    }
+
+    fn directory(include: &[&str], exclude: &[&str]) -> Directory {
+        let text = "[[directories]]\nname = \"org\"\nendpoint = \"http://127.0.0.1:1/\"\nregions = [\"cn-hangzhou\"]\n[directories.credentials]\nsource = \"env\"\n";
+        let env = Environment::from_pairs(Vec::<(String, String)>::new());
+        let mut config = Config::parse(text, std::path::Path::new("d.toml"), &env).unwrap();
+        let mut directory = config.directories.remove(0);
+        directory.include = include.iter().map(|s| (*s).to_owned()).collect();
+        directory.exclude = exclude.iter().map(|s| (*s).to_owned()).collect();
+        directory
+    }
+
+    fn ids(members: Vec<DirectoryAccount>) -> Vec<String> {
+        members.into_iter().map(|m| m.account_id).collect()
+    }
+
+    #[test]
+    fn members_are_selected_by_status_id_and_the_folders_above_them() {
+        let listed = || {
+            vec![
+                member("11", "fd-a", "CreateSuccess"),
+                member("12", "fd-a", "InviteSuccess"),
+                member("13", "fd-b", "PromoteVerifying"),
+                member("14", "fd-b", "CreateVerifying"),
+                member("x15", "fd-b", "CreateSuccess"),
+            ]
+        };
+        let all = ids(selected(&directory(&[], &[]), listed()));
+        assert_eq!(all, ["11", "12", "13"], "usable statuses, digit ids");
+        let under_parent = ids(selected(&directory(&["fd-parent"], &[]), listed()));
+        assert_eq!(
+            under_parent,
+            ["11", "12", "13"],
+            "a folder above the member's own"
+        );
+        let picked = ids(selected(&directory(&["fd-a", "13"], &["12"]), listed()));
+        assert_eq!(picked, ["11", "13"]);
+        let none = ids(selected(&directory(&["fd-c"], &[]), listed()));
+        assert!(none.is_empty());
+    }
+
+    #[test]
+    fn a_member_is_an_account_named_after_it_assuming_the_member_role_in_it() {
+        let directory = directory(&[], &[]);
+        let account = member_account(
+            &directory,
+            &member("2000000000000002", "fd-a", "CreateSuccess"),
+        );
+        assert_eq!(account.name, "org/2000000000000002");
+        let role = account.assume_role.unwrap();
+        assert_eq!(
+            role.config.role_arn,
+            "acs:ram::2000000000000002:role/ResourceDirectoryAccountAccessRole"
+        );
+        assert_eq!(role.config.session_name, "ecs-renewd");
+        assert_eq!(role.sts_url.as_str(), "http://127.0.0.1:1/");
+        assert_eq!(account.regions, directory.template.regions);
     }
 }

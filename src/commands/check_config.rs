@@ -83,9 +83,10 @@ pub async fn run(
     Ok(())
 }
 
-/// Assumes each account's role once (STS `AssumeRole` with its base credentials), so a role
-/// that does not exist, does not trust the identity or wants another ExternalId is reported
-/// now, with STS's code, rather than at the first pass.
+/// Fetches each account's keys once where they come from a service (STS `AssumeRole` with its
+/// base credentials, `AssumeRoleWithOIDC`, a credentials URI), so a role that does not exist,
+/// does not trust the identity or wants another ExternalId, a refused token or a URI that does
+/// not answer is reported now, with the service's code, rather than at the first pass.
 async fn try_roles(
     path: &Path,
     accounts: &[(usize, &crate::config::Account)],
@@ -97,16 +98,21 @@ async fn try_roles(
         let Some(account) = accounts.iter().find(|(i, _)| i == index).map(|(_, a)| *a) else {
             continue;
         };
-        if provider.role_arn().is_none() {
+        if !provider.is_fetched() {
             continue;
         }
         let now = crate::clock::SystemClock.now();
         if let Err(error) = provider.credentials(now).await {
             let (line, column) = account.location;
+            let table = if account.assume_role.is_some() {
+                "assume_role"
+            } else {
+                "credentials"
+            };
             problems.push((
                 line,
                 format!(
-                    "{}:{line}:{column}: accounts[{index}].assume_role: {error}",
+                    "{}:{line}:{column}: accounts[{index}].{table}: {error}",
                     path.display()
                 ),
             ));
@@ -151,11 +157,13 @@ async fn try_directories(
                         format!(": {}", tried.members.join(", "))
                     }
                 ));
+                let (line, column) = directory.template.location;
+                let at = format!("{}:{line}:{column}: directories[{index}]", path.display());
                 if tried.members.is_empty() {
-                    lines.push(format!("warning: directory {}: no member is selected (check include, exclude and the members' statuses)", directory.name));
+                    lines.push(format!("warning: {at}: no member of directory {} is selected (hint: check include, exclude and the members' statuses)", directory.name));
                 }
                 lines.extend(tried.refused.iter().map(|(member, why)| {
-                    format!("warning: {member}: its role cannot be assumed, so its instances will not be managed until it can: {why}")
+                    format!("warning: {at}: {member}: its role cannot be assumed, so its instances will not be managed until it can: {why} (hint: create role {} in that account trusting the management account, as deploy/ram/trust-directory-member.json shows, or add its id to exclude)", directory.member_role.name)
                 }));
             }
         }

@@ -41,6 +41,7 @@ pub(super) fn check_directories(
         }
         let template = compile_account(&section.as_account(), &key, file, report);
         let list_url = list_url(section, &template.endpoint, &key, report);
+        let member_sts_url = member_sts_url(&template, &key, report);
         directories.push(Directory {
             name: section.name.get_ref().clone(),
             template,
@@ -49,6 +50,7 @@ pub(super) fn check_directories(
             exclude: section.exclude.clone(),
             refresh: section.refresh,
             list_url,
+            member_sts_url,
         });
     }
     directories
@@ -158,6 +160,24 @@ fn list_url(
             "write an https:// URL (plain http only to a loopback address), or leave it unset",
         );
         reqwest::Url::parse("https://resourcemanager.aliyuncs.com/").expect("a constant URL")
+    })
+}
+
+/// Where the member roles are assumed: the members' STS endpoint by their endpoint and first
+/// region.
+fn member_sts_url(template: &super::Account, key: &str, report: &mut Report) -> reqwest::Url {
+    let first_region = match &template.regions {
+        super::Regions::List(list) => list.first().map(String::as_str),
+        super::Regions::All => None,
+    };
+    template.endpoint.sts_url(first_region).unwrap_or_else(|e| {
+        report.error(
+            None,
+            &format!("{key}.endpoint"),
+            format!("the member roles' STS endpoint: {e}"),
+            "write \"public\", \"vpc\" or an https:// URL",
+        );
+        reqwest::Url::parse("https://sts.aliyuncs.com/").expect("a constant URL")
     })
 }
 

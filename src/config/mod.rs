@@ -164,6 +164,9 @@ pub struct Directory {
     pub refresh: Duration,
     /// Where `ListAccounts` is sent.
     pub list_url: reqwest::Url,
+    /// Where the member roles are assumed: the members' regional STS endpoint (by their
+    /// endpoint and first region), or a custom endpoint's URL itself.
+    pub member_sts_url: reqwest::Url,
 }
 
 /// The role assumed in each member of a directory.

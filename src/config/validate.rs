@@ -131,13 +131,7 @@ fn check(
     let limits = check_limits(&file, report);
     check_retry(&file, report);
     let retry = &file.retry;
-    // Policies and the forecast's reach see each directory as one account (its members'
-    // settings), named as policies name all its members.
-    let covered: Vec<Account> = accounts
-        .iter()
-        .chain(directories.iter().map(|d| &d.template))
-        .cloned()
-        .collect();
+    let covered = covered_accounts(&accounts, &directories);
     let policies = check_policies(&file, &covered, &names, &limits, report);
     check_funds_reach(&file, &covered, &policies, report);
     let ledger = check_ledger(&file.ledger, report);
@@ -197,6 +191,17 @@ fn check(
         ha,
         warnings: std::mem::take(&mut report.warnings),
     })
+}
+
+/// What policies, the forecast's reach and the lease's timings are checked against: the
+/// accounts, and each directory as one account (its members' settings), named as policies
+/// name all its members.
+fn covered_accounts(accounts: &[Account], directories: &[super::Directory]) -> Vec<Account> {
+    accounts
+        .iter()
+        .chain(directories.iter().map(|d| &d.template))
+        .cloned()
+        .collect()
 }
 
 /// The parts that read without a problem: the account entries none of whose keys has one (or
@@ -403,7 +408,7 @@ fn check_accounts(file: &ConfigFile, report: &mut Report) -> (Vec<Account>, Hash
             None,
             "accounts",
             "no [[accounts]] and no [[directories]]: there is nothing to scan".into(),
-            "add an [[accounts]] table with a name and credentials",
+            "add an [[accounts]] table with a name and credentials (or a [[directories]] table)",
         );
     }
     let mut accounts = Vec::new();
@@ -570,7 +575,7 @@ fn check_policies(
             policies.push(policy);
         }
     }
-    if policies.is_empty() && !file.accounts.is_empty() {
+    if policies.is_empty() && !(file.accounts.is_empty() && file.directories.is_empty()) {
         report.warn(
             None,
             "policies",

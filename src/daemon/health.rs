@@ -96,6 +96,9 @@ impl Health {
         let mut state = self.lock();
         state.passes += 1;
         state.refused = summary.refused.clone();
+        for (account, region) in &summary.forgotten_sources {
+            state.sources.remove(&(account.clone(), region.clone()));
+        }
         for result in &summary.source_results {
             let entry = state
                 .sources

@@ -153,4 +153,35 @@ impl Ledger {
             },
         )
     }
+
+    /// Forgets what the ledger keeps of accounts not in `keep` (an entry removed by a reload,
+    /// a directory's member no longer listed): their sources' last scans and their status
+    /// lines, in one transaction. Returns the (account, region) sources forgotten. Intents
+    /// and outcomes are kept: they are the record of money.
+    pub fn forget_accounts(
+        &self,
+        keep: &std::collections::HashSet<&str>,
+    ) -> Result<Vec<(String, String)>, LedgerError> {
+        let gone: Vec<(String, String)> = self
+            .source_successes()?
+            .into_iter()
+            .filter(|s| !keep.contains(s.account.as_str()))
+            .map(|s| (s.account, s.region))
+            .collect();
+        if gone.is_empty() {
+            return Ok(gone);
+        }
+        let accounts: std::collections::BTreeSet<&String> = gone.iter().map(|(a, _)| a).collect();
+        self.write_operational("forgetting accounts no longer configured", |tx| {
+            for account in &accounts {
+                tx.exec("DELETE FROM sources WHERE account = ?1", args![account])?;
+                tx.exec(
+                    "DELETE FROM instance_status WHERE account = ?1",
+                    args![account],
+                )?;
+            }
+            Ok(())
+        })?;
+        Ok(gone)
+    }
 }

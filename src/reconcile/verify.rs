@@ -97,7 +97,12 @@ async fn shown_expiries(
             .push(t.instance_id.clone());
     }
     let reads = groups.into_iter().map(|((account, region), ids)| async move {
-        let client = ctx.account(&account)?;
+        let Some(client) = ctx.account(&account) else {
+            // Its entry was removed, or its directory no longer lists it: the renewal stays
+            // open with its token, settled when a configured account sees the instance again.
+            tracing::warn!(account = %account, region, instances = ?ids, "renewals sent through an account no longer configured cannot be verified: they stay open (a retry reuses their token) until a configured account lists the instances");
+            return None;
+        };
         match client.client.describe_instances_by_id(&region, &ids).await {
             Ok(listing) => Some((account, listing.instances)),
             Err(error) => {

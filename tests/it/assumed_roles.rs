@@ -609,3 +609,56 @@ async fn the_daemon_runs_on_rrsa_and_reads_the_rotated_token_for_each_new_key() 
     stop.cancel();
     running.task.await.unwrap().unwrap();
 }
+
+/// `check-config` on RRSA: a token file that is missing or cannot be read is named with the
+/// entry's place and the key (it is read at every refresh, but said at once); the exchange is
+/// tried once, so STS out of reach is reported too, without the token.
+#[tokio::test]
+async fn check_config_names_a_missing_or_unreadable_oidc_token_file_and_a_refused_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    let write = |token_file: &std::path::Path| {
+        std::fs::write(
+            &path,
+            format!(
+                "[daemon]\nstate_dir = \"{}\"\n[[accounts]]\nname = \"pod\"\n[accounts.credentials]\nsource = \"oidc\"\nrole_arn = \"{PROD_ROLE}\"\noidc_provider_arn = \"acs:ram::{PROD_UID}:oidc-provider/ack-rrsa-c1\"\noidc_token_file = \"{}\"\nsts_endpoint = \"http://127.0.0.1:9/\"\n",
+                dir.path().display(),
+                token_file.display()
+            ),
+        )
+        .unwrap()
+    };
+    let env =
+        ecs_renewd::cloud::credentials::Environment::from_pairs(Vec::<(String, String)>::new());
+    let missing = dir.path().join("no-such-token");
+    let not_a_file = dir.path().to_path_buf();
+    for (case, token_file) in [("missing", &missing), ("unreadable", &not_a_file)] {
+        write(token_file);
+        let mut out = Vec::new();
+        let failure = ecs_renewd::commands::check_config::run(&path, &env, &mut out)
+            .await
+            .expect_err(case);
+        let text = failure.to_string();
+        assert!(
+            text.contains(&format!("{}:4:8: accounts[0].credentials", path.display()))
+                && text.contains("oidc_token_file")
+                && text.contains(&token_file.display().to_string()),
+            "{case}: {text}"
+        );
+    }
+    // A token file that reads, but STS cannot be reached: reported by the fetch check-config
+    // makes, under the entry's credentials.
+    let token = dir.path().join("token");
+    std::fs::write(&token, "eyJhbGciOiJSUzI1NiJ9.e30.c2ln").unwrap();
+    write(&token);
+    let mut out = Vec::new();
+    let failure = ecs_renewd::commands::check_config::run(&path, &env, &mut out)
+        .await
+        .expect_err("STS is not there");
+    let text = failure.to_string();
+    assert!(
+        text.contains(&format!("{}:4:8: accounts[0].credentials:", path.display()))
+            && !text.contains("eyJhbGciOiJSUzI1NiJ9"),
+        "{text}"
+    );
+}

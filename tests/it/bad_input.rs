@@ -289,7 +289,7 @@ fn config_cases(table: &mut Table) {
         (
             "config: an empty file",
             String::new(),
-            "bad.toml: accounts: no [[accounts]] and no [[directories]]: there is nothing to scan (hint: add an [[accounts]] table with a name and credentials)",
+            "bad.toml: accounts: no [[accounts]] and no [[directories]]: there is nothing to scan (hint: add an [[accounts]] table with a name and credentials (or a [[directories]] table))",
         ),
         (
             "config: verification that never polls",

@@ -99,7 +99,7 @@ fn each_kind_of_mistake_gets_a_located_message_with_a_hint() {
         (
             "no accounts",
             "[daemon]\ndry_run = true\n".to_string(),
-            "test.toml: accounts: no [[accounts]] and no [[directories]]: there is nothing to scan (hint: add an [[accounts]] table with a name and credentials)",
+            "test.toml: accounts: no [[accounts]] and no [[directories]]: there is nothing to scan (hint: add an [[accounts]] table with a name and credentials (or a [[directories]] table))",
         ),
         (
             "file source without a secret file",

@@ -203,6 +203,34 @@ async fn members_joining_and_leaving_are_picked_up_at_the_refresh_without_a_rest
     let after = h.pass().await;
     assert_eq!(scanned_accounts(&after), members(&[1, 3]), "{after:?}");
     assert_eq!(renewed_instances(&h), ["i-a", "i-b", "i-d"]);
+    // What was kept of a is forgotten: its source's health and series, its status lines; no
+    // alert stays on an account nobody manages.
+    let gone = format!("org/{}", uid(0));
+    assert_eq!(
+        after.forgotten_sources,
+        [(gone.clone(), "cn-hangzhou".to_owned())],
+        "{after:?}"
+    );
+    let metrics = h.engine.metrics.render(&h.engine.ledger);
+    assert!(
+        !metrics.contains(&format!("account=\"{gone}\"")),
+        "{metrics}"
+    );
+    let status = ecs_renewd::commands::status::report(&h.engine.ledger).unwrap();
+    let status = serde_json::to_value(&status).unwrap();
+    let shown = format!("{} {}", status["sources"], status["instances"]);
+    assert!(
+        !shown.contains(&gone) && !shown.contains("\"i-a\""),
+        "{shown}"
+    );
+    assert!(
+        h.engine
+            .ledger
+            .source_successes()
+            .unwrap()
+            .iter()
+            .all(|s| s.account != gone)
+    );
     assert_eq!(calls(&h, "ListAccounts"), 2);
     // b stayed: its key was kept (one AssumeRole for a, b and d each).
     assert_eq!(calls(&h, "AssumeRole"), 3);
@@ -355,7 +383,7 @@ async fn check_config_lists_the_directory_tries_each_member_role_and_names_a_ref
         "{text}"
     );
     assert!(
-        text.contains(&format!("warning: {c}: its role cannot be assumed"))
+        text.contains(&format!("directories[0]: {c}: its role cannot be assumed"))
             && text.contains("EntityNotExist.Role"),
         "{text}"
     );

@@ -323,7 +323,11 @@ impl std::io::Write for Routed {
                 capture.0.lock().unwrap().extend_from_slice(buf);
             }
         });
-        if let Some(all) = ALL_THREADS.lock().unwrap().as_ref() {
+        if let Some(all) = ALL_THREADS
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
             all.0.lock().unwrap().extend_from_slice(buf);
         }
         Ok(buf.len())
@@ -376,31 +380,42 @@ impl LogCapture {
 
 /// A capture of every event from every thread (the ledger's writer thread and hyper's
 /// internals included) while it lives, for checks that nothing anywhere logs a secret. Other
-/// tests running meanwhile are captured too, which only widens such a check. One at a time.
-pub struct AllThreadLogs(LogCapture);
+/// tests running meanwhile are captured too, which only widens such a check. One at a time:
+/// a second waits for the first to end (`ALL_THREADS_TURN`).
+pub struct AllThreadLogs {
+    capture: LogCapture,
+    /// Held while the capture lives; released when it is dropped.
+    _turn: std::sync::MutexGuard<'static, ()>,
+}
+
+/// Held by the one all-threads capture there may be at a time.
+static ALL_THREADS_TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl AllThreadLogs {
-    /// Starts capturing.
+    /// Starts capturing, once any other all-threads capture has ended.
     pub fn start() -> AllThreadLogs {
         install_global_subscriber();
+        let turn = ALL_THREADS_TURN.lock().unwrap_or_else(|p| p.into_inner());
         let capture = LogCapture::default();
-        let mut slot = ALL_THREADS.lock().unwrap();
-        assert!(slot.is_none(), "one all-threads capture at a time");
+        let mut slot = ALL_THREADS.lock().unwrap_or_else(|p| p.into_inner());
         *slot = Some(capture.clone());
         ALL_THREADS_ON.store(true, std::sync::atomic::Ordering::Relaxed);
-        AllThreadLogs(capture)
+        AllThreadLogs {
+            capture,
+            _turn: turn,
+        }
     }
 
     /// Everything logged so far.
     pub fn text(&self) -> String {
-        self.0.text()
+        self.capture.text()
     }
 }
 
 impl Drop for AllThreadLogs {
     fn drop(&mut self) {
         ALL_THREADS_ON.store(false, std::sync::atomic::Ordering::Relaxed);
-        *ALL_THREADS.lock().unwrap() = None;
+        *ALL_THREADS.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 }
 

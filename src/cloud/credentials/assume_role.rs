@@ -168,7 +168,6 @@ fn valid_external_id(id: &str) -> bool {
 /// Credentials of an assumed role, refreshed before they expire.
 pub struct AssumedRole {
     refreshing: Refreshing,
-    role_arn: String,
     origin: String,
 }
 
@@ -188,7 +187,6 @@ impl AssumedRole {
             endpoint,
             base.origin()
         );
-        let role_arn = config.role_arn.clone();
         let sts = Sts {
             base: Box::new(base),
             config,
@@ -197,7 +195,6 @@ impl AssumedRole {
         };
         AssumedRole {
             refreshing: Refreshing::new(Box::new(sts), refresh_before),
-            role_arn,
             origin,
         }
     }
@@ -205,11 +202,6 @@ impl AssumedRole {
     /// Where the credentials come from, for logs (never a secret).
     pub fn describe(&self) -> String {
         self.origin.clone()
-    }
-
-    /// The role's ARN.
-    pub fn role_arn(&self) -> &str {
-        &self.role_arn
     }
 
     /// Forgets the current key (the service rejected it), so the next call fetches another.

@@ -317,6 +317,15 @@ pub enum CredentialError {
     },
 }
 
+/// Whether a shared provider's user passes `invalidate` on to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Invalidation {
+    /// The user's refused key is the shared key: it is dropped.
+    PassedOn,
+    /// The user's key is its own (a role assumed with the shared key): the shared key stays.
+    Kept,
+}
+
 /// A resolved credentials source that hands out credentials, refreshing temporary ones.
 pub struct CredentialProvider {
     origin: String,
@@ -330,8 +339,10 @@ enum ProviderKind {
     Refreshing(Box<refresh::Refreshing>),
     Assumed(Box<AssumedRole>),
     /// One provider several others build on (a directory's management identity, the base of
-    /// every member's role): its keys are fetched and refreshed once for all of them.
-    Shared(Arc<CredentialProvider>),
+    /// every member's role): its keys are fetched and refreshed once for all of them. Whether
+    /// a user's `invalidate` reaches it: the lister's does (its own calls were refused), a
+    /// member role's does not (a member's key refused says nothing of the management key).
+    Shared(Arc<CredentialProvider>, Invalidation),
 }
 
 impl fmt::Debug for CredentialProvider {
@@ -379,21 +390,22 @@ impl CredentialProvider {
         }
     }
 
-    /// `shared`, as the base of another provider; its keys are fetched once for every user.
-    pub fn shared(shared: Arc<CredentialProvider>) -> Self {
+    /// `shared`, used by more than one; its keys are fetched once for every user.
+    pub fn shared(shared: Arc<CredentialProvider>, invalidation: Invalidation) -> Self {
         CredentialProvider {
             origin: shared.origin.clone(),
             warnings: Vec::new(),
-            kind: ProviderKind::Shared(shared),
+            kind: ProviderKind::Shared(shared, invalidation),
         }
     }
 
-    /// The assumed role's ARN, when the credentials are a role's: two entries assuming one
-    /// role reach one cloud account.
-    pub fn role_arn(&self) -> Option<&str> {
+    /// Whether the keys are fetched from a service (STS for an assumed role or OIDC, a
+    /// credentials URI): `check-config` fetches them once to find a refusal now.
+    pub fn is_fetched(&self) -> bool {
         match &self.kind {
-            ProviderKind::Assumed(role) => Some(role.role_arn()),
-            _ => None,
+            ProviderKind::Refreshing(_) | ProviderKind::Assumed(_) => true,
+            ProviderKind::Shared(shared, _) => shared.is_fetched(),
+            ProviderKind::Static(_) | ProviderKind::Imds(_) => false,
         }
     }
 
@@ -407,7 +419,7 @@ impl CredentialProvider {
     pub fn fixed_key_id(&self) -> Option<&str> {
         match &self.kind {
             ProviderKind::Static(credentials) => Some(&credentials.access_key_id),
-            ProviderKind::Shared(shared) => shared.fixed_key_id(),
+            ProviderKind::Shared(shared, _) => shared.fixed_key_id(),
             ProviderKind::Imds(_) | ProviderKind::Refreshing(_) | ProviderKind::Assumed(_) => None,
         }
     }
@@ -430,7 +442,8 @@ impl CredentialProvider {
             ProviderKind::Imds(provider) => provider.invalidate().await,
             ProviderKind::Refreshing(source) => source.invalidate().await,
             ProviderKind::Assumed(role) => role.invalidate().await,
-            ProviderKind::Shared(shared) => shared.invalidate_boxed().await,
+            ProviderKind::Shared(shared, Invalidation::PassedOn) => shared.invalidate_boxed().await,
+            ProviderKind::Shared(_, Invalidation::Kept) => {}
         }
     }
 
@@ -457,7 +470,7 @@ impl CredentialProvider {
             ProviderKind::Imds(provider) => provider.credentials(now).await,
             ProviderKind::Refreshing(source) => source.credentials(now).await,
             ProviderKind::Assumed(role) => role.credentials(now).await,
-            ProviderKind::Shared(shared) => shared.credentials_boxed(now).await,
+            ProviderKind::Shared(shared, _) => shared.credentials_boxed(now).await,
         }
     }
 }

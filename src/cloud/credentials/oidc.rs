@@ -83,6 +83,7 @@ fn oidc_role(
             "{role_arn:?} is not a RAM role ARN (acs:ram::<account id>:role/<name>)"
         )));
     }
+    check_token_file(&token_file)?;
     if !valid_provider_arn(&provider_arn) {
         return Err(incomplete(format!(
             "{provider_arn:?} is not an OIDC provider ARN (acs:ram::<account id>:oidc-provider/<name>)"
@@ -101,6 +102,24 @@ fn oidc_role(
         token_file,
         session_name,
     }))
+}
+
+/// The token file is read at every refresh; one missing, unreadable or empty at start is
+/// said now (`check-config`, start-up) rather than at the first pass. Its text is not kept.
+fn check_token_file(path: &std::path::Path) -> Result<(), CredentialError> {
+    let what = "OIDC token (oidc_token_file, ALIBABA_CLOUD_OIDC_TOKEN_FILE)";
+    let text = std::fs::read_to_string(path).map_err(|source| CredentialError::Unreadable {
+        what,
+        path: path.to_owned(),
+        source,
+    })?;
+    if text.trim().is_empty() {
+        return Err(CredentialError::Empty {
+            what,
+            path: path.to_owned(),
+        });
+    }
+    Ok(())
 }
 
 /// Which of the three settings are missing, in words.

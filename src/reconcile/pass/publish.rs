@@ -1,13 +1,15 @@
 //! Phase 6, publish: the retry the daemon may wake for, the refusals that stand (a gauge per
 //! account and class), the acted-on status lines, the pruning of lines of instances gone from
-//! sources scanned completely, the pass's result, and its record in the ledger.
+//! sources scanned completely, what is kept of accounts no longer configured forgotten, the
+//! pass's result, and its record in the ledger.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use super::act::Acted;
 use super::observe::Observed;
 use super::status_updates::earliest;
 use super::summary::{PassSummary, Phases};
+use crate::accounts::directory::LISTING_SOURCE;
 use crate::cloud::ErrorClass;
 use crate::ledger::{LedgerError, PassRecord};
 use crate::metrics::PassResult;
@@ -35,6 +37,7 @@ pub fn publish(
     let complete: Vec<(String, String)> = complete.iter().map(key).collect();
     let down: Vec<(String, String)> = down.iter().map(key).collect();
     ctx.ledger.prune_status(ctx.generation, &complete, &down)?;
+    summary.forgotten_sources = forget_gone_accounts(ctx, &observed.reports)?;
     phases.lap("publish");
     summary.phase_seconds = phases.into_seconds();
     summary.finished_at = finished;
@@ -104,6 +107,38 @@ fn pass_result(reports: &[SourceReport], summary: &PassSummary) -> PassResult {
     } else {
         PassResult::Ok
     }
+}
+
+/// What is kept of accounts no longer configured (an entry removed by a reload, a directory's
+/// member no longer listed) is forgotten: their sources' health and series, and their status
+/// lines, so no alert stays on an account nobody manages. Not in a pass whose directory
+/// listing failed: its members are not known to be gone.
+fn forget_gone_accounts(
+    ctx: &PassContext<'_>,
+    reports: &[SourceReport],
+) -> Result<Vec<(String, String)>, LedgerError> {
+    let listing_failed = reports
+        .iter()
+        .any(|r| r.key.region == LISTING_SOURCE && !r.ok());
+    if listing_failed {
+        return Ok(Vec::new());
+    }
+    let keep: HashSet<&str> = ctx
+        .config
+        .accounts
+        .iter()
+        .map(|a| a.name.as_str())
+        .chain(ctx.config.directories.iter().map(|d| d.name.as_str()))
+        .collect();
+    let gone = ctx.ledger.forget_accounts(&keep)?;
+    for (account, region) in &gone {
+        let labels = [account.as_str(), region.as_str()];
+        let _ = ctx.metrics.source_up.remove_label_values(&labels);
+        let _ = ctx.metrics.scan_last_success.remove_label_values(&labels);
+        let _ = ctx.metrics.scan_duration.remove_label_values(&labels);
+        tracing::info!(%account, %region, "the account is no longer configured (an entry removed, or a directory member no longer listed): its source and status lines are forgotten");
+    }
+    Ok(gone)
 }
 
 /// Renewals refused for a reason only a person can fix: one gauge per account and class.

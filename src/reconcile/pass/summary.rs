@@ -79,6 +79,10 @@ pub struct PassSummary {
     pub funds: Vec<crate::policy::Forecast>,
     /// Renewals held by a funds backoff that a top-up now covers: retried in this pass.
     pub top_ups: Vec<crate::reconcile::funds::TopUp>,
+    /// Sources (account, region) of accounts no longer configured — an entry removed, a
+    /// directory's member gone — whose health, series and status lines this pass forgot.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub forgotten_sources: Vec<(String, String)>,
 }
 
 /// Instances one source listed that another listed first, in one pass.
@@ -325,6 +329,7 @@ mod tests {
                 available: cny(10_000),
                 retried: vec!["i-4".into()],
             }],
+            forgotten_sources: vec![("org/2000000000000002".into(), "cn-hangzhou".into())],
         }
     }
 
@@ -339,6 +344,7 @@ mod tests {
 
     const PINNED: &str = r#"{
   "auto_renew_changed": 3,
+  "forgotten_sources": [["org/2000000000000002", "cn-hangzhou"]],
   "auto_renew_failed": 0,
   "dry_run_auto_renew_changes": 0,
   "by_state": {
