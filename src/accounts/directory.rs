@@ -70,6 +70,29 @@ pub enum Listed {
     Failed,
 }
 
+impl Entry {
+    /// `directory` (number `index` in the file at `path`) with its management identity
+    /// resolved, and the client that lists with it.
+    async fn connect(
+        path: &std::path::Path,
+        index: usize,
+        directory: &Directory,
+        env: &Environment,
+        wiring: &Wiring,
+    ) -> Result<Entry, AccountError> {
+        let management = Arc::new(management(path, index, directory, env, wiring).await?);
+        let lister = wiring.client(
+            &directory.template,
+            CredentialProvider::shared(management.clone(), Invalidation::PassedOn),
+        );
+        Ok(Entry {
+            directory: directory.clone(),
+            lister,
+            management,
+        })
+    }
+}
+
 /// What the listings found so far.
 struct State {
     /// Per directory (in config order): where its listing stands.
@@ -93,17 +116,7 @@ impl Directories {
     ) -> Result<Directories, AccountError> {
         let mut entries = Vec::with_capacity(config.directories.len());
         for (index, directory) in config.directories.iter().enumerate() {
-            let management = management(&config.path, index, directory, env, wiring).await?;
-            let management = Arc::new(management);
-            let lister = wiring.client(
-                &directory.template,
-                CredentialProvider::shared(management.clone(), Invalidation::PassedOn),
-            );
-            entries.push(Entry {
-                directory: directory.clone(),
-                lister,
-                management,
-            });
+            entries.push(Entry::connect(&config.path, index, directory, env, wiring).await?);
         }
         let state = State {
             listed: vec![Listed::Never; entries.len()],
@@ -266,15 +279,11 @@ pub async fn try_directory(
     wiring: &Wiring,
     now: DateTime<Utc>,
 ) -> Result<Tried, String> {
-    let management = Arc::new(
-        management(path, index, directory, env, wiring)
-            .await
-            .map_err(|e| e.to_string())?,
-    );
-    let lister = wiring.client(
-        &directory.template,
-        CredentialProvider::shared(management.clone(), Invalidation::PassedOn),
-    );
+    let Entry {
+        lister, management, ..
+    } = Entry::connect(path, index, directory, env, wiring)
+        .await
+        .map_err(|e| e.to_string())?;
     let (line, column) = directory.template.location;
     let listed = lister
         .client

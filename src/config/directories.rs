@@ -65,11 +65,7 @@ fn check_name(
     report: &mut Report,
 ) {
     let name = section.name.get_ref();
-    if name.is_empty()
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-    {
+    if !super::validate::is_usable_name(name) {
         report.error(
             Some(section.name.span()),
             &format!("{key}.name"),

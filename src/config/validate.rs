@@ -430,11 +430,7 @@ fn check_account_name(
     report: &mut Report,
 ) {
     let name = section.name.get_ref().clone();
-    if name.is_empty()
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-    {
+    if !is_usable_name(&name) {
         report.error(
             Some(section.name.span()),
             &format!("{key}.name"),
@@ -450,6 +446,15 @@ fn check_account_name(
             "give each account its own name",
         );
     }
+}
+
+/// Whether `name` can name an account or a directory: letters, digits, '-', '_' and '.' (a
+/// directory's members add `/<AccountId>`, so no entry's name has a '/').
+pub(super) fn is_usable_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
 }
 
 /// `[limits]`: the safety belts, spend limits in cents per currency.
